@@ -1,0 +1,108 @@
+"""Interruption notices: one type, many sources, handled once.
+
+Every source (IMDS spot instance-action, rebalance recommendation, scheduled maintenance,
+SIGTERM from the platform) produces a :class:`Notice` and posts it onto the runner's one
+event queue. :class:`NoticeBoard` de-duplicates: the first interruption wins and later ones
+(the same notice polled again, or SIGTERM after an IMDS notice) are only recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+#: Kinds of notice. An *interruption* stops the job; a *rebalance* only asks for a sync.
+INTERRUPTION = "interruption"
+REBALANCE = "rebalance"
+SCHEDULED = "scheduled"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What a source saw. ``deadline`` is when the platform will kill us (UTC)."""
+
+    kind: str  # INTERRUPTION, REBALANCE or SCHEDULED
+    source: str  # "sigterm", "imds:spot", "imds:rebalance", "imds:scheduled"
+    action: str  # "terminate", "stop", "hibernate", "rebalance", "reboot", ...
+    deadline: datetime | None
+    received: datetime = field(default_factory=utcnow)
+    detail: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_interruption(self) -> bool:
+        return self.kind == INTERRUPTION
+
+    def seconds_left(self, now: datetime | None = None) -> float | None:
+        if self.deadline is None:
+            return None
+        return (self.deadline - (now or utcnow())).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "action": self.action,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+            "received": self.received.isoformat(),
+            "detail": self.detail,
+        }
+
+
+def sigterm_notice(grace_seconds: float) -> Notice:
+    """SIGTERM from ECS, Fargate Spot, Kubernetes or ``docker stop``: the grace period runs now."""
+    now = utcnow()
+    return Notice(
+        kind=INTERRUPTION,
+        source="sigterm",
+        action="terminate",
+        deadline=now + timedelta(seconds=grace_seconds),
+        received=now,
+    )
+
+
+class NoticeSource(Protocol):
+    """A source runs in its own thread until ``stop`` is set, posting what it sees."""
+
+    name: str
+
+    def run(self, post: Callable[[Notice], None], stop: threading.Event) -> None: ...
+
+
+class NoticeBoard:
+    """Remembers what was handled so each notice is acted on once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.interruption: Notice | None = None
+        self._seen: set[tuple[str, str, str]] = set()
+
+    def accept(self, notice: Notice) -> bool:
+        """True if the runner should act on this notice, False if it is a repeat."""
+        key = (notice.kind, notice.action, notice.deadline.isoformat() if notice.deadline else "")
+        with self._lock:
+            if self.interruption is not None:
+                return False  # already shutting down: nothing more to act on
+            if notice.is_interruption:
+                self.interruption = notice
+                return True
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            return True
+
+
+def write_notice_file(path: Path, notice: Notice) -> None:
+    """Publish the notice for the child, atomically (it may be polling for the file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(notice.to_json(), indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,51 @@
+"""Exceptions of the checkpoint store, each carrying a message a user can act on."""
+
+from __future__ import annotations
+
+
+class CheckpointError(Exception):
+    """Base class for everything the checkpoint package raises on purpose."""
+
+
+class StoreURIError(CheckpointError, ValueError):
+    """A checkpoint URI that cannot name a store (unknown scheme, relative path, ...)."""
+
+
+class StoreError(CheckpointError):
+    """A store operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or read: no such bucket, access denied, no network."""
+
+
+class ObjectNotFound(StoreError):
+    """A key that should exist does not."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no object at {key}")
+        self.key = key
+
+
+class ManifestError(CheckpointError):
+    """A manifest that is malformed, or that names a path outside the checkpoint dir."""
+
+
+class CheckpointDamaged(CheckpointError):
+    """A committed checkpoint whose objects are missing or do not match their hashes."""
+
+
+class CommitConflict(StoreError):
+    """Another writer committed the same sequence number first."""
+
+
+class Superseded(StoreError):
+    """A newer attempt of the same job has started; this one must not commit any more."""
+
+    def __init__(self, attempt: int, newer: int) -> None:
+        super().__init__(
+            f"attempt {attempt} is stale: attempt {newer} of the same job has started, "
+            "so this attempt will not commit any more checkpoints"
+        )
+        self.attempt = attempt
+        self.newer = newer

@@ -1,0 +1,206 @@
+"""Where checkpoints live: a small object-store interface and its local-directory implementation.
+
+The store knows nothing about manifests or files; it puts and gets opaque objects by key.
+Keys are '/'-separated, relative to the store's root (the URI's path or S3 prefix), and are
+built only by :mod:`checkpoint.sync`, never taken from user input.
+
+``put_object_if_absent`` is the one primitive the commit protocol needs: it creates a key
+only if no object is there yet, atomically, and says whether it did.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import ObjectNotFound, StoreError, StoreUnavailable, StoreURIError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+class Store(abc.ABC):
+    """An object store addressed by a URI. Implementations must be safe to use from threads."""
+
+    uri: str
+    #: how many transfers this store likes to run at once
+    concurrency: int = 4
+
+    @abc.abstractmethod
+    def put_object(self, key: str, data: bytes, *, sha256: str | None = None) -> None:
+        """Create or replace ``key``. ``sha256`` (hex), when given, lets the store verify it."""
+
+    @abc.abstractmethod
+    def put_object_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist; False when it already did."""
+
+    @abc.abstractmethod
+    def get_object(self, key: str) -> bytes:
+        """The object's bytes; raises :class:`ObjectNotFound`."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in no particular order."""
+
+    @abc.abstractmethod
+    def delete_objects(self, keys: Iterable[str]) -> None:
+        """Delete the keys; keys that do not exist are ignored."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable`, with the reason, if the store cannot be used."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+
+class LocalStore(Store):
+    """A store in a local directory: ``file:///abs/path``.
+
+    Objects are plain files written to a temporary name, fsynced and renamed, so a reader
+    never sees a partial object. ``put_object_if_absent`` uses ``link(2)``, which fails
+    atomically when the name exists.
+    """
+
+    concurrency = 4
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def put_object(self, key: str, data: bytes, *, sha256: str | None = None) -> None:
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        os.replace(tmp, path)
+
+    def put_object_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        self._fsync_dir(path.parent)
+        return True
+
+    def get_object(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self._path(key)}: {exc.strerror}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Walk only the directory the prefix names, then filter by the rest of it.
+        head, _, _ = prefix.rpartition("/")
+        base = self._path(head) if head else self.root
+        if not base.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(base):
+            for name in filenames:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    continue  # an object being written
+                full = Path(dirpath, name)
+                key = full.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = full.stat()
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def delete_objects(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"checkpoint store {self.uri}: cannot create {self.root}: {exc.strerror}"
+            ) from exc
+        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            raise StoreUnavailable(
+                f"checkpoint store {self.uri}: {self.root} is not readable and writable"
+            )
+
+
+def parse_file_uri(uri: str) -> Path:
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        raise StoreURIError(
+            f"{uri!r}: a file URI needs an absolute path, like file:///var/lib/checkpoints "
+            f"(here {parts.netloc!r} would be read as a host name)"
+        )
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise StoreURIError(f"{uri!r}: a file URI needs an absolute path, like file:///data/ckpt")
+    return Path(path)
+
+
+def open_store(uri: str) -> Store:
+    """The store a checkpoint URI names. Raises :class:`StoreURIError` for a bad URI."""
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    if scheme == "file":
+        return LocalStore(parse_file_uri(uri))
+    if scheme == "s3":
+        try:
+            from .s3store import S3Store
+        except ImportError as exc:  # pragma: no cover - depends on the build
+            raise StoreURIError(f"{uri!r}: S3 support is not available: {exc}") from exc
+        return S3Store.from_uri(uri)
+    if not scheme:
+        raise StoreURIError(
+            f"{uri!r} is not a URI: use file:///absolute/path or s3://bucket/prefix"
+        )
+    raise StoreURIError(
+        f"{uri!r}: unknown scheme {scheme!r}; use file:///absolute/path or s3://bucket/prefix"
+    )
