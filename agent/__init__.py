@@ -1,4 +1,4 @@
-"""spot-agent: the entrypoint that supervises a job, watches for interruptions and checkpoints it."""
+"""spot-agent: the entrypoint that supervises a job, watches for notices and checkpoints it."""
 
 from checkpoint._version import __version__
 

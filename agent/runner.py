@@ -1,0 +1,515 @@
+"""The run loop: restore, start the job, checkpoint while it runs, act on the first notice.
+
+Everything that happens asynchronously (a signal, a notice from a source thread, a sync
+finishing in its worker thread) becomes an event on one queue, handled by the main thread
+one at a time. ``queue.SimpleQueue.put`` is reentrant, so signal handlers may post to it.
+
+    start ──► restore ──► run child ──► periodic / requested syncs
+                              │
+     notice (IMDS, SIGTERM)   ▼
+          notice file ──► stop signal ──► wait (deadline - reserve) ──► SIGKILL tree
+          ──► final sync ──► exit 75
+                              │
+      child exits by itself ──► final sync ──► exit with the child's code
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from checkpoint.errors import CheckpointError, StoreError, Superseded
+from checkpoint.store import Store
+from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
+
+from . import logs
+from .config import Settings
+from .notices import (
+    INTERRUPTION,
+    REBALANCE,
+    Notice,
+    NoticeBoard,
+    NoticeSource,
+    sigterm_notice,
+    write_notice_file,
+)
+from .supervisor import FORWARDED_SIGNALS, Child, SpawnError, become_subreaper
+
+EXIT_USAGE = 2
+EXIT_STORE_UNAVAILABLE = 69
+EXIT_SOFTWARE = 70
+EXIT_CHECKPOINT_FAILED = 74
+EXIT_INTERRUPTED = 75
+EXIT_SUPERSEDED = 76
+
+#: What each signal to the agent becomes (tini's table, plus our two meanings).
+SIGNAL_TABLE: dict[signal.Signals, str] = {
+    signal.SIGTERM: "notice",
+    signal.SIGUSR1: "sync",
+    signal.SIGCHLD: "reap",
+    **{sig: "forward" for sig in FORWARDED_SIGNALS},
+}
+
+log = logs.get_logger()
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "signal", "notice", "synced", "sync-failed"
+    payload: Any = None
+
+
+class Runner:
+    def __init__(
+        self, settings: Settings, store: Store, sources: tuple[NoticeSource, ...] = ()
+    ) -> None:
+        self.s = settings
+        self.store = store
+        self.sources = sources
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.board = NoticeBoard()
+        self.child: Child | None = None
+        self.ckpt: Checkpointer | None = None
+        self.attempt = 0
+        self.interruption: Notice | None = None
+        self.superseded: Superseded | None = None
+        self._stop_sources = threading.Event()
+        self._sync_thread: threading.Thread | None = None
+        self._sync_again: str | None = None
+        self._last_sync_seconds = 0.0
+        self._next_periodic = float("inf")
+        self._runtime = Path(tempfile.mkdtemp(prefix="spot-agent-"))
+        self.notice_file = self._runtime / "notice.json"
+        self.status_file = self._runtime / "status.json"
+
+    # -- entry --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        old_handlers = self._install_signals()
+        try:
+            return self._run()
+        finally:
+            self._stop_sources.set()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            if self.ckpt is not None:
+                self.ckpt.close()
+            self.store.close()
+            shutil.rmtree(self._runtime, ignore_errors=True)
+
+    def _run(self) -> int:
+        s = self.s
+        logs.bind_static(job_id=s.job_id)
+        try:
+            self.store.check()
+            job = JobStore(self.store, s.job_id)
+            self.attempt = job.claim_attempt(
+                {"host": socket.gethostname(), "batch_attempt": s.batch_attempt}
+            )
+        except StoreError as exc:
+            log.error("store.unavailable", store=s.checkpoint_uri, error=str(exc))
+            return EXIT_STORE_UNAVAILABLE
+        logs.bind_static(attempt=self.attempt)
+        log.info(
+            "agent.start",
+            command=list(s.command),
+            store=s.checkpoint_uri,
+            checkpoint_dir=str(s.checkpoint_dir),
+            job_id_source=s.job_id_source,
+            batch_attempt=s.batch_attempt,
+            sync_interval=s.sync_interval,
+            pid=os.getpid(),
+        )
+        s.checkpoint_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.ckpt = Checkpointer(job, s.checkpoint_dir, attempt=self.attempt)
+        try:
+            restored = self.ckpt.restore()
+        except (StoreError, OSError) as exc:
+            log.error("restore.failed", store=s.checkpoint_uri, error=str(exc))
+            return EXIT_STORE_UNAVAILABLE
+        self._log_restore(restored)
+        self._write_status(
+            restored.manifest.sequence if restored.manifest else None, 0.0, "restore"
+        )
+        if self._early_interruption():
+            return self._finish_interrupted(child_ran=False)
+
+        seq = restored.manifest.sequence if restored.manifest else None
+        self.child = Child(s.command, env=self._child_env(seq), reaper=become_subreaper())
+        try:
+            pid = self.child.start()
+        except SpawnError as exc:
+            log.error("child.spawn_failed", error=str(exc), exit_code=exc.exit_code)
+            return exc.exit_code
+        log.info("child.started", child_pid=pid, reaper=self.child.reaper)
+        self._start_sources()
+        self._schedule_periodic()
+        outcome = self._supervise()
+        if isinstance(outcome, Notice):
+            return self._finish_interrupted(child_ran=True)
+        if self.superseded is not None:
+            return self._finish_superseded()
+        return self._finish_exited(outcome)
+
+    # -- signals and events -------------------------------------------------------------
+
+    def _install_signals(self) -> dict[signal.Signals, Any]:
+        old: dict[signal.Signals, Any] = {}
+        for sig, action in SIGNAL_TABLE.items():
+            old[sig] = signal.signal(sig, self._on_signal)
+            if action == "reap":
+                signal.siginterrupt(sig, False)
+        return old
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        sig = signal.Signals(signum)
+        if SIGNAL_TABLE.get(sig) == "forward" and self.child is not None:
+            self.child.send(sig)  # at once: a forwarded signal must not wait for a sync
+        self.events.put(Event("signal", sig))
+
+    def _post(self, notice: Notice) -> None:
+        self.events.put(Event("notice", notice))
+
+    def _start_sources(self) -> None:
+        for source in self.sources:
+            threading.Thread(
+                target=self._run_source, args=(source,), name=f"notice-{source.name}", daemon=True
+            ).start()
+
+    def _run_source(self, source: NoticeSource) -> None:
+        try:
+            source.run(self._post, self._stop_sources)
+        except Exception as exc:  # a broken source must never take the job down
+            log.error("notice_source.crashed", source=source.name, error=repr(exc))
+
+    def _handle(self, ev: Event) -> None:
+        if ev.kind == "signal":
+            action = SIGNAL_TABLE.get(ev.payload)
+            if action == "notice":
+                self._on_notice(sigterm_notice(self.s.grace_period))
+            elif action == "sync":
+                log.info("sync.requested", by="SIGUSR1")
+                self._start_sync("requested")
+            elif action == "forward":
+                log.info("signal.forwarded", signal=ev.payload.name)
+        elif ev.kind == "notice":
+            self._on_notice(ev.payload)
+        elif ev.kind in ("synced", "sync-failed"):
+            self._on_sync_done(ev)
+
+    def _on_notice(self, notice: Notice) -> None:
+        if not self.board.accept(notice):
+            log.debug("notice.repeat", source=notice.source, action=notice.action)
+            return
+        fields = {
+            "source": notice.source,
+            "action": notice.action,
+            "deadline": notice.deadline.isoformat() if notice.deadline else None,
+            "seconds_left": _round(notice.seconds_left()),
+        }
+        if notice.kind == INTERRUPTION:
+            log.warning("notice.interruption", **fields)
+            self.interruption = notice
+        elif notice.kind == REBALANCE:
+            log.warning("notice.rebalance", **fields, action_taken="checkpoint now, keep running")
+            self._start_sync("rebalance")
+        else:
+            log.warning("notice.scheduled", **fields, detail=notice.detail)
+            self._start_sync("scheduled-event")
+
+    def _early_interruption(self) -> bool:
+        """A SIGTERM during restore: do not start a job that would be stopped at once."""
+        while True:
+            try:
+                self._handle(self.events.get_nowait())
+            except queue.Empty:
+                return self.interruption is not None
+
+    # -- supervision --------------------------------------------------------------------
+
+    def _supervise(self) -> int | Notice:
+        assert self.child is not None
+        while True:
+            code = self.child.reap()
+            if code is not None:
+                return code
+            if self.interruption is not None:
+                return self.interruption
+            if self.superseded is not None:
+                return 0
+            timeout = min(max(self._next_periodic - time.monotonic(), 0.0), 0.5)
+            with contextlib.suppress(queue.Empty):
+                self._handle(self.events.get(timeout=timeout))
+            if time.monotonic() >= self._next_periodic:
+                self._start_sync("periodic")
+
+    def _pump(self, timeout: float) -> None:
+        with contextlib.suppress(queue.Empty):
+            self._handle(self.events.get(timeout=max(timeout, 0.0)))
+
+    # -- syncs --------------------------------------------------------------------------
+
+    def _schedule_periodic(self) -> None:
+        if self.s.sync_interval > 0:
+            self._next_periodic = time.monotonic() + self.s.sync_interval
+
+    def _start_sync(self, reason: str) -> None:
+        if self.superseded is not None:
+            return
+        self._next_periodic = float("inf")
+        if self._sync_thread is not None and self._sync_thread.is_alive():
+            self._sync_again = self._sync_again or reason
+            return
+        self._sync_thread = threading.Thread(
+            target=self._sync_worker, args=(reason,), name="sync", daemon=True
+        )
+        self._sync_thread.start()
+
+    def _sync_worker(self, reason: str) -> None:
+        assert self.ckpt is not None
+        started = time.time()
+        try:
+            result = self.ckpt.sync_once(reason)
+            if result.sequence is not None and self.s.checkpoint_keep:
+                self.ckpt.prune(self.s.checkpoint_keep)
+            self.events.put(Event("synced", (started, result)))
+        except Exception as exc:
+            self.events.put(Event("sync-failed", (started, reason, exc)))
+
+    def _on_sync_done(self, ev: Event) -> None:
+        if ev.kind == "synced":
+            started, result = ev.payload
+            self._log_sync(result)
+            self._last_sync_seconds = result.seconds
+            self._write_status(self._current_sequence(), started, result.reason)
+        else:
+            _started, reason, exc = ev.payload
+            if isinstance(exc, Superseded):
+                log.error("sync.superseded", error=str(exc))
+                self.superseded = exc
+                return
+            log.error(
+                "sync.failed",
+                reason=reason,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                action="the previous checkpoint stays intact; retrying at the next interval",
+            )
+        if self._sync_again is not None:
+            again, self._sync_again = self._sync_again, None
+            self._start_sync(again)
+        else:
+            self._schedule_periodic()
+
+    def _wait_for_sync_thread(self) -> None:
+        while self._sync_thread is not None and self._sync_thread.is_alive():
+            self._pump(0.1)
+        self._sync_again = None
+        while True:  # collect what the finished worker posted
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if ev.kind in ("synced", "sync-failed"):
+                self._on_sync_done(ev)
+                self._sync_again = None
+
+    def _final_sync(self, reason: str) -> SyncResult | None:
+        assert self.ckpt is not None
+        self._wait_for_sync_thread()
+        if self.superseded is not None:
+            return None
+        started = time.time()
+        try:
+            result = self.ckpt.sync_once(reason)
+        except Superseded as exc:
+            log.error("sync.superseded", error=str(exc))
+            self.superseded = exc
+            return None
+        except (CheckpointError, OSError) as exc:
+            log.error(
+                "sync.final_failed",
+                reason=reason,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                restorable=self._current_sequence(),
+            )
+            return None
+        self._log_sync(result)
+        self._write_status(self._current_sequence(), started, reason)
+        return result
+
+    def _current_sequence(self) -> int | None:
+        base = self.ckpt.base if self.ckpt else None
+        return base.sequence if base else None
+
+    # -- endings ------------------------------------------------------------------------
+
+    def _finish_exited(self, code: int) -> int:
+        assert self.child is not None
+        log.info(
+            "child.exited",
+            exit_code=code,
+            run_seconds=_round(time.monotonic() - self.child.started),
+        )
+        left = self.child.reap_leftovers()
+        if left:
+            log.warning("child.leftovers_ended", processes=left)
+        result = self._final_sync("exit")
+        if result is None and self.superseded is None and code == 0:
+            log.error("agent.exit", exit_code=EXIT_CHECKPOINT_FAILED, why="final checkpoint failed")
+            return EXIT_CHECKPOINT_FAILED
+        if self.superseded is not None:
+            log.error("agent.exit", exit_code=EXIT_SUPERSEDED, why=str(self.superseded))
+            return EXIT_SUPERSEDED
+        log.info("agent.exit", exit_code=code, why="the job exited")
+        return code
+
+    def _finish_interrupted(self, *, child_ran: bool) -> int:
+        notice = self.interruption
+        assert notice is not None
+        t0 = time.monotonic()
+        budget = notice.seconds_left()
+        budget = self.s.grace_period if budget is None else max(budget, 0.0)
+        write_notice_file(self.notice_file, notice)
+        if child_ran and self.child is not None and self.child.running:
+            reserve = self._reserve(budget)
+            window = max(budget - reserve, 0.0)
+            log.info(
+                "shutdown.stop_child",
+                signal=self.s.stop_signal.name,
+                wait_seconds=_round(window),
+                reserve_seconds=_round(reserve),
+            )
+            self.child.send(self.s.stop_signal)
+            deadline = t0 + window
+            while self.child.reap() is None and time.monotonic() < deadline:
+                self._pump(min(0.1, deadline - time.monotonic()))
+            code = self.child.reap()
+            if code is None:
+                killed = self.child.kill_tree()
+                code = self.child.wait(5.0)
+                log.warning(
+                    "shutdown.child_killed",
+                    processes=killed,
+                    after_seconds=_round(time.monotonic() - t0),
+                    exit_code=code,
+                )
+            else:
+                log.info(
+                    "shutdown.child_exited",
+                    exit_code=code,
+                    after_seconds=_round(time.monotonic() - t0),
+                )
+            self.child.reap_leftovers(grace=1.0)
+        result = self._final_sync("interruption") if child_ran else None
+        left = budget - (time.monotonic() - t0)
+        if self.superseded is not None:
+            log.error("agent.exit", exit_code=EXIT_SUPERSEDED, why=str(self.superseded))
+            return EXIT_SUPERSEDED
+        log.info(
+            "agent.exit",
+            exit_code=EXIT_INTERRUPTED,
+            why="interrupted",
+            committed=result.sequence if result else None,
+            restorable=self._current_sequence(),
+            shutdown_seconds=_round(time.monotonic() - t0),
+            seconds_left=_round(left),
+        )
+        return EXIT_INTERRUPTED
+
+    def _finish_superseded(self) -> int:
+        assert self.child is not None
+        log.error("shutdown.superseded", action="stopping the job: a newer attempt owns it")
+        self.child.stop(self.s.stop_signal, max(self.s.grace_period - self.s.upload_reserve, 1.0))
+        self.child.reap_leftovers(grace=1.0)
+        log.error("agent.exit", exit_code=EXIT_SUPERSEDED, why=str(self.superseded))
+        return EXIT_SUPERSEDED
+
+    def _reserve(self, budget: float) -> float:
+        """Time kept for the final checkpoint: the floor, or twice the last sync's time."""
+        wanted = max(self.s.upload_reserve, 2.0 * self._last_sync_seconds)
+        return min(wanted, 0.8 * budget)
+
+    # -- child environment and status ---------------------------------------------------
+
+    def _child_env(self, restored: int | None) -> dict[str, str]:
+        env = dict(self.s.child_environ)
+        env.update(
+            CHECKPOINT_DIR=str(self.s.checkpoint_dir),
+            SPOT_AGENT_PID=str(os.getpid()),
+            SPOT_AGENT_NOTICE_FILE=str(self.notice_file),
+            SPOT_AGENT_STATUS_FILE=str(self.status_file),
+            SPOT_AGENT_JOB_ID=self.s.job_id,
+            SPOT_AGENT_ATTEMPT=str(self.attempt),
+            SPOT_AGENT_RESTORED="" if restored is None else str(restored),
+        )
+        return env
+
+    def _write_status(self, sequence: int | None, started: float, reason: str) -> None:
+        doc = {"sequence": sequence, "started": started, "finished": time.time(), "reason": reason}
+        tmp = self.status_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.status_file)
+
+    # -- log lines ----------------------------------------------------------------------
+
+    def _log_restore(self, r: RestoreResult) -> None:
+        for seq, why in r.skipped:
+            log.error("restore.skipped_damaged", sequence=seq, error=why)
+        if r.manifest is None:
+            log.info(
+                "restore.none",
+                why="no checkpoint yet: the job starts fresh",
+                damaged_skipped=len(r.skipped),
+            )
+            return
+        log.info(
+            "restore.done",
+            sequence=r.manifest.sequence,
+            created=r.manifest.created,
+            files=len(r.manifest.files),
+            bytes=r.manifest.size,
+            files_downloaded=r.files_written,
+            files_already_present=r.files_kept,
+            bytes_downloaded=r.bytes_downloaded,
+            seconds=_round(r.seconds),
+            progress=r.manifest.progress or None,
+        )
+        if r.extra_files:
+            log.warning(
+                "restore.extra_files",
+                count=r.extra_files,
+                why="files in the checkpoint dir that the checkpoint does not have; left in place",
+            )
+
+    def _log_sync(self, r: SyncResult) -> None:
+        common = {
+            "reason": r.reason,
+            "files": r.files,
+            "bytes": r.bytes_total,
+            "bytes_uploaded": r.bytes_uploaded,
+            "bytes_skipped": r.bytes_total - r.bytes_uploaded,
+            "bytes_hashed": r.bytes_hashed,
+            "seconds": _round(r.seconds),
+        }
+        if r.sequence is None:
+            log.info("sync.unchanged", **common)
+        else:
+            log.info("sync.committed", sequence=r.sequence, **common)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)

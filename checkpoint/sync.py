@@ -1,0 +1,628 @@
+"""Sync a checkpoint dir to a store, and restore it: walk, hash, diff, upload, commit.
+
+Layout of one job under the store's root::
+
+    <job-id>/blobs/<h[:2]>/<h>         chunk contents, named by their sha256 (immutable)
+    <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence)
+    <job-id>/attempts/<n>.json         one per agent start: the fencing token
+
+The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
+
+1. every chunk the new manifest names is uploaded first (only chunks the store does not
+   have: the previous manifest's and this session's uploads are known);
+2. the manifest is created with put-if-absent under the next sequence number; that single
+   object creation is the commit. A crash before it leaves only unreferenced blobs, which
+   ``gc`` collects later; it never changes what a restore sees.
+3. before committing, an attempt checks that no newer attempt of the job has started; a
+   stale attempt is told (:class:`Superseded`) and stops committing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ._version import __version__
+from .errors import (
+    CheckpointDamaged,
+    CheckpointError,
+    CommitConflict,
+    ManifestError,
+    ObjectNotFound,
+    StoreError,
+    Superseded,
+)
+from .manifest import (
+    RESERVED_DIR,
+    TEMP_SUFFIX,
+    Chunk,
+    FileEntry,
+    LinkEntry,
+    Manifest,
+    check_link_target,
+)
+from .store import Store
+
+log = structlog.get_logger("checkpoint")
+
+CHUNK_SIZE = 8 << 20
+#: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
+#: a second write within the filesystem's timestamp granularity would otherwise be missed.
+RACY_SECONDS = 2.0
+PROGRESS_FILE = "progress.json"
+
+
+class FileChanged(CheckpointError):
+    """A file kept changing while it was read; the sync is abandoned, not committed torn."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    reason: str
+    sequence: int | None  # None: nothing changed, nothing committed
+    files: int
+    bytes_total: int
+    bytes_uploaded: int
+    chunks_uploaded: int
+    bytes_hashed: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    manifest: Manifest | None
+    files_written: int = 0
+    files_kept: int = 0
+    bytes_downloaded: int = 0
+    seconds: float = 0.0
+    skipped: tuple[tuple[int, str], ...] = ()  # damaged checkpoints passed over
+    extra_files: int = 0  # files in the dir that the checkpoint does not have
+
+
+@dataclass
+class _CacheEntry:
+    size: int
+    mtime_ns: int
+    ino: int
+    chunks: tuple[Chunk, ...]
+
+
+@dataclass
+class _Scan:
+    files: list[tuple[str, os.stat_result]] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    links: list[LinkEntry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def utc_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobStore:
+    """The keys and commit protocol of one job inside a store."""
+
+    def __init__(self, store: Store, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.prefix = f"{job_id}/"
+
+    def blob_key(self, sha256: str) -> str:
+        return f"{self.prefix}blobs/{sha256[:2]}/{sha256}"
+
+    def manifest_key(self, sequence: int) -> str:
+        return f"{self.prefix}manifests/{sequence:010d}.json"
+
+    def attempt_key(self, attempt: int) -> str:
+        return f"{self.prefix}attempts/{attempt:06d}.json"
+
+    def _numbers(self, folder: str, suffix: str = ".json") -> list[int]:
+        found = []
+        for obj in self.store.list_objects(f"{self.prefix}{folder}/"):
+            name = obj.key.rsplit("/", 1)[-1]
+            stem = name[: -len(suffix)] if name.endswith(suffix) else ""
+            if stem.isdigit():
+                found.append(int(stem))
+        return sorted(found)
+
+    def sequences(self) -> list[int]:
+        """Committed sequence numbers, oldest first."""
+        return self._numbers("manifests")
+
+    def load_manifest(self, sequence: int) -> Manifest:
+        key = self.manifest_key(sequence)
+        manifest = Manifest.from_json(self.store.get_object(key), where=key)
+        if manifest.sequence != sequence:
+            raise ManifestError(f"{key}: says it is sequence {manifest.sequence}")
+        return manifest
+
+    def attempts(self) -> list[int]:
+        return self._numbers("attempts")
+
+    def claim_attempt(self, info: dict[str, Any]) -> int:
+        """Register a new attempt; its number fences off every older attempt."""
+        attempt = (self.attempts() or [0])[-1] + 1
+        for _ in range(100):
+            body = json.dumps({**info, "attempt": attempt, "started": utc_iso()}).encode()
+            if self.store.put_object_if_absent(self.attempt_key(attempt), body):
+                return attempt
+            attempt += 1
+        raise CommitConflict(f"{self.prefix}attempts/: could not claim an attempt number")
+
+    def check_current(self, attempt: int) -> None:
+        if attempt and self.store.exists(self.attempt_key(attempt + 1)):
+            raise Superseded(attempt, max(self.attempts()))
+
+    def commit(self, manifest: Manifest) -> bool:
+        return self.store.put_object_if_absent(
+            self.manifest_key(manifest.sequence), manifest.to_json()
+        )
+
+
+class Checkpointer:
+    """Keeps one checkpoint dir and one job's checkpoints in step."""
+
+    def __init__(
+        self,
+        job: JobStore,
+        directory: Path,
+        *,
+        attempt: int = 0,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        self.job = job
+        self.directory = directory
+        self.attempt = attempt
+        self.chunk_size = chunk_size
+        self.base: Manifest | None = None  # the newest manifest this process knows
+        self._known: set[str] = set()  # blob hashes known to be in the store
+        self._cache: dict[str, _CacheEntry] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, job.store.concurrency), thread_name_prefix="ckpt-io"
+        )
+        self._lock = threading.Lock()  # one sync or restore at a time
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- sync ---------------------------------------------------------------------------
+
+    def sync_once(self, reason: str) -> SyncResult:
+        with self._lock:
+            return self._sync(reason)
+
+    def _sync(self, reason: str) -> SyncResult:
+        started = time.monotonic()
+        scan = _scan(self.directory)
+        for path, why in scan.skipped:
+            log.warning("sync.file_skipped", path=path, why=why)
+        uploader = _Uploader(self.job, self._pool, self._known)
+        entries: list[FileEntry] = []
+        hashed = 0
+        try:
+            for rel, st in scan.files:
+                entry, n = self._file_entry(rel, st, uploader)
+                if entry is not None:
+                    entries.append(entry)
+                    hashed += n
+        finally:
+            uploader.wait()
+            self._known |= uploader.done  # uploaded is uploaded, committed or not
+        manifest = Manifest(
+            job_id=self.job.job_id,
+            sequence=(self.base.sequence if self.base else 0) + 1,
+            attempt=self.attempt,
+            created=utc_iso(),
+            reason=reason,
+            files=tuple(entries),
+            dirs=tuple(scan.dirs),
+            links=tuple(scan.links),
+            progress=_read_progress(self.directory),
+            agent_version=__version__,
+        )
+        sequence: int | None = None
+        if self.base is None or _content(manifest) != _content(self.base):
+            manifest = self._commit(manifest)
+            sequence = manifest.sequence
+            self.base = manifest
+        return SyncResult(
+            reason=reason,
+            sequence=sequence,
+            files=len(entries),
+            bytes_total=manifest.size,
+            bytes_uploaded=uploader.bytes,
+            chunks_uploaded=len(uploader.done),
+            bytes_hashed=hashed,
+            seconds=time.monotonic() - started,
+        )
+
+    def _file_entry(
+        self, rel: str, st: os.stat_result, uploader: _Uploader
+    ) -> tuple[FileEntry | None, int]:
+        cached = self._cache.get(rel)
+        if (
+            cached
+            and (cached.size, cached.mtime_ns, cached.ino)
+            == (st.st_size, st.st_mtime_ns, st.st_ino)
+            and all(c.sha256 in self._known for c in cached.chunks)
+        ):
+            return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached.chunks), 0
+        path = self.directory / rel
+        for _ in range(3):
+            try:
+                chunks, after = _hash_file(path, self.chunk_size, uploader)
+            except FileNotFoundError:
+                return None, 0  # deleted while we walked: not part of this checkpoint
+            except PermissionError as exc:
+                raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
+            if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+                self._remember(rel, after, chunks)
+                mode = after.st_mode & 0o777
+                return FileEntry(rel, after.st_size, mode, after.st_mtime_ns, chunks), after.st_size
+            st = after  # changed while we read it: read it again
+        raise FileChanged(f"{path} kept changing while it was read; not committing a torn copy")
+
+    def _remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
+        if time.time_ns() - st.st_mtime_ns > RACY_SECONDS * 1e9:
+            self._cache[rel] = _CacheEntry(st.st_size, st.st_mtime_ns, st.st_ino, chunks)
+        else:
+            self._cache.pop(rel, None)
+
+    def _commit(self, manifest: Manifest) -> Manifest:
+        for _ in range(10):
+            self.job.check_current(self.attempt)
+            if self.job.commit(manifest):
+                return manifest
+            # Someone else took this number. If they are newer, check_current says so next
+            # time round; otherwise (a stale attempt racing us) we commit after them.
+            latest = (self.job.sequences() or [manifest.sequence])[-1]
+            manifest = _with_sequence(manifest, max(latest, manifest.sequence) + 1)
+        raise CommitConflict(f"{self.job.prefix}manifests/: lost the commit race ten times")
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete all but the ``keep`` newest manifests; ``gc`` collects their blobs later."""
+        old = self.job.sequences()[:-keep] if keep > 0 else []
+        self.job.store.delete_objects(self.job.manifest_key(seq) for seq in old)
+        return old
+
+    # -- restore ------------------------------------------------------------------------
+
+    def latest_sequence(self) -> int | None:
+        seqs = self.job.sequences()
+        return seqs[-1] if seqs else None
+
+    def restore(self, sequence: int | None = None, into: Path | None = None) -> RestoreResult:
+        """Restore ``sequence`` (default: the newest intact checkpoint) into the dir.
+
+        A checkpoint whose manifest is malformed or whose blobs are missing or damaged is
+        passed over, loudly, for the one before it. Raises :class:`CheckpointDamaged` only
+        when an explicitly requested sequence cannot be restored.
+        """
+        with self._lock:
+            return self._restore(sequence, into)
+
+    def _restore(self, sequence: int | None, into: Path | None) -> RestoreResult:
+        started = time.monotonic()
+        dest = into or self.directory
+        candidates = [sequence] if sequence is not None else self.job.sequences()[::-1]
+        skipped: list[tuple[int, str]] = []
+        for seq in candidates:
+            try:
+                manifest = self.job.load_manifest(seq)
+                written, kept, nbytes, extra = self._materialize(manifest, dest)
+            except (ManifestError, CheckpointDamaged, ObjectNotFound) as exc:
+                if sequence is not None:
+                    raise CheckpointDamaged(f"checkpoint {seq} cannot be restored: {exc}") from exc
+                log.error(
+                    "restore.checkpoint_damaged",
+                    sequence=seq,
+                    error=str(exc),
+                    action="falling back to the previous checkpoint",
+                )
+                skipped.append((seq, str(exc)))
+                continue
+            if into is None:
+                self.base = manifest
+            return RestoreResult(
+                manifest, written, kept, nbytes, time.monotonic() - started, tuple(skipped), extra
+            )
+        return RestoreResult(None, seconds=time.monotonic() - started, skipped=tuple(skipped))
+
+    def _materialize(self, manifest: Manifest, dest: Path) -> tuple[int, int, int, int]:
+        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        staging = dest / RESERVED_DIR / f"restore-{uuid.uuid4().hex[:12]}"
+        staging.mkdir(parents=True, mode=0o700)
+        try:
+            kept, fetch = self._partition(manifest, dest)
+            nbytes = self._download(fetch, staging)
+            self._verify_present(kept)
+            for d in manifest.dirs:
+                _safe_makedirs(dest, d)
+            for i, f in enumerate(fetch):
+                target = _safe_parent(dest, f.path) / f.path.rsplit("/", 1)[-1]
+                _clear_for_file(target)
+                os.replace(staging / str(i), target)
+            for lk in manifest.links:
+                target = _safe_parent(dest, lk.path) / lk.path.rsplit("/", 1)[-1]
+                _clear_for_file(target)
+                os.symlink(check_link_target(lk.target), target)
+        finally:
+            _rmtree(staging)
+        if dest == self.directory:
+            for f in manifest.files:
+                st = os.lstat(dest / f.path)
+                self._remember(f.path, st, f.chunks)
+            self._known |= manifest.blob_hashes()
+        listed = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
+        extra = sum(1 for rel, _ in _scan(dest).files if rel not in listed)
+        return len(fetch), len(kept), nbytes, extra
+
+    def _partition(self, manifest: Manifest, dest: Path) -> tuple[list[FileEntry], list[FileEntry]]:
+        """Files already present with the right content are kept; the rest are fetched."""
+        kept, fetch = [], []
+        for f in manifest.files:
+            path = dest / f.path
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                fetch.append(f)
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size == f.size and _matches(path, f):
+                os.chmod(path, f.mode)
+                os.utime(path, ns=(f.mtime_ns, f.mtime_ns))
+                kept.append(f)
+            else:
+                fetch.append(f)
+        return kept, fetch
+
+    def _download(self, files: list[FileEntry], staging: Path) -> int:
+        futures: list[Future[int]] = []
+        fds: list[int] = []
+        try:
+            for i, f in enumerate(files):
+                fd = os.open(staging / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fds.append(fd)
+                os.ftruncate(fd, f.size)
+                offset = 0
+                for c in f.chunks:
+                    futures.append(self._pool.submit(self._fetch_chunk, c, fd, offset, f.path))
+                    offset += c.size
+            total = 0
+            errors = []
+            for fut in futures:
+                try:
+                    total += fut.result()
+                except (CheckpointDamaged, ObjectNotFound) as exc:
+                    errors.append(exc)
+            if errors:
+                raise CheckpointDamaged(f"{len(errors)} chunk(s) bad, first: {errors[0]}")
+            for fd, f in zip(fds, files, strict=True):
+                os.fchmod(fd, f.mode)
+                os.fsync(fd)
+                os.utime(fd, ns=(f.mtime_ns, f.mtime_ns))
+            return total
+        finally:
+            for fut in futures:
+                fut.cancel()
+            for fut in futures:
+                if not fut.cancelled():
+                    fut.exception()  # wait: no thread may still write into a closed fd
+            for fd in fds:
+                os.close(fd)
+
+    def _fetch_chunk(self, chunk: Chunk, fd: int, offset: int, path: str) -> int:
+        key = self.job.blob_key(chunk.sha256)
+        data = self.job.store.get_object(key)
+        if len(data) != chunk.size or hashlib.sha256(data).hexdigest() != chunk.sha256:
+            raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+        return len(data)
+
+    def _verify_present(self, kept: list[FileEntry]) -> None:
+        """Kept files were not downloaded: make sure the store still has their blobs."""
+        wanted = sorted({c.sha256 for f in kept for c in f.chunks} - self._known)
+        present = self._pool.map(lambda h: self.job.store.exists(self.job.blob_key(h)), wanted)
+        missing = [h for h, ok in zip(wanted, present, strict=True) if not ok]
+        if missing:
+            # The local copy is intact, so the job loses nothing: the next sync uploads them.
+            log.warning(
+                "restore.blobs_missing_in_store",
+                count=len(missing),
+                action="they will be uploaded again by the next sync",
+            )
+        self._known.update(set(wanted) - set(missing))
+
+
+class _Uploader:
+    """Uploads chunks in parallel with a bound on the bytes held in memory."""
+
+    def __init__(self, job: JobStore, pool: ThreadPoolExecutor, known: set[str]) -> None:
+        self.job = job
+        self.pool = pool
+        self.known = known
+        self.done: set[str] = set()
+        self.bytes = 0
+        self._pending: dict[str, Future[None]] = {}
+        self._slots = threading.BoundedSemaphore(max(2, job.store.concurrency * 2))
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+
+    def put(self, chunk: Chunk, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        h = chunk.sha256
+        if h in self.known or h in self._pending:
+            return
+        self._slots.acquire()
+        fut = self.pool.submit(self._put, h, data)
+        self._pending[h] = fut
+        fut.add_done_callback(lambda _f: self._slots.release())
+
+    def _put(self, h: str, data: bytes) -> None:
+        try:
+            self.job.store.put_object(self.job.blob_key(h), data, sha256=h)
+        except BaseException as exc:
+            self._error = exc
+            raise
+        with self._lock:
+            self.done.add(h)
+            self.bytes += len(data)
+
+    def wait(self) -> None:
+        for fut in self._pending.values():
+            fut.exception()
+        if self._error is not None:
+            raise self._error
+
+
+def _hash_file(
+    path: Path, chunk_size: int, uploader: _Uploader
+) -> tuple[tuple[Chunk, ...], os.stat_result]:
+    chunks = []
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            data = fh.read(chunk_size)
+            if not data:
+                break
+            chunk = Chunk(hashlib.sha256(data).hexdigest(), len(data))
+            uploader.put(chunk, data)
+            chunks.append(chunk)
+        after = os.fstat(fh.fileno())
+    return tuple(chunks), after
+
+
+def _matches(path: Path, entry: FileEntry) -> bool:
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            for c in entry.chunks:
+                data = fh.read(c.size)
+                if len(data) != c.size or hashlib.sha256(data).hexdigest() != c.sha256:
+                    return False
+            return not fh.read(1)
+    except OSError:
+        return False
+
+
+def _scan(root: Path) -> _Scan:
+    """Regular files, dirs and safe symlinks below root, in a stable order."""
+    out = _Scan()
+
+    def walk(dirpath: Path, rel: str) -> None:
+        try:
+            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for e in entries:
+            r = f"{rel}{e.name}"
+            if not rel and e.name == RESERVED_DIR:
+                continue
+            if e.name.endswith(TEMP_SUFFIX):
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(e.path)
+                try:
+                    out.links.append(LinkEntry(r, check_link_target(target)))
+                except ManifestError as exc:
+                    out.skipped.append((r, f"symlink not checkpointed: {exc}"))
+            elif stat.S_ISDIR(st.st_mode):
+                out.dirs.append(r)
+                walk(Path(e.path), r + "/")
+            elif stat.S_ISREG(st.st_mode):
+                out.files.append((r, st))
+            else:
+                out.skipped.append((r, "not a regular file, directory or symlink"))
+
+    walk(root, "")
+    return out
+
+
+def _content(m: Manifest) -> Any:
+    return (m.files, m.dirs, m.links, m.progress)
+
+
+def _with_sequence(m: Manifest, sequence: int) -> Manifest:
+    return replace(m, sequence=sequence)
+
+
+def _read_progress(directory: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads((directory / RESERVED_DIR / PROGRESS_FILE).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _safe_parent(root: Path, rel: str) -> Path:
+    """The real directory that will hold ``rel``, created as needed, never through a link."""
+    cur = root
+    for part in rel.split("/")[:-1]:
+        cur = cur / part
+        _ensure_real_dir(cur)
+    return cur
+
+
+def _safe_makedirs(root: Path, rel: str) -> None:
+    cur = root
+    for part in rel.split("/"):
+        cur = cur / part
+        _ensure_real_dir(cur)
+
+
+def _ensure_real_dir(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        os.mkdir(path, 0o700)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        return
+    # A file or a symlink where the checkpoint has a directory: the checkpoint wins, and a
+    # symlink is never followed (it could lead out of the checkpoint dir).
+    os.unlink(path)
+    os.mkdir(path, 0o700)
+
+
+def _clear_for_file(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        _rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = [
+    "CHUNK_SIZE",
+    "Checkpointer",
+    "FileChanged",
+    "JobStore",
+    "RestoreResult",
+    "StoreError",
+    "SyncResult",
+]
