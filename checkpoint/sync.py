@@ -19,6 +19,7 @@ The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -361,6 +362,8 @@ class Checkpointer:
                 os.symlink(check_link_target(lk.target), target)
         finally:
             _rmtree(staging)
+            with contextlib.suppress(OSError):
+                staging.parent.rmdir()  # only if empty: it may hold the job's progress
         if dest == self.directory:
             for f in manifest.files:
                 st = os.lstat(dest / f.path)

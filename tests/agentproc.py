@@ -1,0 +1,140 @@
+"""Run the real ``spot-agent`` entrypoint as a subprocess, the way a container would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "primes.py"
+AGENT = [sys.executable, "-m", "agent"]
+
+
+def agent_env(tmp: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A clean environment: local store under tmp, no IMDS, no Batch variables."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SPOT_AGENT_", "AWS_BATCH_", "CHECKPOINT_DIR"))
+    }
+    env.update(
+        XDG_STATE_HOME=str(tmp / "state"),
+        SPOT_AGENT_CHECKPOINT_URI=(tmp / "store").as_uri(),
+        SPOT_AGENT_IMDS="off",
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class AgentRun:
+    proc: subprocess.Popen[str]
+    out_path: Path
+    err_path: Path
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def has_line(self, line: str) -> bool:
+        """The job printed exactly this line (the command echoed in agent.start does not count)."""
+        return line in self.stdout.splitlines()
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.stdout.splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    continue
+        return found
+
+    def event(self, name: str) -> dict[str, Any]:
+        matches = [e for e in self.events() if e.get("event") == name]
+        assert matches, f"no {name!r} event in agent output:\n{self.stdout}\n{self.stderr}"
+        return matches[-1]
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"agent exited {self.proc.returncode} while waiting for {what}:\n"
+                    f"{self.stdout}\n{self.stderr}"
+                )
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.stdout}\n{self.stderr}")
+
+
+def start_agent(
+    tmp: Path,
+    run_args: Sequence[str],
+    command: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    name: str = "agent",
+) -> AgentRun:
+    out, err = tmp / f"{name}.out", tmp / f"{name}.err"
+    n = 1
+    while out.exists():
+        n += 1
+        out, err = tmp / f"{name}{n}.out", tmp / f"{name}{n}.err"
+    with open(out, "w") as o, open(err, "w") as e:
+        proc = subprocess.Popen(
+            [*AGENT, "run", *run_args, "--", *command],
+            stdout=o,
+            stderr=e,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else agent_env(tmp),
+            cwd=tmp,
+            text=True,
+        )
+    return AgentRun(proc, out, err)
+
+
+def run_agent(
+    tmp: Path,
+    run_args: Sequence[str],
+    command: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> AgentRun:
+    run = start_agent(tmp, run_args, command, env)
+    run.wait(timeout)
+    return run
+
+
+def cli(
+    tmp: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*AGENT, *args],
+        capture_output=True,
+        text=True,
+        env=dict(env) if env is not None else agent_env(tmp),
+        cwd=tmp,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )

@@ -1,0 +1,166 @@
+"""The supervisor with real processes: exit codes, signals, escalation, orphans, zombies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agent.supervisor import Child, SpawnError, become_subreaper
+
+PY = sys.executable
+
+
+def run(code: str, **kw: object) -> Child:
+    child = Child([PY, "-c", textwrap.dedent(code)], **kw)  # type: ignore[arg-type]
+    child.start()
+    return child
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 75, 255])
+def test_exit_code_passes_through(code: int) -> None:
+    assert run(f"raise SystemExit({code})").wait(10) == code
+
+
+def test_death_by_signal_is_128_plus_n() -> None:
+    child = run("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert child.wait(10) == 128 + signal.SIGKILL
+
+
+def test_missing_command_is_127_and_unexecutable_is_126(tmp_path: Path) -> None:
+    with pytest.raises(SpawnError) as info:
+        Child(["no-such-command-spot-agent"]).start()
+    assert info.value.exit_code == 127
+    assert "command not found" in str(info.value)
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    with pytest.raises(SpawnError) as info:
+        Child([str(script)]).start()
+    assert info.value.exit_code == 126
+
+
+def test_child_runs_in_its_own_process_group() -> None:
+    child = run("import time; time.sleep(5)")
+    try:
+        assert os.getpgid(child.pid) == child.pid != os.getpgrp()
+    finally:
+        child.kill_tree()
+        child.wait(5)
+
+
+def test_send_reaches_the_whole_group(tmp_path: Path) -> None:
+    marker = tmp_path / "got"
+    # A shell that starts a grandchild; SIGUSR2 to the group reaches the grandchild too.
+    child = Child(
+        [
+            "sh",
+            "-c",
+            f"""
+        {PY} -c 'import signal, sys, time, pathlib
+p = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGUSR2, lambda *a: (p.write_text("usr2"), sys.exit(0)))
+p.with_suffix(".ready").write_text("")
+time.sleep(30)' {marker} &
+        wait""",
+        ]
+    )
+    child.start()
+    deadline = time.monotonic() + 10
+    while not marker.with_suffix(".ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send(signal.SIGUSR2)
+    assert child.wait(10) is not None
+    assert marker.read_text() == "usr2"
+
+
+def test_child_ignoring_sigterm_is_killed_with_its_tree(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    child = run(f"""
+        import os, signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        g = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+        open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{g.pid}}")
+        time.sleep(60)
+    """)
+    deadline = time.monotonic() + 10
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    grandchild = int(pids.read_text().split()[1])
+    started = time.monotonic()
+    code, killed = child.stop(signal.SIGTERM, timeout=0.5)
+    assert killed and code == 128 + signal.SIGKILL
+    assert time.monotonic() - started < 10
+    # The grandchild is gone too (or a zombie waiting for its reaper).
+    try:
+        assert psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        pass
+
+
+def test_stop_returns_the_code_of_a_child_that_obeys() -> None:
+    child = run("import time; time.sleep(60)")
+    code, killed = child.stop(signal.SIGTERM, timeout=10)
+    assert (code, killed) == (128 + signal.SIGTERM, False)
+
+
+def test_leftover_processes_are_ended_after_the_job_exits(tmp_path: Path) -> None:
+    pidfile = tmp_path / "bg"
+    child = Child(
+        ["sh", "-c", f"sleep 60 & echo $! > {pidfile}; exit 0"], reaper=become_subreaper()
+    )
+    child.start()
+    assert child.wait(10) == 0
+    bg = int(pidfile.read_text())
+    assert child.reap_leftovers(grace=2) == 1
+    assert not psutil.pid_exists(bg) or psutil.Process(bg).status() == psutil.STATUS_ZOMBIE
+
+
+REAPER_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from agent.supervisor import Child
+    assert os.getpid() == 1, os.getpid()
+    # The job double-forks 20 orphans that exit at once: as PID 1 we must reap them all.
+    child = Child(["sh", "-c", "for i in $(seq 20); do (sh -c 'exit 0' &) ; done; sleep 1; exit 7"],
+                  reaper=True)
+    child.start()
+    code = child.wait(20)
+    time.sleep(0.3)
+    child.reap()
+    zombies = [l for l in os.popen("ps -eo stat=").read().split() if l.startswith("Z")]
+    print(code, child.reaped_orphans, len(zombies))
+    """
+)
+
+
+def test_pid1_reaps_orphaned_zombies() -> None:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare(1) is not installed")
+    probe = subprocess.run(
+        [unshare, "--pid", "--fork", "--mount-proc", "true"], capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"this machine does not allow PID namespaces: {probe.stderr.decode().strip()}")
+    out = subprocess.run(
+        [unshare, "--pid", "--fork", "--mount-proc", PY, "-c", REAPER_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 0, out.stderr
+    code, reaped, zombies = (int(x) for x in out.stdout.split())
+    assert code == 7
+    assert reaped >= 20
+    assert zombies == 0

@@ -1,0 +1,123 @@
+import json
+
+import pytest
+
+from checkpoint.errors import ManifestError
+from checkpoint.manifest import Chunk, FileEntry, LinkEntry, Manifest, check_relpath
+
+H = "a" * 64
+
+
+def manifest(**over: object) -> Manifest:
+    base = dict(
+        job_id="j",
+        sequence=3,
+        attempt=2,
+        created="2026-11-23T00:00:00Z",
+        reason="exit",
+        files=(FileEntry("dir/f.bin", 5, 0o644, 123, (Chunk(H, 2), Chunk("b" * 64, 3))),),
+        dirs=("dir",),
+        links=(LinkEntry("l", "dir/f.bin"),),
+        progress={"step": 7},
+    )
+    base.update(over)
+    return Manifest(**base)  # type: ignore[arg-type]
+
+
+def doc(**files_over: object) -> dict:
+    d = json.loads(manifest().to_json())
+    d["files"][0].update(files_over)
+    return d
+
+
+def test_round_trip() -> None:
+    m = manifest()
+    assert Manifest.from_json(m.to_json()) == m
+    assert m.size == 5
+    assert m.blob_hashes() == {H, "b" * 64}
+
+
+def test_non_utf8_file_name_survives() -> None:
+    name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+    m = manifest(files=(FileEntry(name, 0, 0o600, 1, ()),), dirs=(), links=())
+    back = Manifest.from_json(m.to_json())
+    assert back.files[0].path.encode("utf-8", "surrogateescape") == b"caf\xe9.txt"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../etc/passwd",
+        "/etc/passwd",
+        "a/../../b",
+        "a//b",
+        "./a",
+        "a/.",
+        "",
+        "a\x00b",
+        "a\\..\\b",
+        ".spot-agent/x",
+    ],
+)
+def test_escaping_paths_are_refused(path: str) -> None:
+    with pytest.raises(ManifestError):
+        check_relpath(path)
+    with pytest.raises(ManifestError):
+        Manifest.from_json(json.dumps(doc(path=path)).encode())
+
+
+@pytest.mark.parametrize("target", ["/etc", "../x", "a/../../x", "..", ""])
+def test_escaping_link_targets_are_refused(target: str) -> None:
+    d = json.loads(manifest().to_json())
+    d["links"] = [{"path": "l", "target": target}]
+    with pytest.raises(ManifestError, match="link target"):
+        Manifest.from_json(json.dumps(d).encode())
+
+
+def test_file_below_a_link_is_refused() -> None:
+    d = json.loads(manifest().to_json())
+    d["links"] = [{"path": "dir", "target": "sub"}]
+    d["dirs"] = []
+    with pytest.raises(ManifestError, match="below the symlink"):
+        Manifest.from_json(json.dumps(d).encode())
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"format": 1, "job_id": "j"', "not valid JSON"),  # truncated
+        (b"[]", "not a JSON object"),
+        (b'{"format": 99}', "unsupported format"),
+        (b'{"format": 1, "files": []}', "malformed"),
+    ],
+)
+def test_malformed_manifests_name_the_problem(raw: bytes, message: str) -> None:
+    with pytest.raises(ManifestError, match=message) as info:
+        Manifest.from_json(raw, where="job/manifests/0000000001.json")
+    assert "job/manifests/0000000001.json" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_chunk_sizes_must_add_up() -> None:
+    with pytest.raises(ManifestError, match="do not add up"):
+        Manifest.from_json(json.dumps(doc(size=6)).encode())
+
+
+def test_bad_hash_and_negative_size() -> None:
+    with pytest.raises(ManifestError, match="bad chunk hash"):
+        Manifest.from_json(json.dumps(doc(chunks=[["XYZ", 5]])).encode())
+    with pytest.raises(ManifestError, match="integer"):
+        Manifest.from_json(json.dumps(doc(size=-1)).encode())
+
+
+def test_duplicate_paths_are_refused() -> None:
+    d = json.loads(manifest().to_json())
+    d["files"].append(dict(d["files"][0]))
+    with pytest.raises(ManifestError, match="twice"):
+        Manifest.from_json(json.dumps(d).encode())
+
+
+def test_setuid_bits_are_dropped() -> None:
+    m = Manifest.from_json(json.dumps(doc(mode=0o4755)).encode())
+    assert m.files[0].mode == 0o755
