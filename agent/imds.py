@@ -316,11 +316,11 @@ def parse_time(value: object) -> datetime | None:
     return parsed.astimezone(timezone.utc)
 
 
-def _load_json(body: str, path: str) -> Any:
+def _load_json(body: str) -> Any:
+    """The decoded body, or None when it is not JSON (the callers log what that means)."""
     try:
         return json.loads(body)
     except ValueError:
-        structlog.get_logger().warning("imds_malformed_json", path=path, body=body[:200])
         return None
 
 
@@ -332,10 +332,11 @@ def parse_instance_action(body: str, now: datetime | None = None) -> Notice:
     would lose everything since the last checkpoint.
     """
     now = now or utcnow()
-    data = _load_json(body, INSTANCE_ACTION)
+    data = _load_json(body)
     if not isinstance(data, dict):
-        if data is not None:
-            structlog.get_logger().warning("imds_malformed_notice", path=INSTANCE_ACTION)
+        structlog.get_logger().warning(
+            "imds_malformed_notice", path=INSTANCE_ACTION, body=body[:200]
+        )
         return Notice(
             kind=INTERRUPTION,
             source="imds:spot",
@@ -383,15 +384,19 @@ def parse_termination_time(body: str, now: datetime | None = None) -> Notice:
 def parse_rebalance(body: str, now: datetime | None = None) -> Notice:
     """``events/recommendations/rebalance``: an early warning, whatever the body says."""
     now = now or utcnow()
-    data = _load_json(body, REBALANCE_PATH)
-    detail = data if isinstance(data, dict) else {"malformed": True, "raw": body[:500]}
+    data = _load_json(body)
+    if not isinstance(data, dict):
+        structlog.get_logger().warning(
+            "imds_malformed_notice", path=REBALANCE_PATH, body=body[:200]
+        )
+        data = {"malformed": True, "raw": body[:500]}
     return Notice(
         kind=REBALANCE,
         source="imds:rebalance",
         action="rebalance",
         deadline=None,
         received=now,
-        detail=detail,
+        detail=data,
     )
 
 
@@ -403,16 +408,16 @@ def parse_scheduled(body: str, now: datetime | None = None) -> list[Notice]:
     would cost more than the hours or days of warning scheduled events come with.
     """
     now = now or utcnow()
-    data = _load_json(body, SCHEDULED_PATH)
-    if data is None:
-        return []
+    data = _load_json(body)
     if not isinstance(data, list):
-        structlog.get_logger().warning("imds_malformed_notice", path=SCHEDULED_PATH)
+        structlog.get_logger().warning(
+            "imds_malformed_notice", path=SCHEDULED_PATH, body=body[:200]
+        )
         return []
     notices = []
     for event in data:
         if not isinstance(event, dict) or not isinstance(event.get("Code"), str):
-            structlog.get_logger().warning("imds_malformed_event", event=repr(event)[:200])
+            structlog.get_logger().warning("imds_malformed_event", entry=repr(event)[:200])
             continue
         if str(event.get("State", "active")).lower() != "active":
             continue  # completed or canceled
