@@ -136,8 +136,9 @@ class ImdsMock:
         self._server.daemon_threads = True
         self._server.mock = self  # type: ignore[attr-defined]
         self.port = self._server.server_address[1]
+        # A short poll interval makes stop() quick: shutdown() waits for the next poll.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="imds-mock", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="imds-mock", daemon=True
         )
         self._thread.start()
         return self
