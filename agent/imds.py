@@ -136,11 +136,15 @@ class ImdsClient:
         )
 
     def probe(self) -> str | None:
-        """None if the service answers; else one line saying why not and what to check."""
+        """None if the service answers; else one line saying why not and what to check.
+
+        One attempt, no retries: off EC2 this must cost at most the connect timeout. A 5xx
+        counts as reachable, since a glitch at start must not turn polling off for days.
+        """
         try:
             self._get_authorised(self._url("instance-id"))
         except ImdsUnavailable as exc:
-            return exc.reason
+            return None if exc.kind == "http_5xx" else exc.reason
         return None
 
     # -- internals -----------------------------------------------------------------------
@@ -451,7 +455,13 @@ def scheduled_is_interruption(
 
 
 class ImdsSource:
-    """Polls IMDS for notices and posts each new one; never raises, never stalls long."""
+    """Polls IMDS for notices and posts each new one; never raises, never stalls long.
+
+    Scheduled events are posted as SCHEDULED when first seen; a stop or retirement due
+    within ``scheduled_window`` seconds is posted again as an INTERRUPTION, leaving the
+    job that long to checkpoint (more than the two minutes a spot notice gives).
+    While IMDS fails, polls back off from ``interval`` doubling up to ``max_backoff``.
+    """
 
     name = "imds"
 
@@ -545,4 +555,6 @@ class ImdsSource:
             reason=str(exc) or type(exc).__name__,
             retry_in=retry_in,
             suppressed=self._suppressed.pop(kind, 0),
+            # Expected outages need no traceback; anything else is a bug worth one.
+            exc_info=None if isinstance(exc, ImdsUnavailable) else exc,
         )

@@ -286,6 +286,11 @@ def test_probe_explains_the_likely_cause(
     assert len(calls(http, "PUT")) == 1, "probe answers at once, without retries"
 
 
+def test_probe_counts_a_5xx_as_reachable(http: responses.RequestsMock, sleeps: list[float]) -> None:
+    http.put(TOKEN_URL, status=503)
+    assert client(sleeps).probe() is None
+
+
 def test_from_environ() -> None:
     env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1338/"}
     assert ImdsClient.from_environ(env).endpoint == "http://127.0.0.1:1338"
