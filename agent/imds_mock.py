@@ -85,7 +85,12 @@ def ec2_event_time(epoch: float) -> str:
 
 
 class ImdsMock:
-    """An IMDSv2 emulator on a ThreadingHTTPServer; all times are wall-clock seconds."""
+    """An IMDSv2 emulator on a ThreadingHTTPServer; all times are wall-clock seconds.
+
+    ``notice_after`` and ``rebalance_after`` count from :meth:`start`. Each ``scheduled``
+    entry is an event in EC2's format (``{"Code": "instance-stop", "NotBefore": ...}``);
+    missing fields get plausible values.
+    """
 
     def __init__(
         self,
