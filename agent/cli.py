@@ -14,7 +14,7 @@ from checkpoint.errors import CheckpointError, StoreError, StoreURIError
 from checkpoint.store import Store, open_store
 from checkpoint.sync import Checkpointer, JobStore
 
-from . import __version__, logs
+from . import __version__, imds_mock, logs
 from .config import (
     RUN_OPTIONS,
     STORE_OPTIONS,
@@ -95,10 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _mount_imds_mock(sub: Any) -> None:
-    try:
-        from . import imds_mock
-    except ImportError:
-        return
     p = sub.add_parser(
         "imds-mock",
         help="a local EC2 metadata service that can post interruption notices",

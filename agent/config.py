@@ -165,7 +165,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(
         "--imds",
         "SPOT_AGENT_IMDS",
-        "poll the EC2 metadata service for notices: auto (when reachable), on (required), off",
+        "poll the EC2 metadata service for notices: auto (on EC2 or when "
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT is set, if reachable), on (required), off",
         parse_choice("auto", "on", "off"),
         default="auto",
         metavar="MODE",
@@ -251,6 +252,7 @@ class Settings:
     stop_signal: signal.Signals
     imds: str
     imds_endpoint: str
+    imds_endpoint_set: bool
     imds_interval: float
     grace_period: float
     upload_reserve: float
@@ -326,6 +328,7 @@ def load_settings(
         imds_endpoint=(
             environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254"
         ).rstrip("/"),
+        imds_endpoint_set=bool(environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")),
         imds_interval=max(values["imds_interval"], 0.1),
         grace_period=values["grace_period"],
         upload_reserve=values["upload_reserve"],

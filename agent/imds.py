@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -38,6 +38,27 @@ SCHEDULED_PATH = "events/maintenance/scheduled"
 SPOT_WARNING = timedelta(seconds=120)
 #: Scheduled-event codes that end the instance (or our process on it).
 INTERRUPTING_CODES = frozenset({"instance-stop", "instance-retirement", "instance-terminate"})
+
+
+def looks_like_ec2(sys_root: str = "/sys") -> bool:
+    """True on EC2 hardware (Nitro DMI or a Xen hypervisor uuid), without any network call.
+
+    ``--imds auto`` asks this before probing, so a laptop or a CI runner never sends a
+    request to the link-local metadata address.
+    """
+    signatures = (
+        ("class/dmi/id/sys_vendor", "amazon ec2"),
+        ("class/dmi/id/board_asset_tag", "i-"),
+        ("hypervisor/uuid", "ec2"),
+    )
+    for rel, prefix in signatures:
+        try:
+            with open(f"{sys_root}/{rel}") as fh:
+                if fh.read().strip().lower().startswith(prefix):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 class ImdsUnavailable(Exception):
@@ -305,7 +326,7 @@ def parse_time(value: object) -> datetime | None:
                 int(hour),
                 int(minute),
                 int(second),
-                tzinfo=timezone.utc,
+                tzinfo=UTC,
             )
         except ValueError:
             return None
@@ -316,8 +337,8 @@ def parse_time(value: object) -> datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def _load_json(body: str) -> Any:

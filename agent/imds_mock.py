@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any
@@ -73,13 +73,13 @@ _NOT_FOUND = (
 
 def iso(epoch: float) -> str:
     """The timestamp format of instance-action and rebalance: ``2026-11-23T12:00:00Z``."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ec2_event_time(epoch: float) -> str:
     """The timestamp format of scheduled events: ``21 Jan 2019 09:00:43 GMT``."""
     # Built by hand: %b follows the process locale, EC2's month names do not.
-    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    moment = datetime.fromtimestamp(epoch, UTC)
     month = _MONTHS[moment.month - 1]
     return f"{moment.day} {month} {moment.year} {moment:%H:%M:%S} GMT"
 

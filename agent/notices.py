@@ -84,11 +84,18 @@ class NoticeBoard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.interruption: Notice | None = None
-        self._seen: set[tuple[str, str, str]] = set()
+        self._seen: set[tuple[str, ...]] = set()
 
     def accept(self, notice: Notice) -> bool:
         """True if the runner should act on this notice, False if it is a repeat."""
-        key = (notice.kind, notice.action, notice.deadline.isoformat() if notice.deadline else "")
+        # What the source said identifies a notice (a new rebalance has a new noticeTime).
+        key = (
+            notice.kind,
+            notice.source,
+            notice.action,
+            notice.deadline.isoformat() if notice.deadline else "",
+            json.dumps(notice.detail, sort_keys=True, default=str),
+        )
         with self._lock:
             if self.interruption is not None:
                 return False  # already shutting down: nothing more to act on

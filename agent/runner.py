@@ -35,7 +35,8 @@ from checkpoint.store import Store
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
 from . import logs
-from .config import Settings
+from .config import ConfigError, Settings
+from .imds import ImdsClient, ImdsSource, ImdsUnavailable, looks_like_ec2
 from .notices import (
     INTERRUPTION,
     REBALANCE,
@@ -132,6 +133,7 @@ class Runner:
             sync_interval=s.sync_interval,
             pid=os.getpid(),
         )
+        self.sources = (*self.sources, *self._imds_sources())
         s.checkpoint_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ckpt = Checkpointer(job, s.checkpoint_dir, attempt=self.attempt)
         try:
@@ -178,6 +180,44 @@ class Runner:
         if SIGNAL_TABLE.get(sig) == "forward" and self.child is not None:
             self.child.send(sig)  # at once: a forwarded signal must not wait for a sync
         self.events.put(Event("signal", sig))
+
+    def _imds_sources(self) -> tuple[NoticeSource, ...]:
+        """The metadata-service source, if ``--imds`` and the machine call for one."""
+        s = self.s
+        if s.imds == "off":
+            return ()
+        if s.imds == "auto" and not s.imds_endpoint_set and not looks_like_ec2():
+            log.info(
+                "imds.skipped",
+                why="not on EC2 and AWS_EC2_METADATA_SERVICE_ENDPOINT unset",
+                notices="SIGTERM only",
+            )
+            return ()
+        client = ImdsClient(s.imds_endpoint)
+        reason = client.probe()
+        if reason is not None:
+            if s.imds == "on":
+                raise ConfigError(
+                    "--imds (SPOT_AGENT_IMDS)",
+                    f"on, but the metadata service at {s.imds_endpoint} cannot be used: {reason}",
+                )
+            log.warning(
+                "imds.unavailable", endpoint=s.imds_endpoint, reason=reason, notices="SIGTERM only"
+            )
+            return ()
+        identity = {}
+        for field, path in (
+            ("instance_id", "instance-id"),
+            ("instance_type", "instance-type"),
+            ("availability_zone", "placement/availability-zone"),
+        ):
+            try:
+                identity[field] = client.get(path)
+            except ImdsUnavailable:
+                identity[field] = None
+        logs.bind_static(**identity)
+        log.info("imds.polling", endpoint=s.imds_endpoint, interval=s.imds_interval)
+        return (ImdsSource(client, interval=s.imds_interval),)
 
     def _post(self, notice: Notice) -> None:
         self.events.put(Event("notice", notice))

@@ -7,7 +7,8 @@ is on, saves, and stops. Run it again and it carries on where the checkpoint lef
 
     spot-agent run --job-id primes -- python examples/primes.py --limit 1e10
 
-Known answers to check against: pi(1e7) = 664579, pi(1e8) = 5761455, pi(1e9) = 50847534, pi(1e10) = 455052511.
+Known answers to check against: pi(1e7) = 664579, pi(1e8) = 5761455,
+pi(1e9) = 50847534, pi(1e10) = 455052511.
 """
 
 from __future__ import annotations

@@ -206,8 +206,11 @@ def test_forwarded_signals_reach_the_job(tmp_path: Path) -> None:
     child = py("""
         import signal, sys, time
         got = []
+        def on(n, f):
+            got.append(signal.Signals(n).name)
+            print("got", got[-1], flush=True)
         for s in (signal.SIGHUP, signal.SIGUSR2, signal.SIGINT):
-            signal.signal(s, lambda n, f: (got.append(signal.Signals(n).name), print("got", got[-1], flush=True)))
+            signal.signal(s, on)
         print("ready", flush=True)
         while len(got) < 3:
             time.sleep(0.01)

@@ -6,7 +6,7 @@ import errno
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -35,7 +35,7 @@ from agent.notices import INTERRUPTION, REBALANCE, SCHEDULED, Notice
 EP = "http://imds.test"
 TOKEN_URL = f"{EP}/latest/api/token"
 META = f"{EP}/latest/meta-data/"
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 class Clock:
@@ -364,7 +364,7 @@ def test_scheduled_events() -> None:
     ]
     assert notices[0].deadline == NOW + timedelta(minutes=5)
     assert notices[0].detail["EventId"] == "instance-event-1"
-    assert notices[1].deadline == datetime(2026, 11, 30, tzinfo=timezone.utc)
+    assert notices[1].deadline == datetime(2026, 11, 30, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("body", ["[]", "{}", "nope", "[1, 2]"])
@@ -388,10 +388,10 @@ def test_scheduled_is_interruption() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("21 Jan 2019 09:00:43 GMT", datetime(2019, 1, 21, 9, 0, 43, tzinfo=timezone.utc)),
-        ("2019-01-21T09:00:43Z", datetime(2019, 1, 21, 9, 0, 43, tzinfo=timezone.utc)),
-        ("2019-01-21T10:00:43+01:00", datetime(2019, 1, 21, 9, 0, 43, tzinfo=timezone.utc)),
-        ("2019-01-21T09:00:43", datetime(2019, 1, 21, 9, 0, 43, tzinfo=timezone.utc)),
+        ("21 Jan 2019 09:00:43 GMT", datetime(2019, 1, 21, 9, 0, 43, tzinfo=UTC)),
+        ("2019-01-21T09:00:43Z", datetime(2019, 1, 21, 9, 0, 43, tzinfo=UTC)),
+        ("2019-01-21T10:00:43+01:00", datetime(2019, 1, 21, 9, 0, 43, tzinfo=UTC)),
+        ("2019-01-21T09:00:43", datetime(2019, 1, 21, 9, 0, 43, tzinfo=UTC)),
         ("31 Feb 2019 09:00:43 GMT", None),
         ("21 Foo 2019 09:00:43 GMT", None),
         ("", None),
@@ -458,7 +458,7 @@ def test_source_falls_back_to_termination_time() -> None:
 
 
 def test_source_posts_a_scheduled_stop_inside_the_window_as_an_interruption() -> None:
-    soon = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     body = f'[{{"Code": "instance-stop", "NotBefore": "{soon}", "State": "active"}}]'
     client = ScriptedClient(lambda p: body if p == SCHEDULED_PATH else None)
     assert [n.kind for n in ImdsSource(client, scheduled_window=600).poll_once()] == [
