@@ -171,7 +171,7 @@ class S3Store(Store):
             read_timeout=read_timeout,
             max_pool_connections=max(self.concurrency, 10),
             # standard mode retries throttling (SlowDown, 503) and 5xx with backoff
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
         )
         client = session.client("s3", config=config)
         if addressing_style is None and _is_local_host(client.meta.endpoint_url):
