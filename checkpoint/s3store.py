@@ -318,7 +318,7 @@ class S3Store(Store):
             # HEAD answers carry no body, so the error code is only the status ("403").
             # A ListObjectsV2 tells which 403 it is (access denied, bad key, bad signature).
             error = self._explain(head_exc, "s3:ListBucket", None)
-            if _error_of(head_exc)[0].isdigit():
+            if _error_of(head_exc)[0] in ("400", "403"):
                 try:
                     self._list_one()
                 except (ClientError, BotoCoreError) as list_exc:

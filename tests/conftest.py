@@ -61,6 +61,15 @@ def isolate_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 
 @pytest.fixture
+def no_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An SDK environment with no credentials, region, endpoint or profile at all."""
+    isolate_aws_environment(monkeypatch, tmp_path)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                 "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
 def s3_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seaweedfs: servers.SeaweedS3
 ) -> servers.SeaweedS3:
