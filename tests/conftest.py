@@ -1,0 +1,107 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import servers
+
+# ---------------------------------------------------------------------------------------
+# Real local S3 servers (tests/servers.py). Each fixture stops what it started, also when
+# a test fails. Nothing here talks to any address but 127.0.0.1.
+# ---------------------------------------------------------------------------------------
+
+#: environment variables that could point the SDK at real AWS or another setup
+_AWS_VARIABLES = (
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_REGION",
+    "AWS_ENDPOINT_URL", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_CA_BUNDLE",
+    "SPOT_AGENT_SSE", "SPOT_AGENT_SSE_KMS_KEY_ID", "SPOT_AGENT_S3_ADDRESSING_STYLE",
+)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.SeaweedS3]:
+    """SeaweedFS with its S3 gateway: ``.endpoint``, ``.access_key``, ``.secret_key``
+    (and a read-only identity ``.reader_access_key``/``.reader_secret_key``)."""
+    try:
+        servers.weed_binary()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    server = servers.start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint URL of a moto server (any credentials are accepted)."""
+    server = servers.start_moto_server(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
+def isolate_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No profile, config file, role or instance metadata: only what the test sets."""
+    for name in _AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask 169.254.169.254
+
+
+@pytest.fixture
+def no_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An SDK environment with no credentials, region, endpoint or profile at all."""
+    isolate_aws_environment(monkeypatch, tmp_path)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                 "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def s3_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seaweedfs: servers.SeaweedS3
+) -> servers.SeaweedS3:
+    """The SDK's own environment pointed at SeaweedFS, as a job's container would have it."""
+    isolate_aws_environment(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return seaweedfs
+
+
+_bucket_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def s3_bucket(seaweedfs: servers.SeaweedS3) -> tuple[str, str]:
+    """A fresh, empty bucket on SeaweedFS: ``(endpoint, bucket)``."""
+    import boto3
+    from botocore.config import Config
+
+    bucket = f"test-{os.getpid()}-{next(_bucket_numbers)}"
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=seaweedfs.endpoint,
+        aws_access_key_id=seaweedfs.access_key,
+        aws_secret_access_key=seaweedfs.secret_key,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    try:
+        client.create_bucket(Bucket=bucket)
+    finally:
+        client.close()
+    return seaweedfs.endpoint, bucket
