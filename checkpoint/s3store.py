@@ -44,8 +44,12 @@ _IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "RequestExpired"}
 _BAD_KEY = {"InvalidAccessKeyId", "InvalidClientTokenId", "InvalidToken"}
-_WRONG_REGION = {"PermanentRedirect", "301", "AuthorizationHeaderMalformed",
-                 "IllegalLocationConstraintException"}
+_WRONG_REGION = {
+    "PermanentRedirect",
+    "301",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+}
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
 _CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
@@ -65,8 +69,10 @@ def check_bucket_name(bucket: str, uri: str) -> None:
     elif bucket != bucket.lower():
         problem = "must be lower case"
     elif not _BUCKET_NAME.match(bucket):
-        problem = ("may hold only lower-case letters, digits, '.' and '-', "
-                   "and must begin and end with a letter or digit")
+        problem = (
+            "may hold only lower-case letters, digits, '.' and '-', "
+            "and must begin and end with a letter or digit"
+        )
     elif ".." in bucket or ".-" in bucket or "-." in bucket:
         problem = "must not have '..', '.-' or '-.'"
     elif _IP_LIKE.match(bucket):
@@ -123,8 +129,10 @@ class S3Store(Store):
         self.sse = sse
         self.kms_key_id = kms_key_id
         self._owns_client = client is None
-        self.client: Any = client if client is not None else self._make_client(
-            addressing_style, max_attempts, connect_timeout, read_timeout
+        self.client: Any = (
+            client
+            if client is not None
+            else self._make_client(addressing_style, max_attempts, connect_timeout, read_timeout)
         )
 
     @classmethod
@@ -145,9 +153,7 @@ class S3Store(Store):
         kms_key_id = os.environ.get("SPOT_AGENT_SSE_KMS_KEY_ID") or None
         sse = os.environ.get("SPOT_AGENT_SSE") or ("aws:kms" if kms_key_id else "AES256")
         if sse not in SSE_CHOICES:
-            raise StoreURIError(
-                f"SPOT_AGENT_SSE={sse!r}: use one of {', '.join(SSE_CHOICES)}"
-            )
+            raise StoreURIError(f"SPOT_AGENT_SSE={sse!r}: use one of {', '.join(SSE_CHOICES)}")
         style = os.environ.get("SPOT_AGENT_S3_ADDRESSING_STYLE") or None
         if style is not None and style not in ADDRESSING_STYLES:
             raise StoreURIError(
@@ -222,8 +228,12 @@ class S3Store(Store):
 
     def put_object_if_absent(self, key: str, data: bytes) -> bool:
         full = self._key(key)
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "Body": data,
-                                "IfNoneMatch": "*"}
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": full,
+            "Body": data,
+            "IfNoneMatch": "*",
+        }
         args.update(self._sse_args())
         try:
             self.client.put_object(**args)
@@ -231,8 +241,10 @@ class S3Store(Store):
             code, status, message = _error_of(exc)
             if code in _CONDITION_FAILED or status in (409, 412):
                 return False
-            if code in _NOT_IMPLEMENTED or status == 501 or (
-                code == "InvalidArgument" and "match" in message.lower()
+            if (
+                code in _NOT_IMPLEMENTED
+                or status == 501
+                or (code == "InvalidArgument" and "match" in message.lower())
             ):
                 raise ConditionalWritesUnsupported(
                     f"s3://{self.bucket}/{full}: this S3 service does not support conditional "
@@ -401,14 +413,16 @@ class S3Store(Store):
         attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
         tried = f" after {attempts + 1} attempts" if attempts else ""
         hint = ""
-        if action == "s3:PutObject" and self.sse != "none" and (
-            code in ("InternalError", "NotImplemented", "500", "501")
+        if (
+            action == "s3:PutObject"
+            and self.sse != "none"
+            and (code in ("InternalError", "NotImplemented", "500", "501"))
         ):
-            hint = (" (if this S3 service does not support server-side encryption "
-                    f"{self.sse}, set SPOT_AGENT_SSE=none)")
-        return StoreError(
-            f"{where}: {action} failed{tried}: {code}: {_one_line(message)}{hint}"
-        )
+            hint = (
+                " (if this S3 service does not support server-side encryption "
+                f"{self.sse}, set SPOT_AGENT_SSE=none)"
+            )
+        return StoreError(f"{where}: {action} failed{tried}: {code}: {_one_line(message)}{hint}")
 
 
 def _error_of(exc: ClientError) -> tuple[str, int, str]:

@@ -158,7 +158,7 @@ class JobStore:
         attempt = (self.attempts() or [0])[-1] + 1
         for _ in range(100):
             body = json.dumps({**info, "attempt": attempt, "started": utc_iso()}).encode()
-            if self.store.put_object_if_absent(self.attempt_key(attempt), body):
+            if self._create(self.attempt_key(attempt), body):
                 return attempt
             attempt += 1
         raise CommitConflict(f"{self.prefix}attempts/: could not claim an attempt number")
@@ -168,9 +168,21 @@ class JobStore:
             raise Superseded(attempt, max(self.attempts()))
 
     def commit(self, manifest: Manifest) -> bool:
-        return self.store.put_object_if_absent(
-            self.manifest_key(manifest.sequence), manifest.to_json()
-        )
+        return self._create(self.manifest_key(manifest.sequence), manifest.to_json())
+
+    def _create(self, key: str, body: bytes) -> bool:
+        """Put-if-absent that tells a lost race from our own retried write.
+
+        When a first PUT succeeds but its response is lost, the SDK retries and the retry is
+        refused (412): the object is ours all the same. Bodies are unique (sequence, time),
+        so equal bytes mean we wrote it.
+        """
+        if self.store.put_object_if_absent(key, body):
+            return True
+        try:
+            return self.store.get_object(key) == body
+        except ObjectNotFound:
+            return False
 
 
 class Checkpointer:
@@ -221,7 +233,6 @@ class Checkpointer:
                     hashed += n
         finally:
             uploader.wait()
-            self._known |= uploader.done  # uploaded is uploaded, committed or not
         manifest = Manifest(
             job_id=self.job.job_id,
             sequence=(self.base.sequence if self.base else 0) + 1,
@@ -239,6 +250,9 @@ class Checkpointer:
             manifest = self._commit(manifest)
             sequence = manifest.sequence
             self.base = manifest
+            # Only blobs a committed manifest references are safe to skip later: ``gc`` may
+            # collect anything else (an upload of a failed sync) once it is old enough.
+            self._known = manifest.blob_hashes()
         return SyncResult(
             reason=reason,
             sequence=sequence,
@@ -349,7 +363,7 @@ class Checkpointer:
         try:
             kept, fetch = self._partition(manifest, dest)
             nbytes = self._download(fetch, staging)
-            self._verify_present(kept)
+            present = self._verify_present(kept)
             for d in manifest.dirs:
                 _safe_makedirs(dest, d)
             for i, f in enumerate(fetch):
@@ -368,7 +382,8 @@ class Checkpointer:
             for f in manifest.files:
                 st = os.lstat(dest / f.path)
                 self._remember(f.path, st, f.chunks)
-            self._known |= manifest.blob_hashes()
+            fetched = {c.sha256 for f in fetch for c in f.chunks}
+            self._known = fetched | present
         listed = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
         extra = sum(1 for rel, _ in _scan(dest).files if rel not in listed)
         return len(fetch), len(kept), nbytes, extra
@@ -437,9 +452,9 @@ class Checkpointer:
             view, offset = view[n:], offset + n
         return len(data)
 
-    def _verify_present(self, kept: list[FileEntry]) -> None:
-        """Kept files were not downloaded: make sure the store still has their blobs."""
-        wanted = sorted({c.sha256 for f in kept for c in f.chunks} - self._known)
+    def _verify_present(self, kept: list[FileEntry]) -> set[str]:
+        """Kept files were not downloaded: which of their blobs does the store still have?"""
+        wanted = sorted({c.sha256 for f in kept for c in f.chunks})
         present = self._pool.map(lambda h: self.job.store.exists(self.job.blob_key(h)), wanted)
         missing = [h for h, ok in zip(wanted, present, strict=True) if not ok]
         if missing:
@@ -449,7 +464,7 @@ class Checkpointer:
                 count=len(missing),
                 action="they will be uploaded again by the next sync",
             )
-        self._known.update(set(wanted) - set(missing))
+        return set(wanted) - set(missing)
 
 
 class _Uploader:

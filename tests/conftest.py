@@ -18,11 +18,23 @@ from tests import servers
 
 #: environment variables that could point the SDK at real AWS or another setup
 _AWS_VARIABLES = (
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_REGION",
-    "AWS_ENDPOINT_URL", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_CA_BUNDLE",
-    "SPOT_AGENT_SSE", "SPOT_AGENT_SSE_KMS_KEY_ID", "SPOT_AGENT_S3_ADDRESSING_STYLE",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_MAX_ATTEMPTS",
+    "AWS_RETRY_MODE",
+    "AWS_CA_BUNDLE",
+    "SPOT_AGENT_SSE",
+    "SPOT_AGENT_SSE_KMS_KEY_ID",
+    "SPOT_AGENT_S3_ADDRESSING_STYLE",
 )
 
 
@@ -64,8 +76,12 @@ def isolate_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 def no_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """An SDK environment with no credentials, region, endpoint or profile at all."""
     isolate_aws_environment(monkeypatch, tmp_path)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                 "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

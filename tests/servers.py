@@ -80,8 +80,9 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         os.killpg(process.pid, sig)
 
 
-def _spawn(name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None
-           ) -> tuple[subprocess.Popen[bytes], Path]:
+def _spawn(
+    name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = workdir / f"{name}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -162,27 +163,49 @@ def start_seaweedfs(tmpdir: Path) -> SeaweedS3:
     data_dir = tmpdir / "data"
     data_dir.mkdir(exist_ok=True)
     config = tmpdir / "s3.json"
-    config.write_text(json.dumps({"identities": [
-        {"name": "admin", "credentials": [{"accessKey": ADMIN_KEY, "secretKey": ADMIN_SECRET}],
-         "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
-        {"name": "reader", "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
-         "actions": ["Read", "List"]},
-    ]}))
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "admin",
+                        "credentials": [{"accessKey": ADMIN_KEY, "secretKey": ADMIN_SECRET}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    },
+                    {
+                        "name": "reader",
+                        "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+                        "actions": ["Read", "List"],
+                    },
+                ]
+            }
+        )
+    )
     # Explicit ports for every listener (gRPC defaults to port+10000, which may collide).
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
     argv = [
-        weed, "server",
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        weed,
+        "server",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
         f"-dir={data_dir}",
         "-master.telemetry=false",  # it would otherwise report to telemetry.seaweedfs.com
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
         "-master.volumeSizeLimitMB=64",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=64",
-        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        "-volume.max=64",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
         f"-filer.localSocket={tmpdir / 'filer.sock'}",
-        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-s3.config={config}",
         f"-s3.localSocket={tmpdir / 's3.sock'}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed ports 8181 and 9101 otherwise
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",  # fixed ports 8181 and 9101 otherwise
     ]
     env = {
         # A throwaway key-encryption key, so the gateway accepts SSE-S3 (AES256) requests.
@@ -192,9 +215,7 @@ def start_seaweedfs(tmpdir: Path) -> SeaweedS3:
         "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1",
     }
     process, log_path = _spawn("seaweedfs", argv, tmpdir, env)
-    handle = SeaweedS3(
-        "seaweedfs", f"http://127.0.0.1:{s3}", process, log_path, data_dir=data_dir
-    )
+    handle = SeaweedS3("seaweedfs", f"http://127.0.0.1:{s3}", process, log_path, data_dir=data_dir)
     # An anonymous ListBuckets answers 403 once the gateway has loaded its identities.
     _wait_http(handle, f"{handle.endpoint}/")
     return handle

@@ -26,11 +26,16 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def raw_client(endpoint: str, key: str = servers.ADMIN_KEY,
-               secret: str = servers.ADMIN_SECRET) -> object:
+def raw_client(
+    endpoint: str, key: str = servers.ADMIN_KEY, secret: str = servers.ADMIN_SECRET
+) -> object:
     return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
-        region_name="us-east-1", config=Config(s3={"addressing_style": "path"}),
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
     )
 
 
@@ -148,8 +153,7 @@ def test_sse_kms_with_a_key_id(moto_server: str, monkeypatch: pytest.MonkeyPatch
     assert head["SSEKMSKeyId"] == "alias/checkpoints"
 
 
-def test_sse_can_be_turned_off(s3_bucket: tuple[str, str],
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sse_can_be_turned_off(s3_bucket: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint, bucket = s3_bucket
     monkeypatch.setenv("SPOT_AGENT_SSE", "none")
     store = S3Store.from_uri(f"s3://{bucket}/job")
@@ -238,4 +242,3 @@ def test_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
         f"s3://some-bucket: cannot reach the S3 endpoint {closed} "
         f'(Could not connect to the endpoint URL: "{closed}/some-bucket")'
     )
-

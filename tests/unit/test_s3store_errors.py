@@ -28,7 +28,10 @@ BUCKET = "ckpt-bucket"
 @pytest.fixture
 def stubbed() -> Iterator[tuple[S3Store, Stubber]]:
     client = boto3.session.Session().client(
-        "s3", region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s",
+        "s3",
+        region_name="us-east-1",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
         endpoint_url="http://127.0.0.1:9",  # never contacted: the Stubber answers
     )
     with Stubber(client) as stubber:
@@ -44,19 +47,33 @@ def stubbed() -> Iterator[tuple[S3Store, Stubber]]:
     [
         ("s3://", "'s3://': no bucket name; use s3://bucket/prefix"),
         ("s3:///prefix", "'s3:///prefix': no bucket name; use s3://bucket/prefix"),
-        ("s3://ab/x", "'s3://ab/x': bad bucket name 'ab': a bucket name must be 3 to 63 "
-                      "characters long"),
-        ("s3://My-Bucket", "'s3://My-Bucket': bad bucket name 'My-Bucket': a bucket name must "
-                           "be lower case"),
-        ("s3://my_bucket", "'s3://my_bucket': bad bucket name 'my_bucket': a bucket name may "
-                           "hold only lower-case letters, digits, '.' and '-', and must begin "
-                           "and end with a letter or digit"),
-        ("s3://a..b", "'s3://a..b': bad bucket name 'a..b': a bucket name must not have "
-                      "'..', '.-' or '-.'"),
-        ("s3://10.0.0.1", "'s3://10.0.0.1': bad bucket name '10.0.0.1': a bucket name must "
-                          "not look like an IP address"),
-        ("s3://bucket/p?versionId=1", "'s3://bucket/p?versionId=1': an S3 URI has no '?' or "
-                                      "'#' part"),
+        (
+            "s3://ab/x",
+            "'s3://ab/x': bad bucket name 'ab': a bucket name must be 3 to 63 characters long",
+        ),
+        (
+            "s3://My-Bucket",
+            "'s3://My-Bucket': bad bucket name 'My-Bucket': a bucket name must be lower case",
+        ),
+        (
+            "s3://my_bucket",
+            "'s3://my_bucket': bad bucket name 'my_bucket': a bucket name may "
+            "hold only lower-case letters, digits, '.' and '-', and must begin "
+            "and end with a letter or digit",
+        ),
+        (
+            "s3://a..b",
+            "'s3://a..b': bad bucket name 'a..b': a bucket name must not have '..', '.-' or '-.'",
+        ),
+        (
+            "s3://10.0.0.1",
+            "'s3://10.0.0.1': bad bucket name '10.0.0.1': a bucket name must "
+            "not look like an IP address",
+        ),
+        (
+            "s3://bucket/p?versionId=1",
+            "'s3://bucket/p?versionId=1': an S3 URI has no '?' or '#' part",
+        ),
     ],
 )
 def test_bad_uris(uri: str, message: str) -> None:
@@ -118,7 +135,8 @@ def test_encryption_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert S3Store.from_uri("s3://bucket")._sse_args() == {"ServerSideEncryption": "AES256"}
     monkeypatch.setenv("SPOT_AGENT_SSE_KMS_KEY_ID", "alias/ckpt")
     assert S3Store.from_uri("s3://bucket")._sse_args() == {
-        "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/ckpt"
+        "ServerSideEncryption": "aws:kms",
+        "SSEKMSKeyId": "alias/ckpt",
     }
     monkeypatch.setenv("SPOT_AGENT_SSE", "none")
     assert S3Store.from_uri("s3://bucket")._sse_args() == {}
@@ -134,30 +152,51 @@ def test_encryption_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_put_sends_sha256_and_encryption(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
     digest = hashlib.sha256(b"data").digest()
-    stubber.add_response("put_object", {}, {
-        "Bucket": BUCKET, "Key": "job/7/objects/x", "Body": b"data",
-        "ServerSideEncryption": "AES256",
-        "ChecksumSHA256": base64.b64encode(digest).decode(),
-    })
+    stubber.add_response(
+        "put_object",
+        {},
+        {
+            "Bucket": BUCKET,
+            "Key": "job/7/objects/x",
+            "Body": b"data",
+            "ServerSideEncryption": "AES256",
+            "ChecksumSHA256": base64.b64encode(digest).decode(),
+        },
+    )
     store.put_object("objects/x", b"data", sha256=digest.hex())
 
 
-@pytest.mark.parametrize(("code", "status"),
-                         [("PreconditionFailed", 412), ("ConditionalRequestConflict", 409)])
+@pytest.mark.parametrize(
+    ("code", "status"), [("PreconditionFailed", 412), ("ConditionalRequestConflict", 409)]
+)
 def test_conditional_write_lost(stubbed: tuple[S3Store, Stubber], code: str, status: int) -> None:
     store, stubber = stubbed
-    stubber.add_client_error("put_object", code, "no", status, expected_params={
-        "Bucket": BUCKET, "Key": "job/7/commit", "Body": b"c", "IfNoneMatch": "*",
-        "ServerSideEncryption": "AES256",
-    })
+    stubber.add_client_error(
+        "put_object",
+        code,
+        "no",
+        status,
+        expected_params={
+            "Bucket": BUCKET,
+            "Key": "job/7/commit",
+            "Body": b"c",
+            "IfNoneMatch": "*",
+            "ServerSideEncryption": "AES256",
+        },
+    )
     assert store.put_object_if_absent("commit", b"c") is False
 
 
 @pytest.mark.parametrize(
     ("code", "status", "message"),
-    [("NotImplemented", 501, "A header you provided implies functionality that is not "
-                             "implemented"),
-     ("InvalidArgument", 400, "If-None-Match only supports *")],
+    [
+        (
+            "NotImplemented",
+            501,
+            "A header you provided implies functionality that is not implemented",
+        ),
+        ("InvalidArgument", 400, "If-None-Match only supports *"),
+    ],
 )
 def test_conditional_writes_unsupported(
     stubbed: tuple[S3Store, Stubber], code: str, status: int, message: str
@@ -207,8 +246,10 @@ def test_expired_credentials(stubbed: tuple[S3Store, Stubber]) -> None:
 def test_wrong_region_named_in_the_error_body(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
     stubber.add_client_error(
-        "list_objects_v2", "AuthorizationHeaderMalformed",
-        "the region 'us-east-1' is wrong; expecting 'eu-west-1'", 400,
+        "list_objects_v2",
+        "AuthorizationHeaderMalformed",
+        "the region 'us-east-1' is wrong; expecting 'eu-west-1'",
+        400,
         service_error_meta={"Region": "eu-west-1"},
     )
     with pytest.raises(StoreUnavailable) as error:
@@ -222,7 +263,10 @@ def test_wrong_region_named_in_the_error_body(stubbed: tuple[S3Store, Stubber]) 
 def test_wrong_region_from_a_bare_301_head(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
     stubber.add_client_error(
-        "head_bucket", "301", "Moved Permanently", 301,
+        "head_bucket",
+        "301",
+        "Moved Permanently",
+        301,
         response_meta={"HTTPHeaders": {"x-amz-bucket-region": "ap-south-1"}},
     )
     with pytest.raises(StoreUnavailable) as error:
@@ -236,9 +280,13 @@ def test_wrong_region_from_a_bare_301_head(stubbed: tuple[S3Store, Stubber]) -> 
 def test_check_explains_a_bare_403_with_a_listing(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
     stubber.add_client_error("head_bucket", "403", "Forbidden", 403)
-    stubber.add_client_error("list_objects_v2", "AccessDenied", "Access Denied", 403,
-                             expected_params={"Bucket": BUCKET, "Prefix": "job/7/",
-                                              "MaxKeys": 1})
+    stubber.add_client_error(
+        "list_objects_v2",
+        "AccessDenied",
+        "Access Denied",
+        403,
+        expected_params={"Bucket": BUCKET, "Prefix": "job/7/", "MaxKeys": 1},
+    )
     with pytest.raises(StoreUnavailable) as error:
         store.check()
     assert str(error.value) == (
@@ -250,8 +298,9 @@ def test_check_explains_a_bare_403_with_a_listing(stubbed: tuple[S3Store, Stubbe
 def test_check_lists_the_prefix_after_the_bucket(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
     stubber.add_response("head_bucket", {}, {"Bucket": BUCKET})
-    stubber.add_response("list_objects_v2", {"KeyCount": 0},
-                         {"Bucket": BUCKET, "Prefix": "job/7/", "MaxKeys": 1})
+    stubber.add_response(
+        "list_objects_v2", {"KeyCount": 0}, {"Bucket": BUCKET, "Prefix": "job/7/", "MaxKeys": 1}
+    )
     store.check()
 
 
@@ -268,15 +317,25 @@ def test_unknown_errors_keep_code_and_message(stubbed: tuple[S3Store, Stubber]) 
 def test_delete_in_batches_and_report_per_key_errors(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
     keys = [f"objects/{n:04d}" for n in range(1500)]
-    first = {"Bucket": BUCKET, "Delete": {"Objects": [{"Key": f"job/7/{k}"} for k in keys[:1000]],
-                                          "Quiet": True}}
-    second = {"Bucket": BUCKET, "Delete": {"Objects": [{"Key": f"job/7/{k}"} for k in keys[1000:]],
-                                           "Quiet": True}}
+    first = {
+        "Bucket": BUCKET,
+        "Delete": {"Objects": [{"Key": f"job/7/{k}"} for k in keys[:1000]], "Quiet": True},
+    }
+    second = {
+        "Bucket": BUCKET,
+        "Delete": {"Objects": [{"Key": f"job/7/{k}"} for k in keys[1000:]], "Quiet": True},
+    }
     stubber.add_response("delete_objects", {}, first)
-    stubber.add_response("delete_objects", {"Errors": [
-        {"Key": "job/7/objects/1200", "Code": "AccessDenied", "Message": "Access Denied"},
-        {"Key": "job/7/objects/1300", "Code": "InternalError", "Message": "try again"},
-    ]}, second)
+    stubber.add_response(
+        "delete_objects",
+        {
+            "Errors": [
+                {"Key": "job/7/objects/1200", "Code": "AccessDenied", "Message": "Access Denied"},
+                {"Key": "job/7/objects/1300", "Code": "InternalError", "Message": "try again"},
+            ]
+        },
+        second,
+    )
     with pytest.raises(StoreError) as error:
         store.delete_objects(keys)
     assert str(error.value) == (
@@ -287,9 +346,18 @@ def test_delete_in_batches_and_report_per_key_errors(stubbed: tuple[S3Store, Stu
 
 def test_unsupported_encryption_gets_a_hint(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
-    stubber.add_client_error("put_object", "InternalError", "We encountered an internal error",
-                             500, expected_params={"Bucket": BUCKET, "Key": ANY, "Body": ANY,
-                                                   "ServerSideEncryption": "AES256"})
+    stubber.add_client_error(
+        "put_object",
+        "InternalError",
+        "We encountered an internal error",
+        500,
+        expected_params={
+            "Bucket": BUCKET,
+            "Key": ANY,
+            "Body": ANY,
+            "ServerSideEncryption": "AES256",
+        },
+    )
     with pytest.raises(StoreError) as error:
         store.put_object("x", b"x")
     assert str(error.value) == (
@@ -312,8 +380,10 @@ class _SlowDownTwice(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.requests.append(self.path)
         if len(self.requests) <= self.throttle:
-            body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
-                    b"<Message>Please reduce your request rate.</Message></Error>")
+            body = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                b"<Message>Please reduce your request rate.</Message></Error>"
+            )
             self.send_response(503)
             self.send_header("Content-Type", "application/xml")
         else:
