@@ -7,10 +7,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from checkpoint.errors import CheckpointError, StoreError, StoreURIError
+from checkpoint.gc import collect_garbage
 from checkpoint.store import Store, open_store
 from checkpoint.sync import Checkpointer, JobStore
 
@@ -22,6 +24,7 @@ from .config import (
     add_options,
     load_settings,
     load_store_settings,
+    parse_duration,
 )
 from .runner import EXIT_INTERRUPTED, EXIT_STORE_UNAVAILABLE, EXIT_USAGE, Runner
 
@@ -85,7 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     rst = ck_sub.add_parser("restore", help="restore a checkpoint into a directory")
     rst.add_argument("sequence", nargs="?", type=int, help="default: the newest intact one")
     rst.add_argument("--to", required=True, metavar="DIR", help="directory to restore into")
-    for p in (lst, show, rst):
+    gc = ck_sub.add_parser(
+        "gc",
+        help="delete stored data no checkpoint references (and, with --keep, old checkpoints)",
+        description="Delete blobs that no checkpoint of the job references and that are older "
+        "than --min-age (so a sync in progress is never harmed). With --keep N, first delete "
+        "all but the N newest checkpoints.",
+    )
+    gc.add_argument("--keep", type=int, metavar="N", help="keep only the N newest checkpoints")
+    gc.add_argument(
+        "--min-age",
+        default="24h",
+        metavar="DURATION",
+        help="only delete blobs older than this [default: 24h]",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="say what would be deleted")
+    for p in (lst, show, rst, gc):
         add_options(p, STORE_OPTIONS)
     for p in (lst, show):
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -166,6 +184,8 @@ def _checkpoints(args: argparse.Namespace) -> int:
             return _list(job, args.json)
         if args.action == "show":
             return _show(job, args.sequence, args.json)
+        if args.action == "gc":
+            return _gc(job, args)
         return _restore(job, args.sequence, Path(args.to))
     except StoreError as exc:
         print(f"spot-agent: {exc}", file=sys.stderr)
@@ -248,6 +268,29 @@ def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
         print(f"  {f.mode:04o} {f.size:>14,d}  {f.path}")
     for lk in m.links:
         print(f"  link {'':>14}  {lk.path} -> {lk.target}")
+    return 0
+
+
+def _gc(job: JobStore, args: argparse.Namespace) -> int:
+    try:
+        min_age = timedelta(seconds=parse_duration(args.min_age))
+    except ValueError as exc:
+        raise ConfigError("--min-age", str(exc)) from None
+    if args.keep is not None and args.keep < 1:
+        raise ConfigError("--keep", f"must be at least 1, got {args.keep}")
+    pruned: list[int] = []
+    if args.keep is not None:
+        seqs = job.sequences()
+        pruned = seqs[: -args.keep]
+        if not args.dry_run:
+            job.store.delete_objects(job.manifest_key(seq) for seq in pruned)
+    r = collect_garbage(job, min_age=min_age, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {len(pruned)} old checkpoints and {r.deleted} unreferenced blobs "
+        f"({_human(r.bytes_deleted)}); kept {r.manifests} checkpoints, {r.referenced} "
+        f"referenced blobs, {r.kept_young} unreferenced blobs younger than {args.min_age}"
+    )
     return 0
 
 

@@ -35,6 +35,10 @@ class CheckpointDamaged(CheckpointError):
     """A committed checkpoint whose objects are missing or do not match their hashes."""
 
 
+class ConditionalWritesUnsupported(StoreError):
+    """The store refused a create-only write (S3 ``If-None-Match: *``)."""
+
+
 class CommitConflict(StoreError):
     """Another writer committed the same sequence number first."""
 

@@ -30,7 +30,13 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from .errors import ObjectNotFound, StoreError, StoreUnavailable, StoreURIError
+from .errors import (
+    ConditionalWritesUnsupported,
+    ObjectNotFound,
+    StoreError,
+    StoreUnavailable,
+    StoreURIError,
+)
 from .store import ObjectInfo, Store
 
 __all__ = ["ConditionalWritesUnsupported", "S3Store"]
@@ -53,10 +59,6 @@ _WRONG_REGION = {
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
 _CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
-
-
-class ConditionalWritesUnsupported(StoreError):
-    """The server refused ``If-None-Match: *`` on PutObject; the caller needs another fence."""
 
 
 def check_bucket_name(bucket: str, uri: str) -> None:

@@ -41,6 +41,7 @@ from .errors import (
     CheckpointDamaged,
     CheckpointError,
     CommitConflict,
+    ConditionalWritesUnsupported,
     ManifestError,
     ObjectNotFound,
     StoreError,
@@ -120,6 +121,7 @@ class JobStore:
         self.store = store
         self.job_id = job_id
         self.prefix = f"{job_id}/"
+        self._warned_unconditional = False
 
     def blob_key(self, sha256: str) -> str:
         return f"{self.prefix}blobs/{sha256[:2]}/{sha256}"
@@ -177,12 +179,36 @@ class JobStore:
         refused (412): the object is ours all the same. Bodies are unique (sequence, time),
         so equal bytes mean we wrote it.
         """
-        if self.store.put_object_if_absent(key, body):
-            return True
+        try:
+            if self.store.put_object_if_absent(key, body):
+                return True
+        except ConditionalWritesUnsupported as exc:
+            return self._create_fenced(key, body, exc)
         try:
             return self.store.get_object(key) == body
         except ObjectNotFound:
             return False
+
+    def _create_fenced(self, key: str, body: bytes, why: ConditionalWritesUnsupported) -> bool:
+        """Fallback for stores without create-only writes: look, write, read back.
+
+        Not atomic on its own. What makes it safe is the attempt fence: only the newest
+        attempt commits (``check_current`` runs right before), and one attempt never writes
+        a sequence number twice. Two agents of the *same* attempt racing inside this window
+        is the one case it cannot rule out; the read-back tells the loser it lost.
+        """
+        if not self._warned_unconditional:
+            self._warned_unconditional = True
+            log.warning(
+                "store.no_conditional_writes",
+                store=self.store.uri,
+                error=str(why),
+                fallback="check, write, read back; attempts fence each other",
+            )
+        if self.store.exists(key):
+            return False
+        self.store.put_object(key, body)
+        return self.store.get_object(key) == body
 
 
 class Checkpointer:

@@ -258,3 +258,31 @@ def test_example_interrupted_and_resumed_matches_an_uninterrupted_run(tmp_path: 
         "primes": 5_761_455,
         "largest": 99_999_989,
     }
+
+
+def test_checkpoints_gc_keeps_what_is_referenced(tmp_path: Path) -> None:
+    job = py("""
+        import checkpoint, os
+        n = checkpoint.load_json("n.json", default=0) + 1
+        checkpoint.save_json("n.json", n)
+        checkpoint.save_bytes(f"blob{n}", os.urandom(1000))
+        if n > 1:
+            os.remove(os.path.join(os.environ["CHECKPOINT_DIR"], f"blob{n - 1}"))
+    """)
+    for _ in range(4):
+        assert run_agent(tmp_path, ["--job-id", "g"], job).proc.returncode == 0
+    dry = cli(
+        tmp_path, "checkpoints", "gc", "--job-id", "g", "--keep", "1", "--min-age", "0", "--dry-run"
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("would delete 3 old checkpoints")
+    out = cli(tmp_path, "checkpoints", "gc", "--job-id", "g", "--keep", "1", "--min-age", "0")
+    assert out.returncode == 0, out.stderr
+    # The 3 pruned checkpoints referenced 3 n.json versions and blob1..blob3.
+    assert out.stdout.startswith("deleted 3 old checkpoints and 6 unreferenced blobs"), out.stdout
+    dst = tmp_path / "restored"
+    assert (
+        cli(tmp_path, "checkpoints", "restore", "--job-id", "g", "--to", str(dst)).returncode == 0
+    )
+    assert json.loads((dst / "n.json").read_text()) == 4
+    assert sorted(p.name for p in dst.iterdir()) == ["blob4", "n.json"]

@@ -1,0 +1,77 @@
+"""Garbage collection: delete blobs that no checkpoint references any more.
+
+A blob is deleted only when both hold:
+
+1. no manifest of the job references it, and
+2. it is older than ``min_age`` (default 24 h).
+
+Rule 2 protects a sync that is running right now: its blobs are uploaded before its
+manifest exists, so they look unreferenced until it commits. A sync skips uploading a
+blob only when the manifest it builds on references it, and that manifest is protected
+by rule 1. Blobs are listed *before* manifests, so a manifest committed during the
+listing can only reference blobs that are young (rule 2) or referenced by a manifest we
+do see. A manifest that cannot be read stops the collection: nothing is deleted on a
+guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .errors import CheckpointError, ManifestError, ObjectNotFound
+from .sync import JobStore
+
+DEFAULT_MIN_AGE = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class GcResult:
+    manifests: int
+    blobs: int
+    referenced: int
+    deleted: int
+    bytes_deleted: int
+    kept_young: int
+    dry_run: bool
+
+
+def collect_garbage(
+    job: JobStore,
+    *,
+    min_age: timedelta = DEFAULT_MIN_AGE,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> GcResult:
+    now = now or datetime.now(UTC)
+    for _ in range(3):
+        blobs = list(job.store.list_objects(f"{job.prefix}blobs/"))
+        sequences = job.sequences()
+        try:
+            referenced: set[str] = set()
+            for seq in sequences:
+                referenced |= job.load_manifest(seq).blob_hashes()
+            break
+        except ObjectNotFound:
+            continue  # a manifest was pruned while we read: list everything again
+        except ManifestError as exc:
+            raise CheckpointError(
+                f"gc stopped, nothing deleted: {exc}. Restore an older checkpoint or delete "
+                "that manifest first"
+            ) from None
+    else:
+        raise CheckpointError("gc stopped, nothing deleted: the manifests kept changing")
+
+    unreferenced = [b for b in blobs if b.key.rsplit("/", 1)[-1] not in referenced]
+    old = [b for b in unreferenced if now - b.modified >= min_age]
+    if not dry_run:
+        job.store.delete_objects(b.key for b in old)
+    return GcResult(
+        manifests=len(sequences),
+        blobs=len(blobs),
+        referenced=len(blobs) - len(unreferenced),
+        deleted=len(old),
+        bytes_deleted=sum(b.size for b in old),
+        kept_young=len(unreferenced) - len(old),
+        dry_run=dry_run,
+    )
