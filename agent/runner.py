@@ -64,6 +64,8 @@ SIGNAL_TABLE: dict[signal.Signals, str] = {
 }
 
 log = logs.get_logger()
+#: a sync must upload at least this much for its rate to size the upload reserve
+_RATE_SAMPLE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Runner:
         self._sync_thread: threading.Thread | None = None
         self._sync_again: str | None = None
         self._last_sync_seconds = 0.0
+        self._upload_rate: float | None = None  # bytes/s of the last sizeable sync
         self._next_periodic = float("inf")
         self._runtime = Path(tempfile.mkdtemp(prefix="spot-agent-"))
         self.notice_file = self._runtime / "notice.json"
@@ -333,6 +336,8 @@ class Runner:
             started, result = ev.payload
             self._log_sync(result)
             self._last_sync_seconds = result.seconds
+            if result.bytes_uploaded >= _RATE_SAMPLE_BYTES:
+                self._upload_rate = result.bytes_uploaded / max(result.seconds, 1e-3)
             self._write_status(self._current_sequence(), started, result.reason)
         else:
             _started, reason, exc = ev.payload
@@ -423,17 +428,24 @@ class Runner:
         t0 = time.monotonic()
         budget = notice.seconds_left()
         budget = self.s.grace_period if budget is None else max(budget, 0.0)
+
+        def clock() -> dict[str, float | None]:
+            elapsed = time.monotonic() - t0
+            return {"elapsed": _round(elapsed), "seconds_left": _round(budget - elapsed)}
+
         write_notice_file(self.notice_file, notice)
         if child_ran and self.child is not None and self.child.running:
-            reserve = self._reserve(budget)
+            reserve, plan = self._reserve(budget)
             window = max(budget - reserve, 0.0)
             log.info(
-                "shutdown.stop_child",
-                signal=self.s.stop_signal.name,
-                wait_seconds=_round(window),
+                "shutdown.plan",
+                **plan,
                 reserve_seconds=_round(reserve),
+                child_seconds=_round(window),
+                **clock(),
             )
             self.child.send(self.s.stop_signal)
+            log.info("shutdown.stop_child", signal=self.s.stop_signal.name, **clock())
             deadline = t0 + window
             while self.child.reap() is None and time.monotonic() < deadline:
                 self._pump(min(0.1, deadline - time.monotonic()))
@@ -441,21 +453,13 @@ class Runner:
             if code is None:
                 killed = self.child.kill_tree()
                 code = self.child.wait(5.0)
-                log.warning(
-                    "shutdown.child_killed",
-                    processes=killed,
-                    after_seconds=_round(time.monotonic() - t0),
-                    exit_code=code,
-                )
+                log.warning("shutdown.child_killed", processes=killed, exit_code=code, **clock())
             else:
-                log.info(
-                    "shutdown.child_exited",
-                    exit_code=code,
-                    after_seconds=_round(time.monotonic() - t0),
-                )
+                log.info("shutdown.child_exited", exit_code=code, **clock())
             self.child.reap_leftovers(grace=1.0)
         result = self._final_sync("interruption") if child_ran else None
-        left = budget - (time.monotonic() - t0)
+        if result is not None:
+            log.info("shutdown.final_checkpoint", sequence=result.sequence, **clock())
         if self.superseded is not None:
             log.error("agent.exit", exit_code=EXIT_SUPERSEDED, why=str(self.superseded))
             return EXIT_SUPERSEDED
@@ -465,8 +469,7 @@ class Runner:
             why="interrupted",
             committed=result.sequence if result else None,
             restorable=self._current_sequence(),
-            shutdown_seconds=_round(time.monotonic() - t0),
-            seconds_left=_round(left),
+            **clock(),
         )
         return EXIT_INTERRUPTED
 
@@ -478,10 +481,22 @@ class Runner:
         log.error("agent.exit", exit_code=EXIT_SUPERSEDED, why=str(self.superseded))
         return EXIT_SUPERSEDED
 
-    def _reserve(self, budget: float) -> float:
-        """Time kept for the final checkpoint: the floor, or twice the last sync's time."""
-        wanted = max(self.s.upload_reserve, 2.0 * self._last_sync_seconds)
-        return min(wanted, 0.8 * budget)
+    def _reserve(self, budget: float) -> tuple[float, dict[str, Any]]:
+        """Time kept back for the final checkpoint, and the figures it was sized from.
+
+        At least ``--upload-reserve``; more when the last sync took longer, or when the bytes
+        changed since the last commit would take longer at the last measured upload rate.
+        Never more than 80% of the time left: the job needs some time to stop cleanly.
+        """
+        pending = self.ckpt.pending_bytes() if self.ckpt is not None else 0
+        estimate = pending / self._upload_rate if self._upload_rate else 0.0
+        wanted = max(self.s.upload_reserve, 2.0 * self._last_sync_seconds, 1.5 * estimate)
+        plan = {
+            "pending_bytes": pending,
+            "upload_rate": round(self._upload_rate) if self._upload_rate else None,
+            "last_sync_seconds": _round(self._last_sync_seconds),
+        }
+        return min(wanted, 0.8 * budget), plan
 
     # -- child environment and status ---------------------------------------------------
 

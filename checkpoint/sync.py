@@ -293,14 +293,9 @@ class Checkpointer:
     def _file_entry(
         self, rel: str, st: os.stat_result, uploader: _Uploader
     ) -> tuple[FileEntry | None, int]:
-        cached = self._cache.get(rel)
-        if (
-            cached
-            and (cached.size, cached.mtime_ns, cached.ino)
-            == (st.st_size, st.st_mtime_ns, st.st_ino)
-            and all(c.sha256 in self._known for c in cached.chunks)
-        ):
-            return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached.chunks), 0
+        cached = self._unchanged(rel, st)
+        if cached is not None:
+            return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached), 0
         path = self.directory / rel
         for _ in range(3):
             try:
@@ -332,6 +327,20 @@ class Checkpointer:
             latest = (self.job.sequences() or [manifest.sequence])[-1]
             manifest = _with_sequence(manifest, max(latest, manifest.sequence) + 1)
         raise CommitConflict(f"{self.job.prefix}manifests/: lost the commit race ten times")
+
+    def pending_bytes(self) -> int:
+        """Bytes in files that changed since the last commit (a cheap stat walk, no reads)."""
+        files = _scan(self.directory).files
+        return sum(st.st_size for rel, st in files if self._unchanged(rel, st) is None)
+
+    def _unchanged(self, rel: str, st: os.stat_result) -> tuple[Chunk, ...] | None:
+        """The chunks of a file that has not changed since they were hashed and committed."""
+        cached = self._cache.get(rel)
+        if cached is None or not all(c.sha256 in self._known for c in cached.chunks):
+            return None
+        if (cached.size, cached.mtime_ns, cached.ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+            return None
+        return cached.chunks
 
     def prune(self, keep: int) -> list[int]:
         """Delete all but the ``keep`` newest manifests; ``gc`` collects their blobs later."""

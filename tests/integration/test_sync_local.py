@@ -416,3 +416,21 @@ def test_kill_9_in_the_middle_of_a_sync_damages_nothing(tmp_path: Path) -> None:
     ckpt(store, dst2).restore()
     assert tree(dst2) == tree(src)
     assert isinstance(job.load_manifest(2), Manifest)
+
+
+def test_pending_bytes_counts_what_the_next_sync_must_send(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    old = time.time() - 3600
+    for name in ("a", "b"):
+        (src / name).write_bytes(os.urandom(1000))
+        os.utime(src / name, (old, old))
+    c = ckpt(store, src)
+    assert c.pending_bytes() == 2000  # nothing committed yet
+    c.sync_once("one")
+    assert c.pending_bytes() == 0
+    (src / "b").write_bytes(os.urandom(3000))
+    (src / "c").write_bytes(os.urandom(500))
+    assert c.pending_bytes() == 3500
