@@ -167,7 +167,16 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             "set --job-id to choose one)",
             file=sys.stderr,
         )
-    return Runner(settings, store).run()
+    runner = Runner(settings, store)
+    code = runner.run()
+    if runner.abandoned_work:
+        # A transfer is stuck on a store that stopped answering, past the deadline. Python
+        # would join its thread at exit and hold the container up for as long as the SDK's
+        # timeouts and retries allow; what matters is committed or logged, so leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 # -- checkpoints ------------------------------------------------------------------------

@@ -91,6 +91,9 @@ class Runner:
         self._stop_sources = threading.Event()
         self._sync_thread: threading.Thread | None = None
         self._sync_again: str | None = None
+        self._closing = False
+        #: a sync thread was left running at a deadline: the process must not wait for it
+        self.abandoned_work = False
         self._last_sync_seconds = 0.0
         self._upload_rate: float | None = None  # bytes/s of the last sizeable sync
         self._next_periodic = float("inf")
@@ -309,7 +312,7 @@ class Runner:
             self._next_periodic = time.monotonic() + self.s.sync_interval
 
     def _start_sync(self, reason: str) -> None:
-        if self.superseded is not None:
+        if self.superseded is not None or self._closing:
             return
         self._next_periodic = float("inf")
         if self._sync_thread is not None and self._sync_thread.is_alive():
@@ -358,39 +361,73 @@ class Runner:
         else:
             self._schedule_periodic()
 
-    def _wait_for_sync_thread(self) -> None:
+    def _wait_for_sync_thread(self, deadline: float | None) -> bool:
+        """Let a sync in flight finish (its uploads count for the final one); False at deadline."""
         while self._sync_thread is not None and self._sync_thread.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
             self._pump(0.1)
-        self._sync_again = None
         while True:  # collect what the finished worker posted
             try:
                 ev = self.events.get_nowait()
             except queue.Empty:
-                break
+                return True
             if ev.kind in ("synced", "sync-failed"):
                 self._on_sync_done(ev)
-                self._sync_again = None
 
-    def _final_sync(self, reason: str) -> SyncResult | None:
+    def _final_sync(self, reason: str, deadline: float | None = None) -> SyncResult | None:
+        """The last checkpoint. With a deadline (monotonic), give up in time, loudly."""
         assert self.ckpt is not None
-        self._wait_for_sync_thread()
-        if self.superseded is not None:
-            return None
-        started = time.time()
-        try:
-            result = self.ckpt.sync_once(reason)
-        except Superseded as exc:
-            log.error("sync.superseded", error=str(exc))
-            self.superseded = exc
-            return None
-        except (CheckpointError, OSError) as exc:
+        ckpt = self.ckpt
+        self._closing = True  # no new periodic or requested syncs from here on
+        if not self._wait_for_sync_thread(deadline):
+            self.abandoned_work = True
             log.error(
                 "sync.final_failed",
                 reason=reason,
-                error=str(exc),
-                error_type=type(exc).__name__,
+                restorable=self._current_sequence(),
+                error="the sync in progress did not finish before the deadline",
+            )
+            return None
+        if self.superseded is not None:
+            return None
+        started = time.time()
+        outcome: list[SyncResult | BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(ckpt.sync_once(reason))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=work, name="final-sync", daemon=True)
+        worker.start()
+        worker.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        if not outcome:
+            # The thread dies with the process; a half-done upload never damages the store.
+            self.abandoned_work = True
+            log.error(
+                "sync.final_failed",
+                reason=reason,
+                restorable=self._current_sequence(),
+                error="the final checkpoint did not finish before the deadline",
+            )
+            return None
+        result = outcome[0]
+        if isinstance(result, Superseded):
+            log.error("sync.superseded", error=str(result))
+            self.superseded = result
+            return None
+        if isinstance(result, BaseException):
+            log.error(
+                "sync.final_failed",
+                reason=reason,
+                error=str(result),
+                error_type=type(result).__name__,
                 restorable=self._current_sequence(),
             )
+            if not isinstance(result, (CheckpointError, OSError)):
+                log.error("agent.bug", error=repr(result))
             return None
         self._log_sync(result)
         self._write_status(self._current_sequence(), started, reason)
@@ -457,7 +494,9 @@ class Runner:
             else:
                 log.info("shutdown.child_exited", exit_code=code, **clock())
             self.child.reap_leftovers(grace=1.0)
-        result = self._final_sync("interruption") if child_ran else None
+        # Keep a second for the exit itself; a late commit is worth nothing to a dead host.
+        final_deadline = t0 + max(budget - 1.0, 0.0)
+        result = self._final_sync("interruption", final_deadline) if child_ran else None
         if result is not None:
             log.info("shutdown.final_checkpoint", sequence=result.sequence, **clock())
         if self.superseded is not None:

@@ -65,6 +65,12 @@ CHUNK_SIZE = 8 << 20
 #: a second write within the filesystem's timestamp granularity would otherwise be missed.
 RACY_SECONDS = 2.0
 PROGRESS_FILE = "progress.json"
+#: A blob this process uploaded is trusted to still be in the store for this long, even if
+#: no committed manifest references it yet (a sync that failed or was overtaken). ``gc``
+#: deletes only blobs older than its --min-age (24 h by default), far beyond this.
+UPLOAD_TRUST_SECONDS = 3600.0
+#: A chunk whose download fails or does not match its hash is fetched this many times.
+FETCH_ATTEMPTS = 3
 
 
 class FileChanged(CheckpointError):
@@ -227,7 +233,8 @@ class Checkpointer:
         self.attempt = attempt
         self.chunk_size = chunk_size
         self.base: Manifest | None = None  # the newest manifest this process knows
-        self._known: set[str] = set()  # blob hashes known to be in the store
+        self._known: set[str] = set()  # blobs the base manifest references
+        self._uploaded: dict[str, float] = {}  # blob -> monotonic time this process put it
         self._cache: dict[str, _CacheEntry] = {}
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, job.store.concurrency), thread_name_prefix="ckpt-io"
@@ -235,7 +242,8 @@ class Checkpointer:
         self._lock = threading.Lock()  # one sync or restore at a time
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        # Never wait here: after a deadline a transfer may still hang on a dead store.
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- sync ---------------------------------------------------------------------------
 
@@ -248,17 +256,20 @@ class Checkpointer:
         scan = _scan(self.directory)
         for path, why in scan.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
-        uploader = _Uploader(self.job, self._pool, self._known)
+        present = self._present()
+        uploader = _Uploader(self.job, self._pool, present)
         entries: list[FileEntry] = []
         hashed = 0
         try:
             for rel, st in scan.files:
-                entry, n = self._file_entry(rel, st, uploader)
+                entry, n = self._file_entry(rel, st, uploader, present)
                 if entry is not None:
                     entries.append(entry)
                     hashed += n
         finally:
             uploader.wait()
+            now = time.monotonic()
+            self._uploaded.update(dict.fromkeys(uploader.done, now))
         manifest = Manifest(
             job_id=self.job.job_id,
             sequence=(self.base.sequence if self.base else 0) + 1,
@@ -291,9 +302,9 @@ class Checkpointer:
         )
 
     def _file_entry(
-        self, rel: str, st: os.stat_result, uploader: _Uploader
+        self, rel: str, st: os.stat_result, uploader: _Uploader, present: set[str]
     ) -> tuple[FileEntry | None, int]:
-        cached = self._unchanged(rel, st)
+        cached = self._unchanged(rel, st, present)
         if cached is not None:
             return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached), 0
         path = self.directory / rel
@@ -331,12 +342,21 @@ class Checkpointer:
     def pending_bytes(self) -> int:
         """Bytes in files that changed since the last commit (a cheap stat walk, no reads)."""
         files = _scan(self.directory).files
-        return sum(st.st_size for rel, st in files if self._unchanged(rel, st) is None)
+        present = self._present()
+        return sum(st.st_size for rel, st in files if self._unchanged(rel, st, present) is None)
 
-    def _unchanged(self, rel: str, st: os.stat_result) -> tuple[Chunk, ...] | None:
-        """The chunks of a file that has not changed since they were hashed and committed."""
+    def _present(self) -> set[str]:
+        """Blobs a sync may take as stored: the base manifest's, and our recent uploads."""
+        cutoff = time.monotonic() - UPLOAD_TRUST_SECONDS
+        self._uploaded = {h: t for h, t in self._uploaded.items() if t >= cutoff}
+        return self._known | self._uploaded.keys()
+
+    def _unchanged(
+        self, rel: str, st: os.stat_result, present: set[str]
+    ) -> tuple[Chunk, ...] | None:
+        """The chunks of a file that has not changed since they were hashed and uploaded."""
         cached = self._cache.get(rel)
-        if cached is None or not all(c.sha256 in self._known for c in cached.chunks):
+        if cached is None or not all(c.sha256 in present for c in cached.chunks):
             return None
         if (cached.size, cached.mtime_ns, cached.ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
             return None
@@ -478,9 +498,21 @@ class Checkpointer:
 
     def _fetch_chunk(self, chunk: Chunk, fd: int, offset: int, path: str) -> int:
         key = self.job.blob_key(chunk.sha256)
-        data = self.job.store.get_object(key)
-        if len(data) != chunk.size or hashlib.sha256(data).hexdigest() != chunk.sha256:
-            raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")
+        for attempt in range(1, FETCH_ATTEMPTS + 1):
+            try:
+                data = self.job.store.get_object(key)
+            except ObjectNotFound:
+                raise
+            except StoreError as exc:
+                if attempt == FETCH_ATTEMPTS:
+                    raise
+                log.warning("restore.fetch_retry", key=key, attempt=attempt, error=str(exc))
+                continue
+            if len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.sha256:
+                break
+            if attempt == FETCH_ATTEMPTS:  # the same wrong bytes each time: the blob is bad
+                raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")
+            log.warning("restore.fetch_retry", key=key, attempt=attempt, error="hash mismatch")
         view = memoryview(data)
         while view:
             n = os.pwrite(fd, view, offset)

@@ -1,0 +1,147 @@
+"""S3 faults between the agent and a real S3 server: a fault-injecting proxy on 127.0.0.1.
+
+A sync either commits correctly or fails loudly and leaves the previous checkpoint
+restorable; restore retries and verifies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from checkpoint.errors import StoreError
+from checkpoint.s3store import S3Store
+from checkpoint.sync import Checkpointer, JobStore
+from tests.agentproc import start_agent
+from tests.e2e.test_run_s3 import s3_agent_env
+from tests.faultproxy import FaultProxy, fault_proxy
+from tests.integration.test_sync_local import tree
+from tests.servers import SeaweedS3
+
+CHUNK = 64 * 1024
+
+
+@pytest.fixture
+def proxy(seaweedfs: SeaweedS3) -> Iterator[FaultProxy]:
+    with fault_proxy(seaweedfs.endpoint) as p:
+        yield p
+
+
+@pytest.fixture
+def store(
+    s3_env: SeaweedS3,
+    s3_bucket: tuple[str, str],
+    proxy: FaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[S3Store]:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+    s = S3Store.from_uri(f"s3://{s3_bucket[1]}/f", read_timeout=1.0, max_attempts=4)
+    yield s
+    s.close()
+
+
+def fill(src: Path, n: int, tag: str) -> None:
+    src.mkdir(exist_ok=True)
+    for i in range(n):
+        (src / f"f{i}").write_bytes(tag.encode() + os.urandom(CHUNK))
+
+
+def ckpt(store: S3Store, d: Path) -> Checkpointer:
+    return Checkpointer(JobStore(store, "job"), d, attempt=1, chunk_size=CHUNK)
+
+
+def test_slowdown_bursts_and_resets_are_retried_and_commit_correctly(
+    tmp_path: Path, store: S3Store, proxy: FaultProxy
+) -> None:
+    src = tmp_path / "src"
+    fill(src, 12, "a")
+    proxy.inject("503", 3, method="PUT")
+    proxy.inject("reset", 2, method="PUT")
+    r = ckpt(store, src).sync_once("bursty")
+    assert r.sequence == 1
+    assert proxy.faults == 5
+    dst = tmp_path / "dst"
+    assert ckpt(store, dst).restore().manifest is not None
+    assert tree(dst) == tree(src)
+
+
+def test_stalls_past_the_read_timeout_fail_loudly_and_keep_the_previous_checkpoint(
+    tmp_path: Path, store: S3Store, proxy: FaultProxy
+) -> None:
+    src = tmp_path / "src"
+    fill(src, 3, "good")
+    c = ckpt(store, src)
+    assert c.sync_once("one").sequence == 1
+    good = tree(src)
+    fill(src, 3, "new")
+    proxy.inject("stall", 1000, method="PUT", seconds=3)
+    with pytest.raises(StoreError, match="PutObject"):
+        c.sync_once("two")
+    proxy.clear()
+    dst = tmp_path / "dst"
+    r = ckpt(store, dst).restore()
+    assert r.manifest is not None and r.manifest.sequence == 1
+    assert tree(dst) == good
+    assert c.sync_once("three").sequence == 2  # once the store answers again
+
+
+def test_restore_retries_truncated_and_failed_downloads(
+    tmp_path: Path, store: S3Store, proxy: FaultProxy
+) -> None:
+    src = tmp_path / "src"
+    fill(src, 6, "t")
+    ckpt(store, src).sync_once("one")
+    proxy.inject("truncate", 3, method="GET", path="/blobs/")
+    proxy.inject("503", 2, method="GET", path="/blobs/")
+    dst = tmp_path / "dst"
+    r = ckpt(store, dst).restore()
+    assert r.manifest is not None and r.manifest.sequence == 1 and not r.skipped
+    assert tree(dst) == tree(src)
+    assert proxy.faults == 5
+
+
+STUCK_JOB = textwrap.dedent(
+    """
+    import checkpoint, os, time
+    checkpoint.save_bytes("data", os.urandom(300_000))
+    checkpoint.request_sync(wait=30)
+    checkpoint.save_bytes("data", os.urandom(300_000))
+    print("ready", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_store_that_hangs_at_the_end_costs_the_deadline_not_the_checkpoint(
+    tmp_path: Path, s3_env: SeaweedS3, s3_bucket: tuple[str, str], proxy: FaultProxy
+) -> None:
+    seaweedfs = s3_env
+    env = s3_agent_env(tmp_path, seaweedfs, f"s3://{s3_bucket[1]}/hang")
+    env["AWS_ENDPOINT_URL_S3"] = proxy.url
+    grace = 6.0
+    r = start_agent(
+        tmp_path,
+        ["--job-id", "hang", "--grace-period", f"{grace}s", "--upload-reserve", "3s"],
+        [sys.executable, "-c", STUCK_JOB],
+        env=env,
+    )
+    r.wait_for(lambda: r.has_line("ready"), what="the first checkpoint")
+    proxy.inject("stall", 10_000, method="PUT", seconds=120)  # S3 stops answering writes
+    t0 = time.monotonic()
+    r.signal(signal.SIGTERM)
+    assert r.wait(60) == 75
+    took = time.monotonic() - t0
+    assert took < grace + 3, f"the agent overran its deadline: {took:.1f}s"
+    failed = r.event("sync.final_failed")
+    assert failed["restorable"] == 1 and "deadline" in failed["error"]
+    assert r.event("agent.exit")["restorable"] == 1
+    proxy.clear()
+    job = JobStore(S3Store.from_uri(f"s3://{s3_bucket[1]}/hang"), "hang")
+    assert job.sequences() == [1]
