@@ -31,13 +31,18 @@ never splits one of the job's lines. An unfinished line (a prompt, a progress ba
 back at most ``IDLE_FLUSH`` seconds, or ``MAX_LINE`` bytes; if an event must follow it,
 the event starts on a new line (the one byte the agent adds to the job's stdout).
 
-Each stream has one reader thread that reads large chunks, so the job's own order is kept
-per stream and the job is not held up by the events (those are handed to the CloudWatch
-queue, which never blocks).
+Each stream has one reader thread that reads large chunks and passes them through, so
+the job's own order is kept per stream. Turning lines into events is another thread's
+work, fed through a backlog bounded in bytes (``BACKLOG_BYTES``). When the events only go
+to CloudWatch and that thread falls behind (a flood of output), chunks past the bound
+get no events, counted as lost: the job is never held up for CloudWatch. When events go
+to stdout (``json``, ``both``), the reader waits instead, as the job would on a slow
+stdout.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import os
@@ -54,6 +59,8 @@ MAX_LINE = 64 * 1024
 READ_SIZE = 256 * 1024
 PIPE_SIZE = 1024 * 1024
 IDLE_FLUSH = 0.1
+#: bytes read but not yet turned into events; beyond it, lines get no event (counted)
+BACKLOG_BYTES = 32 * 1024 * 1024
 
 log = logs.get_logger()
 
@@ -103,17 +110,52 @@ def _now_iso() -> str:
 
 def render_lines(stream: str, lines: list[tuple[bytes, int]]) -> list[str]:
     """``child.output`` events (JSON text) for ``lines`` read at one moment."""
-    ts = _now_iso()
+    prefix = logs.child_line_prefix(stream, _now_iso())
+    quote = logs.json_string
     events = []
     for head, length in lines:
         text = head.decode("utf-8", "backslashreplace")
         if text.endswith("\r"):
             text = text[:-1]
-        extra: dict[str, Any] | None = None
         if length > len(head):
-            extra = {"truncated": True, "line_bytes": length}
-        events.append(logs.child_line_event(stream, text, ts, extra))
+            events.append(f'{prefix}{quote(text)}, "truncated": true, "line_bytes": {length}}}')
+        else:
+            events.append(prefix + quote(text) + "}")
     return events
+
+
+class Backlog:
+    """Chunks read but not yet turned into events, bounded in bytes.
+
+    ``put`` either waits for room (when events go to stdout: the job then waits as it
+    would on a slow stdout) or refuses (CloudWatch only: the job must not wait for it)."""
+
+    def __init__(self, limit: int = BACKLOG_BYTES) -> None:
+        self.limit = limit
+        self.size = 0
+        self._items: collections.deque[tuple[str, bytes | None, int]] = collections.deque()
+        self._cond = threading.Condition()
+
+    def put(self, stream: str, data: bytes | None, *, wait: bool, gap: int = 0) -> bool:
+        n = len(data) if data else 0
+        with self._cond:
+            while n and self.size + n > self.limit:
+                if not wait:
+                    return False
+                self._cond.wait()
+            self._items.append((stream, data, gap))
+            self.size += n
+            self._cond.notify_all()
+        return True
+
+    def get(self) -> tuple[str, bytes | None, int]:
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            item = self._items.popleft()
+            self.size -= len(item[1]) if item[1] else 0
+            self._cond.notify_all()
+            return item
 
 
 class ChildOutput:
@@ -124,11 +166,14 @@ class ChildOutput:
         self.shipper = logs.shipper()
         self.events_to_stdout = mode in ("json", "both")
         self.passthrough = mode in ("raw", "both")
-        self.piped = self.events_to_stdout or self.shipper is not None
+        self.evented = self.events_to_stdout or self.shipper is not None
+        self.piped = self.evented
+        self._backlog = Backlog(BACKLOG_BYTES)
         self._pipes: dict[str, tuple[int, int]] = {}
         self._threads: list[threading.Thread] = []
         self.lines = {"stdout": 0, "stderr": 0}
         self.truncated = 0
+        self.dropped = 0
         self.passthrough_failed = 0
         self._closed = False
 
@@ -157,6 +202,12 @@ class ChildOutput:
             )
             self._threads.append(thread)
             thread.start()
+        if self._pipes and self.evented:
+            thread = threading.Thread(
+                target=self._events, args=(len(self._pipes),), name="child-events", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def abandon(self) -> None:
         """The job never started: close both ends."""
@@ -180,14 +231,14 @@ class ChildOutput:
             stdout_lines=self.lines["stdout"],
             stderr_lines=self.lines["stderr"],
             truncated_lines=self.truncated,
+            **({"lines_without_event": self.dropped} if self.dropped else {}),
             **({"still_open": still} if still else {}),
             **({"passthrough_failed": True} if self.passthrough_failed else {}),
         )
 
-    # -- one thread per stream ------------------------------------------------------------
+    # -- one reader thread per stream, one thread for events ----------------------------
 
     def _pump(self, stream: str, fd: int, target: int | None, whole_lines: bool) -> None:
-        splitter = LineSplitter()
         held = b""  # pass-through bytes after the last newline, until the line ends
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP)
@@ -216,11 +267,14 @@ class ChildOutput:
                             held = b""
                     else:
                         self._write(target, data)
-                self._emit(stream, splitter.feed(data))
+                if self.evented and not self._backlog.put(stream, data, wait=self.events_to_stdout):
+                    # Too far behind: these lines get no events (the bytes passed through).
+                    self._backlog.put(stream, None, wait=False, gap=data.count(b"\n") or 1)
         finally:
             if held and target is not None:
                 self._write(target, held)
-            self._emit(stream, splitter.finish())
+            if self.evented:
+                self._backlog.put(stream, None, wait=False)  # end of this stream
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -228,20 +282,37 @@ class ChildOutput:
         if target is not None and not logs.write_raw(target, data):
             self.passthrough_failed += 1
 
+    def _events(self, streams: int) -> None:
+        splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
+        while streams:
+            stream, data, gap = self._backlog.get()
+            splitter = splitters[stream]
+            if data is None and not gap:
+                streams -= 1
+            try:
+                if data is not None:
+                    self._emit(stream, splitter.feed(data))
+                elif gap:
+                    self._emit(stream, splitter.finish())  # the line the gap cut short
+                    self.lines[stream] += gap
+                    self.dropped += gap
+                    if self.shipper is not None:
+                        self.shipper.drop(gap)
+                else:
+                    self._emit(stream, splitter.finish())
+            except Exception as exc:  # keep draining: a reader may be waiting for room
+                log.error("child.output_events_failed", error=repr(exc), _local=True)
+
     def _emit(self, stream: str, lines: list[tuple[bytes, int]]) -> None:
         if not lines:
             return
         self.lines[stream] += len(lines)
-        if not (self.events_to_stdout or self.shipper is not None):
-            return
         events = render_lines(stream, lines)
         self.truncated += sum(1 for head, n in lines if n > len(head))
         if self.events_to_stdout:
             logs.write_line("\n".join(events))
         if self.shipper is not None:
-            offer = self.shipper.offer
-            for event in events:
-                offer(event)
+            self.shipper.offer_many(events)
 
 
 def _fileno(stream: Any) -> int:

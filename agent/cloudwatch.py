@@ -132,35 +132,51 @@ class CloudWatchLogs:
     # -- the caller's side: cheap and bounded --------------------------------------------
 
     def offer(self, message: str) -> None:
-        size = len(message.encode("utf-8"))
-        if size > MAX_EVENT_BYTES:
-            message = fit(message)
-            size = len(message.encode("utf-8"))
-            self.truncated += 1
+        self.offer_many([message])
+
+    def offer_many(self, messages: list[str]) -> None:
+        """Queue events (JSON text) in this order; those that do not fit are counted."""
+        sized = []
+        for message in messages:
+            size = len(message) if message.isascii() else len(message.encode("utf-8"))
+            if size > MAX_EVENT_BYTES:
+                message = fit(message)
+                size = len(message.encode("utf-8"))
+                self.truncated += 1
+            sized.append((message, size))
+        put = self._handler.queue.put
+        dropped = 0
         with self._lock:
-            if (
-                self.queued_events >= QUEUE_EVENTS
-                or self.queued_bytes + size > QUEUE_BYTES
-                or self._handler.shutting_down
-            ):
-                self.dropped += 1
-                dropped = self.dropped
-            else:
-                dropped = 0
-                # CloudWatch wants each batch in time order: never let the clock step back.
-                ts = max(int(time.time() * 1000), self._last_ts)
-                self._last_ts = ts
+            # CloudWatch wants each batch in time order: never let the clock step back.
+            ts = max(int(time.time() * 1000), self._last_ts)
+            self._last_ts = ts
+            closed = self._handler.shutting_down
+            for message, size in sized:
+                if (
+                    closed
+                    or self.queued_events >= QUEUE_EVENTS
+                    or self.queued_bytes + size > QUEUE_BYTES
+                ):
+                    dropped += 1
+                    continue
                 self.queued_events += 1
                 self.queued_bytes += size
-                self.offered += 1
-                self._handler.queue.put({"timestamp": ts, "message": message})
+                put({"timestamp": ts, "message": message})
+            self.offered += len(sized) - dropped
         if dropped:
-            self._report(
-                "logs.dropped",
-                dropped=dropped,
-                why="the CloudWatch queue is full (endpoint slow or unreachable); "
-                "events are counted and dropped, the job is not slowed",
-            )
+            self.drop(dropped)
+
+    def drop(self, count: int) -> None:
+        """Count ``count`` events lost before they reached the queue, and say so (rarely)."""
+        with self._lock:
+            self.dropped += count
+            total = self.dropped
+        self._report(
+            "logs.dropped",
+            dropped=total,
+            why="more log events than CloudWatch takes (endpoint slow or unreachable, or "
+            "a flood of output): they are counted and dropped, the job is not slowed",
+        )
 
     # -- the sender thread's side -------------------------------------------------------
 

@@ -72,6 +72,10 @@ class Shipper(Protocol):
 
     def offer(self, message: str) -> None: ...
 
+    def offer_many(self, messages: list[str]) -> None: ...
+
+    def drop(self, count: int) -> None: ...
+
     def close(self, timeout: float) -> None: ...
 
 
@@ -222,16 +226,19 @@ def _static_fragment() -> str:
     return text
 
 
-def child_line_event(
-    stream: str, line: str, timestamp: str, extra: dict[str, Any] | None = None
-) -> str:
-    """The JSON of a ``child.output`` event: the same shape as the agent's own events."""
+def child_line_prefix(stream: str, timestamp: str) -> str:
+    """The start of ``child.output`` events (the same shape as the agent's own events),
+    up to the value of ``line``: add the JSON string of the line, extra fields and '}'."""
     static = _static_fragment()
-    head = f'{{"timestamp": "{timestamp}", "level": "info", "event": "child.output"'
-    tail = f', "stream": "{stream}", "line": {json.dumps(line)}'
-    if extra:
-        tail += ", " + json.dumps(extra)[1:-1]
-    return head + (", " + static if static else "") + tail + "}"
+    return (
+        f'{{"timestamp": "{timestamp}", "level": "info", "event": "child.output", '
+        + (static + ", " if static else "")
+        + f'"stream": "{stream}", "line": '
+    )
+
+
+#: JSON text of a str (ASCII only, like json.dumps): the C function, no per-call overhead
+json_string = json.encoder.encode_basestring_ascii
 
 
 def reset_static() -> None:

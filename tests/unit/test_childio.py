@@ -6,6 +6,7 @@ import io
 import json
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,12 @@ class Collect:
 
     def offer(self, message: str) -> None:
         self.messages.append(message)
+
+    def offer_many(self, messages: list[str]) -> None:
+        self.messages += messages
+
+    def drop(self, count: int) -> None:
+        pass
 
     def close(self, timeout: float) -> None:
         pass
@@ -150,3 +157,39 @@ def test_idle_partial_line_is_passed_through(agent_stdout: tuple[Path, Collect])
     """.replace("{idle}", str(childio.IDLE_FLUSH))
     )
     assert path.read_text().startswith("prompt> answer\n")
+
+
+class Slow(Collect):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def offer_many(self, messages: list[str]) -> None:
+        time.sleep(0.01)
+        super().offer_many(messages)
+
+    def drop(self, count: int) -> None:
+        self.dropped += count
+
+
+def test_a_slow_consumer_never_holds_up_the_job_and_gaps_are_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(childio, "BACKLOG_BYTES", 4096)
+    monkeypatch.setattr(childio, "READ_SIZE", 1024)
+    path = tmp_path / "out"
+    with open(path, "w") as out:
+        logs.configure(out, json=True)
+        shipper = Slow()
+        logs.attach(shipper)
+        try:
+            output = run_child("for i in range(50_000): print(i)")
+        finally:
+            logs.attach(None)
+            logs.configure(sys.stdout)
+    assert path.read_text().splitlines()[:50_000] == [str(i) for i in range(50_000)]
+    assert shipper.dropped > 0 and output.dropped == shipper.dropped
+    docs = [json.loads(m) for m in shipper.messages]
+    shipped = [d["line"] for d in docs if d["event"] == "child.output"]
+    assert len(shipped) + shipper.dropped >= 50_000
+    assert shipped[:10] == [str(i) for i in range(10)]  # what is shipped keeps its order
