@@ -211,3 +211,30 @@ def test_an_interruption_flushes_within_the_deadline(tmp_path: Path, failing_end
     assert r.wait(30) == 75
     assert time.monotonic() - t0 < 4.5
     assert r.event("logs.lost")["flush_timeout"] <= 3.0
+
+
+def test_resource_samples_of_the_job_tree(tmp_path: Path) -> None:
+    r = run_agent(
+        tmp_path,
+        ["--job-id", "res", "--sample-interval", "0.2"],
+        py("""
+        import subprocess, sys, time
+        kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+        end = time.time() + 1.2
+        while time.time() < end:
+            pass
+        kid.wait()
+    """),
+    )
+    assert r.proc.returncode == 0, r.stderr
+    samples = [e for e in r.events() if e["event"] == "child.resources"]
+    assert samples, r.stdout
+    assert max(s["processes"] for s in samples) >= 2
+    assert max(s["cpu_percent"] for s in samples) > 20
+    assert all(s["rss_bytes"] > 0 and s["open_files"] >= 0 for s in samples)
+
+
+def test_a_bad_stream_template_is_a_usage_error(tmp_path: Path) -> None:
+    r = run_agent(tmp_path, ["--log-stream", "{job}"], ["true"])
+    assert r.proc.returncode == 2
+    assert "--log-stream (SPOT_AGENT_LOG_STREAM)" in r.stderr
