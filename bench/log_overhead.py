@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -67,10 +68,8 @@ def run(tmp: Path, name: str, argv: list[str], env: dict[str, str]) -> dict[str,
     with open(out, "wb") as o, open(err, "wb") as e:
         code = subprocess.call(argv, stdout=o, stderr=e, env=env, stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    child = next(
-        (float(x.split("=")[1]) for x in err.read_text().split() if x.startswith("child_seconds=")),
-        float("nan"),
-    )
+    found = re.search(r"child_seconds=([0-9.]+)", err.read_text() + out.read_text())
+    child = float(found.group(1)) if found else float("nan")
     row: dict[str, Any] = {"case": name, "exit": code, "wall": wall, "child": child}
     for line in out.read_text(errors="replace").splitlines():
         if line.startswith('{"timestamp"') and '"logs.' in line:
