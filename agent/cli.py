@@ -16,7 +16,7 @@ from checkpoint.gc import collect_garbage
 from checkpoint.store import Store, open_store
 from checkpoint.sync import Checkpointer, JobStore
 
-from . import __version__, imds_mock, logs
+from . import __version__, cloudwatch, imds_mock, logs
 from .config import (
     RUN_OPTIONS,
     STORE_OPTIONS,
@@ -161,6 +161,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     settings = load_settings(args, command, os.environ)
     logs.configure()
     store = _open(settings.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)")
+    if settings.log_group:
+        logs.attach(cloudwatch.open_logs(settings.log_group, settings.log_stream))
     if settings.job_id_source.startswith("derived"):
         print(
             f"spot-agent: job id {settings.job_id} ({settings.job_id_source}; "

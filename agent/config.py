@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,29 @@ def parse_log_group(raw: str) -> str:
     if not _LOG_GROUP.match(raw):
         raise ValueError(f"{raw!r} is not a CloudWatch log group name (letters, digits, ._-/#)")
     return raw
+
+
+_STREAM_FIELDS = ("job_id", "host")
+
+
+def parse_log_stream(raw: str) -> str:
+    """A log stream name template: text with {job_id} and {host} (':' and '*' are not allowed
+    in a stream name, so they are replaced by '-' when the name is made)."""
+    try:
+        raw.format(**{name: "x" for name in _STREAM_FIELDS})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"{raw!r} is not a stream name template ({exc}); use text with "
+            + ", ".join("{" + n + "}" for n in _STREAM_FIELDS)
+        ) from None
+    if not raw.strip() or len(raw) > 512:
+        raise ValueError(f"{raw!r} is not a usable stream name (1-512 characters)")
+    return raw
+
+
+def log_stream_name(template: str, *, job_id: str, host: str) -> str:
+    name = template.format(job_id=job_id, host=host)
+    return name.replace(":", "-").replace("*", "-")[:512]
 
 
 def parse_count(raw: str) -> int:
@@ -153,6 +177,32 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "also send the structured log to this CloudWatch Logs group",
         parse_log_group,
         metavar="NAME",
+    ),
+    Option(
+        "--log-stream",
+        "SPOT_AGENT_LOG_STREAM",
+        "the CloudWatch Logs stream within --log-group, a template with {job_id} and "
+        "{host}; all attempts of a job append to one stream",
+        parse_log_stream,
+        default="{job_id}",
+        metavar="TEMPLATE",
+    ),
+    Option(
+        "--child-output",
+        "SPOT_AGENT_CHILD_OUTPUT",
+        "what becomes of the job's stdout/stderr: raw (passed through unchanged; as events "
+        "only to --log-group), json (one JSON event per line on stdout, nothing raw), both",
+        parse_choice("raw", "json", "both"),
+        default="raw",
+        metavar="MODE",
+    ),
+    Option(
+        "--sample-interval",
+        "SPOT_AGENT_SAMPLE_INTERVAL",
+        "log the job's CPU, memory, open files and process count this often; 0 turns it off",
+        parse_duration,
+        default="60s",
+        metavar="DURATION",
     ),
     Option(
         "--stop-signal",
@@ -249,6 +299,9 @@ class Settings:
     job_id_source: str
     sync_interval: float
     log_group: str | None
+    log_stream: str
+    child_output: str
+    sample_interval: float
     stop_signal: signal.Signals
     imds: str
     imds_endpoint: str
@@ -323,6 +376,13 @@ def load_settings(
         job_id_source=source,
         sync_interval=values["sync_interval"],
         log_group=values["log_group"],
+        log_stream=log_stream_name(
+            values["log_stream"],
+            job_id=job_id,
+            host=environ.get("HOSTNAME") or socket.gethostname(),
+        ),
+        child_output=values["child_output"],
+        sample_interval=values["sample_interval"],
         stop_signal=values["stop_signal"],
         imds=values["imds"],
         imds_endpoint=(

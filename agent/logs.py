@@ -1,29 +1,45 @@
 """Structured logs: structlog configured once, one JSON object per line.
 
 Each concern is one processor: the level, a UTC ISO timestamp, the job's identity (bound
-once, so every event carries job_id and attempt), and the renderer (JSON, or a console
-renderer for a person at a terminal).
+once, so every event carries job_id and attempt), and the key order. The end of the chain
+is :class:`Output`, the one place events leave the process:
+
+- on stdout, JSON (or a console rendering for a person at a terminal), written whole
+  under a lock that the child's pass-through shares (``agent/childio.py``), so an event
+  never lands in the middle of one of the job's lines;
+- when a log group is set, a JSON copy goes to CloudWatch Logs (``agent/cloudwatch.py``),
+  with the Embedded Metric Format block added to the events that carry metrics
+  (``agent/emf.py``). EMF is only in the CloudWatch copy: stdout stays readable, and a
+  log group fed by the awslogs driver from stdout would otherwise count metrics twice.
+
+An event logged with ``_local=True`` goes to stdout only (the reports about shipping logs,
+so that a broken CloudWatch endpoint does not feed itself events about its failures).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import threading
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from . import __version__
+from . import __version__, emf
 
 _static: dict[str, Any] = {}
 _static_lock = threading.Lock()
+_static_version = 0
 
 
 def bind_static(**fields: Any) -> None:
     """Fields every later event carries (job_id, attempt, instance id ...), from any thread."""
+    global _static_version
     with _static_lock:
         _static.update({k: v for k, v in fields.items() if v is not None})
+        _static_version += 1
 
 
 def add_static(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
@@ -42,34 +58,194 @@ def order_keys(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> E
     return ordered
 
 
+def to_output(
+    _logger: WrappedLogger, _method: str, event_dict: EventDict
+) -> tuple[tuple[EventDict], dict[str, Any]]:
+    """Hand the finished event dict to :meth:`Output.msg`, which renders it per destination."""
+    return (event_dict,), {}
+
+
+class Shipper(Protocol):
+    """Where the CloudWatch copy goes (``agent.cloudwatch.CloudWatchLogs``)."""
+
+    group: str
+
+    def offer(self, message: str) -> None: ...
+
+    def offer_many(self, messages: list[str]) -> None: ...
+
+    def drop(self, count: int) -> None: ...
+
+    def close(self, timeout: float) -> None: ...
+
+
+def _json(event_dict: EventDict) -> str:
+    return json.dumps(event_dict, default=repr)
+
+
+class Output:
+    """The structlog logger of the agent: stdout and, when attached, CloudWatch."""
+
+    def __init__(self, stream: TextIO, *, json_lines: bool) -> None:
+        self.stream = stream
+        self.json_lines = json_lines
+        self.shipper: Shipper | None = None
+        self._console = structlog.dev.ConsoleRenderer(colors=False)
+
+    def msg(self, event_dict: EventDict) -> None:
+        local = bool(event_dict.pop("_local", False))
+        shipper = self.shipper
+        if shipper is not None and not local:
+            shipper.offer(_json(emf.embed(dict(event_dict), {"LogGroup": shipper.group})))
+        text = _json(event_dict) if self.json_lines else self._console(None, "", event_dict)
+        write_line(text, self.stream)
+
+    debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+_output: Output | None = None
+#: one lock per output file descriptor: events and the child's pass-through share it
+_fd_locks: dict[int, threading.Lock] = {}
+#: descriptors where the child's pass-through left an unfinished line
+_mid_line: set[int] = set()
+_fd_locks_lock = threading.Lock()
+
+
+def fd_lock(fd: int) -> threading.Lock:
+    with _fd_locks_lock:
+        return _fd_locks.setdefault(fd, threading.Lock())
+
+
+def _fileno(stream: TextIO) -> int:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return -1 - id(stream)  # no descriptor (a test's StringIO): a lock of its own
+
+
+def write_line(text: str, stream: TextIO | None = None) -> None:
+    """One whole line on ``stream`` (default: the configured stdout). Never raises."""
+    out = stream or (_output.stream if _output else sys.stdout)
+    fd = _fileno(out)
+    with fd_lock(fd):
+        if fd in _mid_line:  # end the job's unfinished line first: an event is a line
+            _mid_line.discard(fd)
+            text = "\n" + text
+        try:
+            out.write(text + "\n")
+            out.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken stdout must not stop the job
+
+
+def write_raw(fd: int, data: bytes) -> bool:
+    """The child's bytes, unchanged, on ``fd``, between whole events. False if it failed."""
+    if not data:
+        return True
+    view = memoryview(data)
+    with fd_lock(fd):
+        if data.endswith(b"\n"):
+            _mid_line.discard(fd)
+        else:
+            _mid_line.add(fd)
+        try:
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError:
+            return False
+    return True
+
+
 def configure(stream: TextIO | None = None, *, json: bool | None = None) -> None:
     """Configure structlog for the agent. JSON unless ``stream`` is a terminal."""
+    global _output
     out = stream or sys.stdout
     if json is None:
         json = not out.isatty()
-    renderer: Processor = (
-        structlog.processors.JSONRenderer(sort_keys=False)
-        if json
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    _output = Output(out, json_lines=json)
+    processors: list[Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_static,
+        structlog.processors.format_exc_info,
+        order_keys,
+        to_output,
+    ]
+    output = _output
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            add_static,
-            structlog.processors.format_exc_info,
-            order_keys,
-            renderer,
-        ],
-        logger_factory=structlog.PrintLoggerFactory(out),
+        processors=processors,
+        logger_factory=lambda *_args: output,
         cache_logger_on_first_use=False,
     )
     bind_static(agent_version=__version__)
 
 
+def output_fd() -> int:
+    """The descriptor events are written to (the pass-through of the child's stdout shares it)."""
+    return _fileno(_output.stream if _output else sys.stdout)
+
+
+# -- CloudWatch attachment -----------------------------------------------------------------
+
+
+def attach(shipper: Shipper | None) -> None:
+    """Send a copy of every later event (and the child's lines) to ``shipper``."""
+    if _output is not None:
+        _output.shipper = shipper
+
+
+def shipper() -> Shipper | None:
+    return _output.shipper if _output else None
+
+
+def shutdown(timeout: float) -> None:
+    """Stop shipping: flush what is queued within ``timeout`` seconds, then report."""
+    if _output is None or _output.shipper is None:
+        return
+    found, _output.shipper = _output.shipper, None
+    found.close(timeout)
+
+
+# -- the child's lines as events (a fast path past structlog: there may be millions) ------
+
+_fragment: tuple[int, str] = (-1, "")
+
+
+def _static_fragment() -> str:
+    """The bound fields as the inside of a JSON object, cached until they change."""
+    global _fragment
+    version, text = _fragment
+    if version != _static_version:
+        with _static_lock:
+            version = _static_version
+            ordered: dict[str, Any] = {k: _static[k] for k in ("job_id", "attempt") if k in _static}
+            ordered.update(_static)
+        text = json.dumps(ordered, default=repr)[1:-1]
+        _fragment = (version, text)
+    return text
+
+
+def child_line_prefix(stream: str, timestamp: str) -> str:
+    """The start of ``child.output`` events (the same shape as the agent's own events),
+    up to the value of ``line``: add the JSON string of the line, extra fields and '}'."""
+    static = _static_fragment()
+    return (
+        f'{{"timestamp": "{timestamp}", "level": "info", "event": "child.output", '
+        + (static + ", " if static else "")
+        + f'"stream": "{stream}", "line": '
+    )
+
+
+#: JSON text of a str (ASCII only, like json.dumps): the C function, no per-call overhead
+json_string = json.encoder.encode_basestring_ascii
+
+
 def reset_static() -> None:
+    global _static_version
     with _static_lock:
         _static.clear()
+        _static_version += 1
 
 
 def get_logger(name: str = "agent") -> Any:

@@ -34,7 +34,7 @@ from checkpoint.errors import CheckpointError, StoreError, Superseded
 from checkpoint.store import Store
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
-from . import logs
+from . import childio, logs, resources
 from .config import ConfigError, Settings
 from .imds import ImdsClient, ImdsSource, ImdsUnavailable, looks_like_ec2
 from .notices import (
@@ -54,6 +54,10 @@ EXIT_SOFTWARE = 70
 EXIT_CHECKPOINT_FAILED = 74
 EXIT_INTERRUPTED = 75
 EXIT_SUPERSEDED = 76
+
+#: at most this long to read the job's last output, and to ship the last log events
+OUTPUT_DRAIN_SECONDS = 2.0
+LOG_FLUSH_SECONDS = 10.0
 
 #: What each signal to the agent becomes (tini's table, plus our two meanings).
 SIGNAL_TABLE: dict[signal.Signals, str] = {
@@ -84,6 +88,7 @@ class Runner:
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.board = NoticeBoard()
         self.child: Child | None = None
+        self.output: childio.ChildOutput | None = None
         self.ckpt: Checkpointer | None = None
         self.attempt = 0
         self.interruption: Notice | None = None
@@ -109,6 +114,8 @@ class Runner:
             return self._run()
         finally:
             self._stop_sources.set()
+            self._drain_output()
+            logs.shutdown(self._log_flush_seconds())
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
             if self.ckpt is not None:
@@ -155,16 +162,29 @@ class Runner:
             return self._finish_interrupted(child_ran=False)
 
         seq = restored.manifest.sequence if restored.manifest else None
-        self.child = Child(s.command, env=self._child_env(seq), reaper=become_subreaper())
+        self.output = childio.ChildOutput(s.child_output)
+        streams = self.output.child_streams()
+        self.child = Child(
+            s.command,
+            env=self._child_env(seq),
+            reaper=become_subreaper(),
+            stdout=streams.get("stdout"),
+            stderr=streams.get("stderr"),
+        )
         try:
             pid = self.child.start()
         except SpawnError as exc:
+            self.output.abandon()
             log.error("child.spawn_failed", error=str(exc), exit_code=exc.exit_code)
             return exc.exit_code
+        self.output.start()
         log.info("child.started", child_pid=pid, reaper=self.child.reaper)
+        resources.start_sampler(self.child.tree, s.sample_interval, self._stop_sources)
         self._start_sources()
         self._schedule_periodic()
         outcome = self._supervise()
+        if not isinstance(outcome, Notice):
+            self._drain_output()  # the job's last lines before the agent's closing events
         if isinstance(outcome, Notice):
             return self._finish_interrupted(child_ran=True)
         if self.superseded is not None:
@@ -519,6 +539,19 @@ class Runner:
         self.child.reap_leftovers(grace=1.0)
         log.error("agent.exit", exit_code=EXIT_SUPERSEDED, why=str(self.superseded))
         return EXIT_SUPERSEDED
+
+    # -- the job's output and the logs ----------------------------------------------------
+
+    def _drain_output(self) -> None:
+        if self.output is not None:
+            self.output.close(OUTPUT_DRAIN_SECONDS)
+
+    def _log_flush_seconds(self) -> float:
+        """Time to ship the last log events: bounded, and within an interruption's deadline."""
+        left = self.interruption.seconds_left() if self.interruption is not None else None
+        if left is None:
+            return LOG_FLUSH_SECONDS
+        return min(LOG_FLUSH_SECONDS, max(left - 1.0, 0.0))
 
     def _reserve(self, budget: float) -> tuple[float, dict[str, Any]]:
         """Time kept back for the final checkpoint, and the figures it was sized from.

@@ -1,0 +1,322 @@
+"""The job's stdout and stderr: passed through unchanged, and turned into events.
+
+What an operator on ``docker logs`` (or the awslogs driver) wants is the job's own output,
+as if the agent were not there, with the agent's few JSON events between its lines. So
+``--child-output`` (``SPOT_AGENT_CHILD_OUTPUT``) decides, and its default is ``raw``:
+
+=======  =========================================  ======================================
+mode     agent's stdout / stderr                    CloudWatch (with ``--log-group``)
+=======  =========================================  ======================================
+raw      the job's bytes, unchanged, on the same    one ``child.output`` event per line
+         stream; the agent's events on stdout
+json     no raw bytes: one ``child.output`` JSON    the same events
+         event per line on stdout (all JSON: for
+         a log pipeline that parses every line)
+both     the raw bytes and the events (debugging)   the same events
+=======  =========================================  ======================================
+
+In ``raw`` mode without a log group nothing reads the job's output: it inherits the
+agent's descriptors, costs nothing and still sees a terminal if there is one.
+
+A ``child.output`` event has ``stream`` ("stdout" or "stderr") and ``line`` (the line
+without its newline, decoded as UTF-8 with invalid bytes shown as ``\\xNN``). A line
+longer than ``MAX_LINE`` bytes keeps its first ``MAX_LINE`` bytes in the event and says
+``"truncated": true, "line_bytes": N``; the pass-through still carries every byte, and
+memory stays bounded whatever the job prints. A last line without a newline is an event
+too, when the job closes its output.
+
+The agent's events are written as whole lines, under a lock the pass-through of stdout
+shares, and the pass-through writes the job's stdout up to its last newline: so an event
+never splits one of the job's lines. An unfinished line (a prompt, a progress bar) is held
+back at most ``IDLE_FLUSH`` seconds, or ``MAX_LINE`` bytes; if an event must follow it,
+the event starts on a new line (the one byte the agent adds to the job's stdout).
+
+Each stream has one reader thread that reads large chunks and passes them through, so
+the job's own order is kept per stream. Turning lines into events is another thread's
+work, fed through a backlog bounded in bytes (``BACKLOG_BYTES``). When the events only go
+to CloudWatch and that thread falls behind (a flood of output), chunks past the bound
+get no events, counted as lost: the job is never held up for CloudWatch. When events go
+to stdout (``json``, ``both``), the reader waits instead, as the job would on a slow
+stdout.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import os
+import select
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from . import logs
+
+MAX_LINE = 64 * 1024
+READ_SIZE = 256 * 1024
+PIPE_SIZE = 1024 * 1024
+IDLE_FLUSH = 0.1
+#: bytes read but not yet turned into events; beyond it, lines get no event (counted)
+BACKLOG_BYTES = 32 * 1024 * 1024
+
+log = logs.get_logger()
+
+
+class LineSplitter:
+    """Bytes in, whole lines out as ``(head, length)``: ``head`` is at most ``cap`` bytes,
+    ``length`` the line's full length without its newline. Memory stays within ``cap``."""
+
+    def __init__(self, cap: int = MAX_LINE) -> None:
+        self.cap = cap
+        self._head = bytearray()
+        self._length = 0  # of the unfinished line, including bytes not kept
+
+    def feed(self, data: bytes) -> list[tuple[bytes, int]]:
+        parts = data.split(b"\n")
+        tail = parts.pop()
+        cap = self.cap
+        lines: list[tuple[bytes, int]] = []
+        if parts and self._length:
+            self._add(parts[0])
+            lines.append(self._take())
+            parts = parts[1:]
+        lines += [(p, len(p)) if len(p) <= cap else (p[:cap], len(p)) for p in parts]
+        self._add(tail)
+        return lines
+
+    def finish(self) -> list[tuple[bytes, int]]:
+        """The last line, if the output ended without a newline."""
+        return [self._take()] if self._length else []
+
+    def _add(self, data: bytes) -> None:
+        room = self.cap - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+        self._length += len(data)
+
+    def _take(self) -> tuple[bytes, int]:
+        line = (bytes(self._head), self._length)
+        self._head.clear()
+        self._length = 0
+        return line
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def render_lines(stream: str, lines: list[tuple[bytes, int]]) -> list[str]:
+    """``child.output`` events (JSON text) for ``lines`` read at one moment."""
+    prefix = logs.child_line_prefix(stream, _now_iso())
+    quote = logs.json_string
+    events = []
+    for head, length in lines:
+        text = head.decode("utf-8", "backslashreplace")
+        if text.endswith("\r"):
+            text = text[:-1]
+        if length > len(head):
+            events.append(f'{prefix}{quote(text)}, "truncated": true, "line_bytes": {length}}}')
+        else:
+            events.append(prefix + quote(text) + "}")
+    return events
+
+
+class Backlog:
+    """Chunks read but not yet turned into events, bounded in bytes.
+
+    ``put`` either waits for room (when events go to stdout: the job then waits as it
+    would on a slow stdout) or refuses (CloudWatch only: the job must not wait for it)."""
+
+    def __init__(self, limit: int = BACKLOG_BYTES) -> None:
+        self.limit = limit
+        self.size = 0
+        self._items: collections.deque[tuple[str, bytes | None, int]] = collections.deque()
+        self._cond = threading.Condition()
+
+    def put(self, stream: str, data: bytes | None, *, wait: bool, gap: int = 0) -> bool:
+        n = len(data) if data else 0
+        with self._cond:
+            while n and self.size + n > self.limit:
+                if not wait:
+                    return False
+                self._cond.wait()
+            self._items.append((stream, data, gap))
+            self.size += n
+            self._cond.notify_all()
+        return True
+
+    def get(self) -> tuple[str, bytes | None, int]:
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            item = self._items.popleft()
+            self.size -= len(item[1]) if item[1] else 0
+            self._cond.notify_all()
+            return item
+
+
+class ChildOutput:
+    """Pipes for the job's stdout/stderr and the threads that pump them."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.shipper = logs.shipper()
+        self.events_to_stdout = mode in ("json", "both")
+        self.passthrough = mode in ("raw", "both")
+        self.evented = self.events_to_stdout or self.shipper is not None
+        self.piped = self.evented
+        self._backlog = Backlog(BACKLOG_BYTES)
+        self._pipes: dict[str, tuple[int, int]] = {}
+        self._threads: list[threading.Thread] = []
+        self.lines = {"stdout": 0, "stderr": 0}
+        self.truncated = 0
+        self.dropped = 0
+        self.passthrough_failed = 0
+        self._closed = False
+
+    def child_streams(self) -> dict[str, int]:
+        """``stdout``/``stderr`` arguments for :class:`agent.supervisor.Child`."""
+        if not self.piped:
+            return {}
+        for name in ("stdout", "stderr"):
+            r, w = os.pipe()
+            with contextlib.suppress(OSError, AttributeError):
+                fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # fewer wake-ups, fewer stalls
+            os.set_inheritable(w, True)
+            self._pipes[name] = (r, w)
+        return {name: w for name, (_r, w) in self._pipes.items()}
+
+    def start(self) -> None:
+        """After the job started: close our copies of the write ends, start reading."""
+        targets = {"stdout": logs.output_fd(), "stderr": _fileno(sys.stderr)}
+        for name, (r, w) in self._pipes.items():
+            os.close(w)
+            thread = threading.Thread(
+                target=self._pump,
+                args=(name, r, targets[name] if self.passthrough else None, name == "stdout"),
+                name=f"child-{name}",
+                daemon=True,
+            )
+            self._threads.append(thread)
+            thread.start()
+        if self._pipes and self.evented:
+            thread = threading.Thread(
+                target=self._events, args=(len(self._pipes),), name="child-events", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def abandon(self) -> None:
+        """The job never started: close both ends."""
+        for r, w in self._pipes.values():
+            for fd in (r, w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._pipes.clear()
+
+    def close(self, timeout: float) -> None:
+        """Wait (bounded) until the job's output is read to its end."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        if not self._threads or self._closed:
+            return
+        self._closed = True
+        still = [t.name for t in self._threads if t.is_alive()]
+        log.info(
+            "child.output_closed",
+            stdout_lines=self.lines["stdout"],
+            stderr_lines=self.lines["stderr"],
+            truncated_lines=self.truncated,
+            **({"lines_without_event": self.dropped} if self.dropped else {}),
+            **({"still_open": still} if still else {}),
+            **({"passthrough_failed": True} if self.passthrough_failed else {}),
+        )
+
+    # -- one reader thread per stream, one thread for events ----------------------------
+
+    def _pump(self, stream: str, fd: int, target: int | None, whole_lines: bool) -> None:
+        held = b""  # pass-through bytes after the last newline, until the line ends
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        try:
+            while True:
+                if held and not poller.poll(IDLE_FLUSH * 1000):
+                    self._write(target, held)
+                    held = b""
+                    continue
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except OSError:
+                    break
+                if not data:
+                    break
+                if target is not None:
+                    if whole_lines:
+                        cut = data.rfind(b"\n") + 1
+                        if cut:
+                            self._write(target, held + data[:cut] if held else data[:cut])
+                            held = data[cut:]
+                        else:
+                            held += data
+                        if len(held) > MAX_LINE:
+                            self._write(target, held)
+                            held = b""
+                    else:
+                        self._write(target, data)
+                if self.evented and not self._backlog.put(stream, data, wait=self.events_to_stdout):
+                    # Too far behind: these lines get no events (the bytes passed through).
+                    self._backlog.put(stream, None, wait=False, gap=data.count(b"\n") or 1)
+        finally:
+            if held and target is not None:
+                self._write(target, held)
+            if self.evented:
+                self._backlog.put(stream, None, wait=False)  # end of this stream
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _write(self, target: int | None, data: bytes) -> None:
+        if target is not None and not logs.write_raw(target, data):
+            self.passthrough_failed += 1
+
+    def _events(self, streams: int) -> None:
+        splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
+        while streams:
+            stream, data, gap = self._backlog.get()
+            splitter = splitters[stream]
+            if data is None and not gap:
+                streams -= 1
+            try:
+                if data is not None:
+                    self._emit(stream, splitter.feed(data))
+                elif gap:
+                    self._emit(stream, splitter.finish())  # the line the gap cut short
+                    self.lines[stream] += gap
+                    self.dropped += gap
+                    if self.shipper is not None:
+                        self.shipper.drop(gap)
+                else:
+                    self._emit(stream, splitter.finish())
+            except Exception as exc:  # keep draining: a reader may be waiting for room
+                log.error("child.output_events_failed", error=repr(exc), _local=True)
+
+    def _emit(self, stream: str, lines: list[tuple[bytes, int]]) -> None:
+        if not lines:
+            return
+        self.lines[stream] += len(lines)
+        events = render_lines(stream, lines)
+        self.truncated += sum(1 for head, n in lines if n > len(head))
+        if self.events_to_stdout:
+            logs.write_line("\n".join(events))
+        if self.shipper is not None:
+            self.shipper.offer_many(events)
+
+
+def _fileno(stream: Any) -> int:
+    try:
+        return int(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return 2

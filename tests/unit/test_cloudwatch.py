@@ -1,0 +1,131 @@
+"""The CloudWatch wrapper without a server: limits, overflow accounting, EMF documents."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent import cloudwatch, emf, logs
+from agent.cloudwatch import MAX_EVENT_BYTES, CloudWatchLogs, fit
+
+
+class _Exceptions:
+    class ResourceNotFoundException(Exception):
+        pass
+
+    class ResourceAlreadyExistsException(Exception):
+        pass
+
+
+class FakeLogs:
+    """A client whose PutLogEvents waits until released (a slow endpoint)."""
+
+    exceptions = _Exceptions
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.batches: list[list[dict[str, Any]]] = []
+
+    def put_log_events(self, **kw: Any) -> dict[str, Any]:
+        self.release.wait(30)
+        self.batches.append(kw["logEvents"])
+        return {}
+
+
+@pytest.fixture
+def stdout() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    logs.configure(out, json=True)
+    try:
+        yield out
+    finally:
+        logs.configure(sys.stdout)
+
+
+def events(out: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_a_full_queue_drops_counts_and_reports(
+    monkeypatch: pytest.MonkeyPatch, stdout: io.StringIO
+) -> None:
+    monkeypatch.setattr(cloudwatch, "QUEUE_EVENTS", 50)
+    client = FakeLogs()
+    cw = CloudWatchLogs("g", "s", client)
+    for i in range(200):
+        cw.offer(json.dumps({"event": "x", "i": i}))
+    assert cw.dropped == 150 and cw.offered == 50
+    reported = [e for e in events(stdout) if e["event"] == "logs.dropped"]
+    assert len(reported) == 1  # once a minute, not once an event
+    cw.close(0.3)  # the endpoint never answers: bounded, and the loss is reported
+    lost = [e for e in events(stdout) if e["event"] == "logs.lost"][-1]
+    assert lost["lost"] == 200 and lost["dropped_queue_full"] == 150
+    assert lost["unsent_at_exit"] == 50
+    client.release.set()
+
+
+def test_delivered_in_order_and_flushed_at_close(stdout: io.StringIO) -> None:
+    client = FakeLogs()
+    client.release.set()
+    cw = CloudWatchLogs("g", "s", client)
+    for i in range(25_000):
+        cw.offer(json.dumps({"i": i}))
+    cw.close(10)
+    sent = [json.loads(m["message"])["i"] for b in client.batches for m in b]
+    assert sent == list(range(25_000))
+    assert all(len(b) <= 10_000 for b in client.batches)
+    assert all(sum(len(m["message"]) + 26 for m in b) <= 1024 * 1024 for b in client.batches)
+    stamps = [m["timestamp"] for b in client.batches for m in b]
+    assert stamps == sorted(stamps)
+    assert events(stdout)[-1]["event"] == "logs.shipped"
+
+
+def test_an_oversized_event_is_replaced_visibly() -> None:
+    big = json.dumps(
+        {"timestamp": "t", "level": "info", "event": "child.output", "line": "é" * 300_000}
+    )
+    small = fit(big)
+    doc = json.loads(small)
+    assert len(small.encode()) <= MAX_EVENT_BYTES
+    assert doc["event"] == "child.output" and doc["truncated"] is True
+    assert doc["original_bytes"] == len(big.encode()) and doc["head"]
+    assert fit("short") == "short"
+
+
+def test_emf_document_shape() -> None:
+    event = {
+        "timestamp": "2024-01-01T00:00:00Z",
+        "event": "sync.committed",
+        "job_id": "j1",
+        "seconds": 1.5,
+        "bytes": 1000,
+        "bytes_uploaded": 10,
+    }
+    doc = emf.embed(event, {"LogGroup": "/jobs"})
+    meta = doc["_aws"]
+    assert isinstance(meta["Timestamp"], int)
+    [directive] = meta["CloudWatchMetrics"]
+    assert directive["Namespace"] == "SpotAgent"
+    assert directive["Dimensions"] == [["LogGroup"]]
+    names = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
+    assert names == {
+        "CheckpointSeconds": "Seconds",
+        "CheckpointBytes": "Bytes",
+        "CheckpointBytesUploaded": "Bytes",
+    }
+    # every metric and dimension is a member of the root, as the specification requires
+    assert doc["CheckpointSeconds"] == 1.5 and doc["LogGroup"] == "/jobs"
+    assert doc["JobId"] == "j1" and "_aws" not in event
+
+    notice = emf.embed({"event": "notice.interruption", "seconds_left": None}, {"LogGroup": "g"})
+    assert [m["Name"] for m in notice["_aws"]["CloudWatchMetrics"][0]["Metrics"]] == [
+        "Interruptions"
+    ]
+    assert notice["Interruptions"] == 1
+    assert emf.embed({"event": "child.output"}, {"LogGroup": "g"}) == {"event": "child.output"}
