@@ -14,7 +14,7 @@ from checkpoint.errors import CheckpointError, StoreError, StoreURIError
 from checkpoint.store import Store, open_store
 from checkpoint.sync import Checkpointer, JobStore
 
-from . import __version__, imds_mock, logs
+from . import __version__, batch, imds_mock, logs
 from .config import (
     RUN_OPTIONS,
     STORE_OPTIONS,
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print JSON")
 
     _mount_imds_mock(sub)
+    _mount_batch(sub)
     return parser
 
 
@@ -102,6 +103,17 @@ def _mount_imds_mock(sub: Any) -> None:
     )
     imds_mock.add_arguments(p)
     p.set_defaults(handler=imds_mock.main)
+
+
+def _mount_batch(sub: Any) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="AWS Batch: a job definition for spot",
+        description="AWS Batch integration: job definitions whose retry strategy resumes "
+        "interrupted jobs.",
+    )
+    batch.add_arguments(p)
+    p.set_defaults(handler=batch.main)
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
