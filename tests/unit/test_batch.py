@@ -4,6 +4,7 @@ the agent continues. Requests are checked against botocore's own Batch service m
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import botocore.session
 import pytest
+import structlog
 from botocore.validate import ParamValidator
 
 from agent import batch, runner
@@ -330,15 +332,19 @@ def test_a_job_terminated_through_batch_is_not_continued(tmp_path: Path) -> None
     assert client.submitted == []
 
 
-def test_a_failure_is_logged_never_raised(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_failure_is_logged_never_raised(tmp_path: Path) -> None:
     from agent import logs
 
-    logs.configure(json=True)
-    client = FakeBatch(described(), fail=RuntimeError("AccessDenied: batch:DescribeJobs"))
-    assert batch.continue_after_interruption(settings(tmp_path, batch_env(10)), client) is None
-    event = json.loads(capsys.readouterr().out.splitlines()[-1])
+    saved = structlog.get_config()
+    out = io.StringIO()
+    logs.configure(out, json=True)
+    try:
+        client = FakeBatch(described(), fail=RuntimeError("AccessDenied: batch:DescribeJobs"))
+        s = settings(tmp_path, batch_env(10))
+        assert batch.continue_after_interruption(s, client) is None
+    finally:
+        structlog.configure(**saved)
+    event = json.loads(out.getvalue().splitlines()[-1])
     assert event["event"] == "batch.continuation_failed"
     assert "AccessDenied" in event["error"]
     assert "SPOT_AGENT_JOB_ID=abc:3" in event["action"]
