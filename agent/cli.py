@@ -16,7 +16,7 @@ from checkpoint.gc import collect_garbage
 from checkpoint.store import Store, open_store
 from checkpoint.sync import Checkpointer, JobStore
 
-from . import __version__, cloudwatch, imds_mock, logs
+from . import __version__, batch, cloudwatch, imds_mock, logs
 from .config import (
     RUN_OPTIONS,
     STORE_OPTIONS,
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print JSON")
 
     _mount_imds_mock(sub)
+    _mount_batch(sub)
     return parser
 
 
@@ -120,6 +121,17 @@ def _mount_imds_mock(sub: Any) -> None:
     )
     imds_mock.add_arguments(p)
     p.set_defaults(handler=imds_mock.main)
+
+
+def _mount_batch(sub: Any) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="AWS Batch: a job definition for spot",
+        description="AWS Batch integration: job definitions whose retry strategy resumes "
+        "interrupted jobs.",
+    )
+    batch.add_arguments(p)
+    p.set_defaults(handler=batch.main)
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:

@@ -106,6 +106,15 @@ def log_stream_name(template: str, *, job_id: str, host: str) -> str:
     return name.replace(":", "-").replace("*", "-")[:512]
 
 
+def parse_switch(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
 def parse_count(raw: str) -> int:
     if not raw.strip().isdigit():
         raise ValueError(f"expected a whole number >= 0, got {raw!r}")
@@ -120,6 +129,7 @@ class Option:
     parse: Callable[[str], Any]
     default: str | None = None
     metavar: str | None = None
+    switch: bool = False  # a flag without a value: present means "true"
 
     @property
     def dest(self) -> str:
@@ -255,6 +265,16 @@ RUN_OPTIONS: tuple[Option, ...] = (
         default="10",
         metavar="N",
     ),
+    Option(
+        "--continue-after-last-attempt",
+        "SPOT_AGENT_CONTINUE_JOBS",
+        "on AWS Batch, when an interruption ends the job's last allowed attempt, submit a "
+        "continuation job that restores the same checkpoints (needs batch:DescribeJobs, "
+        "batch:DescribeJobDefinitions and batch:SubmitJob)",
+        parse_switch,
+        default="false",
+        switch=True,
+    ),
 )
 
 STORE_OPTIONS = tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id"))
@@ -263,6 +283,16 @@ STORE_OPTIONS = tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
     for opt in options:
         shown = f" [default: {opt.default}]" if opt.default is not None else ""
+        if opt.switch:
+            parser.add_argument(
+                opt.flag,
+                dest=opt.dest,
+                action="store_const",
+                const="true",
+                default=None,
+                help=f"{opt.help}; env {opt.env}=true",
+            )
+            continue
         parser.add_argument(
             opt.flag,
             dest=opt.dest,
@@ -311,6 +341,10 @@ class Settings:
     upload_reserve: float
     checkpoint_keep: int
     batch_attempt: int | None
+    batch_job_id: str | None = None  # AWS_BATCH_JOB_ID: this attempt's own job in Batch
+    batch_job_queue: str | None = None
+    batch_compute_environment: str | None = None
+    continue_jobs: bool = False
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -394,5 +428,23 @@ def load_settings(
         upload_reserve=values["upload_reserve"],
         checkpoint_keep=values["checkpoint_keep"],
         batch_attempt=int(batch_attempt) if batch_attempt.isdigit() else None,
-        child_environ=dict(environ),
+        batch_job_id=environ.get("AWS_BATCH_JOB_ID") or None,
+        batch_job_queue=environ.get("AWS_BATCH_JQ_NAME") or None,
+        batch_compute_environment=environ.get("AWS_BATCH_CE_NAME") or None,
+        continue_jobs=values["continue_after_last_attempt"],
+        child_environ=_child_environ(environ),
     )
+
+
+#: Set in a continuation job of an array child: the index the original child had. Batch
+#: reserves the AWS_BATCH_ prefix, so the continuation cannot set AWS_BATCH_JOB_ARRAY_INDEX
+#: itself; the agent gives it back to the job.
+ARRAY_INDEX_CARRIED = "SPOT_AGENT_ARRAY_INDEX"
+
+
+def _child_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    env = dict(environ)
+    carried = environ.get(ARRAY_INDEX_CARRIED)
+    if carried and "AWS_BATCH_JOB_ARRAY_INDEX" not in environ:
+        env["AWS_BATCH_JOB_ARRAY_INDEX"] = carried
+    return env

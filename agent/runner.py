@@ -34,7 +34,7 @@ from checkpoint.errors import CheckpointError, StoreError, Superseded
 from checkpoint.store import Store
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
-from . import childio, logs, resources
+from . import batch, childio, logs, resources
 from .config import ConfigError, Settings
 from .imds import ImdsClient, ImdsSource, ImdsUnavailable, looks_like_ec2
 from .notices import (
@@ -126,6 +126,9 @@ class Runner:
     def _run(self) -> int:
         s = self.s
         logs.bind_static(job_id=s.job_id)
+        logs.bind_static(
+            batch_job_queue=s.batch_job_queue, batch_compute_environment=s.batch_compute_environment
+        )
         try:
             self.store.check()
             job = JobStore(self.store, s.job_id)
@@ -522,6 +525,8 @@ class Runner:
         if self.superseded is not None:
             log.error("agent.exit", exit_code=EXIT_SUPERSEDED, why=str(self.superseded))
             return EXIT_SUPERSEDED
+        # Past Batch's last attempt: a continuation job resumes from these checkpoints.
+        batch.continue_after_interruption(self.s)
         log.info(
             "agent.exit",
             exit_code=EXIT_INTERRUPTED,
