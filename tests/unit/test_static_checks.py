@@ -37,3 +37,11 @@ def test_checkpoint_never_imports_agent() -> None:
         )
     ]
     assert offenders == []
+
+
+def test_every_run_option_is_documented_in_the_readme() -> None:
+    from agent.config import RUN_OPTIONS
+
+    readme = (REPO / "README.md").read_text()
+    missing = [o.flag for o in RUN_OPTIONS if f"| `{o.flag}` | `{o.env}` |" not in readme]
+    assert missing == [], "add these to the README's settings table"
