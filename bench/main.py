@@ -217,7 +217,7 @@ def markdown(doc: dict[str, Any], table: str) -> str:
         f"Linux {m['kernel']}",
         f"- versions: Python {m['python']}, boto3 {m['boto3']}, weed `{m['weed']}`, "
         f"s5cmd `{m['s5cmd']}`, `{m['aws']}`",
-        f"- {doc['settings']['sse']}",
+        f"- SSE: {doc['settings']['sse']}",
         f"- {doc['settings']['server']}; the whole run took {doc['seconds']:.0f} s",
         "",
         "```",
