@@ -151,8 +151,13 @@ def weed_binary() -> str:
     return weed
 
 
-def start_seaweedfs(tmpdir: Path) -> SeaweedS3:
+def start_seaweedfs(
+    tmpdir: Path, *, volume_size_limit_mb: int = 64, volume_max: int = 64
+) -> SeaweedS3:
     """Start ``weed server -s3`` (master, volume, filer, S3 in one process) under ``tmpdir``.
+
+    It stores at most ``volume_max`` volumes of ``volume_size_limit_mb`` each (4 GiB by
+    default, enough for the tests; the benchmarks ask for more).
 
     Tried on 4.48: ``weed server`` comes up in about 3 s here; ``weed mini`` also starts an
     admin UI and more ports. The S3 gateway serves SSE-S3 only when a key-encryption key is
@@ -192,10 +197,10 @@ def start_seaweedfs(tmpdir: Path) -> SeaweedS3:
         "-master.telemetry=false",  # it would otherwise report to telemetry.seaweedfs.com
         f"-master.port={master}",
         f"-master.port.grpc={master_grpc}",
-        "-master.volumeSizeLimitMB=64",
+        f"-master.volumeSizeLimitMB={volume_size_limit_mb}",
         f"-volume.port={volume}",
         f"-volume.port.grpc={volume_grpc}",
-        "-volume.max=64",
+        f"-volume.max={volume_max}",
         f"-filer.port={filer}",
         f"-filer.port.grpc={filer_grpc}",
         f"-filer.localSocket={tmpdir / 'filer.sock'}",

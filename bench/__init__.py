@@ -1,0 +1,1 @@
+__doc__ = "Benchmarks (not tests): bench/run."

