@@ -12,6 +12,7 @@ Every failure goes through :meth:`S3Store._explain`, which turns it into a one-l
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import os
 import re
@@ -174,12 +175,22 @@ class S3Store(Store):
         read_timeout: float,
     ) -> Any:
         session = boto3.session.Session()
+        s3_options: dict[str, Any] = {
+            # Every body we send carries its own SHA-256 (ChecksumSHA256, a signed header
+            # that S3 verifies), so SigV4 hashing the same bytes again only burns CPU:
+            # measured in bench/, -25% CPU on a 1 GiB upload.
+            "payload_signing_enabled": False,
+        }
         config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max(self.concurrency, 10),
             # standard mode retries throttling (SlowDown, 503) and 5xx with backoff
             retries={"mode": "standard", "total_max_attempts": max_attempts},
+            # Restore hashes every chunk against the manifest itself; botocore checking
+            # the stored checksum as well would hash each byte twice.
+            response_checksum_validation="when_required",
+            s3=s3_options,
         )
         client = session.client("s3", config=config)
         if addressing_style is None and _is_local_host(client.meta.endpoint_url):
@@ -190,9 +201,9 @@ class S3Store(Store):
         if addressing_style is None:
             return client
         client.close()
-        return session.client(
-            "s3", config=config.merge(Config(s3={"addressing_style": addressing_style}))
-        )
+        # Config.merge replaces the whole s3 dict: carry the options over.
+        s3_options = {**s3_options, "addressing_style": addressing_style}
+        return session.client("s3", config=config.merge(Config(s3=s3_options)))
 
     def close(self) -> None:
         if self._owns_client:
@@ -235,6 +246,7 @@ class S3Store(Store):
             "Key": full,
             "Body": data,
             "IfNoneMatch": "*",
+            "ChecksumSHA256": base64.b64encode(hashlib.sha256(data).digest()).decode("ascii"),
         }
         args.update(self._sse_args())
         try:

@@ -181,6 +181,7 @@ def test_conditional_write_lost(stubbed: tuple[S3Store, Stubber], code: str, sta
             "Key": "job/7/commit",
             "Body": b"c",
             "IfNoneMatch": "*",
+            "ChecksumSHA256": base64.b64encode(hashlib.sha256(b"c").digest()).decode(),
             "ServerSideEncryption": "AES256",
         },
     )
