@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.servers import start_moto_server
+
 from .procs import REPO, run_measured
 
 AGENT = [sys.executable, "-m", "agent", "run"]
@@ -218,19 +220,39 @@ def overhead(
             f"{best['seconds']:6.2f} s; agent cpu {best['agent_cpu_seconds']:.2f} s, "
             f"peak rss {best['agent_peak_rss_mib']:.0f} MiB"
         )
-    rows.append(
-        {
-            "scenario": "overhead",
-            "data": "with --log-group (CloudWatch Logs)",
-            "tool": "spot-agent",
-            "todo": "TODO: --log-group is parsed but not wired in this branch (runner ignores it); "
-            "add this row once the CloudWatch path lands (moto server as the endpoint)",
-        }
-    )
+    rows.append(_with_log_group(env, work, [sys.executable, "-c", LINES_JOB], log))
     return rows
 
 
-def _wrapped(base: Mapping[str, str], work: Path, child: list[str]) -> Row:
+def _with_log_group(
+    env: Mapping[str, str], work: Path, child: list[str], log: Callable[[str], None]
+) -> Row:
+    """The 1,000,000-line child with a CloudWatch log group on a local moto server."""
+    moto = start_moto_server(work / "moto")
+    try:
+        extra = {
+            "SPOT_AGENT_LOG_GROUP": "/bench/spot-agent",
+            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": moto.endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        result = _wrapped(env, work, child, extra)
+    finally:
+        moto.stop()
+    log(f"  overhead with a log group: {result['seconds']:6.2f} s, {result.get('note', '')}")
+    return {
+        "scenario": "overhead",
+        "data": "1,000,000 lines, --log-group (moto)",
+        "tool": "spot-agent",
+        **result,
+    }
+
+
+def _wrapped(
+    base: Mapping[str, str], work: Path, child: list[str], extra: Mapping[str, str] | None = None
+) -> Row:
     """Run child under the agent (local store, no IMDS); sample the agent process itself."""
     import psutil
 
@@ -243,6 +265,7 @@ def _wrapped(base: Mapping[str, str], work: Path, child: list[str]) -> Row:
         SPOT_AGENT_CHECKPOINT_URI=(tmp / "store").as_uri(),
         SPOT_AGENT_CHECKPOINT_DIR=str(tmp / "ckpt"),
         SPOT_AGENT_JOB_ID="overhead",
+        **(extra or {}),
     )
     agent_cpu = peak = 0.0
     with open(tmp / "agent.out", "w") as out:
@@ -271,12 +294,19 @@ def _wrapped(base: Mapping[str, str], work: Path, child: list[str]) -> Row:
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"agent exited {proc.returncode}:\n{(tmp / 'agent.out').read_text()}")
-    return {
+    row: Row = {
         "seconds": seconds,
         "cpu_seconds": ru.ru_utime + ru.ru_stime,
         "agent_cpu_seconds": agent_cpu,
         "agent_peak_rss_mib": peak,
     }
+    events = _events((tmp / "agent.out").read_text())
+    shipped = events.get("logs.lost") or events.get("logs.shipped")
+    if shipped is not None:
+        row["note"] = (
+            f"log events sent {shipped.get('events_sent', '?')}, lost {shipped.get('lost', 0)}"
+        )
+    return row
 
 
 def _hwm_mib(pid: int) -> float:

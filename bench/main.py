@@ -155,6 +155,8 @@ def render(rows: list[Row]) -> str:
                 f"  agent itself: {r['agent_cpu_seconds']:.2f} CPU s, "
                 f"peak RSS {r['agent_peak_rss_mib']:.0f} MiB"
             )
+            if r.get("note"):
+                extra += f"; {r['note']}"
         lines.append(
             f"{r['scenario']:<16} {r['data']:<32} {r['tool']:<24} {r['seconds']:8.2f} "
             f"{_x(r.get('time_vs_spot_agent')):>7} {_f(r.get('mb_per_s'), 0):>6} "
