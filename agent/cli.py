@@ -14,7 +14,7 @@ from typing import Any
 from checkpoint.errors import CheckpointError, StoreError, StoreURIError
 from checkpoint.gc import collect_garbage
 from checkpoint.store import Store, open_store
-from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.sync import UPLOAD_TRUST_SECONDS, Checkpointer, JobStore
 
 from . import __version__, batch, cloudwatch, imds_mock, logs
 from .config import (
@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="only delete blobs older than this [default: 24h]",
     )
     gc.add_argument("--dry-run", action="store_true", help="say what would be deleted")
+    gc.add_argument(
+        "--no-agent-running",
+        action="store_true",
+        help="no agent of this job is running: allow a --min-age under 1h",
+    )
     for p in (lst, show, rst, gc):
         add_options(p, STORE_OPTIONS)
     for p in (lst, show):
@@ -299,6 +304,13 @@ def _gc(job: JobStore, args: argparse.Namespace) -> int:
         min_age = timedelta(seconds=parse_duration(args.min_age))
     except ValueError as exc:
         raise ConfigError("--min-age", str(exc)) from None
+    if min_age.total_seconds() < UPLOAD_TRUST_SECONDS and not args.no_agent_running:
+        raise ConfigError(
+            "--min-age",
+            f"must be at least {UPLOAD_TRUST_SECONDS / 3600:g}h while an agent of the job may "
+            "be running (its latest uploads are not referenced yet); add --no-agent-running "
+            "if none is",
+        )
     if args.keep is not None and args.keep < 1:
         raise ConfigError("--keep", f"must be at least 1, got {args.keep}")
     pruned: list[int] = []

@@ -98,7 +98,12 @@ class NoticeBoard:
         )
         with self._lock:
             if self.interruption is not None:
-                return False  # already shutting down: nothing more to act on
+                # Already shutting down. Only a notice that moves the deadline closer matters
+                # (an IMDS notice, then the platform's SIGTERM with a shorter grace period).
+                if notice.is_interruption and _sooner(notice, self.interruption):
+                    self.interruption = notice
+                    return True
+                return False
             if notice.is_interruption:
                 self.interruption = notice
                 return True
@@ -106,6 +111,12 @@ class NoticeBoard:
                 return False
             self._seen.add(key)
             return True
+
+
+def _sooner(new: Notice, current: Notice) -> bool:
+    if new.deadline is None:
+        return False
+    return current.deadline is None or new.deadline < current.deadline
 
 
 def write_notice_file(path: Path, notice: Notice) -> None:

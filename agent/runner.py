@@ -97,6 +97,7 @@ class Runner:
         self._sync_thread: threading.Thread | None = None
         self._sync_again: str | None = None
         self._closing = False
+        self._sync_outcome: SyncResult | BaseException | None = None
         #: a sync thread was left running at a deadline: the process must not wait for it
         self.abandoned_work = False
         self._last_sync_seconds = 0.0
@@ -289,7 +290,11 @@ class Runner:
             "seconds_left": _round(notice.seconds_left()),
         }
         if notice.kind == INTERRUPTION:
-            log.warning("notice.interruption", **fields)
+            if self.interruption is not None:
+                log.warning("notice.deadline_moved", **fields, why="a later notice is more urgent")
+                write_notice_file(self.notice_file, notice)
+            else:
+                log.warning("notice.interruption", **fields)
             self.interruption = notice
         elif notice.kind == REBALANCE:
             log.warning("notice.rebalance", **fields, action_taken="checkpoint now, keep running")
@@ -341,6 +346,9 @@ class Runner:
         if self._sync_thread is not None and self._sync_thread.is_alive():
             self._sync_again = self._sync_again or reason
             return
+        self._spawn_sync(reason)
+
+    def _spawn_sync(self, reason: str) -> None:
         self._sync_thread = threading.Thread(
             target=self._sync_worker, args=(reason,), name="sync", daemon=True
         )
@@ -351,15 +359,20 @@ class Runner:
         started = time.time()
         try:
             result = self.ckpt.sync_once(reason)
-            if result.sequence is not None and self.s.checkpoint_keep:
-                self.ckpt.prune(self.s.checkpoint_keep)
-            self.events.put(Event("synced", (started, result)))
         except Exception as exc:
             self.events.put(Event("sync-failed", (started, reason, exc)))
+            return
+        self.events.put(Event("synced", (started, result)))
+        if result.sequence is not None and self.s.checkpoint_keep:
+            try:
+                self.ckpt.prune(self.s.checkpoint_keep)
+            except Exception as exc:  # the commit stands; old checkpoints wait for next time
+                log.warning("sync.prune_failed", error=str(exc), error_type=type(exc).__name__)
 
     def _on_sync_done(self, ev: Event) -> None:
         if ev.kind == "synced":
             started, result = ev.payload
+            self._sync_outcome = result
             self._log_sync(result)
             self._last_sync_seconds = result.seconds
             if result.bytes_uploaded >= _RATE_SAMPLE_BYTES:
@@ -367,94 +380,70 @@ class Runner:
             self._write_status(self._current_sequence(), started, result.reason)
         else:
             _started, reason, exc = ev.payload
+            self._sync_outcome = exc
             if isinstance(exc, Superseded):
                 log.error("sync.superseded", error=str(exc))
                 self.superseded = exc
                 return
+            if not isinstance(exc, (CheckpointError, OSError)):
+                log.error("agent.bug", error=repr(exc), where="sync")
             log.error(
-                "sync.failed",
+                "sync.final_failed" if self._closing else "sync.failed",
                 reason=reason,
                 error=str(exc),
                 error_type=type(exc).__name__,
-                action="the previous checkpoint stays intact; retrying at the next interval",
+                restorable=self._current_sequence(),
             )
+        if self._closing:
+            return
         if self._sync_again is not None:
             again, self._sync_again = self._sync_again, None
             self._start_sync(again)
         else:
             self._schedule_periodic()
 
-    def _wait_for_sync_thread(self, deadline: float | None) -> bool:
-        """Let a sync in flight finish (its uploads count for the final one); False at deadline."""
+    def _sync_deadline(self) -> float | None:
+        """When a sync must be given up (monotonic): a second before the notice's deadline."""
+        left = self._seconds_left()
+        return None if left is None else time.monotonic() + left - 1.0
+
+    def _wait_for_sync(self, reason: str) -> bool:
+        """Serve events until the sync thread is done; False if the deadline came first.
+
+        The deadline is looked up on every turn: a notice may arrive, or move closer, while
+        we wait (SIGTERM during the exit sync, say).
+        """
         while self._sync_thread is not None and self._sync_thread.is_alive():
+            deadline = self._sync_deadline()
             if deadline is not None and time.monotonic() >= deadline:
+                # The thread dies with the process; a half-done upload never damages the store.
+                self.abandoned_work = True
+                log.error(
+                    "sync.final_failed",
+                    reason=reason,
+                    restorable=self._current_sequence(),
+                    error="the checkpoint did not finish before the deadline",
+                )
                 return False
-            self._pump(0.1)
-        while True:  # collect what the finished worker posted
+            self._pump(0.1 if deadline is None else min(0.1, deadline - time.monotonic()))
+        while True:  # what the finished worker (or anyone else) posted meanwhile
             try:
-                ev = self.events.get_nowait()
+                self._handle(self.events.get_nowait())
             except queue.Empty:
                 return True
-            if ev.kind in ("synced", "sync-failed"):
-                self._on_sync_done(ev)
 
-    def _final_sync(self, reason: str, deadline: float | None = None) -> SyncResult | None:
-        """The last checkpoint. With a deadline (monotonic), give up in time, loudly."""
-        assert self.ckpt is not None
-        ckpt = self.ckpt
+    def _final_sync(self, reason: str) -> SyncResult | None:
+        """The last checkpoint, after any sync in flight (its uploads count for this one)."""
         self._closing = True  # no new periodic or requested syncs from here on
-        if not self._wait_for_sync_thread(deadline):
-            self.abandoned_work = True
-            log.error(
-                "sync.final_failed",
-                reason=reason,
-                restorable=self._current_sequence(),
-                error="the sync in progress did not finish before the deadline",
-            )
+        self._sync_again = None
+        if not self._wait_for_sync(reason) or self.superseded is not None:
             return None
-        if self.superseded is not None:
+        self._sync_outcome = None
+        self._spawn_sync(reason)
+        if not self._wait_for_sync(reason):
             return None
-        started = time.time()
-        outcome: list[SyncResult | BaseException] = []
-
-        def work() -> None:
-            try:
-                outcome.append(ckpt.sync_once(reason))
-            except BaseException as exc:
-                outcome.append(exc)
-
-        worker = threading.Thread(target=work, name="final-sync", daemon=True)
-        worker.start()
-        worker.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
-        if not outcome:
-            # The thread dies with the process; a half-done upload never damages the store.
-            self.abandoned_work = True
-            log.error(
-                "sync.final_failed",
-                reason=reason,
-                restorable=self._current_sequence(),
-                error="the final checkpoint did not finish before the deadline",
-            )
-            return None
-        result = outcome[0]
-        if isinstance(result, Superseded):
-            log.error("sync.superseded", error=str(result))
-            self.superseded = result
-            return None
-        if isinstance(result, BaseException):
-            log.error(
-                "sync.final_failed",
-                reason=reason,
-                error=str(result),
-                error_type=type(result).__name__,
-                restorable=self._current_sequence(),
-            )
-            if not isinstance(result, (CheckpointError, OSError)):
-                log.error("agent.bug", error=repr(result))
-            return None
-        self._log_sync(result)
-        self._write_status(self._current_sequence(), started, reason)
-        return result
+        outcome = self._sync_outcome
+        return outcome if isinstance(outcome, SyncResult) else None
 
     def _current_sequence(self) -> int | None:
         base = self.ckpt.base if self.ckpt else None
@@ -482,33 +471,39 @@ class Runner:
         log.info("agent.exit", exit_code=code, why="the job exited")
         return code
 
+    def _seconds_left(self) -> float | None:
+        """Until the current interruption's deadline (None when there is no notice)."""
+        if self.interruption is None:
+            return None
+        left = self.interruption.seconds_left()
+        return self.s.grace_period if left is None else left
+
     def _finish_interrupted(self, *, child_ran: bool) -> int:
-        notice = self.interruption
-        assert notice is not None
+        assert self.interruption is not None
         t0 = time.monotonic()
-        budget = notice.seconds_left()
-        budget = self.s.grace_period if budget is None else max(budget, 0.0)
 
         def clock() -> dict[str, float | None]:
-            elapsed = time.monotonic() - t0
-            return {"elapsed": _round(elapsed), "seconds_left": _round(budget - elapsed)}
+            return {"elapsed": _round(time.monotonic() - t0), "seconds_left": _round(self._left())}
 
-        write_notice_file(self.notice_file, notice)
+        write_notice_file(self.notice_file, self.interruption)
         if child_ran and self.child is not None and self.child.running:
-            reserve, plan = self._reserve(budget)
-            window = max(budget - reserve, 0.0)
+            reserve, plan = self._reserve(self._left())
             log.info(
                 "shutdown.plan",
                 **plan,
                 reserve_seconds=_round(reserve),
-                child_seconds=_round(window),
+                child_seconds=_round(max(self._left() - reserve, 0.0)),
                 **clock(),
             )
             self.child.send(self.s.stop_signal)
             log.info("shutdown.stop_child", signal=self.s.stop_signal.name, **clock())
-            deadline = t0 + window
-            while self.child.reap() is None and time.monotonic() < deadline:
-                self._pump(min(0.1, deadline - time.monotonic()))
+            notice = self.interruption
+            child_end = time.monotonic() + max(self._left() - reserve, 0.0)
+            while self.child.reap() is None and time.monotonic() < child_end:
+                self._pump(min(0.1, child_end - time.monotonic()))
+                if self.interruption is not notice:  # a later notice moved the deadline closer
+                    notice, left = self.interruption, self._left()
+                    child_end = min(child_end, time.monotonic() + left - min(reserve, 0.8 * left))
             code = self.child.reap()
             if code is None:
                 killed = self.child.kill_tree()
@@ -517,16 +512,13 @@ class Runner:
             else:
                 log.info("shutdown.child_exited", exit_code=code, **clock())
             self.child.reap_leftovers(grace=1.0)
-        # Keep a second for the exit itself; a late commit is worth nothing to a dead host.
-        final_deadline = t0 + max(budget - 1.0, 0.0)
-        result = self._final_sync("interruption", final_deadline) if child_ran else None
+        result = self._final_sync("interruption") if child_ran else None
         if result is not None:
             log.info("shutdown.final_checkpoint", sequence=result.sequence, **clock())
         if self.superseded is not None:
             log.error("agent.exit", exit_code=EXIT_SUPERSEDED, why=str(self.superseded))
             return EXIT_SUPERSEDED
-        # Past Batch's last attempt: a continuation job resumes from these checkpoints.
-        batch.continue_after_interruption(self.s)
+        self._continue_batch_job()
         log.info(
             "agent.exit",
             exit_code=EXIT_INTERRUPTED,
@@ -536,6 +528,26 @@ class Runner:
             **clock(),
         )
         return EXIT_INTERRUPTED
+
+    def _left(self) -> float:
+        return max(self._seconds_left() or 0.0, 0.0)
+
+    def _continue_batch_job(self) -> None:
+        """Past Batch's last attempt, submit a continuation; never past the deadline."""
+        if not self.s.continue_jobs:
+            return
+        worker = threading.Thread(
+            target=batch.continue_after_interruption, args=(self.s,), daemon=True
+        )
+        worker.start()
+        worker.join(max(self._left() - 0.5, 0.0))
+        if worker.is_alive():
+            self.abandoned_work = True
+            log.error(
+                "batch.continuation_failed",
+                error="the Batch API did not answer before the deadline",
+                action=f"resubmit the job with SPOT_AGENT_JOB_ID={self.s.job_id} to resume",
+            )
 
     def _finish_superseded(self) -> int:
         assert self.child is not None
@@ -565,7 +577,11 @@ class Runner:
         changed since the last commit would take longer at the last measured upload rate.
         Never more than 80% of the time left: the job needs some time to stop cleanly.
         """
-        pending = self.ckpt.pending_bytes() if self.ckpt is not None else 0
+        try:
+            pending = self.ckpt.pending_bytes() if self.ckpt is not None else 0
+        except Exception as exc:  # sizing is an optimisation: it must never stop the shutdown
+            log.warning("shutdown.pending_unknown", error=repr(exc))
+            pending = 0
         estimate = pending / self._upload_rate if self._upload_rate else 0.0
         wanted = max(self.s.upload_reserve, 2.0 * self._last_sync_seconds, 1.5 * estimate)
         plan = {

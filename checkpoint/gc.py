@@ -5,13 +5,14 @@ A blob is deleted only when both hold:
 1. no manifest of the job references it, and
 2. it is older than ``min_age`` (default 24 h).
 
-Rule 2 protects a sync that is running right now: its blobs are uploaded before its
-manifest exists, so they look unreferenced until it commits. A sync skips uploading a
-blob only when the manifest it builds on references it, and that manifest is protected
-by rule 1. Blobs are listed *before* manifests, so a manifest committed during the
-listing can only reference blobs that are young (rule 2) or referenced by a manifest we
-do see. A manifest that cannot be read stops the collection: nothing is deleted on a
-guess.
+Rule 2 protects a running agent: a sync uploads its blobs before its manifest exists,
+and an agent also skips uploading blobs it put within the last hour
+(``UPLOAD_TRUST_SECONDS``) whether or not a manifest references them yet (the uploads of a
+sync that failed or was overtaken). So ``min_age`` must exceed that hour while any agent of
+the job may be running; the CLI refuses less unless told that none is. Blobs are listed
+*before* manifests, so a manifest committed during the listing can only reference blobs
+that are young (rule 2) or referenced by a manifest we do see. A manifest that cannot be
+read stops the collection: nothing is deleted on a guess.
 """
 
 from __future__ import annotations

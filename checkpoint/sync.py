@@ -102,10 +102,13 @@ class RestoreResult:
 
 @dataclass
 class _CacheEntry:
-    size: int
-    mtime_ns: int
-    ino: int
+    key: tuple[int, int, int, int]  # size, mtime, ctime, inode: any change means "read again"
     chunks: tuple[Chunk, ...]
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    # ctime too: `cp -p`, `touch -r` or os.utime can give rewritten bytes their old mtime.
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @dataclass
@@ -267,9 +270,10 @@ class Checkpointer:
                     entries.append(entry)
                     hashed += n
         finally:
-            uploader.wait()
-            now = time.monotonic()
-            self._uploaded.update(dict.fromkeys(uploader.done, now))
+            try:
+                uploader.wait()
+            finally:  # what did reach the store counts, even when the sync fails
+                self._uploaded.update(dict.fromkeys(uploader.done, time.monotonic()))
         manifest = Manifest(
             job_id=self.job.job_id,
             sequence=(self.base.sequence if self.base else 0) + 1,
@@ -324,7 +328,7 @@ class Checkpointer:
 
     def _remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
         if time.time_ns() - st.st_mtime_ns > RACY_SECONDS * 1e9:
-            self._cache[rel] = _CacheEntry(st.st_size, st.st_mtime_ns, st.st_ino, chunks)
+            self._cache[rel] = _CacheEntry(_stat_key(st), chunks)
         else:
             self._cache.pop(rel, None)
 
@@ -348,8 +352,9 @@ class Checkpointer:
     def _present(self) -> set[str]:
         """Blobs a sync may take as stored: the base manifest's, and our recent uploads."""
         cutoff = time.monotonic() - UPLOAD_TRUST_SECONDS
-        self._uploaded = {h: t for h, t in self._uploaded.items() if t >= cutoff}
-        return self._known | self._uploaded.keys()
+        # A copy first: a sync thread may be adding to it while the main thread asks.
+        uploaded = self._uploaded.copy()
+        return self._known | {h for h, t in uploaded.items() if t >= cutoff}
 
     def _unchanged(
         self, rel: str, st: os.stat_result, present: set[str]
@@ -358,7 +363,7 @@ class Checkpointer:
         cached = self._cache.get(rel)
         if cached is None or not all(c.sha256 in present for c in cached.chunks):
             return None
-        if (cached.size, cached.mtime_ns, cached.ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+        if cached.key != _stat_key(st):
             return None
         return cached.chunks
 
@@ -448,6 +453,9 @@ class Checkpointer:
         kept, fetch = [], []
         for f in manifest.files:
             path = dest / f.path
+            if not _real_parents(dest, f.path):
+                fetch.append(f)  # a link on the way could lead out of the checkpoint dir
+                continue
             try:
                 st = os.lstat(path)
             except (FileNotFoundError, NotADirectoryError):
@@ -544,7 +552,8 @@ class _Uploader:
         self.done: set[str] = set()
         self.bytes = 0
         self._pending: dict[str, Future[None]] = {}
-        self._slots = threading.BoundedSemaphore(max(2, job.store.concurrency * 2))
+        # One chunk in hand per transfer plus two being read: 18 x 8 MiB with S3's 16.
+        self._slots = threading.BoundedSemaphore(job.store.concurrency + 2)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
 
@@ -613,6 +622,8 @@ def _scan(root: Path) -> _Scan:
             entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise CheckpointError(f"cannot list {dirpath}: {exc.strerror}") from exc
         for e in entries:
             r = f"{rel}{e.name}"
             if not rel and e.name == RESERVED_DIR:
@@ -655,6 +666,19 @@ def _read_progress(directory: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def _real_parents(root: Path, rel: str) -> bool:
+    """Every directory between root and rel exists and is a real directory, not a link."""
+    cur = root
+    for part in rel.split("/")[:-1]:
+        cur = cur / part
+        try:
+            if not stat.S_ISDIR(os.lstat(cur).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _safe_parent(root: Path, rel: str) -> Path:

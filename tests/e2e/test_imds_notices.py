@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import textwrap
 import time
@@ -171,3 +172,41 @@ def test_imds_auto_and_unreachable_runs_on(tmp_path: Path) -> None:
     r = run_agent(tmp_path, ["--job-id", "x"], ["sh", "-c", "exit 4"], env=env)
     assert r.proc.returncode == 4
     assert r.event("imds.unavailable")["notices"] == "SIGTERM only"
+
+
+def test_a_later_sigterm_with_a_shorter_grace_moves_the_deadline(
+    tmp_path: Path, imds: ImdsMock
+) -> None:
+    """ECS draining or a Kubernetes drain: IMDS says 120 s, then SIGTERM gives only 4 s."""
+    child = [
+        PY,
+        "-c",
+        textwrap.dedent("""
+        import checkpoint, signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        checkpoint.save_json("state.json", {"step": 3})
+        print("ready", flush=True)
+        time.sleep(600)
+    """),
+    ]
+    r = start_agent(
+        tmp_path,
+        ["--job-id", "tight", "--grace-period", "4s", "--upload-reserve", "1.5s"],
+        child,
+        env=env_for(tmp_path, imds),
+    )
+    r.wait_for(lambda: r.has_line("ready"), what="the job to start")
+    imds.post_interruption("terminate", in_seconds=120)
+    r.wait_for(
+        lambda: any(e["event"] == "shutdown.stop_child" for e in r.events()),
+        what="the IMDS notice to be acted on",
+    )
+    t0 = time.monotonic()
+    r.signal(signal.SIGTERM)
+    assert r.wait(30) == 75
+    took = time.monotonic() - t0
+    moved = r.event("notice.deadline_moved")
+    assert moved["source"] == "sigterm" and moved["seconds_left"] <= 4
+    assert r.event("shutdown.child_killed")["exit_code"] == 137
+    assert r.event("agent.exit")["committed"] is not None
+    assert took < 4 + 1.5, f"the agent kept the first, later deadline: {took:.1f}s"

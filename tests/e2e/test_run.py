@@ -271,12 +271,23 @@ def test_checkpoints_gc_keeps_what_is_referenced(tmp_path: Path) -> None:
     """)
     for _ in range(4):
         assert run_agent(tmp_path, ["--job-id", "g"], job).proc.returncode == 0
-    dry = cli(
-        tmp_path, "checkpoints", "gc", "--job-id", "g", "--keep", "1", "--min-age", "0", "--dry-run"
-    )
+    refused = cli(tmp_path, "checkpoints", "gc", "--job-id", "g", "--min-age", "0")
+    assert refused.returncode == 2 and "--no-agent-running" in refused.stderr
+    gc = [
+        "checkpoints",
+        "gc",
+        "--job-id",
+        "g",
+        "--keep",
+        "1",
+        "--min-age",
+        "0",
+        "--no-agent-running",
+    ]
+    dry = cli(tmp_path, *gc, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith("would delete 3 old checkpoints")
-    out = cli(tmp_path, "checkpoints", "gc", "--job-id", "g", "--keep", "1", "--min-age", "0")
+    out = cli(tmp_path, *gc)
     assert out.returncode == 0, out.stderr
     # The 3 pruned checkpoints referenced 3 n.json versions and blob1..blob3.
     assert out.stdout.startswith("deleted 3 old checkpoints and 6 unreferenced blobs"), out.stdout

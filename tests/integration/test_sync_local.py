@@ -434,3 +434,44 @@ def test_pending_bytes_counts_what_the_next_sync_must_send(
     (src / "b").write_bytes(os.urandom(3000))
     (src / "c").write_bytes(os.urandom(500))
     assert c.pending_bytes() == 3500
+
+
+def test_restore_never_touches_files_behind_a_symlinked_parent(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"same bytes")
+    os.chmod(src / "d" / "f", 0o600)
+    ckpt(store, src).sync_once("one")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_bytes(b"same bytes")  # identical content, outside the dir
+    os.chmod(outside / "f", 0o644)
+    os.utime(outside / "f", ns=(1_000_000_000, 1_000_000_000))
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "d").symlink_to(outside)
+    r = ckpt(store, dst).restore()
+    assert r.files_written == 1 and r.files_kept == 0
+    st = (outside / "f").stat()
+    assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o644, 1_000_000_000)
+    assert not (dst / "d").is_symlink() and (dst / "d" / "f").read_bytes() == b"same bytes"
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_still_seen(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    f = src / "weights"
+    f.write_bytes(b"A" * 100)
+    os.utime(f, ns=(1_000_000_000, 1_000_000_000))  # old: trusted by the stat cache
+    c = ckpt(store, src)
+    c.sync_once("one")
+    f.write_bytes(b"B" * 100)
+    os.utime(f, ns=(1_000_000_000, 1_000_000_000))  # like `cp -p`: same size, same mtime
+    assert c.sync_once("two").sequence == 2
+    dst = tmp_path / "dst"
+    ckpt(store, dst).restore()
+    assert (dst / "weights").read_bytes() == b"B" * 100
