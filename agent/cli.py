@@ -280,6 +280,12 @@ def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
         print(f"no checkpoints for job {job.job_id} in {job.store.uri}", file=sys.stderr)
         return 1
     seq = seqs[-1] if sequence is None else sequence
+    if seq not in seqs:
+        print(
+            f"spot-agent: job {job.job_id} has no checkpoint {seq} (it has {seqs[0]}..{seqs[-1]})",
+            file=sys.stderr,
+        )
+        return 1
     raw = job.store.get_object(job.manifest_key(seq))
     m = job.load_manifest(seq)
     if as_json:

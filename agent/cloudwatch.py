@@ -319,8 +319,7 @@ def open_logs(group: str, stream: str) -> CloudWatchLogs | None:
             "logs.cloudwatch_off",
             group=group,
             error=_describe(exc),
-            why="no CloudWatch Logs client (set AWS_REGION or AWS_DEFAULT_REGION); "
-            "logging to stdout only",
+            why="no CloudWatch Logs client (set AWS_DEFAULT_REGION); logging to stdout only",
             _local=True,
         )
         return None

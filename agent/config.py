@@ -348,6 +348,16 @@ class Settings:
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
+def _imds_endpoint(environ: Mapping[str, str]) -> str:
+    raw = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254"
+    if not re.match(r"https?://[^/\s]+/?\Z", raw):
+        raise ConfigError(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            f"expected a URL like http://169.254.169.254 or http://127.0.0.1:1338, got {raw!r}",
+        )
+    return raw.rstrip("/")
+
+
 def default_store_uri(environ: Mapping[str, str]) -> str:
     return (_state_home(environ) / "store").as_uri()
 
@@ -419,9 +429,7 @@ def load_settings(
         sample_interval=values["sample_interval"],
         stop_signal=values["stop_signal"],
         imds=values["imds"],
-        imds_endpoint=(
-            environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254"
-        ).rstrip("/"),
+        imds_endpoint=_imds_endpoint(environ),
         imds_endpoint_set=bool(environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")),
         imds_interval=max(values["imds_interval"], 0.1),
         grace_period=values["grace_period"],

@@ -509,18 +509,38 @@ class ImdsSource:
 
     def poll_once(self) -> list[Notice]:
         """Every notice IMDS shows now. Raises :class:`ImdsUnavailable` when it cannot tell."""
+        notices, error = self._poll()
+        if error is not None:
+            raise error
+        return notices
+
+    def _poll(self) -> tuple[list[Notice], Exception | None]:
+        """What IMDS shows, path by path, the spot notice first. A failing path ends the
+        poll (when the service is down, one timeout per poll is enough) but never hides
+        what was read before it: a spot notice is posted even if events/ answers 403 or
+        the rebalance path times out. Returns the notices found and the error, if any."""
         notices: list[Notice] = []
+        for read in (self._spot, self._rebalance, self._scheduled):
+            try:
+                notices.extend(read())
+            except Exception as exc:
+                return notices, exc
+        return notices, None
+
+    def _spot(self) -> list[Notice]:
         body = self.client.get(INSTANCE_ACTION)
         if body is not None:
-            notices.append(parse_instance_action(body))
-        else:
-            legacy = self.client.get(TERMINATION_TIME)
-            if legacy is not None:
-                notices.append(parse_termination_time(legacy))
+            return [parse_instance_action(body)]
+        legacy = self.client.get(TERMINATION_TIME)
+        return [parse_termination_time(legacy)] if legacy is not None else []
+
+    def _rebalance(self) -> list[Notice]:
         body = self.client.get(REBALANCE_PATH)
-        if body is not None:
-            notices.append(parse_rebalance(body))
+        return [parse_rebalance(body)] if body is not None else []
+
+    def _scheduled(self) -> list[Notice]:
         body = self.client.get(SCHEDULED_PATH)
+        notices: list[Notice] = []
         for event in parse_scheduled(body) if body is not None else []:
             notices.append(event)
             if scheduled_is_interruption(event, self.scheduled_window):
@@ -540,11 +560,14 @@ class ImdsSource:
         while not stop.is_set():
             delay = self.interval
             try:
-                for notice in self.poll_once():
+                notices, error = self._poll()
+                for notice in notices:  # posted even when another path failed
                     key = self._key(notice)
                     if key not in self._posted:
                         post(notice)
                         self._posted.add(key)  # only once posted: a failed post is retried
+                if error is not None:
+                    raise error
                 if self.failures:
                     structlog.get_logger().info("imds_recovered", after_failures=self.failures)
                 self.failures = 0

@@ -90,8 +90,12 @@ class Child:
         self.reaped_orphans = 0
         self._popen: subprocess.Popen[bytes] | None = None
         self._tty_fd: int | None = None
+        self._foreign: set[int] = set()
 
     def start(self) -> int:
+        # Our children from before the job are not the job's (a test runner's servers, say):
+        # only children that appear later can be the job's re-parented orphans.
+        self._foreign = {p.pid for p in psutil.Process().children()}
         try:
             self._popen = subprocess.Popen(
                 self.argv,
@@ -203,6 +207,17 @@ class Child:
             procs[root.pid] = root
             for p in root.children(recursive=True):
                 procs[p.pid] = p
+        # As subreaper or PID 1, every orphan of the job is re-parented to us, even one that
+        # left its process group (setsid, a daemon): our children, minus the ones we had
+        # before the job, are the job's.
+        if self.reaper:
+            with contextlib.suppress(psutil.Error):
+                for p in psutil.Process().children():
+                    if p.pid in self._foreign:
+                        continue
+                    procs[p.pid] = p
+                    with contextlib.suppress(psutil.Error):
+                        procs.update((c.pid, c) for c in p.children(recursive=True))
         # Orphans that stayed in the job's process group, wherever they were re-parented.
         for p in psutil.process_iter():
             with contextlib.suppress(psutil.Error, OSError):

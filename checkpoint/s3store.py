@@ -3,7 +3,7 @@
 One boto3 client is shared by all threads (botocore clients are thread-safe); its connection
 pool is sized for :attr:`S3Store.concurrency` transfers at once. The endpoint, region and
 credentials come from the SDK's own configuration (``AWS_ENDPOINT_URL_S3``,
-``AWS_ENDPOINT_URL``, ``AWS_REGION``, profiles, the job role), exactly as in production.
+``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, profiles, the job role), exactly as in production.
 
 Every failure goes through :meth:`S3Store._explain`, which turns it into a one-line
 :class:`StoreError` naming the object, the IAM action and what to check.
@@ -414,11 +414,11 @@ class S3Store(Store):
             if bucket_region and bucket_region != region:
                 return StoreUnavailable(
                     f"s3://{self.bucket}: the bucket is in region {bucket_region}, not {region} "
-                    f"(set AWS_REGION={bucket_region})"
+                    f"(set AWS_DEFAULT_REGION={bucket_region})"
                 )
             return StoreUnavailable(
                 f"s3://{self.bucket}: the bucket is not in region {region} ({code}): "
-                "set AWS_REGION to the bucket's region"
+                "set AWS_DEFAULT_REGION to the bucket's region"
             )
         if code in _DENIED:
             return StoreUnavailable(

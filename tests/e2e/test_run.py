@@ -82,6 +82,11 @@ def test_missing_command_exits_127(tmp_path: Path) -> None:
         (["--stop-signal", "SIGNOPE"], {}, "--stop-signal"),
         (["--imds", "maybe"], {}, "--imds"),
         (["--upload-reserve", "60s", "--grace-period", "30s"], {}, "--upload-reserve"),
+        (
+            [],
+            {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "127.0.0.1:1338"},
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        ),
     ],
 )
 def test_configuration_errors_exit_2_with_one_line(

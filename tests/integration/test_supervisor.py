@@ -174,3 +174,22 @@ def test_pid1_reaps_orphaned_zombies() -> None:
     assert code == 7
     assert reaped >= 20
     assert zombies == 0
+
+
+def test_kill_tree_reaches_an_orphan_that_left_the_process_group(tmp_path: Path) -> None:
+    """A daemon the job started with setsid is no longer in its group, but is still its own."""
+    pidfile = tmp_path / "daemon"
+    child = Child(
+        # The subshell exits at once: the daemon is orphaned and re-parented to the reaper.
+        ["sh", "-c", f"(setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' &); sleep 300"],
+        reaper=become_subreaper(),
+    )
+    child.start()
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    daemon = int(pidfile.read_text())
+    assert os.getpgid(daemon) != child.pid
+    child.stop(signal.SIGTERM, timeout=0.2)
+    child.reap_leftovers(grace=1)
+    assert gone_or_zombie(daemon, within=5)

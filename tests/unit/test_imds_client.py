@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from agent.imds import (
     INSTANCE_ACTION,
+    REBALANCE_PATH,
     SCHEDULED_PATH,
     TERMINATION_TIME,
     TOKEN_HEADER,
@@ -574,3 +575,17 @@ def test_run_stops_promptly_while_waiting() -> None:
         stop.set()
         thread.join(timeout=2)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("failing", [REBALANCE_PATH, SCHEDULED_PATH])
+def test_a_spot_notice_is_posted_even_when_a_later_path_fails(failing: str) -> None:
+    def script(path: str) -> str | Exception | None:
+        if path == INSTANCE_ACTION:
+            return ACTION
+        if path == failing:
+            return ImdsUnavailable("403 from a metadata filter", "http_error")
+        return None
+
+    with capture_logs():
+        posted = run_source(ImdsSource(ScriptedClient(script)), rounds=3)
+    assert [n.source for n in posted] == ["imds:spot"]
