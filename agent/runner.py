@@ -50,7 +50,6 @@ from .supervisor import FORWARDED_SIGNALS, Child, SpawnError, become_subreaper
 
 EXIT_USAGE = 2
 EXIT_STORE_UNAVAILABLE = 69
-EXIT_SOFTWARE = 70
 EXIT_CHECKPOINT_FAILED = 74
 EXIT_INTERRUPTED = 75
 EXIT_SUPERSEDED = 76
@@ -615,8 +614,6 @@ class Runner:
     # -- log lines ----------------------------------------------------------------------
 
     def _log_restore(self, r: RestoreResult) -> None:
-        for seq, why in r.skipped:
-            log.error("restore.skipped_damaged", sequence=seq, error=why)
         if r.manifest is None:
             log.info(
                 "restore.none",

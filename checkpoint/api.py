@@ -108,9 +108,9 @@ def _agent_pid() -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-def last_sync() -> dict[str, Any] | None:
-    """The agent's last committed checkpoint (sequence, started, committed), if any."""
-    path = os.environ.get("SPOT_AGENT_STATUS_FILE")
+def _agent_file(variable: str) -> dict[str, Any] | None:
+    """A small JSON file the agent publishes for the job, if it exists yet."""
+    path = os.environ.get(variable)
     if not path:
         return None
     try:
@@ -118,6 +118,12 @@ def last_sync() -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def last_sync() -> dict[str, Any] | None:
+    """The agent's last completed sync: ``sequence`` (the newest committed checkpoint),
+    ``started`` and ``finished`` (Unix times), ``reason``. None without an agent."""
+    return _agent_file("SPOT_AGENT_STATUS_FILE")
 
 
 def request_sync(wait: float | None = None) -> bool:
@@ -144,14 +150,7 @@ def request_sync(wait: float | None = None) -> bool:
 
 def notice() -> dict[str, Any] | None:
     """The interruption notice, once the agent has received one (source, action, deadline)."""
-    path = os.environ.get("SPOT_AGENT_NOTICE_FILE")
-    if not path:
-        return None
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    return _agent_file("SPOT_AGENT_NOTICE_FILE")
 
 
 def interrupted() -> bool:

@@ -375,10 +375,6 @@ class Checkpointer:
 
     # -- restore ------------------------------------------------------------------------
 
-    def latest_sequence(self) -> int | None:
-        seqs = self.job.sequences()
-        return seqs[-1] if seqs else None
-
     def restore(self, sequence: int | None = None, into: Path | None = None) -> RestoreResult:
         """Restore ``sequence`` (default: the newest intact checkpoint) into the dir.
 
