@@ -125,6 +125,7 @@ class Runner:
 
     def _run(self) -> int:
         s = self.s
+        prepare_checkpoint_dir(s.checkpoint_dir)
         logs.bind_static(job_id=s.job_id)
         logs.bind_static(
             batch_job_queue=s.batch_job_queue, batch_compute_environment=s.batch_compute_environment
@@ -150,7 +151,6 @@ class Runner:
             pid=os.getpid(),
         )
         self.sources = (*self.sources, *self._imds_sources())
-        s.checkpoint_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ckpt = Checkpointer(job, s.checkpoint_dir, attempt=self.attempt)
         try:
             restored = self.ckpt.restore()
@@ -641,6 +641,46 @@ class Runner:
             log.info("sync.unchanged", **common)
         else:
             log.info("sync.committed", sequence=r.sequence, **common)
+
+
+CHECKPOINT_DIR_SETTING = "--checkpoint-dir (SPOT_AGENT_CHECKPOINT_DIR)"
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parents as 0700 (whatever the umask); never change
+    the mode of a directory that already exists: it is someone else's choice."""
+    missing: list[Path] = []
+    cur = path
+    while not cur.exists() and not cur.is_symlink() and cur != cur.parent:
+        missing.append(cur)
+        cur = cur.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # created meanwhile: the checks below look at what is there
+        os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def prepare_checkpoint_dir(path: Path) -> None:
+    """Create the checkpoint dir (0700) and prove the agent can write in it, before any
+    attempt is claimed; a :class:`ConfigError` (exit 2) names the setting otherwise."""
+    try:
+        make_private_dirs(path)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise ConfigError(
+            CHECKPOINT_DIR_SETTING, f"cannot create {path}{where}: {exc.strerror}"
+        ) from None
+    if not path.is_dir():
+        raise ConfigError(CHECKPOINT_DIR_SETTING, f"{path} exists and is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=path, prefix=".spot-agent-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            CHECKPOINT_DIR_SETTING, f"cannot write in {path}: {exc.strerror}"
+        ) from None
 
 
 def _round(x: float | None) -> float | None:
