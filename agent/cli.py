@@ -166,6 +166,9 @@ def _open(uri: str, setting: str) -> Store:
     try:
         return open_store(uri)
     except StoreURIError as exc:
+        if exc.setting:  # another variable is at fault: name it, not the URI
+            problem = str(exc).removeprefix(f"{exc.setting}=")
+            raise ConfigError(exc.setting, problem) from None
         raise ConfigError(setting, str(exc)) from None
 
 

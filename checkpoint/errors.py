@@ -8,7 +8,15 @@ class CheckpointError(Exception):
 
 
 class StoreURIError(CheckpointError, ValueError):
-    """A checkpoint URI that cannot name a store (unknown scheme, relative path, ...)."""
+    """A checkpoint URI that cannot name a store (unknown scheme, relative path, ...).
+
+    ``setting`` names the environment variable at fault when it is not the URI itself
+    (``SPOT_AGENT_SSE``, ...), so that the user is pointed at the right one.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class StoreError(CheckpointError):
