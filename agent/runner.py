@@ -113,6 +113,9 @@ class Runner:
         try:
             return self._run()
         finally:
+            if self.child is not None and self.child.running:
+                # Only after a bug in the agent: its job must not outlive it unsupervised.
+                self.child.kill_tree()
             self._stop_sources.set()
             self._drain_output()
             logs.shutdown(self._log_flush_seconds())
@@ -565,7 +568,13 @@ class Runner:
         changed since the last commit would take longer at the last measured upload rate.
         Never more than 80% of the time left: the job needs some time to stop cleanly.
         """
-        pending = self.ckpt.pending_bytes() if self.ckpt is not None else 0
+        try:
+            pending = self.ckpt.pending_bytes() if self.ckpt is not None else 0
+        except (CheckpointError, OSError) as exc:
+            # Only an estimate: the final sync reports the problem itself. Raising here
+            # would leave the job running and the checkpoint uncommitted.
+            log.warning("shutdown.pending_unknown", error=str(exc))
+            pending = 0
         estimate = pending / self._upload_rate if self._upload_rate else 0.0
         wanted = max(self.s.upload_reserve, 2.0 * self._last_sync_seconds, 1.5 * estimate)
         plan = {

@@ -613,6 +613,8 @@ def _scan(root: Path) -> _Scan:
             entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
         except FileNotFoundError:
             return
+        except OSError as exc:  # not skipped: a checkpoint without it would lose it quietly
+            raise CheckpointError(f"cannot read directory {dirpath}: {exc.strerror}") from exc
         for e in entries:
             r = f"{rel}{e.name}"
             if not rel and e.name == RESERVED_DIR:
