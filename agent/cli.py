@@ -49,6 +49,7 @@ exit status:
   75  interrupted; the final checkpoint is committed: retry the job to resume it
   2   a usage or configuration error
   69  the checkpoint store cannot be reached or read at start
+  73  the checkpoint could not be restored into the checkpoint dir (disk full, ...)
   74  the job exited 0 but its final checkpoint could not be committed
   76  a newer attempt of the same job has taken over; this one stopped
 

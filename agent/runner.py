@@ -30,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from checkpoint.errors import CheckpointError, StoreError, Superseded
+from checkpoint.errors import CheckpointError, LocalWriteError, StoreError, Superseded
 from checkpoint.store import Store
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
@@ -51,6 +51,8 @@ from .supervisor import FORWARDED_SIGNALS, Child, SpawnError, become_subreaper
 EXIT_USAGE = 2
 EXIT_STORE_UNAVAILABLE = 69
 EXIT_SOFTWARE = 70
+#: EX_CANTCREAT: the checkpoint could not be restored into the local dir (disk full, ...)
+EXIT_CANT_WRITE = 73
 EXIT_CHECKPOINT_FAILED = 74
 EXIT_INTERRUPTED = 75
 EXIT_SUPERSEDED = 76
@@ -157,9 +159,20 @@ class Runner:
         self.ckpt = Checkpointer(job, s.checkpoint_dir, attempt=self.attempt)
         try:
             restored = self.ckpt.restore()
-        except (StoreError, OSError) as exc:
+        except StoreError as exc:
             log.error("restore.failed", store=s.checkpoint_uri, error=str(exc))
             return EXIT_STORE_UNAVAILABLE
+        except (LocalWriteError, OSError) as exc:
+            # The store is fine; this machine's disk is not (full, read-only, ...). The
+            # job's directory keeps what it had: restore stages and verifies first.
+            log.error(
+                "restore.failed",
+                checkpoint_dir=str(s.checkpoint_dir),
+                error=str(exc),
+                exit_code=EXIT_CANT_WRITE,
+                action="the stored checkpoint is intact; free space or fix the checkpoint dir",
+            )
+            return EXIT_CANT_WRITE
         self._log_restore(restored)
         self._write_status(
             restored.manifest.sequence if restored.manifest else None, 0.0, "restore"

@@ -39,6 +39,13 @@ class ManifestError(CheckpointError):
     """A manifest that is malformed, or that names a path outside the checkpoint dir."""
 
 
+class LocalWriteError(CheckpointError):
+    """Restore could not write into the local directory (disk full, read-only, permissions).
+
+    Nothing is wrong with the stored checkpoint; a retry elsewhere may well succeed.
+    """
+
+
 class CheckpointDamaged(CheckpointError):
     """A committed checkpoint whose objects are missing or do not match their hashes."""
 
