@@ -31,7 +31,7 @@ from types import FrameType
 from typing import Any
 
 from checkpoint.errors import CheckpointError, LocalWriteError, StoreError, Superseded
-from checkpoint.store import Store
+from checkpoint.store import Store, make_private_dirs
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
 from . import batch, childio, logs, resources
@@ -45,6 +45,7 @@ from .notices import (
     NoticeSource,
     sigterm_notice,
     write_notice_file,
+    write_private_file,
 )
 from .supervisor import FORWARDED_SIGNALS, Child, SpawnError, become_subreaper
 
@@ -614,9 +615,7 @@ class Runner:
 
     def _write_status(self, sequence: int | None, started: float, reason: str) -> None:
         doc = {"sequence": sequence, "started": started, "finished": time.time(), "reason": reason}
-        tmp = self.status_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, self.status_file)
+        write_private_file(self.status_file, json.dumps(doc))
 
     # -- log lines ----------------------------------------------------------------------
 
@@ -666,22 +665,6 @@ class Runner:
 
 
 CHECKPOINT_DIR_SETTING = "--checkpoint-dir (SPOT_AGENT_CHECKPOINT_DIR)"
-
-
-def make_private_dirs(path: Path) -> None:
-    """Create ``path`` and any missing parents as 0700 (whatever the umask); never change
-    the mode of a directory that already exists: it is someone else's choice."""
-    missing: list[Path] = []
-    cur = path
-    while not cur.exists() and not cur.is_symlink() and cur != cur.parent:
-        missing.append(cur)
-        cur = cur.parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            continue  # created meanwhile: the checks below look at what is there
-        os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
 
 
 def prepare_checkpoint_dir(path: Path) -> None:
