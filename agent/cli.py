@@ -25,6 +25,7 @@ from .config import (
     load_settings,
     load_store_settings,
     parse_duration,
+    secret_values,
 )
 from .runner import EXIT_INTERRUPTED, EXIT_STORE_UNAVAILABLE, EXIT_USAGE, Runner
 
@@ -176,6 +177,7 @@ def _open(uri: str, setting: str) -> Store:
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     settings = load_settings(args, command, os.environ)
     logs.configure()
+    logs.set_known_secrets(secret_values(os.environ))
     store = _open(settings.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)")
     if settings.log_group:
         logs.attach(cloudwatch.open_logs(settings.log_group, settings.log_stream))
