@@ -25,6 +25,7 @@ from .config import (
     load_settings,
     load_store_settings,
     parse_duration,
+    secret_values,
 )
 from .runner import EXIT_INTERRUPTED, EXIT_STORE_UNAVAILABLE, EXIT_USAGE, Runner
 
@@ -49,6 +50,7 @@ exit status:
   75  interrupted; the final checkpoint is committed: retry the job to resume it
   2   a usage or configuration error
   69  the checkpoint store cannot be reached or read at start
+  73  the checkpoint could not be restored into the checkpoint dir (disk full, ...)
   74  the job exited 0 but its final checkpoint could not be committed
   76  a newer attempt of the same job has taken over; this one stopped
 
@@ -171,12 +173,16 @@ def _open(uri: str, setting: str) -> Store:
     try:
         return open_store(uri)
     except StoreURIError as exc:
+        if exc.setting:  # another variable is at fault: name it, not the URI
+            problem = str(exc).removeprefix(f"{exc.setting}=")
+            raise ConfigError(exc.setting, problem) from None
         raise ConfigError(setting, str(exc)) from None
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     settings = load_settings(args, command, os.environ)
     logs.configure()
+    logs.set_known_secrets(secret_values(os.environ))
     store = _open(settings.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)")
     if settings.log_group:
         logs.attach(cloudwatch.open_logs(settings.log_group, settings.log_stream))

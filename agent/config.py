@@ -444,6 +444,18 @@ def load_settings(
     )
 
 
+_SECRET_VARIABLE = re.compile(
+    r"SECRET|PASSW(?:OR)?D|PASSPHRASE|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_?KEY|^AWS_ACCESS_KEY_ID$",
+    re.IGNORECASE,
+)
+
+
+def secret_values(environ: Mapping[str, str]) -> list[str]:
+    """Values of environment variables whose names say they are secrets: the logs mask
+    them wherever they would appear (``logs.set_known_secrets``)."""
+    return [v for k, v in environ.items() if v and _SECRET_VARIABLE.search(k)]
+
+
 #: Set in a continuation job of an array child: the index the original child had. Batch
 #: reserves the AWS_BATCH_ prefix, so the continuation cannot set AWS_BATCH_JOB_ARRAY_INDEX
 #: itself; the agent gives it back to the job.

@@ -32,9 +32,11 @@ notice and event and ends fault injection.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -111,6 +113,8 @@ class ImdsMock:
         self.token_ttl_max = token_ttl_max
         self._lock = threading.Lock()
         self.closing = threading.Event()
+        #: open client connections: stop() drops them, as a dead service would
+        self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._started = time.time()
@@ -149,11 +153,18 @@ class ImdsMock:
         return self
 
     def stop(self) -> None:
+        """Stop serving: no new connections, and open keep-alive connections are dropped
+        (else a client's pooled connection would still be answered by the old handler)."""
         self.closing.set()  # wakes handlers sleeping in an injected delay
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -386,6 +397,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return "EC2ws"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.mock._lock:
+            self.mock._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.mock._lock:
+            self.mock._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     @property
     def mock(self) -> ImdsMock:

@@ -7,6 +7,9 @@ is :class:`Output`, the one place events leave the process:
 - on stdout, JSON (or a console rendering for a person at a terminal), written whole
   under a lock that the child's pass-through shares (``agent/childio.py``), so an event
   never lands in the middle of one of the job's lines;
+- credentials never leave: :func:`redact` masks AWS access key ids, values of fields and
+  ``--flag=value`` / ``NAME=value`` words whose names say secret, password, token,
+  credential or key, URL passwords, and the exact secret-looking environment values;
 - when a log group is set, a JSON copy goes to CloudWatch Logs (``agent/cloudwatch.py``),
   with the Embedded Metric Format block added to the events that carry metrics
   (``agent/emf.py``). EMF is only in the CloudWatch copy: stdout stays readable, and a
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 from typing import Any, Protocol, TextIO
@@ -46,6 +50,90 @@ def add_static(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> E
     for key, value in _static.items():
         event_dict.setdefault(key, value)
     return event_dict
+
+
+# -- redaction: no credential ever leaves the process in a log event -----------------------
+
+REDACTED = "[REDACTED]"
+#: a name that says its value is a secret (an event key, a --flag, a NAME=value)
+_SECRET_NAME = re.compile(
+    r"secret|passw(?:or)?d|passphrase|token|credential|api[_-]?key|private[_-]?key",
+    re.IGNORECASE,
+)
+#: AWS access key ids (long-term AKIA, temporary ASIA): 4 letters and 16 more
+_ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
+#: --password=hunter2, PASSWORD=hunter2 inside a longer string (a URL query too)
+_NAMED_VALUE = re.compile(
+    r"(?P<name>[A-Za-z0-9_.-]*(?:secret|passw(?:or)?d|passphrase|token|credential"
+    r"|api[_-]?key|private[_-]?key)[A-Za-z0-9_.-]*)(?P<sep>=)(?P<value>[^\s&,;'\"]+)",
+    re.IGNORECASE,
+)
+#: user:password@ in a URL
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+(?=@)", re.I)
+#: event fields whose values are counts or codes, never secrets, despite their names
+_NOT_SECRET_KEYS = frozenset({"token_status"})
+
+_known_secrets: tuple[str, ...] = ()
+
+
+def set_known_secrets(values: Any) -> None:
+    """Exact values to mask wherever they appear (the secret-looking environment values:
+    ``config.secret_values``). Longest first, so that one never leaves part of another."""
+    global _known_secrets
+    _known_secrets = tuple(sorted({v for v in values if len(v) >= 6}, key=len, reverse=True))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with access key ids, named secrets, URL passwords and known secrets masked."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED, text)
+    text = _NAMED_VALUE.sub(
+        lambda m: m["name"] + m["sep"] + (m["value"] if m["value"] == REDACTED else REDACTED),
+        text,
+    )
+    return _ACCESS_KEY_ID.sub(lambda m: m[1] + REDACTED, text)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact_item(k, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_redact_value(v) for v in value]
+        # A command line's "--password hunter2": the word after a secret-named flag.
+        for i in range(len(items) - 1):
+            word = items[i]
+            if (
+                isinstance(word, str)
+                and word.startswith("-")
+                and "=" not in word
+                and _SECRET_NAME.search(word)
+                and isinstance(items[i + 1], str)
+            ):
+                items[i + 1] = REDACTED
+        return items
+    return value
+
+
+def _redact_item(key: Any, value: Any) -> Any:
+    if (
+        isinstance(key, str)
+        and key not in _NOT_SECRET_KEYS
+        and _SECRET_NAME.search(key)
+        and isinstance(value, (str, bytes))
+        and value
+    ):
+        return REDACTED
+    return _redact_value(value)
+
+
+def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Mask credentials in every field (and nested lists and dicts) of every event."""
+    return {k: _redact_item(k, v) for k, v in event_dict.items()}
 
 
 _FIRST = ("timestamp", "level", "event", "job_id", "attempt")
@@ -169,6 +257,7 @@ def configure(stream: TextIO | None = None, *, json: bool | None = None) -> None
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_static,
         structlog.processors.format_exc_info,
+        redact,
         order_keys,
         to_output,
     ]

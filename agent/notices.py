@@ -8,6 +8,7 @@ event queue. :class:`NoticeBoard` de-duplicates: the first interruption wins and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -119,8 +120,17 @@ def _sooner(new: Notice, current: Notice) -> bool:
     return current.deadline is None or new.deadline < current.deadline
 
 
+def write_private_file(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by its owner only (0600)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of a crash: O_EXCL below must create it anew
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def write_notice_file(path: Path, notice: Notice) -> None:
     """Publish the notice for the child, atomically (it may be polling for the file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(notice.to_json(), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_private_file(path, json.dumps(notice.to_json(), indent=2) + "\n")

@@ -30,8 +30,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from checkpoint.errors import CheckpointError, StoreError, Superseded
-from checkpoint.store import Store
+from checkpoint.errors import CheckpointError, LocalWriteError, StoreError, Superseded
+from checkpoint.store import Store, make_private_dirs
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
 from . import batch, childio, logs, resources
@@ -45,11 +45,14 @@ from .notices import (
     NoticeSource,
     sigterm_notice,
     write_notice_file,
+    write_private_file,
 )
 from .supervisor import FORWARDED_SIGNALS, Child, SpawnError, become_subreaper
 
 EXIT_USAGE = 2
 EXIT_STORE_UNAVAILABLE = 69
+#: EX_CANTCREAT: the checkpoint could not be restored into the local dir (disk full, ...)
+EXIT_CANT_WRITE = 73
 EXIT_CHECKPOINT_FAILED = 74
 EXIT_INTERRUPTED = 75
 EXIT_SUPERSEDED = 76
@@ -113,6 +116,9 @@ class Runner:
         try:
             return self._run()
         finally:
+            if self.child is not None and self.child.running:
+                # Only after a bug in the agent: its job must not outlive it unsupervised.
+                self.child.kill_tree()
             self._stop_sources.set()
             self._drain_output()
             logs.shutdown(self._log_flush_seconds())
@@ -125,6 +131,7 @@ class Runner:
 
     def _run(self) -> int:
         s = self.s
+        prepare_checkpoint_dir(s.checkpoint_dir)
         logs.bind_static(job_id=s.job_id)
         logs.bind_static(
             batch_job_queue=s.batch_job_queue, batch_compute_environment=s.batch_compute_environment
@@ -150,13 +157,23 @@ class Runner:
             pid=os.getpid(),
         )
         self.sources = (*self.sources, *self._imds_sources())
-        s.checkpoint_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ckpt = Checkpointer(job, s.checkpoint_dir, attempt=self.attempt)
         try:
             restored = self.ckpt.restore()
-        except (StoreError, OSError) as exc:
+        except StoreError as exc:
             log.error("restore.failed", store=s.checkpoint_uri, error=str(exc))
             return EXIT_STORE_UNAVAILABLE
+        except (LocalWriteError, OSError) as exc:
+            # The store is fine; this machine's disk is not (full, read-only, ...). The
+            # job's directory keeps what it had: restore stages and verifies first.
+            log.error(
+                "restore.failed",
+                checkpoint_dir=str(s.checkpoint_dir),
+                error=str(exc),
+                exit_code=EXIT_CANT_WRITE,
+                action="the stored checkpoint is intact; free space or fix the checkpoint dir",
+            )
+            return EXIT_CANT_WRITE
         self._log_restore(restored)
         self._write_status(
             restored.manifest.sequence if restored.manifest else None, 0.0, "restore"
@@ -607,9 +624,7 @@ class Runner:
 
     def _write_status(self, sequence: int | None, started: float, reason: str) -> None:
         doc = {"sequence": sequence, "started": started, "finished": time.time(), "reason": reason}
-        tmp = self.status_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, self.status_file)
+        write_private_file(self.status_file, json.dumps(doc))
 
     # -- log lines ----------------------------------------------------------------------
 
@@ -654,6 +669,30 @@ class Runner:
             log.info("sync.unchanged", **common)
         else:
             log.info("sync.committed", sequence=r.sequence, **common)
+
+
+CHECKPOINT_DIR_SETTING = "--checkpoint-dir (SPOT_AGENT_CHECKPOINT_DIR)"
+
+
+def prepare_checkpoint_dir(path: Path) -> None:
+    """Create the checkpoint dir (0700) and prove the agent can write in it, before any
+    attempt is claimed; a :class:`ConfigError` (exit 2) names the setting otherwise."""
+    try:
+        make_private_dirs(path)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise ConfigError(
+            CHECKPOINT_DIR_SETTING, f"cannot create {path}{where}: {exc.strerror}"
+        ) from None
+    if not path.is_dir():
+        raise ConfigError(CHECKPOINT_DIR_SETTING, f"{path} exists and is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=path, prefix=".spot-agent-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            CHECKPOINT_DIR_SETTING, f"cannot write in {path}: {exc.strerror}"
+        ) from None
 
 
 def _round(x: float | None) -> float | None:

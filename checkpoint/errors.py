@@ -8,7 +8,15 @@ class CheckpointError(Exception):
 
 
 class StoreURIError(CheckpointError, ValueError):
-    """A checkpoint URI that cannot name a store (unknown scheme, relative path, ...)."""
+    """A checkpoint URI that cannot name a store (unknown scheme, relative path, ...).
+
+    ``setting`` names the environment variable at fault when it is not the URI itself
+    (``SPOT_AGENT_SSE``, ...), so that the user is pointed at the right one.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class StoreError(CheckpointError):
@@ -29,6 +37,13 @@ class ObjectNotFound(StoreError):
 
 class ManifestError(CheckpointError):
     """A manifest that is malformed, or that names a path outside the checkpoint dir."""
+
+
+class LocalWriteError(CheckpointError):
+    """Restore could not write into the local directory (disk full, read-only, permissions).
+
+    Nothing is wrong with the stored checkpoint; a retry elsewhere may well succeed.
+    """
 
 
 class CheckpointDamaged(CheckpointError):

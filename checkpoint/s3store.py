@@ -156,12 +156,16 @@ class S3Store(Store):
         kms_key_id = os.environ.get("SPOT_AGENT_SSE_KMS_KEY_ID") or None
         sse = os.environ.get("SPOT_AGENT_SSE") or ("aws:kms" if kms_key_id else "AES256")
         if sse not in SSE_CHOICES:
-            raise StoreURIError(f"SPOT_AGENT_SSE={sse!r}: use one of {', '.join(SSE_CHOICES)}")
+            raise StoreURIError(
+                f"SPOT_AGENT_SSE={sse!r}: use one of {', '.join(SSE_CHOICES)}",
+                setting="SPOT_AGENT_SSE",
+            )
         style = os.environ.get("SPOT_AGENT_S3_ADDRESSING_STYLE") or None
         if style is not None and style not in ADDRESSING_STYLES:
             raise StoreURIError(
                 f"SPOT_AGENT_S3_ADDRESSING_STYLE={style!r}: use one of "
-                f"{', '.join(ADDRESSING_STYLES)}"
+                f"{', '.join(ADDRESSING_STYLES)}",
+                setting="SPOT_AGENT_S3_ADDRESSING_STYLE",
             )
         options: dict[str, Any] = {"sse": sse, "kms_key_id": kms_key_id, "addressing_style": style}
         options.update(kwargs)

@@ -70,6 +70,22 @@ class Store(abc.ABC):
         return f"{type(self).__name__}({self.uri!r})"
 
 
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parents as 0700 (whatever the umask); never change
+    the mode of a directory that already exists: it is someone else's choice."""
+    missing: list[Path] = []
+    cur = path
+    while not cur.exists() and not cur.is_symlink() and cur != cur.parent:
+        missing.append(cur)
+        cur = cur.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # created meanwhile by someone else: leave its mode alone
+        os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+
+
 class LocalStore(Store):
     """A store in a local directory: ``file:///abs/path``.
 
@@ -88,7 +104,7 @@ class LocalStore(Store):
         return self.root.joinpath(*key.split("/"))
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -162,7 +178,7 @@ class LocalStore(Store):
 
     def check(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.root)
         except OSError as exc:
             raise StoreUnavailable(
                 f"checkpoint store {self.uri}: cannot create {self.root}: {exc.strerror}"

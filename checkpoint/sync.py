@@ -42,6 +42,7 @@ from .errors import (
     CheckpointError,
     CommitConflict,
     ConditionalWritesUnsupported,
+    LocalWriteError,
     ManifestError,
     ObjectNotFound,
     StoreError,
@@ -393,7 +394,16 @@ class Checkpointer:
         for seq in candidates:
             try:
                 manifest = self.job.load_manifest(seq)
-                written, kept, nbytes, extra = self._materialize(manifest, dest)
+                try:
+                    written, kept, nbytes, extra = self._materialize(manifest, dest)
+                except OSError as exc:  # local: the stored checkpoint is fine, do not skip it
+                    raise LocalWriteError(
+                        f"cannot restore checkpoint {seq} into {dest}: {_os_error(exc)}"
+                    ) from exc
+                except LocalWriteError as exc:
+                    raise LocalWriteError(
+                        f"cannot restore checkpoint {seq} into {dest}: {exc}"
+                    ) from exc
             except (ManifestError, CheckpointDamaged, ObjectNotFound) as exc:
                 if sequence is not None:
                     raise CheckpointDamaged(f"checkpoint {seq} cannot be restored: {exc}") from exc
@@ -472,7 +482,10 @@ class Checkpointer:
             for i, f in enumerate(files):
                 fd = os.open(staging / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 fds.append(fd)
-                os.ftruncate(fd, f.size)
+                try:
+                    os.ftruncate(fd, f.size)
+                except OSError as exc:
+                    raise LocalWriteError(f"{f.path} ({f.size} bytes): {exc.strerror}") from exc
                 offset = 0
                 for c in f.chunks:
                     futures.append(self._pool.submit(self._fetch_chunk, c, fd, offset, f.path))
@@ -518,9 +531,12 @@ class Checkpointer:
                 raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")
             log.warning("restore.fetch_retry", key=key, attempt=attempt, error="hash mismatch")
         view = memoryview(data)
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view, offset = view[n:], offset + n
+        try:
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view, offset = view[n:], offset + n
+        except OSError as exc:
+            raise LocalWriteError(f"{path}: {exc.strerror}") from exc
         return len(data)
 
     def _verify_present(self, kept: list[FileEntry]) -> set[str]:
@@ -618,8 +634,8 @@ def _scan(root: Path) -> _Scan:
             entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
         except FileNotFoundError:
             return
-        except OSError as exc:
-            raise CheckpointError(f"cannot list {dirpath}: {exc.strerror}") from exc
+        except OSError as exc:  # not skipped: a checkpoint without it would lose it quietly
+            raise CheckpointError(f"cannot read directory {dirpath}: {exc.strerror}") from exc
         for e in entries:
             r = f"{rel}{e.name}"
             if not rel and e.name == RESERVED_DIR:
@@ -716,6 +732,12 @@ def _clear_for_file(path: Path) -> None:
         _rmtree(path)
     else:
         os.unlink(path)
+
+
+def _os_error(exc: OSError) -> str:
+    """'path: No space left on device', without Python's '[Errno 28]' noise."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 def _rmtree(path: Path) -> None:

@@ -95,7 +95,12 @@ def start_agent(
     command: Sequence[str],
     env: Mapping[str, str] | None = None,
     name: str = "agent",
+    *,
+    prefix: Sequence[str] = (),
+    preexec_fn: Callable[[], None] | None = None,
 ) -> AgentRun:
+    """Start the agent; ``prefix`` runs it under another program (``setpriv ...``),
+    ``preexec_fn`` runs in the agent's process before it starts (resource limits)."""
     out, err = tmp / f"{name}.out", tmp / f"{name}.err"
     n = 1
     while out.exists():
@@ -103,13 +108,14 @@ def start_agent(
         out, err = tmp / f"{name}{n}.out", tmp / f"{name}{n}.err"
     with open(out, "w") as o, open(err, "w") as e:
         proc = subprocess.Popen(
-            [*AGENT, "run", *run_args, "--", *command],
+            [*prefix, *AGENT, "run", *run_args, "--", *command],
             stdout=o,
             stderr=e,
             stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else agent_env(tmp),
             cwd=tmp,
             text=True,
+            preexec_fn=preexec_fn,
         )
     return AgentRun(proc, out, err)
 
@@ -120,8 +126,11 @@ def run_agent(
     command: Sequence[str],
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
+    *,
+    prefix: Sequence[str] = (),
+    preexec_fn: Callable[[], None] | None = None,
 ) -> AgentRun:
-    run = start_agent(tmp, run_args, command, env)
+    run = start_agent(tmp, run_args, command, env, prefix=prefix, preexec_fn=preexec_fn)
     run.wait(timeout)
     return run
 
@@ -138,3 +147,37 @@ def cli(
         stdin=subprocess.DEVNULL,
         timeout=60,
     )
+
+
+def without_file_permission_override() -> list[str]:
+    """A command prefix under which file permission bits apply to the agent and its job.
+
+    Tests run as root here, and root reads a chmod 000 file. ``setpriv`` drops the two
+    capabilities that bypass permission bits from the bounding set, so the agent (still
+    uid 0, owner of the files) gets EACCES like any user would. Not root: no prefix needed.
+    Raises ``pytest.skip`` when root cannot drop them (no setpriv, no CAP_SETPCAP).
+    """
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: permission bits cannot be enforced")
+    prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp, "unreadable")
+        probe.write_text("x")
+        probe.chmod(0)
+        out = subprocess.run(
+            [*prefix, sys.executable, "-c", f"open({str(probe)!r}).read()"],
+            capture_output=True,
+            timeout=30,
+        )
+    if b"PermissionError" not in out.stderr:
+        pytest.skip(f"setpriv cannot make permission bits apply here: {out.stderr[-200:]!r}")
+    return prefix

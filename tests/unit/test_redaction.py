@@ -1,0 +1,116 @@
+"""The log redaction processor: credentials never leave the process in an event."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from agent import logs
+from agent.config import secret_values
+
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    saved = structlog.get_config()
+    yield
+    logs.set_known_secrets(())
+    logs.reset_static()
+    structlog.configure(**saved)
+
+
+def redact(**event: object) -> dict[str, object]:
+    return logs.redact(None, "info", dict(event))
+
+
+def test_access_key_ids_are_masked_anywhere() -> None:
+    out = redact(error=f"denied for {KEY_ID} and ASIAY34FZKBOKMUTVV7A", nested={"k": [KEY_ID]})
+    assert out == {
+        "error": "denied for AKIA[REDACTED] and ASIA[REDACTED]",
+        "nested": {"k": ["AKIA[REDACTED]"]},
+    }
+
+
+def test_fields_named_like_secrets_are_masked_but_codes_are_kept() -> None:
+    out = redact(
+        aws_secret_access_key="x" * 40,
+        password="hunter2",
+        session_token="IQoJb3JpZ2luX2VjE",
+        credentials={"AccessKeyId": KEY_ID, "SecretAccessKey": "abc"},
+        token_status=403,
+        kind="token_timeout",
+        event="imds_v1_fallback",
+    )
+    assert out["aws_secret_access_key"] == out["password"] == out["session_token"] == "[REDACTED]"
+    assert out["credentials"] == {"AccessKeyId": "AKIA[REDACTED]", "SecretAccessKey": "[REDACTED]"}
+    assert out["token_status"] == 403 and out["kind"] == "token_timeout"
+
+
+def test_command_line_secrets_are_masked() -> None:
+    command = [
+        "python",
+        "train.py",
+        "--password=hunter2",
+        "--api-key",
+        "k-123456",
+        "--db-token",
+        "t0k3n",
+        "--epochs",
+        "90",
+        "DB_PASSWORD=pw",
+        "--url=https://user:p4ss@example.com/x?secret=s3&x=1",
+    ]
+    assert redact(command=command)["command"] == [
+        "python",
+        "train.py",
+        "--password=[REDACTED]",
+        "--api-key",
+        "[REDACTED]",
+        "--db-token",
+        "[REDACTED]",
+        "--epochs",
+        "90",
+        "DB_PASSWORD=[REDACTED]",
+        "--url=https://user:[REDACTED]@example.com/x?secret=[REDACTED]&x=1",
+    ]
+
+
+def test_environment_secrets_are_masked_by_value() -> None:
+    environ = {
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "MY_SERVICE_PASSWORD": "correct horse",
+        "HOME": "/root",
+        "EMPTY_TOKEN": "",
+    }
+    assert sorted(secret_values(environ)) == sorted([SECRET, KEY_ID, "correct horse"])
+    logs.set_known_secrets(secret_values(environ))
+    out = redact(error=f"signature for {SECRET} failed; said 'correct horse'", home="/root")
+    assert out == {"error": "signature for [REDACTED] failed; said '[REDACTED]'", "home": "/root"}
+
+
+def test_ordinary_events_are_unchanged() -> None:
+    event = {
+        "event": "sync.committed",
+        "store": "s3://bucket/prefix",
+        "reason": "the IMDSv2 token request to http://127.0.0.1:1338 got no reply within 2 s",
+        "files": 3,
+        "command": ["python", "primes.py", "--limit", "1e10"],
+    }
+    assert redact(**event) == event
+
+
+def test_the_configured_chain_redacts_what_reaches_stdout() -> None:
+    out = io.StringIO()
+    logs.configure(out, json=True)
+    logs.set_known_secrets([SECRET])
+    logs.get_logger().error("store.unavailable", error=f"bad key {KEY_ID}/{SECRET}")
+    line = json.loads(out.getvalue())
+    assert line["error"] == "bad key AKIA[REDACTED]/[REDACTED]"
+    assert SECRET not in out.getvalue() and KEY_ID not in out.getvalue()
