@@ -1,5 +1,9 @@
 import sys
 
-from .cli import main
+from . import early
+
+early.install(sys.argv)  # before the slow imports: a SIGTERM from here on is kept
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())

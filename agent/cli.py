@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - the console script imports this module: keep an early SIGTERM first
+import sys
+
+from . import early
+
+early.install(sys.argv)
+
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path

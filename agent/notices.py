@@ -59,9 +59,10 @@ class Notice:
         }
 
 
-def sigterm_notice(grace_seconds: float) -> Notice:
-    """SIGTERM from ECS, Fargate Spot, Kubernetes or ``docker stop``: the grace period runs now."""
-    now = utcnow()
+def sigterm_notice(grace_seconds: float, received: datetime | None = None) -> Notice:
+    """SIGTERM from ECS, Fargate Spot, Kubernetes or ``docker stop``: the grace period runs
+    from when it was received (now, unless it came while the agent was starting)."""
+    now = received or utcnow()
     return Notice(
         kind=INTERRUPTION,
         source="sigterm",

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -34,7 +35,7 @@ from checkpoint.errors import CheckpointError, LocalWriteError, StoreError, Supe
 from checkpoint.store import Store, make_private_dirs
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
-from . import batch, childio, logs, resources
+from . import batch, childio, early, logs, resources
 from .config import ConfigError, Settings
 from .imds import ImdsClient, ImdsSource, ImdsUnavailable, looks_like_ec2
 from .notices import (
@@ -219,6 +220,10 @@ class Runner:
             old[sig] = signal.signal(sig, self._on_signal)
             if action == "reap":
                 signal.siginterrupt(sig, False)
+        if early.received is not None:  # a SIGTERM came while the agent was starting
+            received = datetime.fromtimestamp(early.received, UTC)
+            early.received = None
+            self.events.put(Event("notice", sigterm_notice(self.s.grace_period, received)))
         return old
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:

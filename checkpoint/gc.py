@@ -13,6 +13,10 @@ the job may be running; the CLI refuses less unless told that none is. Blobs are
 *before* manifests, so a manifest committed during the listing can only reference blobs
 that are young (rule 2) or referenced by a manifest we do see. A manifest that cannot be
 read stops the collection: nothing is deleted on a guess.
+
+Partial objects that a writer killed mid-put left behind (the local store's temp files;
+an S3 PUT is atomic and leaves none) are deleted by the same age rule: no object ever
+refers to them, and a put still running is younger than ``min_age``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class GcResult:
     bytes_deleted: int
     kept_young: int
     dry_run: bool
+    incomplete_deleted: int = 0  # partial objects of killed puts
 
 
 def collect_garbage(
@@ -65,8 +70,10 @@ def collect_garbage(
 
     unreferenced = [b for b in blobs if b.key.rsplit("/", 1)[-1] not in referenced]
     old = [b for b in unreferenced if now - b.modified >= min_age]
+    partial = [p for p in job.store.list_incomplete(job.prefix) if now - p.modified >= min_age]
     if not dry_run:
         job.store.delete_objects(b.key for b in old)
+        job.store.delete_objects(p.key for p in partial)
     return GcResult(
         manifests=len(sequences),
         blobs=len(blobs),
@@ -75,4 +82,5 @@ def collect_garbage(
         bytes_deleted=sum(b.size for b in old),
         kept_young=len(unreferenced) - len(old),
         dry_run=dry_run,
+        incomplete_deleted=len(partial),
     )

@@ -59,6 +59,13 @@ class Store(abc.ABC):
     def delete_objects(self, keys: Iterable[str]) -> None:
         """Delete the keys; keys that do not exist are ignored."""
 
+    def list_incomplete(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Partial objects under ``prefix`` that a writer killed mid-put left behind.
+
+        None by default (an S3 PUT is atomic). ``delete_objects`` accepts their keys.
+        """
+        return iter(())
+
     @abc.abstractmethod
     def check(self) -> None:
         """Raise :class:`StoreUnavailable`, with the reason, if the store cannot be used."""
@@ -153,6 +160,13 @@ class LocalStore(Store):
         return self._path(key).is_file()
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self._walk(prefix, incomplete=False)
+
+    def list_incomplete(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Temp files of puts that never finished (the writer was killed), or still running."""
+        return self._walk(prefix, incomplete=True)
+
+    def _walk(self, prefix: str, *, incomplete: bool) -> Iterator[ObjectInfo]:
         # Walk only the directory the prefix names, then filter by the rest of it.
         head, _, _ = prefix.rpartition("/")
         base = self._path(head) if head else self.root
@@ -160,8 +174,8 @@ class LocalStore(Store):
             return
         for dirpath, _dirnames, filenames in os.walk(base):
             for name in filenames:
-                if name.startswith(".") and name.endswith(".tmp"):
-                    continue  # an object being written
+                if (name.startswith(".") and name.endswith(".tmp")) != incomplete:
+                    continue  # an object being written, or (incomplete) a whole one
                 full = Path(dirpath, name)
                 key = full.relative_to(self.root).as_posix()
                 if not key.startswith(prefix):

@@ -121,3 +121,25 @@ def s3_bucket(seaweedfs: servers.SeaweedS3) -> tuple[str, str]:
     finally:
         client.close()
     return seaweedfs.endpoint, bucket
+
+
+# ---------------------------------------------------------------------------------------
+# Soak tests: a few cycles by default, the full run with --soak or SPOT_AGENT_SOAK=1.
+# ---------------------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        help="run @pytest.mark.soak(quick, full) tests at full length (or SPOT_AGENT_SOAK=1)",
+    )
+
+
+@pytest.fixture
+def soak_cycles(request: pytest.FixtureRequest) -> int:
+    """The ``soak(quick, full)`` marker's count for this run."""
+    marker = request.node.get_closest_marker("soak")
+    quick, full = marker.args if marker else (8, 30)
+    full_run = request.config.getoption("--soak") or os.environ.get("SPOT_AGENT_SOAK") == "1"
+    return int(full if full_run else quick)

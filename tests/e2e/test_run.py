@@ -302,3 +302,37 @@ def test_checkpoints_gc_keeps_what_is_referenced(tmp_path: Path) -> None:
     )
     assert json.loads((dst / "n.json").read_text()) == 4
     assert sorted(p.name for p in dst.iterdir()) == ["blob4", "n.json"]
+
+
+def test_sigterm_while_the_agent_is_still_starting_is_an_interruption(tmp_path: Path) -> None:
+    # The SIGTERM lands right after the entry point's first lines, before the slow imports
+    # and the runner's own handlers: it must not kill the agent (143, or ignored as PID 1).
+    starter = textwrap.dedent(
+        """
+        import os, signal, sys, time
+        sys.argv = ["spot-agent", *sys.argv[1:]]
+        from agent import early
+        early.install(sys.argv)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # counts against the grace period
+        from agent.cli import main
+        sys.exit(main())
+        """
+    )
+    env = agent_env(tmp_path)
+    import subprocess
+
+    out = subprocess.run(
+        [PY, "-c", starter, "run", "--job-id", "early", "--grace-period", "20s", "--", "true"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert out.returncode == 75, out.stdout + out.stderr
+    events = {e["event"]: e for e in map(json.loads, out.stdout.splitlines())}
+    assert events["notice.interruption"]["source"] == "sigterm"
+    assert events["notice.interruption"]["seconds_left"] < 19.5  # counted from the signal
+    assert "child.started" not in events
+    assert events["agent.exit"]["exit_code"] == 75

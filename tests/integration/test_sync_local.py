@@ -475,3 +475,33 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_still_seen(
     dst = tmp_path / "dst"
     ckpt(store, dst).restore()
     assert (dst / "weights").read_bytes() == b"B" * 100
+
+
+def test_gc_collects_the_temp_files_of_killed_puts_once_old_enough(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    from datetime import timedelta
+
+    from checkpoint.gc import collect_garbage
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a")
+    ckpt(store, src).sync_once("one")
+    # What a put killed between writing its temp file and renaming it leaves behind.
+    blobs = tmp_path / "store" / "job" / "blobs" / "ab"
+    blobs.mkdir(parents=True)
+    partial = blobs / f".{'ab' * 32}.0123.tmp"
+    partial.write_bytes(b"half an upl")
+    manifest_tmp = tmp_path / "store" / "job" / "manifests" / ".0000000002.json.4567.tmp"
+    manifest_tmp.write_bytes(b'{"format": 1, "fi')
+    job = JobStore(store, "job")
+    assert job.sequences() == [1]  # never seen as objects
+    young = collect_garbage(job)
+    assert young.incomplete_deleted == 0 and partial.exists()
+    done = collect_garbage(job, min_age=timedelta(0))
+    assert done.incomplete_deleted == 2 and done.deleted == 0
+    assert not partial.exists() and not manifest_tmp.exists()
+    dst = tmp_path / "dst"
+    ckpt(store, dst).restore()
+    assert tree(dst) == {"a": b"a"}
