@@ -173,8 +173,11 @@ class Transfers:
         )
         files, size = tree_size(data)
 
-        # 3. restore into an empty dir
-        for tool, argv_of in (
+        # 3. restore into an empty dir. Writing a GiB into page cache the kernel has to
+        # allocate afresh costs seconds of system time on this VM, and much less right after
+        # another tool freed its pages: so each tool runs twice, in rotated order, and its
+        # better run counts. Every tool gets one run that follows another tool's.
+        tools: list[tuple[str, Callable[[Path], list[str]] | None]] = [
             ("spot-agent", None),
             ("s5cmd cp", lambda d: [*self.s5, "cp", f"s3://{bucket}/s5cmd/*", f"{d}/"]),
             (
@@ -189,7 +192,9 @@ class Transfers:
                     str(d),
                 ],
             ),
-        ):
+        ]
+        best: dict[str, tuple[float, float]] = {}
+        for tool, argv_of in [*tools, *tools[1:], tools[0]]:
             dest = self.work / f"restore-{name}"
             dest.mkdir()
             if argv_of is None:
@@ -203,10 +208,14 @@ class Transfers:
             got = tree_size(dest)
             if got != (files, size):
                 raise RuntimeError(f"{tool} restored {got}, expected {(files, size)}")
+            if tool not in best or seconds < best[tool][0]:
+                best[tool] = (seconds, cpu)
+            shutil.rmtree(dest)
+        for tool, _argv in tools:
+            seconds, cpu = best[tool]
             add(
                 "restore", tool, seconds, cpu, 0, bytes_received=size, mb_per_s=size / seconds / 1e6
             )
-            shutil.rmtree(dest)
 
         shutil.rmtree(data)
         self.s3.delete_bucket(Bucket=bucket)  # SeaweedFS drops the whole collection
