@@ -25,9 +25,12 @@ longer than ``MAX_LINE`` bytes keeps its first ``MAX_LINE`` bytes in the event a
 memory stays bounded whatever the job prints. A last line without a newline is an event
 too, when the job closes its output.
 
-The agent's events are written as whole lines, under a lock the pass-through of stdout
-shares, and the pass-through writes the job's stdout up to its last newline: so an event
-never splits one of the job's lines. An unfinished line (a prompt, a progress bar) is held
+When the agent reads the job's output (a log group, or ``json``/``both``), the agent's
+events are written as whole lines, under a lock the pass-through of stdout shares, and the
+pass-through writes the job's stdout up to its last newline: so an event never splits one
+of the job's lines. (In ``raw`` mode without a log group the job keeps the agent's own
+stdout, at no cost; an event, one write of a whole line, can then fall between two writes
+of a line the job writes in pieces, as Python's print does when unbuffered.) An unfinished line (a prompt, a progress bar) is held
 back at most ``IDLE_FLUSH`` seconds, or ``MAX_LINE`` bytes; if an event must follow it,
 the event starts on a new line (the one byte the agent adds to the job's stdout).
 

@@ -23,12 +23,12 @@ from types import FrameType
 import checkpoint
 
 STATE = "state.json"
-stop_requested = False
+stop_requested = 0  # the signal that asked us to stop (SIGTERM from the agent, Ctrl-C)
 
 
-def on_stop(_signum: int, _frame: FrameType | None) -> None:
+def on_stop(signum: int, _frame: FrameType | None) -> None:
     global stop_requested
-    stop_requested = True
+    stop_requested = signum
 
 
 def base_primes(n: int) -> list[int]:
@@ -68,6 +68,7 @@ def main() -> int:
     args = ap.parse_args()
     limit, size = int(args.limit), int(args.segment)
     signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
 
     state = checkpoint.load_json(STATE) or {
         "limit": limit,
@@ -108,7 +109,7 @@ def main() -> int:
             "run again to resume",
             flush=True,
         )
-        return 0
+        return 128 + stop_requested  # stopped by a signal: not done, as a shell would say
     result = {"limit": limit, "primes": state["count"], "largest": state["largest"]}
     checkpoint.save_json("result.json", result)
     print(

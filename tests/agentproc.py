@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+#: one event of the agent: written as a single whole line, possibly inside a line of the job's
+_EVENT = re.compile(r'\{"timestamp": .*?\}\n')
 EXAMPLE = REPO / "examples" / "primes.py"
 AGENT = [sys.executable, "-m", "agent"]
 
@@ -50,9 +53,19 @@ class AgentRun:
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
 
+    def job_stdout(self) -> str:
+        """The job's own stdout: the shared stream minus the agent's events.
+
+        In the default raw mode the job writes straight to the stdout it shares with the
+        agent, so an event (one write of a whole line) can land between two writes of one
+        of the job's lines (Python's print under PYTHONUNBUFFERED writes text and newline
+        separately). Lifting the events out gives back the job's bytes.
+        """
+        return _EVENT.sub("", self.stdout)
+
     def has_line(self, line: str) -> bool:
         """The job printed exactly this line (the command echoed in agent.start does not count)."""
-        return line in self.stdout.splitlines()
+        return line in self.job_stdout().splitlines()
 
     def events(self) -> list[dict[str, Any]]:
         found = []
