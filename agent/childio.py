@@ -30,9 +30,10 @@ events are written as whole lines, under a lock the pass-through of stdout share
 pass-through writes the job's stdout up to its last newline: so an event never splits one
 of the job's lines. (In ``raw`` mode without a log group the job keeps the agent's own
 stdout, at no cost; an event, one write of a whole line, can then fall between two writes
-of a line the job writes in pieces, as Python's print does when unbuffered.) An unfinished line (a prompt, a progress bar) is held
-back at most ``IDLE_FLUSH`` seconds, or ``MAX_LINE`` bytes; if an event must follow it,
-the event starts on a new line (the one byte the agent adds to the job's stdout).
+of a line the job writes in pieces, as Python's print does when unbuffered.)
+An unfinished line (a prompt, a progress bar) is held back at most ``IDLE_FLUSH``
+seconds, or ``MAX_LINE`` bytes; if an event must follow it, the event starts on a new
+line (the one byte the agent adds to the job's stdout).
 
 Each stream has one reader thread that reads large chunks and passes them through, so
 the job's own order is kept per stream. Turning lines into events is another thread's
