@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -100,6 +101,31 @@ class AgentRun:
                 )
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what}:\n{self.stdout}\n{self.stderr}")
+
+
+#: every agent a test started, so that a failed test cannot leave one running
+_started: list[AgentRun] = []
+
+
+def stop_leftovers(grace: float = 5.0) -> int:
+    """Stop agents (and their jobs) still running after a test: SIGTERM, then SIGKILL."""
+    import psutil
+
+    left = [run for run in _started if run.proc.poll() is None]
+    _started.clear()
+    for run in left:
+        try:
+            tree = [psutil.Process(run.proc.pid), *psutil.Process(run.proc.pid).children(True)]
+        except psutil.Error:
+            tree = []
+        run.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            run.proc.wait(grace)
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        run.proc.wait(5)
+    return len(left)
 
 
 def start_agent(

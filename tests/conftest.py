@@ -143,3 +143,12 @@ def soak_cycles(request: pytest.FixtureRequest) -> int:
     quick, full = marker.args if marker else (8, 30)
     full_run = request.config.getoption("--soak") or os.environ.get("SPOT_AGENT_SOAK") == "1"
     return int(full if full_run else quick)
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_outlives_its_test() -> Iterator[None]:
+    """A test that fails half way must not leave its agent (and job) running."""
+    from tests import agentproc
+
+    yield
+    agentproc.stop_leftovers()
