@@ -586,7 +586,7 @@ class Runner:
 
     def _log_flush_seconds(self) -> float:
         """Time to ship the last log events: bounded, and within an interruption's deadline."""
-        left = self.interruption.seconds_left() if self.interruption is not None else None
+        left = self._seconds_left()
         if left is None:
             return LOG_FLUSH_SECONDS
         return min(LOG_FLUSH_SECONDS, max(left - 1.0, 0.0))

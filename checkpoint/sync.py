@@ -341,7 +341,7 @@ class Checkpointer:
             # Someone else took this number. If they are newer, check_current says so next
             # time round; otherwise (a stale attempt racing us) we commit after them.
             latest = (self.job.sequences() or [manifest.sequence])[-1]
-            manifest = _with_sequence(manifest, max(latest, manifest.sequence) + 1)
+            manifest = replace(manifest, sequence=max(latest, manifest.sequence) + 1)
         raise CommitConflict(f"{self.job.prefix}manifests/: lost the commit race ten times")
 
     def pending_bytes(self) -> int:
@@ -666,10 +666,6 @@ def _scan(root: Path) -> _Scan:
 
 def _content(m: Manifest) -> Any:
     return (m.files, m.dirs, m.links, m.progress)
-
-
-def _with_sequence(m: Manifest, sequence: int) -> Manifest:
-    return replace(m, sequence=sequence)
 
 
 def _read_progress(directory: Path) -> dict[str, Any]:
