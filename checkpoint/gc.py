@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .errors import CheckpointError, ManifestError, ObjectNotFound
-from .sync import JobStore
+from .jobstore import JobStore
 
 DEFAULT_MIN_AGE = timedelta(hours=24)
 

@@ -25,10 +25,13 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    IncompleteReadError,
     NoCredentialsError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 
 from .errors import (
@@ -45,6 +48,10 @@ __all__ = ["ConditionalWritesUnsupported", "S3Store"]
 SSE_CHOICES = ("AES256", "aws:kms", "none")
 ADDRESSING_STYLES = ("auto", "virtual", "path")
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
+#: A GET whose body is cut short (connection reset or timeout mid-body) is made again this
+#: many times in all; botocore's own retries end when the response headers arrive.
+BODY_READ_ATTEMPTS = 4
+_BODY_CUT = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ConnectionClosedError)
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -275,16 +282,27 @@ class S3Store(Store):
 
     def get_object(self, key: str) -> bytes:
         full = self._key(key)
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=full)
-            body: bytes = response["Body"].read()
-        except ClientError as exc:
-            if _error_of(exc)[0] == "NoSuchKey":
-                raise ObjectNotFound(key) from None
-            raise self._explain(exc, "s3:GetObject", full) from exc
-        except BotoCoreError as exc:
-            raise self._explain(exc, "s3:GetObject", full) from exc
-        return body
+        for attempt in range(1, BODY_READ_ATTEMPTS + 1):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=full)
+            except ClientError as exc:
+                if _error_of(exc)[0] == "NoSuchKey":
+                    raise ObjectNotFound(key) from None
+                raise self._explain(exc, "s3:GetObject", full) from exc
+            except BotoCoreError as exc:
+                raise self._explain(exc, "s3:GetObject", full) from exc
+            try:
+                body: bytes = response["Body"].read()
+            except _BODY_CUT as exc:
+                # botocore retries a request until its headers arrive, never a body cut
+                # short after them: that one network retry is ours to make.
+                if attempt < BODY_READ_ATTEMPTS:
+                    continue
+                raise self._explain(exc, "s3:GetObject", full) from exc
+            except BotoCoreError as exc:
+                raise self._explain(exc, "s3:GetObject", full) from exc
+            return body
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def exists(self, key: str) -> bool:
         full = self._key(key)

@@ -1,77 +1,39 @@
-"""Sync a checkpoint dir to a store, and restore it: walk, hash, diff, upload, commit.
+"""Sync a checkpoint dir to a store: walk, hash, diff, upload, commit.
 
-Layout of one job under the store's root::
-
-    <job-id>/blobs/<h[:2]>/<h>         chunk contents, named by their sha256 (immutable)
-    <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence)
-    <job-id>/attempts/<n>.json         one per agent start: the fencing token
-
-The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
-
-1. every chunk the new manifest names is uploaded first (only chunks the store does not
-   have: the previous manifest's and this session's uploads are known);
-2. the manifest is created with put-if-absent under the next sequence number; that single
-   object creation is the commit. A crash before it leaves only unreferenced blobs, which
-   ``gc`` collects later; it never changes what a restore sees.
-3. before committing, an attempt checks that no newer attempt of the job has started; a
-   stale attempt is told (:class:`Superseded`) and stops committing.
+The pieces live in their own modules: :mod:`checkpoint.jobstore` (keys and the commit
+protocol), :mod:`checkpoint.scan` (walk, hash, stat cache) and :mod:`checkpoint.restore`.
+:class:`Checkpointer` ties them to one checkpoint dir. ``JobStore`` and ``RestoreResult``
+are re-exported here for the code that imports them from this module.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import shutil
-import stat
 import threading
 import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ._version import __version__
-from .errors import (
-    CheckpointDamaged,
-    CheckpointError,
-    CommitConflict,
-    ConditionalWritesUnsupported,
-    LocalWriteError,
-    ManifestError,
-    ObjectNotFound,
-    StoreError,
-    Superseded,
-)
-from .manifest import (
-    RESERVED_DIR,
-    TEMP_SUFFIX,
-    Chunk,
-    FileEntry,
-    LinkEntry,
-    Manifest,
-    check_link_target,
-)
-from .store import Store
+from .errors import CheckpointError, CommitConflict, StoreError
+from .jobstore import JobStore, utc_iso
+from .manifest import RESERVED_DIR, Chunk, FileEntry, Manifest
+from .restore import Restorer, RestoreResult
+from .scan import StatCache, hash_file, scan
 
 log = structlog.get_logger("checkpoint")
 
 CHUNK_SIZE = 8 << 20
-#: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
-#: a second write within the filesystem's timestamp granularity would otherwise be missed.
-RACY_SECONDS = 2.0
 PROGRESS_FILE = "progress.json"
 #: A blob this process uploaded is trusted to still be in the store for this long, even if
 #: no committed manifest references it yet (a sync that failed or was overtaken). ``gc``
 #: deletes only blobs older than its --min-age (24 h by default), far beyond this.
 UPLOAD_TRUST_SECONDS = 3600.0
-#: A chunk whose download fails or does not match its hash is fetched this many times.
-FETCH_ATTEMPTS = 3
 
 
 class FileChanged(CheckpointError):
@@ -88,137 +50,6 @@ class SyncResult:
     chunks_uploaded: int
     bytes_hashed: int
     seconds: float
-
-
-@dataclass(frozen=True)
-class RestoreResult:
-    manifest: Manifest | None
-    files_written: int = 0
-    files_kept: int = 0
-    bytes_downloaded: int = 0
-    seconds: float = 0.0
-    skipped: tuple[tuple[int, str], ...] = ()  # damaged checkpoints passed over
-    extra_files: int = 0  # files in the dir that the checkpoint does not have
-
-
-@dataclass
-class _CacheEntry:
-    key: tuple[int, int, int, int]  # size, mtime, ctime, inode: any change means "read again"
-    chunks: tuple[Chunk, ...]
-
-
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    # ctime too: `cp -p`, `touch -r` or os.utime can give rewritten bytes their old mtime.
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-@dataclass
-class _Scan:
-    files: list[tuple[str, os.stat_result]] = field(default_factory=list)
-    dirs: list[str] = field(default_factory=list)
-    links: list[LinkEntry] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def utc_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class JobStore:
-    """The keys and commit protocol of one job inside a store."""
-
-    def __init__(self, store: Store, job_id: str) -> None:
-        self.store = store
-        self.job_id = job_id
-        self.prefix = f"{job_id}/"
-        self._warned_unconditional = False
-
-    def blob_key(self, sha256: str) -> str:
-        return f"{self.prefix}blobs/{sha256[:2]}/{sha256}"
-
-    def manifest_key(self, sequence: int) -> str:
-        return f"{self.prefix}manifests/{sequence:010d}.json"
-
-    def attempt_key(self, attempt: int) -> str:
-        return f"{self.prefix}attempts/{attempt:06d}.json"
-
-    def _numbers(self, folder: str, suffix: str = ".json") -> list[int]:
-        found = []
-        for obj in self.store.list_objects(f"{self.prefix}{folder}/"):
-            name = obj.key.rsplit("/", 1)[-1]
-            stem = name[: -len(suffix)] if name.endswith(suffix) else ""
-            if stem.isdigit():
-                found.append(int(stem))
-        return sorted(found)
-
-    def sequences(self) -> list[int]:
-        """Committed sequence numbers, oldest first."""
-        return self._numbers("manifests")
-
-    def load_manifest(self, sequence: int) -> Manifest:
-        key = self.manifest_key(sequence)
-        manifest = Manifest.from_json(self.store.get_object(key), where=key)
-        if manifest.sequence != sequence:
-            raise ManifestError(f"{key}: says it is sequence {manifest.sequence}")
-        return manifest
-
-    def attempts(self) -> list[int]:
-        return self._numbers("attempts")
-
-    def claim_attempt(self, info: dict[str, Any]) -> int:
-        """Register a new attempt; its number fences off every older attempt."""
-        attempt = (self.attempts() or [0])[-1] + 1
-        for _ in range(100):
-            body = json.dumps({**info, "attempt": attempt, "started": utc_iso()}).encode()
-            if self._create(self.attempt_key(attempt), body):
-                return attempt
-            attempt += 1
-        raise CommitConflict(f"{self.prefix}attempts/: could not claim an attempt number")
-
-    def check_current(self, attempt: int) -> None:
-        if attempt and self.store.exists(self.attempt_key(attempt + 1)):
-            raise Superseded(attempt, max(self.attempts()))
-
-    def commit(self, manifest: Manifest) -> bool:
-        return self._create(self.manifest_key(manifest.sequence), manifest.to_json())
-
-    def _create(self, key: str, body: bytes) -> bool:
-        """Put-if-absent that tells a lost race from our own retried write.
-
-        When a first PUT succeeds but its response is lost, the SDK retries and the retry is
-        refused (412): the object is ours all the same. Bodies are unique (sequence, time),
-        so equal bytes mean we wrote it.
-        """
-        try:
-            if self.store.put_object_if_absent(key, body):
-                return True
-        except ConditionalWritesUnsupported as exc:
-            return self._create_fenced(key, body, exc)
-        try:
-            return self.store.get_object(key) == body
-        except ObjectNotFound:
-            return False
-
-    def _create_fenced(self, key: str, body: bytes, why: ConditionalWritesUnsupported) -> bool:
-        """Fallback for stores without create-only writes: look, write, read back.
-
-        Not atomic on its own. What makes it safe is the attempt fence: only the newest
-        attempt commits (``check_current`` runs right before), and one attempt never writes
-        a sequence number twice. Two agents of the *same* attempt racing inside this window
-        is the one case it cannot rule out; the read-back tells the loser it lost.
-        """
-        if not self._warned_unconditional:
-            self._warned_unconditional = True
-            log.warning(
-                "store.no_conditional_writes",
-                store=self.store.uri,
-                error=str(why),
-                fallback="check, write, read back; attempts fence each other",
-            )
-        if self.store.exists(key):
-            return False
-        self.store.put_object(key, body)
-        return self.store.get_object(key) == body
 
 
 class Checkpointer:
@@ -239,7 +70,7 @@ class Checkpointer:
         self.base: Manifest | None = None  # the newest manifest this process knows
         self._known: set[str] = set()  # blobs the base manifest references
         self._uploaded: dict[str, float] = {}  # blob -> monotonic time this process put it
-        self._cache: dict[str, _CacheEntry] = {}
+        self._cache = StatCache()
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, job.store.concurrency), thread_name_prefix="ckpt-io"
         )
@@ -257,15 +88,15 @@ class Checkpointer:
 
     def _sync(self, reason: str) -> SyncResult:
         started = time.monotonic()
-        scan = _scan(self.directory)
-        for path, why in scan.skipped:
+        found = scan(self.directory)
+        for path, why in found.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
         present = self._present()
         uploader = _Uploader(self.job, self._pool, present)
         entries: list[FileEntry] = []
         hashed = 0
         try:
-            for rel, st in scan.files:
+            for rel, st in found.files:
                 entry, n = self._file_entry(rel, st, uploader, present)
                 if entry is not None:
                     entries.append(entry)
@@ -282,8 +113,8 @@ class Checkpointer:
             created=utc_iso(),
             reason=reason,
             files=tuple(entries),
-            dirs=tuple(scan.dirs),
-            links=tuple(scan.links),
+            dirs=tuple(found.dirs),
+            links=tuple(found.links),
             progress=_read_progress(self.directory),
             agent_version=__version__,
         )
@@ -309,29 +140,23 @@ class Checkpointer:
     def _file_entry(
         self, rel: str, st: os.stat_result, uploader: _Uploader, present: set[str]
     ) -> tuple[FileEntry | None, int]:
-        cached = self._unchanged(rel, st, present)
+        cached = self._cache.unchanged(rel, st, present)
         if cached is not None:
             return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached), 0
         path = self.directory / rel
         for _ in range(3):
             try:
-                chunks, after = _hash_file(path, self.chunk_size, uploader)
+                chunks, after = hash_file(path, self.chunk_size, uploader.put)
             except FileNotFoundError:
                 return None, 0  # deleted while we walked: not part of this checkpoint
             except PermissionError as exc:
                 raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
             if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
-                self._remember(rel, after, chunks)
+                self._cache.remember(rel, after, chunks)
                 mode = after.st_mode & 0o777
                 return FileEntry(rel, after.st_size, mode, after.st_mtime_ns, chunks), after.st_size
             st = after  # changed while we read it: read it again
         raise FileChanged(f"{path} kept changing while it was read; not committing a torn copy")
-
-    def _remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
-        if time.time_ns() - st.st_mtime_ns > RACY_SECONDS * 1e9:
-            self._cache[rel] = _CacheEntry(_stat_key(st), chunks)
-        else:
-            self._cache.pop(rel, None)
 
     def _commit(self, manifest: Manifest) -> Manifest:
         for _ in range(10):
@@ -346,9 +171,11 @@ class Checkpointer:
 
     def pending_bytes(self) -> int:
         """Bytes in files that changed since the last commit (a cheap stat walk, no reads)."""
-        files = _scan(self.directory).files
+        files = scan(self.directory).files
         present = self._present()
-        return sum(st.st_size for rel, st in files if self._unchanged(rel, st, present) is None)
+        return sum(
+            st.st_size for rel, st in files if self._cache.unchanged(rel, st, present) is None
+        )
 
     def _present(self) -> set[str]:
         """Blobs a sync may take as stored: the base manifest's, and our recent uploads."""
@@ -356,17 +183,6 @@ class Checkpointer:
         # A copy first: a sync thread may be adding to it while the main thread asks.
         uploaded = self._uploaded.copy()
         return self._known | {h for h, t in uploaded.items() if t >= cutoff}
-
-    def _unchanged(
-        self, rel: str, st: os.stat_result, present: set[str]
-    ) -> tuple[Chunk, ...] | None:
-        """The chunks of a file that has not changed since they were hashed and uploaded."""
-        cached = self._cache.get(rel)
-        if cached is None or not all(c.sha256 in present for c in cached.chunks):
-            return None
-        if cached.key != _stat_key(st):
-            return None
-        return cached.chunks
 
     def prune(self, keep: int) -> list[int]:
         """Delete all but the ``keep`` newest manifests; ``gc`` collects their blobs later."""
@@ -384,174 +200,19 @@ class Checkpointer:
         when an explicitly requested sequence cannot be restored.
         """
         with self._lock:
-            return self._restore(sequence, into)
-
-    def _restore(self, sequence: int | None, into: Path | None) -> RestoreResult:
-        started = time.monotonic()
-        dest = into or self.directory
-        candidates = [sequence] if sequence is not None else self.job.sequences()[::-1]
-        skipped: list[tuple[int, str]] = []
-        for seq in candidates:
-            try:
-                manifest = self.job.load_manifest(seq)
-                try:
-                    written, kept, nbytes, extra = self._materialize(manifest, dest)
-                except OSError as exc:  # local: the stored checkpoint is fine, do not skip it
-                    raise LocalWriteError(
-                        f"cannot restore checkpoint {seq} into {dest}: {_os_error(exc)}"
-                    ) from exc
-                except LocalWriteError as exc:
-                    raise LocalWriteError(
-                        f"cannot restore checkpoint {seq} into {dest}: {exc}"
-                    ) from exc
-            except (ManifestError, CheckpointDamaged, ObjectNotFound) as exc:
-                if sequence is not None:
-                    raise CheckpointDamaged(f"checkpoint {seq} cannot be restored: {exc}") from exc
-                log.error(
-                    "restore.checkpoint_damaged",
-                    sequence=seq,
-                    error=str(exc),
-                    action="falling back to the previous checkpoint",
-                )
-                skipped.append((seq, str(exc)))
-                continue
+            dest = into or self.directory
+            restorer = Restorer(self.job, self._pool)
+            result = restorer.restore(sequence, dest)
+            manifest = result.manifest
+            if manifest is None:
+                return result
             if into is None:
                 self.base = manifest
-            return RestoreResult(
-                manifest, written, kept, nbytes, time.monotonic() - started, tuple(skipped), extra
-            )
-        return RestoreResult(None, seconds=time.monotonic() - started, skipped=tuple(skipped))
-
-    def _materialize(self, manifest: Manifest, dest: Path) -> tuple[int, int, int, int]:
-        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-        staging = dest / RESERVED_DIR / f"restore-{uuid.uuid4().hex[:12]}"
-        staging.mkdir(parents=True, mode=0o700)
-        try:
-            kept, fetch = self._partition(manifest, dest)
-            nbytes = self._download(fetch, staging)
-            present = self._verify_present(kept)
-            for d in manifest.dirs:
-                _safe_makedirs(dest, d)
-            for i, f in enumerate(fetch):
-                target = _safe_parent(dest, f.path) / f.path.rsplit("/", 1)[-1]
-                _clear_for_file(target)
-                os.replace(staging / str(i), target)
-            for lk in manifest.links:
-                target = _safe_parent(dest, lk.path) / lk.path.rsplit("/", 1)[-1]
-                _clear_for_file(target)
-                os.symlink(check_link_target(lk.target), target)
-        finally:
-            _rmtree(staging)
-            with contextlib.suppress(OSError):
-                staging.parent.rmdir()  # only if empty: it may hold the job's progress
-        if dest == self.directory:
-            for f in manifest.files:
-                st = os.lstat(dest / f.path)
-                self._remember(f.path, st, f.chunks)
-            fetched = {c.sha256 for f in fetch for c in f.chunks}
-            self._known = fetched | present
-        listed = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
-        extra = sum(1 for rel, _ in _scan(dest).files if rel not in listed)
-        return len(fetch), len(kept), nbytes, extra
-
-    def _partition(self, manifest: Manifest, dest: Path) -> tuple[list[FileEntry], list[FileEntry]]:
-        """Files already present with the right content are kept; the rest are fetched."""
-        kept, fetch = [], []
-        for f in manifest.files:
-            path = dest / f.path
-            if not _real_parents(dest, f.path):
-                fetch.append(f)  # a link on the way could lead out of the checkpoint dir
-                continue
-            try:
-                st = os.lstat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                fetch.append(f)
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_size == f.size and _matches(path, f):
-                os.chmod(path, f.mode)
-                os.utime(path, ns=(f.mtime_ns, f.mtime_ns))
-                kept.append(f)
-            else:
-                fetch.append(f)
-        return kept, fetch
-
-    def _download(self, files: list[FileEntry], staging: Path) -> int:
-        futures: list[Future[int]] = []
-        fds: list[int] = []
-        try:
-            for i, f in enumerate(files):
-                fd = os.open(staging / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                fds.append(fd)
-                try:
-                    os.ftruncate(fd, f.size)
-                except OSError as exc:
-                    raise LocalWriteError(f"{f.path} ({f.size} bytes): {exc.strerror}") from exc
-                offset = 0
-                for c in f.chunks:
-                    futures.append(self._pool.submit(self._fetch_chunk, c, fd, offset, f.path))
-                    offset += c.size
-            total = 0
-            errors = []
-            for fut in futures:
-                try:
-                    total += fut.result()
-                except (CheckpointDamaged, ObjectNotFound) as exc:
-                    errors.append(exc)
-            if errors:
-                raise CheckpointDamaged(f"{len(errors)} chunk(s) bad, first: {errors[0]}")
-            for fd, f in zip(fds, files, strict=True):
-                os.fchmod(fd, f.mode)
-                os.fsync(fd)
-                os.utime(fd, ns=(f.mtime_ns, f.mtime_ns))
-            return total
-        finally:
-            for fut in futures:
-                fut.cancel()
-            for fut in futures:
-                if not fut.cancelled():
-                    fut.exception()  # wait: no thread may still write into a closed fd
-            for fd in fds:
-                os.close(fd)
-
-    def _fetch_chunk(self, chunk: Chunk, fd: int, offset: int, path: str) -> int:
-        key = self.job.blob_key(chunk.sha256)
-        for attempt in range(1, FETCH_ATTEMPTS + 1):
-            try:
-                data = self.job.store.get_object(key)
-            except ObjectNotFound:
-                raise
-            except StoreError as exc:
-                if attempt == FETCH_ATTEMPTS:
-                    raise
-                log.warning("restore.fetch_retry", key=key, attempt=attempt, error=str(exc))
-                continue
-            if len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.sha256:
-                break
-            if attempt == FETCH_ATTEMPTS:  # the same wrong bytes each time: the blob is bad
-                raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")
-            log.warning("restore.fetch_retry", key=key, attempt=attempt, error="hash mismatch")
-        view = memoryview(data)
-        try:
-            while view:
-                n = os.pwrite(fd, view, offset)
-                view, offset = view[n:], offset + n
-        except OSError as exc:
-            raise LocalWriteError(f"{path}: {exc.strerror}") from exc
-        return len(data)
-
-    def _verify_present(self, kept: list[FileEntry]) -> set[str]:
-        """Kept files were not downloaded: which of their blobs does the store still have?"""
-        wanted = sorted({c.sha256 for f in kept for c in f.chunks})
-        present = self._pool.map(lambda h: self.job.store.exists(self.job.blob_key(h)), wanted)
-        missing = [h for h, ok in zip(wanted, present, strict=True) if not ok]
-        if missing:
-            # The local copy is intact, so the job loses nothing: the next sync uploads them.
-            log.warning(
-                "restore.blobs_missing_in_store",
-                count=len(missing),
-                action="they will be uploaded again by the next sync",
-            )
-        return set(wanted) - set(missing)
+            if dest == self.directory:
+                for f in manifest.files:
+                    self._cache.remember(f.path, os.lstat(dest / f.path), f.chunks)
+                self._known = set(restorer.present)
+            return result
 
 
 class _Uploader:
@@ -597,73 +258,6 @@ class _Uploader:
             raise self._error
 
 
-def _hash_file(
-    path: Path, chunk_size: int, uploader: _Uploader
-) -> tuple[tuple[Chunk, ...], os.stat_result]:
-    chunks = []
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            data = fh.read(chunk_size)
-            if not data:
-                break
-            chunk = Chunk(hashlib.sha256(data).hexdigest(), len(data))
-            uploader.put(chunk, data)
-            chunks.append(chunk)
-        after = os.fstat(fh.fileno())
-    return tuple(chunks), after
-
-
-def _matches(path: Path, entry: FileEntry) -> bool:
-    try:
-        with open(path, "rb", buffering=0) as fh:
-            for c in entry.chunks:
-                data = fh.read(c.size)
-                if len(data) != c.size or hashlib.sha256(data).hexdigest() != c.sha256:
-                    return False
-            return not fh.read(1)
-    except OSError:
-        return False
-
-
-def _scan(root: Path) -> _Scan:
-    """Regular files, dirs and safe symlinks below root, in a stable order."""
-    out = _Scan()
-
-    def walk(dirpath: Path, rel: str) -> None:
-        try:
-            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
-        except FileNotFoundError:
-            return
-        except OSError as exc:  # not skipped: a checkpoint without it would lose it quietly
-            raise CheckpointError(f"cannot read directory {dirpath}: {exc.strerror}") from exc
-        for e in entries:
-            r = f"{rel}{e.name}"
-            if not rel and e.name == RESERVED_DIR:
-                continue
-            if e.name.endswith(TEMP_SUFFIX):
-                continue
-            try:
-                st = e.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(e.path)
-                try:
-                    out.links.append(LinkEntry(r, check_link_target(target)))
-                except ManifestError as exc:
-                    out.skipped.append((r, f"symlink not checkpointed: {exc}"))
-            elif stat.S_ISDIR(st.st_mode):
-                out.dirs.append(r)
-                walk(Path(e.path), r + "/")
-            elif stat.S_ISREG(st.st_mode):
-                out.files.append((r, st))
-            else:
-                out.skipped.append((r, "not a regular file, directory or symlink"))
-
-    walk(root, "")
-    return out
-
-
 def _content(m: Manifest) -> Any:
     return (m.files, m.dirs, m.links, m.progress)
 
@@ -674,70 +268,6 @@ def _read_progress(directory: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
-
-
-def _real_parents(root: Path, rel: str) -> bool:
-    """Every directory between root and rel exists and is a real directory, not a link."""
-    cur = root
-    for part in rel.split("/")[:-1]:
-        cur = cur / part
-        try:
-            if not stat.S_ISDIR(os.lstat(cur).st_mode):
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def _safe_parent(root: Path, rel: str) -> Path:
-    """The real directory that will hold ``rel``, created as needed, never through a link."""
-    cur = root
-    for part in rel.split("/")[:-1]:
-        cur = cur / part
-        _ensure_real_dir(cur)
-    return cur
-
-
-def _safe_makedirs(root: Path, rel: str) -> None:
-    cur = root
-    for part in rel.split("/"):
-        cur = cur / part
-        _ensure_real_dir(cur)
-
-
-def _ensure_real_dir(path: Path) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        os.mkdir(path, 0o700)
-        return
-    if stat.S_ISDIR(st.st_mode):
-        return
-    # A file or a symlink where the checkpoint has a directory: the checkpoint wins, and a
-    # symlink is never followed (it could lead out of the checkpoint dir).
-    os.unlink(path)
-    os.mkdir(path, 0o700)
-
-
-def _clear_for_file(path: Path) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        _rmtree(path)
-    else:
-        os.unlink(path)
-
-
-def _os_error(exc: OSError) -> str:
-    """'path: No space left on device', without Python's '[Errno 28]' noise."""
-    where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{exc.strerror or exc}"
-
-
-def _rmtree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 __all__ = [

@@ -1,0 +1,139 @@
+"""The keys and commit protocol of one job inside a store.
+
+Layout of one job under the store's root::
+
+    <job-id>/blobs/<h[:2]>/<h>         chunk contents, named by their sha256 (immutable)
+    <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence)
+    <job-id>/attempts/<n>.json         one per agent start: the fencing token
+
+The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
+
+1. every chunk the new manifest names is uploaded first (only chunks the store does not
+   have: the previous manifest's and this session's uploads are known);
+2. the manifest is created with put-if-absent under the next sequence number; that single
+   object creation is the commit. A crash before it leaves only unreferenced blobs, which
+   ``gc`` collects later; it never changes what a restore sees.
+3. before committing, an attempt checks that no newer attempt of the job has started; a
+   stale attempt is told (:class:`Superseded`) and stops committing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from .errors import (
+    CommitConflict,
+    ConditionalWritesUnsupported,
+    ManifestError,
+    ObjectNotFound,
+    Superseded,
+)
+from .manifest import Manifest
+from .store import Store
+
+log = structlog.get_logger("checkpoint")
+
+
+def utc_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobStore:
+    """The keys and commit protocol of one job inside a store."""
+
+    def __init__(self, store: Store, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.prefix = f"{job_id}/"
+        self._warned_unconditional = False
+
+    def blob_key(self, sha256: str) -> str:
+        return f"{self.prefix}blobs/{sha256[:2]}/{sha256}"
+
+    def manifest_key(self, sequence: int) -> str:
+        return f"{self.prefix}manifests/{sequence:010d}.json"
+
+    def attempt_key(self, attempt: int) -> str:
+        return f"{self.prefix}attempts/{attempt:06d}.json"
+
+    def _numbers(self, folder: str, suffix: str = ".json") -> list[int]:
+        found = []
+        for obj in self.store.list_objects(f"{self.prefix}{folder}/"):
+            name = obj.key.rsplit("/", 1)[-1]
+            stem = name[: -len(suffix)] if name.endswith(suffix) else ""
+            if stem.isdigit():
+                found.append(int(stem))
+        return sorted(found)
+
+    def sequences(self) -> list[int]:
+        """Committed sequence numbers, oldest first."""
+        return self._numbers("manifests")
+
+    def load_manifest(self, sequence: int) -> Manifest:
+        key = self.manifest_key(sequence)
+        manifest = Manifest.from_json(self.store.get_object(key), where=key)
+        if manifest.sequence != sequence:
+            raise ManifestError(f"{key}: says it is sequence {manifest.sequence}")
+        return manifest
+
+    def attempts(self) -> list[int]:
+        return self._numbers("attempts")
+
+    def claim_attempt(self, info: dict[str, Any]) -> int:
+        """Register a new attempt; its number fences off every older attempt."""
+        attempt = (self.attempts() or [0])[-1] + 1
+        for _ in range(100):
+            body = json.dumps({**info, "attempt": attempt, "started": utc_iso()}).encode()
+            if self._create(self.attempt_key(attempt), body):
+                return attempt
+            attempt += 1
+        raise CommitConflict(f"{self.prefix}attempts/: could not claim an attempt number")
+
+    def check_current(self, attempt: int) -> None:
+        if attempt and self.store.exists(self.attempt_key(attempt + 1)):
+            raise Superseded(attempt, max(self.attempts()))
+
+    def commit(self, manifest: Manifest) -> bool:
+        return self._create(self.manifest_key(manifest.sequence), manifest.to_json())
+
+    def _create(self, key: str, body: bytes) -> bool:
+        """Put-if-absent that tells a lost race from our own retried write.
+
+        When a first PUT succeeds but its response is lost, the SDK retries and the retry is
+        refused (412): the object is ours all the same. Bodies are unique (sequence, time),
+        so equal bytes mean we wrote it.
+        """
+        try:
+            if self.store.put_object_if_absent(key, body):
+                return True
+        except ConditionalWritesUnsupported as exc:
+            return self._create_fenced(key, body, exc)
+        try:
+            return self.store.get_object(key) == body
+        except ObjectNotFound:
+            return False
+
+    def _create_fenced(self, key: str, body: bytes, why: ConditionalWritesUnsupported) -> bool:
+        """Fallback for stores without create-only writes: look, write, read back.
+
+        Not atomic on its own. What makes it safe is the attempt fence: only the newest
+        attempt commits (``check_current`` runs right before), and one attempt never writes
+        a sequence number twice. Two agents of the *same* attempt racing inside this window
+        is the one case it cannot rule out; the read-back tells the loser it lost.
+        """
+        if not self._warned_unconditional:
+            self._warned_unconditional = True
+            log.warning(
+                "store.no_conditional_writes",
+                store=self.store.uri,
+                error=str(why),
+                fallback="check, write, read back; attempts fence each other",
+            )
+        if self.store.exists(key):
+            return False
+        self.store.put_object(key, body)
+        return self.store.get_object(key) == body

@@ -1,0 +1,77 @@
+"""Putting restored entries in place below a root without ever following a link out of it.
+
+Guarantee 5 of DESIGN.md: nothing read from the store can write outside the checkpoint
+dir. Every directory on the way to a restored entry is checked with ``lstat`` and created
+(or replaced) as a real directory; a symlink found on the way is removed, never followed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+
+def real_parents(root: Path, rel: str) -> bool:
+    """Every directory between root and rel exists and is a real directory, not a link."""
+    cur = root
+    for part in rel.split("/")[:-1]:
+        cur = cur / part
+        try:
+            if not stat.S_ISDIR(os.lstat(cur).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def safe_parent(root: Path, rel: str) -> Path:
+    """The real directory that will hold ``rel``, created as needed, never through a link."""
+    cur = root
+    for part in rel.split("/")[:-1]:
+        cur = cur / part
+        ensure_real_dir(cur)
+    return cur
+
+
+def safe_makedirs(root: Path, rel: str) -> None:
+    cur = root
+    for part in rel.split("/"):
+        cur = cur / part
+        ensure_real_dir(cur)
+
+
+def ensure_real_dir(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        os.mkdir(path, 0o700)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        return
+    # A file or a symlink where the checkpoint has a directory: the checkpoint wins, and a
+    # symlink is never followed (it could lead out of the checkpoint dir).
+    os.unlink(path)
+    os.mkdir(path, 0o700)
+
+
+def clear_for_file(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def os_error(exc: OSError) -> str:
+    """'path: No space left on device', without Python's '[Errno 28]' noise."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
