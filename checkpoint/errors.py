@@ -35,6 +35,14 @@ class ObjectNotFound(StoreError):
         self.key = key
 
 
+class ObjectTooLarge(StoreError):
+    """An object bigger than its reader allows (a blob larger than its manifest says)."""
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__(f"{key} holds {size} bytes, more than the {limit} expected")
+        self.key = key
+
+
 class ManifestError(CheckpointError):
     """A manifest that is malformed, or that names a path outside the checkpoint dir."""
 

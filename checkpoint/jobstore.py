@@ -20,6 +20,7 @@ The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,10 +33,12 @@ from .errors import (
     ObjectNotFound,
     Superseded,
 )
-from .manifest import Manifest
+from .manifest import MAX_MANIFEST_BYTES, Manifest
 from .store import Store
 
 log = structlog.get_logger("checkpoint")
+#: ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
+_NUMBERED = re.compile(r"([0-9]{1,18})\.json")
 
 
 def utc_iso() -> str:
@@ -50,6 +53,7 @@ class JobStore:
         self.job_id = job_id
         self.prefix = f"{job_id}/"
         self._warned_unconditional = False
+        self._warned_keys: set[str] = set()
 
     def blob_key(self, sha256: str) -> str:
         return f"{self.prefix}blobs/{sha256[:2]}/{sha256}"
@@ -60,13 +64,15 @@ class JobStore:
     def attempt_key(self, attempt: int) -> str:
         return f"{self.prefix}attempts/{attempt:06d}.json"
 
-    def _numbers(self, folder: str, suffix: str = ".json") -> list[int]:
+    def _numbers(self, folder: str) -> list[int]:
         found = []
         for obj in self.store.list_objects(f"{self.prefix}{folder}/"):
-            name = obj.key.rsplit("/", 1)[-1]
-            stem = name[: -len(suffix)] if name.endswith(suffix) else ""
-            if stem.isdigit():
-                found.append(int(stem))
+            match = _NUMBERED.fullmatch(obj.key[len(self.prefix) + len(folder) + 1 :])
+            if match:
+                found.append(int(match[1]))
+            elif obj.key not in self._warned_keys:  # not ours: say so once, never crash
+                self._warned_keys.add(obj.key)
+                log.warning("store.key_ignored", key=obj.key, why="not a name the agent writes")
         return sorted(found)
 
     def sequences(self) -> list[int]:
@@ -75,7 +81,8 @@ class JobStore:
 
     def load_manifest(self, sequence: int) -> Manifest:
         key = self.manifest_key(sequence)
-        manifest = Manifest.from_json(self.store.get_object(key), where=key)
+        data = self.store.get_object(key, max_bytes=MAX_MANIFEST_BYTES)
+        manifest = Manifest.from_json(data, where=key)
         if manifest.sequence != sequence:
             raise ManifestError(f"{key}: says it is sequence {manifest.sequence}")
         return manifest

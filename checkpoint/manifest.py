@@ -5,9 +5,32 @@ content-addressed chunks that hold its bytes (sha256 of each chunk; a file is sp
 fixed-size chunks so a file that grew or changed in places re-sends only those chunks).
 Writing the manifest is the commit; everything it names was uploaded before it.
 
-Paths are relative, '/'-separated and are validated on load so that nothing read from a
-store can name a place outside the checkpoint dir (guarantee 5): no absolute paths, no
-'..', no empty or '.' components, no NUL; symlink targets are relative and never climb.
+**One validation for sync and restore** (guarantee 7): :func:`check_relpath`,
+:func:`check_mtime` and :func:`check_link_target` are what sync's scan applies to every
+entry it records (an entry they refuse is left out loudly, the rest commits) and what
+:meth:`Manifest.from_json` applies on load. A name may hold any byte but '/' and NUL
+(non-UTF-8 bytes travel as surrogate escapes); mtimes may be before 1970. Nothing read
+from a store can name a place outside the checkpoint dir (guarantee 5): no absolute
+paths, no '..', no entry below a file or a symlink; symlink targets never climb.
+
+Format 2 (this agent writes it; format 1 still loads)::
+
+    {"format": 2, "job_id", "sequence", "attempt", "created", "reason", "agent_version",
+     "progress": {...},
+     "dirs":      [{"path", "mode"}],
+     "links":     [{"path", "target"}],                 symlinks
+     "hardlinks": [{"path", "target"}],                 target: a path in "files"
+     "files":     [{"path", "size", "mode", "mtime_ns", "chunks": [CHUNK, ...]}]}
+    CHUNK = {"sha256": hex, "size": n}   bytes in the blob named by sha256
+          | {"hole": n}                  n zero bytes, stored nowhere, restored as a hole
+
+A chunk is an object so that a later format can say where a blob lives (for example
+``"pack", "offset"`` for small files packed together) without changing the rest.
+
+**Bounds against hostile store content:** a manifest is at most :data:`MAX_MANIFEST_BYTES`
+and :data:`MAX_ITEMS` entries plus chunks (sync refuses to commit more, so it never writes
+what restore would refuse); a data chunk at most :data:`MAX_CHUNK_SIZE`, a file at most
+:data:`MAX_FILE_SIZE`; nesting deeper than Python's recursion limit is refused.
 """
 
 from __future__ import annotations
@@ -20,21 +43,39 @@ from typing import Any
 
 from .errors import ManifestError
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 #: The agent's own files inside a checkpoint dir; never synced, never restored over.
 RESERVED_DIR = ".spot-agent"
 #: Suffix of the checkpoint API's temporary files: a file being written is not synced.
 TEMP_SUFFIX = ".spot-tmp"
+#: Bounds on what one manifest may hold, so that loading one fits a documented memory
+#: bound (docs/checkpoint-format.md: about 1 GiB peak at the limits) whatever the store
+#: returns. Sync refuses to commit more, so it never writes what restore would refuse.
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_ITEMS = 1_000_000  # entries (files, dirs, links) plus chunks
+MAX_CHUNK_SIZE = 64 << 20
+MAX_FILE_SIZE = 1 << 44  # 16 TiB: ext4's largest file
+#: A relative path longer than this is left out by sync: the checkpoint dir's own path
+#: must still fit with it under PATH_MAX (4096) wherever it is restored.
+MAX_PATH_BYTES = 3072
+_INT64 = 1 << 63
+MODE_BITS = 0o777  # setuid, setgid and sticky bits are not kept
+HOLE = ""  # the sha256 of a hole chunk: zeros, no blob
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chunk:
-    sha256: str
+    sha256: str  # HOLE for a run of zeros that is stored nowhere
     size: int
 
+    @property
+    def is_hole(self) -> bool:
+        return self.sha256 == HOLE
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     path: str
     size: int
@@ -43,10 +84,22 @@ class FileEntry:
     chunks: tuple[Chunk, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LinkEntry:
     path: str
     target: str
+
+
+@dataclass(frozen=True, slots=True)
+class HardLinkEntry:
+    path: str
+    target: str  # the path of a file entry of the same manifest
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    path: str
+    mode: int = 0o700
 
 
 @dataclass(frozen=True)
@@ -57,10 +110,11 @@ class Manifest:
     created: str  # ISO 8601, UTC
     reason: str  # "periodic", "requested", "exit", "interruption", ...
     files: tuple[FileEntry, ...]
-    dirs: tuple[str, ...] = ()
+    dirs: tuple[DirEntry, ...] = ()
     links: tuple[LinkEntry, ...] = ()
     progress: dict[str, Any] = field(default_factory=dict)
     agent_version: str = ""
+    hardlinks: tuple[HardLinkEntry, ...] = ()
 
     @property
     def size(self) -> int:
@@ -71,9 +125,14 @@ class Manifest:
             yield from f.chunks
 
     def blob_hashes(self) -> set[str]:
-        return {c.sha256 for c in self.chunks()}
+        return {c.sha256 for c in self.chunks() if not c.is_hole}
 
     def to_json(self) -> bytes:
+        """The manifest's bytes; raises :class:`ManifestError` above the bounds restore keeps."""
+        items = len(self.files) + len(self.dirs) + len(self.links) + len(self.hardlinks)
+        items += sum(len(f.chunks) for f in self.files)
+        if items > MAX_ITEMS:
+            raise ManifestError(_too_many(items))
         doc = {
             "format": FORMAT,
             "job_id": self.job_id,
@@ -83,28 +142,44 @@ class Manifest:
             "reason": self.reason,
             "agent_version": self.agent_version,
             "progress": self.progress,
-            "dirs": list(self.dirs),
+            "dirs": [{"path": d.path, "mode": d.mode} for d in self.dirs],
             "links": [{"path": lk.path, "target": lk.target} for lk in self.links],
+            "hardlinks": [{"path": h.path, "target": h.target} for h in self.hardlinks],
             "files": [
                 {
                     "path": f.path,
                     "size": f.size,
                     "mode": f.mode,
                     "mtime_ns": f.mtime_ns,
-                    "chunks": [[c.sha256, c.size] for c in f.chunks],
+                    "chunks": [
+                        {"hole": c.size} if c.is_hole else {"sha256": c.sha256, "size": c.size}
+                        for c in f.chunks
+                    ],
                 }
                 for f in self.files
             ],
         }
         # ensure_ascii keeps non-UTF-8 file names (surrogate escapes) representable.
-        return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        data = json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(_too_big(len(data)))
+        return data
 
     @classmethod
     def from_json(cls, data: bytes, *, where: str = "manifest") -> Manifest:
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{where}: {_too_big(len(data))}")
+        # Counted before parsing, so that a hostile manifest is refused before it is built
+        # in memory (a marker inside a JSON string has its quotes escaped: never counted).
+        estimate = sum(data.count(marker) for marker in _ITEM_MARKERS)
+        if estimate > MAX_ITEMS:
+            raise ManifestError(f"{where}: {_too_many(estimate)}")
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{where}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ManifestError(f"{where}: nested too deeply to be a manifest") from None
         try:
             return _parse(doc)
         except ManifestError as exc:
@@ -113,39 +188,83 @@ class Manifest:
             raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _int(value: Any, name: str, minimum: int = 0) -> int:
-    if type(value) is not int or value < minimum:
-        raise ManifestError(f"{name} must be an integer >= {minimum}, got {value!r}")
+_ITEM_MARKERS = (b'"path":', b'"sha256":', b'"hole":', b'["')  # '["': a format-1 chunk
+
+
+def _too_big(n: int) -> str:
+    return f"manifest of {n} bytes is over the {MAX_MANIFEST_BYTES} bytes a checkpoint may have"
+
+
+def _too_many(n: int) -> str:
+    return f"{n} entries and chunks are over the {MAX_ITEMS} a checkpoint may hold"
+
+
+def _int(value: Any, name: str, minimum: int = 0, maximum: int = _INT64 - 1) -> int:
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise ManifestError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
     return value
+
+
+def check_mtime(mtime_ns: Any, where: str) -> int:
+    """Any time a filesystem stores (an int64 of nanoseconds, before 1970 too)."""
+    return _int(mtime_ns, f"{where}: mtime", -_INT64)
+
+
+def _chunk(raw: Any, fmt: int, path: str) -> Chunk:
+    if fmt == 1:
+        digest, size = raw
+    elif "hole" in raw:
+        return Chunk(HOLE, _int(raw["hole"], f"{path}: hole size", 1, MAX_FILE_SIZE))
+    else:
+        digest, size = raw["sha256"], raw["size"]
+    if not isinstance(digest, str) or not _HEX64.match(digest):
+        raise ManifestError(f"{path}: bad chunk hash {digest!r}")
+    return Chunk(digest, _int(size, f"{path}: chunk size", 0, MAX_CHUNK_SIZE))
+
+
+def _file(raw: Any, fmt: int) -> FileEntry:
+    path = check_relpath(raw["path"])
+    chunks = tuple(_chunk(c, fmt, path) for c in raw["chunks"])
+    size = _int(raw["size"], f"{path}: size", 0, MAX_FILE_SIZE)
+    if sum(c.size for c in chunks) != size:
+        raise ManifestError(f"{path}: chunk sizes do not add up to the file size {size}")
+    mode = _int(raw["mode"], f"{path}: mode") & MODE_BITS
+    return FileEntry(path, size, mode, check_mtime(raw["mtime_ns"], path), chunks)
+
+
+def _dir(raw: Any, fmt: int) -> DirEntry:
+    if fmt == 1:
+        return DirEntry(check_relpath(raw))
+    path = check_relpath(raw["path"])
+    return DirEntry(path, _int(raw["mode"], f"{path}: mode") & MODE_BITS)
 
 
 def _parse(doc: Any) -> Manifest:
     if not isinstance(doc, dict):
         raise ManifestError("not a JSON object")
-    if doc.get("format") != FORMAT:
-        raise ManifestError(f"unsupported format {doc.get('format')!r} (this agent reads {FORMAT})")
-    files = []
-    for raw in doc["files"]:
-        path = check_relpath(raw["path"])
-        chunks = []
-        for digest, size in raw["chunks"]:
-            if not isinstance(digest, str) or not _HEX64.match(digest):
-                raise ManifestError(f"{path}: bad chunk hash {digest!r}")
-            chunks.append(Chunk(digest, _int(size, f"{path}: chunk size")))
-        size = _int(raw["size"], f"{path}: size")
-        if sum(c.size for c in chunks) != size:
-            raise ManifestError(f"{path}: chunk sizes do not add up to the file size {size}")
-        mode = _int(raw["mode"], f"{path}: mode") & 0o777
-        files.append(
-            FileEntry(path, size, mode, _int(raw["mtime_ns"], f"{path}: mtime"), tuple(chunks))
-        )
-    dirs = tuple(check_relpath(d) for d in doc.get("dirs", ()))
+    fmt = doc.get("format")
+    if fmt not in READABLE_FORMATS:
+        raise ManifestError(f"unsupported format {fmt!r} (this agent reads 1 and {FORMAT})")
+    lists = [doc["files"], doc.get("dirs", []), doc.get("links", []), doc.get("hardlinks", [])]
+    if not all(isinstance(x, list) for x in lists):
+        raise ManifestError("files, dirs, links and hardlinks must be lists")
+    items = sum(len(x) for x in lists)
+    if items > MAX_ITEMS:
+        raise ManifestError(_too_many(items))
+    files = tuple(_file(raw, fmt) for raw in doc["files"])
+    items += sum(len(f.chunks) for f in files)
+    if items > MAX_ITEMS:
+        raise ManifestError(_too_many(items))
+    dirs = tuple(_dir(d, fmt) for d in doc.get("dirs", ()))
     links = tuple(
         LinkEntry(check_relpath(lk["path"]), check_link_target(lk["target"]))
         for lk in doc.get("links", ())
     )
-    _check_unique([f.path for f in files] + list(dirs) + [lk.path for lk in links])
-    _check_no_path_through_link([f.path for f in files] + list(dirs), {lk.path for lk in links})
+    hardlinks = tuple(
+        HardLinkEntry(check_relpath(h["path"]), check_relpath(h["target"]))
+        for h in doc.get("hardlinks", ())
+    )
+    _check_tree(files, dirs, links, hardlinks)
     progress = doc.get("progress") or {}
     if not isinstance(progress, dict):
         raise ManifestError("progress must be an object")
@@ -155,37 +274,49 @@ def _parse(doc: Any) -> Manifest:
         attempt=_int(doc["attempt"], "attempt"),
         created=str(doc["created"]),
         reason=str(doc.get("reason", "")),
-        files=tuple(files),
+        files=files,
         dirs=dirs,
         links=links,
         progress=progress,
         agent_version=str(doc.get("agent_version", "")),
+        hardlinks=hardlinks,
     )
 
 
-def _check_unique(paths: Iterable[str]) -> None:
+def _check_tree(
+    files: Iterable[FileEntry],
+    dirs: Iterable[DirEntry],
+    links: Iterable[LinkEntry],
+    hardlinks: Iterable[HardLinkEntry],
+) -> None:
+    """Every path once; nothing below a file or a link; hard links point at files."""
+    file_paths = {f.path for f in files}
+    dir_paths = {d.path for d in dirs}
+    everything = [f.path for f in files] + [d.path for d in dirs]
+    everything += [x.path for x in links] + [h.path for h in hardlinks]
     seen: set[str] = set()
-    for p in paths:
+    for p in everything:
         if p in seen:
             raise ManifestError(f"path {p!r} appears twice")
         seen.add(p)
-
-
-def _check_no_path_through_link(paths: Iterable[str], links: set[str]) -> None:
-    # A scan never descends into a symlink, so a path below a link can only be forged.
-    for p in paths:
+    leaves = set(everything) - dir_paths
+    for p in everything:
         parts = p.split("/")
         for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in links:
-                raise ManifestError(f"path {p!r} lies below the symlink {'/'.join(parts[:i])!r}")
+            parent = "/".join(parts[:i])
+            if parent in leaves:
+                raise ManifestError(f"path {p!r} lies below the file or symlink {parent!r}")
+    for h in hardlinks:
+        if h.target not in file_paths:
+            raise ManifestError(f"hard link {h.path!r} points at {h.target!r}, not a file")
 
 
 def check_relpath(path: Any) -> str:
     """Return ``path`` if it is a safe relative path inside the checkpoint dir, else raise."""
     if not isinstance(path, str) or not path:
         raise ManifestError(f"path must be a non-empty string, got {path!r}")
-    if "\x00" in path or "\\" in path:
-        raise ManifestError(f"path {path!r} contains NUL or a backslash")
+    if "\x00" in path:
+        raise ManifestError(f"path {path!r} contains NUL")
     if path.startswith("/"):
         raise ManifestError(f"path {path!r} is absolute")
     parts = path.split("/")
@@ -193,6 +324,8 @@ def check_relpath(path: Any) -> str:
         raise ManifestError(f"path {path!r} has an empty, '.' or '..' component")
     if parts[0] == RESERVED_DIR:
         raise ManifestError(f"path {path!r} is inside the agent's reserved {RESERVED_DIR}/")
+    if len(_fs_bytes(path)) > MAX_PATH_BYTES:
+        raise ManifestError(f"path {path[:60]!r}... is longer than {MAX_PATH_BYTES} bytes")
     return path
 
 
@@ -204,4 +337,14 @@ def check_link_target(target: Any) -> str:
         raise ManifestError(f"link target {target!r} is absolute")
     if any(p == ".." for p in target.split("/")):
         raise ManifestError(f"link target {target!r} climbs out with '..'")
+    if len(_fs_bytes(target)) > MAX_PATH_BYTES:
+        raise ManifestError(f"link target {target[:60]!r}... is longer than {MAX_PATH_BYTES} bytes")
     return target
+
+
+def _fs_bytes(name: str) -> bytes:
+    """The bytes the filesystem sees (os.fsencode on Linux); refuses what has none."""
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ManifestError(f"name {name!r} is not valid UTF-8 nor escaped bytes") from None

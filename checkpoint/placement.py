@@ -35,11 +35,12 @@ def safe_parent(root: Path, rel: str) -> Path:
     return cur
 
 
-def safe_makedirs(root: Path, rel: str) -> None:
+def safe_makedirs(root: Path, rel: str) -> Path:
     cur = root
     for part in rel.split("/"):
         cur = cur / part
         ensure_real_dir(cur)
+    return cur
 
 
 def ensure_real_dir(path: Path) -> None:
@@ -49,6 +50,8 @@ def ensure_real_dir(path: Path) -> None:
         os.mkdir(path, 0o700)
         return
     if stat.S_ISDIR(st.st_mode):
+        if st.st_mode & 0o700 != 0o700:  # its own mode comes back last; we must write in it
+            os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
         return
     # A file or a symlink where the checkpoint has a directory: the checkpoint wins, and a
     # symlink is never followed (it could lead out of the checkpoint dir).

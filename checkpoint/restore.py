@@ -14,20 +14,29 @@ chunk once more when its bytes do not match their hash.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
+import resource
 import stat
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from .errors import CheckpointDamaged, LocalWriteError, ManifestError, ObjectNotFound
+from .download import HASH_ATTEMPTS, Downloader
+from .errors import (
+    CheckpointDamaged,
+    LocalWriteError,
+    ManifestError,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StoreError,
+    StoreUnavailable,
+)
 from .jobstore import JobStore
-from .manifest import RESERVED_DIR, Chunk, FileEntry, Manifest, check_link_target
+from .manifest import RESERVED_DIR, FileEntry, Manifest, check_link_target
 from .placement import (
     clear_for_file,
     os_error,
@@ -40,9 +49,7 @@ from .scan import file_matches, scan
 
 log = structlog.get_logger("checkpoint")
 
-#: A chunk whose bytes do not match its hash is fetched this many times in all (a flipped
-#: bit in transit); the same wrong bytes twice mean the stored blob is bad.
-HASH_ATTEMPTS = 2
+STAGING_PREFIX = "restore-"
 
 
 @dataclass(frozen=True)
@@ -78,14 +85,17 @@ class Restorer:
         """Restore ``sequence`` (default: the newest intact checkpoint) into ``dest``.
 
         Raises :class:`CheckpointDamaged` only when an explicitly requested sequence cannot
-        be restored.
+        be restored. A checkpoint the store fails to serve (after its own retries) is passed
+        over like a damaged one; but when no older one restores either, that error is
+        raised: a store that cannot be read right now never means "no checkpoint".
         """
         started = time.monotonic()
         candidates = [sequence] if sequence is not None else self.job.sequences()[::-1]
         skipped: list[tuple[int, str]] = []
+        unreadable: StoreError | None = None
         for seq in candidates:
             try:
-                manifest = self.job.load_manifest(seq)
+                manifest = self._load(seq)
                 try:
                     done = self._materialize(manifest, dest)
                 except OSError as exc:  # local: the stored checkpoint is fine, do not skip it
@@ -96,16 +106,18 @@ class Restorer:
                     raise LocalWriteError(
                         f"cannot restore checkpoint {seq} into {dest}: {exc}"
                     ) from exc
-            except (ManifestError, CheckpointDamaged, ObjectNotFound) as exc:
+            except StoreUnavailable:
+                raise  # the store, not this checkpoint: no fallback would fare better
+            except (ManifestError, CheckpointDamaged, ObjectNotFound, ObjectTooLarge) as exc:
                 if sequence is not None:
                     raise CheckpointDamaged(f"checkpoint {seq} cannot be restored: {exc}") from exc
-                log.error(
-                    "restore.checkpoint_damaged",
-                    sequence=seq,
-                    error=str(exc),
-                    action="falling back to the previous checkpoint",
-                )
-                skipped.append((seq, str(exc)))
+                self._passed_over(seq, exc, skipped)
+                continue
+            except StoreError as exc:
+                if sequence is not None:
+                    raise
+                unreadable = unreadable or exc
+                self._passed_over(seq, exc, skipped)
                 continue
             self.present = done.present
             return RestoreResult(
@@ -117,18 +129,42 @@ class Restorer:
                 tuple(skipped),
                 done.extra,
             )
+        if unreadable is not None:
+            raise unreadable
         return RestoreResult(None, seconds=time.monotonic() - started, skipped=tuple(skipped))
+
+    @staticmethod
+    def _passed_over(seq: int, exc: Exception, skipped: list[tuple[int, str]]) -> None:
+        log.error(
+            "restore.checkpoint_damaged",
+            sequence=seq,
+            error=str(exc),
+            action="falling back to the previous checkpoint",
+        )
+        skipped.append((seq, str(exc)))
+
+    def _load(self, seq: int) -> Manifest:
+        """The manifest; one that does not parse is read once more (bytes damaged in flight)."""
+        for attempt in range(1, HASH_ATTEMPTS + 1):
+            try:
+                return self.job.load_manifest(seq)
+            except ManifestError as exc:
+                if attempt == HASH_ATTEMPTS:
+                    raise
+                log.warning("restore.manifest_retry", sequence=seq, error=str(exc))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _materialize(self, manifest: Manifest, dest: Path) -> _Materialized:
         dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-        staging = dest / RESERVED_DIR / f"restore-{uuid.uuid4().hex[:12]}"
+        remove_stale_staging(dest)
+        staging = dest / RESERVED_DIR / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         staging.mkdir(parents=True, mode=0o700)
         try:
             kept, fetch = self._partition(manifest, dest)
-            nbytes = self._download(fetch, staging)
+            nbytes = Downloader(self.job, self._pool).download(fetch, staging)
             present = self._verify_present(kept)
             for d in manifest.dirs:
-                safe_makedirs(dest, d)
+                safe_makedirs(dest, d.path)
             for i, f in enumerate(fetch):
                 target = safe_parent(dest, f.path) / f.path.rsplit("/", 1)[-1]
                 clear_for_file(target)
@@ -137,13 +173,22 @@ class Restorer:
                 target = safe_parent(dest, lk.path) / lk.path.rsplit("/", 1)[-1]
                 clear_for_file(target)
                 os.symlink(check_link_target(lk.target), target)
+            for h in manifest.hardlinks:
+                target = safe_parent(dest, h.path) / h.path.rsplit("/", 1)[-1]
+                clear_for_file(target)
+                source = safe_parent(dest, h.target) / h.target.rsplit("/", 1)[-1]
+                os.link(source, target, follow_symlinks=False)
+            # Deepest first, last of all: a read-only directory must not stop its own restore.
+            for d in sorted(manifest.dirs, key=lambda d: d.path.count("/"), reverse=True):
+                os.chmod(safe_makedirs(dest, d.path), d.mode)
         finally:
             rmtree(staging)
             with contextlib.suppress(OSError):
                 staging.parent.rmdir()  # only if empty: it may hold the job's progress
         listed = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
+        listed |= {h.path for h in manifest.hardlinks}
         extra = sum(1 for rel, _ in scan(dest).files if rel not in listed)
-        fetched = {c.sha256 for f in fetch for c in f.chunks}
+        fetched = {c.sha256 for f in fetch for c in f.chunks if not c.is_hole}
         return _Materialized(len(fetch), len(kept), nbytes, extra, frozenset(fetched | present))
 
     def _partition(self, manifest: Manifest, dest: Path) -> tuple[list[FileEntry], list[FileEntry]]:
@@ -156,7 +201,7 @@ class Restorer:
                 continue
             try:
                 st = os.lstat(path)
-            except (FileNotFoundError, NotADirectoryError):
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
                 fetch.append(f)
                 continue
             if stat.S_ISREG(st.st_mode) and st.st_size == f.size and file_matches(path, f):
@@ -167,65 +212,9 @@ class Restorer:
                 fetch.append(f)
         return kept, fetch
 
-    def _download(self, files: list[FileEntry], staging: Path) -> int:
-        futures: list[Future[int]] = []
-        fds: list[int] = []
-        try:
-            for i, f in enumerate(files):
-                fd = os.open(staging / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                fds.append(fd)
-                try:
-                    os.ftruncate(fd, f.size)
-                except OSError as exc:
-                    raise LocalWriteError(f"{f.path} ({f.size} bytes): {exc.strerror}") from exc
-                offset = 0
-                for c in f.chunks:
-                    futures.append(self._pool.submit(self._fetch_chunk, c, fd, offset, f.path))
-                    offset += c.size
-            total = 0
-            errors = []
-            for fut in futures:
-                try:
-                    total += fut.result()
-                except (CheckpointDamaged, ObjectNotFound) as exc:
-                    errors.append(exc)
-            if errors:
-                raise CheckpointDamaged(f"{len(errors)} chunk(s) bad, first: {errors[0]}")
-            for fd, f in zip(fds, files, strict=True):
-                os.fchmod(fd, f.mode)
-                os.fsync(fd)
-                os.utime(fd, ns=(f.mtime_ns, f.mtime_ns))
-            return total
-        finally:
-            for fut in futures:
-                fut.cancel()
-            for fut in futures:
-                if not fut.cancelled():
-                    fut.exception()  # wait: no thread may still write into a closed fd
-            for fd in fds:
-                os.close(fd)
-
-    def _fetch_chunk(self, chunk: Chunk, fd: int, offset: int, path: str) -> int:
-        key = self.job.blob_key(chunk.sha256)
-        for attempt in range(1, HASH_ATTEMPTS + 1):
-            data = self.job.store.get_object(key)  # the store retries the network itself
-            if len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.sha256:
-                break
-            if attempt == HASH_ATTEMPTS:  # the same wrong bytes each time: the blob is bad
-                raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")
-            log.warning("restore.fetch_retry", key=key, attempt=attempt, error="hash mismatch")
-        view = memoryview(data)
-        try:
-            while view:
-                n = os.pwrite(fd, view, offset)
-                view, offset = view[n:], offset + n
-        except OSError as exc:
-            raise LocalWriteError(f"{path}: {exc.strerror}") from exc
-        return len(data)
-
     def _verify_present(self, kept: list[FileEntry]) -> set[str]:
         """Kept files were not downloaded: which of their blobs does the store still have?"""
-        wanted = sorted({c.sha256 for f in kept for c in f.chunks})
+        wanted = sorted({c.sha256 for f in kept for c in f.chunks if not c.is_hole})
         present = self._pool.map(lambda h: self.job.store.exists(self.job.blob_key(h)), wanted)
         missing = [h for h, ok in zip(wanted, present, strict=True) if not ok]
         if missing:
@@ -236,3 +225,30 @@ class Restorer:
                 action="they will be uploaded again by the next sync",
             )
         return set(wanted) - set(missing)
+
+
+def remove_stale_staging(dest: Path) -> None:
+    """Staging dirs of restores that were killed (``kill -9``) before they cleaned up.
+
+    Only one restore runs into a checkpoint dir at a time (the agent holds the dir), so
+    any staging dir found before ours starts is a leftover.
+    """
+    reserved = dest / RESERVED_DIR
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(reserved):
+            if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
+                log.info("restore.stale_staging_removed", path=entry.path)
+                rmtree(Path(entry.path))
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; the new (soft, hard).
+
+    Restore needs only a bounded number of descriptors (``download.MAX_OPEN_FILES``), but
+    the job and the S3 connection pool share the limit: containers often start at 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -37,6 +37,7 @@ from botocore.exceptions import (
 from .errors import (
     ConditionalWritesUnsupported,
     ObjectNotFound,
+    ObjectTooLarge,
     StoreError,
     StoreUnavailable,
     StoreURIError,
@@ -280,7 +281,7 @@ class S3Store(Store):
             raise self._explain(exc, "s3:PutObject", full) from exc
         return True
 
-    def get_object(self, key: str) -> bytes:
+    def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
         full = self._key(key)
         for attempt in range(1, BODY_READ_ATTEMPTS + 1):
             try:
@@ -291,6 +292,10 @@ class S3Store(Store):
                 raise self._explain(exc, "s3:GetObject", full) from exc
             except BotoCoreError as exc:
                 raise self._explain(exc, "s3:GetObject", full) from exc
+            size = response.get("ContentLength")
+            if max_bytes is not None and (size is None or size > max_bytes):
+                response["Body"].close()  # never read a body bigger than the caller allows
+                raise ObjectTooLarge(key, -1 if size is None else size, max_bytes)
             try:
                 body: bytes = response["Body"].read()
             except _BODY_CUT as exc:

@@ -8,22 +8,41 @@ stat has not changed since they were hashed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import CheckpointError, ManifestError
-from .manifest import RESERVED_DIR, TEMP_SUFFIX, Chunk, FileEntry, LinkEntry, check_link_target
+from .manifest import (
+    HOLE,
+    MODE_BITS,
+    RESERVED_DIR,
+    TEMP_SUFFIX,
+    Chunk,
+    DirEntry,
+    FileEntry,
+    HardLinkEntry,
+    LinkEntry,
+    check_link_target,
+    check_mtime,
+    check_relpath,
+)
 
 #: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
 #: a second write within the filesystem's timestamp granularity would otherwise be missed.
 RACY_SECONDS = 2.0
 
 StatKey = tuple[int, int, int, int]
+
+
+class NotRegularFile(CheckpointError):
+    """A path the scan saw as a regular file is something else now (a FIFO, a device)."""
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -34,14 +53,21 @@ def stat_key(st: os.stat_result) -> StatKey:
 @dataclass
 class Scan:
     files: list[tuple[str, os.stat_result]] = field(default_factory=list)
-    dirs: list[str] = field(default_factory=list)
+    dirs: list[DirEntry] = field(default_factory=list)
     links: list[LinkEntry] = field(default_factory=list)
+    hardlinks: list[HardLinkEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def scan(root: Path) -> Scan:
-    """Regular files, dirs and safe symlinks below root, in a stable order."""
+    """Regular files, dirs and safe symlinks below root, in a stable order.
+
+    Every name passes the manifest's own checks (:func:`check_relpath`...) here, so a sync
+    never records what a restore would refuse; what fails them is skipped with its reason.
+    A file with several names in the tree is listed once; its other names are hard links.
+    """
     out = Scan()
+    inodes: dict[tuple[int, int], str] = {}
 
     def walk(dirpath: Path, rel: str) -> None:
         try:
@@ -49,6 +75,9 @@ def scan(root: Path) -> Scan:
         except FileNotFoundError:
             return
         except OSError as exc:  # not skipped: a checkpoint without it would lose it quietly
+            if exc.errno == errno.ENAMETOOLONG:
+                out.skipped.append((rel, "path longer than the system allows"))
+                return
             raise CheckpointError(f"cannot read directory {dirpath}: {exc.strerror}") from exc
         for e in entries:
             r = f"{rel}{e.name}"
@@ -58,19 +87,29 @@ def scan(root: Path) -> Scan:
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
+                check_relpath(r)
+                check_mtime(st.st_mtime_ns, r)
             except FileNotFoundError:
                 continue
+            except ManifestError as exc:
+                out.skipped.append((r, f"not checkpointed: {exc}"))
+                continue
             if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(e.path)
                 try:
-                    out.links.append(LinkEntry(r, check_link_target(target)))
+                    out.links.append(LinkEntry(r, check_link_target(os.readlink(e.path))))
                 except ManifestError as exc:
                     out.skipped.append((r, f"symlink not checkpointed: {exc}"))
+                except FileNotFoundError:
+                    continue
             elif stat.S_ISDIR(st.st_mode):
-                out.dirs.append(r)
+                out.dirs.append(DirEntry(r, st.st_mode & MODE_BITS))
                 walk(Path(e.path), r + "/")
             elif stat.S_ISREG(st.st_mode):
-                out.files.append((r, st))
+                first = inodes.setdefault((st.st_dev, st.st_ino), r) if st.st_nlink > 1 else r
+                if first == r:
+                    out.files.append((r, st))
+                else:
+                    out.hardlinks.append(HardLinkEntry(r, first))
             else:
                 out.skipped.append((r, "not a regular file, directory or symlink"))
 
@@ -81,18 +120,72 @@ def scan(root: Path) -> Scan:
 def hash_file(
     path: Path, chunk_size: int, put: Callable[[Chunk, bytes], None]
 ) -> tuple[tuple[Chunk, ...], os.stat_result]:
-    """The file's chunks, each handed to ``put`` as it is read, and its stat after reading."""
-    chunks = []
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            data = fh.read(chunk_size)
-            if not data:
-                break
-            chunk = Chunk(hashlib.sha256(data).hexdigest(), len(data))
-            put(chunk, data)
-            chunks.append(chunk)
-        after = os.fstat(fh.fileno())
-    return tuple(chunks), after
+    """The file's chunks, each data chunk handed to ``put`` as it is read, and its stat.
+
+    Holes (found with SEEK_DATA/SEEK_HOLE) and all-zero chunks become hole chunks: never
+    read twice, never uploaded, restored as holes. Opened non-blocking and checked with
+    fstat: a FIFO swapped in after the scan is refused, not waited on forever.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"{path} is no longer a regular file")
+        chunks: list[Chunk] = []
+        for start, end, is_data in _extents(fd, st.st_size):
+            if not is_data:
+                _add_hole(chunks, end - start)
+                continue
+            pos = start
+            while pos < end:
+                data = os.pread(fd, min(chunk_size, end - pos), pos)
+                if not data:
+                    break  # truncated while we read: the stat check after says so
+                pos += len(data)
+                if _all_zero(data):
+                    _add_hole(chunks, len(data))
+                    continue
+                chunk = Chunk(hashlib.sha256(data).hexdigest(), len(data))
+                put(chunk, data)
+                chunks.append(chunk)
+        return tuple(chunks), os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _extents(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is_data) runs covering [0, size); all data where holes are unknown."""
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole from here on
+                data = size
+            else:  # no SEEK_DATA on this filesystem: read it all
+                yield pos, size, True
+                return
+        data = min(data, size)
+        if data > pos:
+            yield pos, data, False
+        if data >= size:
+            return
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+        yield data, hole, True
+        pos = hole
+
+
+def _add_hole(chunks: list[Chunk], size: int) -> None:
+    if chunks and chunks[-1].is_hole:
+        chunks[-1] = Chunk(HOLE, chunks[-1].size + size)
+    else:
+        chunks.append(Chunk(HOLE, size))
+
+
+def _all_zero(data: bytes) -> bool:
+    # A look at the head first: data that is not zero fails there at once.
+    head = data[:4096]
+    return head.count(0) == len(head) and data.count(0) == len(data)
 
 
 def file_matches(path: Path, entry: FileEntry) -> bool:
@@ -100,12 +193,25 @@ def file_matches(path: Path, entry: FileEntry) -> bool:
     try:
         with open(path, "rb", buffering=0) as fh:
             for c in entry.chunks:
+                if c.is_hole:
+                    if not _zeros_ahead(fh, c.size):
+                        return False
+                    continue
                 data = fh.read(c.size)
                 if len(data) != c.size or hashlib.sha256(data).hexdigest() != c.sha256:
                     return False
             return not fh.read(1)
     except OSError:
         return False
+
+
+def _zeros_ahead(fh: BinaryIO, size: int) -> bool:
+    while size:
+        data = fh.read(min(size, 8 << 20))
+        if not data or not _all_zero(data):
+            return False
+        size -= len(data)
+    return True
 
 
 @dataclass

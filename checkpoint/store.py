@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .errors import ObjectNotFound, StoreError, StoreUnavailable, StoreURIError
+from .errors import ObjectNotFound, ObjectTooLarge, StoreError, StoreUnavailable, StoreURIError
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,12 @@ class Store(abc.ABC):
         """Create ``key`` only if it does not exist; False when it already did."""
 
     @abc.abstractmethod
-    def get_object(self, key: str) -> bytes:
-        """The object's bytes; raises :class:`ObjectNotFound`."""
+    def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; raises :class:`ObjectNotFound`.
+
+        With ``max_bytes``, an object larger than that raises :class:`ObjectTooLarge`
+        before its body is read: hostile store content cannot fill memory.
+        """
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -148,9 +152,16 @@ class LocalStore(Store):
         self._fsync_dir(path.parent)
         return True
 
-    def get_object(self, key: str) -> bytes:
+    def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            with open(self._path(key), "rb") as fh:
+                if max_bytes is None:
+                    return fh.read()
+                size = os.fstat(fh.fileno()).st_size
+                data = fh.read(max_bytes + 1) if size <= max_bytes else b""
+                if size > max_bytes or len(data) > max_bytes:
+                    raise ObjectTooLarge(key, max(size, len(data)), max_bytes)
+                return data
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
         except OSError as exc:

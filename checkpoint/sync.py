@@ -8,6 +8,7 @@ are re-exported here for the code that imports them from this module.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -20,11 +21,11 @@ from typing import Any
 import structlog
 
 from ._version import __version__
-from .errors import CheckpointError, CommitConflict, StoreError
+from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
 from .jobstore import JobStore, utc_iso
-from .manifest import RESERVED_DIR, Chunk, FileEntry, Manifest
+from .manifest import MAX_CHUNK_SIZE, RESERVED_DIR, Chunk, FileEntry, HardLinkEntry, Manifest
 from .restore import Restorer, RestoreResult
-from .scan import StatCache, hash_file, scan
+from .scan import NotRegularFile, StatCache, hash_file, scan
 
 log = structlog.get_logger("checkpoint")
 
@@ -70,7 +71,10 @@ class Checkpointer:
         self.base: Manifest | None = None  # the newest manifest this process knows
         self._known: set[str] = set()  # blobs the base manifest references
         self._uploaded: dict[str, float] = {}  # blob -> monotonic time this process put it
+        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be in (0, {MAX_CHUNK_SIZE}], not {chunk_size}")
         self._cache = StatCache()
+        self._protected: set[int] = set()  # sequences prune must leave alone
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, job.store.concurrency), thread_name_prefix="ckpt-io"
         )
@@ -106,6 +110,7 @@ class Checkpointer:
                 uploader.wait()
             finally:  # what did reach the store counts, even when the sync fails
                 self._uploaded.update(dict.fromkeys(uploader.done, time.monotonic()))
+        hardlinks = _resolvable(found.hardlinks, {e.path for e in entries})
         manifest = Manifest(
             job_id=self.job.job_id,
             sequence=(self.base.sequence if self.base else 0) + 1,
@@ -117,6 +122,7 @@ class Checkpointer:
             links=tuple(found.links),
             progress=_read_progress(self.directory),
             agent_version=__version__,
+            hardlinks=hardlinks,
         )
         sequence: int | None = None
         if self.base is None or _content(manifest) != _content(self.base):
@@ -151,6 +157,14 @@ class Checkpointer:
                 return None, 0  # deleted while we walked: not part of this checkpoint
             except PermissionError as exc:
                 raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENAMETOOLONG):
+                    raise
+                log.warning("sync.file_skipped", path=rel, why=exc.strerror)
+                return None, 0
+            except NotRegularFile as exc:
+                log.warning("sync.file_skipped", path=rel, why=str(exc))
+                return None, 0
             if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
                 self._cache.remember(rel, after, chunks)
                 mode = after.st_mode & 0o777
@@ -159,6 +173,11 @@ class Checkpointer:
         raise FileChanged(f"{path} kept changing while it was read; not committing a torn copy")
 
     def _commit(self, manifest: Manifest) -> Manifest:
+        try:  # what sync commits, restore accepts: the very same check, before the commit
+            Manifest.from_json(manifest.to_json(), where="the new checkpoint")
+        except ManifestError as exc:
+            why = f"not committing a checkpoint restore would refuse: {exc}"
+            raise CheckpointError(why) from None
         for _ in range(10):
             self.job.check_current(self.attempt)
             if self.job.commit(manifest):
@@ -185,8 +204,14 @@ class Checkpointer:
         return self._known | {h for h, t in uploaded.items() if t >= cutoff}
 
     def prune(self, keep: int) -> list[int]:
-        """Delete all but the ``keep`` newest manifests; ``gc`` collects their blobs later."""
+        """Delete all but the ``keep`` newest manifests; ``gc`` collects their blobs later.
+
+        When this process's restore had to pass over damaged or unreadable checkpoints, the
+        one it restored and the ones it passed over are never pruned: what restore could not
+        read today (a store fault, a bug) must not cost the good checkpoint behind it.
+        """
         old = self.job.sequences()[:-keep] if keep > 0 else []
+        old = [seq for seq in old if seq not in self._protected]
         self.job.store.delete_objects(self.job.manifest_key(seq) for seq in old)
         return old
 
@@ -204,6 +229,10 @@ class Checkpointer:
             restorer = Restorer(self.job, self._pool)
             result = restorer.restore(sequence, dest)
             manifest = result.manifest
+            if result.skipped and into is None:
+                self._protected.update(seq for seq, _ in result.skipped)
+                if manifest is not None:
+                    self._protected.add(manifest.sequence)
             if manifest is None:
                 return result
             if into is None:
@@ -259,7 +288,15 @@ class _Uploader:
 
 
 def _content(m: Manifest) -> Any:
-    return (m.files, m.dirs, m.links, m.progress)
+    return (m.files, m.dirs, m.links, m.hardlinks, m.progress)
+
+
+def _resolvable(hardlinks: list[HardLinkEntry], files: set[str]) -> tuple[HardLinkEntry, ...]:
+    """Hard links whose file made it into the checkpoint (it may vanish mid-scan)."""
+    for h in hardlinks:
+        if h.target not in files:
+            log.warning("sync.file_skipped", path=h.path, why=f"its other name {h.target} vanished")
+    return tuple(h for h in hardlinks if h.target in files)
 
 
 def _read_progress(directory: Path) -> dict[str, Any]:

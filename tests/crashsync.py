@@ -181,8 +181,8 @@ def main(argv: list[str]) -> int:
             step()
             return ok
 
-        def get_object(self, key: str) -> bytes:
-            return inner.get_object(key)
+        def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
+            return inner.get_object(key, max_bytes=max_bytes)
 
         def exists(self, key: str) -> bool:
             return inner.exists(key)

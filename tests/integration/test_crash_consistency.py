@@ -257,7 +257,8 @@ class Rounds:
         self.committed = new
 
 
-def run_rounds(rounds: Rounds, count: int, budget: float) -> None:
+def run_rounds(rounds: Rounds, count: int) -> None:
+    # No wall-clock budget: a loaded machine must not fail a correct run (time is printed).
     started = time.monotonic()
     rounds.first()
     for _ in range(count):
@@ -267,14 +268,13 @@ def run_rounds(rounds: Rounds, count: int, budget: float) -> None:
     kinds = {k.split(":")[0] for k in rounds.outcomes}
     assert kinds == set(KINDS), rounds.where()
     assert "after-manifest:new" in rounds.outcomes and "manifest:old" in rounds.outcomes
-    assert took < budget, f"{count} rounds took {took:.1f}s {rounds.where()}"
 
 
 def test_kill_9_at_60_points_of_a_local_sync(tmp_path: Path) -> None:
     seed = seed_for("local")
     store = LocalStore(tmp_path / "store")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run_rounds(Rounds(tmp_path, store, 3, seed, env), 60, budget=60)
+    run_rounds(Rounds(tmp_path, store, 3, seed, env), 60)
 
 
 @pytest.fixture
@@ -287,4 +287,4 @@ def s3_store(s3_env: SeaweedS3, s3_bucket: tuple[str, str]) -> Store:
 def test_kill_9_at_10_points_of_an_s3_sync(tmp_path: Path, s3_store: Store) -> None:
     seed = seed_for("s3")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run_rounds(Rounds(tmp_path, s3_store, 2, seed, env), 10, budget=60)
+    run_rounds(Rounds(tmp_path, s3_store, 2, seed, env), 10)

@@ -3,7 +3,16 @@ import json
 import pytest
 
 from checkpoint.errors import ManifestError
-from checkpoint.manifest import Chunk, FileEntry, LinkEntry, Manifest, check_relpath
+from checkpoint.manifest import (
+    MAX_MANIFEST_BYTES,
+    Chunk,
+    DirEntry,
+    FileEntry,
+    HardLinkEntry,
+    LinkEntry,
+    Manifest,
+    check_relpath,
+)
 
 H = "a" * 64
 
@@ -16,7 +25,7 @@ def manifest(**over: object) -> Manifest:
         created="2026-11-23T00:00:00Z",
         reason="exit",
         files=(FileEntry("dir/f.bin", 5, 0o644, 123, (Chunk(H, 2), Chunk("b" * 64, 3))),),
-        dirs=("dir",),
+        dirs=(DirEntry("dir", 0o750),),
         links=(LinkEntry("l", "dir/f.bin"),),
         progress={"step": 7},
     )
@@ -55,7 +64,7 @@ def test_non_utf8_file_name_survives() -> None:
         "a/.",
         "",
         "a\x00b",
-        "a\\..\\b",
+        "a/" + "x" * 4000,
         ".spot-agent/x",
     ],
 )
@@ -78,7 +87,7 @@ def test_file_below_a_link_is_refused() -> None:
     d = json.loads(manifest().to_json())
     d["links"] = [{"path": "dir", "target": "sub"}]
     d["dirs"] = []
-    with pytest.raises(ManifestError, match="below the symlink"):
+    with pytest.raises(ManifestError, match="below the file or symlink"):
         Manifest.from_json(json.dumps(d).encode())
 
 
@@ -106,7 +115,7 @@ def test_chunk_sizes_must_add_up() -> None:
 
 def test_bad_hash_and_negative_size() -> None:
     with pytest.raises(ManifestError, match="bad chunk hash"):
-        Manifest.from_json(json.dumps(doc(chunks=[["XYZ", 5]])).encode())
+        Manifest.from_json(json.dumps(doc(chunks=[{"sha256": "XYZ", "size": 5}])).encode())
     with pytest.raises(ManifestError, match="integer"):
         Manifest.from_json(json.dumps(doc(size=-1)).encode())
 
@@ -121,3 +130,68 @@ def test_duplicate_paths_are_refused() -> None:
 def test_setuid_bits_are_dropped() -> None:
     m = Manifest.from_json(json.dumps(doc(mode=0o4755)).encode())
     assert m.files[0].mode == 0o755
+
+
+def test_any_name_the_filesystem_allows_and_times_before_1970_round_trip() -> None:
+    odd = b"back\\slash \xff\xfe\n\t\x01 *?".decode("utf-8", "surrogateescape")
+    f = FileEntry(odd, 0, 0o600, -1_234_567_890_123_456_789, ())
+    m = manifest(files=(f,), dirs=(), links=())
+    back = Manifest.from_json(m.to_json())
+    assert back.files[0] == f
+    assert check_relpath("a\\..\\b") == "a\\..\\b"  # one name on POSIX, not a way out
+
+
+def test_an_entry_below_a_file_is_refused() -> None:
+    d = json.loads(manifest().to_json())
+    d["files"].append(dict(d["files"][0], path="dir/f.bin/inner"))
+    with pytest.raises(ManifestError, match="below the file"):
+        Manifest.from_json(json.dumps(d).encode())
+
+
+def test_hard_links_holes_and_dir_modes_round_trip() -> None:
+    f = FileEntry("big", 3 << 30, 0o644, 5, (Chunk(H, 10), Chunk("", (3 << 30) - 10)))
+    m = manifest(
+        files=(f,),
+        dirs=(DirEntry("d", 0o511),),
+        links=(),
+        hardlinks=(HardLinkEntry("d/again", "big"),),
+    )
+    back = Manifest.from_json(m.to_json())
+    assert back == m
+    assert back.blob_hashes() == {H}  # a hole is stored nowhere
+    d = json.loads(m.to_json())
+    d["hardlinks"] = [{"path": "x", "target": "d"}]
+    with pytest.raises(ManifestError, match="not a file"):
+        Manifest.from_json(json.dumps(d).encode())
+
+
+def test_format_1_still_loads() -> None:
+    raw = {
+        "format": 1, "job_id": "j", "sequence": 1, "attempt": 1, "created": "t",
+        "dirs": ["d"], "links": [], "files": [
+            {"path": "d/f", "size": 3, "mode": 420, "mtime_ns": 1, "chunks": [[H, 3]]}
+        ],
+    }  # fmt: skip
+    m = Manifest.from_json(json.dumps(raw).encode())
+    assert m.dirs == (DirEntry("d", 0o700),) and m.files[0].chunks == (Chunk(H, 3),)
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"size": 10**15, "chunks": [{"sha256": H, "size": 10**15}]}, "chunk size"),
+        ({"size": 10**15, "chunks": [{"hole": 10**15}]}, "hole size"),
+        ({"mtime_ns": 1 << 70}, "mtime"),
+    ],
+)
+def test_sizes_and_times_beyond_any_file_are_refused(over: dict, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        Manifest.from_json(json.dumps(doc(**over)).encode())
+
+
+def test_hostile_shapes_are_refused_without_a_crash() -> None:
+    deep = b'{"format": 2, "progress": ' + b"[" * 400_000 + b"]" * 400_000 + b"}"
+    with pytest.raises(ManifestError, match="nested too deeply"):
+        Manifest.from_json(deep)
+    with pytest.raises(ManifestError, match="over the"):
+        Manifest.from_json(b" " * (MAX_MANIFEST_BYTES + 1))
