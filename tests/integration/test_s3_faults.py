@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.errors import StoreError
+from checkpoint.errors import ObjectTooLarge, StoreError
 from checkpoint.s3store import S3Store
 from checkpoint.sync import Checkpointer, JobStore
 from tests.agentproc import start_agent
@@ -105,6 +105,88 @@ def test_restore_retries_truncated_and_failed_downloads(
     assert r.manifest is not None and r.manifest.sequence == 1 and not r.skipped
     assert tree(dst) == tree(src)
     assert proxy.faults == 5
+
+
+def two_checkpoints(tmp_path: Path, store: S3Store) -> Path:
+    src = tmp_path / "src"
+    fill(src, 2, "one")
+    c = ckpt(store, src)
+    assert c.sync_once("one").sequence == 1
+    fill(src, 2, "two")
+    assert c.sync_once("two").sequence == 2
+    return src
+
+
+def test_a_manifest_cut_short_once_is_read_again(
+    tmp_path: Path, store: S3Store, proxy: FaultProxy
+) -> None:
+    """Half a manifest once used to read as "no checkpoint" (or exit 69 on a cut)."""
+    src = two_checkpoints(tmp_path, store)
+    proxy.inject("truncate", 1, method="GET", path="/manifests/0000000002")
+    proxy.inject("reset", 1, method="GET", path="/manifests/0000000002")
+    dst = tmp_path / "dst"
+    r = ckpt(store, dst).restore()
+    assert r.manifest is not None and r.manifest.sequence == 2 and not r.skipped
+    assert tree(dst) == tree(src)
+    assert proxy.faults == 2
+
+
+def test_a_manifest_that_never_reads_falls_back_loudly_but_never_means_none(
+    tmp_path: Path, store: S3Store, proxy: FaultProxy
+) -> None:
+    two_checkpoints(tmp_path, store)
+    proxy.inject("truncate", 1000, method="GET", path="/manifests/0000000002")
+    r = ckpt(store, tmp_path / "dst").restore()
+    assert r.manifest is not None and r.manifest.sequence == 1
+    assert [seq for seq, _ in r.skipped] == [2]
+    proxy.clear()
+    proxy.inject("truncate", 1000, method="GET", path="/manifests/")
+    with pytest.raises(StoreError, match="GetObject"):  # not "no checkpoint": start nothing
+        ckpt(store, tmp_path / "dst2").restore()
+
+
+def test_an_oversized_object_at_a_blob_key_is_refused_unread(
+    tmp_path: Path, store: S3Store, proxy: FaultProxy
+) -> None:
+    src = two_checkpoints(tmp_path, store)
+    job = JobStore(store, "job")
+    h = job.load_manifest(2).files[0].chunks[0].sha256
+    store.put_object(job.blob_key(h), b"\0" * (8 << 20))
+    with pytest.raises(ObjectTooLarge):
+        store.get_object(job.blob_key(h), max_bytes=CHUNK + 10)
+    before = proxy.requests
+    r = ckpt(store, tmp_path / "dst").restore()
+    assert r.manifest is not None and r.manifest.sequence == 1 and r.skipped
+    assert proxy.requests - before < 20  # refused at the headers, not retried or read
+    assert src.exists()
+
+
+def test_many_files_restore_from_s3_under_ulimit_n_256(
+    tmp_path: Path, store: S3Store, s3_bucket: tuple[str, str]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(600):
+        (src / f"f{i:04d}").write_bytes(b"%d" % i)
+    assert ckpt(store, src).sync_once("many").sequence == 1
+    code = textwrap.dedent(
+        f"""
+        import resource
+        from pathlib import Path
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+        from checkpoint.s3store import S3Store
+        from checkpoint.sync import Checkpointer, JobStore
+        store = S3Store.from_uri("s3://{s3_bucket[1]}/f")
+        r = Checkpointer(JobStore(store, "job"), Path({str(tmp_path / "dst")!r})).restore()
+        print(r.manifest.sequence, r.files_written)
+        """
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1].split() == ["1", "600"]
+    assert tree(tmp_path / "dst") == tree(src)
 
 
 STUCK_JOB = textwrap.dedent(
