@@ -170,11 +170,11 @@ def final_sync(loop: RunLoop, reason: str) -> SyncResult | None:
     loop.scheduler.close()
     if not wait_for_sync(loop, reason) or loop.superseded is not None:
         return None
-    loop.last_sync = None
-    loop.start_sync(reason)
+    loop.syncs.last = None
+    loop.syncs.start(reason)
     if not wait_for_sync(loop, reason):
         return None
-    return loop.last_sync if isinstance(loop.last_sync, SyncResult) else None
+    return loop.syncs.last if isinstance(loop.syncs.last, SyncResult) else None
 
 
 def wait_for_sync(loop: RunLoop, reason: str) -> bool:
@@ -183,7 +183,7 @@ def wait_for_sync(loop: RunLoop, reason: str) -> bool:
     The deadline is looked up on every turn: a notice may arrive, or move closer, while
     we wait (SIGTERM during the exit sync, say).
     """
-    while loop.syncing:
+    while loop.syncs.running:
         left = loop.seconds_left()
         if left is not None and left <= SYNC_MARGIN:
             # The worker dies with the process; a half-done upload never damages the store.

@@ -25,17 +25,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from checkpoint.errors import CheckpointError, Superseded
-from checkpoint.sync import RestoreResult, SyncResult
+from checkpoint.errors import Superseded
+from checkpoint.sync import RestoreResult
 
 from .. import logs
 from ..config import ConfigError, Settings
-from ..notices import INTERRUPTION, REBALANCE, Notice, NoticeBoard, NoticeSource, sigterm_notice
+from ..notices import Notice, NoticeBoard, NoticeSource
 from ..supervisor import SpawnError
-from . import endings, signals
+from . import arrivals, endings, signals
 from .events import (
     Event,
     IdentityKnown,
@@ -48,9 +47,10 @@ from .events import (
 )
 from .jobenv import JobFiles, job_environ
 from .parts import Checkpoints, Job, Parts
-from .report import log_restore, log_sync, rounded
+from .report import log_restore, rounded
 from .scheduler import Interruption, SyncScheduler
 from .signals import Meaning
+from .syncs import Syncs
 
 log = logs.get_logger()
 
@@ -69,10 +69,10 @@ class RunLoop:
         self.job: Job | None = None
         self.interruption: Interruption | None = None
         self.stopped_by: signal.Signals | None = None  # Ctrl-C etc. before the job started
-        self.superseded: Superseded | None = None
-        self.last_sync: SyncResult | BaseException | None = None
         self.workers: list[threading.Thread] = []
-        self._sync_thread: threading.Thread | None = None
+        self.syncs = Syncs(
+            self.scheduler, files, settings.checkpoint_keep, self.events.put, self.spawn_worker
+        )
         self._done: dict[str, Any] = {}
         self._failed: StartupFailed | None = None
         self._stop_sources = threading.Event()
@@ -100,6 +100,7 @@ class RunLoop:
         if not self.await_steps("claim"):
             return endings.startup_cut(self, self._failed)
         self.attempt, self.ckpt = self._done["claim"]
+        self.syncs.ckpt = self.ckpt
         logs.bind_static(attempt=self.attempt)
         s = self.s
         log.info(
@@ -149,7 +150,7 @@ class RunLoop:
                 return None
             now = time.monotonic()
             if self.scheduler.due(now):
-                self.request_sync("periodic")
+                self.syncs.request("periodic")
             self.pump(self.scheduler.wait_time(now))
 
     # -- start-up workers -----------------------------------------------------------------
@@ -221,11 +222,11 @@ class RunLoop:
     def handle(self, ev: Event) -> None:
         match ev:
             case SignalReceived(sig, at, forwarded):
-                self._on_signal_event(sig, at, forwarded)
+                arrivals.on_signal(self, sig, at, forwarded)
             case NoticeReceived(notice, at):
-                self.on_notice(notice, at)
+                arrivals.on_notice(self, notice, at)
             case SyncDone() | SyncFailed():
-                self._on_sync_end(ev)
+                self.syncs.ended(ev)
             case StartupDone(step, value):
                 self._done[step] = value
             case StartupFailed("sources", error) if not isinstance(error, ConfigError):
@@ -236,116 +237,12 @@ class RunLoop:
             case IdentityKnown(fields):
                 logs.bind_static(**fields)
 
-    def _on_signal_event(self, sig: signal.Signals, at: float, forwarded: bool) -> None:
-        meaning = self.table.get(sig)
-        if meaning is Meaning.NOTICE:
-            wall = datetime.now(UTC) - timedelta(seconds=time.monotonic() - at)
-            self.on_notice(sigterm_notice(self.s.grace_period, wall), at)
-        elif meaning is Meaning.SYNC:
-            if self.job is None:
-                log.info("sync.ignored", by=sig.name, why="the job has not started")
-            else:
-                log.info("sync.requested", by=sig.name)
-                self.request_sync("requested")
-        elif meaning is Meaning.FORWARD and forwarded:
-            log.info("signal.forwarded", signal=sig.name)
-        elif meaning is Meaning.FORWARD and self.job is None and sig in signals.STOP_BEFORE_START:
-            log.warning("agent.stopping", signal=sig.name, why="received before the job started")
-            self.stopped_by = self.stopped_by or sig
-        elif meaning is Meaning.FORWARD:
-            log.info("signal.not_forwarded", signal=sig.name, why="no job running")
-
-    def on_notice(self, notice: Notice, at: float) -> None:
-        fields: dict[str, Any] = {"source": notice.source, "action": notice.action}
-        if notice.kind == INTERRUPTION:
-            new = Interruption.arrived(notice, at, self.s.grace_period)
-            fields.update(
-                deadline=notice.deadline.isoformat() if notice.deadline else None,
-                seconds_left=rounded(new.seconds_left(time.monotonic())),
-            )
-            if self.interruption is None:
-                log.warning("notice.interruption", **fields)
-            elif new.deadline < self.interruption.deadline:
-                log.warning("notice.deadline_moved", **fields, why="a later notice is more urgent")
-                self.files.write_notice(notice)
-            else:
-                log.debug("notice.repeat", **fields)
-                return
-            self.interruption = new
-            return
-        if not self.board.accept(notice):
-            log.debug("notice.repeat", **fields)
-            return
-        fields["deadline"] = notice.deadline.isoformat() if notice.deadline else None
-        if notice.kind == REBALANCE:
-            log.warning("notice.rebalance", **fields, action_taken="checkpoint now, keep running")
-            self.request_sync("rebalance")
-        else:
-            log.warning("notice.scheduled", **fields, detail=notice.detail)
-            self.request_sync("scheduled-event")
-
-    # -- syncs --------------------------------------------------------------------------
-
-    def request_sync(self, reason: str) -> None:
-        if self.superseded is not None or self.job is None:
-            return
-        start = self.scheduler.request(reason)
-        if start is not None:
-            self.start_sync(start)
-
-    def start_sync(self, reason: str) -> None:
-        ckpt, keep = self.ckpt, self.s.checkpoint_keep
-        assert ckpt is not None
-
-        def run() -> None:
-            started = time.time()
-            try:
-                result = ckpt.sync_once(reason)
-            except Exception as exc:
-                self.events.put(SyncFailed(reason, exc))
-                return
-            self.events.put(SyncDone(result, started))
-            if result.sequence is not None and keep:
-                try:
-                    ckpt.prune(keep)
-                except Exception as exc:  # the commit stands; old ones go next time
-                    log.warning("sync.prune_failed", error=str(exc), error_type=type(exc).__name__)
-
-        self._sync_thread = self.spawn_worker(run, "sync")
-
     @property
-    def syncing(self) -> bool:
-        return self._sync_thread is not None and self._sync_thread.is_alive()
-
-    def _on_sync_end(self, ev: SyncDone | SyncFailed) -> None:
-        result: SyncResult | None = None
-        if isinstance(ev, SyncDone):
-            result = self.last_sync = ev.result
-            log_sync(ev.result)
-            self.files.write_status(self.restorable(), ev.started, ev.result.reason)
-        else:
-            self.last_sync = exc = ev.error
-            if isinstance(exc, Superseded):
-                log.error("sync.superseded", error=str(exc))
-                self.superseded = exc
-                self.scheduler.close()
-                return
-            if not isinstance(exc, (CheckpointError, OSError)):
-                log.error("agent.bug", error=repr(exc), where="sync")
-            log.error(
-                "sync.final_failed" if self.scheduler.closing else "sync.failed",
-                reason=ev.reason,
-                error=str(exc),
-                error_type=type(exc).__name__,
-                restorable=self.restorable(),
-            )
-        again = self.scheduler.finished(time.monotonic(), result)
-        if again is not None:
-            self.start_sync(again)
+    def superseded(self) -> Superseded | None:
+        return self.syncs.superseded
 
     def restorable(self) -> int | None:
-        base = self.ckpt.base if self.ckpt is not None else None
-        return base.sequence if base is not None else None
+        return self.syncs.restorable()
 
     # -- the clock after a notice -----------------------------------------------------------
 

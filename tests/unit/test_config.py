@@ -20,7 +20,9 @@ def settings(tmp_path: Path, *args: str, **env: str) -> Settings:
     "grace, reserve",
     [(10, 10 / 3), (30, 10), (120, 10), (3, 1)],  # docker stop, ECS, Fargate Spot, tiny
 )
-def test_default_reserve_fits_any_grace_period(tmp_path: Path, grace: float, reserve: float) -> None:
+def test_default_reserve_fits_any_grace_period(
+    tmp_path: Path, grace: float, reserve: float
+) -> None:
     s = settings(tmp_path, "--grace-period", f"{grace}s")
     assert s.upload_reserve == pytest.approx(reserve)
     assert s.upload_reserve < s.grace_period

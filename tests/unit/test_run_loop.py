@@ -271,7 +271,7 @@ def test_sigterm_during_a_sync_waits_for_it_then_commits(make: Callable[..., Har
     h = make()
     h.ckpt.sync_gate.clear()
     h.post_when(lambda: h.job.running, lambda: SignalReceived(signal.SIGUSR1, time.monotonic()))
-    h.post_when(lambda: h.loop.syncing, h.sigterm)
+    h.post_when(lambda: h.loop.syncs.running, h.sigterm)
     h.post_when(lambda: h.loop.interruption is not None, lambda: h.ckpt.sync_gate.set())
     assert h.loop.run() == exits.INTERRUPTED
     assert h.ckpt.syncs == ["requested", "interruption"]
