@@ -299,3 +299,42 @@ def test_a_later_imds_notice_with_an_earlier_deadline_moves_it_closer(
     assert h.loop.run() == exits.INTERRUPTED
     assert h.job.killed  # within the 0.5 s of the spot notice, not the 60 s of the SIGTERM
     assert h.loop.interruption is not None and h.loop.interruption.notice.source == "imds:spot"
+
+
+def test_a_wall_clock_step_after_the_notice_does_not_abandon_the_final_checkpoint(
+    make: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import agent.notices
+
+    h = make("--grace-period", "30s")
+    h.ckpt.sync_gate.clear()  # the final sync takes a moment, during which the clock jumps
+
+    def step() -> SignalReceived:
+        jumped = datetime.now(UTC) + timedelta(hours=1)
+        monkeypatch.setattr(agent.notices, "utcnow", lambda: jumped)
+        return h.sigterm()
+
+    h.post_when(lambda: h.job.running, h.sigterm)
+    h.post_when(lambda: h.loop.syncs.running, lambda: NoticeReceived(_repeat(), time.monotonic()))
+    h.post_when(lambda: h.loop.syncs.running, step)
+    h.post_when(lambda: h.loop.syncs.running, lambda: h.ckpt.sync_gate.set())
+    assert h.loop.run() == exits.INTERRUPTED
+    assert h.ckpt.syncs == ["interruption"]
+
+
+def test_the_stop_signal_reaches_the_job_when_the_notice_file_cannot_be_written(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    h.files.notice_file.mkdir()  # stands for a full disk
+    h.post_when(lambda: h.job.running, h.sigterm)
+    assert h.loop.run() == exits.INTERRUPTED
+    assert h.job.sent == [signal.SIGTERM]
+
+
+def _repeat() -> Notice:
+    from agent.notices import sigterm_notice
+
+    return sigterm_notice(30)
