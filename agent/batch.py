@@ -25,11 +25,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from . import logs
+from . import exits, logs
 from .config import ARRAY_INDEX_CARRIED, ConfigError, Settings, parse_duration
 
-#: What ``spot-agent run`` exits with after an interruption (runner.EXIT_INTERRUPTED).
-INTERRUPTED_EXIT_CODE = 75
+#: What ``spot-agent run`` exits with after an interruption (see agent.exits).
+INTERRUPTED_EXIT_CODE = exits.INTERRUPTED
 #: Batch's ceiling for retryStrategy.attempts.
 MAX_ATTEMPTS = 10
 #: The ECS agent's default ECS_CONTAINER_STOP_TIMEOUT, and Fargate's fixed stop timeout:
@@ -59,7 +59,7 @@ def retry_strategy(attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
     return {
         "attempts": attempts,
         "evaluateOnExit": [
-            {"action": "RETRY", "onExitCode": str(INTERRUPTED_EXIT_CODE)},
+            *({"action": "RETRY", "onExitCode": str(code)} for code in exits.RETRYABLE),
             {"action": "RETRY", "onStatusReason": "Host EC2*"},
             {"action": "EXIT", "onReason": "*"},
         ],

@@ -22,7 +22,7 @@ from checkpoint.gc import collect_garbage
 from checkpoint.store import Store, open_store
 from checkpoint.sync import UPLOAD_TRUST_SECONDS, Checkpointer, JobStore
 
-from . import __version__, batch, cloudwatch, imds_mock, logs
+from . import __version__, batch, cloudwatch, exits, imds_mock, logs
 from .config import (
     RUN_OPTIONS,
     STORE_OPTIONS,
@@ -33,13 +33,14 @@ from .config import (
     parse_duration,
     secret_values,
 )
-from .runner import EXIT_INTERRUPTED, EXIT_STORE_UNAVAILABLE, EXIT_USAGE, Runner
+from .run import run_job
 
 RUN_EPILOG = """\
 what the job sees in its environment:
   CHECKPOINT_DIR          its state directory, restored from the newest checkpoint
   SPOT_AGENT_RESTORED     the restored checkpoint's sequence number (empty on a fresh start)
-  SPOT_AGENT_PID          send it SIGUSR1 to ask for a checkpoint now
+  SPOT_AGENT_PID          send it the sync signal to ask for a checkpoint now
+  SPOT_AGENT_SYNC_SIGNAL  that signal's name (--sync-signal, SIGUSR1 by default)
   SPOT_AGENT_NOTICE_FILE  appears (JSON: source, action, deadline) when an interruption is coming
   SPOT_AGENT_STATUS_FILE  JSON of the last completed sync (sequence, started, finished)
   SPOT_AGENT_JOB_ID, SPOT_AGENT_ATTEMPT
@@ -47,14 +48,21 @@ what the job sees in its environment:
 signals to the agent:
   SIGTERM                 an interruption (docker stop, ECS, Kubernetes): the job gets the stop
                           signal, the final checkpoint is committed, the agent exits 75
-  SIGUSR1                 checkpoint now
-  SIGINT SIGHUP SIGQUIT SIGUSR2   forwarded to the job's process group
+  SIGUSR1                 checkpoint now (the --sync-signal; with another one, SIGUSR1 is
+                          forwarded like the rest)
+  SIGINT SIGHUP SIGQUIT SIGUSR2   forwarded to the job's process group; before the job has
+                          started, SIGINT, SIGHUP and SIGQUIT stop the agent (128+N)
+  the agent leaves its start directory for / once the job runs (the job keeps it)
 
 exit status:
   the job's own code when it exits by itself (128+N when killed by signal N;
   127 command not found, 126 not executable)
-  75  interrupted; the final checkpoint is committed: retry the job to resume it
-  2   a usage or configuration error
+  75  interrupted; the final checkpoint is committed (or nothing had changed since the
+      last one): retry the job to resume it. A job that itself exits 75 looks the same:
+      --job-exit-75-as N tells the two apart
+  79  interrupted, but the final checkpoint could not be committed in time: a retry
+      resumes from the last committed checkpoint (the Batch retry strategy retries it)
+  2   a usage or configuration error (also: another agent holds the checkpoint dir)
   69  the checkpoint store cannot be reached or read at start
   73  the checkpoint could not be restored into the checkpoint dir (disk full, ...)
   74  the job exited 0 but its final checkpoint could not be committed
@@ -162,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(head)
     if args.verb is None:
         parser.print_help()
-        return EXIT_USAGE
+        return exits.USAGE
     try:
         if args.verb == "run":
             cmd = command if command is not None else list(args.command)
@@ -172,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except ConfigError as exc:
         print(f"spot-agent: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.USAGE
 
 
 def _open(uri: str, setting: str) -> Store:
@@ -198,12 +206,12 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             "set --job-id to choose one)",
             file=sys.stderr,
         )
-    runner = Runner(settings, store)
-    code = runner.run()
-    if runner.abandoned_work:
-        # A transfer is stuck on a store that stopped answering, past the deadline. Python
-        # would join its thread at exit and hold the container up for as long as the SDK's
-        # timeouts and retries allow; what matters is committed or logged, so leave now.
+    outcome = run_job(settings, store)
+    code = outcome.exit_code
+    if outcome.abandoned_work:
+        # A transfer (or a restore) is still running past the deadline. Python would join
+        # its thread at exit and hold the container up for as long as the SDK's timeouts
+        # and retries allow; what matters is committed or logged, so leave now.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -229,7 +237,7 @@ def _checkpoints(args: argparse.Namespace) -> int:
         return _restore(job, args.sequence, Path(args.to))
     except StoreError as exc:
         print(f"spot-agent: {exc}", file=sys.stderr)
-        return EXIT_STORE_UNAVAILABLE
+        return exits.STORE_UNAVAILABLE
     except CheckpointError as exc:
         print(f"spot-agent: {exc}", file=sys.stderr)
         return 1
@@ -366,4 +374,4 @@ def _restore(job: JobStore, sequence: int | None, to: Path) -> int:
     return 0
 
 
-__all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
+__all__ = ["build_parser", "main"]

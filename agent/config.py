@@ -58,6 +58,39 @@ def parse_signal(raw: str) -> signal.Signals:
         raise ValueError(f"unknown signal {raw!r} (try SIGTERM, SIGINT, SIGUSR2)") from None
 
 
+#: signals the agent cannot take as its sync request: a notice, reaping, uncatchable ones
+_NOT_SYNC_SIGNALS = frozenset(
+    {signal.SIGTERM, signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGINT}
+)
+
+
+def parse_sync_signal(raw: str) -> signal.Signals:
+    sig = parse_signal(raw)
+    if sig in _NOT_SYNC_SIGNALS:
+        raise ValueError(
+            f"{sig.name} cannot be the sync request signal (it already means something to "
+            "the agent); try SIGUSR1, SIGUSR2 or SIGRTMIN"
+        )
+    return sig
+
+
+def parse_exit_code(raw: str) -> int:
+    if not raw.strip().isdigit() or not 0 <= int(raw) <= 255:
+        raise ValueError(f"expected an exit status 0-255, got {raw!r}")
+    return int(raw)
+
+
+#: the default --upload-reserve: this share of the grace period, at most the cap. A third
+#: of docker's 10 s is 3.3 s (the job gets 6.7 s to stop); from a 30 s grace period on
+#: (ECS, Batch) it is the cap, 10 s.
+RESERVE_SHARE = 1 / 3
+RESERVE_CAP = 10.0
+
+
+def default_upload_reserve(grace_period: float) -> float:
+    return min(grace_period * RESERVE_SHARE, RESERVE_CAP)
+
+
 def parse_job_id(raw: str) -> str:
     if not _JOB_ID.match(raw) or ".." in raw:
         raise ValueError(
@@ -251,11 +284,29 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(
         "--upload-reserve",
         "SPOT_AGENT_UPLOAD_RESERVE",
-        "time kept back before a deadline for the final checkpoint (at least this; more "
-        "when the last sync took longer)",
+        "time kept back before a deadline for the final checkpoint: the job is SIGKILLed "
+        "this long before the deadline if it has not stopped (at least this; more when the "
+        "last sync took longer). Default: a third of --grace-period, at most 10s (3.3s for "
+        "docker stop's 10s, 10s for ECS's 30s)",
         parse_duration,
-        default="10s",
         metavar="DURATION",
+    ),
+    Option(
+        "--sync-signal",
+        "SPOT_AGENT_SYNC_SIGNAL",
+        "the signal that asks the agent for a checkpoint now (the job sends it to "
+        "SPOT_AGENT_PID); with another choice, SIGUSR1 is forwarded to the job like the rest",
+        parse_sync_signal,
+        default="SIGUSR1",
+        metavar="SIGNAL",
+    ),
+    Option(
+        "--job-exit-75-as",
+        "SPOT_AGENT_JOB_EXIT_75_AS",
+        "exit with this status when the job itself exits 75, so that it cannot be taken for "
+        "an interruption (75) by a retry strategy (default: 75 passes through unchanged)",
+        parse_exit_code,
+        metavar="STATUS",
     ),
     Option(
         "--checkpoint-keep",
@@ -345,6 +396,8 @@ class Settings:
     batch_job_queue: str | None = None
     batch_compute_environment: str | None = None
     continue_jobs: bool = False
+    sync_signal: signal.Signals = signal.SIGUSR1
+    job_exit_75_as: int | None = None
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -405,7 +458,11 @@ def load_settings(
         if checkpoint_dir
         else _state_home(environ) / "jobs" / job_id / "checkpoint"
     )
-    if values["upload_reserve"] >= values["grace_period"]:
+    if values["grace_period"] <= 0:
+        raise ConfigError("--grace-period (SPOT_AGENT_GRACE_PERIOD)", "must be longer than 0s")
+    if values["upload_reserve"] is None:
+        values["upload_reserve"] = default_upload_reserve(values["grace_period"])
+    elif values["upload_reserve"] >= values["grace_period"]:
         raise ConfigError(
             "--upload-reserve (SPOT_AGENT_UPLOAD_RESERVE)",
             f"must be shorter than the grace period ({values['grace_period']:g}s), "
@@ -440,6 +497,8 @@ def load_settings(
         batch_job_queue=environ.get("AWS_BATCH_JQ_NAME") or None,
         batch_compute_environment=environ.get("AWS_BATCH_CE_NAME") or None,
         continue_jobs=values["continue_after_last_attempt"],
+        sync_signal=values["sync_signal"],
+        job_exit_75_as=values["job_exit_75_as"],
         child_environ=_child_environ(environ),
     )
 

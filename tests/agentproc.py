@@ -156,7 +156,13 @@ def start_agent(
             text=True,
             preexec_fn=preexec_fn,
         )
-    return AgentRun(proc, out, err)
+    return track(AgentRun(proc, out, err))
+
+
+def track(run: AgentRun) -> AgentRun:
+    """Have ``stop_leftovers`` (an autouse fixture) stop this agent after the test."""
+    _started.append(run)
+    return run
 
 
 def run_agent(

@@ -13,7 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.agentproc import REPO, agent_env
+from tests.agentproc import REPO, AgentRun, agent_env, track
 
 ENTRYPOINT = REPO / "entrypoint.sh"
 
@@ -31,6 +31,7 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _start(tmp: Path, *command: str) -> tuple[subprocess.Popen[str], Path]:
+    """Start the entrypoint; the autouse fixture stops it (and its job) after the test."""
     out = tmp / "out.log"
     with open(out, "w") as o:
         proc = subprocess.Popen(
@@ -42,6 +43,7 @@ def _start(tmp: Path, *command: str) -> tuple[subprocess.Popen[str], Path]:
             cwd=tmp,
             text=True,
         )
+    track(AgentRun(proc, out, out))
     return proc, out
 
 
@@ -77,3 +79,16 @@ def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     proc, out = _start(tmp_path)
     assert proc.wait(60) == 2
     assert "no command given" in out.read_text()
+
+
+def test_an_agent_left_running_by_a_failed_test_is_stopped(tmp_path: Path) -> None:
+    """What the autouse fixture does after a test that failed half way."""
+    from tests.agentproc import stop_leftovers
+
+    proc, out = _start(tmp_path, sys.executable, "-c", "import time; time.sleep(600)")
+    t0 = time.monotonic()
+    while '"event": "child.started"' not in out.read_text():
+        assert proc.poll() is None and time.monotonic() - t0 < 30, out.read_text()
+        time.sleep(0.05)
+    assert stop_leftovers() == 1
+    assert proc.poll() is not None

@@ -218,7 +218,7 @@ def test_a_store_that_hangs_at_the_end_costs_the_deadline_not_the_checkpoint(
     proxy.inject("stall", 10_000, method="PUT", seconds=120)  # S3 stops answering writes
     t0 = time.monotonic()
     r.signal(signal.SIGTERM)
-    assert r.wait(60) == 75
+    assert r.wait(60) == 79  # interrupted, final checkpoint not committed (75 = committed)
     took = time.monotonic() - t0
     assert took < grace + 3, f"the agent overran its deadline: {took:.1f}s"
     failed = r.event("sync.final_failed")

@@ -15,7 +15,7 @@ import pytest
 import structlog
 from botocore.validate import ParamValidator
 
-from agent import batch, runner
+from agent import batch, exits
 from agent.batch import JobDefinitionSpec, build_continuation_request, build_job_definition
 from agent.cli import build_parser
 from agent.config import ConfigError, load_settings
@@ -41,12 +41,13 @@ def test_retry_strategy_retries_interruptions_and_nothing_else() -> None:
         "attempts": 10,
         "evaluateOnExit": [
             {"action": "RETRY", "onExitCode": "75"},
+            {"action": "RETRY", "onExitCode": "79"},
             {"action": "RETRY", "onStatusReason": "Host EC2*"},
             {"action": "EXIT", "onReason": "*"},
         ],
     }
     assert str(batch.INTERRUPTED_EXIT_CODE) == rs["evaluateOnExit"][0]["onExitCode"]
-    assert runner.EXIT_INTERRUPTED == batch.INTERRUPTED_EXIT_CODE
+    assert exits.INTERRUPTED == batch.INTERRUPTED_EXIT_CODE
 
 
 def test_patterns_follow_batchs_documented_grammar() -> None:

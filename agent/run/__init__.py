@@ -1,0 +1,63 @@
+"""``spot-agent run``: the loop that supervises a job and checkpoints it.
+
+- :mod:`.loop` the main sequence (claim, restore, start, supervise, finish) and its events
+- :mod:`.events` what can happen, as types
+- :mod:`.scheduler` sync cadence, upload rate, reserve and deadline arithmetic (pure)
+- :mod:`.endings` the ways a run ends, and the exit status of each
+- :mod:`.signals` which signal means what; stamping each on arrival
+- :mod:`.jobenv` the job's environment, notice and status files, checkpoint dir and lock
+- :mod:`.parts` the interfaces the loop drives, and the real ones; :mod:`.job` the job's
+  process; :mod:`.sources` the notice sources; :mod:`.report` restore and sync log lines
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from checkpoint.store import Store
+
+from .. import logs
+from ..config import Settings
+from . import endings
+from .jobenv import JobFiles, lock_checkpoint_dir, prepare_checkpoint_dir
+from .loop import RunLoop
+from .parts import Parts, real_parts
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    exit_code: int
+    #: a worker (a restore, an upload) was left running at a deadline: the process must
+    #: exit without waiting for it
+    abandoned_work: bool
+
+
+def run_job(settings: Settings, store: Store, parts: Parts | None = None) -> RunOutcome:
+    """Run the job of ``settings`` to its end. Raises ``ConfigError`` (exit 2)."""
+    prepare_checkpoint_dir(settings.checkpoint_dir)
+    lock = lock_checkpoint_dir(settings.checkpoint_dir)
+    logs.bind_static(job_id=settings.job_id)
+    logs.bind_static(
+        batch_job_queue=settings.batch_job_queue,
+        batch_compute_environment=settings.batch_compute_environment,
+    )
+    files = JobFiles()
+    loop = RunLoop(settings, parts or real_parts(settings, store), files)
+    try:
+        code = loop.run()
+    finally:
+        abandoned = loop.abandoned_work
+        left = loop.seconds_left()
+        logs.shutdown(
+            endings.LOG_FLUSH_SECONDS
+            if left is None
+            else min(endings.LOG_FLUSH_SECONDS, max(left - 1.0, 0.0))
+        )
+        if not abandoned:
+            if loop.ckpt is not None:
+                loop.ckpt.close()
+            store.close()
+        files.close()
+        os.close(lock)
+    return RunOutcome(code, abandoned)

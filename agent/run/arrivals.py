@@ -1,0 +1,73 @@
+"""What a signal or a notice means to the run, decided on the loop thread."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .. import logs
+from ..notices import INTERRUPTION, REBALANCE, Notice, sigterm_notice
+from . import signals
+from .report import rounded
+from .scheduler import Interruption
+from .signals import Meaning
+
+if TYPE_CHECKING:
+    from .loop import RunLoop
+
+log = logs.get_logger()
+
+
+def on_signal(loop: RunLoop, sig: signal.Signals, at: float, forwarded: bool) -> None:
+    """What a signal to the agent does, on the loop thread (forwarding is done by then)."""
+    meaning = loop.table.get(sig)
+    if meaning is Meaning.NOTICE:
+        wall = datetime.now(UTC) - timedelta(seconds=time.monotonic() - at)
+        on_notice(loop, sigterm_notice(loop.s.grace_period, wall), at)
+    elif meaning is Meaning.SYNC:
+        if loop.job is None:
+            log.info("sync.ignored", by=sig.name, why="the job has not started")
+        else:
+            log.info("sync.requested", by=sig.name)
+            loop.syncs.request("requested")
+    elif meaning is Meaning.FORWARD and forwarded:
+        log.info("signal.forwarded", signal=sig.name)
+    elif meaning is Meaning.FORWARD and loop.job is None and sig in signals.STOP_BEFORE_START:
+        log.warning("agent.stopping", signal=sig.name, why="received before the job started")
+        loop.stopped_by = loop.stopped_by or sig
+    elif meaning is Meaning.FORWARD:
+        log.info("signal.not_forwarded", signal=sig.name, why="no job running")
+
+
+def on_notice(loop: RunLoop, notice: Notice, at: float) -> None:
+    """The first interruption is acted on; a later one only if its deadline is sooner.
+    Rebalance and scheduled-event notices ask for a sync, once each."""
+    fields: dict[str, Any] = {"source": notice.source, "action": notice.action}
+    if notice.kind == INTERRUPTION:
+        new = Interruption.arrived(notice, at, loop.s.grace_period)
+        fields.update(
+            deadline=notice.deadline.isoformat() if notice.deadline else None,
+            seconds_left=rounded(new.seconds_left(time.monotonic())),
+        )
+        if loop.interruption is None:
+            log.warning("notice.interruption", **fields)
+        elif new.deadline < loop.interruption.deadline:
+            log.warning("notice.deadline_moved", **fields, why="a later notice is more urgent")
+            loop.files.write_notice(notice)
+        else:
+            log.debug("notice.repeat", **fields)
+            return
+        loop.interruption = new
+        return
+    if not loop.board.accept(notice):
+        log.debug("notice.repeat", **fields)
+        return
+    fields["deadline"] = notice.deadline.isoformat() if notice.deadline else None
+    if notice.kind == REBALANCE:
+        log.warning("notice.rebalance", **fields, action_taken="checkpoint now, keep running")
+        loop.syncs.request("rebalance")
+    else:
+        log.warning("notice.scheduled", **fields, detail=notice.detail)
+        loop.syncs.request("scheduled-event")

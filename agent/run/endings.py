@@ -1,0 +1,221 @@
+"""How a run ends: the job exited, an interruption stopped it, a newer attempt took over,
+or start-up was cut short. Each returns the agent's exit status (see :mod:`agent.exits`)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from checkpoint.errors import LocalWriteError, StoreError
+from checkpoint.sync import SyncResult
+
+from .. import exits, logs
+from ..config import ConfigError
+from .events import StartupFailed
+from .report import rounded
+
+if TYPE_CHECKING:
+    from .loop import RunLoop
+
+log = logs.get_logger()
+
+#: at most this long to read the job's last output, and to ship the last log events
+OUTPUT_DRAIN_SECONDS = 2.0
+LOG_FLUSH_SECONDS = 10.0
+#: a sync still running this close to the deadline is given up (the process must be gone)
+SYNC_MARGIN = 1.0
+
+
+def finish_exited(loop: RunLoop, code: int) -> int:
+    job = loop.job
+    assert job is not None
+    job.close_output(OUTPUT_DRAIN_SECONDS)  # the job's last lines before our closing events
+    log.info("child.exited", exit_code=code, run_seconds=rounded(time.monotonic() - job.started))
+    left = job.reap_leftovers(2.0)
+    if left:
+        log.warning("child.leftovers_ended", processes=left)
+    result = final_sync(loop, "exit")
+    if loop.superseded is not None:
+        log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))
+        return exits.SUPERSEDED
+    if result is None and code == 0:
+        log.error("agent.exit", exit_code=exits.CHECKPOINT_FAILED, why="final checkpoint failed")
+        return exits.CHECKPOINT_FAILED
+    if code == exits.INTERRUPTED and loop.s.job_exit_75_as is not None:
+        log.info("agent.exit", exit_code=loop.s.job_exit_75_as, why="the job exited 75 (remapped)")
+        return loop.s.job_exit_75_as
+    log.info("agent.exit", exit_code=code, why="the job exited")
+    return code
+
+
+def finish_interrupted(loop: RunLoop) -> int:
+    assert loop.interruption is not None and loop.job is not None
+    job, t0 = loop.job, time.monotonic()
+
+    def clock() -> dict[str, float | None]:
+        elapsed = time.monotonic() - t0
+        return {"elapsed": rounded(elapsed), "seconds_left": rounded(loop.seconds_left())}
+
+    loop.files.write_notice(loop.interruption.notice)
+    if job.running:
+        plan = loop.scheduler.reserve(loop.left(), _pending_bytes(loop))
+        log.info(
+            "shutdown.plan",
+            **plan.log_fields(),
+            child_seconds=rounded(max(loop.left() - plan.reserve, 0.0)),
+            **clock(),
+        )
+        job.send(loop.s.stop_signal)
+        log.info("shutdown.stop_child", signal=loop.s.stop_signal.name, **clock())
+        code, killed = _wait_for_job(loop, plan.reserve)
+        if killed:
+            log.warning("shutdown.child_killed", processes=killed, exit_code=code, **clock())
+        else:
+            log.info("shutdown.child_exited", exit_code=code, **clock())
+        job.reap_leftovers(min(1.0, loop.left() / 4))
+    result = final_sync(loop, "interruption")
+    if result is not None:
+        log.info("shutdown.final_checkpoint", sequence=result.sequence, **clock())
+    if loop.superseded is not None:
+        log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))
+        return exits.SUPERSEDED
+    continue_batch_job(loop)
+    code = exits.INTERRUPTED if result is not None else exits.INTERRUPTED_UNSAVED
+    log.info(
+        "agent.exit",
+        exit_code=code,
+        why="interrupted" if result is not None else "interrupted; final checkpoint failed",
+        committed=result.sequence if result else None,
+        restorable=loop.restorable(),
+        **clock(),
+    )
+    return code
+
+
+def _wait_for_job(loop: RunLoop, reserve: float) -> tuple[int | None, int]:
+    """Serve events until the job exits or its time is up, then SIGKILL its tree.
+    Returns (exit code, processes killed). A later, closer notice moves the end closer."""
+    assert loop.job is not None and loop.interruption is not None
+    job, current = loop.job, loop.interruption
+    end = time.monotonic() + max(loop.left() - reserve, 0.0)
+    while job.reap() is None and time.monotonic() < end:
+        loop.pump(min(0.1, end - time.monotonic()))
+        if loop.interruption is not current:
+            current, left = loop.interruption, loop.left()
+            end = min(end, time.monotonic() + left - min(reserve, 0.8 * left))
+    code = job.reap()
+    if code is not None:
+        return code, 0
+    killed = job.kill_tree()
+    return job.wait(max(min(5.0, loop.left() - SYNC_MARGIN), 0.5)), killed
+
+
+def finish_superseded(loop: RunLoop) -> int:
+    assert loop.job is not None
+    log.error("shutdown.superseded", action="stopping the job: a newer attempt owns it")
+    loop.job.send(loop.s.stop_signal)
+    end = time.monotonic() + max(loop.s.grace_period - loop.s.upload_reserve, 1.0)
+    while loop.job.reap() is None and time.monotonic() < end:
+        loop.pump(min(0.1, end - time.monotonic()))
+    if loop.job.reap() is None:
+        loop.job.kill_tree()
+        loop.job.wait(5.0)
+    loop.job.reap_leftovers(1.0)
+    log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))
+    return exits.SUPERSEDED
+
+
+def startup_cut(loop: RunLoop, failed: StartupFailed | None) -> int:
+    """Start-up stopped before the job ran: an interruption or Ctrl-C came, or a step
+    failed. Work still under way in a worker (a restore) is abandoned; a restore commits
+    nothing, so the stored checkpoints are as they were."""
+    if loop.interruption is not None:
+        log.info(
+            "agent.exit",
+            exit_code=exits.INTERRUPTED,
+            why="interrupted before the job started; the stored checkpoints are unchanged",
+            committed=None,
+            restorable=loop.restorable(),
+            seconds_left=rounded(loop.seconds_left()),
+        )
+        return exits.INTERRUPTED
+    if loop.stopped_by is not None:
+        code = exits.killed_by(loop.stopped_by)
+        log.info("agent.exit", exit_code=code, why=f"{loop.stopped_by.name} before the job started")
+        return code
+    assert failed is not None
+    exc = failed.error
+    if isinstance(exc, ConfigError):
+        raise exc
+    if isinstance(exc, StoreError):
+        event = "store.unavailable" if failed.step == "claim" else "restore.failed"
+        log.error(event, store=loop.s.checkpoint_uri, error=str(exc))
+        return exits.STORE_UNAVAILABLE
+    if failed.step == "restore" and isinstance(exc, (LocalWriteError, OSError)):
+        # The store is fine; this machine's disk is not (full, read-only, ...). The job's
+        # directory keeps what it had: restore stages and verifies first.
+        log.error(
+            "restore.failed",
+            checkpoint_dir=str(loop.s.checkpoint_dir),
+            error=str(exc),
+            exit_code=exits.CANT_WRITE,
+            action="the stored checkpoint is intact; free space or fix the checkpoint dir",
+        )
+        return exits.CANT_WRITE
+    raise exc
+
+
+def final_sync(loop: RunLoop, reason: str) -> SyncResult | None:
+    """The last checkpoint, after any sync in flight (its uploads count for this one)."""
+    loop.scheduler.close()
+    if not wait_for_sync(loop, reason) or loop.superseded is not None:
+        return None
+    loop.syncs.last = None
+    loop.syncs.start(reason)
+    if not wait_for_sync(loop, reason):
+        return None
+    return loop.syncs.last if isinstance(loop.syncs.last, SyncResult) else None
+
+
+def wait_for_sync(loop: RunLoop, reason: str) -> bool:
+    """Serve events until the sync worker is done; False if the deadline came first.
+
+    The deadline is looked up on every turn: a notice may arrive, or move closer, while
+    we wait (SIGTERM during the exit sync, say).
+    """
+    while loop.syncs.running:
+        left = loop.seconds_left()
+        if left is not None and left <= SYNC_MARGIN:
+            # The worker dies with the process; a half-done upload never damages the store.
+            log.error(
+                "sync.final_failed",
+                reason=reason,
+                restorable=loop.restorable(),
+                error="the checkpoint did not finish before the deadline",
+            )
+            return False
+        loop.pump(0.1 if left is None else min(0.1, left - SYNC_MARGIN))
+    loop.drain()  # what the finished worker (or anyone else) posted meanwhile
+    return True
+
+
+def continue_batch_job(loop: RunLoop) -> None:
+    """Past Batch's last attempt, submit a continuation; never past the deadline."""
+    if not loop.s.continue_jobs:
+        return
+    worker = loop.spawn_worker(loop.parts.continue_job, "batch-continuation")
+    worker.join(max(loop.left() - 0.5, 0.0))
+    if worker.is_alive():
+        log.error(
+            "batch.continuation_failed",
+            error="the Batch API did not answer before the deadline",
+            action=f"resubmit the job with SPOT_AGENT_JOB_ID={loop.s.job_id} to resume",
+        )
+
+
+def _pending_bytes(loop: RunLoop) -> int:
+    try:
+        return loop.ckpt.pending_bytes() if loop.ckpt is not None else 0
+    except Exception as exc:  # sizing is an optimisation: it must never stop the shutdown
+        log.warning("shutdown.pending_unknown", error=repr(exc))
+        return 0

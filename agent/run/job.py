@@ -1,0 +1,76 @@
+"""The job's process as the loop sees it: :class:`agent.supervisor.Child`, its output
+pipes and its resource sampler, started and closed together."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+
+from .. import childio, resources
+from ..config import Settings
+from ..supervisor import Child, become_subreaper
+
+
+class JobProcess:
+    def __init__(self, s: Settings, env: Mapping[str, str]) -> None:
+        self._settings = s
+        self._output = childio.ChildOutput(s.child_output)
+        streams = self._output.child_streams()
+        self._child = Child(
+            s.command,
+            env=env,
+            reaper=become_subreaper(),
+            stdout=streams.get("stdout"),
+            stderr=streams.get("stderr"),
+        )
+        self._stop_sampler = threading.Event()
+        self._output_closed = False
+        self.started = 0.0
+
+    def start(self) -> int:
+        """Start the job in the caller's directory; then leave it, so that the agent does
+        not pin a mount (the job keeps its cwd). Raises ``SpawnError``."""
+        try:
+            pid = self._child.start()
+        except BaseException:
+            self._output.abandon()
+            self._output_closed = True
+            raise
+        self.started = self._child.started
+        self._output.start()
+        resources.start_sampler(
+            self._child.tree, self._settings.sample_interval, self._stop_sampler
+        )
+        os.chdir("/")
+        return pid
+
+    @property
+    def running(self) -> bool:
+        return self._child.running
+
+    @property
+    def reaper(self) -> bool:
+        return self._child.reaper
+
+    def send(self, sig: int) -> None:
+        self._child.send(sig)
+
+    def reap(self) -> int | None:
+        return self._child.reap()
+
+    def wait(self, timeout: float) -> int | None:
+        return self._child.wait(timeout)
+
+    def kill_tree(self) -> int:
+        return self._child.kill_tree()
+
+    def reap_leftovers(self, grace: float) -> int:
+        return self._child.reap_leftovers(grace=grace)
+
+    def close_output(self, timeout: float) -> None:
+        """Read the job's last output (at most ``timeout`` seconds); once."""
+        self._stop_sampler.set()
+        if not self._output_closed:
+            self._output_closed = True
+            self._output.close(timeout)

@@ -1,0 +1,118 @@
+"""What the job sees of the agent: its environment, the notice and status files, and its
+checkpoint dir, made and locked before any attempt is claimed."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from checkpoint.manifest import RESERVED_DIR
+from checkpoint.store import make_private_dirs
+
+from .. import logs
+from ..config import ConfigError, Settings
+from ..notices import Notice, write_notice_file, write_private_file
+
+CHECKPOINT_DIR_SETTING = "--checkpoint-dir (SPOT_AGENT_CHECKPOINT_DIR)"
+#: held (flock) by the agent that runs the job of this checkpoint dir; never synced
+LOCK_NAME = "agent.lock"
+
+log = logs.get_logger()
+
+
+class JobFiles:
+    """The runtime dir with the notice and status files. Writing them is best effort: a
+    full disk is logged, never fatal (the notice also reaches the job as its stop signal)."""
+
+    def __init__(self) -> None:
+        self.runtime = Path(tempfile.mkdtemp(prefix="spot-agent-"))
+        self.notice_file = self.runtime / "notice.json"
+        self.status_file = self.runtime / "status.json"
+
+    def write_notice(self, notice: Notice) -> None:
+        try:
+            write_notice_file(self.notice_file, notice)
+        except OSError as exc:
+            log.error(
+                "notice.file_failed",
+                file=str(self.notice_file),
+                error=str(exc),
+                why="the job still gets the stop signal",
+            )
+
+    def write_status(self, sequence: int | None, started: float, reason: str) -> None:
+        doc = {"sequence": sequence, "started": started, "finished": time.time(), "reason": reason}
+        try:
+            write_private_file(self.status_file, json.dumps(doc))
+        except OSError as exc:
+            log.warning("status.file_failed", file=str(self.status_file), error=str(exc))
+
+    def close(self) -> None:
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+def job_environ(s: Settings, files: JobFiles, attempt: int, restored: int | None) -> dict[str, str]:
+    env = dict(s.child_environ)
+    env.update(
+        CHECKPOINT_DIR=str(s.checkpoint_dir),
+        SPOT_AGENT_PID=str(os.getpid()),
+        SPOT_AGENT_SYNC_SIGNAL=s.sync_signal.name,
+        SPOT_AGENT_NOTICE_FILE=str(files.notice_file),
+        SPOT_AGENT_STATUS_FILE=str(files.status_file),
+        SPOT_AGENT_JOB_ID=s.job_id,
+        SPOT_AGENT_ATTEMPT=str(attempt),
+        SPOT_AGENT_RESTORED="" if restored is None else str(restored),
+    )
+    return env
+
+
+def prepare_checkpoint_dir(path: Path) -> None:
+    """Create the checkpoint dir (0700) and prove the agent can write in it, before any
+    attempt is claimed; a :class:`ConfigError` (exit 2) names the setting otherwise."""
+    try:
+        make_private_dirs(path)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise ConfigError(
+            CHECKPOINT_DIR_SETTING, f"cannot create {path}{where}: {exc.strerror}"
+        ) from None
+    if not path.is_dir():
+        raise ConfigError(CHECKPOINT_DIR_SETTING, f"{path} exists and is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=path, prefix=".spot-agent-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            CHECKPOINT_DIR_SETTING, f"cannot write in {path}: {exc.strerror}"
+        ) from None
+
+
+def lock_checkpoint_dir(path: Path) -> int:
+    """Take the checkpoint dir's lock for this agent's life: two agents writing one dir
+    would mix two jobs' states. Returns the held descriptor (close-on-exec: the job does
+    not hold it, so a killed agent never leaves it taken)."""
+    lock = path / RESERVED_DIR / LOCK_NAME
+    try:
+        make_private_dirs(lock.parent)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(CHECKPOINT_DIR_SETTING, f"cannot create {lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(
+            CHECKPOINT_DIR_SETTING,
+            f"{path} is in use by another spot-agent (pid {holder}); give each job its own dir",
+        ) from None
+    with contextlib.suppress(OSError):  # the pid is only for the message above
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

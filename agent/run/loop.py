@@ -1,0 +1,262 @@
+"""The run loop: claim, restore, start, supervise, finish.
+
+Every slow step (the store check and attempt claim, the notice-source probe, the restore,
+each sync) runs in a worker thread and reports back as an event on one queue; the loop
+thread only waits on that queue (at most half a second at a time) and acts. A signal is
+stamped in its handler, when it arrives, so a SIGTERM at any moment gets its deadline
+from its arrival: before the job starts, the agent leaves at once (nothing to save; the
+stored checkpoints are as they were); after, it stops the job and commits in time.
+
+    claim ──► restore (+ probe) ──► start job ──► periodic / requested syncs
+                                        │
+       notice (IMDS, SIGTERM)           ▼
+            notice file ──► stop signal ──► wait (deadline - reserve) ──► SIGKILL tree
+            ──► final sync ──► exit 75 (79 when it did not commit)
+                                        │
+        job exits by itself ──► final sync ──► exit with the job's code
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from checkpoint.errors import Superseded
+from checkpoint.sync import RestoreResult
+
+from .. import logs
+from ..config import ConfigError, Settings
+from ..notices import Notice, NoticeBoard, NoticeSource
+from ..supervisor import SpawnError
+from . import arrivals, endings, signals
+from .events import (
+    Event,
+    IdentityKnown,
+    NoticeReceived,
+    SignalReceived,
+    StartupDone,
+    StartupFailed,
+    SyncDone,
+    SyncFailed,
+)
+from .jobenv import JobFiles, job_environ
+from .parts import Checkpoints, Job, Parts
+from .report import log_restore, rounded
+from .scheduler import Interruption, SyncScheduler
+from .signals import Meaning
+from .syncs import Syncs
+
+log = logs.get_logger()
+
+
+class RunLoop:
+    def __init__(self, settings: Settings, parts: Parts, files: JobFiles) -> None:
+        self.s = settings
+        self.parts = parts
+        self.files = files
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.table = signals.signal_table(settings.sync_signal)
+        self.scheduler = SyncScheduler(settings.sync_interval, settings.upload_reserve)
+        self.board = NoticeBoard()
+        self.attempt = 0
+        self.ckpt: Checkpoints | None = None
+        self.job: Job | None = None
+        self.interruption: Interruption | None = None
+        self.stopped_by: signal.Signals | None = None  # Ctrl-C etc. before the job started
+        self.workers: list[threading.Thread] = []
+        self.syncs = Syncs(
+            self.scheduler, files, settings.checkpoint_keep, self.events.put, self.spawn_worker
+        )
+        self._done: dict[str, Any] = {}
+        self._failed: StartupFailed | None = None
+        self._stop_sources = threading.Event()
+
+    # -- the main sequence --------------------------------------------------------------
+
+    def run(self) -> int:
+        own = self.parts.own_signals
+        restore_handlers = signals.install(self.table, self.on_signal) if own else None
+        for ev in signals.early_signals():
+            self.events.put(ev)
+        try:
+            return self._main()
+        finally:
+            if self.job is not None and self.job.running:
+                self.job.kill_tree()  # only after a bug: the job must not outlive us unsupervised
+            self._stop_sources.set()
+            if self.job is not None:
+                self.job.close_output(endings.OUTPUT_DRAIN_SECONDS)
+            if restore_handlers is not None:
+                restore_handlers()
+
+    def _main(self) -> int:
+        self.start_worker("claim", self.parts.claim)
+        if not self.await_steps("claim"):
+            return endings.startup_cut(self, self._failed)
+        self.attempt, self.ckpt = self._done["claim"]
+        self.syncs.ckpt = self.ckpt
+        logs.bind_static(attempt=self.attempt)
+        s = self.s
+        log.info(
+            "agent.start",
+            command=list(s.command),
+            store=s.checkpoint_uri,
+            checkpoint_dir=str(s.checkpoint_dir),
+            job_id_source=s.job_id_source,
+            batch_attempt=s.batch_attempt,
+            sync_interval=s.sync_interval,
+            grace_period=s.grace_period,
+            upload_reserve=rounded(s.upload_reserve),
+            pid=os.getpid(),
+        )
+        self.start_worker("sources", lambda: self.parts.sources(self._identity))
+        self.start_worker("restore", self.ckpt.restore)
+        if not self.await_steps("sources", "restore"):
+            return endings.startup_cut(self, self._failed)
+        restored: RestoreResult = self._done["restore"]
+        log_restore(restored)
+        seq = restored.manifest.sequence if restored.manifest else None
+        self.files.write_status(seq, 0.0, "restore")
+        self.job = self.parts.make_job(job_environ(s, self.files, self.attempt, seq))
+        try:
+            pid = self.job.start()
+        except SpawnError as exc:
+            log.error("child.spawn_failed", error=str(exc), exit_code=exc.exit_code)
+            return exc.exit_code
+        log.info("child.started", child_pid=pid, reaper=self.job.reaper)
+        self._start_sources(self._done["sources"])
+        self.scheduler.schedule(time.monotonic())
+        code = self._supervise()
+        if self.interruption is not None and code is None:
+            return endings.finish_interrupted(self)
+        if code is None:
+            return endings.finish_superseded(self)
+        return endings.finish_exited(self, code)
+
+    def _supervise(self) -> int | None:
+        """The job's exit code, or None once an interruption or a newer attempt ends it."""
+        assert self.job is not None
+        while True:
+            code = self.job.reap()
+            if code is not None:
+                return code
+            if self.interruption is not None or self.superseded is not None:
+                return None
+            now = time.monotonic()
+            if self.scheduler.due(now):
+                self.syncs.request("periodic")
+            self.pump(self.scheduler.wait_time(now))
+
+    # -- start-up workers -----------------------------------------------------------------
+
+    def start_worker(self, step: str, work: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                value = work()
+            except BaseException as exc:
+                self.events.put(StartupFailed(step, exc))
+                return
+            self.events.put(StartupDone(step, value))
+
+        self.spawn_worker(run, step)
+
+    def spawn_worker(self, target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self.workers.append(thread)
+        thread.start()
+        return thread
+
+    def await_steps(self, *steps: str) -> bool:
+        """Serve events until the steps are done: False when start-up must stop instead."""
+        while True:
+            if self.interruption or self.stopped_by or self._failed:
+                return False
+            if all(step in self._done for step in steps):
+                return True
+            self.pump(0.5)
+
+    def _identity(self, fields: dict[str, Any]) -> None:
+        self.events.put(IdentityKnown(fields))
+
+    def _start_sources(self, sources: tuple[NoticeSource, ...]) -> None:
+        def post(notice: Notice) -> None:
+            self.events.put(NoticeReceived(notice, time.monotonic()))
+
+        for source in sources:
+
+            def run(source: NoticeSource = source) -> None:
+                try:
+                    source.run(post, self._stop_sources)
+                except Exception as exc:  # a broken source must never take the job down
+                    log.error("notice_source.crashed", source=source.name, error=repr(exc))
+
+            threading.Thread(target=run, name=f"notice-{source.name}", daemon=True).start()
+
+    # -- events -------------------------------------------------------------------------
+
+    def on_signal(self, sig: signal.Signals, at: float) -> None:
+        """In the signal handler: forward the job's signals at once, queue the rest."""
+        forwarded = False
+        if self.table.get(sig) is Meaning.FORWARD and self.job is not None and self.job.running:
+            self.job.send(sig)  # at once: a forwarded signal must not wait for a sync
+            forwarded = True
+        self.events.put(SignalReceived(sig, at, forwarded))
+
+    def pump(self, timeout: float) -> None:
+        with contextlib.suppress(queue.Empty):
+            self.handle(self.events.get(timeout=max(timeout, 0.0)))
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.handle(self.events.get_nowait())
+            except queue.Empty:
+                return
+
+    def handle(self, ev: Event) -> None:
+        match ev:
+            case SignalReceived(sig, at, forwarded):
+                arrivals.on_signal(self, sig, at, forwarded)
+            case NoticeReceived(notice, at):
+                arrivals.on_notice(self, notice, at)
+            case SyncDone() | SyncFailed():
+                self.syncs.ended(ev)
+            case StartupDone(step, value):
+                self._done[step] = value
+            case StartupFailed("sources", error) if not isinstance(error, ConfigError):
+                log.error("notice_source.failed", error=repr(error), notices="SIGTERM only")
+                self._done["sources"] = ()
+            case StartupFailed():
+                self._failed = ev
+            case IdentityKnown(fields):
+                logs.bind_static(**fields)
+
+    @property
+    def superseded(self) -> Superseded | None:
+        return self.syncs.superseded
+
+    def restorable(self) -> int | None:
+        return self.syncs.restorable()
+
+    # -- the clock after a notice -----------------------------------------------------------
+
+    def seconds_left(self) -> float | None:
+        """Until the interruption's deadline (None when there is none), monotonic."""
+        if self.interruption is None:
+            return None
+        return self.interruption.seconds_left(time.monotonic())
+
+    def left(self) -> float:
+        return max(self.seconds_left() or 0.0, 0.0)
+
+    @property
+    def abandoned_work(self) -> bool:
+        """A worker still runs (a restore or an upload cut short by the deadline): the
+        process must exit without waiting for it."""
+        return any(t.is_alive() for t in self.workers)

@@ -1,0 +1,57 @@
+"""The log lines of a restore and a sync: what an operator reads to follow a job."""
+
+from __future__ import annotations
+
+from checkpoint.sync import RestoreResult, SyncResult
+
+from .. import logs
+
+log = logs.get_logger()
+
+
+def rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def log_restore(r: RestoreResult) -> None:
+    if r.manifest is None:
+        log.info(
+            "restore.none",
+            why="no checkpoint yet: the job starts fresh",
+            damaged_skipped=len(r.skipped),
+        )
+        return
+    log.info(
+        "restore.done",
+        sequence=r.manifest.sequence,
+        created=r.manifest.created,
+        files=len(r.manifest.files),
+        bytes=r.manifest.size,
+        files_downloaded=r.files_written,
+        files_already_present=r.files_kept,
+        bytes_downloaded=r.bytes_downloaded,
+        seconds=rounded(r.seconds),
+        progress=r.manifest.progress or None,
+    )
+    if r.extra_files:
+        log.warning(
+            "restore.extra_files",
+            count=r.extra_files,
+            why="files in the checkpoint dir that the checkpoint does not have; left in place",
+        )
+
+
+def log_sync(r: SyncResult) -> None:
+    common = {
+        "reason": r.reason,
+        "files": r.files,
+        "bytes": r.bytes_total,
+        "bytes_uploaded": r.bytes_uploaded,
+        "bytes_skipped": r.bytes_total - r.bytes_uploaded,
+        "bytes_hashed": r.bytes_hashed,
+        "seconds": rounded(r.seconds),
+    }
+    if r.sequence is None:
+        log.info("sync.unchanged", **common)
+    else:
+        log.info("sync.committed", sequence=r.sequence, **common)

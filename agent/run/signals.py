@@ -1,0 +1,67 @@
+"""Which signal to the agent means what (tini's table, plus our meanings), and the handler
+that stamps each one with the moment it arrived."""
+
+from __future__ import annotations
+
+import enum
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from .. import early
+from ..supervisor import FORWARDED_SIGNALS
+from .events import SignalReceived
+
+
+class Meaning(enum.Enum):
+    NOTICE = "notice"  # an interruption: the platform's SIGTERM
+    SYNC = "sync"  # the job asks for a checkpoint now
+    REAP = "reap"  # a child changed state
+    FORWARD = "forward"  # the job's, passed on at once
+
+
+#: before the job exists, these stop the agent (a terminal's Ctrl-C, hang-up or quit)
+STOP_BEFORE_START = frozenset({signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+
+
+def signal_table(sync_signal: signal.Signals) -> dict[signal.Signals, Meaning]:
+    table = {sig: Meaning.FORWARD for sig in (*FORWARDED_SIGNALS, signal.SIGUSR1)}
+    table[signal.SIGTERM] = Meaning.NOTICE
+    table[signal.SIGCHLD] = Meaning.REAP
+    table[sync_signal] = Meaning.SYNC  # SIGUSR1 by default; forwarded when another is chosen
+    return table
+
+
+Handler = Callable[[signal.Signals, float], None]
+
+
+def install(table: dict[signal.Signals, Meaning], on_signal: Handler) -> Callable[[], None]:
+    """Route every signal of ``table`` to ``on_signal(sig, monotonic arrival time)``;
+    returns what puts the previous handlers back."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        on_signal(signal.Signals(signum), time.monotonic())
+
+    old: dict[signal.Signals, Any] = {}
+    for sig, meaning in table.items():
+        old[sig] = signal.signal(sig, handler)
+        if meaning is Meaning.REAP:
+            signal.siginterrupt(sig, False)
+
+    def restore() -> None:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+    return restore
+
+
+def early_signals() -> list[SignalReceived]:
+    """Signals :mod:`agent.early` kept while the agent was importing, with their arrival
+    converted from the wall clock to the monotonic one."""
+    received, early.received = early.received, None
+    if received is None:
+        return []
+    at = time.monotonic() - max(time.time() - received, 0.0)
+    return [SignalReceived(signal.SIGTERM, at)]

@@ -1,0 +1,103 @@
+"""The sync worker: one sync at a time, when the scheduler says; each runs in its own
+thread and reports back as a ``SyncDone`` or ``SyncFailed`` event."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from checkpoint.errors import CheckpointError, Superseded
+from checkpoint.sync import SyncResult
+
+from .. import logs
+from .events import Event, SyncDone, SyncFailed
+from .jobenv import JobFiles
+from .parts import Checkpoints
+from .report import log_sync
+from .scheduler import SyncScheduler
+
+log = logs.get_logger()
+
+
+class Syncs:
+    def __init__(
+        self,
+        scheduler: SyncScheduler,
+        files: JobFiles,
+        keep: int,
+        post: Callable[[Event], None],
+        spawn: Callable[[Callable[[], None], str], threading.Thread],
+    ) -> None:
+        self.scheduler = scheduler
+        self.files = files
+        self.keep = keep
+        self._post = post
+        self._spawn = spawn
+        self.ckpt: Checkpoints | None = None  # set once the attempt is claimed
+        self.superseded: Superseded | None = None
+        #: what the last sync to end gave: its result, or what it raised
+        self.last: SyncResult | BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def restorable(self) -> int | None:
+        base = self.ckpt.base if self.ckpt is not None else None
+        return base.sequence if base is not None else None
+
+    def request(self, reason: str) -> None:
+        if self.superseded is not None or self.ckpt is None:
+            return
+        start = self.scheduler.request(reason)
+        if start is not None:
+            self.start(start)
+
+    def start(self, reason: str) -> None:
+        ckpt, keep, post = self.ckpt, self.keep, self._post
+        assert ckpt is not None
+
+        def run() -> None:
+            started = time.time()
+            try:
+                result = ckpt.sync_once(reason)
+            except Exception as exc:
+                post(SyncFailed(reason, exc))
+                return
+            post(SyncDone(result, started))
+            if result.sequence is not None and keep:
+                try:
+                    ckpt.prune(keep)
+                except Exception as exc:  # the commit stands; old ones go next time
+                    log.warning("sync.prune_failed", error=str(exc), error_type=type(exc).__name__)
+
+        self._thread = self._spawn(run, "sync")
+
+    def ended(self, ev: SyncDone | SyncFailed) -> None:
+        """On the loop thread: log, publish the status, and start what is due next."""
+        result: SyncResult | None = None
+        if isinstance(ev, SyncDone):
+            result = self.last = ev.result
+            log_sync(ev.result)
+            self.files.write_status(self.restorable(), ev.started, ev.result.reason)
+        else:
+            self.last = exc = ev.error
+            if isinstance(exc, Superseded):
+                log.error("sync.superseded", error=str(exc))
+                self.superseded = exc
+                self.scheduler.close()
+                return
+            if not isinstance(exc, (CheckpointError, OSError)):
+                log.error("agent.bug", error=repr(exc), where="sync")
+            log.error(
+                "sync.final_failed" if self.scheduler.closing else "sync.failed",
+                reason=ev.reason,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                restorable=self.restorable(),
+            )
+        again = self.scheduler.finished(time.monotonic(), result)
+        if again is not None:
+            self.start(again)

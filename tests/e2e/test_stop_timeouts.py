@@ -1,0 +1,48 @@
+"""The grace periods platforms give, with the default --upload-reserve: a job that ignores
+SIGTERM is SIGKILLed in time for its final checkpoint to commit (exit 75).
+
+docker stop gives 10 s, ECS (and Batch) 30 s by default. The default reserve is a third of
+the grace period, at most 10 s, so each starts and keeps its work. Outcomes only: exit
+status, what the store holds.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.agentproc import cli, start_agent
+
+STUBBORN = textwrap.dedent("""
+    import checkpoint, signal, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    checkpoint.save_json("state.json", {"step": 1})
+    print("ready", flush=True)
+    for step in range(2, 10_000):
+        time.sleep(0.2)
+        checkpoint.save_json("state.json", {"step": step})
+""")
+
+
+@pytest.mark.parametrize("platform, grace", [("docker stop", "10"), ("ECS default", "30s")])
+def test_a_job_ignoring_sigterm_is_killed_in_time_for_the_final_checkpoint(
+    tmp_path: Path, platform: str, grace: str
+) -> None:
+    env_run = ["--job-id", "stubborn", "--grace-period", grace, "--sync-interval", "0"]
+    r = start_agent(tmp_path, env_run, [sys.executable, "-c", STUBBORN])
+    r.wait_for(lambda: r.has_line("ready"), what="the job to start")
+    r.signal(signal.SIGTERM)
+    assert r.wait(120) == 75, r.stdout + r.stderr
+    assert r.event("shutdown.child_killed")["exit_code"] == 128 + signal.SIGKILL
+    final = r.event("agent.exit")
+    assert final["committed"] is not None and final["seconds_left"] > 0, platform
+    dst = tmp_path / "restored"
+    out = cli(tmp_path, "checkpoints", "restore", "--job-id", "stubborn", "--to", str(dst))
+    assert out.returncode == 0, out.stderr
+    # what the job saved until it was killed, not what it had at the notice
+    assert json.loads((dst / "state.json").read_text())["step"] > 2
