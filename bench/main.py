@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
 
 from tests import servers  # noqa: E402
 
-from . import agentruns, scale, transfer  # noqa: E402
+from . import agentruns, scale, targets, transfer  # noqa: E402
 from .procs import aws_command, s5cmd_binary  # noqa: E402
 from .s3counts import start_counted_seaweedfs  # noqa: E402
 
@@ -112,7 +112,7 @@ def main() -> int:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
     add_ratios(rows)
-    doc = {
+    doc: dict[str, Any] = {
         "machine": machine(),
         "settings": {
             "sse": "none for every tool (SPOT_AGENT_SSE=none; the CLIs send no SSE header); "
@@ -124,8 +124,11 @@ def main() -> int:
         },
         "seconds": time.monotonic() - started,
         "rows": rows,
+        "targets": targets.check(rows),
     }
     table = render(rows)
+    if doc["targets"]:
+        table += "\n\n" + targets.render(doc["targets"])
     print(table)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -116,7 +116,7 @@ class ScaleBench:
         shutil.rmtree(data)
         rows = []
         for (scenario, tool), samples in runs.items():
-            rows.append(_median_row(scenario, label, tool, samples, size))
+            rows.append(_median_row(scenario, label, tool, samples, (files, size)))
         order = ["upload", "restore", "warm restart", "unchanged sync"]
         rows.sort(key=lambda row: order.index(row["scenario"]))
         return rows
@@ -297,9 +297,19 @@ def _note_copies(sample: Row) -> None:
         sample["note"] = f"it copied {sample['copied']} files"
 
 
-def _median_row(scenario: str, label: str, tool: str, samples: list[Row], size: int) -> Row:
+def _median_row(
+    scenario: str, label: str, tool: str, samples: list[Row], tree: tuple[int, int]
+) -> Row:
+    files, size = tree
     ok = [s for s in samples if "error" not in s]
-    row: Row = {"scenario": scenario, "data": label, "tool": tool, "reps": len(samples)}
+    row: Row = {
+        "scenario": scenario,
+        "data": label,
+        "tool": tool,
+        "reps": len(samples),
+        "files": files,
+        "bytes": size,
+    }
     if len(ok) < len(samples):
         row["failures"] = [s["error"] for s in samples if "error" in s]
     if not ok:
