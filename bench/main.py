@@ -54,6 +54,13 @@ def main() -> int:
     p.add_argument("--big-mib", type=int, help="size of the one big file [default: 4096]")
     p.add_argument("--small-files", type=int, help="count of small files [default: 20000]")
     p.add_argument("--small-kib", type=int, help="size of each small file [default: 16]")
+    p.add_argument(
+        "--awscrt-path",
+        type=Path,
+        metavar="DIR",
+        help="add awscrt's S3 client to the one-big-file rows, from DIR "
+        "(pip install --target DIR awscrt; kept off the shared path on purpose)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     a = p.parse_args()
     parts = a.only or list(PARTS)
@@ -92,12 +99,13 @@ def main() -> int:
             log("small: 2,000 x 512 KiB")
             rows += t.run_dataset("small", transfer.make_small, transfer.change_small, log)
         if "scale" in parts:
-            sb = scale.ScaleBench(env, server.endpoint, work, s3, counter, log)
+            sb = scale.ScaleBench(env, server.endpoint, work, s3, counter, log, a.awscrt_path)
             rows += sb.dataset(
                 "one-big",
                 f"1 x {_size(sizes.big_mib)} file",
                 lambda d: scale.make_big(d, sizes.big_mib),
                 sizes.reps,
+                crt=True,
             )
             rows += sb.dataset(
                 "many-small",
@@ -161,7 +169,7 @@ def add_ratios(rows: list[Row]) -> None:
     ref = {(r["scenario"], r["data"]): r for r in rows if r.get("tool") == "spot-agent"}
     for r in rows:
         base = ref.get((r["scenario"], r["data"]))
-        if base is None or "seconds" not in r or not base.get("seconds"):
+        if base is None or base.get("no_ratios") or "seconds" not in r or not base.get("seconds"):
             continue  # no reference, or one too small to divide by (a sync of nothing)
         r["time_vs_spot_agent"] = r["seconds"] / base["seconds"]
         if r.get("cpu_seconds") and base.get("cpu_seconds"):

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from .agentruns import _events, _hwm_mib, agent_env
-from .procs import aws_command, s5cmd_binary
+from .procs import REPO, aws_command, s5cmd_binary
 from .s3counts import RequestCounter, total
 from .tracked import Run, Tracked
 from .transfer import tree_size
 
 MiB = 1 << 20
+CRT_TOOL = "awscrt S3Client (parts of 8 MiB)"
 Row = dict[str, Any]
 AGENT = [sys.executable, "-m", "agent"]
 # The warm-restart job: say it started, then wait for the benchmark's word to exit 0.
@@ -76,15 +77,24 @@ class ScaleBench:
         s3: Any,
         counter: RequestCounter,
         log: Callable[[str], None],
+        awscrt_path: Path | None = None,
     ) -> None:
         self.env, self.work, self.s3, self.counter, self.log = env, work, s3, counter, log
+        self.endpoint = endpoint
+        self.crt_env = None
+        if awscrt_path is not None:  # awscrt for the crtcopy process alone (see bench.crtcopy)
+            self.crt_env = {**env, "PYTHONPATH": os.pathsep.join([str(awscrt_path), str(REPO)])}
         self.s5 = [s5cmd_binary(), "--endpoint-url", endpoint]
         self.aws = [*aws_command(), "--endpoint-url", endpoint]
 
-    def dataset(self, name: str, label: str, make: Callable[[Path], None], reps: int) -> list[Row]:
+    def dataset(
+        self, name: str, label: str, make: Callable[[Path], None], reps: int, *, crt: bool = False
+    ) -> list[Row]:
+        """All rows of one data set; ``crt``: add awscrt's S3 client to upload and restore."""
         data = self.work / name
         make(data)
         files, size = tree_size(data)
+        movers = [*self.TOOLS, "awscrt"] if crt and self.crt_env else self.TOOLS
         self.log(f"{label}: {files} files, {size / MiB:.0f} MiB, {reps} repetitions")
         runs: dict[tuple[str, str], list[Row]] = defaultdict(list)
 
@@ -101,7 +111,7 @@ class ScaleBench:
             bucket = f"bench-{name}-r{r}"
             self.s3.create_bucket(Bucket=bucket)
             agent = self._agent_env(bucket, data, self.work / f"agent-{name}-{r}")
-            for tool in _rotated(self.TOOLS, r):
+            for tool in _rotated(movers, r):
                 keep("upload", *self._upload(tool, data, bucket, agent, r))
             # The CLIs first: the agent's warm restart must not change what they compare.
             for tool in _rotated(self.TOOLS[1:], r):
@@ -110,8 +120,8 @@ class ScaleBench:
             warm, unchanged = self._warm_restart(agent, r)
             keep("warm restart", "spot-agent", warm)
             keep("unchanged sync", "spot-agent", unchanged)
-            for tool in _rotated(self.TOOLS, r):
-                keep("restore", *self._restore(tool, bucket, agent, (files, size), r))
+            for tool in _rotated(movers, r):
+                keep("restore", *self._restore(tool, bucket, agent, data, (files, size), r))
             self.s3.delete_bucket(Bucket=bucket)  # SeaweedFS drops the whole collection
         shutil.rmtree(data)
         rows = []
@@ -146,6 +156,8 @@ class ScaleBench:
         if tool == "s5cmd":
             argv = [*self.s5, "cp", f"{data}/*", f"s3://{bucket}/s5cmd/"]
             return "s5cmd cp", self._measure(argv, self.env, r)
+        if tool == "awscrt":
+            return CRT_TOOL, self._crt("put", bucket, data, data, r)
         argv = [
             *self.aws,
             "s3",
@@ -158,11 +170,20 @@ class ScaleBench:
         return "aws s3 cp --recursive", self._measure(argv, self.env, r)
 
     def _restore(
-        self, tool: str, bucket: str, agent: dict[str, str], expect: tuple[int, int], r: int
+        self,
+        tool: str,
+        bucket: str,
+        agent: dict[str, str],
+        data: Path,
+        expect: tuple[int, int],
+        r: int,
     ) -> tuple[str, Row]:
         dest = self.work / "restore"
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir()
+        if tool == "awscrt":
+            sample = self._crt("get", bucket, data, dest, r)
+            return CRT_TOOL, self._verified(sample, dest, expect)
         if tool == "spot-agent":
             name, env = "spot-agent", agent
             argv = [*AGENT, "checkpoints", "restore", "--to", str(dest)]
@@ -180,12 +201,21 @@ class ScaleBench:
                 f"s3://{bucket}/aws/",
                 str(dest),
             ]
-        sample = self._measure(argv, env, r)
+        return name, self._verified(self._measure(argv, env, r), dest, expect)
+
+    def _verified(self, sample: Row, dest: Path, expect: tuple[int, int]) -> Row:
         got = tree_size(dest)
         if "error" not in sample and got != expect:
             sample["error"] = f"restored {got[0]} files, {got[1]} bytes; expected {expect}"
         shutil.rmtree(dest)
-        return name, sample
+        return sample
+
+    def _crt(self, op: str, bucket: str, names_from: Path, directory: Path, r: int) -> Row:
+        """bench.crtcopy: the names are the data set's files (the CRT lists nothing)."""
+        assert self.crt_env is not None
+        names = sorted(str(p.relative_to(names_from)) for p in names_from.rglob("*") if p.is_file())
+        argv = [sys.executable, "-m", "bench.crtcopy", op, self.endpoint, bucket, "crt"]
+        return self._measure([*argv, str(directory), *names], self.crt_env, r)
 
     def _cli_sync_up(self, tool: str, data: Path, bucket: str, r: int) -> tuple[str, Row]:
         if tool == "s5cmd":
@@ -264,6 +294,7 @@ class ScaleBench:
             seconds=float(synced.get("seconds", "nan")),
             cpu_seconds=run.cpu - cpu_at_start,
             seconds_job_end_to_exit=run.seconds - told,
+            no_ratios=True,  # a sync inside a running agent vs a CLI's whole process
             note="the final sync of that run (warm process, as the agent is): its logged seconds",
         )
         if "sync.committed" in events:
@@ -326,6 +357,8 @@ def _median_row(
         peak_rss_mib=max(s.get("peak_rss_mib") or 0 for s in ok),  # worst of the runs
         rss_timeline_mib=mid.get("rss_timeline_mib"),
     )
+    if mid.get("no_ratios"):
+        row["no_ratios"] = True
     if scenario in ("upload", "restore"):
         row["mb_per_s"] = size / row["seconds"] / 1e6
     notes = sorted({s["note"] for s in ok if s.get("note")})
