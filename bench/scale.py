@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -24,7 +23,8 @@ from typing import Any
 from .agentruns import _events, _hwm_mib, agent_env
 from .procs import REPO, aws_command, s5cmd_binary
 from .s3counts import RequestCounter, total
-from .tracked import Run, Tracked
+from .samples import median_row, note_copies, sample_of
+from .tracked import Tracked
 from .transfer import tree_size
 
 MiB = 1 << 20
@@ -126,7 +126,7 @@ class ScaleBench:
         shutil.rmtree(data)
         rows = []
         for (scenario, tool), samples in runs.items():
-            rows.append(_median_row(scenario, label, tool, samples, (files, size)))
+            rows.append(median_row(scenario, label, tool, samples, (files, size)))
         order = ["upload", "restore", "warm restart", "unchanged sync"]
         rows.sort(key=lambda row: order.index(row["scenario"]))
         return rows
@@ -146,7 +146,7 @@ class ScaleBench:
     def _measure(self, argv: list[str], env: Mapping[str, str], r: int) -> Row:
         before = self.counter.snapshot()
         run = Tracked(argv, env, cwd=self.work, output=self.work / "tool.out").wait()
-        return _sample(run, self.counter.since(before), r)
+        return sample_of(run, self.counter.since(before), r)
 
     def _upload(
         self, tool: str, data: Path, bucket: str, agent: dict[str, str], r: int
@@ -224,7 +224,7 @@ class ScaleBench:
             name = "aws s3 sync"
             argv = [*self.aws, "s3", "sync", "--no-progress", str(data), f"s3://{bucket}/aws/"]
         sample = self._measure(argv, self.env, r)
-        _note_copies(sample)
+        note_copies(sample)
         return name, sample
 
     def _cli_sync_down(self, tool: str, data: Path, bucket: str, r: int) -> tuple[str, Row]:
@@ -245,7 +245,7 @@ class ScaleBench:
                 str(data),
             ]
         sample = self._measure(argv, self.env, r)
-        _note_copies(sample)
+        note_copies(sample)
         return name, sample
 
     def _warm_restart(self, agent: dict[str, str], r: int) -> tuple[Row, Row]:
@@ -271,7 +271,7 @@ class ScaleBench:
             warm_requests = self.counter.since(before)
         except RuntimeError as exc:  # the agent exited (or hung) before the job started
             go.touch()
-            failed = _sample(proc.wait(), {}, r)
+            failed = sample_of(proc.wait(), {}, r)
             failed.setdefault("error", str(exc)[:300])
             return failed, dict(failed)
         middle = self.counter.snapshot()
@@ -289,83 +289,14 @@ class ScaleBench:
         }
         events = _events(run.output)
         synced = events.get("sync.unchanged") or events.get("sync.committed") or {}
-        unchanged = _sample(run, self.counter.since(middle), r)
+        unchanged = sample_of(run, self.counter.since(middle), r)
         unchanged.update(
             seconds=float(synced.get("seconds", "nan")),
             cpu_seconds=run.cpu - cpu_at_start,
             seconds_job_end_to_exit=run.seconds - told,
             no_ratios=True,  # a sync inside a running agent vs a CLI's whole process
-            note="the final sync of that run (warm process, as the agent is): its logged seconds",
+            note="the final sync inside that warm agent: its logged seconds",
         )
         if "sync.committed" in events:
             unchanged["note"] += f"; it committed a checkpoint ({synced.get('bytes_uploaded')} B)"
         return warm, unchanged
-
-
-def _sample(run: Run, requests: dict[str, int], r: int) -> Row:
-    row: Row = {
-        "rep": r,
-        "seconds": run.seconds,
-        "cpu_seconds": run.cpu,
-        "requests_by_kind": requests,
-        "requests": total(requests),
-        **run.rss_summary(),
-        "copied": sum(
-            1
-            for line in run.output.splitlines()
-            if line.startswith(("cp ", "upload: ", "download: "))
-        ),
-    }
-    if run.returncode != 0:
-        last = (run.output.strip().splitlines() or [""])[-1]
-        row["error"] = f"exit {run.returncode}: {last[:200]}"
-    return row
-
-
-def _note_copies(sample: Row) -> None:
-    """A 'nothing changed' sync should copy nothing: say so when it copied something."""
-    if sample["copied"]:
-        sample["note"] = f"it copied {sample['copied']} files"
-
-
-def _median_row(
-    scenario: str, label: str, tool: str, samples: list[Row], tree: tuple[int, int]
-) -> Row:
-    files, size = tree
-    ok = [s for s in samples if "error" not in s]
-    row: Row = {
-        "scenario": scenario,
-        "data": label,
-        "tool": tool,
-        "reps": len(samples),
-        "files": files,
-        "bytes": size,
-    }
-    if len(ok) < len(samples):
-        row["failures"] = [s["error"] for s in samples if "error" in s]
-    if not ok:
-        row["todo"] = f"failed in all {len(samples)} runs: {samples[0]['error']}"
-        return row
-    by_time = sorted(ok, key=lambda s: s["seconds"])
-    mid = by_time[(len(by_time) - 1) // 2]  # the median run (the lower one of an even count)
-    row.update(
-        seconds=statistics.median(s["seconds"] for s in ok),
-        samples=[round(s["seconds"], 3) for s in samples if "error" not in s],
-        cpu_seconds=statistics.median(s["cpu_seconds"] for s in ok),
-        requests=mid.get("requests"),
-        requests_by_kind=mid.get("requests_by_kind"),
-        peak_rss_mib=max(s.get("peak_rss_mib") or 0 for s in ok),  # worst of the runs
-        rss_timeline_mib=mid.get("rss_timeline_mib"),
-    )
-    if mid.get("no_ratios"):
-        row["no_ratios"] = True
-    if scenario in ("upload", "restore"):
-        row["mb_per_s"] = size / row["seconds"] / 1e6
-    notes = sorted({s["note"] for s in ok if s.get("note")})
-    if notes:
-        row["note"] = "; ".join(notes)
-    if row.get("failures"):
-        row["note"] = (
-            row.get("note", "") + f"; {len(row['failures'])} of {len(samples)} runs failed"
-        ).lstrip("; ")
-    return row
