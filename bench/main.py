@@ -78,9 +78,13 @@ def main() -> int:
         print(f"[{time.monotonic() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="spot-agent-bench-"))
-    server, counter = start_counted_seaweedfs(
-        work / "seaweedfs", volume_size_limit_mb=256, volume_max=200
-    )
+    try:
+        server, counter = start_counted_seaweedfs(
+            work / "seaweedfs", volume_size_limit_mb=256, volume_max=200
+        )
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     rows: list[Row] = []
     try:
         env = s3_env(server, work)
