@@ -62,7 +62,17 @@ def main() -> int:
         "(pip install --target DIR awscrt; kept off the shared path on purpose)",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: print the table (ratios, targets) of a saved results file",
+    )
     a = p.parse_args()
+    if a.render:
+        saved = json.loads(a.render.read_text())
+        print(report(saved["rows"]))
+        return 0
     parts = a.only or list(PARTS)
     reps = a.latency_reps or (3 if a.quick else 10)
     base = scale.QUICK if a.quick else scale.Sizes()
@@ -123,7 +133,6 @@ def main() -> int:
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    add_ratios(rows)
     doc: dict[str, Any] = {
         "machine": machine(),
         "settings": {
@@ -136,11 +145,9 @@ def main() -> int:
         },
         "seconds": time.monotonic() - started,
         "rows": rows,
-        "targets": targets.check(rows),
     }
-    table = render(rows)
-    if doc["targets"]:
-        table += "\n\n" + targets.render(doc["targets"])
+    table = report(rows)
+    doc["targets"] = targets.check(rows)
     print(table)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -168,10 +175,19 @@ def s3_env(server: servers.SeaweedS3, work: Path) -> dict[str, str]:
     return env
 
 
+def report(rows: list[Row]) -> str:
+    """The table, with ratios to spot-agent, and issue 12's targets under it."""
+    add_ratios(rows)
+    checks = targets.check(rows)
+    return render(rows) + ("\n\n" + targets.render(checks) if checks else "")
+
+
 def add_ratios(rows: list[Row]) -> None:
     """time / spot-agent's time (and CPU likewise) in the same scenario and data set."""
     ref = {(r["scenario"], r["data"]): r for r in rows if r.get("tool") == "spot-agent"}
     for r in rows:
+        r.pop("time_vs_spot_agent", None)
+        r.pop("cpu_vs_spot_agent", None)
         base = ref.get((r["scenario"], r["data"]))
         if base is None or base.get("no_ratios") or "seconds" not in r or not base.get("seconds"):
             continue  # no reference, or one too small to divide by (a sync of nothing)
