@@ -9,6 +9,10 @@ from .s3counts import total
 from .tracked import Run
 
 Row = dict[str, Any]
+EXTRA_SECONDS = {
+    "restore_step_seconds": "its restore step (logged)",
+    "seconds_job_end_to_exit": "job end to agent exit",
+}
 
 
 def sample_of(run: Run, requests: dict[str, int], r: int) -> Row:
@@ -71,11 +75,10 @@ def median_row(
     )
     if mid.get("no_ratios"):
         row["no_ratios"] = True
-    if all("seconds_job_end_to_exit" in s for s in ok):
-        row["seconds_job_end_to_exit"] = statistics.median(s["seconds_job_end_to_exit"] for s in ok)
-        row["note"] = (
-            f"{row.get('note', '')}; job end to agent exit {row['seconds_job_end_to_exit']:.2f} s"
-        )
+    for key, label in EXTRA_SECONDS.items():  # medians of what some rows also measure
+        if ok and all(key in s for s in ok):
+            row[key] = statistics.median(s[key] for s in ok)
+            row["note"] = f"{row.get('note', '')}; {label} {row[key]:.2f} s".lstrip("; ")
     if scenario in ("upload", "restore"):
         row["mb_per_s"] = size / row["seconds"] / 1e6
     if row.get("failures"):

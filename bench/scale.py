@@ -278,6 +278,8 @@ class ScaleBench:
         go.touch()
         told = proc.seconds_so_far()
         run = proc.wait()
+        events = _events(run.output)
+        restored = events.get("restore.done", {}).get("seconds")
         warm = {
             "rep": r,
             "seconds": seconds,
@@ -287,7 +289,8 @@ class ScaleBench:
             "requests": total(warm_requests),
             "note": "until the job started",
         }
-        events = _events(run.output)
+        if restored is not None:
+            warm["restore_step_seconds"] = float(restored)
         synced = events.get("sync.unchanged") or events.get("sync.committed") or {}
         unchanged = sample_of(run, self.counter.since(middle), r)
         unchanged.update(
