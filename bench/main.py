@@ -24,10 +24,12 @@ if str(REPO) not in sys.path:
 
 from tests import servers  # noqa: E402
 
-from . import agentruns, transfer  # noqa: E402
+from . import agentruns, scale, targets, transfer  # noqa: E402
 from .procs import aws_command, s5cmd_binary  # noqa: E402
+from .s3counts import start_counted_seaweedfs  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+PARTS = ("transfer", "scale", "latency", "overhead")
 Row = dict[str, Any]
 
 
@@ -36,26 +38,63 @@ def main() -> int:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="3 latency repetitions instead of 10, one overhead repetition",
+        help="3 latency repetitions instead of 10, one overhead repetition; scale rows with "
+        f"{scale.QUICK.big_mib} MiB and {scale.QUICK.small_files:,} small files",
     )
     p.add_argument(
         "--only",
-        choices=["transfer", "latency", "overhead"],
+        choices=PARTS,
         action="append",
         help="run only these parts (repeatable)",
     )
     p.add_argument("--latency-reps", type=int, default=None)
+    p.add_argument(
+        "--reps", type=int, default=3, help="repetitions of each scale row (median) [default: 3]"
+    )
+    p.add_argument("--big-mib", type=int, help="size of the one big file [default: 4096]")
+    p.add_argument("--small-files", type=int, help="count of small files [default: 20000]")
+    p.add_argument("--small-kib", type=int, help="size of each small file [default: 16]")
+    p.add_argument(
+        "--awscrt-path",
+        type=Path,
+        metavar="DIR",
+        help="add awscrt's S3 client to the one-big-file rows, from DIR "
+        "(pip install --target DIR awscrt; kept off the shared path on purpose)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: print the table (ratios, targets) of a saved results file",
+    )
     a = p.parse_args()
-    parts = a.only or ["transfer", "latency", "overhead"]
+    if a.render:
+        saved = json.loads(a.render.read_text())
+        print(report(saved["rows"]))
+        return 0
+    parts = a.only or list(PARTS)
     reps = a.latency_reps or (3 if a.quick else 10)
+    base = scale.QUICK if a.quick else scale.Sizes()
+    sizes = scale.Sizes(
+        big_mib=a.big_mib or base.big_mib,
+        small_files=a.small_files or base.small_files,
+        small_kib=a.small_kib or base.small_kib,
+        reps=a.reps,
+    )
     started = time.monotonic()
 
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="spot-agent-bench-"))
-    server = servers.start_seaweedfs(work / "seaweedfs", volume_size_limit_mb=256, volume_max=200)
+    try:
+        server, counter = start_counted_seaweedfs(
+            work / "seaweedfs", volume_size_limit_mb=256, volume_max=200
+        )
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     rows: list[Row] = []
     try:
         env = s3_env(server, work)
@@ -73,25 +112,42 @@ def main() -> int:
             rows += t.run_dataset("big", transfer.make_big, transfer.change_big, log, sse_row=True)
             log("small: 2,000 x 512 KiB")
             rows += t.run_dataset("small", transfer.make_small, transfer.change_small, log)
+        if "scale" in parts:
+            sb = scale.ScaleBench(env, server.endpoint, work, s3, counter, log, a.awscrt_path)
+            rows += sb.dataset(
+                "one-big",
+                f"1 x {_size(sizes.big_mib)} file",
+                lambda d: scale.make_big(d, sizes.big_mib),
+                sizes.reps,
+                crt=True,
+            )
+            rows += sb.dataset(
+                "many-small",
+                f"{sizes.small_files:,} x {sizes.small_kib} KiB",
+                lambda d: scale.make_small(d, sizes.small_files, sizes.small_kib),
+                sizes.reps,
+            )
         if "latency" in parts:
             log(f"notice-to-durable latency, {reps} repetitions per size")
             rows += agentruns.notice_latency(env, work, s3, log, (0, 64, 512), reps)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    add_ratios(rows)
-    doc = {
+    doc: dict[str, Any] = {
         "machine": machine(),
         "settings": {
             "sse": "none for every tool (SPOT_AGENT_SSE=none; the CLIs send no SSE header); "
             "one extra spot-agent row with AES256 shows its cost",
             "server": "SeaweedFS `weed server -s3` on 127.0.0.1, same process for all runs",
             "latency_reps": reps,
+            "scale": {**vars(sizes), "quick": a.quick},
+            "requests": "counted by SeaweedFS (SeaweedFS_s3_request_total), per run of a tool",
         },
         "seconds": time.monotonic() - started,
         "rows": rows,
     }
-    table = render(rows)
+    table = report(rows)
+    doc["targets"] = targets.check(rows)
     print(table)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -119,13 +175,22 @@ def s3_env(server: servers.SeaweedS3, work: Path) -> dict[str, str]:
     return env
 
 
+def report(rows: list[Row]) -> str:
+    """The table, with ratios to spot-agent, and issue 12's targets under it."""
+    add_ratios(rows)
+    checks = targets.check(rows)
+    return render(rows) + ("\n\n" + targets.render(checks) if checks else "")
+
+
 def add_ratios(rows: list[Row]) -> None:
     """time / spot-agent's time (and CPU likewise) in the same scenario and data set."""
     ref = {(r["scenario"], r["data"]): r for r in rows if r.get("tool") == "spot-agent"}
     for r in rows:
+        r.pop("time_vs_spot_agent", None)
+        r.pop("cpu_vs_spot_agent", None)
         base = ref.get((r["scenario"], r["data"]))
-        if base is None or "seconds" not in r or "seconds" not in base:
-            continue
+        if base is None or base.get("no_ratios") or "seconds" not in r or not base.get("seconds"):
+            continue  # no reference, or one too small to divide by (a sync of nothing)
         r["time_vs_spot_agent"] = r["seconds"] / base["seconds"]
         if r.get("cpu_seconds") and base.get("cpu_seconds"):
             r["cpu_vs_spot_agent"] = r["cpu_seconds"] / base["cpu_seconds"]
@@ -133,38 +198,50 @@ def add_ratios(rows: list[Row]) -> None:
 
 def render(rows: list[Row]) -> str:
     head = (
-        f"{'scenario':<16} {'data':<32} {'tool':<24} {'seconds':>8} {'x spot':>7} "
-        f"{'MB/s':>6} {'CPU s':>7} {'x spot':>7} {'MiB sent':>9}"
+        f"{'scenario':<16} {'data':<24} {'tool':<31} {'seconds':>8} {'x spot':>7} "
+        f"{'MB/s':>6} {'CPU s':>7} {'x spot':>7} {'MiB sent':>9} {'requests':>9} {'peak RSS':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
+        lead = f"{r['scenario']:<16} {r['data']:<24} {r['tool']:<31}"
         if "todo" in r:
-            lines.append(f"{r['scenario']:<16} {r['data']:<32} {r['tool']:<24} {r['todo']}")
+            lines.append(f"{lead} {r['todo']}")
             continue
         if "median_seconds" in r:
             lines.append(
-                f"{r['scenario']:<16} {r['data']:<32} {r['tool']:<24} "
-                f"median {r['median_seconds']:.2f} s, worst {r['worst_seconds']:.2f} s of "
+                f"{lead} median {r['median_seconds']:.2f} s, worst {r['worst_seconds']:.2f} s of "
                 f"{r['reps']} (notice seen after {r['median_detect_seconds']:.2f} s, "
                 f"sync {r['median_sync_seconds']:.2f} s)"
             )
             continue
-        extra = ""
+        extra = []
         if "agent_cpu_seconds" in r:
-            extra = (
-                f"  agent itself: {r['agent_cpu_seconds']:.2f} CPU s, "
+            extra.append(
+                f"agent itself: {r['agent_cpu_seconds']:.2f} CPU s, "
                 f"peak RSS {r['agent_peak_rss_mib']:.0f} MiB"
             )
-            if r.get("note"):
-                extra += f"; {r['note']}"
+        if r.get("requests_by_kind"):
+            extra.append(" ".join(f"{k} {v}" for k, v in r["requests_by_kind"].items()))
+        if r.get("note"):
+            extra.append(r["note"])
+        rss = f"{r['peak_rss_mib']:.0f} MiB" if r.get("peak_rss_mib") else ""
+        sent = r["bytes_sent"] / 2**20 if r.get("bytes_sent") else None
         lines.append(
-            f"{r['scenario']:<16} {r['data']:<32} {r['tool']:<24} {r['seconds']:8.2f} "
-            f"{_x(r.get('time_vs_spot_agent')):>7} {_f(r.get('mb_per_s'), 0):>6} "
-            f"{_f(r.get('cpu_seconds'), 2):>7} {_x(r.get('cpu_vs_spot_agent')):>7} "
-            f"{_f(r['bytes_sent'] / 2**20 if r.get('bytes_sent') else None, 0):>9}{extra}"
+            f"{lead} {r['seconds']:8.2f} {_x(r.get('time_vs_spot_agent')):>7} "
+            f"{_f(r.get('mb_per_s'), 0):>6} {_f(r.get('cpu_seconds'), 2):>7} "
+            f"{_x(r.get('cpu_vs_spot_agent')):>7} {_f(sent, 0):>9} "
+            f"{_f(r.get('requests'), 0):>9} {rss:>8}  {'; '.join(extra)}".rstrip()
         )
-    lines.append("x spot: this tool's time (or CPU) divided by spot-agent's in the same row group")
+    lines.append(
+        "x spot: this tool's time (or CPU) divided by spot-agent's in the same row group. "
+        "Scale rows (one big file, small files): median of the repetitions; peak RSS: the "
+        "worst run's; requests: counted by the server, by kind"
+    )
     return "\n".join(lines)
+
+
+def _size(mib: int) -> str:
+    return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
 
 
 def _f(v: float | None, digits: int) -> str:
