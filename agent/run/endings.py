@@ -120,6 +120,8 @@ def finish_superseded(loop: RunLoop) -> int:
     end = time.monotonic() + max(loop.s.grace_period - loop.s.upload_reserve, 1.0)
     while loop.job.reap() is None and time.monotonic() < end:
         loop.pump(min(0.1, end - time.monotonic()))
+        if loop.interruption is not None:  # the platform's deadline comes first
+            end = min(end, loop.interruption.deadline - loop.s.upload_reserve)
     if loop.job.reap() is None:
         loop.job.kill_tree()
         loop.job.wait(5.0)
