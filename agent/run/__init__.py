@@ -1,8 +1,9 @@
 """``spot-agent run``: the loop that supervises a job and checkpoints it.
 
 - :mod:`.loop` the main sequence (claim, restore, start, supervise, finish) and its events
-- :mod:`.events` what can happen, as types
+- :mod:`.events` what can happen, as types; :mod:`.arrivals` what a signal or notice means
 - :mod:`.scheduler` sync cadence, upload rate, reserve and deadline arithmetic (pure)
+- :mod:`.syncs` the sync worker
 - :mod:`.endings` the ways a run ends, and the exit status of each
 - :mod:`.signals` which signal means what; stamping each on arrival
 - :mod:`.jobenv` the job's environment, notice and status files, checkpoint dir and lock
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 
 from checkpoint.store import Store
 
-from .. import logs
-from ..config import Settings
+from .. import exits, logs
+from ..config import ConfigError, Settings
 from . import endings
 from .jobenv import JobFiles, lock_checkpoint_dir, prepare_checkpoint_dir
 from .loop import RunLoop
@@ -31,6 +32,8 @@ class RunOutcome:
     #: a worker (a restore, an upload) was left running at a deadline: the process must
     #: exit without waiting for it
     abandoned_work: bool
+    #: the one line to show for a setting found unusable once running (``--imds on``)
+    usage_error: str | None = None
 
 
 def run_job(settings: Settings, store: Store, parts: Parts | None = None) -> RunOutcome:
@@ -44,8 +47,11 @@ def run_job(settings: Settings, store: Store, parts: Parts | None = None) -> Run
     )
     files = JobFiles()
     loop = RunLoop(settings, parts or real_parts(settings, store), files)
+    usage_error = None
     try:
         code = loop.run()
+    except ConfigError as exc:  # the restore may still run: the caller must not wait for it
+        code, usage_error = exits.USAGE, str(exc)
     finally:
         abandoned = loop.abandoned_work
         left = loop.seconds_left()
@@ -60,4 +66,4 @@ def run_job(settings: Settings, store: Store, parts: Parts | None = None) -> Run
             store.close()
         files.close()
         os.close(lock)
-    return RunOutcome(code, abandoned)
+    return RunOutcome(code, abandoned, usage_error)

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 log = logs.get_logger()
 
+#: a later interruption moves the deadline only when it is sooner by more than this: the
+#: same notice polled again converts to (nearly) the same deadline, give or take clock jitter
+SOONER_BY = 0.5
+
 
 def on_signal(loop: RunLoop, sig: signal.Signals, at: float, forwarded: bool) -> None:
     """What a signal to the agent does, on the loop thread (forwarding is done by then)."""
@@ -53,7 +57,7 @@ def on_notice(loop: RunLoop, notice: Notice, at: float) -> None:
         )
         if loop.interruption is None:
             log.warning("notice.interruption", **fields)
-        elif new.deadline < loop.interruption.deadline:
+        elif new.deadline < loop.interruption.deadline - SOONER_BY:
             log.warning("notice.deadline_moved", **fields, why="a later notice is more urgent")
             loop.files.write_notice(notice)
         else:

@@ -24,6 +24,9 @@ OUTPUT_DRAIN_SECONDS = 2.0
 LOG_FLUSH_SECONDS = 10.0
 #: a sync still running this close to the deadline is given up (the process must be gone)
 SYNC_MARGIN = 1.0
+#: the walk that sizes the reserve gets at most this long, and this share of the time left
+PENDING_WALK_SECONDS = 2.0
+PENDING_WALK_SHARE = 0.1
 
 
 def finish_exited(loop: RunLoop, code: int) -> int:
@@ -117,6 +120,8 @@ def finish_superseded(loop: RunLoop) -> int:
     end = time.monotonic() + max(loop.s.grace_period - loop.s.upload_reserve, 1.0)
     while loop.job.reap() is None and time.monotonic() < end:
         loop.pump(min(0.1, end - time.monotonic()))
+        if loop.interruption is not None:  # the platform's deadline comes first
+            end = min(end, loop.interruption.deadline - loop.s.upload_reserve)
     if loop.job.reap() is None:
         loop.job.kill_tree()
         loop.job.wait(5.0)
@@ -214,8 +219,21 @@ def continue_batch_job(loop: RunLoop) -> None:
 
 
 def _pending_bytes(loop: RunLoop) -> int:
-    try:
-        return loop.ckpt.pending_bytes() if loop.ckpt is not None else 0
-    except Exception as exc:  # sizing is an optimisation: it must never stop the shutdown
-        log.warning("shutdown.pending_unknown", error=repr(exc))
+    """The bytes changed since the last commit, to size the reserve. It walks the dir, so
+    it runs in a worker and gets a bounded share of the time left; unknown counts as 0."""
+    ckpt = loop.ckpt
+    if ckpt is None:
         return 0
+    found: list[int] = []
+
+    def walk() -> None:
+        try:
+            found.append(ckpt.pending_bytes())
+        except Exception as exc:  # sizing is an optimisation: it must never stop the shutdown
+            log.warning("shutdown.pending_unknown", error=repr(exc))
+
+    worker = loop.spawn_worker(walk, "pending-bytes")
+    worker.join(min(PENDING_WALK_SECONDS, PENDING_WALK_SHARE * loop.left()))
+    if worker.is_alive():
+        log.warning("shutdown.pending_unknown", error="the walk of the dir took too long")
+    return found[0] if found else 0

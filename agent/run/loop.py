@@ -175,6 +175,8 @@ class RunLoop:
     def await_steps(self, *steps: str) -> bool:
         """Serve events until the steps are done: False when start-up must stop instead."""
         while True:
+            if all(step in self._done for step in steps):
+                self.drain()  # a signal already queued: do not start a job only to stop it
             if self.interruption or self.stopped_by or self._failed:
                 return False
             if all(step in self._done for step in steps):

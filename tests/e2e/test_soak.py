@@ -104,9 +104,12 @@ def test_soak_interrupted_many_times_ends_exactly_like_an_uninterrupted_run(
         allowed = {75} | ({0} if finished else set()) | (set() if announced else {-15})
         assert code in allowed, f"{where} {moment}: exit {code}\n{out}\n{run.stderr}"
         assert "INCONSISTENT" not in out, f"{where}: the job found damaged state\n{out}"
-        if announced or code == 75:
-            restored = [e for e in run.events() if e["event"] in ("restore.done", "restore.none")]
-            assert restored, f"{where}: no restore event\n{out}"
+        restored = [e for e in run.events() if e["event"] in ("restore.done", "restore.none")]
+        # A SIGTERM during the claim or the restore ends the agent at once (75, restore cut
+        # short): a job that started must have had its restore, and a restore the newest.
+        started = any(e["event"] == "child.started" for e in run.events())
+        assert restored or not started, f"{where}: no restore event\n{out}"
+        if restored:
             got = restored[-1].get("sequence")
             assert got == (sequences[-1] if sequences else None), (
                 f"{where}: restored {got}, the newest commit is {sequences[-1:]}"

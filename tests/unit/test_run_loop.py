@@ -338,3 +338,16 @@ def _repeat() -> Notice:
     from agent.notices import sigterm_notice
 
     return sigterm_notice(30)
+
+
+def test_the_same_imds_notice_polled_again_is_a_repeat(make: Callable[..., Harness]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    h = make()
+    now = datetime.now(UTC)
+    deadline = now + timedelta(seconds=120)
+    first = Notice(INTERRUPTION, "imds:spot", "terminate", deadline, now)
+    again = Notice(INTERRUPTION, "imds:spot", "terminate", deadline, now + timedelta(seconds=2))
+    h.loop.handle(NoticeReceived(first, time.monotonic()))
+    h.loop.handle(NoticeReceived(again, time.monotonic() + 1.999))  # jitter: 1 ms sooner
+    assert h.loop.interruption is not None and h.loop.interruption.notice is first
