@@ -48,7 +48,7 @@ from .notices import (
     write_notice_file,
     write_private_file,
 )
-from .supervisor import FORWARDED_SIGNALS, Child, SpawnError, become_subreaper
+from .supervisor import Child, SpawnError, become_subreaper, forwarded_signals
 
 EXIT_USAGE = 2
 EXIT_STORE_UNAVAILABLE = 69
@@ -67,7 +67,7 @@ SIGNAL_TABLE: dict[signal.Signals, str] = {
     signal.SIGTERM: "notice",
     signal.SIGUSR1: "sync",
     signal.SIGCHLD: "reap",
-    **{sig: "forward" for sig in FORWARDED_SIGNALS},
+    **{sig: "forward" for sig in forwarded_signals({signal.SIGTERM, signal.SIGUSR1})},
 }
 
 log = logs.get_logger()
@@ -106,6 +106,7 @@ class Runner:
         self._last_sync_seconds = 0.0
         self._upload_rate: float | None = None  # bytes/s of the last sizeable sync
         self._next_periodic = float("inf")
+        self._held: list[signal.Signals] = []  # forwarded signals that came before the job
         self._runtime = Path(tempfile.mkdtemp(prefix="spot-agent-"))
         self.notice_file = self._runtime / "notice.json"
         self.status_file = self._runtime / "status.json"
@@ -181,6 +182,9 @@ class Runner:
         )
         if self._early_interruption():
             return self._finish_interrupted(child_ran=False)
+        if signal.SIGINT in self._held:  # Ctrl-C before the job started: stop here
+            log.info("agent.stopped", signal="SIGINT", child_started=False)
+            return 128 + signal.SIGINT
 
         seq = restored.manifest.sequence if restored.manifest else None
         self.output = childio.ChildOutput(s.child_output)
@@ -200,6 +204,9 @@ class Runner:
             return exc.exit_code
         self.output.start()
         log.info("child.started", child_pid=pid, reaper=self.child.reaper)
+        for sig in self._held:
+            self.child.send(sig)
+            log.info("signal.forwarded", signal=sig.name, held=True)
         resources.start_sampler(self.child.tree, s.sample_interval, self._stop_sources)
         self._start_sources()
         self._schedule_periodic()
@@ -220,10 +227,12 @@ class Runner:
             old[sig] = signal.signal(sig, self._on_signal)
             if action == "reap":
                 signal.siginterrupt(sig, False)
-        if early.received is not None:  # a SIGTERM came while the agent was starting
-            received = datetime.fromtimestamp(early.received, UTC)
-            early.received = None
-            self.events.put(Event("notice", sigterm_notice(self.s.grace_period, received)))
+        for sig, at in early.take():  # what came while the agent was starting, in order
+            if SIGNAL_TABLE.get(sig) == "notice":
+                received = datetime.fromtimestamp(time.time() - (time.monotonic() - at), UTC)
+                self.events.put(Event("notice", sigterm_notice(self.s.grace_period, received)))
+            else:
+                self.events.put(Event("signal", sig))
         return old
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -293,6 +302,8 @@ class Runner:
             elif action == "sync":
                 log.info("sync.requested", by="SIGUSR1")
                 self._start_sync("requested")
+            elif action == "forward" and self.child is None:
+                self._held.append(ev.payload)  # sent once the job exists; SIGINT stops us
             elif action == "forward":
                 log.info("signal.forwarded", signal=ev.payload.name)
         elif ev.kind == "notice":
