@@ -183,7 +183,7 @@ class Runner:
         if self._early_interruption():
             return self._finish_interrupted(child_ran=False)
         if signal.SIGINT in self._held:  # Ctrl-C before the job started: stop here
-            log.info("agent.stopped", signal="SIGINT", child_started=False)
+            log.info("agent.exit", exit_code=128 + signal.SIGINT, why="SIGINT before the job")
             return 128 + signal.SIGINT
 
         seq = restored.manifest.sequence if restored.manifest else None
@@ -231,12 +231,17 @@ class Runner:
             if SIGNAL_TABLE.get(sig) == "notice":
                 received = datetime.fromtimestamp(time.time() - (time.monotonic() - at), UTC)
                 self.events.put(Event("notice", sigterm_notice(self.s.grace_period, received)))
+            elif SIGNAL_TABLE.get(sig) == "forward":
+                self._held.append(sig)
             else:
                 self.events.put(Event("signal", sig))
         return old
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         sig = signal.Signals(signum)
+        if SIGNAL_TABLE.get(sig) == "forward" and (self.child is None or not self.child.pid):
+            self._held.append(sig)  # sent once the job exists; a SIGINT stops the agent
+            return
         if SIGNAL_TABLE.get(sig) == "forward" and self.child is not None:
             self.child.send(sig)  # at once: a forwarded signal must not wait for a sync
         self.events.put(Event("signal", sig))
@@ -302,8 +307,6 @@ class Runner:
             elif action == "sync":
                 log.info("sync.requested", by="SIGUSR1")
                 self._start_sync("requested")
-            elif action == "forward" and self.child is None:
-                self._held.append(ev.payload)  # sent once the job exists; SIGINT stops us
             elif action == "forward":
                 log.info("signal.forwarded", signal=ev.payload.name)
         elif ev.kind == "notice":

@@ -286,9 +286,7 @@ class Child:
             return self.returncode
         while True:
             try:
-                pid, status = os.waitpid(
-                    -1 if self.reaper else self.pid, os.WNOHANG | os.WUNTRACED
-                )
+                pid, status = os.waitpid(-1 if self.reaper else self.pid, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
                 if self.returncode is None:
                     # Someone else reaped it (should not happen); do not wait forever.
