@@ -36,12 +36,12 @@ def _catches(pid: int, sig: signal.Signals) -> bool:
 def test_a_signal_while_the_agent_starts_does_not_kill_it(
     tmp_path: Path, sig: signal.Signals, delay: float
 ) -> None:
-    """From the entry point's first line (it catches SIGHUP then), whatever comes next."""
+    """From the entry point's first line (it catches SIGTERM then), whatever comes next."""
     rec = Recorder(tmp_path)
     run = start_agent(tmp_path, ["--job-id", "early"], rec.command)
     # Before its first line the interpreter itself starts (site, the path): no code of ours
-    # can run then. Python catches no SIGHUP by itself: a caught one means we are running.
-    run.wait_for(lambda: _catches(run.proc.pid, S.SIGHUP), what="the entry point")
+    # can run then. Python catches no SIGTERM by itself: a caught one means we are running.
+    run.wait_for(lambda: _catches(run.proc.pid, S.SIGTERM), what="the entry point")
     time.sleep(delay)
     run.signal(sig)
     try:
