@@ -7,10 +7,8 @@ No S3, no logs, no IMDS here: the runner decides *when*; this module knows *how*
 - The agent makes itself a child subreaper (Linux), so orphans of the job re-parent to it
   rather than to init: they are reaped and can be found when the tree must be killed.
   When the agent is PID 1 it is the reaper anyway.
-- The child starts as tini starts it: default signal dispositions and an empty mask
-  (whatever the agent inherited or set up for itself), the terminal's foreground when the
-  agent has one (given in the child, before exec, so an interactive shell never meets
-  SIGTTIN), and SIGKILL should the agent die (``kill -9``) without ending it.
+- The child starts as tini starts it (``agent/spawn.py``): default signal dispositions,
+  an empty mask, the terminal given before exec, SIGKILL should the agent die.
 - A job stopped by the terminal (Ctrl-Z) stops the agent too, so the shell that started the
   agent gets its prompt back; ``fg`` continues the agent, which continues the job.
 - Exit status follows the shell's convention: the child's code, 128+N when killed by
@@ -20,19 +18,18 @@ No S3, no logs, no IMDS here: the runner decides *when*; this module knows *how*
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import psutil
 
-from .signals import TTY_STOPS, UNCATCHABLE, forwarded_signals
+from .signals import TTY_STOPS, forwarded_signals
+from .spawn import PR_SET_CHILD_SUBREAPER, libc, prepare_child
+from .terminal import Terminal
 
 __all__ = [
     "Child",
@@ -44,8 +41,6 @@ __all__ = [
 
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 class SpawnError(Exception):
@@ -62,72 +57,15 @@ def exit_code_of(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _libc() -> Any:
-    """The C library, for prctl; None off Linux."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
 def become_subreaper() -> bool:
     """Adopt orphaned descendants (Linux >= 3.4). Harmless and unneeded as PID 1."""
     if os.getpid() == 1:
         return True
-    libc = _libc()
+    c = libc()
     try:
-        return libc is not None and bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        return c is not None and bool(c.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except AttributeError:
         return False
-
-
-def _foreground_tty() -> int | None:
-    """stdin's descriptor when it is a terminal and the agent's group is its foreground."""
-    try:
-        fd = sys.stdin.fileno()
-        if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
-            return fd
-    except (OSError, ValueError, AttributeError):
-        pass
-    return None
-
-
-def _job_control_tty() -> int | None:
-    """stdin's descriptor when it is a terminal (a shell's job control may be at work)."""
-    try:
-        fd = sys.stdin.fileno()
-        return fd if os.isatty(fd) else None
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _prepare_child(tty_fd: int | None, libc: Any, agent_pid: int) -> Callable[[], None]:
-    """What the job's process does between fork and exec (tini's spawn, in Python).
-
-    Only system calls, no locks, no imports: the agent has threads, and only the forking
-    one exists in the child. ``libc`` None: no parent-death signal (see ``Child.start``).
-    """
-    dispositions = [s for s in signal.valid_signals() if s not in UNCATCHABLE]
-
-    def prepare() -> None:
-        if libc is not None:
-            # Die with the agent: a job must not run on unsupervised after a kill -9 of it.
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-            if os.getppid() != agent_pid:  # the agent died before prctl took hold
-                os.kill(os.getpid(), signal.SIGKILL)
-        if tty_fd is not None:
-            # Our new group is in the background: tcsetpgrp would stop us with SIGTTOU.
-            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-            with contextlib.suppress(OSError):
-                os.tcsetpgrp(tty_fd, os.getpgrp())
-        for sig in dispositions:  # an ignored SIGINT or SIGHUP the agent inherited, too
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-
-    return prepare
 
 
 class Child:
@@ -156,7 +94,7 @@ class Child:
         self.reaped_orphans = 0
         self._popen: subprocess.Popen[bytes] | None = None
         #: the terminal of a shell's job control (stdin), if any
-        self._tty_fd: int | None = None
+        self._tty: Terminal | None = None
         #: the signal that stopped the job, while it is stopped
         self.stopped_by: signal.Signals | None = None
         #: times the agent stopped itself because the terminal stopped the job
@@ -169,7 +107,7 @@ class Child:
         # Our children from before the job are not the job's (a test runner's servers, say):
         # only children that appear later can be the job's re-parented orphans.
         self._foreign = {p.pid for p in psutil.Process().children()}
-        self._tty_fd = _job_control_tty()
+        self._tty = Terminal.of_stdin()
         try:
             self._popen = subprocess.Popen(
                 self.argv,
@@ -179,10 +117,8 @@ class Child:
                 stdout=self.stdout,
                 stderr=self.stderr,
                 process_group=0,  # set before preexec_fn runs
-                preexec_fn=_prepare_child(
-                    _foreground_tty(),
-                    _libc() if threading.current_thread() is threading.main_thread() else None,
-                    os.getpid(),
+                preexec_fn=prepare_child(
+                    self._tty.fd if self._tty is not None and self._tty.ours() else None
                 ),
                 close_fds=True,
             )
@@ -196,60 +132,27 @@ class Child:
         self.started = time.monotonic()
         return self.pid
 
-    def _hand_terminal(self, to_pgrp: int, *, only_from: int | None = None) -> bool:
-        """Make ``to_pgrp`` the terminal's foreground (if ``only_from`` has it, when given).
-
-        Never takes it from the shell that started the agent (after `bg`, it is the shell's).
-        """
-        fd = self._tty_fd
-        if fd is None:
-            return False
-        try:
-            foreground = self._foreground()
-            if foreground is None or foreground == to_pgrp:
-                return False
-            if only_from is not None and foreground != only_from:
-                return False
-            parent = os.getppid()
-            if parent > 0 and foreground == os.getpgid(parent) != os.getpgrp():
-                return False
-            # Blocked, not ignored, for the call: a background group's tcsetpgrp would
-            # otherwise stop the agent with SIGTTOU.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
-            try:
-                os.tcsetpgrp(fd, to_pgrp)
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTTOU})
-            return True
-        except OSError:
-            return False
-
     def _on_stopped(self, sig: signal.Signals) -> None:
         """The job stopped: on a terminal stop, stop the agent too, then continue them both."""
         self.stopped_by = sig
-        if sig not in TTY_STOPS or self._tty_fd is None:
+        if sig not in TTY_STOPS or self._tty is None:
             return  # SIGSTOP, or no job control around: it stays stopped until a SIGCONT
         if os.getpid() != 1:
             # Give the shell that started us its prompt back: it waits for *our* stop.
-            self._hand_terminal(os.getpgrp())
+            self._tty.hand(os.getpgrp())
             self.suspensions += 1
             os.kill(os.getpid(), signal.SIGSTOP)
             # Continued (`fg` or `bg`): the job comes along.
-        elif sig == signal.SIGTSTP or self._foreground() != os.getpgrp():
+        elif sig == signal.SIGTSTP or not self._tty.ours():
             # PID 1 has no one to stop for: a SIGTSTP it was sent stays with the job, and a
             # job stopped for reading a terminal the agent cannot give it stays stopped.
             return
         self.resume()
 
-    def _foreground(self) -> int | None:
-        try:
-            return None if self._tty_fd is None else os.tcgetpgrp(self._tty_fd)
-        except OSError:
-            return None
-
     def resume(self) -> None:
         """Continue a stopped job, in the terminal's foreground if the agent holds it."""
-        self._hand_terminal(self.pid, only_from=os.getpgrp())
+        if self._tty is not None:
+            self._tty.hand(self.pid, only_from=os.getpgrp())
         self.stopped_by = None
         self._signal_group(signal.SIGCONT)
 
@@ -310,8 +213,9 @@ class Child:
         self.returncode = exit_code_of(status)
         if self._popen is not None:
             self._popen.returncode = self.returncode  # so Popen never waits on a reaped pid
-        self._hand_terminal(os.getpgrp())
-        self._tty_fd = None
+        if self._tty is not None:
+            self._tty.hand(os.getpgrp())
+            self._tty = None
 
     def wait(self, timeout: float | None = None, poll: float = 0.02) -> int | None:
         """The exit code, or None if the job still runs after ``timeout`` seconds."""
