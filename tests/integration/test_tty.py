@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from tests.agentproc import AGENT, agent_env
-from tests.integration.signal_jobs import PY, Recorder, state, wait_until
+from tests.integration.signal_jobs import PY, Recorder, state, unshare_pid, wait_until
 
 #: runs per shell: enough to catch a race that loses one run in five (0.8^15 < 4 %)
 RUNS = 15
@@ -127,15 +127,27 @@ def _hung(term: Terminal) -> str:
     return f"hung, stopped processes {stopped}:\n{term.output}"
 
 
+@pytest.mark.parametrize("as_pid1", [False, True], ids=["", "pid1"])
 @pytest.mark.parametrize("variant", list(SHELLS))
-def test_a_job_control_shell_starts_in_the_foreground(tmp_path: Path, variant: str) -> None:
+def test_a_job_control_shell_starts_in_the_foreground(
+    tmp_path: Path, variant: str, as_pid1: bool
+) -> None:
+    """``docker run -it IMAGE bash``: as PID 1, or under a terminal's shell."""
     argv, typed = SHELLS[variant]
     shell = [_shell(argv[0]), *argv[1:]]
+    prefix: list[str] = []
+    if as_pid1:
+        # PID 1 of a new PID namespace, and the leader of a session on the pty, as the
+        # container's init is under `docker run -it`.
+        setsid = shutil.which("setsid")
+        if setsid is None:
+            pytest.skip("setsid(1) is not installed: cannot give PID 1 the terminal")
+        prefix = [*unshare_pid(), setsid, "--ctty"]
     env = agent_env(tmp_path, {"PS1": "$ ", "ENV": "", "TERM": "dumb"})
     for first in range(0, RUNS, BATCH):
         runs = range(first, min(first + BATCH, RUNS))
         terms = [
-            Terminal([*AGENT, "run", "--job-id", f"tty{n}", "--", *shell], env, tmp_path)
+            Terminal([*prefix, *AGENT, "run", "--job-id", f"tty{n}", "--", *shell], env, tmp_path)
             for n in runs
         ]
         try:
