@@ -12,12 +12,14 @@ Two kinds of arrival:
 
 - most signals run a Python handler (``signal.signal``);
 - the signals the agent can raise against itself by accident (a fault in C code, a write
-  to a closed pipe, a file over its size limit, ``abort()``) stay blocked in every thread
-  and are taken by one thread with ``sigwaitinfo``. Sent by someone else, they are handled
-  like the others. Raised by the agent's own fault, the kernel unblocks and delivers them
-  with their default action, so a real crash is still a crash (not a handler returning to
-  the faulting instruction forever); a write to a broken pipe gets EPIPE, and the signal
-  waits, blocked, on the thread that wrote.
+  to a closed pipe, a file over its size limit, ``abort()``, a log line written to the
+  terminal from the background under ``stty tostop``) stay blocked in every thread and are
+  taken by one thread with ``sigwaitinfo``. Sent by someone else, they are handled like the
+  others. Raised by the agent's own fault, the kernel unblocks and delivers them with their
+  default action, so a real crash is still a crash (not a handler returning to the
+  faulting instruction forever); a write to a broken pipe gets EPIPE, and the signal waits,
+  blocked, on the thread that wrote; a terminal write from the background goes through
+  (a handled SIGTTOU would make the write fail and retry, forwarding SIGTTOU each time).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ SELF_RAISED = frozenset(
         signal.SIGABRT,
         signal.SIGPIPE,
         signal.SIGXFSZ,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
     }
 )
 

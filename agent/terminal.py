@@ -51,13 +51,13 @@ class Terminal:
             parent = os.getppid()
             if parent > 0 and foreground == os.getpgid(parent) != os.getpgrp():
                 return False
-            # Blocked, not ignored, for the call: a background group's tcsetpgrp would
-            # otherwise stop the agent with SIGTTOU.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+            # Blocked for the call (it is, always, under ``agent.early``): a background
+            # group's tcsetpgrp would otherwise stop the agent with SIGTTOU.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
             try:
                 os.tcsetpgrp(self.fd, to_pgrp)
             finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTTOU})
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             return True
         except OSError:
             return False
