@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -131,3 +132,34 @@ def test_a_sigterm_blocked_by_the_caller_before_exec_is_still_a_notice(tmp_path:
     run.wait_for(lambda: '"child.started"' in run.stdout, what="the job to start")
     os.kill(run.proc.pid, signal.SIGTERM)
     assert run.wait(60) == 75, run.stdout + run.stderr
+
+
+def test_early_records_signals_in_arrival_order_and_unblocks_the_inherited_mask() -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal, sys, time
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})
+        from agent import early
+        from agent.signals import SELF_RAISED
+        early.install(["spot-agent", "run"])
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        assert blocked == set(SELF_RAISED), blocked
+        for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTERM, signal.SIGALRM):
+            os.kill(os.getpid(), sig)
+        os.kill(os.getpid(), signal.SIGSEGV)  # taken by the sigwait thread
+        time.sleep(0.5)
+        taken = early.take()
+        times = [t for _, t in taken]
+        assert times == sorted(times) and early.take() == []
+        print(" ".join(s.name for s, _ in taken))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["SIGHUP", "SIGUSR2", "SIGTERM", "SIGALRM", "SIGSEGV"]
