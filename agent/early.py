@@ -1,32 +1,65 @@
-"""Keep a SIGTERM that arrives while ``spot-agent run`` is still starting.
+"""Take every signal from the first lines of ``spot-agent run``, and keep it for the run loop.
 
 Importing the agent takes a few tenths of a second (boto3, structlog, watchtower). Until
-the runner installs its handlers, Python's default action for SIGTERM would end the agent
-with 143, which a retry strategy on 75 does not retry; and as PID 1 in a container the
-kernel drops the signal altogether, so the job would start and be SIGKILLed at the end of
-the grace period with no final checkpoint. So the entry points record a SIGTERM from their
-first lines on, and the runner takes an early one as the interruption, its grace period
-counted from when it arrived.
+the run loop installs its handlers, a signal's default action would end the agent: 143 for
+a SIGTERM (which a retry strategy on 75 does not retry), a ``KeyboardInterrupt`` for a
+SIGINT, a plain death for SIGHUP, SIGUSR1, SIGALRM... And as PID 1 in a container the
+kernel drops a signal the agent has no handler for, so the job would start and be SIGKILLed
+at the end of the grace period with no final checkpoint.
+
+So the entry points call :func:`install` first: it unblocks whatever mask the agent
+inherited, and records each signal with the moment it arrived. The run loop then calls
+:func:`take` and replays them in order (SIGTERM as a notice counted from its arrival time,
+SIGINT before the job starts as a stop, the rest forwarded once the job exists).
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
 
-#: time.time() of the first SIGTERM received before the runner took over, if any
-received: float | None = None
+from .signals import ALWAYS_OWNED, SELF_RAISED, catchable_signals
+
+_received: list[tuple[signal.Signals, float]] = []
+_installed = False
 
 
-def _record(_signum: int, _frame: FrameType | None) -> None:
-    global received
-    if received is None:
-        received = time.time()
+def _record(signum: int, _frame: FrameType | None) -> None:
+    # No lock: a handler may interrupt take() in the same thread; append and pop are atomic.
+    _received.append((signal.Signals(signum), time.monotonic()))
+
+
+def take() -> list[tuple[signal.Signals, float]]:
+    """The signals received so far, oldest first, with their ``time.monotonic()``; clears them."""
+    taken: list[tuple[signal.Signals, float]] = []
+    while _received:
+        taken.append(_received.pop(0))  # pop is atomic: a signal arriving now is not lost
+    return taken
+
+
+def _take_self_raised() -> None:
+    """Take the blocked signals (SELF_RAISED) for whatever Python handler is installed now."""
+    waited = set(SELF_RAISED)
+    while True:
+        info = signal.sigwaitinfo(waited)
+        handler = signal.getsignal(info.si_signo)
+        if callable(handler):
+            handler(info.si_signo, None)
 
 
 def install(argv: Sequence[str]) -> None:
-    """Record SIGTERM from now on, for ``spot-agent run`` only (other verbs keep the default)."""
-    if list(argv[1:2]) == ["run"]:
-        signal.signal(signal.SIGTERM, _record)
+    """From now on no signal kills ``spot-agent run``; other verbs keep the defaults."""
+    global _installed
+    if list(argv[1:2]) != ["run"] or _installed:
+        return
+    _installed = True
+    for sig in catchable_signals() - ALWAYS_OWNED:  # SIGCHLD's default (ignore) is harmless
+        signal.signal(sig, _record)
+    # An inherited mask (tini's sigconf test starts it with SIGTERM blocked) would keep a
+    # notice from ever arriving. Block only what the sigwait thread takes; the threads
+    # started later inherit this mask, so that thread is the only one to receive them.
+    signal.pthread_sigmask(signal.SIG_SETMASK, SELF_RAISED)
+    threading.Thread(target=_take_self_raised, name="signals", daemon=True).start()

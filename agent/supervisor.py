@@ -7,6 +7,10 @@ No S3, no logs, no IMDS here: the runner decides *when*; this module knows *how*
 - The agent makes itself a child subreaper (Linux), so orphans of the job re-parent to it
   rather than to init: they are reaped and can be found when the tree must be killed.
   When the agent is PID 1 it is the reaper anyway.
+- The child starts as tini starts it (``agent/spawn.py``): default signal dispositions,
+  an empty mask, the terminal given before exec, SIGKILL should the agent die.
+- A job stopped by the terminal (Ctrl-Z) stops the agent too, so the shell that started the
+  agent gets its prompt back; ``fg`` continues the agent, which continues the job.
 - Exit status follows the shell's convention: the child's code, 128+N when killed by
   signal N, 127 when the command does not exist, 126 when it cannot be executed.
 """
@@ -14,29 +18,29 @@ No S3, no logs, no IMDS here: the runner decides *when*; this module knows *how*
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import psutil
 
-#: Signals that are passed on to the job unchanged. SIGTERM is not among them: it is an
-#: interruption notice, and the runner answers it with the configured stop signal.
-FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR2,
-)
+from .signals import TTY_STOPS, forwarded_signals
+from .spawn import PR_SET_CHILD_SUBREAPER, libc, prepare_child
+from .terminal import Terminal
+
+__all__ = [
+    "Child",
+    "SpawnError",
+    "become_subreaper",
+    "exit_code_of",
+    "forwarded_signals",
+]
 
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 class SpawnError(Exception):
@@ -55,12 +59,12 @@ def exit_code_of(status: int) -> int:
 
 def become_subreaper() -> bool:
     """Adopt orphaned descendants (Linux >= 3.4). Harmless and unneeded as PID 1."""
-    if os.getpid() == 1 or not sys.platform.startswith("linux"):
-        return os.getpid() == 1
+    if os.getpid() == 1:
+        return True
+    c = libc()
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
+        return c is not None and bool(c.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except AttributeError:
         return False
 
 
@@ -89,13 +93,21 @@ class Child:
         self.returncode: int | None = None
         self.reaped_orphans = 0
         self._popen: subprocess.Popen[bytes] | None = None
-        self._tty_fd: int | None = None
+        #: the terminal of a shell's job control (stdin), if any
+        self._tty: Terminal | None = None
+        #: the signal that stopped the job, while it is stopped
+        self.stopped_by: signal.Signals | None = None
+        #: times the agent stopped itself because the terminal stopped the job
+        self.suspensions = 0
         self._foreign: set[int] = set()
 
     def start(self) -> int:
+        """Spawn the job. From the main thread, the job also dies with the agent (SIGKILL):
+        the kernel sends a parent-death signal when the *thread* that forked it ends."""
         # Our children from before the job are not the job's (a test runner's servers, say):
         # only children that appear later can be the job's re-parented orphans.
         self._foreign = {p.pid for p in psutil.Process().children()}
+        self._tty = Terminal.of_stdin()
         try:
             self._popen = subprocess.Popen(
                 self.argv,
@@ -104,7 +116,10 @@ class Child:
                 stdin=None,
                 stdout=self.stdout,
                 stderr=self.stderr,
-                process_group=0,
+                process_group=0,  # set before preexec_fn runs
+                preexec_fn=prepare_child(
+                    self._tty.fd if self._tty is not None and self._tty.ours() else None
+                ),
                 close_fds=True,
             )
         except FileNotFoundError:
@@ -115,42 +130,48 @@ class Child:
             raise SpawnError(f"{self.argv[0]}: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
         self.pid = self._popen.pid
         self.started = time.monotonic()
-        self._give_terminal()
         return self.pid
 
-    def _give_terminal(self) -> None:
-        """With an interactive terminal, make the job its foreground group (like a shell)."""
-        try:
-            fd = sys.stdin.fileno()
-            if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp():
-                return
-            old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-            try:
-                os.tcsetpgrp(fd, self.pid)
-                self._tty_fd = fd
-            finally:
-                signal.signal(signal.SIGTTOU, old)
-        except (OSError, ValueError, AttributeError):
-            pass
-
-    def _take_terminal_back(self) -> None:
-        if self._tty_fd is None:
+    def _on_stopped(self, sig: signal.Signals) -> None:
+        """The job stopped: on a terminal stop, stop the agent too, then continue them both."""
+        self.stopped_by = sig
+        if sig not in TTY_STOPS or self._tty is None:
+            return  # SIGSTOP, or no job control around: it stays stopped until a SIGCONT
+        if os.getpid() != 1:
+            # Give the shell that started us its prompt back: it waits for *our* stop.
+            self._tty.hand(os.getpgrp())
+            self.suspensions += 1
+            os.kill(os.getpid(), signal.SIGSTOP)
+            # Continued (`fg` or `bg`): the job comes along.
+        elif sig == signal.SIGTSTP or not self._tty.ours():
+            # PID 1 has no one to stop for: a SIGTSTP it was sent stays with the job, and a
+            # job stopped for reading a terminal the agent cannot give it stays stopped.
             return
-        old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-        try:
-            os.tcsetpgrp(self._tty_fd, os.getpgrp())
-        except OSError:
-            pass
-        finally:
-            signal.signal(signal.SIGTTOU, old)
-            self._tty_fd = None
+        self.resume()
+
+    def resume(self) -> None:
+        """Continue a stopped job, in the terminal's foreground if the agent holds it."""
+        if self._tty is not None:
+            self._tty.hand(self.pid, only_from=os.getpgrp())
+        self.stopped_by = None
+        self._signal_group(signal.SIGCONT)
 
     @property
     def running(self) -> bool:
         return self.pid != 0 and self.returncode is None
 
     def send(self, sig: int) -> None:
-        """Signal the job's whole process group (falls back to the process itself)."""
+        """Signal the job's whole process group (falls back to the process itself).
+
+        A SIGCONT (a shell's `fg` continuing the agent, say) gives the job the terminal
+        first, if the agent has it, as a shell does before continuing a job.
+        """
+        if sig == signal.SIGCONT and self.running:
+            self.resume()
+        else:
+            self._signal_group(sig)
+
+    def _signal_group(self, sig: int) -> None:
         if not self.pid:
             return
         try:
@@ -168,7 +189,7 @@ class Child:
             return self.returncode
         while True:
             try:
-                pid, status = os.waitpid(-1 if self.reaper else self.pid, os.WNOHANG)
+                pid, status = os.waitpid(-1 if self.reaper else self.pid, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
                 if self.returncode is None:
                     # Someone else reaped it (should not happen); do not wait forever.
@@ -176,6 +197,10 @@ class Child:
                 break
             if pid == 0:
                 break
+            if os.WIFSTOPPED(status):
+                if pid == self.pid:
+                    self._on_stopped(signal.Signals(os.WSTOPSIG(status)))
+                continue
             if pid == self.pid:
                 self._set_exited(status)
                 if not self.reaper:
@@ -188,7 +213,9 @@ class Child:
         self.returncode = exit_code_of(status)
         if self._popen is not None:
             self._popen.returncode = self.returncode  # so Popen never waits on a reaped pid
-        self._take_terminal_back()
+        if self._tty is not None:
+            self._tty.hand(os.getpgrp())
+            self._tty = None
 
     def wait(self, timeout: float | None = None, poll: float = 0.02) -> int | None:
         """The exit code, or None if the job still runs after ``timeout`` seconds."""
@@ -231,7 +258,7 @@ class Child:
         for p in victims:
             with contextlib.suppress(psutil.Error):
                 p.kill()
-        self.send(signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)
         return len(victims)
 
     def stop(self, sig: int, timeout: float) -> tuple[int, bool]:

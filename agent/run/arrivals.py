@@ -41,8 +41,14 @@ def on_signal(loop: RunLoop, sig: signal.Signals, at: float, forwarded: bool) ->
     elif meaning is Meaning.FORWARD and loop.job is None and sig in signals.STOP_BEFORE_START:
         log.warning("agent.stopping", signal=sig.name, why="received before the job started")
         loop.stopped_by = loop.stopped_by or sig
+    elif meaning is Meaning.FORWARD and loop.job is None:
+        loop.held.append(sig)  # sent once the job exists (tini's order: nothing is lost)
+        log.info("signal.held", signal=sig.name, why="the job has not started yet")
+    elif meaning is Meaning.FORWARD and loop.job.running:
+        loop.job.send(sig)  # it came while the job was being started
+        log.info("signal.forwarded", signal=sig.name, late=True)
     elif meaning is Meaning.FORWARD:
-        log.info("signal.not_forwarded", signal=sig.name, why="no job running")
+        log.info("signal.not_forwarded", signal=sig.name, why="the job has ended")
 
 
 def on_notice(loop: RunLoop, notice: Notice, at: float) -> None:

@@ -69,6 +69,7 @@ class RunLoop:
         self.job: Job | None = None
         self.interruption: Interruption | None = None
         self.stopped_by: signal.Signals | None = None  # Ctrl-C etc. before the job started
+        self.held: list[signal.Signals] = []  # the job's signals that came before it existed
         self.workers: list[threading.Thread] = []
         self.syncs = Syncs(
             self.scheduler, files, settings.checkpoint_keep, self.events.put, self.spawn_worker
@@ -123,13 +124,18 @@ class RunLoop:
         log_restore(restored)
         seq = restored.manifest.sequence if restored.manifest else None
         self.files.write_status(seq, 0.0, "restore")
-        self.job = self.parts.make_job(job_environ(s, self.files, self.attempt, seq))
+        job = self.parts.make_job(job_environ(s, self.files, self.attempt, seq))
         try:
-            pid = self.job.start()
+            pid = job.start()
         except SpawnError as exc:
             log.error("child.spawn_failed", error=str(exc), exit_code=exc.exit_code)
             return exc.exit_code
+        self.job = job  # from here on the signal handler forwards at once
         log.info("child.started", child_pid=pid, reaper=self.job.reaper)
+        for sig in self.held:
+            self.job.send(sig)
+            log.info("signal.forwarded", signal=sig.name, held=True)
+        self.held.clear()
         self._start_sources(self._done["sources"])
         self.scheduler.schedule(time.monotonic())
         code = self._supervise()

@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any
 
 from .. import early
-from ..supervisor import FORWARDED_SIGNALS
+from ..signals import forwarded_signals
 from .events import SignalReceived
 
 
@@ -27,7 +27,7 @@ STOP_BEFORE_START = frozenset({signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
 
 
 def signal_table(sync_signal: signal.Signals) -> dict[signal.Signals, Meaning]:
-    table = {sig: Meaning.FORWARD for sig in (*FORWARDED_SIGNALS, signal.SIGUSR1)}
+    table = {sig: Meaning.FORWARD for sig in forwarded_signals({signal.SIGTERM, sync_signal})}
     table[signal.SIGTERM] = Meaning.NOTICE
     table[signal.SIGCHLD] = Meaning.REAP
     table[sync_signal] = Meaning.SYNC  # SIGUSR1 by default; forwarded when another is chosen
@@ -58,10 +58,6 @@ def install(table: dict[signal.Signals, Meaning], on_signal: Handler) -> Callabl
 
 
 def early_signals() -> list[SignalReceived]:
-    """Signals :mod:`agent.early` kept while the agent was importing, with their arrival
-    converted from the wall clock to the monotonic one."""
-    received, early.received = early.received, None
-    if received is None:
-        return []
-    at = time.monotonic() - max(time.time() - received, 0.0)
-    return [SignalReceived(signal.SIGTERM, at)]
+    """Signals :mod:`agent.early` kept while the agent was importing, in arrival order,
+    each with its monotonic arrival time."""
+    return [SignalReceived(sig, at) for sig, at in early.take()]

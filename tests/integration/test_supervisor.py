@@ -91,6 +91,10 @@ time.sleep(30)' {marker} &
         time.sleep(0.02)
     child.send(signal.SIGUSR2)
     assert child.wait(10) is not None
+    # The shell dies of it at once; the grandchild writes its marker a moment later.
+    deadline = time.monotonic() + 10
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert marker.read_text() == "usr2"
 
 
@@ -193,3 +197,90 @@ def test_kill_tree_reaches_an_orphan_that_left_the_process_group(tmp_path: Path)
     child.stop(signal.SIGTERM, timeout=0.2)
     child.reap_leftovers(grace=1)
     assert gone_or_zombie(daemon, within=5)
+
+
+def _in_fresh_process(code: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run supervisor code in a process of its own (its signal state and death are its own)."""
+    return subprocess.run(
+        [PY, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parents[2],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_the_job_starts_with_default_dispositions_and_an_empty_mask() -> None:
+    """tini's sigconf case: what the agent blocks or ignores is not the job's."""
+    out = _in_fresh_process(
+        """
+        import signal, subprocess
+        from agent.supervisor import Child
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR2})
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTOU, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+        child = Child(["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"])
+        child.start()
+        raise SystemExit(child.wait(20))
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    masks = dict(line.split(":\t") for line in out.stdout.splitlines())
+    assert masks == {"SigBlk": "0000000000000000", "SigIgn": "0000000000000000"}, out.stdout
+
+
+def test_the_job_dies_with_the_agent() -> None:
+    """Issue 16, item 9: a kill -9 of the agent must not leave the job unsupervised."""
+    out = _in_fresh_process(
+        """
+        import os
+        from agent.supervisor import Child
+        child = Child(["sleep", "300"])
+        print(child.start(), flush=True)
+        os._exit(0)  # as abrupt as a SIGKILL: no cleanup of ours runs
+        """
+    )
+    job = int(out.stdout)
+    assert gone_or_zombie(job, within=10), "the job outlived its agent"
+
+
+def test_a_job_started_from_a_passing_thread_outlives_that_thread() -> None:
+    """The parent-death signal follows the forking *thread*: only the main thread sets it."""
+    out = _in_fresh_process(
+        """
+        import threading, time
+        from agent.supervisor import Child
+        child = Child(["sleep", "300"])
+        t = threading.Thread(target=child.start)
+        t.start(); t.join()
+        time.sleep(0.5)
+        alive = child.reap() is None
+        child.kill_tree(); child.wait(10)
+        print(alive)
+        """
+    )
+    assert out.stdout.strip() == "True", out.stdout + out.stderr
+
+
+def test_a_job_stopped_without_a_terminal_waits_for_a_sigcont() -> None:
+    """No job control around (stdin is no terminal): the supervisor does not stop itself."""
+    child = run("import time; time.sleep(60)")
+    try:
+        child.send(signal.SIGTSTP)
+        deadline = time.monotonic() + 10
+        while child.stopped_by is None and time.monotonic() < deadline:
+            assert child.reap() is None
+            time.sleep(0.02)
+        assert child.stopped_by == signal.SIGTSTP and child.suspensions == 0
+        assert psutil.Process(child.pid).status() == psutil.STATUS_STOPPED
+        child.send(signal.SIGCONT)
+        assert child.stopped_by is None
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).status() == psutil.STATUS_STOPPED:
+            assert time.monotonic() < deadline, "SIGCONT did not continue the job"
+            time.sleep(0.02)
+        assert child.reap() is None  # a stop is not an exit
+    finally:
+        child.kill_tree()
+        child.wait(5)

@@ -1,0 +1,107 @@
+"""Small jobs and launchers for the signal, terminal and start-up tests (real processes)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+PY = sys.executable
+
+#: a job that records, one name a line, every signal it receives; it exits 0 once the stop
+#: file exists. Its ready file holds its pid.
+RECORDER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    out, stop = sys.argv[1], sys.argv[2]
+
+    def record(signum, _frame):
+        with open(out, "a") as f:
+            f.write(signal.Signals(signum).name + "\\n")
+
+    for sig in signal.Signals:
+        if sig < signal.SIGRTMIN and sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            signal.signal(sig, record)
+    with open(out + ".ready", "w") as f:
+        f.write(str(os.getpid()))
+    while not os.path.exists(stop):
+        time.sleep(0.02)
+    """
+)
+
+
+class Recorder:
+    """Paths and reading for one RECORDER job."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.script = tmp / "recorder.py"
+        self.script.write_text(RECORDER)
+        self.out = tmp / "received"
+        self.ready = tmp / "received.ready"
+        self.stop = tmp / "stop"
+
+    @property
+    def command(self) -> list[str]:
+        return [PY, str(self.script), str(self.out), str(self.stop)]
+
+    def received(self) -> list[str]:
+        return self.out.read_text().split() if self.out.exists() else []
+
+    def finish(self) -> None:
+        self.stop.write_text("")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def unshare_pid() -> list[str]:
+    """The prefix that runs a command as PID 1 of a new PID namespace, or skip."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare(1) is not installed: cannot run the agent as PID 1")
+    prefix = [unshare, "--pid", "--fork", "--mount-proc"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"this machine does not allow PID namespaces: {probe.stderr.decode().strip()}")
+    return prefix
+
+
+def agent_process(launcher_pid: int, timeout: float = 20) -> psutil.Process:
+    """The agent's process under a launcher (``unshare --fork`` forks it as its child)."""
+    found: list[psutil.Process] = []
+
+    def look() -> bool:
+        for p in psutil.Process(launcher_pid).children(recursive=True):
+            if "agent" in p.cmdline():
+                found.append(p)
+                return True
+        return False
+
+    wait_until(look, timeout, "the agent under its launcher")
+    return found[0]
+
+
+def state(pid: int) -> str:
+    """A process's state letter from /proc (T: stopped), or '' when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def signal_names(sigs: object) -> list[str]:
+    return sorted(signal.Signals(s).name for s in sigs)  # type: ignore[attr-defined]
