@@ -36,18 +36,25 @@ def on_signal(loop: RunLoop, sig: signal.Signals, at: float, forwarded: bool) ->
         else:
             log.info("sync.requested", by=sig.name)
             loop.syncs.request("requested")
-    elif meaning is Meaning.FORWARD and forwarded:
+    elif meaning is Meaning.FORWARD:
+        _forward(loop, sig, forwarded)
+
+
+def _forward(loop: RunLoop, sig: signal.Signals, forwarded: bool) -> None:
+    """The job's signal: the handler passed it on at once unless there was no job then."""
+    job = loop.job
+    if forwarded:
         log.info("signal.forwarded", signal=sig.name)
-    elif meaning is Meaning.FORWARD and loop.job is None and sig in signals.STOP_BEFORE_START:
+    elif job is None and sig in signals.STOP_BEFORE_START:
         log.warning("agent.stopping", signal=sig.name, why="received before the job started")
         loop.stopped_by = loop.stopped_by or sig
-    elif meaning is Meaning.FORWARD and loop.job is None:
-        loop.held.append(sig)  # sent once the job exists (tini's order: nothing is lost)
+    elif job is None:
+        loop.held.append(sig)  # sent once the job exists: nothing is lost
         log.info("signal.held", signal=sig.name, why="the job has not started yet")
-    elif meaning is Meaning.FORWARD and loop.job.running:
-        loop.job.send(sig)  # it came while the job was being started
+    elif job.running:
+        job.send(sig)  # it came while the job was being started
         log.info("signal.forwarded", signal=sig.name, late=True)
-    elif meaning is Meaning.FORWARD:
+    else:
         log.info("signal.not_forwarded", signal=sig.name, why="the job has ended")
 
 
