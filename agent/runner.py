@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,13 +36,13 @@ from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
 from . import batch, childio, early, logs, resources
 from .config import ConfigError, Settings
-from .imds import ImdsClient, ImdsSource, ImdsUnavailable, looks_like_ec2
 from .notices import (
     INTERRUPTION,
     REBALANCE,
     Notice,
     NoticeBoard,
     NoticeSource,
+    make_imds_source,
     sigterm_notice,
     write_notice_file,
     write_private_file,
@@ -221,7 +220,7 @@ class Runner:
             if action == "reap":
                 signal.siginterrupt(sig, False)
         if early.received is not None:  # a SIGTERM came while the agent was starting
-            received = datetime.fromtimestamp(early.received, UTC)
+            received = time.monotonic() - max(time.time() - early.received, 0.0)
             early.received = None
             self.events.put(Event("notice", sigterm_notice(self.s.grace_period, received)))
         return old
@@ -234,41 +233,8 @@ class Runner:
 
     def _imds_sources(self) -> tuple[NoticeSource, ...]:
         """The metadata-service source, if ``--imds`` and the machine call for one."""
-        s = self.s
-        if s.imds == "off":
-            return ()
-        if s.imds == "auto" and not s.imds_endpoint_set and not looks_like_ec2():
-            log.info(
-                "imds.skipped",
-                why="not on EC2 and AWS_EC2_METADATA_SERVICE_ENDPOINT unset",
-                notices="SIGTERM only",
-            )
-            return ()
-        client = ImdsClient(s.imds_endpoint)
-        reason = client.probe()
-        if reason is not None:
-            if s.imds == "on":
-                raise ConfigError(
-                    "--imds (SPOT_AGENT_IMDS)",
-                    f"on, but the metadata service at {s.imds_endpoint} cannot be used: {reason}",
-                )
-            log.warning(
-                "imds.unavailable", endpoint=s.imds_endpoint, reason=reason, notices="SIGTERM only"
-            )
-            return ()
-        identity = {}
-        for field, path in (
-            ("instance_id", "instance-id"),
-            ("instance_type", "instance-type"),
-            ("availability_zone", "placement/availability-zone"),
-        ):
-            try:
-                identity[field] = client.get(path)
-            except ImdsUnavailable:
-                identity[field] = None
-        logs.bind_static(**identity)
-        log.info("imds.polling", endpoint=s.imds_endpoint, interval=s.imds_interval)
-        return (ImdsSource(client, interval=s.imds_interval),)
+        source = make_imds_source(self.s, lambda identity: logs.bind_static(**identity))
+        return () if source is None else (source,)
 
     def _post(self, notice: Notice) -> None:
         self.events.put(Event("notice", notice))

@@ -19,20 +19,13 @@ import pytest
 import requests
 from structlog.testing import capture_logs
 
-from agent.imds import (
-    INSTANCE_ACTION,
-    REBALANCE_PATH,
-    SCHEDULED_PATH,
-    TERMINATION_TIME,
-    ImdsClient,
-    ImdsSource,
-    ImdsUnavailable,
-    parse_instance_action,
-    parse_scheduled,
-    parse_time,
-)
 from agent.imds_mock import ImdsMock, add_arguments
 from agent.notices import INTERRUPTION, REBALANCE, SCHEDULED, Notice
+from agent.notices.client import ImdsClient
+from agent.notices.failures import ImdsUnavailable
+from agent.notices.parsers import parse_instance_action, parse_scheduled, parse_time
+from agent.notices.protocol import INSTANCE_ACTION, REBALANCE_PATH, SCHEDULED_PATH, TERMINATION_TIME
+from agent.notices.source import ImdsSource
 
 ROOT = Path(__file__).resolve().parents[2]
 

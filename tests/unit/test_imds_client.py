@@ -14,16 +14,10 @@ import requests
 import responses
 from structlog.testing import capture_logs
 
-from agent.imds import (
-    INSTANCE_ACTION,
-    REBALANCE_PATH,
-    SCHEDULED_PATH,
-    TERMINATION_TIME,
-    TOKEN_HEADER,
-    TTL_HEADER,
-    ImdsClient,
-    ImdsSource,
-    ImdsUnavailable,
+from agent.notices import INTERRUPTION, REBALANCE, SCHEDULED, Notice
+from agent.notices.client import ImdsClient
+from agent.notices.failures import ImdsUnavailable
+from agent.notices.parsers import (
     parse_instance_action,
     parse_rebalance,
     parse_scheduled,
@@ -31,7 +25,15 @@ from agent.imds import (
     parse_time,
     scheduled_is_interruption,
 )
-from agent.notices import INTERRUPTION, REBALANCE, SCHEDULED, Notice
+from agent.notices.protocol import (
+    INSTANCE_ACTION,
+    REBALANCE_PATH,
+    SCHEDULED_PATH,
+    TERMINATION_TIME,
+    TOKEN_HEADER,
+    TTL_HEADER,
+)
+from agent.notices.source import ImdsSource
 
 EP = "http://imds.test"
 TOKEN_URL = f"{EP}/latest/api/token"
@@ -176,22 +178,23 @@ def test_token_put_500_is_retried(http: responses.RequestsMock, sleeps: list[flo
 
 
 @pytest.mark.parametrize(
-    ("exc", "kind"),
+    ("exc", "kind", "gets"),
     [
-        (requests.exceptions.ConnectTimeout(), "connect_timeout"),
-        (requests.exceptions.ReadTimeout(), "read_timeout"),
-        (requests.ConnectionError("reset by peer"), "connection_error"),
+        # A timeout already cost seconds: the next poll, a few seconds away, tries again.
+        (requests.exceptions.ConnectTimeout(), "connect_timeout", 1),
+        (requests.exceptions.ReadTimeout(), "read_timeout", 1),
+        (requests.ConnectionError("reset by peer"), "connection_error", 2),
     ],
 )
-def test_network_failures_are_retried_then_unavailable(
-    http: responses.RequestsMock, sleeps: list[float], exc: Exception, kind: str
+def test_network_failures_are_retried_only_when_quick(
+    http: responses.RequestsMock, sleeps: list[float], exc: Exception, kind: str, gets: int
 ) -> None:
     tokens_from(http)
     http.get(META + "instance-id", body=exc)
     with pytest.raises(ImdsUnavailable) as err:
         client(sleeps, retries=1).get("instance-id")
     assert err.value.kind == kind
-    assert len(calls(http, "GET")) == 2
+    assert len(calls(http, "GET")) == gets
 
 
 def test_requests_get_the_configured_timeouts(
@@ -287,9 +290,10 @@ def test_probe_explains_the_likely_cause(
     assert len(calls(http, "PUT")) == 1, "probe answers at once, without retries"
 
 
-def test_probe_counts_a_5xx_as_reachable(http: responses.RequestsMock, sleeps: list[float]) -> None:
+def test_probe_reports_a_5xx_in_one_line(http: responses.RequestsMock, sleeps: list[float]) -> None:
+    # No verdict hangs on it any more: the source keeps trying whatever the probe says.
     http.put(TOKEN_URL, status=503)
-    assert client(sleeps).probe() is None
+    assert client(sleeps).probe() == f"{EP} answered HTTP 503"
 
 
 def test_from_environ() -> None:
@@ -512,7 +516,11 @@ def test_notice_after_recovery_is_posted_and_recovery_logged() -> None:
     with capture_logs() as logs:
         posted = run_source(ImdsSource(client), rounds=10)
     assert [n.source for n in posted] == ["imds:spot"]
-    assert any(log["event"] == "imds_recovered" for log in logs)
+    events = [log["event"] for log in logs]
+    # Unavailable at start is a state, said once; polling starts when the service answers.
+    assert events.count("imds.unavailable") == 1
+    assert events.count("imds.polling") == 1
+    assert events.index("imds.unavailable") < events.index("imds.polling")
 
 
 def test_failing_post_is_retried_without_raising() -> None:
@@ -545,7 +553,9 @@ def test_backoff_doubles_to_the_cap_then_returns_to_the_interval() -> None:
 def test_errors_are_logged_once_per_kind_per_period() -> None:
     clock = Clock()
     kinds = itertools.cycle(["connect_timeout", "http_5xx"])
-    client = ScriptedClient(lambda p: ImdsUnavailable("down", next(kinds)))
+    client = ScriptedClient(
+        lambda p: "i-1" if p == "instance-id" else ImdsUnavailable("down", next(kinds))
+    )
     source = ImdsSource(client, log_every=300.0, clock=clock)
 
     def later(waits: int) -> None:
