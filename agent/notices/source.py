@@ -220,10 +220,15 @@ class ImdsSource:
     def _post_new(self, reading: Reading, post: Callable[[Notice], None]) -> None:
         if reading.rebalance is False:
             self._rebalance_shown = False  # gone: a later one is a new recommendation
+        first_seen = {key for key, _ in reading.candidates if key not in self._posted}
         for key, notice in reading.candidates:
             if notice.kind == REBALANCE:
                 self._post_rebalance(notice, post)
-            elif key not in self._posted:
+            elif key in self._posted:
+                continue
+            elif key.endswith(":before-start") and key.rsplit(":", 1)[0] in first_seen:
+                self._posted.add(key)  # first seen this close: its first checkpoint is it
+            else:
                 post(notice)
                 self._posted.add(key)  # only once posted: a failed post is retried
 
