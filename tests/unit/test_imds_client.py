@@ -599,3 +599,76 @@ def test_a_spot_notice_is_posted_even_when_a_later_path_fails(failing: str) -> N
     with capture_logs():
         posted = run_source(ImdsSource(ScriptedClient(script)), rounds=3)
     assert [n.source for n in posted] == ["imds:spot"]
+
+
+# -- throttling and the token PUT lost to a hop limit of 1 ---------------------------------
+
+
+def test_429_is_retried_within_the_poll_with_jitter(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    tokens_from(http)
+    http.get(META + INSTANCE_ACTION, status=429)
+    http.get(META + INSTANCE_ACTION, status=429)
+    http.get(META + INSTANCE_ACTION, body=ACTION)
+    jitters = iter([0.0, 1.0])
+    c = ImdsClient(EP, sleep=sleeps.append, clock=Clock(), jitter=lambda: next(jitters))
+    assert c.get(INSTANCE_ACTION) == ACTION
+    assert sleeps == pytest.approx([0.05, 0.3])  # 0.1 x 0.5 .. 1.5, then 0.2 x 0.5 .. 1.5
+
+
+def test_429_past_the_retries_is_a_throttled_failure(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    tokens_from(http)
+    http.get(META + "instance-id", status=429)
+    with pytest.raises(ImdsUnavailable) as err:
+        client(sleeps, retries=1).get("instance-id")
+    assert err.value.kind == "throttled" and err.value.retryable
+
+
+def test_token_timeout_falls_back_to_v1_logs_the_fix_once_and_retries_v2_later(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    http.put(TOKEN_URL, body=requests.exceptions.ReadTimeout())
+    http.get(META + "instance-id", body="i-1")
+    clock = Clock()
+    c = client(sleeps, clock, allow_v1=True, v2_retry_every=300.0)
+    with capture_logs() as logs:
+        assert [c.get("instance-id") for _ in range(3)] == ["i-1"] * 3
+        assert len(calls(http, "PUT")) == 1, "no PUT (and no timeout) on every request"
+        assert all(TOKEN_HEADER not in g.request.headers for g in calls(http, "GET"))
+        clock.t = 301.0
+        c.get("instance-id")
+        assert len(calls(http, "PUT")) == 2, "IMDSv2 is tried again now and then"
+        http.replace(responses.PUT, TOKEN_URL, body="tok")
+        clock.t = 602.0
+        c.get("instance-id")
+    assert calls(http, "GET")[-1].request.headers[TOKEN_HEADER] == "tok"
+    fallbacks = [log for log in logs if log["event"] == "imds.v1_fallback"]
+    assert len(fallbacks) == 1
+    assert "--http-put-response-hop-limit 2" in fallbacks[0]["reason"]
+    assert any(log["event"] == "imds.v2_restored" for log in logs)
+
+
+def test_token_timeout_with_v1_forbidden_explains_the_hop_limit(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    http.put(TOKEN_URL, body=requests.exceptions.ReadTimeout())
+    with pytest.raises(ImdsUnavailable) as err:
+        client(sleeps, allow_v1=False).get("instance-id")
+    assert err.value.kind == "token_timeout"
+    assert "HttpPutResponseHopLimit" in err.value.reason
+    assert not calls(http, "GET")
+
+
+def test_v1_refused_too_after_a_token_timeout_says_so(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    """HttpTokens required and hop limit 1: nothing works; the error names the hop limit."""
+    http.put(TOKEN_URL, body=requests.exceptions.ReadTimeout())
+    http.get(META + "instance-id", status=401)
+    with capture_logs(), pytest.raises(ImdsUnavailable) as err:
+        client(sleeps, allow_v1=True).get("instance-id")
+    assert err.value.kind == "token_timeout"
+    assert "HttpPutResponseHopLimit" in err.value.reason
