@@ -140,3 +140,30 @@ def test_the_sdk_switch_turns_imds_off(tmp_path: Path, imds: ImdsMock) -> None:
     r.signal()
     assert r.wait(30) == 75
     assert imds.state()["live_tokens"] == 0, "no request reached the metadata service"
+
+
+def test_imds_auto_and_unreachable_says_so_once_and_the_job_runs_to_its_end(
+    tmp_path: Path,
+) -> None:
+    job = textwrap.dedent("""
+        import os, time
+        go = os.path.join(os.environ["CHECKPOINT_DIR"], "..", "go")
+        while not os.path.exists(go):
+            time.sleep(0.05)
+        raise SystemExit(4)
+    """)
+    env = agent_env(
+        tmp_path,
+        {
+            "SPOT_AGENT_IMDS": "auto",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+            "SPOT_AGENT_IMDS_INTERVAL": "0.2s",
+        },
+    )
+    r = start_agent(tmp_path, ["--job-id", "auto-down"], [PY, "-c", job], env=env)
+    r.wait_for(lambda: has_event(r, "imds.unavailable"), what="imds.unavailable")
+    (tmp_path / "state" / "spot-agent" / "jobs" / "auto-down" / "go").write_text("")
+    assert r.wait(30) == 4
+    said = [e for e in r.events() if e["event"] == "imds.unavailable"]
+    assert len(said) == 1 and said[0]["level"] == "warning"
+    assert said[0]["notices"].startswith("SIGTERM only")
