@@ -179,6 +179,7 @@ class ImdsSource:
 
     def run(self, post: Callable[[Notice], None], stop: threading.Event) -> None:
         while not stop.is_set():
+            started = self._clock()
             delay = self.interval
             try:
                 if not self.available:
@@ -190,6 +191,9 @@ class ImdsSource:
                 if self.failures:
                     _log().info("imds_recovered", after_failures=self.failures)
                 self.failures = 0
+                # Polls start every `interval` seconds, however long one took (throttled
+                # answers retried within it, say): the poll period is the promised one.
+                delay = max(0.0, self.interval - (self._clock() - started))
             except Exception as exc:  # a notice source must never kill the agent
                 self.failures += 1
                 delay = min(self.max_backoff, self.interval * 2**self.failures)

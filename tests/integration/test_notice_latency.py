@@ -83,12 +83,14 @@ def test_a_notice_is_seen_within_5s_of_an_outage_ending(
     watched: tuple[ImdsMock, Watch],
 ) -> None:
     mock, watch = watched
-    mock.outage(8, 503)
+    # 14 s: long enough that a back-off doubling past a few seconds (4, 8, 16 s) would
+    # still be waiting when the outage ends.
+    mock.outage(14, 503)
     time.sleep(4)
     assert watch.source.failures > 0, "the source sees the outage"
-    time.sleep(4.05)
+    time.sleep(10.05)
     ended = time.monotonic()
     mock.post_interruption("terminate", in_seconds=120)
     latency = watch.next_interruption(after=0) - ended
-    print(f"\nafter an 8 s outage: {latency:.2f} s")
+    print(f"\nafter a 14 s outage: {latency:.2f} s")
     assert latency < 2 * 5.0, latency

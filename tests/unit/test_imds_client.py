@@ -538,16 +538,29 @@ def test_failing_post_is_retried_without_raising() -> None:
     assert len(posted) == 1
 
 
-def test_backoff_doubles_to_the_cap_then_returns_to_the_interval() -> None:
+@pytest.mark.parametrize(
+    ("interval", "waits"),
+    [
+        # Never more than a few seconds between polls while the service errs: the whole
+        # spot warning is two minutes.
+        (2.0, [3.0] * 6 + [2.0, 2.0]),
+        (0.5, [1.0, 2.0, 3.0, 3.0, 3.0, 3.0, 0.5, 0.5]),
+        (10.0, [10.0] * 6 + [10.0, 10.0]),  # a longer interval is never shortened
+    ],
+)
+def test_backoff_is_capped_at_a_few_seconds_then_returns_to_the_interval(
+    interval: float, waits: list[float]
+) -> None:
     polls = itertools.count()
 
     def script(path: str) -> str | Exception | None:
         return ImdsUnavailable("down", "http_5xx") if next(polls) < 6 else None
 
     stop = StopAfter(8)
+    source = ImdsSource(ScriptedClient(script), interval=interval, clock=Clock())
     with capture_logs():
-        ImdsSource(ScriptedClient(script), interval=2.0, max_backoff=30.0).run(lambda n: None, stop)
-    assert stop.waits == [4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 2.0, 2.0]
+        source.run(lambda n: None, stop)
+    assert stop.waits == waits
 
 
 def test_errors_are_logged_once_per_kind_per_period() -> None:
