@@ -13,23 +13,29 @@ from agent.notices.protocol import EVENT_CODES, SPOT_ACTIONS
 from .server import CONTROL_PREFIX, DEFAULT_PORT, ImdsMock
 
 CONTROL_API = f"""\
-control API (no token needed; every call answers the emulator's state as JSON):
-  POST {CONTROL_PREFIX}interrupt?action=stop&in=120   spot instance-action: ACTION in IN s
-                                          (hibernate: at once, as on EC2)
-  POST {CONTROL_PREFIX}rebalance                      a rebalance recommendation, from now
+control API (no token needed; each call answers the emulator's state as JSON):
+  POST {CONTROL_PREFIX}interrupt?action=stop&in=120
+      spot instance-action: ACTION in IN seconds (hibernate: at once, as on EC2)
+  POST {CONTROL_PREFIX}rebalance
+      a rebalance recommendation, from now on
   POST {CONTROL_PREFIX}scheduled?code=instance-stop&in=600&duration=7200&state=active
-                                          a scheduled event (state: active, completed,
-                                          canceled)
-  POST {CONTROL_PREFIX}fail?n=3&status=500            the next N metadata requests fail
-  POST {CONTROL_PREFIX}outage?seconds=40&status=503   every metadata request fails for a while
-  POST {CONTROL_PREFIX}throttle?every=3               every 3rd metadata request gets 429
-                                          (every=0: off)
-  POST {CONTROL_PREFIX}delay?seconds=2.5              hold every metadata reply (0: off)
-  POST {CONTROL_PREFIX}hop-limit?on=1                 never answer token PUTs, as a hop
-                                          limit of 1 does in a container (on=0: off)
-  POST {CONTROL_PREFIX}drop-tokens                    forget every token (an IMDS restart)
-  POST {CONTROL_PREFIX}clear                          no notices, events or faults
-  GET  {CONTROL_PREFIX}state                          what is served now
+      a scheduled event (state: active, completed or canceled)
+  POST {CONTROL_PREFIX}fail?n=3&status=500
+      the next N metadata requests fail with STATUS
+  POST {CONTROL_PREFIX}outage?seconds=40&status=503
+      every metadata request fails with STATUS for SECONDS
+  POST {CONTROL_PREFIX}throttle?every=3
+      every 3rd metadata request gets 429 Too Many Requests (every=0: off)
+  POST {CONTROL_PREFIX}delay?seconds=2.5
+      hold every metadata reply SECONDS (0: off)
+  POST {CONTROL_PREFIX}hop-limit?on=1
+      never answer token PUTs, as a hop limit of 1 does in a container (on=0: off)
+  POST {CONTROL_PREFIX}drop-tokens
+      forget every token, as an IMDS restart does
+  POST {CONTROL_PREFIX}clear
+      no notices, no events, no faults
+  GET  {CONTROL_PREFIX}state
+      what is served now
 
 example:
   spot-agent imds-mock --notice-after 60 --action stop &
@@ -91,8 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             action="append",
             default=[],
             metavar="CODE[@SECONDS]",
-            help=f"add {state} scheduled event ({', '.join(EVENT_CODES)}) starting in "
-            "SECONDS (default one day); repeatable",
+            help=f"add {state} scheduled event starting in SECONDS (default one day); "
+            "repeatable" + (f"; CODE: {', '.join(EVENT_CODES)}" if flag == "--scheduled" else ""),
         )
     parser.add_argument(
         "--no-token", action="store_true", help="also accept IMDSv1 requests without a token"

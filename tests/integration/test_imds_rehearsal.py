@@ -199,3 +199,14 @@ def test_fault_knobs(mock: ImdsMock) -> None:
     assert (
         requests.post(mock.url + "/spot-agent-mock/clear", timeout=2).json()["hop_limit_1"] is False
     )
+
+
+def test_the_docs_say_what_each_event_code_does_and_list_the_control_api() -> None:
+    from agent.notices.protocol import EVENT_CODES
+
+    docs = (ROOT / "docs" / "notices.md").read_text()
+    for code in EVENT_CODES:
+        assert f"`{code}`" in docs, code
+    for command in ("interrupt", "rebalance", "scheduled", "fail", "outage", "throttle",
+                    "delay", "hop-limit", "drop-tokens", "clear", "state"):  # fmt: skip
+        assert f"/spot-agent-mock/{command}" in docs, command
