@@ -19,23 +19,14 @@ import structlog
 
 from .client import ImdsClient
 from .failures import ImdsUnavailable
-from .notice import INTERRUPTION, REBALANCE, Notice, utcnow
-from .parsers import (
-    parse_instance_action,
-    parse_rebalance,
-    parse_scheduled,
-    parse_termination_time,
-    scheduled_is_interruption,
-    scheduled_is_stale,
-)
+from .notice import REBALANCE, Notice, utcnow
+from .parsers import parse_instance_action, parse_rebalance, parse_scheduled, parse_termination_time
+from .phases import scheduled_phases
 from .protocol import (
     IDENTITY_PATHS,
     INSTANCE_ACTION,
-    INTERRUPTING_CODES,
     REBALANCE_PATH,
-    REBOOT_CODES,
     SCHEDULED_PATH,
-    SPOT_WARNING,
     TERMINATION_TIME,
 )
 
@@ -99,8 +90,7 @@ class ImdsSource:
         self._rebalance_posted_at: float | None = None
         self._rebalances = 0
         self._stale_logged: set[str] = set()
-        self._last_logged: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._failures_log = FailureLog(client.endpoint, required, log_every, clock)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -144,36 +134,12 @@ class ImdsSource:
         return [("spot:" + json.dumps(notice.detail, sort_keys=True, default=str), notice)]
 
     def _scheduled(self, event: Notice, now: datetime) -> list[tuple[str, Notice]]:
-        key = "scheduled:" + event.event_id
-        found = [(key, event)]
-        left = event.seconds_left(now)
-        if event.action in INTERRUPTING_CODES and scheduled_is_interruption(
-            event, self.scheduled_window, now
-        ):
-            if scheduled_is_stale(event, now):
-                self._log_stale(event)
-            else:
-                deadline = event.deadline
-                if left is not None and left <= 0:
-                    # Overdue but still active: EC2 may act any moment. Give the job the
-                    # spot warning's two minutes from now rather than killing it at once.
-                    deadline = now + SPOT_WARNING
-                found.append(
-                    (
-                        key + ":interruption",
-                        replace(
-                            event,
-                            kind=INTERRUPTION,
-                            deadline=deadline,
-                            deadline_monotonic=None,
-                            event_id=event.event_id + ":interruption",
-                        ),
-                    )
-                )
-        if event.action in REBOOT_CODES and left is not None and 0 < left <= self.reboot_lead:
-            soon = replace(event, event_id=event.event_id + ":before-start")
-            found.append((key + ":before-start", soon))
-        return found
+        phases = scheduled_phases(
+            event, now, window=self.scheduled_window, reboot_lead=self.reboot_lead
+        )
+        if phases.stale:
+            self._log_stale(event)
+        return phases.notices
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -197,7 +163,7 @@ class ImdsSource:
             except Exception as exc:  # a notice source must never kill the agent
                 self.failures += 1
                 delay = min(self.max_backoff, self.interval * 2**self.failures)
-                self._report(exc, delay)
+                self._failures_log.report(exc, delay, available=self.available)
             stop.wait(delay)
 
     def _become_available(self) -> None:
@@ -264,19 +230,32 @@ class ImdsSource:
                 action_taken="none: its window has passed",
             )
 
-    def _report(self, exc: Exception, retry_in: float) -> None:
-        """While IMDS never answered: say so (loudly every minute with --imds on). Later,
-        log each kind of failure at most once per ``log_every`` seconds."""
+
+class FailureLog:
+    """While IMDS never answered: say so (loudly every minute when it is required). Once
+    it has: each kind of failure at most once per ``log_every`` seconds."""
+
+    def __init__(
+        self, endpoint: str, required: bool, log_every: float, clock: Callable[[], float]
+    ) -> None:
+        self.endpoint = endpoint
+        self.required = required
+        self.log_every = log_every
+        self._clock = clock
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def report(self, exc: Exception, retry_in: float, *, available: bool) -> None:
         kind = exc.kind if isinstance(exc, ImdsUnavailable) else type(exc).__name__
         reason = str(exc) or type(exc).__name__
         now = self._clock()
-        if not self.available:
+        if not available:
             last = self._last_logged.get("unavailable")
             if last is None or (self.required and now - last >= 60.0):
                 self._last_logged["unavailable"] = now
                 (_log().error if self.required else _log().warning)(
                     "imds.unavailable",
-                    endpoint=self.client.endpoint,
+                    endpoint=self.endpoint,
                     kind=kind,
                     reason=reason,
                     notices="SIGTERM only, until the metadata service answers",
