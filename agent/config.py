@@ -259,10 +259,20 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "--imds",
         "SPOT_AGENT_IMDS",
         "poll the EC2 metadata service for notices: auto (on EC2 or when "
-        "AWS_EC2_METADATA_SERVICE_ENDPOINT is set, if reachable), on (required), off",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT is set; keeps trying in the background), on "
+        "(also warn loudly while it does not answer), off",
         parse_choice("auto", "on", "off"),
         default="auto",
         metavar="MODE",
+    ),
+    Option(
+        "--imds-v1",
+        "SPOT_AGENT_IMDS_V1",
+        "when the IMDSv2 token request times out or is refused (a hop limit of 1 in a "
+        "container), carry on with IMDSv1 requests (allow, as the AWS SDKs do) or not "
+        "(forbid) [default: allow; forbid when AWS_EC2_METADATA_V1_DISABLED=true]",
+        parse_choice("allow", "forbid"),
+        metavar="POLICY",
     ),
     Option(
         "--imds-interval",
@@ -398,17 +408,44 @@ class Settings:
     continue_jobs: bool = False
     sync_signal: signal.Signals = signal.SIGUSR1
     job_exit_75_as: int | None = None
+    imds_v1: str = "allow"  # "allow" or "forbid": IMDSv1 fallback when the token PUT fails
+    imds_disabled: bool = False  # AWS_EC2_METADATA_DISABLED=true: no metadata requests at all
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
+_IMDS_ENDPOINTS = {"ipv4": "http://169.254.169.254", "ipv6": "http://[fd00:ec2::254]"}
+
+
 def _imds_endpoint(environ: Mapping[str, str]) -> str:
-    raw = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254"
+    """The SDKs' rules: an explicit endpoint wins, else the endpoint mode picks IPv4 or IPv6."""
+    mode = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "").strip().lower() or "ipv4"
+    if mode not in _IMDS_ENDPOINTS:
+        raise ConfigError(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+            f"expected IPv4 or IPv6, got {environ['AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE']!r}",
+        )
+    raw = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or _IMDS_ENDPOINTS[mode]
     if not re.match(r"https?://[^/\s]+/?\Z", raw):
         raise ConfigError(
             "AWS_EC2_METADATA_SERVICE_ENDPOINT",
             f"expected a URL like http://169.254.169.254 or http://127.0.0.1:1338, got {raw!r}",
         )
     return raw.rstrip("/")
+
+
+def _imds_v1(values: Mapping[str, Any], environ: Mapping[str, str]) -> str:
+    if values["imds_v1"]:
+        return str(values["imds_v1"])
+    try:  # botocore's own switch: its IMDSv1 fallback is off, so is ours
+        v1_disabled = parse_switch(environ.get("AWS_EC2_METADATA_V1_DISABLED", ""))
+    except ValueError as exc:
+        raise ConfigError("AWS_EC2_METADATA_V1_DISABLED", str(exc)) from None
+    return "forbid" if v1_disabled else "allow"
+
+
+def _imds_disabled(environ: Mapping[str, str]) -> bool:
+    # botocore: only the word "true" (any case) turns it off; anything else leaves it on.
+    return environ.get("AWS_EC2_METADATA_DISABLED", "false").strip().lower() == "true"
 
 
 def default_store_uri(environ: Mapping[str, str]) -> str:
@@ -499,6 +536,8 @@ def load_settings(
         continue_jobs=values["continue_after_last_attempt"],
         sync_signal=values["sync_signal"],
         job_exit_75_as=values["job_exit_75_as"],
+        imds_v1=_imds_v1(values, environ),
+        imds_disabled=_imds_disabled(environ),
         child_environ=_child_environ(environ),
     )
 

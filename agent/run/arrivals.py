@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
@@ -28,8 +27,7 @@ def on_signal(loop: RunLoop, sig: signal.Signals, at: float, forwarded: bool) ->
     """What a signal to the agent does, on the loop thread (forwarding is done by then)."""
     meaning = loop.table.get(sig)
     if meaning is Meaning.NOTICE:
-        wall = datetime.now(UTC) - timedelta(seconds=time.monotonic() - at)
-        on_notice(loop, sigterm_notice(loop.s.grace_period, wall), at)
+        on_notice(loop, sigterm_notice(loop.s.grace_period, at), at)
     elif meaning is Meaning.SYNC:
         if loop.job is None:
             log.info("sync.ignored", by=sig.name, why="the job has not started")

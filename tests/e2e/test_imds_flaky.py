@@ -55,6 +55,8 @@ def env_for(tmp: Path, url: str) -> dict[str, str]:
 def start_polling(tmp: Path, url: str, job: str, command: list[str]) -> AgentRun:
     r = start_agent(tmp, ["--job-id", job, "--sync-interval", "0"], command, env=env_for(tmp, url))
     r.wait_for(lambda: r.has_line("ready"), what="the job to start")
+    # Polling starts in the background once the service answers.
+    r.wait_for(lambda: any(e["event"] == "imds.polling" for e in r.events()), what="polling")
     assert r.event("imds.polling")["endpoint"] == url
     return r
 

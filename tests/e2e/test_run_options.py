@@ -72,21 +72,3 @@ def test_the_agent_leaves_its_start_directory_and_the_job_keeps_it(tmp_path: Pat
     r.wait_for(lambda: os.readlink(f"/proc/{r.proc.pid}/cwd") == "/", what="the agent's chdir")
     r.signal(signal.SIGTERM)
     assert r.wait(30) == 75
-
-
-def test_imds_on_without_a_metadata_service_is_a_one_line_usage_error(tmp_path: Path) -> None:
-    import socket
-
-    from tests.agentproc import agent_env
-
-    with socket.socket() as s:  # a port on 127.0.0.1 that nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = agent_env(
-        tmp_path,
-        {"SPOT_AGENT_IMDS": "on", "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{port}"},
-    )
-    r = run_agent(tmp_path, ["--job-id", "imds-on"], py("print('ran')"), env=env)
-    assert r.proc.returncode == 2
-    assert r.stderr.strip().startswith("spot-agent: error: --imds (SPOT_AGENT_IMDS): on, but")
-    assert len(r.stderr.strip().splitlines()) == 1 and not r.has_line("ran")

@@ -19,20 +19,13 @@ import pytest
 import requests
 from structlog.testing import capture_logs
 
-from agent.imds import (
-    INSTANCE_ACTION,
-    REBALANCE_PATH,
-    SCHEDULED_PATH,
-    TERMINATION_TIME,
-    ImdsClient,
-    ImdsSource,
-    ImdsUnavailable,
-    parse_instance_action,
-    parse_scheduled,
-    parse_time,
-)
 from agent.imds_mock import ImdsMock, add_arguments
 from agent.notices import INTERRUPTION, REBALANCE, SCHEDULED, Notice
+from agent.notices.client import ImdsClient
+from agent.notices.failures import ImdsUnavailable
+from agent.notices.parsers import parse_instance_action, parse_scheduled, parse_time
+from agent.notices.protocol import INSTANCE_ACTION, REBALANCE_PATH, SCHEDULED_PATH, TERMINATION_TIME
+from agent.notices.source import ImdsSource
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -317,3 +310,28 @@ def test_command_line_smoke() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+class AemmLikeMock(ImdsMock):
+    """AEMM serves a new rebalance noticeTime on every request."""
+
+    def metadata(self, path: str) -> str | None:
+        body = super().metadata(path)
+        if body is not None and path.endswith(REBALANCE_PATH):
+            return json.dumps({"noticeTime": f"2026-11-23T12:00:{time.time() % 60:06.3f}Z"})
+        return body
+
+
+def test_an_aemm_rebalance_is_one_notice_however_often_it_is_polled() -> None:
+    with AemmLikeMock(rebalance_after=0) as server:
+        source = RunningSource(
+            ImdsSource(fast_client(server.url), interval=0.05, rebalance_every=60.0)
+        )
+        with capture_logs():
+            source.thread.start()
+            try:
+                time.sleep(1.5)  # some 25 polls, each with a different body
+            finally:
+                source.stop.set()
+                source.thread.join(timeout=5)
+    assert source.kinds() == [(REBALANCE, "imds:rebalance")]

@@ -14,16 +14,10 @@ import requests
 import responses
 from structlog.testing import capture_logs
 
-from agent.imds import (
-    INSTANCE_ACTION,
-    REBALANCE_PATH,
-    SCHEDULED_PATH,
-    TERMINATION_TIME,
-    TOKEN_HEADER,
-    TTL_HEADER,
-    ImdsClient,
-    ImdsSource,
-    ImdsUnavailable,
+from agent.notices import INTERRUPTION, REBALANCE, SCHEDULED, Notice
+from agent.notices.client import ImdsClient
+from agent.notices.failures import ImdsUnavailable
+from agent.notices.parsers import (
     parse_instance_action,
     parse_rebalance,
     parse_scheduled,
@@ -31,7 +25,15 @@ from agent.imds import (
     parse_time,
     scheduled_is_interruption,
 )
-from agent.notices import INTERRUPTION, REBALANCE, SCHEDULED, Notice
+from agent.notices.protocol import (
+    INSTANCE_ACTION,
+    REBALANCE_PATH,
+    SCHEDULED_PATH,
+    TERMINATION_TIME,
+    TOKEN_HEADER,
+    TTL_HEADER,
+)
+from agent.notices.source import ImdsSource
 
 EP = "http://imds.test"
 TOKEN_URL = f"{EP}/latest/api/token"
@@ -176,22 +178,23 @@ def test_token_put_500_is_retried(http: responses.RequestsMock, sleeps: list[flo
 
 
 @pytest.mark.parametrize(
-    ("exc", "kind"),
+    ("exc", "kind", "gets"),
     [
-        (requests.exceptions.ConnectTimeout(), "connect_timeout"),
-        (requests.exceptions.ReadTimeout(), "read_timeout"),
-        (requests.ConnectionError("reset by peer"), "connection_error"),
+        # A timeout already cost seconds: the next poll, a few seconds away, tries again.
+        (requests.exceptions.ConnectTimeout(), "connect_timeout", 1),
+        (requests.exceptions.ReadTimeout(), "read_timeout", 1),
+        (requests.ConnectionError("reset by peer"), "connection_error", 2),
     ],
 )
-def test_network_failures_are_retried_then_unavailable(
-    http: responses.RequestsMock, sleeps: list[float], exc: Exception, kind: str
+def test_network_failures_are_retried_only_when_quick(
+    http: responses.RequestsMock, sleeps: list[float], exc: Exception, kind: str, gets: int
 ) -> None:
     tokens_from(http)
     http.get(META + "instance-id", body=exc)
     with pytest.raises(ImdsUnavailable) as err:
         client(sleeps, retries=1).get("instance-id")
     assert err.value.kind == kind
-    assert len(calls(http, "GET")) == 2
+    assert len(calls(http, "GET")) == gets
 
 
 def test_requests_get_the_configured_timeouts(
@@ -287,9 +290,10 @@ def test_probe_explains_the_likely_cause(
     assert len(calls(http, "PUT")) == 1, "probe answers at once, without retries"
 
 
-def test_probe_counts_a_5xx_as_reachable(http: responses.RequestsMock, sleeps: list[float]) -> None:
+def test_probe_reports_a_5xx_in_one_line(http: responses.RequestsMock, sleeps: list[float]) -> None:
+    # No verdict hangs on it any more: the source keeps trying whatever the probe says.
     http.put(TOKEN_URL, status=503)
-    assert client(sleeps).probe() is None
+    assert client(sleeps).probe() == f"{EP} answered HTTP 503"
 
 
 def test_from_environ() -> None:
@@ -512,7 +516,11 @@ def test_notice_after_recovery_is_posted_and_recovery_logged() -> None:
     with capture_logs() as logs:
         posted = run_source(ImdsSource(client), rounds=10)
     assert [n.source for n in posted] == ["imds:spot"]
-    assert any(log["event"] == "imds_recovered" for log in logs)
+    events = [log["event"] for log in logs]
+    # Unavailable at start is a state, said once; polling starts when the service answers.
+    assert events.count("imds.unavailable") == 1
+    assert events.count("imds.polling") == 1
+    assert events.index("imds.unavailable") < events.index("imds.polling")
 
 
 def test_failing_post_is_retried_without_raising() -> None:
@@ -530,22 +538,37 @@ def test_failing_post_is_retried_without_raising() -> None:
     assert len(posted) == 1
 
 
-def test_backoff_doubles_to_the_cap_then_returns_to_the_interval() -> None:
+@pytest.mark.parametrize(
+    ("interval", "waits"),
+    [
+        # Never more than a few seconds between polls while the service errs: the whole
+        # spot warning is two minutes.
+        (2.0, [3.0] * 6 + [2.0, 2.0]),
+        (0.5, [1.0, 2.0, 3.0, 3.0, 3.0, 3.0, 0.5, 0.5]),
+        (10.0, [10.0] * 6 + [10.0, 10.0]),  # a longer interval is never shortened
+    ],
+)
+def test_backoff_is_capped_at_a_few_seconds_then_returns_to_the_interval(
+    interval: float, waits: list[float]
+) -> None:
     polls = itertools.count()
 
     def script(path: str) -> str | Exception | None:
         return ImdsUnavailable("down", "http_5xx") if next(polls) < 6 else None
 
     stop = StopAfter(8)
+    source = ImdsSource(ScriptedClient(script), interval=interval, clock=Clock())
     with capture_logs():
-        ImdsSource(ScriptedClient(script), interval=2.0, max_backoff=30.0).run(lambda n: None, stop)
-    assert stop.waits == [4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 2.0, 2.0]
+        source.run(lambda n: None, stop)
+    assert stop.waits == waits
 
 
 def test_errors_are_logged_once_per_kind_per_period() -> None:
     clock = Clock()
     kinds = itertools.cycle(["connect_timeout", "http_5xx"])
-    client = ScriptedClient(lambda p: ImdsUnavailable("down", next(kinds)))
+    client = ScriptedClient(
+        lambda p: "i-1" if p == "instance-id" else ImdsUnavailable("down", next(kinds))
+    )
     source = ImdsSource(client, log_every=300.0, clock=clock)
 
     def later(waits: int) -> None:
@@ -589,3 +612,76 @@ def test_a_spot_notice_is_posted_even_when_a_later_path_fails(failing: str) -> N
     with capture_logs():
         posted = run_source(ImdsSource(ScriptedClient(script)), rounds=3)
     assert [n.source for n in posted] == ["imds:spot"]
+
+
+# -- throttling and the token PUT lost to a hop limit of 1 ---------------------------------
+
+
+def test_429_is_retried_within_the_poll_with_jitter(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    tokens_from(http)
+    http.get(META + INSTANCE_ACTION, status=429)
+    http.get(META + INSTANCE_ACTION, status=429)
+    http.get(META + INSTANCE_ACTION, body=ACTION)
+    jitters = iter([0.0, 1.0])
+    c = ImdsClient(EP, sleep=sleeps.append, clock=Clock(), jitter=lambda: next(jitters))
+    assert c.get(INSTANCE_ACTION) == ACTION
+    assert sleeps == pytest.approx([0.05, 0.3])  # 0.1 x 0.5 .. 1.5, then 0.2 x 0.5 .. 1.5
+
+
+def test_429_past_the_retries_is_a_throttled_failure(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    tokens_from(http)
+    http.get(META + "instance-id", status=429)
+    with pytest.raises(ImdsUnavailable) as err:
+        client(sleeps, retries=1).get("instance-id")
+    assert err.value.kind == "throttled" and err.value.retryable
+
+
+def test_token_timeout_falls_back_to_v1_logs_the_fix_once_and_retries_v2_later(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    http.put(TOKEN_URL, body=requests.exceptions.ReadTimeout())
+    http.get(META + "instance-id", body="i-1")
+    clock = Clock()
+    c = client(sleeps, clock, allow_v1=True, v2_retry_every=300.0)
+    with capture_logs() as logs:
+        assert [c.get("instance-id") for _ in range(3)] == ["i-1"] * 3
+        assert len(calls(http, "PUT")) == 1, "no PUT (and no timeout) on every request"
+        assert all(TOKEN_HEADER not in g.request.headers for g in calls(http, "GET"))
+        clock.t = 301.0
+        c.get("instance-id")
+        assert len(calls(http, "PUT")) == 2, "IMDSv2 is tried again now and then"
+        http.replace(responses.PUT, TOKEN_URL, body="tok")
+        clock.t = 602.0
+        c.get("instance-id")
+    assert calls(http, "GET")[-1].request.headers[TOKEN_HEADER] == "tok"
+    fallbacks = [log for log in logs if log["event"] == "imds.v1_fallback"]
+    assert len(fallbacks) == 1
+    assert "--http-put-response-hop-limit 2" in fallbacks[0]["reason"]
+    assert any(log["event"] == "imds.v2_restored" for log in logs)
+
+
+def test_token_timeout_with_v1_forbidden_explains_the_hop_limit(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    http.put(TOKEN_URL, body=requests.exceptions.ReadTimeout())
+    with pytest.raises(ImdsUnavailable) as err:
+        client(sleeps, allow_v1=False).get("instance-id")
+    assert err.value.kind == "token_timeout"
+    assert "HttpPutResponseHopLimit" in err.value.reason
+    assert not calls(http, "GET")
+
+
+def test_v1_refused_too_after_a_token_timeout_says_so(
+    http: responses.RequestsMock, sleeps: list[float]
+) -> None:
+    """HttpTokens required and hop limit 1: nothing works; the error names the hop limit."""
+    http.put(TOKEN_URL, body=requests.exceptions.ReadTimeout())
+    http.get(META + "instance-id", status=401)
+    with capture_logs(), pytest.raises(ImdsUnavailable) as err:
+        client(sleeps, allow_v1=True).get("instance-id")
+    assert err.value.kind == "token_timeout"
+    assert "HttpPutResponseHopLimit" in err.value.reason
