@@ -22,7 +22,7 @@ from checkpoint.gc import collect_garbage
 from checkpoint.store import Store, open_store
 from checkpoint.sync import UPLOAD_TRUST_SECONDS, Checkpointer, JobStore
 
-from . import __version__, batch, cloudwatch, imds_mock, logs
+from . import __version__, batch, imds_mock, logs
 from .config import (
     RUN_OPTIONS,
     STORE_OPTIONS,
@@ -33,6 +33,7 @@ from .config import (
     parse_duration,
     secret_values,
 )
+from .logs import cloudwatch
 from .runner import EXIT_INTERRUPTED, EXIT_STORE_UNAVAILABLE, EXIT_USAGE, Runner
 
 RUN_EPILOG = """\

@@ -35,9 +35,10 @@ from checkpoint.errors import CheckpointError, LocalWriteError, StoreError, Supe
 from checkpoint.store import Store, make_private_dirs
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
-from . import batch, childio, early, logs, resources
+from . import batch, early, logs
 from .config import ConfigError, Settings
 from .imds import ImdsClient, ImdsSource, ImdsUnavailable, looks_like_ec2
+from .logs import childio, resources
 from .notices import (
     INTERRUPTION,
     REBALANCE,

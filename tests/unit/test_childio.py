@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import childio, logs
-from agent.childio import MAX_LINE, ChildOutput, LineSplitter, render_lines
+from agent import logs
+from agent.logs import childio
+from agent.logs.childio import MAX_LINE, ChildOutput, LineSplitter, render_lines
 from agent.supervisor import Child
 
 
@@ -61,6 +62,9 @@ class Collect:
 
     def __init__(self) -> None:
         self.messages: list[str] = []
+
+    def accepting(self) -> bool:
+        return True
 
     def offer(self, message: str) -> None:
         self.messages.append(message)

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from agent import cloudwatch, emf, logs
-from agent.cloudwatch import MAX_EVENT_BYTES, CloudWatchLogs, fit
+from agent import logs
+from agent.logs import cloudwatch, emf
+from agent.logs.cloudwatch import MAX_EVENT_BYTES, CloudWatchLogs, fit
 
 
 class _Exceptions:

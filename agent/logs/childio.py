@@ -57,7 +57,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from . import logs
+from .. import logs
 
 MAX_LINE = 64 * 1024
 READ_SIZE = 256 * 1024
@@ -91,6 +91,18 @@ class LineSplitter:
         self._add(tail)
         return lines
 
+    def skip(self, data: bytes) -> int:
+        """Take ``data`` without making lines of it; the number of lines it ended."""
+        ended = data.count(b"\n")
+        if ended:
+            self._head.clear()
+            self._length = 0
+            tail = data[data.rfind(b"\n") + 1 :]
+        else:
+            tail = data
+        self._add(tail)
+        return ended
+
     def finish(self) -> list[tuple[bytes, int]]:
         """The last line, if the output ended without a newline."""
         return [self._take()] if self._length else []
@@ -114,7 +126,7 @@ def _now_iso() -> str:
 
 def render_lines(stream: str, lines: list[tuple[bytes, int]]) -> list[str]:
     """``child.output`` events (JSON text) for ``lines`` read at one moment."""
-    prefix = logs.child_line_prefix(stream, _now_iso())
+    prefix = logs.child_prefix(stream, _now_iso())
     quote = logs.json_string
     events = []
     for head, length in lines:
@@ -294,18 +306,33 @@ class ChildOutput:
             if data is None and not gap:
                 streams -= 1
             try:
-                if data is not None:
+                if data is not None and self._shipper_only_and_full():
+                    # Making events nobody can take would only burn the CPU (and the GIL)
+                    # the pass-through needs: count these lines as lost, as CloudWatch would.
+                    skipped = splitter.skip(data)
+                    self.lines[stream] += skipped
+                    self._lost(skipped)
+                elif data is not None:
                     self._emit(stream, splitter.feed(data))
                 elif gap:
                     self._emit(stream, splitter.finish())  # the line the gap cut short
                     self.lines[stream] += gap
-                    self.dropped += gap
-                    if self.shipper is not None:
-                        self.shipper.drop(gap)
+                    self._lost(gap)
                 else:
                     self._emit(stream, splitter.finish())
             except Exception as exc:  # keep draining: a reader may be waiting for room
                 log.error("child.output_events_failed", error=repr(exc), _local=True)
+
+    def _shipper_only_and_full(self) -> bool:
+        return not self.events_to_stdout and self.shipper is not None and not (
+            self.shipper.accepting()
+        )
+
+    def _lost(self, count: int) -> None:
+        if count:
+            self.dropped += count
+            if self.shipper is not None:
+                self.shipper.drop(count)
 
     def _emit(self, stream: str, lines: list[tuple[bytes, int]]) -> None:
         if not lines:
