@@ -174,9 +174,9 @@ def write_line(text: str, stream: TextIO | None = None) -> None:
     _setup.writer.write_line(text, stream or _setup.sink.stream)
 
 
-def write_raw(fd: int, data: bytes) -> bool:
+def write_raw(fd: int, *parts: bytes | memoryview) -> bool:
     """The job's bytes, unchanged, on ``fd``, between whole events. False if it failed."""
-    return _setup.writer.write_raw(fd, data)
+    return _setup.writer.write_raw(fd, *parts)
 
 
 def output_fd() -> int:

@@ -273,8 +273,9 @@ class ChildOutput:
                 if target is not None:
                     if whole_lines:
                         cut = data.rfind(b"\n") + 1
-                        if cut:
-                            self._write(target, held + data[:cut] if held else data[:cut])
+                        if cut:  # the held line's start and what ends it, in one write
+                            whole = data if cut == len(data) else memoryview(data)[:cut]
+                            self._write(target, held, whole)
                             held = data[cut:]
                         else:
                             held += data
@@ -294,8 +295,8 @@ class ChildOutput:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def _write(self, target: int | None, data: bytes) -> None:
-        if target is not None and not logs.write_raw(target, data):
+    def _write(self, target: int | None, *data: bytes | memoryview) -> None:
+        if target is not None and not logs.write_raw(target, *data):
             self.passthrough_failed += 1
 
     def _events(self, streams: int) -> None:

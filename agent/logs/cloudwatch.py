@@ -10,7 +10,8 @@ What shipping may cost the job is bounded, and what it loses is counted:
 - the queue holds at most ``QUEUE_EVENTS`` events and ``QUEUE_BYTES`` bytes; what does not
   fit is turned away and counted (``logs.dropped`` at most once a minute);
 - :meth:`CloudWatchLogs.accepting` tells the producer of the job's lines (``childio``)
-  whether it is worth making events at all: not while the queue is full, a send has hung
+  whether it is worth making events at all: not while the queue is full (or holds
+  ``UNPROVEN_EVENTS`` before the endpoint has taken a batch), a send has hung
   for ``STALL_SECONDS``, or after a failed send (for a back-off of ``BACKOFF`` seconds,
   doubling to ``MAX_BACKOFF``). So an endpoint that black-holes connections costs the job
   nothing but counted events, sooner than any timeout would say so;
@@ -42,6 +43,9 @@ SEND_INTERVAL = 5.0
 #: what may wait in memory for the endpoint before events are turned away (and counted)
 QUEUE_EVENTS = 200_000
 QUEUE_BYTES = 64 * 1024 * 1024
+#: what bulk producers may queue before the endpoint has taken a first batch (a healthy
+#: one answers in well under a second, long before a flood of output reaches it)
+UNPROVEN_EVENTS = 50_000
 #: a send taking longer than this means the endpoint is not keeping up: stop making events
 STALL_SECONDS = 2.0
 BACKOFF = 5.0
@@ -94,8 +98,11 @@ class CloudWatchLogs:
     # -- the caller's side: cheap and bounded --------------------------------------------
 
     def accepting(self) -> bool:
-        """Whether events offered now would likely be sent (a hint for bulk producers)."""
-        return not self._endpoint_down() and self.queue.has_room()
+        """Whether events offered now would likely be sent (a hint for bulk producers).
+        Until the endpoint has taken a batch, only ``UNPROVEN_EVENTS`` may wait."""
+        if self._endpoint_down() or not self.queue.has_room():
+            return False
+        return self.sent > 0 or self.queue.events < UNPROVEN_EVENTS
 
     def _endpoint_down(self) -> bool:
         """A send failed a moment ago, or one has hung for ``STALL_SECONDS``."""

@@ -75,20 +75,25 @@ class Writer:
             except (OSError, ValueError):
                 pass  # a closed or broken stdout must not stop the job
 
-    def write_raw(self, fd: int, data: bytes) -> bool:
-        """The job's bytes, unchanged, on ``fd``, between whole events. False if it failed."""
-        if not data:
+    def write_raw(self, fd: int, *parts: bytes | memoryview) -> bool:
+        """The job's bytes, unchanged, on ``fd``, between whole events (``parts`` in one
+        go, without joining them first). False if it failed."""
+        views = [memoryview(p) for p in parts if len(p)]
+        if not views:
             return True
-        view = memoryview(data)
         with self.lock(fd):
-            if data.endswith(b"\n"):
+            if views[-1][-1] == 0x0A:
                 self._mid_line.discard(fd)
             else:
                 self._mid_line.add(fd)
             try:
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                while views:
+                    n = os.writev(fd, views)
+                    while views and n >= len(views[0]):
+                        n -= len(views[0])
+                        views.pop(0)
+                    if views and n:
+                        views[0] = views[0][n:]
             except OSError:
                 return False
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
+import socket
 import sys
 import textwrap
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent.logs.cloudwatch import QUEUE_EVENTS
 from tests.agentproc import agent_env, run_agent, start_agent
 from tests.conftest import _AWS_VARIABLES
 from tests.servers import free_port
@@ -189,6 +191,52 @@ def test_a_broken_endpoint_costs_the_job_nothing_and_the_loss_is_counted(
         lost["dropped_queue_full"] + lost["failed_to_send"] + lost["unsent_at_exit"]
     )
     assert took < 25, took  # the flush is bounded (10 s), whatever the endpoint does
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """An endpoint that takes connections and never answers (a firewall that drops
+    packets, a dead proxy): the kernel completes the handshake, nobody reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+def test_a_black_holed_endpoint_does_not_hold_up_the_pass_through(
+    tmp_path: Path, black_hole: str
+) -> None:
+    """A chatty job with --log-group to a dead endpoint ran 10-25x slower: the agent kept
+    making events of every line that nobody could take. The output must drain, and lines
+    beyond what the queue holds must only be counted (bench/log_overhead.py has figures)."""
+    lines = 1_000_000
+    env = cw_env(tmp_path, black_hole, "/spot-agent/black-hole")
+    r = run_agent(
+        tmp_path,
+        ["--job-id", "hole"],
+        py(f"""
+        import sys
+        w = sys.stdout.write
+        for i in range({lines}):
+            w(f"line {{i}} of a chatty job's output\\n")
+        """),
+        env=env,
+        timeout=300,
+    )
+    assert r.proc.returncode == 0, r.stderr
+    out = [x for x in r.job_stdout().splitlines() if x.startswith("line ")]
+    assert len(out) == lines and out[-1] == f"line {lines - 1} of a chatty job's output"
+    closed = r.event("child.output_closed")
+    assert closed["stdout_lines"] == lines
+    made = lines - closed.get("lines_without_event", 0)
+    # Events are made only while the shipper can take them: at most a queue-full, plus
+    # the chunk being turned into events when the queue filled (a read is <= 256 KiB).
+    assert made <= QUEUE_EVENTS + 10_000, closed
+    lost = r.event("logs.lost")
+    assert lost["lost"] >= lines and lost["events_sent"] == 0
 
 
 def test_an_interruption_flushes_within_the_deadline(tmp_path: Path, failing_endpoint: str) -> None:
