@@ -188,7 +188,7 @@ def _open(uri: str, setting: str) -> Store:
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     settings = load_settings(args, command, os.environ)
-    logs.configure()
+    logs.configure(fmt=settings.log_format, level=settings.log_level, color=settings.log_color)
     logs.set_known_secrets(secret_values(os.environ))
     store = _open(settings.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)")
     if settings.log_group:

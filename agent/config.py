@@ -198,6 +198,27 @@ RUN_OPTIONS: tuple[Option, ...] = (
         metavar="TEMPLATE",
     ),
     Option(
+        "--log-format",
+        "SPOT_AGENT_LOG_FORMAT",
+        "how the agent's events look on stdout: json (one object per line, what log "
+        "pipelines and Logs Insights read), console (compact lines for a person), or auto: "
+        "console only at an interactive terminal (stdin and stdout are terminals, and not "
+        "PID 1 or in a container, since docker -t, ECS pseudoTerminal and Kubernetes "
+        "tty: true still feed a pipeline that parses JSON), else json; NO_COLOR is honoured",
+        parse_choice("json", "console", "auto"),
+        default="auto",
+        metavar="FORMAT",
+    ),
+    Option(
+        "--log-level",
+        "SPOT_AGENT_LOG_LEVEL",
+        "the least severe agent events shown: debug, info, warning or error (the job's own "
+        "output is never filtered)",
+        parse_choice("debug", "info", "warning", "error"),
+        default="info",
+        metavar="LEVEL",
+    ),
+    Option(
         "--child-output",
         "SPOT_AGENT_CHILD_OUTPUT",
         "what becomes of the job's stdout/stderr: raw (passed through unchanged; as events "
@@ -345,6 +366,9 @@ class Settings:
     batch_job_queue: str | None = None
     batch_compute_environment: str | None = None
     continue_jobs: bool = False
+    log_format: str = "auto"
+    log_level: str = "info"
+    log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -440,6 +464,9 @@ def load_settings(
         batch_job_queue=environ.get("AWS_BATCH_JQ_NAME") or None,
         batch_compute_environment=environ.get("AWS_BATCH_CE_NAME") or None,
         continue_jobs=values["continue_after_last_attempt"],
+        log_format=values["log_format"],
+        log_level=values["log_level"],
+        log_color=not environ.get("NO_COLOR") and environ.get("TERM") != "dumb",
         child_environ=_child_environ(environ),
     )
 

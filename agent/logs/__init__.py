@@ -59,7 +59,7 @@ __all__ = [
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}  # fmt: skip
 #: files a container runtime leaves in the root: docker (and ECS, Batch), podman
-_CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
+CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
 
 
 class LogSetup:
@@ -76,7 +76,9 @@ class LogSetup:
         if choose_console(fmt, stream):
             fd = fileno(stream)
             sink.render = ConsoleRenderer(
-                self.context.snapshot, color=color, width=lambda: terminal_width(fd)
+                self.context.snapshot,
+                color=color and _isatty(stream),
+                width=lambda: terminal_width(fd),
             )
         self.sink = sink
         processors: list[Processor] = [
@@ -99,18 +101,29 @@ class LogSetup:
 _setup = LogSetup()
 
 
-def choose_console(fmt: str, stream: TextIO) -> bool:
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def choose_console(
+    fmt: str,
+    stream: TextIO,
+    *,
+    stdin: TextIO | None = None,
+    pid: int | None = None,
+    markers: tuple[str, ...] = CONTAINER_MARKERS,
+) -> bool:
     """``console``, or ``auto`` for a person at a terminal: stdin and stdout are terminals,
     and the agent is neither PID 1 nor in a container. ``docker run -t``, ECS
     pseudoTerminal and Kubernetes ``tty: true`` give a container a terminal while its
     output still feeds a log pipeline that parses JSON: there, ``auto`` keeps JSON."""
     if fmt != "auto":
         return fmt == "console"
-    try:
-        at_terminal = stream.isatty() and sys.stdin.isatty()
-    except (AttributeError, ValueError):
-        return False
-    in_container = os.getpid() == 1 or any(Path(p).exists() for p in _CONTAINER_MARKERS)
+    at_terminal = _isatty(stream) and _isatty(stdin or sys.stdin)
+    in_container = (pid or os.getpid()) == 1 or any(Path(p).exists() for p in markers)
     return at_terminal and not in_container
 
 
@@ -206,4 +219,3 @@ def shutdown(timeout: float) -> None:
     found, _setup.sink.shipper = _setup.sink.shipper, None
     if found is not None:
         found.close(timeout)
-

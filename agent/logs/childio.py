@@ -325,8 +325,10 @@ class ChildOutput:
                 log.error("child.output_events_failed", error=repr(exc), _local=True)
 
     def _shipper_only_and_full(self) -> bool:
-        return not self.events_to_stdout and self.shipper is not None and not (
-            self.shipper.accepting()
+        return (
+            not self.events_to_stdout
+            and self.shipper is not None
+            and not self.shipper.accepting()
         )
 
     def _lost(self, count: int) -> None:

@@ -29,6 +29,10 @@ _HIDDEN = frozenset({"timestamp", "level", "event"})
 #: shown as the bare value: "1.2 MB", "0.3 s"
 _BARE = frozenset({"bytes", "seconds"})
 _SHORT_NAMES = {"sequence": "seq"}
+#: what a person looks for first in a line, when the event has it; the rest keep their order
+_HEADLINE = ("sequence", "files", "bytes", "seconds", "elapsed", "seconds_left", "exit_code")
+#: the context line: who this is, then the rest
+_CONTEXT_FIRST = ("job_id", "attempt", "instance_id", "instance_type", "availability_zone")
 _COLORS = {"dim": "2", "info": "36", "warning": "33", "error": "31", "critical": "31"}
 
 
@@ -93,7 +97,9 @@ class ConsoleRenderer:
         lines = []
         if context != self._shown and context:
             self._shown = context
-            words = " ".join(f"{k}={console_value(k, v)}" for k, v in context.items())
+            words = " ".join(
+                f"{k}={console_value(k, v)}" for k, v in _first(context, _CONTEXT_FIRST)
+            )
             lines.append(f"{self._paint('dim', MARK)} {words}")
         lines.append(self._line(event_dict, context))
         return "\n".join(lines)
@@ -102,7 +108,7 @@ class ConsoleRenderer:
         level = str(event_dict.get("level", "info"))
         event = str(event_dict.get("event", ""))
         words: list[str] = []
-        for key, value in event_dict.items():
+        for key, value in _first(event_dict, _HEADLINE):
             if key in _HIDDEN or (key in context and context[key] == value):
                 continue
             text = console_value(key, value)
@@ -122,6 +128,12 @@ class ConsoleRenderer:
             return text
         code = _COLORS.get(style, _COLORS["info"])
         return f"\x1b[{code}m{text}\x1b[0m"
+
+
+def _first(fields: Mapping[str, Any], keys: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """``fields`` as pairs, ``keys`` (those present) first."""
+    head = [(k, fields[k]) for k in keys if k in fields]
+    return head + [(k, v) for k, v in fields.items() if k not in keys]
 
 
 def terminal_width(fd: int) -> int:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import itertools
 import json
+import os
+import pty
 import socket
+import struct
+import subprocess
 import sys
+import termios
 import textwrap
 import threading
 import time
@@ -286,3 +292,66 @@ def test_a_bad_stream_template_is_a_usage_error(tmp_path: Path) -> None:
     r = run_agent(tmp_path, ["--log-stream", "{job}"], ["true"])
     assert r.proc.returncode == 2
     assert "--log-stream (SPOT_AGENT_LOG_STREAM)" in r.stderr
+
+
+def run_at_terminal(tmp: Path, run_args: list[str], env: dict[str, str]) -> str:
+    """The agent with a terminal (80 columns) as stdin, stdout and stderr, as under
+    ``docker run -t``, ECS pseudoTerminal or Kubernetes ``tty: true``; what it showed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen(
+        [PY, "-m", "agent", "run", *run_args, "--", *py("print('job line')")],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=tmp,
+        start_new_session=True,
+    )
+    os.close(slave)
+    shown = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal closed it
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert proc.wait(60) == 0, shown
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+    return shown.decode().replace("\r\n", "\n")
+
+
+def test_at_a_terminal_json_stays_json_when_asked(tmp_path: Path) -> None:
+    """docker run -t, ECS pseudoTerminal and Kubernetes tty: true switched the agent to
+    key=value text, which broke the awslogs pipeline and the Logs Insights queries."""
+    env = agent_env(tmp_path, {"SPOT_AGENT_LOG_FORMAT": "json"})
+    shown = run_at_terminal(tmp_path, ["--job-id", "tty"], env)
+    agent_lines = [x for x in shown.splitlines() if x and x != "job line"]
+    assert agent_lines and all(json.loads(x)["job_id"] == "tty" for x in agent_lines), shown
+
+
+def test_at_a_terminal_console_lines_are_compact(tmp_path: Path) -> None:
+    env = agent_env(tmp_path, {"SPOT_AGENT_LOG_FORMAT": "console", "NO_COLOR": "1"})
+    shown = run_at_terminal(tmp_path, ["--job-id", "tty", "--log-level", "info"], env)
+    lines = [x for x in shown.splitlines() if x]
+    assert "job line" in lines
+    agent_lines = [x for x in lines if x != "job line"]
+    assert all(x.startswith("spot-agent ▸ ") for x in agent_lines), shown
+    assert all(len(x) <= 80 for x in agent_lines), shown
+    assert sum("job_id=tty" in x for x in agent_lines) == 1  # the context, once
+    assert any(x.startswith("spot-agent ▸ agent.exit exit_code=0") for x in agent_lines)
+    assert "\x1b[" not in shown  # NO_COLOR
+
+
+def test_log_level_warning_keeps_only_warnings_and_errors(tmp_path: Path) -> None:
+    r = run_agent(tmp_path, ["--job-id", "quiet", "--log-level", "warning"], py("print('hi')"))
+    assert r.proc.returncode == 0, r.stderr
+    assert r.has_line("hi")
+    assert all(e["level"] in ("warning", "error") for e in r.events()), r.stdout
