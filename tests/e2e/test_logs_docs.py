@@ -16,8 +16,8 @@ from tests.agentproc import REPO, run_agent, start_agent
 OPERATORS = REPO / "docs" / "operators.md"
 #: words of the query language, not fields
 _KEYWORDS = frozenset(
-    "fields filter stats sort limit by as and or not in asc desc like display parse dedup "
-    "unmask".split()
+    {"fields", "filter", "stats", "sort", "limit", "by", "as", "and", "or", "not", "in"}
+    | {"asc", "desc", "like", "display", "parse", "dedup", "unmask"}
 )
 _JOB = textwrap.dedent("""
     import os, pathlib, time
@@ -26,7 +26,8 @@ _JOB = textwrap.dedent("""
     os.kill(int(os.environ["SPOT_AGENT_PID"]), 10)  # a requested sync: sync.committed
     print("ready", flush=True)
     if os.environ.get("RUN_FOREVER"):
-        while True:
+        while True:  # keeps changing its state: the final sync has something to upload
+            state.write_text(str(time.time()))
             time.sleep(0.1)
 """)
 
@@ -82,6 +83,10 @@ def test_every_field_the_logs_insights_queries_use_is_emitted(tmp_path: Path) ->
     # 3. interrupted while the store is gone: sync.final_failed
     third = start_agent(tmp_path, args, job, env=_env(tmp_path, RUN_FOREVER="1"))
     third.wait_for(lambda: third.has_line("ready"), what="the job to start")
+    third.wait_for(lambda: bool(_named(third.events(), "sync.committed")), what="a sync")
+    state = tmp_path / "state" / "spot-agent" / "jobs" / "docs" / "checkpoint" / "state"
+    seen = state.read_text()
+    third.wait_for(lambda: state.read_text() != seen, what="new state after that sync")
     store = tmp_path / "store"
     shutil.move(store, tmp_path / "store.away")
     store.write_text("not a directory: every write to the store fails\n")
