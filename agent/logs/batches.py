@@ -60,7 +60,9 @@ class EventQueue:
                 self.events += 1
                 self.bytes += size
                 taken += 1
-            if taken and self._full_batch_waiting():
+            # Wake the sender when its linger clock starts (the queue was empty) or a
+            # full batch waits; not on every event: there may be millions.
+            if taken and (self.events == taken or self._full_batch_waiting()):
                 self._cond.notify_all()
             return taken
 

@@ -50,14 +50,16 @@ def test_binding_while_other_threads_log_never_breaks_an_event() -> None:
     sys.setswitchinterval(1e-5)  # switch threads often: more interleavings per second
     binders = [threading.Thread(target=bind) for _ in range(2)]
     loggers = [threading.Thread(target=log) for _ in range(4)]
-    for t in binders + loggers:
-        t.start()
-    for t in loggers:
-        t.join(120)
-    stop.set()
-    for t in binders:
-        t.join(30)
-    sys.setswitchinterval(saved_interval)
+    try:
+        for t in binders + loggers:
+            t.start()
+        for t in loggers:
+            t.join(120)
+    finally:
+        stop.set()
+        for t in binders:
+            t.join(30)
+        sys.setswitchinterval(saved_interval)
     assert errors == []
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 * 3000
