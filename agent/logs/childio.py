@@ -151,6 +151,7 @@ class ChildOutput:
 
     def _pump(self, stream: str, fd: int, target: int | None, whole_lines: bool) -> None:
         held = b""  # pass-through bytes after the last newline, until the line ends
+        skipped, unfinished = 0, False  # lines counted while the shipper took nothing
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP)
         try:
@@ -179,13 +180,26 @@ class ChildOutput:
                             held = b""
                     else:
                         self._write(target, data)
-                if self.evented and not self._backlog.put(stream, data, wait=self.events_to_stdout):
+                if not self.evented:
+                    continue
+                if self._shipper_only_and_full():
+                    # Nobody can take events now: count the lines here, without waking
+                    # the events thread for each chunk (its wake-ups cost the pass-through).
+                    skipped += data.count(b"\n")
+                    unfinished = not data.endswith(b"\n")
+                    continue
+                if skipped or unfinished:
+                    self._backlog.put(stream, None, wait=False, gap=skipped + unfinished)
+                    skipped, unfinished = 0, False
+                if not self._backlog.put(stream, data, wait=self.events_to_stdout):
                     # Too far behind: these lines get no events (the bytes passed through).
                     self._backlog.put(stream, None, wait=False, gap=data.count(b"\n") or 1)
         finally:
             if held and target is not None:
                 self._write(target, held)
             if self.evented:
+                if skipped or unfinished:
+                    self._backlog.put(stream, None, wait=False, gap=skipped + unfinished)
                 self._backlog.put(stream, None, wait=False)  # end of this stream
             with contextlib.suppress(OSError):
                 os.close(fd)
