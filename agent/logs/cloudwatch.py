@@ -18,8 +18,8 @@ What shipping may cost the job is bounded, and what it loses is counted:
 - a batch that fails is counted as lost (``logs.send_failed``, once a minute);
 - an event over the service's 256 KiB limit is replaced by a visible stand-in;
 - :meth:`CloudWatchLogs.close` flushes within the time it is given (the runner passes what
-  is left before a notice's deadline; less when the endpoint is already known to be
-  down), then one line on stdout says ``logs.shipped`` or ``logs.lost``.
+  is left before a notice's deadline), and stops early when a send hangs or fails,
+  then one line on stdout says ``logs.shipped`` or ``logs.lost``.
 
 The group and stream are created by the sender when the first write finds them missing
 (no call at start: a slow endpoint never delays the job). watchtower is not used: its
@@ -215,13 +215,17 @@ class CloudWatchLogs:
     # -- the end ------------------------------------------------------------------------
 
     def close(self, timeout: float) -> None:
-        """Flush what is queued within ``timeout`` seconds (at most ``STALL_SECONDS`` when
-        the endpoint is already known to be down), then report on stdout."""
+        """Flush what is queued within ``timeout`` seconds, then report on stdout. A send
+        that hangs ``STALL_SECONDS``, or a failed one, ends the flush at once: an endpoint
+        that does not answer must not hold the container up for the whole timeout."""
         started = time.monotonic()
-        if self._endpoint_down():
-            timeout = min(timeout, STALL_SECONDS)
+        deadline = started + max(timeout, 0.0)
         self.queue.close()
-        self._sender.join(max(timeout, 0.0))
+        while self._sender.is_alive() and not self._endpoint_down():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._sender.join(min(left, 0.05))
         stats = self.stats()
         fields = {
             "group": self.group,

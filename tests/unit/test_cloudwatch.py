@@ -182,7 +182,7 @@ def test_a_hung_endpoint_stops_the_making_of_events_and_the_flush_is_short(
     cw.close(30)  # the endpoint is known not to answer: no use waiting 30 s
     assert time.monotonic() - started < 10
     lost = [e for e in events(stdout) if e["event"] == "logs.lost"][-1]
-    assert lost["unsent_at_exit"] == 2 and lost["flush_timeout"] == 0.2
+    assert lost["unsent_at_exit"] == 2 and lost["seconds"] < 10
     client.release.set()
 
 
