@@ -22,7 +22,7 @@ from checkpoint.gc import collect_garbage
 from checkpoint.store import Store, open_store
 from checkpoint.sync import UPLOAD_TRUST_SECONDS, Checkpointer, JobStore
 
-from . import __version__, batch, cloudwatch, exits, imds_mock, logs
+from . import __version__, batch, exits, imds_mock, logs
 from .config import (
     RUN_OPTIONS,
     STORE_OPTIONS,
@@ -33,6 +33,7 @@ from .config import (
     parse_duration,
     secret_values,
 )
+from .logs import cloudwatch
 from .run import run_job
 
 RUN_EPILOG = """\
@@ -195,7 +196,7 @@ def _open(uri: str, setting: str) -> Store:
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     settings = load_settings(args, command, os.environ)
-    logs.configure()
+    logs.configure(fmt=settings.log_format, level=settings.log_level, color=settings.log_color)
     logs.set_known_secrets(secret_values(os.environ))
     store = _open(settings.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)")
     if settings.log_group:

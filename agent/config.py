@@ -231,6 +231,27 @@ RUN_OPTIONS: tuple[Option, ...] = (
         metavar="TEMPLATE",
     ),
     Option(
+        "--log-format",
+        "SPOT_AGENT_LOG_FORMAT",
+        "how the agent's events look on stdout: json (one object per line, what log "
+        "pipelines and Logs Insights read), console (compact lines for a person), or auto: "
+        "console only at an interactive terminal (stdin and stdout are terminals, and not "
+        "PID 1 or in a container, since docker -t, ECS pseudoTerminal and Kubernetes "
+        "tty: true still feed a pipeline that parses JSON), else json; NO_COLOR is honoured",
+        parse_choice("json", "console", "auto"),
+        default="auto",
+        metavar="FORMAT",
+    ),
+    Option(
+        "--log-level",
+        "SPOT_AGENT_LOG_LEVEL",
+        "the least severe agent events shown: debug, info, warning or error (the job's own "
+        "output is never filtered)",
+        parse_choice("debug", "info", "warning", "error"),
+        default="info",
+        metavar="LEVEL",
+    ),
+    Option(
         "--child-output",
         "SPOT_AGENT_CHILD_OUTPUT",
         "what becomes of the job's stdout/stderr: raw (passed through unchanged; as events "
@@ -410,6 +431,9 @@ class Settings:
     job_exit_75_as: int | None = None
     imds_v1: str = "allow"  # "allow" or "forbid": IMDSv1 fallback when the token PUT fails
     imds_disabled: bool = False  # AWS_EC2_METADATA_DISABLED=true: no metadata requests at all
+    log_format: str = "auto"
+    log_level: str = "info"
+    log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -538,6 +562,9 @@ def load_settings(
         job_exit_75_as=values["job_exit_75_as"],
         imds_v1=_imds_v1(values, environ),
         imds_disabled=_imds_disabled(environ),
+        log_format=values["log_format"],
+        log_level=values["log_level"],
+        log_color=not environ.get("NO_COLOR") and environ.get("TERM") != "dumb",
         child_environ=_child_environ(environ),
     )
 

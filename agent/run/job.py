@@ -7,8 +7,8 @@ import os
 import threading
 from collections.abc import Mapping
 
-from .. import childio, resources
 from ..config import Settings
+from ..logs import childio, resources
 from ..supervisor import Child, become_subreaper
 
 

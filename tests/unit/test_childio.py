@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import childio, logs
-from agent.childio import MAX_LINE, ChildOutput, LineSplitter, render_lines
+from agent import logs
+from agent.logs import childio
+from agent.logs.childio import MAX_LINE, ChildOutput, LineSplitter, render_lines
 from agent.supervisor import Child
 
 
@@ -61,6 +62,9 @@ class Collect:
 
     def __init__(self) -> None:
         self.messages: list[str] = []
+
+    def accepting(self) -> bool:
+        return True
 
     def offer(self, message: str) -> None:
         self.messages.append(message)
@@ -193,3 +197,26 @@ def test_a_slow_consumer_never_holds_up_the_job_and_gaps_are_counted(
     shipped = [d["line"] for d in docs if d["event"] == "child.output"]
     assert len(shipped) + shipper.dropped >= 50_000
     assert shipped[:10] == [str(i) for i in range(10)]  # what is shipped keeps its order
+
+
+class Refusing(Slow):
+    """A shipper whose endpoint does not answer: it takes nothing."""
+
+    def accepting(self) -> bool:
+        return False
+
+
+def test_lines_nobody_can_ship_are_counted_not_made_into_events(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    with open(path, "w") as out:
+        logs.configure(out, json=True)
+        shipper = Refusing()
+        logs.attach(shipper)
+        try:
+            output = run_child("for i in range(20_000): print(i)\nprint('end', end='')")
+        finally:
+            logs.attach(None)
+            logs.configure(sys.stdout)
+    assert path.read_text().splitlines()[:20_001] == [*map(str, range(20_000)), "end"]
+    assert not [m for m in shipper.messages if '"child.output"' in m]
+    assert output.lines["stdout"] == 20_001 and shipper.dropped == output.dropped == 20_001

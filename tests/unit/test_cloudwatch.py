@@ -6,13 +6,15 @@ import io
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from agent import cloudwatch, emf, logs
-from agent.cloudwatch import MAX_EVENT_BYTES, CloudWatchLogs, fit
+from agent import logs
+from agent.logs import cloudwatch, emf
+from agent.logs.cloudwatch import MAX_EVENT_BYTES, CloudWatchLogs, fit
 
 
 class _Exceptions:
@@ -129,3 +131,101 @@ def test_emf_document_shape() -> None:
     ]
     assert notice["Interruptions"] == 1
     assert emf.embed({"event": "child.output"}, {"LogGroup": "g"}) == {"event": "child.output"}
+
+
+def test_a_batch_never_spans_more_than_24_hours(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.logs import batches
+
+    clock = iter([1_000.0, 1_000.0 + 24 * 3600, 1_000.0 + 24 * 3600 + 1])
+    monkeypatch.setattr(batches.time, "time", lambda: next(clock))
+    queue = batches.EventQueue(100, 1 << 20)
+    for text in ("a", "b", "c"):
+        queue.put_many([(text, 1)])
+    queue.close()
+    first, second = queue.next_batch(0), queue.next_batch(0)
+    assert [m["message"] for m in first or []] == ["a"]
+    assert [m["message"] for m in second or []] == ["b", "c"]
+    assert queue.next_batch(0) is None
+
+
+def test_a_clock_that_steps_back_keeps_the_events_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent.logs import batches
+
+    clock = iter([2_000.0, 1_000.0])
+    monkeypatch.setattr(batches.time, "time", lambda: next(clock))
+    queue = batches.EventQueue(100, 1 << 20)
+    queue.put_many([("late", 4)])
+    queue.put_many([("stepped back", 12)])
+    queue.close()
+    stamps = [m["timestamp"] for m in queue.next_batch(0) or []]
+    assert stamps == [2_000_000, 2_000_000]
+
+
+def test_a_hung_endpoint_stops_the_making_of_events_and_the_flush_is_short(
+    monkeypatch: pytest.MonkeyPatch, stdout: io.StringIO
+) -> None:
+    monkeypatch.setattr(cloudwatch, "STALL_SECONDS", 0.2)
+    monkeypatch.setattr(cloudwatch, "SEND_INTERVAL", 0.01)
+    client = FakeLogs()  # never answers until released
+    cw = CloudWatchLogs("g", "s", client)
+    assert cw.accepting()
+    cw.offer(json.dumps({"event": "first"}))
+    deadline = time.monotonic() + 30
+    while cw.accepting() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not cw.accepting()  # a send hung: lines are only counted from now on
+    cw.offer(json.dumps({"event": "agent.exit"}))  # the agent's own few events still queue
+    assert cw.offered == 2
+    started = time.monotonic()
+    cw.close(30)  # the endpoint is known not to answer: no use waiting 30 s
+    assert time.monotonic() - started < 10
+    lost = [e for e in events(stdout) if e["event"] == "logs.lost"][-1]
+    assert lost["unsent_at_exit"] == 2 and lost["seconds"] < 10
+    client.release.set()
+
+
+def test_an_unproven_endpoint_gets_a_small_queue_a_working_one_the_whole(
+    monkeypatch: pytest.MonkeyPatch, stdout: io.StringIO
+) -> None:
+    monkeypatch.setattr(cloudwatch, "UNPROVEN_EVENTS", 5)
+    client = FakeLogs()
+    cw = CloudWatchLogs("g", "s", client)
+    cw.offer_many([json.dumps({"i": i}) for i in range(5)])
+    assert not cw.accepting()
+    client.release.set()
+    deadline = time.monotonic() + 30
+    while not cw.sent and time.monotonic() < deadline:  # the first batch goes after 5 s
+        time.sleep(0.05)
+    cw.offer_many([json.dumps({"i": i}) for i in range(5, 20)])
+    assert cw.accepting() and cw.offered == 20
+    cw.close(10)
+
+
+def test_a_failed_send_is_counted_and_backs_off(stdout: io.StringIO) -> None:
+    class Refusing(FakeLogs):
+        def put_log_events(self, **kw: Any) -> dict[str, Any]:
+            raise RuntimeError("AccessDeniedException: not allowed")
+
+    cw = CloudWatchLogs("g", "s", Refusing())
+    cw.offer_many([json.dumps({"i": i}) for i in range(3)])
+    cw.close(10)
+    assert cw.failed == 3 and not cw.accepting()
+    lost = [e for e in events(stdout) if e["event"] == "logs.lost"][-1]
+    assert lost["failed_to_send"] == 3 and "AccessDenied" in lost["last_error"]
+
+
+def test_a_quiet_jobs_events_go_out_after_the_send_interval_not_at_exit(
+    monkeypatch: pytest.MonkeyPatch, stdout: io.StringIO
+) -> None:
+    monkeypatch.setattr(cloudwatch, "SEND_INTERVAL", 0.05)
+    client = FakeLogs()
+    client.release.set()
+    cw = CloudWatchLogs("g", "s", client)
+    cw.offer(json.dumps({"event": "sync.committed"}))
+    deadline = time.monotonic() + 30
+    while not client.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [len(b) for b in client.batches] == [1]  # sent while the job runs
+    cw.close(10)

@@ -41,12 +41,13 @@ work, fed through a backlog bounded in bytes (``BACKLOG_BYTES``). When the event
 to CloudWatch and that thread falls behind (a flood of output), chunks past the bound
 get no events, counted as lost: the job is never held up for CloudWatch. When events go
 to stdout (``json``, ``both``), the reader waits instead, as the job would on a slow
-stdout.
+stdout. And while the shipper cannot take events (its queue full, its endpoint hung or
+failing: ``CloudWatchLogs.accepting``), lines are only counted, not made into events, so
+that a dead endpoint costs the pass-through nothing.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import fcntl
 import os
@@ -54,112 +55,18 @@ import select
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from . import logs
+from .. import logs
+from .lines import BACKLOG_BYTES, MAX_LINE, Backlog, LineSplitter, render_lines
 
-MAX_LINE = 64 * 1024
 READ_SIZE = 256 * 1024
 PIPE_SIZE = 1024 * 1024
 IDLE_FLUSH = 0.1
-#: bytes read but not yet turned into events; beyond it, lines get no event (counted)
-BACKLOG_BYTES = 32 * 1024 * 1024
+
+__all__ = ["BACKLOG_BYTES", "MAX_LINE", "ChildOutput", "LineSplitter", "render_lines"]
 
 log = logs.get_logger()
-
-
-class LineSplitter:
-    """Bytes in, whole lines out as ``(head, length)``: ``head`` is at most ``cap`` bytes,
-    ``length`` the line's full length without its newline. Memory stays within ``cap``."""
-
-    def __init__(self, cap: int = MAX_LINE) -> None:
-        self.cap = cap
-        self._head = bytearray()
-        self._length = 0  # of the unfinished line, including bytes not kept
-
-    def feed(self, data: bytes) -> list[tuple[bytes, int]]:
-        parts = data.split(b"\n")
-        tail = parts.pop()
-        cap = self.cap
-        lines: list[tuple[bytes, int]] = []
-        if parts and self._length:
-            self._add(parts[0])
-            lines.append(self._take())
-            parts = parts[1:]
-        lines += [(p, len(p)) if len(p) <= cap else (p[:cap], len(p)) for p in parts]
-        self._add(tail)
-        return lines
-
-    def finish(self) -> list[tuple[bytes, int]]:
-        """The last line, if the output ended without a newline."""
-        return [self._take()] if self._length else []
-
-    def _add(self, data: bytes) -> None:
-        room = self.cap - len(self._head)
-        if room > 0:
-            self._head += data[:room]
-        self._length += len(data)
-
-    def _take(self) -> tuple[bytes, int]:
-        line = (bytes(self._head), self._length)
-        self._head.clear()
-        self._length = 0
-        return line
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def render_lines(stream: str, lines: list[tuple[bytes, int]]) -> list[str]:
-    """``child.output`` events (JSON text) for ``lines`` read at one moment."""
-    prefix = logs.child_line_prefix(stream, _now_iso())
-    quote = logs.json_string
-    events = []
-    for head, length in lines:
-        text = head.decode("utf-8", "backslashreplace")
-        if text.endswith("\r"):
-            text = text[:-1]
-        if length > len(head):
-            events.append(f'{prefix}{quote(text)}, "truncated": true, "line_bytes": {length}}}')
-        else:
-            events.append(prefix + quote(text) + "}")
-    return events
-
-
-class Backlog:
-    """Chunks read but not yet turned into events, bounded in bytes.
-
-    ``put`` either waits for room (when events go to stdout: the job then waits as it
-    would on a slow stdout) or refuses (CloudWatch only: the job must not wait for it)."""
-
-    def __init__(self, limit: int = BACKLOG_BYTES) -> None:
-        self.limit = limit
-        self.size = 0
-        self._items: collections.deque[tuple[str, bytes | None, int]] = collections.deque()
-        self._cond = threading.Condition()
-
-    def put(self, stream: str, data: bytes | None, *, wait: bool, gap: int = 0) -> bool:
-        n = len(data) if data else 0
-        with self._cond:
-            while n and self.size + n > self.limit:
-                if not wait:
-                    return False
-                self._cond.wait()
-            self._items.append((stream, data, gap))
-            self.size += n
-            self._cond.notify_all()
-        return True
-
-    def get(self) -> tuple[str, bytes | None, int]:
-        with self._cond:
-            while not self._items:
-                self._cond.wait()
-            item = self._items.popleft()
-            self.size -= len(item[1]) if item[1] else 0
-            self._cond.notify_all()
-            return item
 
 
 class ChildOutput:
@@ -244,6 +151,7 @@ class ChildOutput:
 
     def _pump(self, stream: str, fd: int, target: int | None, whole_lines: bool) -> None:
         held = b""  # pass-through bytes after the last newline, until the line ends
+        skipped, unfinished = 0, False  # lines counted while the shipper took nothing
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP)
         try:
@@ -261,8 +169,9 @@ class ChildOutput:
                 if target is not None:
                     if whole_lines:
                         cut = data.rfind(b"\n") + 1
-                        if cut:
-                            self._write(target, held + data[:cut] if held else data[:cut])
+                        if cut:  # the held line's start and what ends it, in one write
+                            whole = data if cut == len(data) else memoryview(data)[:cut]
+                            self._write(target, held, whole)
                             held = data[cut:]
                         else:
                             held += data
@@ -271,19 +180,32 @@ class ChildOutput:
                             held = b""
                     else:
                         self._write(target, data)
-                if self.evented and not self._backlog.put(stream, data, wait=self.events_to_stdout):
+                if not self.evented:
+                    continue
+                if self._shipper_only_and_full():
+                    # Nobody can take events now: count the lines here, without waking
+                    # the events thread for each chunk (its wake-ups cost the pass-through).
+                    skipped += data.count(b"\n")
+                    unfinished = not data.endswith(b"\n")
+                    continue
+                if skipped or unfinished:
+                    self._backlog.put(stream, None, wait=False, gap=skipped + unfinished)
+                    skipped, unfinished = 0, False
+                if not self._backlog.put(stream, data, wait=self.events_to_stdout):
                     # Too far behind: these lines get no events (the bytes passed through).
                     self._backlog.put(stream, None, wait=False, gap=data.count(b"\n") or 1)
         finally:
             if held and target is not None:
                 self._write(target, held)
             if self.evented:
+                if skipped or unfinished:
+                    self._backlog.put(stream, None, wait=False, gap=skipped + unfinished)
                 self._backlog.put(stream, None, wait=False)  # end of this stream
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def _write(self, target: int | None, data: bytes) -> None:
-        if target is not None and not logs.write_raw(target, data):
+    def _write(self, target: int | None, *data: bytes | memoryview) -> None:
+        if target is not None and not logs.write_raw(target, *data):
             self.passthrough_failed += 1
 
     def _events(self, streams: int) -> None:
@@ -294,18 +216,37 @@ class ChildOutput:
             if data is None and not gap:
                 streams -= 1
             try:
-                if data is not None:
+                full = self._shipper_only_and_full()
+                if data is not None and full:
+                    # Making events nobody can take would only burn the CPU (and the GIL)
+                    # the pass-through needs: count these lines as lost, as CloudWatch would.
+                    skipped = splitter.skip(data)
+                    self.lines[stream] += skipped
+                    self._lost(skipped)
+                elif data is not None:
                     self._emit(stream, splitter.feed(data))
-                elif gap:
-                    self._emit(stream, splitter.finish())  # the line the gap cut short
+                else:  # a gap, or the end: first the line it cut short
+                    last = splitter.finish()
+                    if full:
+                        self.lines[stream] += len(last)
+                        self._lost(len(last))
+                    else:
+                        self._emit(stream, last)
                     self.lines[stream] += gap
-                    self.dropped += gap
-                    if self.shipper is not None:
-                        self.shipper.drop(gap)
-                else:
-                    self._emit(stream, splitter.finish())
+                    self._lost(gap)
             except Exception as exc:  # keep draining: a reader may be waiting for room
                 log.error("child.output_events_failed", error=repr(exc), _local=True)
+
+    def _shipper_only_and_full(self) -> bool:
+        return (
+            not self.events_to_stdout and self.shipper is not None and not self.shipper.accepting()
+        )
+
+    def _lost(self, count: int) -> None:
+        if count:
+            self.dropped += count
+            if self.shipper is not None:
+                self.shipper.drop(count)
 
     def _emit(self, stream: str, lines: list[tuple[bytes, int]]) -> None:
         if not lines:

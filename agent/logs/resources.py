@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import psutil
 
-from . import logs
+from .. import logs
 
 log = logs.get_logger()
 
