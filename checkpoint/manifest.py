@@ -99,7 +99,7 @@ class HardLinkEntry:
 @dataclass(frozen=True, slots=True)
 class DirEntry:
     path: str
-    mode: int = 0o700
+    mode: int | None = None  # None: not recorded (format 1); restore leaves the mode alone
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class Manifest:
             "reason": self.reason,
             "agent_version": self.agent_version,
             "progress": self.progress,
-            "dirs": [{"path": d.path, "mode": d.mode} for d in self.dirs],
+            "dirs": [{"path": d.path, "mode": _dir_mode(d)} for d in self.dirs],
             "links": [{"path": lk.path, "target": lk.target} for lk in self.links],
             "hardlinks": [{"path": h.path, "target": h.target} for h in self.hardlinks],
             "files": [
@@ -186,6 +186,10 @@ class Manifest:
             raise ManifestError(f"{where}: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _dir_mode(d: DirEntry) -> int:
+    return 0o700 if d.mode is None else d.mode
 
 
 _ITEM_MARKERS = (b'"path":', b'"sha256":', b'"hole":', b'["')  # '["': a format-1 chunk

@@ -301,3 +301,24 @@ def test_a_stored_format_1_checkpoint_still_restores(tmp_path: Path) -> None:
     assert (dst / "b.bin").read_bytes() == b"x" * 3000
     assert os.readlink(dst / "link") == "sub/a.txt"
     assert os.stat(dst / "b.bin").st_mode & 0o777 == 0o640
+
+
+def test_a_fifo_swapped_in_after_the_scan_is_refused_not_waited_on(tmp_path: Path) -> None:
+    from checkpoint.scan import NotRegularFile, hash_file
+
+    os.mkfifo(tmp_path / "pipe")  # nobody ever writes to it: a blocking open would hang
+    with pytest.raises(NotRegularFile):
+        hash_file(tmp_path / "pipe", CHUNK, lambda chunk, data: None)
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    code = textwrap.dedent(
+        """
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+        from checkpoint.restore import raise_open_file_limit
+        print(*raise_open_file_limit())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["4096", "4096"], out.stderr
