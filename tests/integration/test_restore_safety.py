@@ -322,3 +322,44 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["4096", "4096"], out.stderr
+
+
+def test_kill_9_during_a_restore_leaves_no_staging_after_the_next(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}").write_bytes(os.urandom(CHUNK))
+    ckpt(LocalStore(tmp_path / "store"), src).sync_once("one")
+    dst = tmp_path / "dst"
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from checkpoint.store import LocalStore
+        from checkpoint.sync import Checkpointer, JobStore
+
+        class Slow(LocalStore):
+            def get_object(self, key, *, max_bytes=None):
+                if "/blobs/" in key:
+                    print("fetching", flush=True)
+                    time.sleep(0.2)
+                return super().get_object(key, max_bytes=max_bytes)
+
+        Checkpointer(JobStore(Slow(Path({str(tmp_path / "store")!r})), "job"),
+                     Path({str(dst)!r}), chunk_size={CHUNK}).restore()
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if "fetching" in line:
+                break
+        child.kill()  # SIGKILL: no cleanup runs
+    finally:
+        child.wait(60)
+    assert list((dst / ".spot-agent").glob("restore-*")), "the kill left staging behind"
+    r = ckpt(LocalStore(tmp_path / "store"), dst, attempt=2).restore()
+    assert r.manifest is not None
+    assert not list((dst / ".spot-agent").glob("restore-*"))
+    assert tree(dst) == tree(src)
