@@ -256,8 +256,13 @@ def test_sparse_files_are_neither_uploaded_nor_downloaded_as_zeros(tmp_path: Pat
         fh.write(os.urandom(CHUNK // 2))
     with open(src / "zeros", "wb") as fh:  # written zeros, not a hole: still not stored
         fh.write(b"\0" * 8 * CHUNK)
-    r = ckpt(store, src).sync_once("sparse")
+    os.utime(src / "sparse", ns=(10**18, 10**18))  # old enough for the stat cache
+    os.utime(src / "zeros", ns=(10**18, 10**18))
+    c = ckpt(store, src)
+    r = c.sync_once("sparse")
     assert r.bytes_uploaded <= 2 * CHUNK
+    (src / "other").write_text("changed")
+    assert c.sync_once("again").bytes_hashed == len("changed")  # holes do not defeat the cache
     store.gets.clear()
     dst = tmp_path / "dst"
     ckpt(store, dst, attempt=2).restore()
