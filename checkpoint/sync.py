@@ -22,6 +22,7 @@ import structlog
 
 from ._version import __version__
 from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
+from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
 from .manifest import MAX_CHUNK_SIZE, RESERVED_DIR, FileEntry, HardLinkEntry, Manifest
 from .restore import Restorer, RestoreResult
@@ -209,12 +210,11 @@ class Checkpointer:
 
         When this process's restore had to pass over damaged or unreadable checkpoints, the
         one it restored and the ones it passed over are never pruned: what restore could not
-        read today (a store fault, a bug) must not cost the good checkpoint behind it.
+        read today (a store fault, a bug) must not cost the good checkpoint behind it. Nor is
+        the newest checkpoint whose manifest loads (:func:`checkpoint.gc.prune_manifests`).
         """
-        old = self.job.sequences()[:-keep] if keep > 0 else []
-        old = [seq for seq in old if seq not in self._protected]
-        self.job.store.delete_objects(self.job.manifest_key(seq) for seq in old)
-        return old
+        newest = self.base.sequence if self.base is not None else None
+        return prune_manifests(self.job, keep, protected=self._protected, newest_good=newest)
 
     # -- restore ------------------------------------------------------------------------
 

@@ -368,3 +368,22 @@ def test_kill_9_during_a_restore_leaves_no_staging_after_the_next(tmp_path: Path
     assert r.manifest is not None
     assert not list((dst / ".spot-agent").glob("restore-*"))
     assert tree(dst) == tree(src)
+
+
+def test_gc_keep_never_prunes_the_newest_checkpoint_that_loads(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    from checkpoint.gc import prune_manifests
+
+    src = tmp_path / "src"
+    src.mkdir()
+    c = ckpt(store, src)
+    for step in range(4):
+        (src / "state").write_text(f"step {step}")
+        c.sync_once("periodic")
+    job = JobStore(store, "job")
+    for seq in (3, 4):  # the two newest are damaged
+        (store.root / job.manifest_key(seq)).write_bytes(b"{")
+    assert prune_manifests(job, keep=1) == [1, 3]  # keep 4 (newest) and 2 (loads)
+    assert job.sequences() == [2, 4]
+    assert ckpt(store, tmp_path / "dst", attempt=2).restore().manifest.sequence == 2  # type: ignore[union-attr]
