@@ -21,6 +21,7 @@ refers to them, and a put still running is younger than ``min_age``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -40,6 +41,38 @@ class GcResult:
     kept_young: int
     dry_run: bool
     incomplete_deleted: int = 0  # partial objects of killed puts
+
+
+def prune_manifests(
+    job: JobStore, keep: int, *, protected: Iterable[int] = (), newest_good: int | None = None
+) -> list[int]:
+    """Delete all but the ``keep`` newest manifests, and never the newest one that loads.
+
+    When the newest manifests are damaged, the newest readable one behind them is the
+    checkpoint a restore would fall back to: ``keep`` must not make it unreachable.
+    ``protected`` sequences are never deleted either. ``newest_good``, when the caller
+    knows it (it just committed it), saves reading manifests to find it.
+    Returns the deleted sequences.
+    """
+    sequences = job.sequences()
+    if keep < 1 or len(sequences) <= keep:
+        return []
+    spared = set(protected) | set(sequences[-keep:])
+    newer = [seq for seq in sequences if newest_good is None or seq >= newest_good]
+    if newest_good is not None:
+        spared.add(newest_good)
+    for seq in reversed(newer):
+        if seq == newest_good:
+            break
+        try:
+            job.load_manifest(seq)
+        except (ManifestError, ObjectNotFound):
+            continue
+        spared.add(seq)
+        break
+    old = [seq for seq in sequences if seq not in spared]
+    job.store.delete_objects(job.manifest_key(seq) for seq in old)
+    return old
 
 
 def collect_garbage(

@@ -1,9 +1,9 @@
 """The manifest: what one committed checkpoint contains. Pure data, no I/O.
 
 A manifest lists every file of the checkpoint dir with its size, mode, mtime and the
-content-addressed chunks that hold its bytes (sha256 of each chunk; a file is split into
-fixed-size chunks so a file that grew or changed in places re-sends only those chunks).
-Writing the manifest is the commit; everything it names was uploaded before it.
+content-addressed chunks that hold its bytes; writing it is the commit. The format
+(version 2; version 1 still loads) and its bounds are described in
+docs/checkpoint-format.md.
 
 **One validation for sync and restore** (guarantee 7): :func:`check_relpath`,
 :func:`check_mtime` and :func:`check_link_target` are what sync's scan applies to every
@@ -13,24 +13,9 @@ entry it records (an entry they refuse is left out loudly, the rest commits) and
 from a store can name a place outside the checkpoint dir (guarantee 5): no absolute
 paths, no '..', no entry below a file or a symlink; symlink targets never climb.
 
-Format 2 (this agent writes it; format 1 still loads)::
-
-    {"format": 2, "job_id", "sequence", "attempt", "created", "reason", "agent_version",
-     "progress": {...},
-     "dirs":      [{"path", "mode"}],
-     "links":     [{"path", "target"}],                 symlinks
-     "hardlinks": [{"path", "target"}],                 target: a path in "files"
-     "files":     [{"path", "size", "mode", "mtime_ns", "chunks": [CHUNK, ...]}]}
-    CHUNK = {"sha256": hex, "size": n}   bytes in the blob named by sha256
-          | {"hole": n}                  n zero bytes, stored nowhere, restored as a hole
-
-A chunk is an object so that a later format can say where a blob lives (for example
-``"pack", "offset"`` for small files packed together) without changing the rest.
-
-**Bounds against hostile store content:** a manifest is at most :data:`MAX_MANIFEST_BYTES`
-and :data:`MAX_ITEMS` entries plus chunks (sync refuses to commit more, so it never writes
-what restore would refuse); a data chunk at most :data:`MAX_CHUNK_SIZE`, a file at most
-:data:`MAX_FILE_SIZE`; nesting deeper than Python's recursion limit is refused.
+A chunk is ``{"sha256", "size"}`` or ``{"hole": n}`` (zeros stored nowhere): an object,
+so that a later format can say where a blob lives (a pack and an offset) without
+changing the rest.
 """
 
 from __future__ import annotations
@@ -99,7 +84,7 @@ class HardLinkEntry:
 @dataclass(frozen=True, slots=True)
 class DirEntry:
     path: str
-    mode: int = 0o700
+    mode: int | None = None  # None: not recorded (format 1); restore leaves the mode alone
 
 
 @dataclass(frozen=True)
@@ -142,7 +127,7 @@ class Manifest:
             "reason": self.reason,
             "agent_version": self.agent_version,
             "progress": self.progress,
-            "dirs": [{"path": d.path, "mode": d.mode} for d in self.dirs],
+            "dirs": [{"path": d.path, "mode": _dir_mode(d)} for d in self.dirs],
             "links": [{"path": lk.path, "target": lk.target} for lk in self.links],
             "hardlinks": [{"path": h.path, "target": h.target} for h in self.hardlinks],
             "files": [
@@ -186,6 +171,10 @@ class Manifest:
             raise ManifestError(f"{where}: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _dir_mode(d: DirEntry) -> int:
+    return 0o700 if d.mode is None else d.mode
 
 
 _ITEM_MARKERS = (b'"path":', b'"sha256":', b'"hole":', b'["')  # '["': a format-1 chunk

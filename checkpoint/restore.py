@@ -180,7 +180,8 @@ class Restorer:
                 os.link(source, target, follow_symlinks=False)
             # Deepest first, last of all: a read-only directory must not stop its own restore.
             for d in sorted(manifest.dirs, key=lambda d: d.path.count("/"), reverse=True):
-                os.chmod(safe_makedirs(dest, d.path), d.mode)
+                if d.mode is not None:
+                    os.chmod(safe_makedirs(dest, d.path), d.mode)
         finally:
             rmtree(staging)
             with contextlib.suppress(OSError):

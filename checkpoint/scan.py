@@ -237,7 +237,7 @@ class StatCache:
     ) -> tuple[Chunk, ...] | None:
         """The chunks of a file that has not changed since they were hashed and uploaded."""
         cached = self._entries.get(rel)
-        if cached is None or not all(c.sha256 in present for c in cached.chunks):
+        if cached is None or not all(c.is_hole or c.sha256 in present for c in cached.chunks):
             return None
         if cached.key != stat_key(st):
             return None

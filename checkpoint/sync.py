@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,12 @@ import structlog
 
 from ._version import __version__
 from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
+from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
-from .manifest import MAX_CHUNK_SIZE, RESERVED_DIR, Chunk, FileEntry, HardLinkEntry, Manifest
+from .manifest import MAX_CHUNK_SIZE, RESERVED_DIR, FileEntry, HardLinkEntry, Manifest
 from .restore import Restorer, RestoreResult
 from .scan import NotRegularFile, StatCache, hash_file, scan
+from .upload import Uploader
 
 log = structlog.get_logger("checkpoint")
 
@@ -96,7 +98,7 @@ class Checkpointer:
         for path, why in found.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
         present = self._present()
-        uploader = _Uploader(self.job, self._pool, present)
+        uploader = Uploader(self.job, self._pool, present)
         entries: list[FileEntry] = []
         hashed = 0
         try:
@@ -144,7 +146,7 @@ class Checkpointer:
         )
 
     def _file_entry(
-        self, rel: str, st: os.stat_result, uploader: _Uploader, present: set[str]
+        self, rel: str, st: os.stat_result, uploader: Uploader, present: set[str]
     ) -> tuple[FileEntry | None, int]:
         cached = self._cache.unchanged(rel, st, present)
         if cached is not None:
@@ -208,12 +210,11 @@ class Checkpointer:
 
         When this process's restore had to pass over damaged or unreadable checkpoints, the
         one it restored and the ones it passed over are never pruned: what restore could not
-        read today (a store fault, a bug) must not cost the good checkpoint behind it.
+        read today (a store fault, a bug) must not cost the good checkpoint behind it. Nor is
+        the newest checkpoint whose manifest loads (:func:`checkpoint.gc.prune_manifests`).
         """
-        old = self.job.sequences()[:-keep] if keep > 0 else []
-        old = [seq for seq in old if seq not in self._protected]
-        self.job.store.delete_objects(self.job.manifest_key(seq) for seq in old)
-        return old
+        newest = self.base.sequence if self.base is not None else None
+        return prune_manifests(self.job, keep, protected=self._protected, newest_good=newest)
 
     # -- restore ------------------------------------------------------------------------
 
@@ -242,49 +243,6 @@ class Checkpointer:
                     self._cache.remember(f.path, os.lstat(dest / f.path), f.chunks)
                 self._known = set(restorer.present)
             return result
-
-
-class _Uploader:
-    """Uploads chunks in parallel with a bound on the bytes held in memory."""
-
-    def __init__(self, job: JobStore, pool: ThreadPoolExecutor, known: set[str]) -> None:
-        self.job = job
-        self.pool = pool
-        self.known = known
-        self.done: set[str] = set()
-        self.bytes = 0
-        self._pending: dict[str, Future[None]] = {}
-        # One chunk in hand per transfer plus two being read: 18 x 8 MiB with S3's 16.
-        self._slots = threading.BoundedSemaphore(job.store.concurrency + 2)
-        self._lock = threading.Lock()
-        self._error: BaseException | None = None
-
-    def put(self, chunk: Chunk, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        h = chunk.sha256
-        if h in self.known or h in self._pending:
-            return
-        self._slots.acquire()
-        fut = self.pool.submit(self._put, h, data)
-        self._pending[h] = fut
-        fut.add_done_callback(lambda _f: self._slots.release())
-
-    def _put(self, h: str, data: bytes) -> None:
-        try:
-            self.job.store.put_object(self.job.blob_key(h), data, sha256=h)
-        except BaseException as exc:
-            self._error = exc
-            raise
-        with self._lock:
-            self.done.add(h)
-            self.bytes += len(data)
-
-    def wait(self) -> None:
-        for fut in self._pending.values():
-            fut.exception()
-        if self._error is not None:
-            raise self._error
 
 
 def _content(m: Manifest) -> Any:

@@ -256,8 +256,13 @@ def test_sparse_files_are_neither_uploaded_nor_downloaded_as_zeros(tmp_path: Pat
         fh.write(os.urandom(CHUNK // 2))
     with open(src / "zeros", "wb") as fh:  # written zeros, not a hole: still not stored
         fh.write(b"\0" * 8 * CHUNK)
-    r = ckpt(store, src).sync_once("sparse")
+    os.utime(src / "sparse", ns=(10**18, 10**18))  # old enough for the stat cache
+    os.utime(src / "zeros", ns=(10**18, 10**18))
+    c = ckpt(store, src)
+    r = c.sync_once("sparse")
     assert r.bytes_uploaded <= 2 * CHUNK
+    (src / "other").write_text("changed")
+    assert c.sync_once("again").bytes_hashed == len("changed")  # holes do not defeat the cache
     store.gets.clear()
     dst = tmp_path / "dst"
     ckpt(store, dst, attempt=2).restore()
@@ -301,3 +306,84 @@ def test_a_stored_format_1_checkpoint_still_restores(tmp_path: Path) -> None:
     assert (dst / "b.bin").read_bytes() == b"x" * 3000
     assert os.readlink(dst / "link") == "sub/a.txt"
     assert os.stat(dst / "b.bin").st_mode & 0o777 == 0o640
+
+
+def test_a_fifo_swapped_in_after_the_scan_is_refused_not_waited_on(tmp_path: Path) -> None:
+    from checkpoint.scan import NotRegularFile, hash_file
+
+    os.mkfifo(tmp_path / "pipe")  # nobody ever writes to it: a blocking open would hang
+    with pytest.raises(NotRegularFile):
+        hash_file(tmp_path / "pipe", CHUNK, lambda chunk, data: None)
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    code = textwrap.dedent(
+        """
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+        from checkpoint.restore import raise_open_file_limit
+        print(*raise_open_file_limit())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["4096", "4096"], out.stderr
+
+
+def test_kill_9_during_a_restore_leaves_no_staging_after_the_next(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}").write_bytes(os.urandom(CHUNK))
+    ckpt(LocalStore(tmp_path / "store"), src).sync_once("one")
+    dst = tmp_path / "dst"
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from checkpoint.store import LocalStore
+        from checkpoint.sync import Checkpointer, JobStore
+
+        class Slow(LocalStore):
+            def get_object(self, key, *, max_bytes=None):
+                if "/blobs/" in key:
+                    print("fetching", flush=True)
+                    time.sleep(0.2)
+                return super().get_object(key, max_bytes=max_bytes)
+
+        Checkpointer(JobStore(Slow(Path({str(tmp_path / "store")!r})), "job"),
+                     Path({str(dst)!r}), chunk_size={CHUNK}).restore()
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if "fetching" in line:
+                break
+        child.kill()  # SIGKILL: no cleanup runs
+    finally:
+        child.wait(60)
+    assert list((dst / ".spot-agent").glob("restore-*")), "the kill left staging behind"
+    r = ckpt(LocalStore(tmp_path / "store"), dst, attempt=2).restore()
+    assert r.manifest is not None
+    assert not list((dst / ".spot-agent").glob("restore-*"))
+    assert tree(dst) == tree(src)
+
+
+def test_gc_keep_never_prunes_the_newest_checkpoint_that_loads(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    from checkpoint.gc import prune_manifests
+
+    src = tmp_path / "src"
+    src.mkdir()
+    c = ckpt(store, src)
+    for step in range(4):
+        (src / "state").write_text(f"step {step}")
+        c.sync_once("periodic")
+    job = JobStore(store, "job")
+    for seq in (3, 4):  # the two newest are damaged
+        (store.root / job.manifest_key(seq)).write_bytes(b"{")
+    assert prune_manifests(job, keep=1) == [1, 3]  # keep 4 (newest) and 2 (loads)
+    assert job.sequences() == [2, 4]
+    assert ckpt(store, tmp_path / "dst", attempt=2).restore().manifest.sequence == 2  # type: ignore[union-attr]

@@ -173,7 +173,7 @@ def test_format_1_still_loads() -> None:
         ],
     }  # fmt: skip
     m = Manifest.from_json(json.dumps(raw).encode())
-    assert m.dirs == (DirEntry("d", 0o700),) and m.files[0].chunks == (Chunk(H, 3),)
+    assert m.dirs == (DirEntry("d"),) and m.files[0].chunks == (Chunk(H, 3),)
 
 
 @pytest.mark.parametrize(
