@@ -19,6 +19,7 @@ from typing import Any
 
 from checkpoint.errors import CheckpointError, StoreError, StoreURIError
 from checkpoint.gc import collect_garbage
+from checkpoint.restore import raise_open_file_limit
 from checkpoint.store import Store, open_store
 from checkpoint.sync import UPLOAD_TRUST_SECONDS, Checkpointer, JobStore
 
@@ -196,6 +197,7 @@ def _open(uri: str, setting: str) -> Store:
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     settings = load_settings(args, command, os.environ)
+    raise_open_file_limit()  # restores of many files; the job keeps the limit it inherited
     logs.configure(fmt=settings.log_format, level=settings.log_level, color=settings.log_color)
     logs.set_known_secrets(secret_values(os.environ))
     store = _open(settings.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)")

@@ -4,7 +4,9 @@
   SIGINT from ``nohup`` or a shell's ``&``, a blocked SIGTERM) or set up for itself;
 - the terminal's foreground, when the agent has it: given *in the child*, before exec, so
   a job-control shell never finds itself in the background and stops on SIGTTIN;
-- SIGKILL should the agent die (``kill -9``) without ending it.
+- SIGKILL should the agent die (``kill -9``) without ending it;
+- the open-file limit the agent was started with (the agent raises its own soft limit to
+  the hard one for restores; the job gets what it would have had without us).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import signal
 import sys
 import threading
@@ -22,6 +25,8 @@ from .signals import UNCATCHABLE
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+#: the soft open-file limit inherited by the agent, before it raises its own
+INHERITED_NOFILE_SOFT = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def libc() -> Any:
@@ -44,6 +49,7 @@ def prepare_child(foreground_tty: int | None) -> Callable[[], None]:
     c = libc() if threading.current_thread() is threading.main_thread() else None
     agent_pid = os.getpid()
     dispositions = [s for s in signal.valid_signals() if s not in UNCATCHABLE]
+    nofile = INHERITED_NOFILE_SOFT
 
     # Only system calls from here on, no locks, no imports: the agent has threads, and only
     # the forking one exists in the child.
@@ -61,5 +67,8 @@ def prepare_child(foreground_tty: int | None) -> Callable[[], None]:
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        with contextlib.suppress(ValueError, OSError):
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), hard))
 
     return prepare
