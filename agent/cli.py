@@ -27,6 +27,7 @@ from .config import (
     RUN_OPTIONS,
     STORE_OPTIONS,
     ConfigError,
+    S3Settings,
     add_options,
     load_settings,
     load_store_settings,
@@ -175,9 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
-def _open(uri: str, setting: str) -> Store:
+def _open(uri: str, setting: str, s3: S3Settings) -> Store:
     try:
-        return open_store(uri)
+        return open_store(uri, **s3.store_options())
     except StoreURIError as exc:
         if exc.setting:  # another variable is at fault: name it, not the URI
             problem = str(exc).removeprefix(f"{exc.setting}=")
@@ -189,7 +190,9 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     settings = load_settings(args, command, os.environ)
     logs.configure()
     logs.set_known_secrets(secret_values(os.environ))
-    store = _open(settings.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)")
+    store = _open(
+        settings.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)", settings.s3
+    )
     if settings.log_group:
         logs.attach(cloudwatch.open_logs(settings.log_group, settings.log_stream))
     if settings.job_id_source.startswith("derived"):
@@ -217,7 +220,7 @@ def _checkpoints(args: argparse.Namespace) -> int:
     ss = load_store_settings(args, os.environ)
     if not ss.job_id:
         raise ConfigError("--job-id (SPOT_AGENT_JOB_ID)", "which job? give --job-id")
-    store = _open(ss.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)")
+    store = _open(ss.checkpoint_uri, "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)", ss.s3)
     job = JobStore(store, ss.job_id)
     try:
         if args.action == "list":

@@ -121,6 +121,26 @@ def parse_count(raw: str) -> int:
     return int(raw)
 
 
+SSE_CHOICES = ("default", "AES256", "aws:kms")
+ADDRESSING_STYLES = ("auto", "virtual", "path")
+_SSE_SPELLINGS = {"default": "default", "none": "default", "aes256": "AES256", "aws:kms": "aws:kms"}
+
+
+def parse_sse(raw: str) -> str:
+    """default | AES256 | aws:kms (any case; 'none', the old spelling, means default)."""
+    value = _SSE_SPELLINGS.get(raw.strip().lower())
+    if value is None:
+        raise ValueError(f"expected one of {', '.join(SSE_CHOICES)}; got {raw!r}")
+    return value
+
+
+def parse_kms_key_id(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value) or len(value) > 2048:
+        raise ValueError(f"{raw!r} is not a KMS key id, key ARN or alias/NAME")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     flag: str
@@ -277,7 +297,43 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-STORE_OPTIONS = tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id"))
+#: How the S3 store talks to the bucket: passed to ``checkpoint.store.open_store`` as
+#: keyword arguments, never read by ``checkpoint/`` itself.
+S3_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--sse",
+        "SPOT_AGENT_SSE",
+        "server-side encryption asked for each object: default (send no header: the "
+        "bucket's default encryption applies; on AWS at least SSE-S3), AES256 (SSE-S3), "
+        "aws:kms (SSE-KMS, with --sse-kms-key-id or the account's aws/s3 key); see "
+        "docs/storage.md",
+        parse_sse,
+        default="default",
+        metavar="MODE",
+    ),
+    Option(
+        "--sse-kms-key-id",
+        "SPOT_AGENT_SSE_KMS_KEY_ID",
+        "the KMS key (id, ARN or alias/NAME) for --sse aws:kms",
+        parse_kms_key_id,
+        metavar="KEY",
+    ),
+    Option(
+        "--s3-addressing-style",
+        "SPOT_AGENT_S3_ADDRESSING_STYLE",
+        "auto (path addressing for an IP or localhost endpoint, else the SDK's choice), "
+        "virtual (bucket.host) or path (host/bucket)",
+        parse_choice(*ADDRESSING_STYLES),
+        default="auto",
+        metavar="STYLE",
+    ),
+)
+
+RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS
+
+STORE_OPTIONS = (
+    tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id")) + S3_OPTIONS
+)
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
@@ -315,9 +371,39 @@ def _resolve(opt: Option, args: argparse.Namespace, environ: Mapping[str, str]) 
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """How the S3 store is used; :meth:`store_options` is what ``open_store`` takes."""
+
+    sse: str = "default"
+    kms_key_id: str | None = None
+    addressing_style: str = "auto"
+
+    def store_options(self) -> dict[str, str | None]:
+        return {
+            "sse": None if self.sse == "default" else self.sse,
+            "kms_key_id": self.kms_key_id,
+            "addressing_style": None if self.addressing_style == "auto" else self.addressing_style,
+        }
+
+
+def load_s3_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> S3Settings:
+    """The S3 options, checked together: a KMS key id is only used with aws:kms."""
+    values = {o.dest: _resolve(o, args, environ) for o in S3_OPTIONS}
+    sse, key = values["sse"], values["sse_kms_key_id"]
+    if key and sse != "aws:kms":
+        raise ConfigError(
+            S3_OPTIONS[1].setting,
+            f"a KMS key id is only used with --sse aws:kms (SPOT_AGENT_SSE=aws:kms), and "
+            f"the encryption asked for is {sse!r}: set both, or neither",
+        )
+    return S3Settings(sse=sse, kms_key_id=key, addressing_style=values["s3_addressing_style"])
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     checkpoint_uri: str
     job_id: str | None
+    s3: S3Settings = S3Settings()
 
 
 @dataclass(frozen=True)
@@ -345,6 +431,7 @@ class Settings:
     batch_job_queue: str | None = None
     batch_compute_environment: str | None = None
     continue_jobs: bool = False
+    s3: S3Settings = S3Settings()
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -386,7 +473,10 @@ def load_store_settings(args: argparse.Namespace, environ: Mapping[str, str]) ->
     opts = {o.flag: o for o in RUN_OPTIONS}
     uri = _resolve(opts["--checkpoint-uri"], args, environ) or default_store_uri(environ)
     job_id = _resolve(opts["--job-id"], args, environ) or environ.get("AWS_BATCH_JOB_ID") or None
-    return StoreSettings(uri, job_id)
+    s3 = load_s3_settings(args, environ)
+    if uses_aws(uri):
+        check_aws_environment(environ)
+    return StoreSettings(uri, job_id, s3)
 
 
 def load_settings(
@@ -397,7 +487,12 @@ def load_settings(
             "COMMAND", "no command given: spot-agent run [OPTIONS] -- COMMAND [ARG...]"
         )
     cmd = tuple(command)
-    values = {o.dest: _resolve(o, args, environ) for o in RUN_OPTIONS if o.flag != "--job-id"}
+    values = {
+        o.dest: _resolve(o, args, environ)
+        for o in RUN_OPTIONS
+        if o.flag != "--job-id" and o not in S3_OPTIONS
+    }
+    s3 = load_s3_settings(args, environ)
     job_id, source = _job_id(args, environ, cmd)
     checkpoint_dir = values["checkpoint_dir"]
     checkpoint_dir = (
@@ -411,10 +506,13 @@ def load_settings(
             f"must be shorter than the grace period ({values['grace_period']:g}s), "
             f"got {values['upload_reserve']:g}s",
         )
+    checkpoint_uri = values["checkpoint_uri"] or default_store_uri(environ)
+    if uses_aws(checkpoint_uri, values["log_group"], values["continue_after_last_attempt"]):
+        check_aws_environment(environ)
     batch_attempt = environ.get("AWS_BATCH_JOB_ATTEMPT", "")
     return Settings(
         command=cmd,
-        checkpoint_uri=values["checkpoint_uri"] or default_store_uri(environ),
+        checkpoint_uri=checkpoint_uri,
         checkpoint_dir=checkpoint_dir,
         job_id=job_id,
         job_id_source=source,
@@ -440,6 +538,7 @@ def load_settings(
         batch_job_queue=environ.get("AWS_BATCH_JQ_NAME") or None,
         batch_compute_environment=environ.get("AWS_BATCH_CE_NAME") or None,
         continue_jobs=values["continue_after_last_attempt"],
+        s3=s3,
         child_environ=_child_environ(environ),
     )
 
@@ -468,3 +567,73 @@ def _child_environ(environ: Mapping[str, str]) -> dict[str, str]:
     if carried and "AWS_BATCH_JOB_ARRAY_INDEX" not in environ:
         env["AWS_BATCH_JOB_ARRAY_INDEX"] = carried
     return env
+
+
+# -- the SDK's own settings ---------------------------------------------------------------
+# boto3 reads these itself; a mistake in one would surface as a traceback at the first
+# client, or (a region in capitals) as a request to a host that cannot exist. They are
+# checked here, before anything runs, so each is one line naming the variable.
+
+_AWS_ENDPOINT_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+    "AWS_ENDPOINT_URL_BATCH",
+)
+_ENDPOINT_URL = re.compile(r"https?://[^/\s?#]+(/[^\s]*)?\Z")
+#: what AWS names its regions: us-east-1, ap-southeast-2, us-gov-west-1, eu-isoe-west-1
+_AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}\Z")
+#: what botocore accepts as a region at all (a host label): S3-compatible servers name
+#: their regions freely ("garage", "local")
+_ANY_REGION = re.compile(r"(?![0-9]+\Z)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)\Z")
+
+
+def check_aws_environment(environ: Mapping[str, str]) -> None:
+    """Raise ConfigError for an SDK setting that cannot work: an endpoint URL without its
+    scheme, a malformed region, a profile that no config file defines."""
+    for name in _AWS_ENDPOINT_VARIABLES:
+        raw = environ.get(name)
+        if raw and not _ENDPOINT_URL.match(raw):
+            raise ConfigError(
+                name,
+                f"expected a URL with its scheme, like https://s3.example.com or "
+                f"http://127.0.0.1:9000, got {raw!r}",
+            )
+    custom_endpoint = any(environ.get(n) for n in _AWS_ENDPOINT_VARIABLES)
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        raw = environ.get(name)
+        if not raw:
+            continue
+        if not _ANY_REGION.match(raw):
+            raise ConfigError(name, f"{raw!r} is not a region name (like us-east-1)")
+        if not custom_endpoint and not _AWS_REGION.match(raw):
+            raise ConfigError(
+                name, f"{raw!r} is not an AWS region name (lower case, like us-east-1)"
+            )
+    profile = environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE")
+    if profile:
+        _check_profile(
+            profile, "AWS_PROFILE" if environ.get("AWS_PROFILE") else "AWS_DEFAULT_PROFILE"
+        )
+
+
+def _check_profile(profile: str, variable: str) -> None:
+    import botocore.session
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        known = botocore.session.Session().available_profiles
+    except BotoCoreError as exc:
+        raise ConfigError(variable, f"cannot read the AWS config files: {exc}") from None
+    if profile not in known:
+        shown = ", ".join(sorted(known)[:8]) or "none"
+        raise ConfigError(
+            variable,
+            f"no profile {profile!r} in the AWS config files (AWS_CONFIG_FILE, "
+            f"AWS_SHARED_CREDENTIALS_FILE); profiles there: {shown}",
+        )
+
+
+def uses_aws(uri: str, log_group: str | None = None, continue_jobs: bool = False) -> bool:
+    """Whether a run with these settings makes AWS SDK calls at all."""
+    return uri.lower().startswith("s3:") or bool(log_group) or continue_jobs
