@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__, batch, checkpoints_cli, cloudwatch, imds_mock, logs
+from . import __version__, batch, checkpoints_cli, cloudwatch, doctor, imds_mock, logs
 from .config import (
     RUN_OPTIONS,
     ConfigError,
@@ -86,9 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoints_cli.add_arguments(ck)
     ck.set_defaults(handler=checkpoints_cli.main)
 
+    _mount_doctor(sub)
     _mount_imds_mock(sub)
     _mount_batch(sub)
     return parser
+
+
+def _mount_doctor(sub: Any) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="preflight: will a launch with these settings keep its work?",
+        description=(doctor.__doc__ or "").strip().split("\n\n")[0].replace("``", "")
+        + " Takes every option of `run` (and its environment variables).",
+        epilog="exit status: 0 every check passed (or only warned); 1 a launch would lose "
+        "work (or, with --strict, a warning); 2 a usage or configuration error",
+    )
+    doctor.add_arguments(p)
+    p.set_defaults(handler=doctor.main)
 
 
 def _mount_imds_mock(sub: Any) -> None:

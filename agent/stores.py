@@ -31,12 +31,13 @@ class JobNotFound(CheckpointError):
     """The store holds nothing for this job id."""
 
 
-def open_configured_store(settings: Any, setting: str = URI_SETTING) -> Store:
+def open_configured_store(settings: Any, setting: str = URI_SETTING, **client: Any) -> Store:
     """The store of ``settings`` (anything with ``checkpoint_uri`` and ``s3``); a bad URI
-    or S3 option is a ConfigError naming the setting at fault."""
+    or S3 option is a ConfigError naming the setting at fault. ``client`` options
+    (``max_attempts``, timeouts) go to an S3 store as they are."""
     s3: S3Settings = settings.s3
     try:
-        return open_store(settings.checkpoint_uri, **s3.store_options())
+        return open_store(settings.checkpoint_uri, **s3.store_options(), **client)
     except StoreURIError as exc:
         if exc.setting:  # another setting is at fault: name it, not the URI
             raise ConfigError(exc.setting, str(exc).removeprefix(f"{exc.setting}=")) from None

@@ -1,0 +1,336 @@
+"""``spot-agent doctor``: before a multi-day job starts, will a launch with these settings
+keep its work? One line per check, in seconds; exit 1 when one would lose work.
+
+It takes the options and environment of ``spot-agent run`` and checks, with the calls the
+agent itself makes (so the job role's policy is what is tested): credentials and region;
+the store (reachable, put/get/delete of a probe object, conditional writes, the encryption
+asked for); the instance metadata service; the log group; the clock against S3's; free
+disk for the checkpoint dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+from checkpoint.errors import CheckpointError, ConditionalWritesUnsupported
+from checkpoint.store import Store
+from checkpoint.sync import JobStore
+
+from .config import RUN_OPTIONS, Settings, add_options, load_settings, uses_aws
+from .imds import INSTANCE_ACTION, ImdsClient, looks_like_ec2
+from .stores import human_size, open_configured_store
+
+EXIT_WOULD_LOSE_WORK = 1
+#: S3 refuses requests signed more than 15 minutes off (RequestTimeTooSkewed); far less
+#: already shifts an IMDS notice's deadline, which is an absolute time.
+CLOCK_FAIL_SECONDS = 300.0
+CLOCK_WARN_SECONDS = 5.0
+LOW_DISK_BYTES = 1 << 30
+PROBE_PREFIX = ".spot-agent-doctor"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "ok", "warn", "FAIL" or "skip"
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        fix = f"; fix: {self.fix}" if self.fix and self.status in ("warn", "FAIL") else ""
+        return f"{self.status:<4}  {self.name}: {self.detail}{fix}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, RUN_OPTIONS)
+    parser.add_argument(
+        "--strict", action="store_true", help="exit non-zero on warnings too, not only failures"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = load_settings(args, ["spot-agent", "doctor"], os.environ)
+    failures = warnings = 0
+    for check in run_checks(settings):
+        print(check.line(), flush=True)
+        failures += check.status == "FAIL"
+        warnings += check.status == "warn"
+    verdict = (
+        "a launch with these settings would lose work"
+        if failures
+        else "a launch with these settings keeps its work"
+    )
+    print(f"doctor: {failures} failed, {warnings} warnings: {verdict}")
+    if failures or (args.strict and warnings):
+        return EXIT_WOULD_LOSE_WORK
+    return 0
+
+
+def run_checks(s: Settings) -> Iterator[Check]:
+    if uses_aws(s.checkpoint_uri, s.log_group):
+        yield _credentials()
+    dates: list[float] = []  # (server time - local time) of each S3 answer
+    store = open_configured_store(s, max_attempts=2, connect_timeout=3.0, read_timeout=10.0)
+    try:
+        client = getattr(store, "client", None)
+        if client is not None:
+            client.meta.events.register("after-call.s3", _clock_recorder(dates))
+        store_checks = list(_store_checks(store, s))
+        yield from store_checks
+        store_ok = all(c.status != "FAIL" for c in store_checks)
+        yield _clock(dates, is_s3=client is not None)
+        yield _disk(s, store if store_ok else None)
+    finally:
+        store.close()
+    yield _imds(s)
+    if s.log_group:
+        yield _log_group(s)
+
+
+# -- credentials and region ---------------------------------------------------------------
+
+
+def _credentials() -> Check:
+    import boto3
+
+    session = boto3.session.Session()
+    creds = session.get_credentials()
+    if creds is None:
+        return Check(
+            "credentials",
+            "FAIL",
+            "no AWS credentials found",
+            "give the job a role, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY",
+        )
+    if not session.region_name:
+        return Check(
+            "credentials",
+            "warn",
+            f"found ({creds.method}), but no region is set",
+            "set AWS_DEFAULT_REGION to the bucket's region (CloudWatch Logs needs it too)",
+        )
+    return Check("credentials", "ok", f"found ({creds.method}); region {session.region_name}")
+
+
+# -- the store ----------------------------------------------------------------------------
+
+
+def _store_checks(store: Store, s: Settings) -> Iterator[Check]:
+    name = f"store {store.uri}"
+    try:
+        store.check()
+    except CheckpointError as exc:
+        yield Check(name, "FAIL", str(exc), "see the message; the job would exit 69 at start")
+        return
+    if store.uri.startswith("file:"):
+        yield Check(
+            name,
+            "warn",
+            "a local store: it survives only as long as this machine's disk",
+            "in a container or on spot, use s3://bucket/prefix (or a shared volume)",
+        )
+    key = f"{PROBE_PREFIX}/{uuid.uuid4().hex}"
+    data = os.urandom(1024)
+    try:
+        store.put_object(key, data, sha256=hashlib.sha256(data).hexdigest())
+        if store.get_object(key) != data:
+            raise CheckpointError(f"{key}: read back different bytes than were written")
+        encryption = _encryption_applied(store, key)
+        store.delete_objects([key])
+        if store.exists(key):
+            raise CheckpointError(f"{key}: still there after DeleteObjects")
+    except CheckpointError as exc:
+        yield Check(name, "FAIL", f"put/get/delete of a probe object: {exc}", _store_fix(s))
+        return
+    yield Check(name, "ok", f"reachable; put, get and delete of a probe object{encryption}")
+    yield _conditional_writes(store)
+
+
+def _store_fix(s: Settings) -> str:
+    if s.s3.sse != "default":
+        return f"check that the bucket accepts --sse {s.s3.sse}, or leave --sse at default"
+    return "grant s3:PutObject, s3:GetObject and s3:DeleteObject on the prefix (docs/batch.md)"
+
+
+def _encryption_applied(store: Store, key: str) -> str:
+    client = getattr(store, "client", None)
+    if client is None:
+        return ""
+    prefix = getattr(store, "prefix", "")
+    head = client.head_object(
+        Bucket=getattr(store, "bucket", ""), Key=f"{prefix}/{key}" if prefix else key
+    )
+    applied = head.get("ServerSideEncryption")
+    asked = getattr(store, "sse", None) or "no header (the bucket's default)"
+    return f"; encryption asked: {asked}, applied: {applied or 'none'}"
+
+
+def _conditional_writes(store: Store) -> Check:
+    key = f"{PROBE_PREFIX}/{uuid.uuid4().hex}"
+    name = "conditional writes"
+    try:
+        first = store.put_object_if_absent(key, b"1")
+        second = store.put_object_if_absent(key, b"2")
+    except ConditionalWritesUnsupported as exc:
+        return Check(
+            name,
+            "warn",
+            f"not supported ({exc})",
+            "use a store that honours If-None-Match (AWS S3 does); until then the agent "
+            "relies on its attempt fence and a read-back",
+        )
+    except CheckpointError as exc:
+        return Check(name, "FAIL", str(exc), "grant s3:PutObject on the prefix")
+    finally:
+        store.delete_objects([key])
+    if first and not second:
+        return Check(name, "ok", "create-only writes are honoured (a commit never overwrites)")
+    return Check(
+        name,
+        "warn",
+        "If-None-Match: * is ignored: a second create-only write replaced the first",
+        "use a store that honours conditional writes; two attempts of a job could overwrite "
+        "each other's commit",
+    )
+
+
+# -- clock, disk ----------------------------------------------------------------------------
+
+
+def _clock_recorder(dates: list[float]) -> Callable[..., None]:
+    def record(http_response: Any = None, **_: Any) -> None:
+        header = getattr(http_response, "headers", {}).get("Date")
+        if header:
+            dates.append(parsedate_to_datetime(header).timestamp() - time.time())
+
+    return record
+
+
+def _clock(dates: list[float], *, is_s3: bool) -> Check:
+    if not is_s3:
+        return Check("clock", "skip", "no S3 store to compare with")
+    if not dates:
+        return Check("clock", "skip", "S3 gave no Date header")
+    # A Date header has whole seconds: the smallest difference is the best estimate.
+    skew = min(dates, key=abs)
+    detail = f"{skew:+.0f} s against S3's Date header"
+    if abs(skew) > CLOCK_FAIL_SECONDS:
+        return Check("clock", "FAIL", detail, "sync the clock (chrony, NTP)")
+    if abs(skew) > CLOCK_WARN_SECONDS:
+        return Check("clock", "warn", detail, "sync the clock: notice deadlines are clock times")
+    return Check("clock", "ok", detail)
+
+
+def _disk(s: Settings, store: Store | None) -> Check:
+    path = Path(s.checkpoint_dir)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    need, what = 0, ""
+    if store is not None and not s.job_id_source.startswith("derived"):
+        try:
+            job = JobStore(store, s.job_id)
+            seqs = job.sequences()
+            if seqs:
+                need = job.load_manifest(seqs[-1]).size
+                what = f"; the newest checkpoint ({seqs[-1]}) is {human_size(need)}"
+        except CheckpointError as exc:
+            what = f"; newest checkpoint unreadable: {exc}"
+    detail = f"{human_size(free)} free at {path} for {s.checkpoint_dir}{what}"
+    if need and free < need:
+        return Check("disk", "FAIL", detail, "give the checkpoint dir a larger volume")
+    if free < max(2 * need, LOW_DISK_BYTES):
+        return Check("disk", "warn", detail, "leave room for the job's state to grow")
+    return Check("disk", "ok", detail)
+
+
+# -- the metadata service, the log group ----------------------------------------------------
+
+
+def _imds(s: Settings) -> Check:
+    name = "metadata service"
+    if s.imds == "off":
+        return Check(name, "skip", "--imds off: notices come from SIGTERM only")
+    if not s.imds_endpoint_set and not looks_like_ec2():
+        return Check(name, "skip", "not on EC2 (AWS_EC2_METADATA_SERVICE_ENDPOINT unset)")
+    client = ImdsClient(s.imds_endpoint, retries=0)
+    try:
+        why = client.probe()
+        if why:
+            return Check(
+                name,
+                "FAIL" if s.imds == "on" else "warn",
+                why,
+                "in a container, the instance needs IMDSv2 with HttpPutResponseHopLimit 2 "
+                "(launch template MetadataOptions); without it only SIGTERM gives notice",
+            )
+        instance = client.get("instance-id") or "?"
+        notice = client.get(INSTANCE_ACTION)
+    except Exception as exc:  # the probe says why; anything after it is reported the same way
+        return Check(name, "warn", f"{s.imds_endpoint}: {exc}")
+    finally:
+        client.close()
+    detail = f"{s.imds_endpoint} answers with an IMDSv2 token; instance {instance}"
+    if notice:
+        return Check(name, "warn", f"{detail}; an interruption notice is posted: {notice}")
+    return Check(name, "ok", f"{detail}; no interruption notice")
+
+
+def _log_group(s: Settings) -> Check:
+    """The calls the agent makes itself: create the group (already there is fine), then the
+    job's stream; so the check needs no permission the agent does not."""
+    import boto3
+    from botocore.config import Config
+
+    name = f"log group {s.log_group}"
+    try:
+        client = boto3.session.Session().client(
+            "logs", config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2})
+        )
+    except Exception as exc:
+        return Check(name, "warn", f"no CloudWatch Logs client: {exc}", "set AWS_DEFAULT_REGION")
+    group_note = "exists"
+    try:
+        client.create_log_group(logGroupName=s.log_group)
+        group_note = "created"
+    except client.exceptions.ResourceAlreadyExistsException:
+        pass
+    except Exception as exc:
+        group_note = f"not created ({_first_line(exc)})"
+    try:
+        client.create_log_stream(logGroupName=s.log_group, logStreamName=s.log_stream)
+    except client.exceptions.ResourceAlreadyExistsException:
+        pass
+    except Exception as exc:
+        return Check(
+            name,
+            "warn",
+            f"group {group_note}; stream {s.log_stream}: {_first_line(exc)}",
+            "create the group beforehand or grant logs:CreateLogGroup, and grant "
+            "logs:CreateLogStream and logs:PutLogEvents (logs then go to stdout only)",
+        )
+    finally:
+        client.close()
+    return Check(name, "ok", f"group {group_note}; stream {s.log_stream} ready")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser(prog="spot-agent doctor")
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))
