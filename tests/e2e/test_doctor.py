@@ -180,7 +180,11 @@ def test_a_posted_notice_is_a_warning(
     endpoint, bucket = s3_bucket
     imds.post_interruption("terminate", in_seconds=120)
     env = doctor_env(
-        tmp_path, endpoint, bucket, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url, SPOT_AGENT_IMDS="auto"
+        tmp_path,
+        endpoint,
+        bucket,
+        AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url,
+        SPOT_AGENT_IMDS="auto",
     )
     out = cli(tmp_path, "doctor", "--job-id", "x", env=env)
     assert out.returncode == 0, out.stdout

@@ -23,9 +23,7 @@ def settings(tmp_path: Path) -> object:
     return load_settings(args, ["true"], env)
 
 
-@pytest.mark.parametrize(
-    ("free", "status"), [(100, "FAIL"), (300_000, "warn"), (10 << 30, "ok")]
-)
+@pytest.mark.parametrize(("free", "status"), [(100, "FAIL"), (300_000, "warn"), (10 << 30, "ok")])
 def test_disk_against_the_newest_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free: int, status: str
 ) -> None:
@@ -38,7 +36,9 @@ def test_disk_against_the_newest_checkpoint(
     ckpt.close()
     real = shutil.disk_usage
     monkeypatch.setattr(
-        doctor.shutil, "disk_usage", lambda p: Usage(*real(p)[:2], free)  # type: ignore[misc]
+        doctor.shutil,
+        "disk_usage",
+        lambda p: Usage(*real(p)[:2], free),  # type: ignore[misc]
     )
     check = doctor._disk(settings(tmp_path), store)  # type: ignore[arg-type]
     assert check.status == status, check
