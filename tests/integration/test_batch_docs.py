@@ -81,7 +81,6 @@ def test_iam_policy_in_the_docs_is_valid_json_with_each_needed_action() -> None:
         "s3:ListBucket",
         "logs:CreateLogGroup",
         "logs:CreateLogStream",
-        "logs:DescribeLogStreams",
         "logs:PutLogEvents",
         "batch:DescribeJobs",
         "batch:DescribeJobDefinitions",
