@@ -234,12 +234,15 @@ def _clock(dates: list[float], *, is_s3: bool) -> Check:
 
 
 def _disk(s: Settings, store: Store | None) -> Check:
-    path = Path(s.checkpoint_dir)
+    derived = s.job_id_source.startswith("derived")
+    # without a job id the dir's name is made up: show where job dirs go instead
+    target = Path(s.checkpoint_dir).parent.parent if derived else Path(s.checkpoint_dir)
+    path = target
     while not path.exists() and path != path.parent:
         path = path.parent
     free = shutil.disk_usage(path).free
     need, what = 0, ""
-    if store is not None and not s.job_id_source.startswith("derived"):
+    if store is not None and not derived:
         try:
             job = JobStore(store, s.job_id)
             seqs = job.sequences()
@@ -248,7 +251,7 @@ def _disk(s: Settings, store: Store | None) -> Check:
                 what = f"; the newest checkpoint ({seqs[-1]}) is {human_size(need)}"
         except CheckpointError as exc:
             what = f"; newest checkpoint unreadable: {exc}"
-    detail = f"{human_size(free)} free at {path} for {s.checkpoint_dir}{what}"
+    detail = f"{human_size(free)} free at {path} for {target}{what}"
     if need and free < need:
         return Check("disk", "FAIL", detail, "give the checkpoint dir a larger volume")
     if free < max(2 * need, LOW_DISK_BYTES):
