@@ -8,8 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from tests import servers
 from tests.agentproc import agent_env, cli, run_agent
 
@@ -51,15 +49,16 @@ def test_jobs_lists_each_job_with_its_newest_checkpoint_and_size(tmp_path: Path)
     assert [line.split()[0] for line in table.stdout.splitlines()] == ["JOB", "alpha", "beta:3"]
 
 
-@pytest.mark.parametrize("action", ["list", "show", "gc", "delete"])
-def test_an_unknown_job_id_names_the_nearest(tmp_path: Path, action: str) -> None:
+def test_an_unknown_job_id_names_the_nearest(tmp_path: Path) -> None:
     runs(tmp_path, "train-2024-06", 1)
-    extra = ["--yes"] if action == "delete" else []
-    r = cli(tmp_path, "checkpoints", action, "--job-id", "train-2024-6", *extra)
-    assert r.returncode == 1, r.stdout + r.stderr
-    line = one_line(r.stderr)
-    assert line.startswith("spot-agent: no job 'train-2024-6' in file://"), line
-    assert line.endswith("; nearest: train-2024-06"), line
+    for action in ("list", "show", "gc", "restore", "delete"):
+        extra = {"delete": ["--yes"], "restore": ["--to", str(tmp_path / "to")]}.get(action, [])
+        r = cli(tmp_path, "checkpoints", action, "--job-id", "train-2024-6", *extra)
+        assert r.returncode == 1, (action, r.stdout + r.stderr)
+        line = one_line(r.stderr)
+        assert line.startswith("spot-agent: no job 'train-2024-6' in file://"), line
+        assert line.endswith("; nearest: train-2024-06"), line
+    assert (tmp_path / "store" / "train-2024-06" / "manifests").is_dir()  # nothing deleted
 
 
 def test_a_store_with_no_jobs_says_so(tmp_path: Path) -> None:
