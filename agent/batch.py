@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -31,7 +32,14 @@ from checkpoint.s3store import check_bucket_name
 from checkpoint.store import parse_file_uri
 
 from . import logs
-from .config import ARRAY_INDEX_CARRIED, ConfigError, Settings, parse_duration, parse_log_group
+from .config import (
+    ARRAY_INDEX_CARRIED,
+    ConfigError,
+    Settings,
+    check_aws_environment,
+    parse_duration,
+    parse_log_group,
+)
 
 #: What ``spot-agent run`` exits with after an interruption (runner.EXIT_INTERRUPTED).
 INTERRUPTED_EXIT_CODE = 75
@@ -454,6 +462,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from botocore.exceptions import BotoCoreError, ClientError
 
+    check_aws_environment(os.environ)  # one line, not a traceback, for the SDK's settings
     try:
         answer = batch_client().register_job_definition(**request)
     except (BotoCoreError, ClientError) as exc:

@@ -89,3 +89,15 @@ def test_a_local_store_ignores_the_sdk_settings(tmp_path: Path) -> None:
     env["SPOT_AGENT_CHECKPOINT_URI"] = (tmp_path / "store").as_uri()
     r = run_agent(tmp_path, ["--job-id", "local"], ["true"], env=env)
     assert r.proc.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(("extra", "starts"), CASES[:5])
+def test_batch_register(tmp_path: Path, extra: dict[str, str], starts: str) -> None:
+    r = cli(
+        tmp_path,
+        *("batch", "job-definition", "--name", "t", "--image", "i"),
+        *("--checkpoint-uri", "s3://some-bucket/ckpt", "--register"),
+        env=_env(tmp_path, extra),
+    )
+    assert r.returncode == EXIT_USAGE, r.stderr
+    _one_line(r.stderr, starts)
