@@ -18,7 +18,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from checkpoint.store import Store
 from checkpoint.sync import JobStore
 
 from .config import RUN_OPTIONS, Settings, add_options, load_settings, uses_aws
-from .imds import INSTANCE_ACTION, ImdsClient, looks_like_ec2
+from .doctor_services import Check, check_credentials, check_imds, check_log_group
 from .stores import human_size, open_configured_store
 
 EXIT_WOULD_LOSE_WORK = 1
@@ -38,18 +37,6 @@ CLOCK_FAIL_SECONDS = 300.0
 CLOCK_WARN_SECONDS = 5.0
 LOW_DISK_BYTES = 1 << 30
 PROBE_PREFIX = ".spot-agent-doctor"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # "ok", "warn", "FAIL" or "skip"
-    detail: str
-    fix: str = ""
-
-    def line(self) -> str:
-        fix = f"; fix: {self.fix}" if self.fix and self.status in ("warn", "FAIL") else ""
-        return f"{self.status:<4}  {self.name}: {self.detail}{fix}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run_checks(s: Settings) -> Iterator[Check]:
     if uses_aws(s.checkpoint_uri, s.log_group):
-        yield _credentials()
+        yield check_credentials()
     dates: list[float] = []  # (server time - local time) of each S3 answer
     store = open_configured_store(s, max_attempts=2, connect_timeout=3.0, read_timeout=10.0)
     try:
@@ -93,35 +80,9 @@ def run_checks(s: Settings) -> Iterator[Check]:
         yield _disk(s, store if store_ok else None)
     finally:
         store.close()
-    yield _imds(s)
+    yield check_imds(s)
     if s.log_group:
-        yield _log_group(s)
-
-
-# -- credentials and region ---------------------------------------------------------------
-
-
-def _credentials() -> Check:
-    import boto3
-
-    session = boto3.session.Session()
-    creds = session.get_credentials()
-    if creds is None:
-        return Check(
-            "credentials",
-            "FAIL",
-            "no AWS credentials found",
-            "give the job a role, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY",
-        )
-    if not session.region_name:
-        return Check(
-            "credentials",
-            "warn",
-            f"found ({creds.method}), but no region is set",
-            "set AWS_DEFAULT_REGION to the bucket's region (CloudWatch Logs needs it too)",
-        )
-    return Check("credentials", "ok", f"found ({creds.method}); region {session.region_name}")
+        yield check_log_group(s)
 
 
 # -- the store ----------------------------------------------------------------------------
@@ -257,80 +218,6 @@ def _disk(s: Settings, store: Store | None) -> Check:
     if free < max(2 * need, LOW_DISK_BYTES):
         return Check("disk", "warn", detail, "leave room for the job's state to grow")
     return Check("disk", "ok", detail)
-
-
-# -- the metadata service, the log group ----------------------------------------------------
-
-
-def _imds(s: Settings) -> Check:
-    name = "metadata service"
-    if s.imds == "off":
-        return Check(name, "skip", "--imds off: notices come from SIGTERM only")
-    if not s.imds_endpoint_set and not looks_like_ec2():
-        return Check(name, "skip", "not on EC2 (AWS_EC2_METADATA_SERVICE_ENDPOINT unset)")
-    client = ImdsClient(s.imds_endpoint, retries=0)
-    try:
-        why = client.probe()
-        if why:
-            return Check(
-                name,
-                "FAIL" if s.imds == "on" else "warn",
-                why,
-                "in a container, the instance needs IMDSv2 with HttpPutResponseHopLimit 2 "
-                "(launch template MetadataOptions); without it only SIGTERM gives notice",
-            )
-        instance = client.get("instance-id") or "?"
-        notice = client.get(INSTANCE_ACTION)
-    except Exception as exc:  # the probe says why; anything after it is reported the same way
-        return Check(name, "warn", f"{s.imds_endpoint}: {exc}")
-    finally:
-        client.close()
-    detail = f"{s.imds_endpoint} answers with an IMDSv2 token; instance {instance}"
-    if notice:
-        return Check(name, "warn", f"{detail}; an interruption notice is posted: {notice}")
-    return Check(name, "ok", f"{detail}; no interruption notice")
-
-
-def _log_group(s: Settings) -> Check:
-    """The calls the agent makes itself: create the group (already there is fine), then the
-    job's stream; so the check needs no permission the agent does not."""
-    import boto3
-    from botocore.config import Config
-
-    name = f"log group {s.log_group}"
-    try:
-        client = boto3.session.Session().client(
-            "logs", config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2})
-        )
-    except Exception as exc:
-        return Check(name, "warn", f"no CloudWatch Logs client: {exc}", "set AWS_DEFAULT_REGION")
-    group_note = "exists"
-    try:
-        client.create_log_group(logGroupName=s.log_group)
-        group_note = "created"
-    except client.exceptions.ResourceAlreadyExistsException:
-        pass
-    except Exception as exc:
-        group_note = f"not created ({_first_line(exc)})"
-    try:
-        client.create_log_stream(logGroupName=s.log_group, logStreamName=s.log_stream)
-    except client.exceptions.ResourceAlreadyExistsException:
-        pass
-    except Exception as exc:
-        return Check(
-            name,
-            "warn",
-            f"group {group_note}; stream {s.log_stream}: {_first_line(exc)}",
-            "create the group beforehand or grant logs:CreateLogGroup, and grant "
-            "logs:CreateLogStream and logs:PutLogEvents (logs then go to stdout only)",
-        )
-    finally:
-        client.close()
-    return Check(name, "ok", f"group {group_note}; stream {s.log_stream} ready")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 if __name__ == "__main__":  # pragma: no cover
