@@ -32,11 +32,11 @@ from checkpoint.s3store import check_bucket_name
 from checkpoint.store import parse_file_uri
 
 from . import logs
+from .aws_environment import check_aws_environment
 from .config import (
     ARRAY_INDEX_CARRIED,
     ConfigError,
     Settings,
-    check_aws_environment,
     parse_duration,
     parse_log_group,
 )

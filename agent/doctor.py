@@ -26,7 +26,8 @@ from checkpoint.errors import CheckpointError, ConditionalWritesUnsupported
 from checkpoint.store import Store
 from checkpoint.sync import JobStore
 
-from .config import RUN_OPTIONS, Settings, add_options, load_settings, uses_aws
+from .aws_environment import uses_aws
+from .config import RUN_OPTIONS, Settings, add_options, load_settings
 from .doctor_services import Check, check_credentials, check_imds, check_log_group
 from .stores import human_size, open_configured_store
 
