@@ -132,7 +132,7 @@ def test_the_policy_grants_exactly_what_the_agent_calls(
     first = start_agent(
         tmp_path, [], [sys.executable, "-c", JOB], env={**env, "AWS_BATCH_JOB_ATTEMPT": "1"}
     )
-    first.wait_for(lambda: first.has_line("job running"), what="the job to start")
+    first.wait_for(lambda: first.has_line("job running"), what="the job to start", timeout=120)
     first.signal(signal.SIGTERM)
     assert first.wait(60) == 75, first.stdout + first.stderr
     # attempt 2 of 2: restores, interrupted on the last attempt: a continuation
@@ -142,7 +142,9 @@ def test_the_policy_grants_exactly_what_the_agent_calls(
         [sys.executable, "-c", JOB.replace("n == 1", "True")],
         env={**env, "AWS_BATCH_JOB_ATTEMPT": "2"},
     )
-    second.wait_for(lambda: second.has_line("job running"), what="the job to start again")
+    second.wait_for(
+        lambda: second.has_line("job running"), what="the job to start again", timeout=120
+    )
     second.signal(signal.SIGTERM)
     assert second.wait(60) == 75, second.stdout + second.stderr
     assert second.event("restore.done")["sequence"] >= 1
