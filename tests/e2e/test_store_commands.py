@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests import servers
-from tests.agentproc import agent_env, cli, run_agent
+from tests.agentproc import AGENT, agent_env, cli, run_agent
 
 # Each run adds a 200 kB file of its own and rewrites the counter: one checkpoint per run.
 JOB = textwrap.dedent("""
@@ -155,3 +159,26 @@ def test_jobs_and_delete_on_s3(tmp_path: Path, s3_bucket: tuple[str, str]) -> No
     r = cli(tmp_path, "checkpoints", "list", "--job-id", "one", env=env)
     assert r.returncode == 1
     assert one_line(r.stderr).endswith("; it holds: two")
+
+
+@pytest.mark.parametrize(("answer", "code", "gone"), [("y\n", 0, True), ("n\n", 1, False)])
+def test_delete_asks_at_a_terminal(tmp_path: Path, answer: str, code: int, gone: bool) -> None:
+    runs(tmp_path, "asked", 1)
+    master, slave = pty.openpty()
+    try:
+        os.write(master, answer.encode())  # typed ahead: the terminal buffers it
+        done = subprocess.run(
+            [*AGENT, "checkpoints", "delete", "--job-id", "asked"],
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            env=agent_env(tmp_path),
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert "delete job asked in file://" in done.stdout and "[y/N]" in done.stdout
+    assert (tmp_path / "store" / "asked").exists() is not gone
