@@ -20,13 +20,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
+
+from checkpoint.errors import StoreURIError
+from checkpoint.s3store import check_bucket_name
+from checkpoint.store import parse_file_uri
 
 from . import exits, logs
-from .config import ARRAY_INDEX_CARRIED, ConfigError, Settings, parse_duration
+from .aws_environment import check_aws_environment
+from .config import (
+    ARRAY_INDEX_CARRIED,
+    ConfigError,
+    Settings,
+    parse_duration,
+    parse_log_group,
+)
 
 #: What ``spot-agent run`` exits with after an interruption (see agent.exits).
 INTERRUPTED_EXIT_CODE = exits.INTERRUPTED
@@ -82,6 +95,8 @@ class JobDefinitionSpec:
     execution_role_arn: str | None = None
     ephemeral_storage: int | None = None  # GiB, Fargate only
     continue_jobs: bool = False
+    #: accept a local (file://) store or none: only right when it lives on a shared volume
+    allow_local_store: bool = False
 
     def check(self) -> None:
         """Raise ConfigError for what Batch would refuse or what would break the agent."""
@@ -109,6 +124,55 @@ class JobDefinitionSpec:
                 raise ConfigError("--ephemeral-storage", "Fargate allows 21 to 200 GiB")
         elif self.ephemeral_storage is not None:
             raise ConfigError("--ephemeral-storage", "only for --platform FARGATE")
+        check_store_uri(self.checkpoint_uri, allow_local=self.allow_local_store)
+        if self.log_group is not None:
+            try:
+                parse_log_group(self.log_group)
+            except ValueError as exc:
+                raise ConfigError("--log-group", str(exc)) from None
+
+
+_LOCAL_STORE_LOSES_WORK = (
+    "a job on Batch runs each attempt in a new container, so a store inside it is gone "
+    "on retry and every attempt starts over"
+)
+
+
+def check_store_uri(uri: str | None, *, allow_local: bool) -> None:
+    """Raise ConfigError unless ``uri`` is a well-formed ``s3://bucket/prefix`` (or, with
+    ``allow_local``, any well-formed URI, or none)."""
+    setting = "--checkpoint-uri"
+    if not uri:
+        if allow_local:
+            return
+        raise ConfigError(
+            setting,
+            f"not given: {_LOCAL_STORE_LOSES_WORK}; give s3://bucket/prefix (or "
+            "--allow-local-store for a store on a shared volume)",
+        )
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme == "s3":
+        if not uri.lower().startswith("s3://") or not parts.netloc:
+            raise ConfigError(setting, f"{uri!r} is not an S3 URI: use s3://bucket/prefix")
+        try:
+            check_bucket_name(parts.netloc, uri)
+        except StoreURIError as exc:
+            raise ConfigError(setting, str(exc)) from None
+        return
+    if scheme == "file" and allow_local:
+        try:
+            parse_file_uri(uri)
+        except StoreURIError as exc:
+            raise ConfigError(setting, str(exc)) from None
+        return
+    if scheme == "file":
+        raise ConfigError(
+            setting,
+            f"{uri!r} is a local store: {_LOCAL_STORE_LOSES_WORK}; use s3://bucket/prefix (or "
+            "--allow-local-store if that path is a shared volume)",
+        )
+    raise ConfigError(setting, f"{uri!r} is not a checkpoint URI: use s3://bucket/prefix")
 
 
 def build_job_definition(spec: JobDefinitionSpec) -> dict[str, Any]:
@@ -330,7 +394,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--attempts", type=int, default=MAX_ATTEMPTS, help="attempts (default and max 10)"
     )
     jd.add_argument("--log-group", help="sets SPOT_AGENT_LOG_GROUP")
-    jd.add_argument("--checkpoint-uri", help="sets SPOT_AGENT_CHECKPOINT_URI (s3://bucket/prefix)")
+    jd.add_argument(
+        "--checkpoint-uri",
+        help="sets SPOT_AGENT_CHECKPOINT_URI (s3://bucket/prefix); required, as a store "
+        "inside the container is lost on retry",
+    )
+    jd.add_argument(
+        "--allow-local-store",
+        action="store_true",
+        help="accept no --checkpoint-uri or a file:// one (only right for a shared volume)",
+    )
     jd.add_argument(
         "--timeout", metavar="DURATION", help="attemptDurationSeconds (>= 60 s); default none"
     )
@@ -381,6 +454,7 @@ def main(args: argparse.Namespace) -> int:
         execution_role_arn=args.execution_role_arn,
         ephemeral_storage=args.ephemeral_storage,
         continue_jobs=args.continue_after_last_attempt,
+        allow_local_store=args.allow_local_store,
     )
     request = build_job_definition(spec)
     if not args.register:
@@ -388,6 +462,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from botocore.exceptions import BotoCoreError, ClientError
 
+    check_aws_environment(os.environ)  # one line, not a traceback, for the SDK's settings
     try:
         answer = batch_client().register_job_definition(**request)
     except (BotoCoreError, ClientError) as exc:

@@ -2,7 +2,8 @@
 
 Every option of ``spot-agent run`` also reads an environment variable, so a container is
 configured without changing its command. The precedence is: option, environment, default.
-This is the only module of the agent that reads the environment.
+This is the only module of the agent that reads the environment (the AWS SDK's own
+variables are checked by :mod:`agent.aws_environment`, on the mapping given here).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .aws_environment import check_aws_environment, uses_aws
 
 
 class ConfigError(Exception):
@@ -152,6 +155,26 @@ def parse_count(raw: str) -> int:
     if not raw.strip().isdigit():
         raise ValueError(f"expected a whole number >= 0, got {raw!r}")
     return int(raw)
+
+
+SSE_CHOICES = ("default", "AES256", "aws:kms")
+ADDRESSING_STYLES = ("auto", "virtual", "path")
+_SSE_SPELLINGS = {"default": "default", "none": "default", "aes256": "AES256", "aws:kms": "aws:kms"}
+
+
+def parse_sse(raw: str) -> str:
+    """default | AES256 | aws:kms (any case; 'none', the old spelling, means default)."""
+    value = _SSE_SPELLINGS.get(raw.strip().lower())
+    if value is None:
+        raise ValueError(f"expected one of {', '.join(SSE_CHOICES)}; got {raw!r}")
+    return value
+
+
+def parse_kms_key_id(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value) or len(value) > 2048:
+        raise ValueError(f"{raw!r} is not a KMS key id, key ARN or alias/NAME")
+    return value
 
 
 @dataclass(frozen=True)
@@ -359,7 +382,43 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-STORE_OPTIONS = tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id"))
+#: How the S3 store talks to the bucket: passed to ``checkpoint.store.open_store`` as
+#: keyword arguments, never read by ``checkpoint/`` itself.
+S3_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--sse",
+        "SPOT_AGENT_SSE",
+        "server-side encryption asked for each object: default (send no header: the "
+        "bucket's default encryption applies; on AWS at least SSE-S3), AES256 (SSE-S3), "
+        "aws:kms (SSE-KMS, with --sse-kms-key-id or the account's aws/s3 key); see "
+        "docs/storage.md",
+        parse_sse,
+        default="default",
+        metavar="MODE",
+    ),
+    Option(
+        "--sse-kms-key-id",
+        "SPOT_AGENT_SSE_KMS_KEY_ID",
+        "the KMS key (id, ARN or alias/NAME) for --sse aws:kms",
+        parse_kms_key_id,
+        metavar="KEY",
+    ),
+    Option(
+        "--s3-addressing-style",
+        "SPOT_AGENT_S3_ADDRESSING_STYLE",
+        "auto (path addressing for an IP or localhost endpoint, else the SDK's choice), "
+        "virtual (bucket.host) or path (host/bucket)",
+        parse_choice(*ADDRESSING_STYLES),
+        default="auto",
+        metavar="STYLE",
+    ),
+)
+
+RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS
+
+STORE_OPTIONS = (
+    tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id")) + S3_OPTIONS
+)
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
@@ -397,9 +456,39 @@ def _resolve(opt: Option, args: argparse.Namespace, environ: Mapping[str, str]) 
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """How the S3 store is used; :meth:`store_options` is what ``open_store`` takes."""
+
+    sse: str = "default"
+    kms_key_id: str | None = None
+    addressing_style: str = "auto"
+
+    def store_options(self) -> dict[str, str | None]:
+        return {
+            "sse": None if self.sse == "default" else self.sse,
+            "kms_key_id": self.kms_key_id,
+            "addressing_style": None if self.addressing_style == "auto" else self.addressing_style,
+        }
+
+
+def load_s3_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> S3Settings:
+    """The S3 options, checked together: a KMS key id is only used with aws:kms."""
+    values = {o.dest: _resolve(o, args, environ) for o in S3_OPTIONS}
+    sse, key = values["sse"], values["sse_kms_key_id"]
+    if key and sse != "aws:kms":
+        raise ConfigError(
+            S3_OPTIONS[1].setting,
+            f"a KMS key id is only used with --sse aws:kms (SPOT_AGENT_SSE=aws:kms), and "
+            f"the encryption asked for is {sse!r}: set both, or neither",
+        )
+    return S3Settings(sse=sse, kms_key_id=key, addressing_style=values["s3_addressing_style"])
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     checkpoint_uri: str
     job_id: str | None
+    s3: S3Settings = S3Settings()
 
 
 @dataclass(frozen=True)
@@ -434,6 +523,7 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
     log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
+    s3: S3Settings = S3Settings()
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -500,7 +590,10 @@ def load_store_settings(args: argparse.Namespace, environ: Mapping[str, str]) ->
     opts = {o.flag: o for o in RUN_OPTIONS}
     uri = _resolve(opts["--checkpoint-uri"], args, environ) or default_store_uri(environ)
     job_id = _resolve(opts["--job-id"], args, environ) or environ.get("AWS_BATCH_JOB_ID") or None
-    return StoreSettings(uri, job_id)
+    s3 = load_s3_settings(args, environ)
+    if uses_aws(uri):
+        check_aws_environment(environ)
+    return StoreSettings(uri, job_id, s3)
 
 
 def load_settings(
@@ -511,7 +604,12 @@ def load_settings(
             "COMMAND", "no command given: spot-agent run [OPTIONS] -- COMMAND [ARG...]"
         )
     cmd = tuple(command)
-    values = {o.dest: _resolve(o, args, environ) for o in RUN_OPTIONS if o.flag != "--job-id"}
+    values = {
+        o.dest: _resolve(o, args, environ)
+        for o in RUN_OPTIONS
+        if o.flag != "--job-id" and o not in S3_OPTIONS
+    }
+    s3 = load_s3_settings(args, environ)
     job_id, source = _job_id(args, environ, cmd)
     checkpoint_dir = values["checkpoint_dir"]
     checkpoint_dir = (
@@ -529,10 +627,13 @@ def load_settings(
             f"must be shorter than the grace period ({values['grace_period']:g}s), "
             f"got {values['upload_reserve']:g}s",
         )
+    checkpoint_uri = values["checkpoint_uri"] or default_store_uri(environ)
+    if uses_aws(checkpoint_uri, values["log_group"], values["continue_after_last_attempt"]):
+        check_aws_environment(environ)
     batch_attempt = environ.get("AWS_BATCH_JOB_ATTEMPT", "")
     return Settings(
         command=cmd,
-        checkpoint_uri=values["checkpoint_uri"] or default_store_uri(environ),
+        checkpoint_uri=checkpoint_uri,
         checkpoint_dir=checkpoint_dir,
         job_id=job_id,
         job_id_source=source,
@@ -565,6 +666,7 @@ def load_settings(
         log_format=values["log_format"],
         log_level=values["log_level"],
         log_color=not environ.get("NO_COLOR") and environ.get("TERM") != "dumb",
+        s3=s3,
         child_environ=_child_environ(environ),
     )
 

@@ -4,6 +4,8 @@ One boto3 client is shared by all threads (botocore clients are thread-safe); it
 pool is sized for :attr:`S3Store.concurrency` transfers at once. The endpoint, region and
 credentials come from the SDK's own configuration (``AWS_ENDPOINT_URL_S3``,
 ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, profiles, the job role), exactly as in production.
+Everything else (encryption, addressing style) arrives as arguments: this package reads no
+setting of its own from the environment.
 
 Every failure goes through :meth:`S3Store._explain`, which turns it into a one-line
 :class:`StoreError` naming the object, the IAM action and what to check.
@@ -14,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import os
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -29,7 +30,9 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     IncompleteReadError,
+    InvalidRegionError,
     NoCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
     ResponseStreamingError,
 )
@@ -46,7 +49,9 @@ from .store import ObjectInfo, Store
 
 __all__ = ["ConditionalWritesUnsupported", "S3Store"]
 
-SSE_CHOICES = ("AES256", "aws:kms", "none")
+#: None: no header, the bucket's default encryption applies (S3 encrypts every new object
+#: with SSE-S3 at least); AES256 (SSE-S3) and aws:kms (SSE-KMS) are explicit choices.
+SSE_CHOICES = (None, "AES256", "aws:kms")
 ADDRESSING_STYLES = ("auto", "virtual", "path")
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
 #: A GET whose body is cut short (connection reset or timeout mid-body) is made again this
@@ -119,20 +124,26 @@ class S3Store(Store):
         *,
         client: Any = None,
         concurrency: int = 16,
-        sse: str = "AES256",
+        sse: str | None = None,
         kms_key_id: str | None = None,
         addressing_style: str | None = None,
         max_attempts: int = 8,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
     ) -> None:
+        if sse == "none":  # the old spelling of "no header"
+            sse = None
         if sse not in SSE_CHOICES:
-            raise ValueError(f"sse must be one of {', '.join(SSE_CHOICES)}, not {sse!r}")
+            raise ValueError(f"sse must be None, AES256 or aws:kms, not {sse!r}")
+        if kms_key_id and sse != "aws:kms":
+            raise ValueError(f"a KMS key id is only used with sse='aws:kms', not {sse!r}")
         if addressing_style is not None and addressing_style not in ADDRESSING_STYLES:
             raise ValueError(
                 f"addressing_style must be one of {', '.join(ADDRESSING_STYLES)}, "
                 f"not {addressing_style!r}"
             )
+        if addressing_style == "auto":
+            addressing_style = None  # decided in _make_client
         self.bucket = bucket
         self.prefix = "/".join(part for part in prefix.split("/") if part)
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -147,12 +158,23 @@ class S3Store(Store):
         )
 
     @classmethod
-    def from_uri(cls, uri: str, **kwargs: Any) -> S3Store:
-        """The store ``s3://bucket/optional/prefix`` names, configured from the environment.
+    def from_uri(
+        cls,
+        uri: str,
+        *,
+        sse: str | None = None,
+        kms_key_id: str | None = None,
+        addressing_style: str | None = None,
+        **kwargs: Any,
+    ) -> S3Store:
+        """The store ``s3://bucket/optional/prefix`` names.
 
-        ``SPOT_AGENT_SSE`` (AES256 | aws:kms | none), ``SPOT_AGENT_SSE_KMS_KEY_ID`` (implies
-        aws:kms when SPOT_AGENT_SSE is unset) and ``SPOT_AGENT_S3_ADDRESSING_STYLE``
-        (auto | virtual | path). Keyword arguments override them.
+        ``sse``: None sends no encryption header (the bucket's default applies), or
+        ``AES256`` / ``aws:kms`` (with ``kms_key_id``, else the account's aws/s3 key).
+        ``addressing_style``: None (path for an IP or localhost endpoint, else the SDK's
+        choice), ``virtual`` or ``path``. The endpoint, region and credentials come from the
+        SDK's own configuration. Raises :class:`StoreURIError` for a bad URI, ValueError
+        for a bad option.
         """
         parts = urlsplit(uri)
         if parts.scheme.lower() != "s3":
@@ -161,25 +183,30 @@ class S3Store(Store):
             raise StoreURIError(f"{uri!r}: an S3 URI has no '?' or '#' part")
         bucket = parts.netloc
         check_bucket_name(bucket, uri)
-        kms_key_id = os.environ.get("SPOT_AGENT_SSE_KMS_KEY_ID") or None
-        sse = os.environ.get("SPOT_AGENT_SSE") or ("aws:kms" if kms_key_id else "AES256")
-        if sse not in SSE_CHOICES:
-            raise StoreURIError(
-                f"SPOT_AGENT_SSE={sse!r}: use one of {', '.join(SSE_CHOICES)}",
-                setting="SPOT_AGENT_SSE",
-            )
-        style = os.environ.get("SPOT_AGENT_S3_ADDRESSING_STYLE") or None
-        if style is not None and style not in ADDRESSING_STYLES:
-            raise StoreURIError(
-                f"SPOT_AGENT_S3_ADDRESSING_STYLE={style!r}: use one of "
-                f"{', '.join(ADDRESSING_STYLES)}",
-                setting="SPOT_AGENT_S3_ADDRESSING_STYLE",
-            )
-        options: dict[str, Any] = {"sse": sse, "kms_key_id": kms_key_id, "addressing_style": style}
-        options.update(kwargs)
-        return cls(bucket, parts.path, **options)
+        return cls(
+            bucket,
+            parts.path,
+            sse=sse,
+            kms_key_id=kms_key_id,
+            addressing_style=addressing_style,
+            **kwargs,
+        )
 
     def _make_client(
+        self,
+        addressing_style: str | None,
+        max_attempts: int,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> Any:
+        try:
+            return self._new_client(addressing_style, max_attempts, connect_timeout, read_timeout)
+        except (ProfileNotFound, InvalidRegionError, ValueError) as exc:
+            # The SDK's own configuration (a profile, a region or an endpoint in a config
+            # file) cannot make a client: one line, not a traceback.
+            raise StoreURIError(_one_line(str(exc)), setting="AWS SDK configuration") from None
+
+    def _new_client(
         self,
         addressing_style: str | None,
         max_attempts: int,
@@ -231,7 +258,7 @@ class S3Store(Store):
         return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
 
     def _sse_args(self) -> dict[str, str]:
-        if self.sse == "none":
+        if self.sse is None:
             return {}
         args = {"ServerSideEncryption": self.sse}
         if self.sse == "aws:kms" and self.kms_key_id:
@@ -456,12 +483,12 @@ class S3Store(Store):
         hint = ""
         if (
             action == "s3:PutObject"
-            and self.sse != "none"
+            and self.sse is not None
             and (code in ("InternalError", "NotImplemented", "500", "501"))
         ):
             hint = (
-                " (if this S3 service does not support server-side encryption "
-                f"{self.sse}, set SPOT_AGENT_SSE=none)"
+                f" (this S3 service may not support server-side encryption {self.sse}: "
+                "ask for none and let the bucket's default apply)"
             )
         return StoreError(f"{where}: {action} failed{tried}: {code}: {_one_line(message)}{hint}")
 

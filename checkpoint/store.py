@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import ObjectNotFound, ObjectTooLarge, StoreError, StoreUnavailable, StoreURIError
@@ -227,8 +228,12 @@ def parse_file_uri(uri: str) -> Path:
     return Path(path)
 
 
-def open_store(uri: str) -> Store:
-    """The store a checkpoint URI names. Raises :class:`StoreURIError` for a bad URI."""
+def open_store(uri: str, **options: Any) -> Store:
+    """The store a checkpoint URI names. Raises :class:`StoreURIError` for a bad URI.
+
+    ``options`` configure an S3 store (``sse``, ``kms_key_id``, ``addressing_style``; see
+    :meth:`S3Store.from_uri`); a local store has none and ignores them.
+    """
     scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
     if scheme == "file":
         return LocalStore(parse_file_uri(uri))
@@ -237,7 +242,7 @@ def open_store(uri: str) -> Store:
             from .s3store import S3Store
         except ImportError as exc:  # pragma: no cover - depends on the build
             raise StoreURIError(f"{uri!r}: S3 support is not available: {exc}") from exc
-        return S3Store.from_uri(uri)
+        return S3Store.from_uri(uri, **options)
     if not scheme:
         raise StoreURIError(
             f"{uri!r} is not a URI: use file:///absolute/path or s3://bucket/prefix"

@@ -41,12 +41,25 @@ _AWS_VARIABLES = (
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.SeaweedS3]:
     """SeaweedFS with its S3 gateway: ``.endpoint``, ``.access_key``, ``.secret_key``
-    (and a read-only identity ``.reader_access_key``/``.reader_secret_key``)."""
+    (and a read-only identity ``.reader_access_key``/``.reader_secret_key``). It has no
+    key-encryption key, so it refuses SSE requests: the agent's default sends none."""
+    yield from _seaweedfs(tmp_path_factory, sse_kek=False)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_sse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.SeaweedS3]:
+    """A second SeaweedFS, with a key-encryption key: it serves SSE-S3 (AES256)."""
+    yield from _seaweedfs(tmp_path_factory, sse_kek=True)
+
+
+def _seaweedfs(
+    tmp_path_factory: pytest.TempPathFactory, *, sse_kek: bool
+) -> Iterator[servers.SeaweedS3]:
     try:
         servers.weed_binary()
     except FileNotFoundError as exc:
         pytest.fail(str(exc), pytrace=False)
-    server = servers.start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    server = servers.start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), sse_kek=sse_kek)
     try:
         yield server
     finally:

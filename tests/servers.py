@@ -152,7 +152,7 @@ def weed_binary() -> str:
 
 
 def start_seaweedfs(
-    tmpdir: Path, *, volume_size_limit_mb: int = 64, volume_max: int = 64
+    tmpdir: Path, *, volume_size_limit_mb: int = 64, volume_max: int = 64, sse_kek: bool = True
 ) -> SeaweedS3:
     """Start ``weed server -s3`` (master, volume, filer, S3 in one process) under ``tmpdir``.
 
@@ -162,6 +162,8 @@ def start_seaweedfs(
     Tried on 4.48: ``weed server`` comes up in about 3 s here; ``weed mini`` also starts an
     admin UI and more ports. The S3 gateway serves SSE-S3 only when a key-encryption key is
     configured (WEED_S3_SSE_KEK); without one, PutObject with AES256 answers 500.
+    ``sse_kek=False`` starts it without one, as a user's own SeaweedFS often is: the
+    agent's default (no encryption header) must work there.
     """
     weed = weed_binary()
     tmpdir.mkdir(parents=True, exist_ok=True)
@@ -213,12 +215,13 @@ def start_seaweedfs(
         "-s3.port.lance=0",  # fixed ports 8181 and 9101 otherwise
     ]
     env = {
-        # A throwaway key-encryption key, so the gateway accepts SSE-S3 (AES256) requests.
-        "WEED_S3_SSE_KEK": "5e" * 32,
         # Every bucket is a collection, and a new collection grows 7 volumes by default:
         # one each keeps many test buckets within -volume.max.
         "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1",
     }
+    if sse_kek:
+        # A throwaway key-encryption key, so the gateway accepts SSE-S3 (AES256) requests.
+        env["WEED_S3_SSE_KEK"] = "5e" * 32
     process, log_path = _spawn("seaweedfs", argv, tmpdir, env)
     handle = SeaweedS3("seaweedfs", f"http://127.0.0.1:{s3}", process, log_path, data_dir=data_dir)
     # An anonymous ListBuckets answers 403 once the gateway has loaded its identities.

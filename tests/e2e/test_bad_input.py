@@ -81,14 +81,14 @@ def restored(tmp: Path, job: str, name: str = "restored") -> dict[str, bytes]:
         (
             ["--checkpoint-uri", "s3://good-bucket/x"],
             {"SPOT_AGENT_SSE": "AES512"},
-            "SPOT_AGENT_SSE",
-            "use one of AES256, aws:kms, none",
+            "--sse (SPOT_AGENT_SSE)",
+            "expected one of default, AES256, aws:kms",
         ),
         (
             ["--checkpoint-uri", "s3://good-bucket/x"],
             {"SPOT_AGENT_S3_ADDRESSING_STYLE": "sideways"},
-            "SPOT_AGENT_S3_ADDRESSING_STYLE",
-            "use one of auto, virtual, path",
+            "--s3-addressing-style (SPOT_AGENT_S3_ADDRESSING_STYLE)",
+            "expected one of auto, virtual, path",
         ),
         (
             ["--checkpoint-keep", "-3"],

@@ -1,5 +1,6 @@
 """Security properties of the whole entrypoint: no credentials in the logs, every object
-encrypted at rest, private permissions on what the agent creates locally."""
+written with the encryption asked for (none by default: the bucket's default applies),
+private permissions on what the agent creates locally."""
 
 from __future__ import annotations
 
@@ -77,6 +78,25 @@ def test_credentials_never_reach_the_logs(tmp_path: Path) -> None:
 # -- server-side encryption of every object the agent writes ---------------------------------
 
 
+def test_a_kms_key_without_aws_kms_is_a_configuration_error(
+    tmp_path: Path, moto_bucket: tuple[str, str]
+) -> None:
+    endpoint, bucket = moto_bucket
+    for extra in (
+        {"SPOT_AGENT_SSE_KMS_KEY_ID": "alias/k"},
+        {"SPOT_AGENT_SSE_KMS_KEY_ID": "alias/k", "SPOT_AGENT_SSE": "AES256"},
+    ):
+        env = _moto_env(tmp_path, endpoint, bucket, **extra)
+        r = run_agent(tmp_path, ["--job-id", "kms"], ["true"], env=env)
+        assert r.proc.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, r.stderr
+        assert lines[0].startswith(
+            "spot-agent: error: --sse-kms-key-id (SPOT_AGENT_SSE_KMS_KEY_ID): "
+        ), lines
+        assert "--sse aws:kms" in lines[0]
+
+
 def moto_client(endpoint: str) -> object:
     return boto3.session.Session().client(
         "s3",
@@ -126,15 +146,20 @@ SSE_JOB = """
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        ({}, {"ServerSideEncryption": "AES256"}),
+        # No header: the bucket's default encryption applies (SSE-S3 at least, on AWS).
+        ({}, {"ServerSideEncryption": None, "SSEKMSKeyId": None}),
+        ({"SPOT_AGENT_SSE": "AES256"}, {"ServerSideEncryption": "AES256", "SSEKMSKeyId": None}),
         (
-            {"SPOT_AGENT_SSE_KMS_KEY_ID": "alias/spot-agent-checkpoints"},
+            {
+                "SPOT_AGENT_SSE": "aws:kms",
+                "SPOT_AGENT_SSE_KMS_KEY_ID": "alias/spot-agent-checkpoints",
+            },
             {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/spot-agent-checkpoints"},
         ),
     ],
-    ids=["sse-s3", "sse-kms"],
+    ids=["bucket-default", "sse-s3", "sse-kms"],
 )
-def test_every_object_the_agent_writes_is_encrypted(
+def test_every_object_the_agent_writes_has_the_encryption_asked_for(
     tmp_path: Path, moto_bucket: tuple[str, str], extra: dict[str, str], expected: dict[str, str]
 ) -> None:
     endpoint, bucket = moto_bucket

@@ -90,6 +90,7 @@ def queue(client: Any, moto_server: str) -> str:
 
 
 def register(client: Any, **changes: Any) -> str:
+    changes.setdefault("checkpoint_uri", "s3://bucket/ckpt")
     spec = JobDefinitionSpec(f"train-{next(_names)}", "spot-agent-job:1", **changes)
     return str(client.register_job_definition(**build_job_definition(spec))["jobDefinitionArn"])
 
@@ -103,7 +104,7 @@ def test_botocore_reads_the_batch_endpoint_variable(client: Any, moto_server: st
 
 
 def test_moto_accepts_the_job_definition(client: Any) -> None:
-    arn = register(client, checkpoint_uri="s3://b/p", timeout=3600, attempts=7)
+    arn = register(client, checkpoint_uri="s3://bucket/p", timeout=3600, attempts=7)
     found = client.describe_job_definitions(jobDefinitions=[arn])["jobDefinitions"][0]
     assert found["retryStrategy"]["attempts"] == 7
     first = found["retryStrategy"]["evaluateOnExit"][0]
@@ -117,6 +118,7 @@ def test_cli_registers_and_prints_the_arn(tmp_path: Path, batch_env: dict[str, s
     out = cli(
         tmp_path,
         *("batch", "job-definition", "--name", "cli-def", "--image", "img:1", "--register"),
+        *("--checkpoint-uri", "s3://bucket/ckpt"),
         env=env,
     )
     assert out.returncode == 0, out.stderr

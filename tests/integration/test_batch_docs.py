@@ -57,7 +57,7 @@ def test_template_job_definition_matches_the_tool() -> None:
 def test_job_definition_sets_only_variables_the_agent_reads() -> None:
     req = batch.build_job_definition(
         batch.JobDefinitionSpec(
-            "t", "i", checkpoint_uri="s3://b/p", log_group="g", continue_jobs=True
+            "t", "i", checkpoint_uri="s3://bucket/p", log_group="g", continue_jobs=True
         )
     )
     names = {e["name"] for e in req["containerProperties"]["environment"]}
@@ -81,7 +81,6 @@ def test_iam_policy_in_the_docs_is_valid_json_with_each_needed_action() -> None:
         "s3:ListBucket",
         "logs:CreateLogGroup",
         "logs:CreateLogStream",
-        "logs:DescribeLogStreams",
         "logs:PutLogEvents",
         "batch:DescribeJobs",
         "batch:DescribeJobDefinitions",

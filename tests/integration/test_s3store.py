@@ -129,23 +129,11 @@ def test_wrong_sha256_is_rejected_by_the_server(s3_bucket: tuple[str, str]) -> N
     assert not store.exists("objects/x")
 
 
-def test_objects_are_encrypted_with_sse_s3_by_default(s3_bucket: tuple[str, str]) -> None:
-    endpoint, bucket = s3_bucket
-    store = S3Store.from_uri(f"s3://{bucket}/job")
-    store.put_object("objects/x", b"secret", sha256=sha256(b"secret"))
-    store.put_object_if_absent("commits/1", b"c")
-    client = raw_client(endpoint)
-    for key in ("job/objects/x", "job/commits/1"):
-        assert client.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
-    assert store.get_object("objects/x") == b"secret"
-
-
 def test_sse_kms_with_a_key_id(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # SeaweedFS answers 500 to aws:kms unless a KMS is configured; moto accepts it.
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
-    monkeypatch.setenv("SPOT_AGENT_SSE_KMS_KEY_ID", "alias/checkpoints")
     raw_client(moto_server).create_bucket(Bucket="kms-bucket")
-    store = S3Store.from_uri("s3://kms-bucket/job")
+    store = S3Store.from_uri("s3://kms-bucket/job", sse="aws:kms", kms_key_id="alias/checkpoints")
     assert store.sse == "aws:kms"
     store.put_object("objects/x", b"data")
     head = raw_client(moto_server).head_object(Bucket="kms-bucket", Key="job/objects/x")
@@ -153,9 +141,8 @@ def test_sse_kms_with_a_key_id(moto_server: str, monkeypatch: pytest.MonkeyPatch
     assert head["SSEKMSKeyId"] == "alias/checkpoints"
 
 
-def test_sse_can_be_turned_off(s3_bucket: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_encryption_header_by_default(s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
-    monkeypatch.setenv("SPOT_AGENT_SSE", "none")
     store = S3Store.from_uri(f"s3://{bucket}/job")
     store.put_object("plain", b"p")
     assert "ServerSideEncryption" not in raw_client(endpoint).head_object(

@@ -35,8 +35,13 @@ def assert_valid(operation: str, request: dict[str, Any]) -> None:
 # -- job definition ---------------------------------------------------------------------
 
 
+URI = "s3://bucket/ckpt"
+
+
 def test_retry_strategy_retries_interruptions_and_nothing_else() -> None:
-    rs = build_job_definition(JobDefinitionSpec("train", "img:1"))["retryStrategy"]
+    rs = build_job_definition(JobDefinitionSpec("train", "img:1", checkpoint_uri=URI))[
+        "retryStrategy"
+    ]
     assert rs == {
         "attempts": 10,
         "evaluateOnExit": [
@@ -94,7 +99,7 @@ def test_ec2_job_definition_is_valid_and_carries_the_agents_settings() -> None:
 
 
 def test_no_timeout_unless_given() -> None:
-    req = build_job_definition(JobDefinitionSpec("t", "img"))
+    req = build_job_definition(JobDefinitionSpec("t", "img", checkpoint_uri=URI))
     assert "timeout" not in req
     assert_valid("RegisterJobDefinition", req)
 
@@ -108,6 +113,7 @@ def test_fargate_job_definition_is_valid() -> None:
         platform="FARGATE",
         execution_role_arn="arn:aws:iam::123456789012:role/exec",
         ephemeral_storage=50,
+        checkpoint_uri=URI,
     )
     req = build_job_definition(spec)
     assert_valid("RegisterJobDefinition", req)
@@ -129,10 +135,20 @@ def test_fargate_job_definition_is_valid() -> None:
         ({"platform": "FARGATE"}, "--execution-role-arn"),
         ({"platform": "FARGATE", "execution_role_arn": "x", "stop_timeout": 60}, "--stop-timeout"),
         ({"ephemeral_storage": 30}, "--ephemeral-storage"),
+        # what would lose all progress: a store inside the container, a malformed URI
+        ({"checkpoint_uri": None}, "--checkpoint-uri"),
+        ({"checkpoint_uri": "file:///data/ckpt"}, "--checkpoint-uri"),
+        ({"checkpoint_uri": "s3:/bucket"}, "--checkpoint-uri"),
+        ({"checkpoint_uri": "s3:bucket/p"}, "--checkpoint-uri"),
+        ({"checkpoint_uri": "s3://Bad_Bucket/p"}, "--checkpoint-uri"),
+        ({"checkpoint_uri": "gs://bucket/p"}, "--checkpoint-uri"),
+        ({"checkpoint_uri": "file://data/ckpt", "allow_local_store": True}, "--checkpoint-uri"),
+        ({"log_group": "spot agent logs"}, "--log-group"),
+        ({"log_group": "/a:b"}, "--log-group"),
     ],
 )
 def test_refuses_what_batch_or_the_agent_cannot_use(changes: dict[str, Any], setting: str) -> None:
-    fields: dict[str, Any] = {"name": "t", "image": "img", **changes}
+    fields: dict[str, Any] = {"name": "t", "image": "img", "checkpoint_uri": URI, **changes}
     with pytest.raises(ConfigError) as err:
         build_job_definition(JobDefinitionSpec(**fields))
     assert err.value.setting == setting
@@ -156,7 +172,7 @@ def test_cli_prints_a_valid_request(tmp_path: Path) -> None:
         "--stop-timeout",
         "2m",
         "--checkpoint-uri",
-        "s3://b/p",
+        "s3://bucket/p",
     )
     assert out.returncode == 0, out.stderr
     req = json.loads(out.stdout)
@@ -164,6 +180,47 @@ def test_cli_prints_a_valid_request(tmp_path: Path) -> None:
     assert req["timeout"] == {"attemptDurationSeconds": 172800}
     env = {e["name"]: e["value"] for e in req["containerProperties"]["environment"]}
     assert env["SPOT_AGENT_GRACE_PERIOD"] == "120s"
+
+
+@pytest.mark.parametrize(
+    "changes", [{"checkpoint_uri": None}, {"checkpoint_uri": "file:///mnt/efs/ckpt"}]
+)
+def test_a_local_store_only_when_told(changes: dict[str, Any]) -> None:
+    spec = JobDefinitionSpec("t", "img", allow_local_store=True, **changes)
+    req = build_job_definition(spec)
+    env = {e["name"]: e["value"] for e in req["containerProperties"]["environment"]}
+    assert env.get("SPOT_AGENT_CHECKPOINT_URI") == changes["checkpoint_uri"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "--checkpoint-uri: not given: a job on Batch runs each attempt in a new container"),
+        (["--checkpoint-uri", "file:///x"], "--checkpoint-uri: 'file:///x' is a local store"),
+        (["--checkpoint-uri", "s3:/bucket"], "--checkpoint-uri: 's3:/bucket' is not an S3 URI"),
+        (
+            ["--checkpoint-uri", "s3://b-1/p", "--log-group", "my logs"],
+            "--log-group: 'my logs' is not a CloudWatch log group name",
+        ),
+    ],
+)
+def test_cli_refuses_a_definition_that_would_lose_work(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    out = cli(tmp_path, "batch", "job-definition", "--name", "t", "--image", "i", *args)
+    assert out.returncode == 2, out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"spot-agent: error: {says}"), lines[0]
+    assert out.stdout == ""
+
+
+def test_cli_allow_local_store(tmp_path: Path) -> None:
+    out = cli(
+        tmp_path, "batch", "job-definition", "--name", "t", "--image", "i", "--allow-local-store"
+    )
+    assert out.returncode == 0, out.stderr
+    assert_valid("RegisterJobDefinition", json.loads(out.stdout))
 
 
 def test_cli_usage_error_names_the_option(tmp_path: Path) -> None:
@@ -201,7 +258,7 @@ def described(**changes: Any) -> dict[str, Any]:
             "image": "img:1",
             "command": ["python", "train.py", "--epochs", "90"],
             "environment": [
-                {"name": "SPOT_AGENT_CHECKPOINT_URI", "value": "s3://b/p"},
+                {"name": "SPOT_AGENT_CHECKPOINT_URI", "value": "s3://bucket/p"},
                 {"name": "AWS_BATCH_JOB_ID", "value": "abc:3"},
                 {"name": "AWS_BATCH_JOB_ARRAY_INDEX", "value": "3"},
                 {"name": "SPOT_AGENT_JOB_ID", "value": "stale"},
@@ -232,7 +289,7 @@ def test_continuation_keeps_definition_queue_parameters_and_overrides() -> None:
     ]
     env = {e["name"]: e["value"] for e in co["environment"]}
     assert env == {
-        "SPOT_AGENT_CHECKPOINT_URI": "s3://b/p",
+        "SPOT_AGENT_CHECKPOINT_URI": "s3://bucket/p",
         "SPOT_AGENT_JOB_ID": "abc:3",  # the checkpoint identity, not the stale value
         "SPOT_AGENT_CONTINUES_FROM": "abc:3",
         "SPOT_AGENT_ARRAY_INDEX": "3",

@@ -122,34 +122,55 @@ def test_sdk_endpoint_variables_select_path_addressing(
     assert client.meta.config.s3["addressing_style"] == "path"
 
 
-def test_addressing_style_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_addressing_style_argument_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
-    monkeypatch.setenv("SPOT_AGENT_S3_ADDRESSING_STYLE", "virtual")
-    assert S3Store.from_uri("s3://bucket").client.meta.config.s3["addressing_style"] == "virtual"
-    monkeypatch.setenv("SPOT_AGENT_S3_ADDRESSING_STYLE", "sideways")
-    with pytest.raises(StoreURIError, match="SPOT_AGENT_S3_ADDRESSING_STYLE='sideways'"):
-        S3Store.from_uri("s3://bucket")
+    store = S3Store.from_uri("s3://bucket", addressing_style="virtual")
+    assert store.client.meta.config.s3["addressing_style"] == "virtual"
+    assert S3Store.from_uri("s3://bucket", addressing_style="auto").client.meta.config.s3[
+        "addressing_style"
+    ] == "path"
+    with pytest.raises(ValueError, match="sideways"):
+        S3Store.from_uri("s3://bucket", addressing_style="sideways")
 
 
-def test_encryption_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert S3Store.from_uri("s3://bucket")._sse_args() == {"ServerSideEncryption": "AES256"}
+def test_the_store_reads_no_setting_of_its_own_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPOT_AGENT_SSE", "AES256")
     monkeypatch.setenv("SPOT_AGENT_SSE_KMS_KEY_ID", "alias/ckpt")
-    assert S3Store.from_uri("s3://bucket")._sse_args() == {
+    monkeypatch.setenv("SPOT_AGENT_S3_ADDRESSING_STYLE", "virtual")
+    store = S3Store.from_uri("s3://bucket")
+    assert store._sse_args() == {}
+    assert (store.client.meta.config.s3 or {}).get("addressing_style") is None
+
+
+def test_encryption_arguments() -> None:
+    # by default no header: the bucket's default encryption applies
+    assert S3Store.from_uri("s3://bucket")._sse_args() == {}
+    assert S3Store.from_uri("s3://bucket", sse="AES256")._sse_args() == {
+        "ServerSideEncryption": "AES256"
+    }
+    assert S3Store.from_uri("s3://bucket", sse="aws:kms")._sse_args() == {
+        "ServerSideEncryption": "aws:kms"
+    }
+    assert S3Store.from_uri("s3://bucket", sse="aws:kms", kms_key_id="alias/ckpt")._sse_args() == {
         "ServerSideEncryption": "aws:kms",
         "SSEKMSKeyId": "alias/ckpt",
     }
-    monkeypatch.setenv("SPOT_AGENT_SSE", "none")
-    assert S3Store.from_uri("s3://bucket")._sse_args() == {}
-    monkeypatch.setenv("SPOT_AGENT_SSE", "aes256")
-    with pytest.raises(StoreURIError) as error:
-        S3Store.from_uri("s3://bucket")
-    assert str(error.value) == "SPOT_AGENT_SSE='aes256': use one of AES256, aws:kms, none"
+    with pytest.raises(ValueError, match="only used with sse='aws:kms'"):
+        S3Store.from_uri("s3://bucket", sse="AES256", kms_key_id="alias/ckpt")
+    with pytest.raises(ValueError, match="only used with sse='aws:kms'"):
+        S3Store.from_uri("s3://bucket", kms_key_id="alias/ckpt")
+    with pytest.raises(ValueError, match="aes256"):
+        S3Store.from_uri("s3://bucket", sse="aes256")
 
 
 # -- requests and error mapping (Stubber)
 
 
-def test_put_sends_sha256_and_encryption(stubbed: tuple[S3Store, Stubber]) -> None:
+def test_put_sends_sha256_and_no_encryption_header_by_default(
+    stubbed: tuple[S3Store, Stubber],
+) -> None:
     store, stubber = stubbed
     digest = hashlib.sha256(b"data").digest()
     stubber.add_response(
@@ -159,11 +180,27 @@ def test_put_sends_sha256_and_encryption(stubbed: tuple[S3Store, Stubber]) -> No
             "Bucket": BUCKET,
             "Key": "job/7/objects/x",
             "Body": b"data",
-            "ServerSideEncryption": "AES256",
             "ChecksumSHA256": base64.b64encode(digest).decode(),
         },
     )
     store.put_object("objects/x", b"data", sha256=digest.hex())
+
+
+def test_put_sends_the_encryption_asked_for(stubbed: tuple[S3Store, Stubber]) -> None:
+    store, stubber = stubbed
+    store.sse, store.kms_key_id = "aws:kms", "alias/ckpt"
+    stubber.add_response(
+        "put_object",
+        {},
+        {
+            "Bucket": BUCKET,
+            "Key": "job/7/objects/x",
+            "Body": b"data",
+            "ServerSideEncryption": "aws:kms",
+            "SSEKMSKeyId": "alias/ckpt",
+        },
+    )
+    store.put_object("objects/x", b"data")
 
 
 @pytest.mark.parametrize(
@@ -182,7 +219,6 @@ def test_conditional_write_lost(stubbed: tuple[S3Store, Stubber], code: str, sta
             "Body": b"c",
             "IfNoneMatch": "*",
             "ChecksumSHA256": base64.b64encode(hashlib.sha256(b"c").digest()).decode(),
-            "ServerSideEncryption": "AES256",
         },
     )
     assert store.put_object_if_absent("commit", b"c") is False
@@ -347,6 +383,7 @@ def test_delete_in_batches_and_report_per_key_errors(stubbed: tuple[S3Store, Stu
 
 def test_unsupported_encryption_gets_a_hint(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
+    store.sse = "AES256"
     stubber.add_client_error(
         "put_object",
         "InternalError",
@@ -363,8 +400,8 @@ def test_unsupported_encryption_gets_a_hint(stubbed: tuple[S3Store, Stubber]) ->
         store.put_object("x", b"x")
     assert str(error.value) == (
         f"s3://{BUCKET}/job/7/x: s3:PutObject failed: InternalError: We encountered an "
-        "internal error (if this S3 service does not support server-side encryption AES256, "
-        "set SPOT_AGENT_SSE=none)"
+        "internal error (this S3 service may not support server-side encryption AES256: "
+        "ask for none and let the bucket's default apply)"
     )
 
 

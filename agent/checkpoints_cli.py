@@ -1,0 +1,310 @@
+"""``spot-agent checkpoints ...``: inspect, restore and clean up what a store holds.
+
+``list``, ``show``, ``restore`` and ``gc`` work on one job; ``jobs`` lists the jobs in a
+store; ``delete`` removes a finished job entirely. A job id the store does not know is an
+error that names the nearest ones it does (a typo must not read as "no checkpoints").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from checkpoint.errors import CheckpointError, StoreError
+from checkpoint.gc import collect_garbage, prune_manifests
+from checkpoint.sync import UPLOAD_TRUST_SECONDS, JobStore
+
+from . import exits
+from .config import (
+    RUN_OPTIONS,
+    S3_OPTIONS,
+    STORE_OPTIONS,
+    ConfigError,
+    add_options,
+    load_store_settings,
+    parse_duration,
+)
+from .stores import (
+    EXIT_NOT_FOUND,
+    delete_job,
+    human_size,
+    job_objects,
+    list_jobs,
+    open_configured_store,
+    prune_to_manifest,
+    require_job,
+)
+
+EPILOG = """\
+exit status:
+  0   done
+  1   no such job (the nearest job ids are named) or checkpoint, or a damaged checkpoint
+  2   a usage or configuration error
+  69  the checkpoint store cannot be reached or read
+"""
+
+
+def add_arguments(ck: argparse.ArgumentParser) -> None:
+    ck.epilog = EPILOG
+    ck.formatter_class = argparse.RawDescriptionHelpFormatter
+    sub = ck.add_subparsers(dest="action", metavar="ACTION", required=True)
+    lst = sub.add_parser("list", help="a job's checkpoints: sequence, time, size, files")
+    show = sub.add_parser("show", help="one checkpoint's files and metadata")
+    show.add_argument("sequence", nargs="?", type=int, help="default: the newest")
+    rst = sub.add_parser("restore", help="restore a checkpoint into a directory")
+    rst.add_argument("sequence", nargs="?", type=int, help="default: the newest intact one")
+    rst.add_argument("--to", required=True, metavar="DIR", help="directory to restore into")
+    rst.add_argument(
+        "--force",
+        action="store_true",
+        help="restore into a non-empty DIR and make it exactly the checkpoint: files and "
+        "directories the checkpoint does not have are deleted",
+    )
+    gc = sub.add_parser(
+        "gc",
+        help="delete stored data no checkpoint references (and, with --keep, old checkpoints)",
+        description="Delete blobs that no checkpoint of the job references and that are older "
+        "than --min-age (so a sync in progress is never harmed). With --keep N, first delete "
+        "all but the N newest checkpoints. With --no-agent-running, nothing can be in "
+        "progress: unreferenced data is deleted at once.",
+    )
+    gc.add_argument("--keep", type=int, metavar="N", help="keep only the N newest checkpoints")
+    gc.add_argument(
+        "--min-age",
+        metavar="DURATION",
+        help="only delete blobs older than this [default: 24h; 0 with --no-agent-running]",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="say what would be deleted")
+    gc.add_argument(
+        "--no-agent-running",
+        action="store_true",
+        help="no agent of this job is running: free space at once (allows any --min-age)",
+    )
+    jobs = sub.add_parser(
+        "jobs", help="the job ids in the store, with their newest checkpoint and stored size"
+    )
+    jobs.add_argument("--json", action="store_true", help="print JSON")
+    delete = sub.add_parser(
+        "delete",
+        help="remove a finished job entirely (every checkpoint, blob and attempt record)",
+        description="Remove everything the store holds for one job. Only for a job that is "
+        "finished: an agent still running would go on writing. Asks for confirmation at a "
+        "terminal; elsewhere give --yes.",
+    )
+    delete.add_argument("--job-id", required=True, metavar="ID", help="the job to delete")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    uri_option = tuple(o for o in RUN_OPTIONS if o.flag == "--checkpoint-uri")
+    add_options(jobs, uri_option + S3_OPTIONS)
+    add_options(delete, uri_option + S3_OPTIONS)
+    for p in (lst, show, rst, gc):
+        add_options(p, STORE_OPTIONS)
+    for p in (lst, show):
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    ss = load_store_settings(args, os.environ)
+    if args.action not in ("jobs", "delete") and not ss.job_id:
+        raise ConfigError("--job-id (SPOT_AGENT_JOB_ID)", "which job? give --job-id")
+    if args.action == "restore":
+        _check_target(Path(args.to), args.force)
+    store = open_configured_store(ss)
+    try:
+        if args.action == "jobs":
+            return _jobs(store, args.json)
+        job = JobStore(store, args.job_id if args.action == "delete" else str(ss.job_id))
+        require_job(job)
+        if args.action == "list":
+            return _list(job, args.json)
+        if args.action == "show":
+            return _show(job, args.sequence, args.json)
+        if args.action == "gc":
+            return _gc(job, args)
+        if args.action == "delete":
+            return _delete(job, args.yes)
+        return _restore(job, args.sequence, Path(args.to), args.force)
+    except StoreError as exc:
+        print(f"spot-agent: {exc}", file=sys.stderr)
+        return exits.STORE_UNAVAILABLE
+    except CheckpointError as exc:
+        print(f"spot-agent: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    finally:
+        store.close()
+
+
+def _jobs(store: Any, as_json: bool) -> int:
+    found = list_jobs(store)
+    if as_json:
+        print(json.dumps([j.as_dict() for j in found], indent=2))
+        return 0
+    if not found:
+        print(f"no jobs in {store.uri}")
+        return 0
+    print(f"{'JOB':<40}  {'CHECKPOINTS':>11}  {'NEWEST':>6}  {'NEWEST AT':<20}  {'STORED':>10}")
+    for j in found:
+        newest = "-" if j.newest is None else str(j.newest)
+        at = j.newest_at.strftime("%Y-%m-%d %H:%M:%S") if j.newest_at else "-"
+        print(
+            f"{j.job_id:<40}  {j.checkpoints:>11}  {newest:>6}  {at:<20}  "
+            f"{human_size(j.stored_bytes):>10}"
+        )
+    return 0
+
+
+def _list(job: JobStore, as_json: bool) -> int:
+    rows: list[dict[str, Any]] = []
+    for seq in job.sequences():
+        try:
+            m = job.load_manifest(seq)
+        except CheckpointError as exc:
+            rows.append({"sequence": seq, "error": str(exc)})
+            continue
+        rows.append(
+            {
+                "sequence": seq,
+                "created": m.created,
+                "attempt": m.attempt,
+                "reason": m.reason,
+                "files": len(m.files),
+                "bytes": m.size,
+                "progress": m.progress,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no checkpoints for job {job.job_id} in {job.store.uri}")
+        return 0
+    print(
+        f"{'SEQ':>6}  {'CREATED':<24}  {'ATTEMPT':>7}  {'REASON':<12}  {'FILES':>6}  "
+        f"{'SIZE':>10}  PROGRESS"
+    )
+    for r in rows:
+        if "error" in r:
+            print(f"{r['sequence']:>6}  DAMAGED: {r['error']}")
+            continue
+        progress = " ".join(f"{k}={v}" for k, v in r["progress"].items())
+        print(
+            f"{r['sequence']:>6}  {r['created']:<24}  {r['attempt']:>7}  {r['reason']:<12}  "
+            f"{r['files']:>6}  {human_size(r['bytes']):>10}  {progress}"
+        )
+    return 0
+
+
+def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
+    seqs = job.sequences()
+    if not seqs:
+        print(f"no checkpoints for job {job.job_id} in {job.store.uri}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    seq = seqs[-1] if sequence is None else sequence
+    if seq not in seqs:
+        print(
+            f"spot-agent: job {job.job_id} has no checkpoint {seq} (it has {seqs[0]}..{seqs[-1]})",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_FOUND
+    raw = job.store.get_object(job.manifest_key(seq))
+    m = job.load_manifest(seq)
+    if as_json:
+        print(json.dumps(json.loads(raw), indent=2))
+        return 0
+    print(
+        f"checkpoint {m.sequence} of job {m.job_id}: {m.created}, attempt {m.attempt}, "
+        f"reason {m.reason}, {len(m.files)} files, {human_size(m.size)}, "
+        f"{len(m.blob_hashes())} distinct chunks"
+    )
+    if m.progress:
+        print("progress: " + " ".join(f"{k}={v}" for k, v in m.progress.items()))
+    for f in m.files:
+        print(f"  {f.mode:04o} {f.size:>14,d}  {f.path}")
+    for lk in m.links:
+        print(f"  link {'':>14}  {lk.path} -> {lk.target}")
+    return 0
+
+
+def _gc(job: JobStore, args: argparse.Namespace) -> int:
+    raw_age = args.min_age or ("0s" if args.no_agent_running else "24h")
+    try:
+        min_age = timedelta(seconds=parse_duration(raw_age))
+    except ValueError as exc:
+        raise ConfigError("--min-age", str(exc)) from None
+    if min_age.total_seconds() < UPLOAD_TRUST_SECONDS and not args.no_agent_running:
+        raise ConfigError(
+            "--min-age",
+            f"must be at least {UPLOAD_TRUST_SECONDS / 3600:g}h while an agent of the job may "
+            "be running (its latest uploads are not referenced yet); add --no-agent-running "
+            "if none is",
+        )
+    if args.keep is not None and args.keep < 1:
+        raise ConfigError("--keep", f"must be at least 1, got {args.keep}")
+    pruned: list[int] = []
+    if args.keep is not None and args.dry_run:
+        pruned = job.sequences()[: -args.keep]
+    elif args.keep is not None:  # never the newest checkpoint that loads, even if older
+        pruned = prune_manifests(job, args.keep)
+    r = collect_garbage(job, min_age=min_age, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {len(pruned)} old checkpoints and {r.deleted} unreferenced blobs "
+        f"({human_size(r.bytes_deleted)}); kept {r.manifests} checkpoints, {r.referenced} "
+        f"referenced blobs, {r.kept_young} unreferenced blobs younger than {raw_age}"
+    )
+    return 0
+
+
+def _delete(job: JobStore, yes: bool) -> int:
+    objects, checkpoints = job_objects(job)
+    size = human_size(sum(o.size for o in objects))
+    what = f"job {job.job_id} in {job.store.uri}: {checkpoints} checkpoints, {len(objects)} objects"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                "--yes", f"deleting {what} ({size}) needs confirmation: add --yes (no terminal)"
+            )
+        answer = input(f"delete {what} ({size})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return EXIT_NOT_FOUND
+    delete_job(job, objects)
+    print(f"deleted {what} ({size})")
+    return 0
+
+
+def _check_target(to: Path, force: bool) -> None:
+    if to.exists() and not to.is_dir():
+        raise ConfigError("--to", f"{to} exists and is not a directory")
+    if not force and to.is_dir() and any(to.iterdir()):
+        raise ConfigError(
+            "--to",
+            f"{to} is not empty: restore into an empty or new directory, or add --force to "
+            "make it exactly the checkpoint (what the checkpoint does not have is deleted)",
+        )
+
+
+def _restore(job: JobStore, sequence: int | None, to: Path, force: bool) -> int:
+    from checkpoint.sync import Checkpointer
+
+    ckpt = Checkpointer(job, to)
+    try:
+        r = ckpt.restore(sequence)
+    finally:
+        ckpt.close()
+    for seq, why in r.skipped:
+        print(f"spot-agent: checkpoint {seq} is damaged, skipped: {why}", file=sys.stderr)
+    if r.manifest is None:
+        print(f"spot-agent: no intact checkpoint for job {job.job_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    removed = prune_to_manifest(to, r.manifest) if force else 0
+    print(
+        f"restored checkpoint {r.manifest.sequence} into {to}: {r.files_written} files "
+        f"downloaded, {r.files_kept} already present, {human_size(r.bytes_downloaded)} "
+        f"in {r.seconds:.2f}s" + (f"; removed {removed} entries not in it" if force else "")
+    )
+    return 0
