@@ -198,12 +198,12 @@ def add_ratios(rows: list[Row]) -> None:
 
 def render(rows: list[Row]) -> str:
     head = (
-        f"{'scenario':<16} {'data':<24} {'tool':<31} {'seconds':>8} {'x spot':>7} "
+        f"{'scenario':<16} {'data':<30} {'tool':<31} {'seconds':>8} {'x spot':>7} "
         f"{'MB/s':>6} {'CPU s':>7} {'x spot':>7} {'MiB sent':>9} {'requests':>9} {'peak RSS':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lead = f"{r['scenario']:<16} {r['data']:<24} {r['tool']:<31}"
+        lead = f"{r['scenario']:<16} {r['data']:<30} {r['tool']:<31}"
         if "todo" in r:
             lines.append(f"{lead} {r['todo']}")
             continue

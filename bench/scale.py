@@ -265,9 +265,9 @@ class ScaleBench:
         )
         try:
             seconds = proc.poll_until(started.exists, timeout=600)
-            times = psutil.Process(proc.proc.pid).cpu_times()
+            times = psutil.Process(proc.tool_pid).cpu_times()
             cpu_at_start = times.user + times.system
-            hwm = _hwm_mib(proc.proc.pid)
+            hwm = _hwm_mib(proc.tool_pid)
             warm_requests = self.counter.since(before)
         except RuntimeError as exc:  # the agent exited (or hung) before the job started
             go.touch()

@@ -8,7 +8,10 @@ runs (the warm-restart rows wait for the job to start, then let it finish).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -16,6 +19,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+def _gnu_time() -> str | None:
+    found = shutil.which("time", path="/usr/bin:/bin")  # the program, not the shell keyword
+    if found is None:
+        return None
+    probe = subprocess.run([found, "--version"], capture_output=True, text=True, check=False)
+    return found if "GNU" in probe.stdout + probe.stderr else None
+
+
+GNU_TIME = _gnu_time()
 
 
 @dataclass
@@ -55,29 +69,50 @@ class Tracked:
         self.argv = list(argv)
         self.output_path = output
         self._out = open(output, "w+")  # noqa: SIM115  (closed in wait(); a file, not a pipe)
+        self._maxrss_file = output.with_suffix(".maxrss")
+        self._maxrss_file.unlink(missing_ok=True)
+        launch = self.argv
+        if GNU_TIME:  # GNU time forks the tool from its own tiny image: an exact peak
+            launch = [GNU_TIME, "-q", "-f", "%M", "-o", str(self._maxrss_file), *self.argv]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            self.argv,
+            launch,
             stdout=self._out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=dict(env),
             cwd=cwd,
         )
+        self.tool_pid = self._find_tool() if GNU_TIME else self.proc.pid
         self._timeline: list[tuple[float, float]] = []
         self.peak_rss_mib = 0.0
         self._done = threading.Event()
         self._sampler = threading.Thread(target=self._sample, args=(interval,), daemon=True)
         self._sampler.start()
 
+    def _find_tool(self) -> int:
+        """The tool's pid: the child GNU time forks (a moment after Popen returns)."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        for _ in range(2000):
+            try:
+                found = children.read_text().split()
+            except OSError:
+                break  # time has exited already
+            if found:
+                return int(found[0])
+            time.sleep(0.0005)
+        return self.proc.pid
+
     def _sample(self, interval: float) -> None:
-        """VmRSS now and VmHWM (the peak so far) of the root process, every interval.
+        """VmRSS now and VmHWM (the peak so far) of the tool's process, every interval.
 
         Not wait4's ru_maxrss: Linux carries the forking parent's resident set into the
-        child's maxrss across exec, so every tool would show at least the benchmark's own
-        ~60 MiB. VmHWM belongs to the exec'd image alone; Popen returns after the exec.
+        child's maxrss across exec, so a tool started from the benchmark would show at least
+        the benchmark's own ~60 MiB. GNU time's %M (the tool forked from time's tiny image)
+        is exact; without GNU time, the last VmHWM seen (a process shorter than one interval
+        may be under-reported).
         """
-        status = f"/proc/{self.proc.pid}/status"
+        status = f"/proc/{self.tool_pid}/status"
         while not self._done.is_set():
             try:
                 with open(status) as fh:
@@ -113,10 +148,16 @@ class Tracked:
             if pid:
                 break
             if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.tool_pid, signal.SIGKILL)
                 self.proc.kill()
                 deadline = float("inf")
             time.sleep(0.005)
         seconds = time.monotonic() - self.started
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            kib = int(self._maxrss_file.read_text().split()[-1])
+            self.peak_rss_mib = kib / 1024  # exact, where GNU time measured it
+        self._maxrss_file.unlink(missing_ok=True)
         self.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
         self._done.set()
         self._sampler.join()
