@@ -30,7 +30,7 @@ def check(rows: list[Row]) -> list[Row]:
             "measured": "failed",
             "target": "ran",
             "met": False,
-            "by": r["todo"][:80],
+            "by": "..." + r["todo"][-70:],
         }
         for r in scale
         if r["tool"] == "spot-agent" and "todo" in r
