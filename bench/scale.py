@@ -11,6 +11,7 @@ are the tool's process tree's (bench.tracked).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -112,23 +113,29 @@ class ScaleBench:
                 f"rss {sample.get('peak_rss_mib') or 0:4.0f} MiB{err}"
             )
 
-        for r in range(reps):
-            bucket = f"bench-{name}-r{r}"
-            self.s3.create_bucket(Bucket=bucket)
-            agent = self._agent_env(bucket, data, self.work / f"agent-{name}-{r}")
-            for tool in _rotated(movers, r):
-                keep("upload", *self._upload(tool, data, bucket, agent, r))
-            # The CLIs first: the agent's warm restart must not change what they compare.
-            for tool in _rotated(self.TOOLS[1:], r):
-                keep("unchanged sync", *self._cli_sync_up(tool, data, bucket, r))
-                keep("warm restart", *self._cli_sync_down(tool, data, bucket, r))
-            warm, unchanged = self._warm_restart(agent, r)
-            keep("warm restart", "spot-agent", warm)
-            keep("unchanged sync", "spot-agent", unchanged)
-            for tool in _rotated(movers, r):
-                keep("restore", *self._restore(tool, bucket, agent, data, made, r))
-            self.s3.delete_bucket(Bucket=bucket)  # SeaweedFS drops the whole collection
-        shutil.rmtree(data)
+        bucket = ""
+        try:
+            for r in range(reps):
+                bucket = f"bench-{name}-r{r}"
+                self.s3.create_bucket(Bucket=bucket)
+                agent = self._agent_env(bucket, data, self.work / f"agent-{name}-{r}")
+                for tool in _rotated(movers, r):
+                    keep("upload", *self._upload(tool, data, bucket, agent, r))
+                # The CLIs first: the agent's warm restart must not change what they compare.
+                for tool in _rotated(self.TOOLS[1:], r):
+                    keep("unchanged sync", *self._cli_sync_up(tool, data, bucket, r))
+                    keep("warm restart", *self._cli_sync_down(tool, data, bucket, r))
+                warm, unchanged = self._warm_restart(agent, r)
+                keep("warm restart", "spot-agent", warm)
+                keep("unchanged sync", "spot-agent", unchanged)
+                for tool in _rotated(movers, r):
+                    keep("restore", *self._restore(tool, bucket, agent, data, made, r))
+                self.s3.delete_bucket(Bucket=bucket)  # SeaweedFS drops the whole collection
+        finally:  # gigabytes of data must not outlive a failed data set
+            with contextlib.suppress(Exception):  # deleted already when the rep finished
+                self.s3.delete_bucket(Bucket=bucket)
+            shutil.rmtree(data, ignore_errors=True)
+            shutil.rmtree(self.work / "restore", ignore_errors=True)
         rows = []
         for (scenario, tool), samples in runs.items():
             rows.append(median_row(scenario, label, tool, samples, (files, size)))
