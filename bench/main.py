@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         raise
     rows: list[Row] = []
+    failed: list[str] = []
     try:
         env = s3_env(server, work)
         os.environ.update(env)  # for the boto3 housekeeping client of this process
@@ -103,33 +105,61 @@ def main() -> int:
 
         s3 = boto3.client("s3")
         log(f"SeaweedFS at {server.endpoint}; work dir {work}")
+
+        def part(name: str, measure: Callable[[], list[Row]]) -> None:
+            """One part's rows; a part that breaks is a row saying so, and the others run."""
+            try:
+                rows.extend(measure())
+            except Exception as exc:
+                log(f"{name} FAILED: {type(exc).__name__}: {exc}")
+                failed.append(name)
+                text = f"part failed: {type(exc).__name__}: {exc}".replace("\n", " ")
+                rows.append({"scenario": name, "data": "-", "tool": "-", "todo": text[:300]})
+
         if "overhead" in parts:  # first, while the server is idle: it is CPU-time sensitive
             log("wrapper overhead")
-            rows += agentruns.overhead(env, work, log, reps=1 if a.quick else 3)
+            part("overhead", lambda: agentruns.overhead(env, work, log, reps=1 if a.quick else 3))
         if "transfer" in parts:
             t = transfer.Transfers(env, server.endpoint, work, s3)
             log("big: 8 x 128 MiB")
-            rows += t.run_dataset("big", transfer.make_big, transfer.change_big, log, sse_row=True)
+            part(
+                "transfer big",
+                lambda: t.run_dataset(
+                    "big", transfer.make_big, transfer.change_big, log, sse_row=True
+                ),
+            )
             log("small: 2,000 x 512 KiB")
-            rows += t.run_dataset("small", transfer.make_small, transfer.change_small, log)
+            part(
+                "transfer small",
+                lambda: t.run_dataset("small", transfer.make_small, transfer.change_small, log),
+            )
         if "scale" in parts:
             sb = scale.ScaleBench(env, server.endpoint, work, s3, counter, log, a.awscrt_path)
-            rows += sb.dataset(
-                "one-big",
-                f"1 x {_size(sizes.big_mib)} file",
-                lambda d: scale.make_big(d, sizes.big_mib),
-                sizes.reps,
-                crt=True,
+            part(
+                "scale big",
+                lambda: sb.dataset(
+                    "one-big",
+                    f"1 x {_size(sizes.big_mib)} file",
+                    lambda d: scale.make_big(d, sizes.big_mib),
+                    sizes.reps,
+                    crt=True,
+                ),
             )
-            rows += sb.dataset(
-                "many-small",
-                f"{sizes.small_files:,} x {sizes.small_kib} KiB",
-                lambda d: scale.make_small(d, sizes.small_files, sizes.small_kib),
-                sizes.reps,
+            part(
+                "scale small",
+                lambda: sb.dataset(
+                    "many-small",
+                    f"{sizes.small_files:,} x {sizes.small_kib} KiB",
+                    lambda d: scale.make_small(d, sizes.small_files, sizes.small_kib),
+                    sizes.reps,
+                ),
             )
         if "latency" in parts:
             log(f"notice-to-durable latency, {reps} repetitions per size")
-            rows += agentruns.notice_latency(env, work, s3, log, (0, 64, 512), reps)
+            part(
+                "latency",
+                lambda: agentruns.notice_latency(env, work, s3, log, (0, 64, 512), reps),
+            )
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -153,6 +183,9 @@ def main() -> int:
     a.out.write_text(json.dumps(doc, indent=2) + "\n")
     a.out.with_suffix(".md").write_text(markdown(doc, table))
     log(f"wrote {a.out} and {a.out.with_suffix('.md')} in {doc['seconds']:.0f} s")
+    if failed:
+        log(f"these parts failed: {', '.join(failed)}")
+        return 1
     return 0
 
 

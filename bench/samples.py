@@ -31,7 +31,7 @@ def sample_of(run: Run, requests: dict[str, int], r: int) -> Row:
     }
     if run.returncode != 0:
         last = (run.output.strip().splitlines() or [""])[-1]
-        row["error"] = f"exit {run.returncode}: {last[:200]}"
+        row["error"] = f"exit {run.returncode}: {last[-200:]}"  # the cause ends the line
     return row
 
 
