@@ -266,6 +266,16 @@ RUN_OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "--rehash",
+        "SPOT_AGENT_REHASH",
+        "which files each sync reads again although their size and times are unchanged "
+        "(writes through mmap may not show in them): open (files open or mapped for writing "
+        "by the job), all, never; the final checkpoint after an interruption reads all",
+        parse_choice("open", "all", "never"),
+        default="open",
+        metavar="MODE",
+    ),
+    Option(
         "--continue-after-last-attempt",
         "SPOT_AGENT_CONTINUE_JOBS",
         "on AWS Batch, when an interruption ends the job's last allowed attempt, submit a "
@@ -345,6 +355,7 @@ class Settings:
     batch_job_queue: str | None = None
     batch_compute_environment: str | None = None
     continue_jobs: bool = False
+    rehash: str = "open"
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -440,6 +451,7 @@ def load_settings(
         batch_job_queue=environ.get("AWS_BATCH_JQ_NAME") or None,
         batch_compute_environment=environ.get("AWS_BATCH_CE_NAME") or None,
         continue_jobs=values["continue_after_last_attempt"],
+        rehash=values["rehash"],
         child_environ=_child_environ(environ),
     )
 

@@ -32,6 +32,8 @@ from types import FrameType
 from typing import Any
 
 from checkpoint.errors import CheckpointError, LocalWriteError, StoreError, Superseded
+from checkpoint.freeze import Freezer, Frozen
+from checkpoint.savepoints import consistent_sync
 from checkpoint.store import Store, make_private_dirs
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
@@ -73,6 +75,9 @@ SIGNAL_TABLE: dict[signal.Signals, str] = {
 log = logs.get_logger()
 #: a sync must upload at least this much for its rate to size the upload reserve
 _RATE_SAMPLE_BYTES = 4 << 20
+#: a sync waits this long for the job to finish a save (save points); the final one less
+SAVE_WAIT_SECONDS = 60.0
+FINAL_SAVE_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,9 @@ class Runner:
         self._runtime = Path(tempfile.mkdtemp(prefix="spot-agent-"))
         self.notice_file = self._runtime / "notice.json"
         self.status_file = self._runtime / "status.json"
+        self.freezer = Freezer(settings.checkpoint_dir)
+        self._status: dict[str, Any] = {}
+        self._status_lock = threading.Lock()  # the sync thread writes "frozen"
 
     # -- entry --------------------------------------------------------------------------
 
@@ -159,6 +167,9 @@ class Runner:
         )
         self.sources = (*self.sources, *self._imds_sources())
         self.ckpt = Checkpointer(job, s.checkpoint_dir, attempt=self.attempt)
+        stale = self.freezer.reset()  # a killed agent's freeze, a killed saver's mark
+        if stale:
+            log.info("freeze.stale_removed", bytes=stale)
         try:
             restored = self.ckpt.restore()
         except StoreError as exc:
@@ -379,7 +390,16 @@ class Runner:
         assert self.ckpt is not None
         started = time.time()
         try:
-            result = self.ckpt.sync_once(reason)
+            result = consistent_sync(
+                self.ckpt,
+                self.freezer,
+                reason,
+                wait=FINAL_SAVE_WAIT_SECONDS if self._closing else SAVE_WAIT_SECONDS,
+                rehash="all" if reason == "interruption" else self.s.rehash,
+                pids=self._job_pids,
+                on_frozen=self._write_frozen,
+                final=self._closing,
+            )
         except Exception as exc:
             self.events.put(Event("sync-failed", (started, reason, exc)))
             return
@@ -624,12 +644,25 @@ class Runner:
             SPOT_AGENT_JOB_ID=self.s.job_id,
             SPOT_AGENT_ATTEMPT=str(self.attempt),
             SPOT_AGENT_RESTORED="" if restored is None else str(restored),
+            SPOT_AGENT_LOCK_FILE=str(self.freezer.lock_path),
+            SPOT_AGENT_STOP_SIGNAL=self.s.stop_signal.name,
         )
         return env
 
     def _write_status(self, sequence: int | None, started: float, reason: str) -> None:
         doc = {"sequence": sequence, "started": started, "finished": time.time(), "reason": reason}
-        write_private_file(self.status_file, json.dumps(doc))
+        with self._status_lock:
+            self._status.update(doc)
+            write_private_file(self.status_file, json.dumps(self._status))
+
+    def _write_frozen(self, frozen: Frozen) -> None:
+        """request_sync() returns once the state it vouched for is frozen: say when."""
+        with self._status_lock:
+            self._status["frozen"] = frozen.taken
+            write_private_file(self.status_file, json.dumps(self._status))
+
+    def _job_pids(self) -> list[int]:
+        return [p.pid for p in self.child.tree()] if self.child is not None else []
 
     # -- log lines ----------------------------------------------------------------------
 
@@ -669,7 +702,11 @@ class Runner:
             "bytes_skipped": r.bytes_total - r.bytes_uploaded,
             "bytes_hashed": r.bytes_hashed,
             "seconds": _round(r.seconds),
+            "freeze_seconds": _round(r.freeze_seconds),
+            "freeze_bytes_held": r.freeze_bytes_held,
         }
+        if r.left_out:
+            common["left_out"] = list(r.left_out)
         if r.sequence is None:
             log.info("sync.unchanged", **common)
         else:

@@ -20,6 +20,7 @@ The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -28,11 +29,12 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -59,6 +61,9 @@ from .manifest import (
 )
 from .store import Store
 
+if TYPE_CHECKING:
+    from .freeze import Frozen
+
 log = structlog.get_logger("checkpoint")
 
 CHUNK_SIZE = 8 << 20
@@ -78,6 +83,14 @@ class FileChanged(CheckpointError):
     """A file kept changing while it was read; the sync is abandoned, not committed torn."""
 
 
+class FrozenFilesChanged(FileChanged):
+    """Files of a freeze were written in place after it: the freeze is not one save."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(f"{len(paths)} file(s) changed in place after the freeze: {paths[:5]}")
+        self.paths = paths
+
+
 @dataclass(frozen=True)
 class SyncResult:
     reason: str
@@ -88,6 +101,14 @@ class SyncResult:
     chunks_uploaded: int
     bytes_hashed: int
     seconds: float
+    #: files that kept changing, committed as their last committed version (or not at all)
+    left_out: tuple[str, ...] = ()
+    #: set by a sync from a freeze (checkpoint.savepoints): when the state was frozen (Unix
+    #: time), how long the job's save-point lock was held for it, and the disk the freeze
+    #: area held beyond the dir when the sync ended (released right after)
+    frozen_at: float | None = None
+    freeze_seconds: float | None = None
+    freeze_bytes_held: int = 0
 
 
 @dataclass(frozen=True)
@@ -251,22 +272,51 @@ class Checkpointer:
 
     # -- sync ---------------------------------------------------------------------------
 
-    def sync_once(self, reason: str) -> SyncResult:
-        with self._lock:
-            return self._sync(reason)
+    def sync_once(
+        self,
+        reason: str,
+        *,
+        frozen: Frozen | None = None,
+        rehash: Callable[[os.stat_result], bool] | None = None,
+    ) -> SyncResult:
+        """Commit the dir as it is now, or as ``frozen`` (a freeze of it) holds it.
 
-    def _sync(self, reason: str) -> SyncResult:
+        ``rehash``: files for which it is true are read again even if their stat says they
+        are unchanged (writes through mmap do not always show in the stat).
+        """
+        with self._lock:
+            return self._sync(reason, frozen, rehash)
+
+    def _sync(
+        self,
+        reason: str,
+        frozen: Frozen | None = None,
+        rehash: Callable[[os.stat_result], bool] | None = None,
+    ) -> SyncResult:
         started = time.monotonic()
-        scan = _scan(self.directory)
+        if frozen is None:
+            root, scan, left_out = self.directory, _scan(self.directory), []
+        else:
+            root, left_out = frozen.root, list(frozen.left_out)
+            scan = _Scan(list(frozen.files), list(frozen.dirs), list(frozen.links))
+            scan.skipped = list(frozen.skipped)
         for path, why in scan.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
         present = self._present()
         uploader = _Uploader(self.job, self._pool, present)
         entries: list[FileEntry] = []
+        changed: list[str] = []
         hashed = 0
         try:
             for rel, st in scan.files:
-                entry, n = self._file_entry(rel, st, uploader, present)
+                try:
+                    entry, n = self._file_entry(rel, st, uploader, present, root, frozen, rehash)
+                except FileChanged as exc:
+                    if frozen is not None:  # the freeze is torn: the caller freezes again
+                        changed.append(rel)
+                        continue
+                    left_out.append((rel, str(exc)))
+                    continue
                 if entry is not None:
                     entries.append(entry)
                     hashed += n
@@ -275,6 +325,11 @@ class Checkpointer:
                 uploader.wait()
             finally:  # what did reach the store counts, even when the sync fails
                 self._uploaded.update(dict.fromkeys(uploader.done, time.monotonic()))
+        if changed:
+            raise FrozenFilesChanged(changed)
+        if left_out:  # in the walk's order: sorted by name, level by level
+            entries.extend(self._previous_versions(left_out))
+            entries.sort(key=lambda e: e.path.split("/"))
         manifest = Manifest(
             job_id=self.job.job_id,
             sequence=(self.base.sequence if self.base else 0) + 1,
@@ -284,7 +339,7 @@ class Checkpointer:
             files=tuple(entries),
             dirs=tuple(scan.dirs),
             links=tuple(scan.links),
-            progress=_read_progress(self.directory),
+            progress=_read_progress(self.directory) if frozen is None else frozen.progress,
             agent_version=__version__,
         )
         sequence: int | None = None
@@ -304,16 +359,42 @@ class Checkpointer:
             chunks_uploaded=len(uploader.done),
             bytes_hashed=hashed,
             seconds=time.monotonic() - started,
+            left_out=tuple(rel for rel, _ in left_out),
         )
 
+    def _previous_versions(self, left_out: list[tuple[str, str]]) -> list[FileEntry]:
+        """Files that kept changing: their last committed version stands in for them."""
+        before = {f.path: f for f in self.base.files} if self.base else {}
+        kept = []
+        for rel, why in left_out:
+            entry = before.get(rel)
+            log.warning(
+                "sync.file_left_out",
+                path=rel,
+                why=why,
+                action="kept its last committed version" if entry else "not in this checkpoint",
+            )
+            if entry is not None:
+                kept.append(entry)
+        return kept
+
     def _file_entry(
-        self, rel: str, st: os.stat_result, uploader: _Uploader, present: set[str]
+        self,
+        rel: str,
+        st: os.stat_result,
+        uploader: _Uploader,
+        present: set[str],
+        root: Path,
+        frozen: Frozen | None = None,
+        rehash: Callable[[os.stat_result], bool] | None = None,
     ) -> tuple[FileEntry | None, int]:
-        cached = self._unchanged(rel, st, present)
+        cached = None if rehash is not None and rehash(st) else self._unchanged(rel, st, present)
         if cached is not None:
+            if frozen is not None and rel in frozen.relinked:  # the freeze's link moved ctime
+                self._remember(rel, frozen.relinked[rel], cached)
             return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached), 0
-        path = self.directory / rel
-        for _ in range(3):
+        path = root / rel
+        for _ in range(1 if frozen is not None else 3):  # a freeze is not read again: frozen again
             try:
                 chunks, after = _hash_file(path, self.chunk_size, uploader)
             except FileNotFoundError:
@@ -597,11 +678,26 @@ class _Uploader:
             raise self._error
 
 
+def _open_regular(path: Path) -> int:
+    """A read descriptor for a regular file; never blocks on a FIFO or device, never
+    follows a symlink that replaced the file since the scan (FileNotFoundError then)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # now a symlink, or a socket/FIFO
+            raise FileNotFoundError(exc.errno, f"{path}: no longer a regular file") from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, f"{path}: no longer a regular file")
+    return fd
+
+
 def _hash_file(
     path: Path, chunk_size: int, uploader: _Uploader
 ) -> tuple[tuple[Chunk, ...], os.stat_result]:
     chunks = []
-    with open(path, "rb", buffering=0) as fh:
+    with open(_open_regular(path), "rb", buffering=0) as fh:
         while True:
             data = fh.read(chunk_size)
             if not data:
@@ -615,7 +711,7 @@ def _hash_file(
 
 def _matches(path: Path, entry: FileEntry) -> bool:
     try:
-        with open(path, "rb", buffering=0) as fh:
+        with open(_open_regular(path), "rb", buffering=0) as fh:
             for c in entry.chunks:
                 data = fh.read(c.size)
                 if len(data) != c.size or hashlib.sha256(data).hexdigest() != c.sha256:
@@ -744,6 +840,7 @@ __all__ = [
     "CHUNK_SIZE",
     "Checkpointer",
     "FileChanged",
+    "FrozenFilesChanged",
     "JobStore",
     "RestoreResult",
     "StoreError",
