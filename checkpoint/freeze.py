@@ -210,9 +210,12 @@ class Freezer:
                 self._walk(Path(e.path), r + "/", out, seen, copy)
             elif stat.S_ISREG(st.st_mode):
                 seen.add(r)
-                must_copy = r in self.copy_paths or (st.st_dev, st.st_ino) in copy
-                place = self._copy if must_copy else self._link
-                if place(e.path, r, st, out):
+                mapped = (st.st_dev, st.st_ino) in copy
+                if mapped or r in self.copy_paths:
+                    placed = self._copy(e.path, r, st, out, fresh=mapped)
+                else:
+                    placed = self._link(e.path, r, st, out)
+                if placed:
                     out.files.append((r, st))
             else:
                 out.skipped.append((r, "not a regular file, directory or symlink"))
@@ -239,9 +242,11 @@ class Freezer:
         out.relinked[rel] = os.lstat(dst)
         return True
 
-    def _copy(self, src: str, rel: str, st: os.stat_result, out: _Walk) -> bool:
-        """A private copy, for a file written in place: under the lock, so a whole save."""
-        if self._copies.get(rel) == stat_key(st):
+    def _copy(self, src: str, rel: str, st: os.stat_result, out: _Walk, fresh: bool) -> bool:
+        """A private copy, for a file written in place: under the lock, so a whole save.
+
+        ``fresh``: copy even if the stat is unchanged (writes through mmap do not show)."""
+        if not fresh and self._copies.get(rel) == stat_key(st):
             return True
         if out.copy_bytes + st.st_size > self.copy_budget:
             out.left_out.append((rel, f"changes in place and is too big to copy ({st.st_size})"))
@@ -252,7 +257,12 @@ class Freezer:
             after = os.lstat(src)
         except FileNotFoundError:
             return False
-        if stat_key(after) != stat_key(st):
+        # Not ctime: unlinking the area's older link to this inode just moved it.
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+        ):
             # Written while the lock was held: its writer does not use save points.
             out.left_out.append((rel, "kept changing while it was copied under the lock"))
             with contextlib.suppress(OSError):
@@ -260,7 +270,7 @@ class Freezer:
             return False
         out.copy_bytes += st.st_size
         out.copied.append(rel)
-        self._copies[rel] = stat_key(st)
+        self._copies[rel] = stat_key(after)
         self._linked.pop(rel, None)
         return True
 

@@ -53,10 +53,12 @@ def check_every_checkpoint(store: Store, job_id: str, tmp: Path) -> int:
         into = tmp / f"restored-{seq}"
         r = Checkpointer(job, into).restore(seq, into=into)
         assert r.manifest is not None
-        present = {n: (into / n).read_bytes().split(b"\n", 1)[0] for n in NAMES if (into / n).exists()}
-        assert not present or (
-            len(present) == len(NAMES) and len(set(present.values())) == 1
-        ), f"checkpoint {seq} mixes saves: {present}"
+        present = {
+            n: (into / n).read_bytes().split(b"\n", 1)[0] for n in NAMES if (into / n).exists()
+        }
+        assert not present or (len(present) == len(NAMES) and len(set(present.values())) == 1), (
+            f"checkpoint {seq} mixes saves: {present}"
+        )
     return len(sequences)
 
 
