@@ -78,7 +78,7 @@ def consistent_sync(
             log.warning("freeze.unavailable", path=str(freezer.area), action="syncing the live dir")
             return ckpt.sync_once(reason, rehash=_rehash_predicate(rehash, writing))
         if frozen.copied:
-            log.info("freeze.copied", paths=list(frozen.copied[:10]), count=len(frozen.copied))
+            log.debug("freeze.copied", paths=list(frozen.copied[:10]), count=len(frozen.copied))
         if on_frozen is not None:
             on_frozen(frozen)
         try:

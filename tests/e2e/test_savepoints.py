@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,14 @@ from tests.servers import SeaweedS3
 HERE = Path(__file__).resolve().parent
 JOB = [sys.executable, str(HERE / "savepointjob.py")]
 NAMES = ("model.bin", "optim.bin", "rng.bin", "meta.json")
+TRAINER_FILES = (
+    "model.safetensors",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state.pth",
+    "trainer_state.json",
+    "training_args.bin",
+)
 SHELL_JOB = r"""
 exec 9>>"$SPOT_AGENT_LOCK_FILE"
 stop=0; trap 'stop=1' TERM
@@ -64,6 +73,16 @@ def check_every_checkpoint(store: Store, job_id: str, tmp: Path) -> int:
 
 def generations_committed(run: AgentRun) -> int:
     return sum(1 for e in run.events() if e.get("event") == "sync.committed")
+
+
+def restore_each(store: Store, job_id: str, tmp: Path) -> list[tuple[int, Path]]:
+    job = JobStore(store, job_id)
+    out = []
+    for seq in job.sequences():
+        into = tmp / f"restored-{seq}"
+        assert Checkpointer(job, into).restore(seq, into=into).manifest is not None
+        out.append((seq, into))
+    return out
 
 
 def interrupt_at_random(tmp: Path, command: list[str], env: dict[str, str], seed: int) -> AgentRun:
@@ -111,3 +130,36 @@ def test_job_killed_in_the_middle_of_a_save_is_not_committed(tmp_path: Path, see
     os.kill(pid, signal.SIGKILL)
     assert run.wait(60) == 128 + signal.SIGKILL, run.stdout + run.stderr
     assert check_every_checkpoint(LocalStore(tmp_path / "store"), "multi", tmp_path) >= 2
+
+
+def test_sqlite_in_wal_mode_restores_a_prefix_of_its_transactions(tmp_path: Path) -> None:
+    run = interrupt_at_random(tmp_path, [*JOB, "sqlite", "100000"], agent_env(tmp_path), 8)
+    lines = run.job_stdout().splitlines()
+    committed = max(int(line.split()[1]) for line in lines if line.startswith("committed "))
+    checkpoints = restore_each(LocalStore(tmp_path / "store"), "multi", tmp_path)
+    assert len(checkpoints) >= 2
+    rows_seen = []
+    for seq, into in checkpoints:
+        conn = sqlite3.connect(into / "tx.db")
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)], seq
+            rows = [n for (n,) in conn.execute("SELECT n FROM tx ORDER BY n")]
+        finally:
+            conn.close()
+        assert rows == list(range(1, len(rows) + 1)), f"checkpoint {seq} is not a prefix"
+        rows_seen.append(len(rows))
+    assert rows_seen == sorted(rows_seen) and 0 < rows_seen[-1] <= committed
+
+
+def test_trainer_checkpoint_dirs_are_restored_whole(tmp_path: Path) -> None:
+    interrupt_at_random(tmp_path, [*JOB, "trainer", "100000"], agent_env(tmp_path), 9)
+    checkpoints = restore_each(LocalStore(tmp_path / "store"), "multi", tmp_path)
+    assert len(checkpoints) >= 2
+    for seq, into in checkpoints:
+        dirs = sorted(into.glob("checkpoint-*"))
+        assert 1 <= len(dirs) <= 2, (seq, dirs)
+        for d in dirs:
+            step = d.name.split("-")[1].encode()
+            files = {p.name: p.read_bytes().split(b"\n", 1)[0] for p in d.iterdir()}
+            assert sorted(files) == sorted(TRAINER_FILES), f"checkpoint {seq}: {d.name} partial"
+            assert set(files.values()) == {step}, f"checkpoint {seq}: {d.name} mixes steps"
