@@ -403,14 +403,18 @@ class Runner:
         except Exception as exc:
             self.events.put(Event("sync-failed", (started, reason, exc)))
             return
-        self.events.put(Event("synced", (started, result)))
         if result.sequence is not None and self.s.checkpoint_keep:
             try:
                 self.ckpt.prune(self.s.checkpoint_keep)
             except Exception as exc:  # the commit stands; old checkpoints wait for next time
                 log.warning("sync.prune_failed", error=str(exc), error_type=type(exc).__name__)
+        # Last: a request that comes while the thread is alive is queued (_sync_again) and
+        # served when this event is handled; posted before the prune, it could be lost.
+        self.events.put(Event("synced", (started, result)))
 
     def _on_sync_done(self, ev: Event) -> None:
+        if self._sync_thread is not None:  # its event is its last act: a request from now
+            self._sync_thread.join(1.0)  # on starts a new sync instead of being queued
         if ev.kind == "synced":
             started, result = ev.payload
             self._sync_outcome = result

@@ -42,6 +42,9 @@ log = structlog.get_logger("checkpoint")
 
 LOCK_NAME = "save.lock"
 FREEZE_NAME = "freeze"
+#: what a freeze displaces is moved here under the lock (a rename) and deleted after it:
+#: freeing a big file's blocks can take a while
+TRASH_NAME = "freeze-trash"
 PROGRESS_NAME = "progress.json"
 #: at most this many bytes are copied under the lock in one freeze (in-place writers)
 COPY_BUDGET = 256 << 20
@@ -99,6 +102,8 @@ class Freezer:
         self.directory = directory
         self.lock_path = directory / RESERVED_DIR / LOCK_NAME
         self.area = directory / RESERVED_DIR / FREEZE_NAME
+        self.trash = directory / RESERVED_DIR / TRASH_NAME
+        self._trashed = 0
         self.copy_budget = copy_budget
         self._linked: dict[str, tuple[int, int]] = {}  # rel -> (dev, ino) linked in the area
         self._copies: dict[str, tuple[int, int, int, int]] = {}  # rel -> source key when copied
@@ -114,8 +119,9 @@ class Freezer:
 
         Returns the bytes removed. Nothing else is running yet, so the mark is stale.
         """
-        removed = _tree_bytes(self.area)
+        removed = _tree_bytes(self.area) + _tree_bytes(self.trash)
         shutil.rmtree(self.area, ignore_errors=True)
+        shutil.rmtree(self.trash, ignore_errors=True)
         self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -166,6 +172,7 @@ class Freezer:
             held = time.monotonic() - t0
         finally:
             os.close(fd)  # releases the lock
+        shutil.rmtree(self.trash, ignore_errors=True)
         self._forget_missing(seen)
         frozen = Frozen(
             root=self.area,
@@ -284,7 +291,9 @@ class Freezer:
                 cur, done = cur / part, f"{done}{part}"
                 with contextlib.suppress(FileNotFoundError):
                     if not stat.S_ISDIR(os.lstat(cur).st_mode):
-                        os.unlink(cur)  # a file of an older freeze where a dir is now
+                        self.trash.mkdir(exist_ok=True, mode=0o700)
+                        self._trashed += 1  # a file of an older freeze where a dir is now
+                        os.rename(cur, self.trash / str(self._trashed))
                         self._drop(done)
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(cur, 0o700)
@@ -292,12 +301,13 @@ class Freezer:
             self._made_dirs.add(parent)
         dst = self.area / rel
         try:
-            if stat.S_ISDIR(os.lstat(dst).st_mode):
-                shutil.rmtree(dst)  # a dir of an older freeze where a file is now
-            else:
-                os.unlink(dst)
+            os.lstat(dst)
         except FileNotFoundError:
-            pass
+            return dst
+        # An older version, or a dir where a file is now: out of the way in one rename.
+        self.trash.mkdir(exist_ok=True, mode=0o700)
+        self._trashed += 1
+        os.rename(dst, self.trash / str(self._trashed))
         self._drop(rel)
         return dst
 
