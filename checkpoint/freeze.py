@@ -46,6 +46,9 @@ FREEZE_NAME = "freeze"
 #: freeing a big file's blocks can take a while
 TRASH_NAME = "freeze-trash"
 PROGRESS_NAME = "progress.json"
+#: a file written this recently may be written again within the filesystem's timestamp
+#: granularity: its link made before the lock is not vouched for (see ``_link``)
+RACY_NS = 2_000_000_000
 #: at most this many bytes are copied under the lock in one freeze (in-place writers)
 COPY_BUDGET = 256 << 20
 #: a save that holds the lock this long is logged (once per wait)
@@ -106,6 +109,8 @@ class Freezer:
         self._trashed = 0
         self.copy_budget = copy_budget
         self._linked: dict[str, tuple[int, int]] = {}  # rel -> (dev, ino) linked in the area
+        #: linked before the lock: rel -> (stat before the link, stat after it)
+        self._early: dict[str, tuple[os.stat_result, os.stat_result]] = {}
         self._copies: dict[str, tuple[int, int, int, int]] = {}  # rel -> source key when copied
         self._made_dirs: set[str] = set()
         #: files to copy rather than link at the next freezes (they changed in place)
@@ -129,6 +134,7 @@ class Freezer:
         finally:
             os.close(fd)
         self._linked.clear()
+        self._early.clear()
         self._copies.clear()
         self._made_dirs.clear()
         self.pending = None
@@ -149,6 +155,13 @@ class Freezer:
         Raises :class:`SaveInProgress` or :class:`SaveIncomplete`.
         """
         self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.pending is None:
+            # Most of the linking before the lock, so that under it the walk is a stat per
+            # file and a link only for what changed meanwhile. Not while an uncommitted
+            # freeze is kept as the last consistent one: this would change the area.
+            self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._early.clear()
+            self._walk(self.directory, "", _Walk(), set(), set(), early=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             if not _lock(fd, wait, waiting):
@@ -191,7 +204,13 @@ class Freezer:
         return frozen
 
     def _walk(
-        self, dirpath: Path, rel: str, out: _Walk, seen: set[str], copy: set[tuple[int, int]]
+        self,
+        dirpath: Path,
+        rel: str,
+        out: _Walk,
+        seen: set[str],
+        copy: set[tuple[int, int]],
+        early: bool = False,
     ) -> None:
         try:
             entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
@@ -214,28 +233,47 @@ class Freezer:
                     out.skipped.append((r, f"symlink not checkpointed: {exc}"))
             elif stat.S_ISDIR(st.st_mode):
                 out.dirs.append(r)
-                self._walk(Path(e.path), r + "/", out, seen, copy)
+                self._walk(Path(e.path), r + "/", out, seen, copy, early)
             elif stat.S_ISREG(st.st_mode):
                 seen.add(r)
                 mapped = (st.st_dev, st.st_ino) in copy
+                if early:
+                    if r not in self.copy_paths:
+                        self._link(e.path, r, st, out, early=True)
+                    continue
                 if mapped or r in self.copy_paths:
                     placed = self._copy(e.path, r, st, out, fresh=mapped)
                 else:
                     placed = self._link(e.path, r, st, out)
-                if placed:
-                    out.files.append((r, st))
+                if placed is not None:
+                    out.files.append((r, placed))
             else:
                 out.skipped.append((r, "not a regular file, directory or symlink"))
 
-    def _link(self, src: str, rel: str, st: os.stat_result, out: _Walk) -> bool:
+    def _link(
+        self, src: str, rel: str, st: os.stat_result, out: _Walk, early: bool = False
+    ) -> os.stat_result | None:
+        """Link ``src`` into the area; the stat to record for it, None if it is gone.
+
+        A link changes the file's ctime, which the sync's stat cache compares. For a file
+        linked now, the freeze records the stat from before the link and reports the one
+        after it in ``relinked``, so the cache still knows the file. A link made before the
+        lock (``early``) is vouched for the same way only if nothing can have written the
+        file between its stat and the link: unchanged size and mtime, and an mtime older
+        than the timestamp granularity could hide.
+        """
         key = (st.st_dev, st.st_ino)
-        if self._linked.get(rel) == key:
-            return True  # the area already holds this very inode
+        if self._linked.get(rel) == key:  # the area already holds this very inode
+            before_after = self._early.pop(rel, None)
+            if before_after is not None and stat_key(before_after[1]) == stat_key(st):
+                out.relinked[rel] = before_after[1]
+                return before_after[0]
+            return st
         dst = self._place(rel)
         try:
             os.link(src, dst, follow_symlinks=False)
         except FileNotFoundError:
-            return False  # removed since the scan: not part of this state
+            return None  # removed since the scan: not part of this state
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 raise
@@ -246,24 +284,32 @@ class Freezer:
             ) from None
         self._linked[rel] = key
         self._copies.pop(rel, None)
-        out.relinked[rel] = os.lstat(dst)
-        return True
+        after = os.lstat(dst)
+        if not early:
+            out.relinked[rel] = after
+        elif (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns) and (
+            time.time_ns() - st.st_mtime_ns > RACY_NS
+        ):
+            self._early[rel] = (st, after)
+        return st
 
-    def _copy(self, src: str, rel: str, st: os.stat_result, out: _Walk, fresh: bool) -> bool:
+    def _copy(
+        self, src: str, rel: str, st: os.stat_result, out: _Walk, fresh: bool
+    ) -> os.stat_result | None:
         """A private copy, for a file written in place: under the lock, so a whole save.
 
         ``fresh``: copy even if the stat is unchanged (writes through mmap do not show)."""
         if not fresh and self._copies.get(rel) == stat_key(st):
-            return True
+            return st
         if out.copy_bytes + st.st_size > self.copy_budget:
             out.left_out.append((rel, f"changes in place and is too big to copy ({st.st_size})"))
-            return False
+            return None
         dst = self._place(rel)
         try:
             _clone_or_copy(src, dst, st)
             after = os.lstat(src)
         except FileNotFoundError:
-            return False
+            return None
         # Not ctime: unlinking the area's older link to this inode just moved it.
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (
             st.st_size,
@@ -274,12 +320,12 @@ class Freezer:
             out.left_out.append((rel, "kept changing while it was copied under the lock"))
             with contextlib.suppress(OSError):
                 os.unlink(dst)
-            return False
+            return None
         out.copy_bytes += st.st_size
         out.copied.append(rel)
         self._copies[rel] = stat_key(after)
         self._linked.pop(rel, None)
-        return True
+        return st
 
     def _place(self, rel: str) -> Path:
         """The area's path for ``rel``: parents made, whatever stood there removed."""
