@@ -167,9 +167,14 @@ class Runner:
         )
         self.sources = (*self.sources, *self._imds_sources())
         self.ckpt = Checkpointer(job, s.checkpoint_dir, attempt=self.attempt)
-        stale = self.freezer.reset()  # a killed agent's freeze, a killed saver's mark
-        if stale:
-            log.info("freeze.stale_removed", bytes=stale)
+        try:  # before restore: it creates .spot-agent/ (the lock file) for the job
+            stale = self.freezer.reset()  # a killed agent's freeze, a killed saver's mark
+        except OSError as exc:
+            self.freezer.usable = False
+            log.warning("freeze.unavailable", error=str(exc), action="syncing the live dir")
+        else:
+            if stale:
+                log.info("freeze.stale_removed", bytes=stale)
         try:
             restored = self.ckpt.restore()
         except StoreError as exc:
