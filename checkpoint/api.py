@@ -35,8 +35,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from .freeze import LOCK_NAME
 from .manifest import RESERVED_DIR, TEMP_SUFFIX
+from .savelock import LOCK_NAME, begin_save, end_save
 
 _DEFAULT_DIR = "checkpoint"
 
@@ -89,14 +89,13 @@ def saving() -> Iterator[None]:
     fd = os.open(_lock_file(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)  # a save is under way
+        begin_save(fd)
         _saves.depth = 1
         try:
             yield
         finally:
             _saves.depth = 0
-        os.ftruncate(fd, 0)  # the save is whole (not reached when the block raised)
+        end_save(fd)  # the save is whole (not reached when the block raised)
     finally:
         os.close(fd)  # releases the lock
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -35,12 +34,13 @@ from typing import Any
 
 import structlog
 
+from .clone import clone_or_copy
 from .errors import CheckpointError, ManifestError
 from .manifest import RESERVED_DIR, TEMP_SUFFIX, LinkEntry, check_link_target
+from .savelock import LOCK_NAME, SaveIncomplete, SaveInProgress, acquire, saver
 
 log = structlog.get_logger("checkpoint")
 
-LOCK_NAME = "save.lock"
 FREEZE_NAME = "freeze"
 #: what a freeze displaces is moved here under the lock (a rename) and deleted after it:
 #: freeing a big file's blocks can take a while
@@ -51,17 +51,6 @@ PROGRESS_NAME = "progress.json"
 RACY_NS = 2_000_000_000
 #: at most this many bytes are copied under the lock in one freeze (in-place writers)
 COPY_BUDGET = 256 << 20
-#: a save that holds the lock this long is logged (once per wait)
-LONG_SAVE_SECONDS = 5.0
-_FICLONE = 0x40049409  # ioctl: reflink a whole file (btrfs, XFS, bcachefs)
-
-
-class SaveInProgress(CheckpointError):
-    """The job held its save-point lock for longer than the sync may wait."""
-
-
-class SaveIncomplete(CheckpointError):
-    """A save began and never finished: the saver died, or the save raised."""
 
 
 @dataclass(frozen=True)
@@ -164,16 +153,16 @@ class Freezer:
             self._walk(self.directory, "", _Walk(), set(), set(), early=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            if not _lock(fd, wait, waiting):
+            if not acquire(fd, wait, waiting):
                 raise SaveInProgress(
                     f"{self.lock_path}: the job has been saving for over {wait:g}s; "
                     "the checkpoint waits for the next turn"
                 )
             taken, t0 = time.time(), time.monotonic()
-            if os.fstat(fd).st_size:
-                saver = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            cut_off = saver(fd)
+            if cut_off is not None:
                 raise SaveIncomplete(
-                    f"a save (by {saver or 'an unknown process'}) began and never finished: "
+                    f"a save (by {cut_off or 'an unknown process'}) began and never finished: "
                     "the directory may hold half of it"
                 )
             self.pending = None  # the area changes now: the older freeze is gone
@@ -306,7 +295,7 @@ class Freezer:
             return None
         dst = self._place(rel)
         try:
-            _clone_or_copy(src, dst, st)
+            clone_or_copy(src, dst, st)
             after = os.lstat(src)
         except FileNotFoundError:
             return None
@@ -399,62 +388,6 @@ class Freezer:
                     del self._linked[rel]
 
 
-def _lock(fd: int, wait: float, waiting: Callable[[float], None] | None) -> bool:
-    """flock(fd, LOCK_EX) within ``wait`` seconds, polling so that the wait is bounded."""
-    start = time.monotonic()
-    told = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            pass
-        waited = time.monotonic() - start
-        if waited >= wait:
-            return False
-        if not told and waited >= LONG_SAVE_SECONDS and waiting is not None:
-            told = True
-            waiting(waited)
-        time.sleep(0.002 if waited < 0.05 else 0.01)
-
-
-def _clone_or_copy(src: str, dst: Path, st: os.stat_result) -> None:
-    """A reflink where the filesystem has them, else a copy; mode and times kept."""
-    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(sfd).st_mode):
-            raise FileNotFoundError(src)
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                fcntl.ioctl(dfd, _FICLONE, sfd)
-            except OSError:
-                _copy_data(sfd, dfd, st.st_size)
-            os.fchmod(dfd, st.st_mode & 0o777)
-            os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(sfd)
-
-
-def _copy_data(sfd: int, dfd: int, size: int) -> None:
-    offset = 0
-    try:
-        while offset < size:
-            n = os.copy_file_range(sfd, dfd, size - offset, offset, offset)
-            if n == 0:
-                return
-            offset += n
-    except OSError:  # not across these filesystems: plain reads and writes
-        while True:
-            data = os.pread(sfd, 1 << 20, offset)
-            if not data:
-                return
-            os.pwrite(dfd, data, offset)
-            offset += len(data)
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_bytes())
@@ -470,3 +403,6 @@ def _tree_bytes(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
     return total
+
+
+__all__ = ["LOCK_NAME", "Freezer", "Frozen", "SaveInProgress", "SaveIncomplete"]

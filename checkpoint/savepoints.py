@@ -23,7 +23,8 @@ from pathlib import Path
 import structlog
 
 from .errors import CheckpointError
-from .freeze import Freezer, Frozen, SaveIncomplete, SaveInProgress
+from .freeze import Freezer, Frozen
+from .savelock import SaveIncomplete, SaveInProgress
 from .sync import Checkpointer, FrozenFilesChanged, SyncResult
 
 log = structlog.get_logger("checkpoint")

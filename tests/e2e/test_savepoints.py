@@ -38,15 +38,18 @@ TRAINER_FILES = (
 SHELL_JOB = r"""
 exec 9>>"$SPOT_AGENT_LOCK_FILE"
 stop=0; trap 'stop=1' TERM
+put() {
+  printf '%s\n%s\n' "$g" "$1" >"$CHECKPOINT_DIR/.$1.tmp" &&
+    mv "$CHECKPOINT_DIR/.$1.tmp" "$CHECKPOINT_DIR/$1"
+}
 g=$(head -n1 "$CHECKPOINT_DIR/meta.json" 2>/dev/null || echo 0)
 while [ "$g" -lt 100000 ] && [ "$stop" = 0 ]; do
   g=$((g + 1))
-  flock 9 && echo "$$" >"$SPOT_AGENT_LOCK_FILE"
-  for name in model.bin optim.bin rng.bin meta.json; do
-    printf '%s\n%s\n' "$g" "$name" >"$CHECKPOINT_DIR/.$name.tmp" &&
-      mv "$CHECKPOINT_DIR/.$name.tmp" "$CHECKPOINT_DIR/$name" || break
-    sleep 0.03
-  done && : >"$SPOT_AGENT_LOCK_FILE"
+  # One chain: if any step fails (the stop signal kills mv or sleep), the mark stays.
+  flock 9 && echo "$$" >"$SPOT_AGENT_LOCK_FILE" &&
+    put model.bin && sleep 0.03 && put optim.bin && sleep 0.03 &&
+    put rng.bin && sleep 0.03 && put meta.json &&
+    : >"$SPOT_AGENT_LOCK_FILE"
   flock -u 9
   kill -USR1 "$SPOT_AGENT_PID"
 done

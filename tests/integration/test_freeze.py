@@ -20,7 +20,8 @@ import pytest
 
 import checkpoint
 from checkpoint import sync as sync_module
-from checkpoint.freeze import Freezer, SaveIncomplete, SaveInProgress
+from checkpoint.freeze import Freezer
+from checkpoint.savelock import SaveIncomplete, SaveInProgress
 from checkpoint.savepoints import NothingToCommit, consistent_sync, writable_inodes
 from checkpoint.store import LocalStore
 from checkpoint.sync import Checkpointer, JobStore
