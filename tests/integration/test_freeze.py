@@ -242,3 +242,20 @@ def test_a_file_that_changes_at_every_read_is_left_out_keeping_its_last_version(
     result = c.sync_once("second")
     assert result.sequence == 2 and result.left_out == ("log",)
     assert restored(c, tmp_path, 2) == {"log": b"v1", "state": b"s2"}
+
+
+def test_a_save_that_holds_the_lock_long_is_reported_and_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from checkpoint import savelock
+
+    _src, _c, fz = make(tmp_path)
+    fz.reset()
+    monkeypatch.setattr(savelock, "LONG_SAVE_SECONDS", 0.05)
+    fd = os.open(fz.lock_path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    threading.Timer(0.3, os.close, args=(fd,)).start()  # the save ends after 0.3 s
+    waited: list[float] = []
+    frozen = fz.freeze(30, waiting=waited.append)
+    assert len(waited) == 1 and waited[0] >= 0.05
+    assert frozen.files == ()
