@@ -668,7 +668,10 @@ class Runner:
         """request_sync() returns once the state it vouched for is frozen: say when."""
         with self._status_lock:
             self._status["frozen"] = frozen.taken
-            write_private_file(self.status_file, json.dumps(self._status))
+            try:
+                write_private_file(self.status_file, json.dumps(self._status))
+            except OSError as exc:  # the sync goes on; the job's request_sync times out
+                log.warning("status.write_failed", path=str(self.status_file), error=str(exc))
 
     def _job_pids(self) -> list[int]:
         return [p.pid for p in self.child.tree()] if self.child is not None else []
