@@ -135,6 +135,8 @@ class Runner:
                 signal.signal(sig, handler)
             if self.ckpt is not None:
                 self.ckpt.close()
+            if not self.abandoned_work:  # a sync thread left running may still read it
+                self.freezer.close()
             self.store.close()
             shutil.rmtree(self._runtime, ignore_errors=True)
 
@@ -167,14 +169,7 @@ class Runner:
         )
         self.sources = (*self.sources, *self._imds_sources())
         self.ckpt = Checkpointer(job, s.checkpoint_dir, attempt=self.attempt)
-        try:  # before restore: it creates .spot-agent/ (the lock file) for the job
-            stale = self.freezer.reset()  # a killed agent's freeze, a killed saver's mark
-        except OSError as exc:
-            self.freezer.usable = False
-            log.warning("freeze.unavailable", error=str(exc), action="syncing the live dir")
-        else:
-            if stale:
-                log.info("freeze.stale_removed", bytes=stale)
+        self._reset_freezer(create_lock=False)  # a killed agent's freeze: space to restore
         try:
             restored = self.ckpt.restore()
         except StoreError as exc:
@@ -192,6 +187,7 @@ class Runner:
             )
             return EXIT_CANT_WRITE
         self._log_restore(restored)
+        self._reset_freezer(create_lock=True)  # the job's lock file, after a clean restore
         self._write_status(
             restored.manifest.sequence if restored.manifest else None, 0.0, "restore"
         )
@@ -663,6 +659,16 @@ class Runner:
         with self._status_lock:
             self._status.update(doc)
             write_private_file(self.status_file, json.dumps(self._status))
+
+    def _reset_freezer(self, *, create_lock: bool) -> None:
+        try:
+            stale = self.freezer.reset(create_lock=create_lock)
+        except OSError as exc:
+            self.freezer.usable = False
+            log.warning("freeze.unavailable", error=str(exc), action="syncing the live dir")
+        else:
+            if stale:
+                log.info("freeze.stale_removed", bytes=stale)
 
     def _write_frozen(self, frozen: Frozen) -> None:
         """request_sync() returns once the state it vouched for is frozen: say when."""

@@ -108,26 +108,40 @@ class Freezer:
         self.pending: Frozen | None = None
         self.usable = True  # False once links turned out impossible here: sync the live dir
 
-    def reset(self) -> int:
-        """At agent start: drop what a killed agent left, and a killed saver's mark.
+    def reset(self, *, create_lock: bool = True) -> int:
+        """At agent start: drop what a killed agent left, and a killed saver's mark; create
+        the lock file (and ``.spot-agent/``) for the job unless ``create_lock`` is false.
 
         Returns the bytes removed. Nothing else is running yet, so the mark is stale.
         """
         removed = _tree_bytes(self.area) + _tree_bytes(self.trash)
         shutil.rmtree(self.area, ignore_errors=True)
         shutil.rmtree(self.trash, ignore_errors=True)
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)
+        if create_lock:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create_lock else 0)
+            fd = os.open(self.lock_path, flags, 0o600)
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
         self._linked.clear()
         self._early.clear()
         self._copies.clear()
         self._made_dirs.clear()
         self.pending = None
         return removed
+
+    def close(self) -> None:
+        """At agent exit: the area, the trash and the lock file go; ``.spot-agent/`` too if
+        nothing else is in it. The job is gone by then: nobody holds the lock."""
+        shutil.rmtree(self.area, ignore_errors=True)
+        shutil.rmtree(self.trash, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(self.lock_path)
+        with contextlib.suppress(OSError):
+            self.lock_path.parent.rmdir()
 
     # -- the freeze -------------------------------------------------------------------
 

@@ -400,13 +400,16 @@ class Checkpointer:
             except FileNotFoundError:
                 return None, 0  # deleted while we walked: not part of this checkpoint
             except PermissionError as exc:
-                raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
+                shown = self.directory / rel  # the job's file, not the freeze's link
+                raise CheckpointError(f"cannot read {shown}: {exc.strerror}") from exc
             if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
                 self._remember(rel, after, chunks)
                 mode = after.st_mode & 0o777
                 return FileEntry(rel, after.st_size, mode, after.st_mtime_ns, chunks), after.st_size
             st = after  # changed while we read it: read it again
-        raise FileChanged(f"{path} kept changing while it was read; not committing a torn copy")
+        raise FileChanged(
+            f"{self.directory / rel} kept changing while it was read; not committing a torn copy"
+        )
 
     def _remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
         if time.time_ns() - st.st_mtime_ns > RACY_SECONDS * 1e9:
