@@ -166,3 +166,31 @@ def test_trainer_checkpoint_dirs_are_restored_whole(tmp_path: Path) -> None:
             files = {p.name: p.read_bytes().split(b"\n", 1)[0] for p in d.iterdir()}
             assert sorted(files) == sorted(TRAINER_FILES), f"checkpoint {seq}: {d.name} partial"
             assert set(files.values()) == {step}, f"checkpoint {seq}: {d.name} mixes steps"
+
+
+MMAP_JOB = """
+import mmap, os, time
+import checkpoint
+
+path = checkpoint.directory() / "table.bin"
+path.write_bytes(bytes(4096))
+checkpoint.handle_stop()
+with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 4096) as mm:
+    mm[:5] = b"first"
+    os.utime(path, (time.time() - 3600, time.time() - 3600))  # old enough to be cached
+    assert checkpoint.request_sync(wait=30)
+    mm[:6] = b"second"  # the page is dirty already: size and times may well not change
+    print("wrote second", flush=True)
+    while not checkpoint.interrupted():
+        time.sleep(0.01)
+"""
+
+
+def test_final_checkpoint_after_an_interruption_reads_every_file_again(tmp_path: Path) -> None:
+    args = ["--job-id", "mm", "--rehash", "never", "--sync-interval", "0"]
+    run = start_agent(tmp_path, args, [sys.executable, "-c", MMAP_JOB])
+    run.wait_for(lambda: run.has_line("wrote second"), what="the second write")
+    run.signal(signal.SIGTERM)
+    assert run.wait(60) == 75, run.stdout + run.stderr
+    [(_seq, into)] = restore_each(LocalStore(tmp_path / "store"), "mm", tmp_path)[-1:]
+    assert (into / "table.bin").read_bytes().startswith(b"second")
