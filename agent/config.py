@@ -371,6 +371,16 @@ RUN_OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "--rehash",
+        "SPOT_AGENT_REHASH",
+        "which files each sync reads again although their size and times are unchanged "
+        "(writes through mmap may not show in them): open (files open or mapped for writing "
+        "by the job), all, never; the final checkpoint after an interruption reads all",
+        parse_choice("open", "all", "never"),
+        default="open",
+        metavar="MODE",
+    ),
+    Option(
         "--continue-after-last-attempt",
         "SPOT_AGENT_CONTINUE_JOBS",
         "on AWS Batch, when an interruption ends the job's last allowed attempt, submit a "
@@ -524,6 +534,7 @@ class Settings:
     log_level: str = "info"
     log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
     s3: S3Settings = S3Settings()
+    rehash: str = "open"
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -667,6 +678,7 @@ def load_settings(
         log_level=values["log_level"],
         log_color=not environ.get("NO_COLOR") and environ.get("TERM") != "dumb",
         s3=s3,
+        rehash=values["rehash"],
         child_environ=_child_environ(environ),
     )
 

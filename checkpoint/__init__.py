@@ -4,9 +4,10 @@ The job author's API (see :mod:`checkpoint.api`)::
 
     import checkpoint
     state = checkpoint.load_json("state.json", default={"step": 0})
-    checkpoint.save_json("state.json", state)     # atomic
-    checkpoint.request_sync()                      # ask the agent to commit now
-    if checkpoint.interrupted(): ...               # a notice has arrived
+    with checkpoint.saving():                      # a save point: files saved together
+        checkpoint.save_json("state.json", state)  # atomic
+    checkpoint.request_sync()                      # "consistent now": freeze and commit
+    if checkpoint.interrupted(): ...               # a notice or the stop signal arrived
 
 The rest of the package (store, manifest, sync) is the library the agent is built on.
 """
@@ -15,6 +16,7 @@ from ._version import __version__
 from .api import (
     atomic_write,
     directory,
+    handle_stop,
     interrupted,
     last_sync,
     load_bytes,
@@ -24,12 +26,15 @@ from .api import (
     request_sync,
     save_bytes,
     save_json,
+    saving,
+    stop_requested,
 )
 
 __all__ = [
     "__version__",
     "atomic_write",
     "directory",
+    "handle_stop",
     "interrupted",
     "last_sync",
     "load_bytes",
@@ -39,4 +44,6 @@ __all__ = [
     "request_sync",
     "save_bytes",
     "save_json",
+    "saving",
+    "stop_requested",
 ]

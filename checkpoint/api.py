@@ -8,24 +8,35 @@ notices then do nothing), so a job runs the same on a laptop and under ``spot-ag
     state = checkpoint.load_json("state.json", default={"next": 0})
     for i in range(state["next"], n):
         work(i)
-        checkpoint.save_json("state.json", {"next": i + 1})
-        if checkpoint.interrupted():
+        with checkpoint.saving():      # several files, one save: no checkpoint sees half
+            checkpoint.save_json("state.json", {"next": i + 1})
+            checkpoint.save_bytes("weights.bin", weights)
+        if checkpoint.interrupted():   # the stop signal now sets a flag, and we get here
             break            # the agent commits what was saved, then exits 75
+
+Save points: a save holds an exclusive ``flock`` on the lock file (``SPOT_AGENT_LOCK_FILE``)
+and, while it runs, the lock file holds the saver's pid; the file is emptied when the save
+is complete. The agent freezes the directory only with the lock held and the file empty,
+so it sees a save whole or not at all, and a save cut off by a kill is never committed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 from .manifest import RESERVED_DIR, TEMP_SUFFIX
+from .savelock import LOCK_NAME, begin_save, end_save
 
 _DEFAULT_DIR = "checkpoint"
 
@@ -44,28 +55,75 @@ def _resolve(name: str | os.PathLike[str]) -> Path:
     return directory() / rel
 
 
+_saves = threading.local()  # .depth: nested saving() blocks of this thread
+
+
+def _lock_file() -> Path:
+    path = os.environ.get("SPOT_AGENT_LOCK_FILE")
+    if path:
+        return Path(path)
+    own = directory() / RESERVED_DIR
+    own.mkdir(exist_ok=True, mode=0o700)
+    return own / LOCK_NAME
+
+
+@contextlib.contextmanager
+def saving() -> Iterator[None]:
+    """A save point: everything written inside is checkpointed together or not at all.
+
+    Holds the agent's save-point lock for the block, so no checkpoint is frozen in the
+    middle of it (the agent waits, bounded, for the block to end; keep it to the writes).
+    If the block raises, or the process dies inside it, the save counts as unfinished: no
+    checkpoint is taken of the directory until a later save completes, and an interrupted
+    job's final checkpoint is its last whole save. Nested blocks are one save. Without an
+    agent it only takes a lock, so the job runs unchanged on a laptop.
+    """
+    depth = getattr(_saves, "depth", 0)
+    if depth:
+        _saves.depth = depth + 1
+        try:
+            yield
+        finally:
+            _saves.depth = depth
+        return
+    fd = os.open(_lock_file(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        begin_save(fd)
+        _saves.depth = 1
+        try:
+            yield
+        finally:
+            _saves.depth = 0
+        end_save(fd)  # the save is whole (not reached when the block raised)
+    finally:
+        os.close(fd)  # releases the lock
+
+
 @contextlib.contextmanager
 def atomic_write(name: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Write a file so that readers, and the agent's syncs, see the old or the new whole file.
 
     The data goes to a temporary file beside the target (never synced), is flushed to disk,
-    and replaces the target in one rename.
+    and replaces the target in one rename. Outside a :func:`saving` block the write is a
+    save point of its own.
     """
     if mode not in ("w", "wb"):
         raise ValueError("atomic_write mode must be 'w' or 'wb'")
     path = _resolve(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with open(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with saving():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        try:
+            with open(fd, mode) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def save_bytes(name: str | os.PathLike[str], data: bytes) -> None:
@@ -108,6 +166,15 @@ def _agent_pid() -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
+def _signal_named(variable: str, default: signal.Signals) -> signal.Signals:
+    """The signal the agent names in ``variable`` (e.g. ``SIGUSR2``), else ``default``."""
+    name = os.environ.get(variable, "").strip().upper()
+    try:
+        return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"] if name else default
+    except KeyError:
+        return default
+
+
 def _agent_file(variable: str) -> dict[str, Any] | None:
     """A small JSON file the agent publishes for the job, if it exists yet."""
     path = os.environ.get(variable)
@@ -126,8 +193,14 @@ def last_sync() -> dict[str, Any] | None:
     return _agent_file("SPOT_AGENT_STATUS_FILE")
 
 
-def request_sync(wait: float | None = None) -> bool:
-    """Ask the agent to checkpoint now (SIGUSR1). Returns False when there is no agent.
+def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> bool:
+    """Say "my state is consistent now": the agent freezes it and checkpoints it (the sync
+    signal, ``SPOT_AGENT_SYNC_SIGNAL``: SIGUSR1 unless the agent was told otherwise).
+
+    Returns True once the agent has frozen the directory (milliseconds, or after the sync
+    it is busy with, at most ``freeze_timeout`` seconds); from then on the job may change
+    its files. False when there is no agent, or no freeze came in time. Inside a
+    :func:`saving` block it does not wait (the freeze comes when the save ends).
 
     With ``wait`` (seconds), block until a checkpoint that started after this call has been
     committed, and return False if that did not happen in time.
@@ -136,15 +209,16 @@ def request_sync(wait: float | None = None) -> bool:
     if pid is None:
         return False
     asked = time.time()
-    os.kill(pid, signal.SIGUSR1)
-    if wait is None:
+    os.kill(pid, _signal_named("SPOT_AGENT_SYNC_SIGNAL", signal.SIGUSR1))
+    if getattr(_saves, "depth", 0):
         return True
-    deadline = time.monotonic() + wait
+    field, limit = ("started", wait) if wait is not None else ("frozen", freeze_timeout)
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         status = last_sync()
-        if status and float(status.get("started", 0)) >= asked:
+        if status and float(status.get(field) or 0) >= asked:
             return True
-        time.sleep(0.05)
+        time.sleep(0.005 if field == "frozen" else 0.05)
     return False
 
 
@@ -153,6 +227,38 @@ def notice() -> dict[str, Any] | None:
     return _agent_file("SPOT_AGENT_NOTICE_FILE")
 
 
+_stop: dict[str, Any] = {"signal": None, "installed": False}
+
+
+def handle_stop() -> None:
+    """Make the stop signal (``SPOT_AGENT_STOP_SIGNAL``, SIGTERM by default) set a flag that
+    :func:`interrupted` reports, instead of ending the process. Call it once, from the main
+    thread; :func:`interrupted` calls it for you the first time it runs there."""
+    if _stop["installed"] or threading.current_thread() is not threading.main_thread():
+        return
+    sig = _signal_named("SPOT_AGENT_STOP_SIGNAL", signal.SIGTERM)
+    previous = signal.getsignal(sig)
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        _stop["signal"] = signum
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(sig, on_stop)
+    _stop["installed"] = True
+
+
+def stop_requested() -> int | None:
+    """The stop signal's number once it has arrived (after :func:`handle_stop`), else None."""
+    sig = _stop["signal"]
+    return int(sig) if sig is not None else None
+
+
 def interrupted() -> bool:
-    """True once an interruption notice has arrived: save your state and stop soon."""
-    return notice() is not None
+    """True once an interruption notice or the stop signal has arrived: save and stop soon.
+
+    The first call (from the main thread) also calls :func:`handle_stop`, so from then on
+    the stop signal sets the flag instead of ending the process.
+    """
+    handle_stop()
+    return _stop["signal"] is not None or notice() is not None

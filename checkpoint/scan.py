@@ -190,8 +190,11 @@ def _all_zero(data: bytes) -> bool:
 
 def file_matches(path: Path, entry: FileEntry) -> bool:
     """Does the file at ``path`` hold exactly the bytes ``entry`` describes?"""
-    try:
-        with open(path, "rb", buffering=0) as fh:
+    try:  # never blocks on a FIFO swapped in since the lstat, never follows a link
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "rb", buffering=0) as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
             for c in entry.chunks:
                 if c.is_hole:
                     if not _zeros_ahead(fh, c.size):

@@ -13,10 +13,11 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -24,10 +25,23 @@ from ._version import __version__
 from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
 from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
-from .manifest import MAX_CHUNK_SIZE, RESERVED_DIR, FileEntry, HardLinkEntry, Manifest
+from .manifest import (
+    MAX_CHUNK_SIZE,
+    MODE_BITS,
+    RESERVED_DIR,
+    DirEntry,
+    FileEntry,
+    HardLinkEntry,
+    Manifest,
+    check_mtime,
+    check_relpath,
+)
 from .restore import Restorer, RestoreResult
-from .scan import NotRegularFile, StatCache, hash_file, scan
+from .scan import NotRegularFile, Scan, StatCache, hash_file, scan
 from .upload import Uploader
+
+if TYPE_CHECKING:
+    from .freeze import Frozen
 
 log = structlog.get_logger("checkpoint")
 
@@ -43,6 +57,14 @@ class FileChanged(CheckpointError):
     """A file kept changing while it was read; the sync is abandoned, not committed torn."""
 
 
+class FrozenFilesChanged(FileChanged):
+    """Files of a freeze were written in place after it: the freeze is not one save."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(f"{len(paths)} file(s) changed in place after the freeze: {paths[:5]}")
+        self.paths = paths
+
+
 @dataclass(frozen=True)
 class SyncResult:
     reason: str
@@ -53,6 +75,14 @@ class SyncResult:
     chunks_uploaded: int
     bytes_hashed: int
     seconds: float
+    #: files that kept changing, committed as their last committed version (or not at all)
+    left_out: tuple[str, ...] = ()
+    #: set by a sync from a freeze (checkpoint.savepoints): when the state was frozen (Unix
+    #: time), how long the job's save-point lock was held for it, and the disk the freeze
+    #: area held beyond the dir when the sync ended (released right after)
+    frozen_at: float | None = None
+    freeze_seconds: float | None = None
+    freeze_bytes_held: int = 0
 
 
 class Checkpointer:
@@ -88,22 +118,49 @@ class Checkpointer:
 
     # -- sync ---------------------------------------------------------------------------
 
-    def sync_once(self, reason: str) -> SyncResult:
-        with self._lock:
-            return self._sync(reason)
+    def sync_once(
+        self,
+        reason: str,
+        *,
+        frozen: Frozen | None = None,
+        rehash: Callable[[os.stat_result], bool] | None = None,
+    ) -> SyncResult:
+        """Commit the dir as it is now, or as ``frozen`` (a freeze of it) holds it.
 
-    def _sync(self, reason: str) -> SyncResult:
+        ``rehash``: files for which it is true are read again even if their stat says they
+        are unchanged (writes through mmap do not always show in the stat).
+        """
+        with self._lock:
+            return self._sync(reason, frozen, rehash)
+
+    def _sync(
+        self,
+        reason: str,
+        frozen: Frozen | None,
+        rehash: Callable[[os.stat_result], bool] | None,
+    ) -> SyncResult:
         started = time.monotonic()
-        found = scan(self.directory)
+        if frozen is None:
+            root, found, left_out = self.directory, scan(self.directory), []
+        else:
+            root, found, left_out = frozen.root, self._frozen_scan(frozen), list(frozen.left_out)
         for path, why in found.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
         present = self._present()
         uploader = Uploader(self.job, self._pool, present)
         entries: list[FileEntry] = []
+        changed: list[str] = []
         hashed = 0
         try:
             for rel, st in found.files:
-                entry, n = self._file_entry(rel, st, uploader, present)
+                try:
+                    entry, n = self._file_entry(rel, st, uploader, present, root, frozen, rehash)
+                except FileChanged as exc:
+                    if frozen is not None:  # the freeze is torn: the caller freezes again
+                        changed.append(rel)
+                    else:
+                        left_out.append((rel, str(exc)))
+                    continue
                 if entry is not None:
                     entries.append(entry)
                     hashed += n
@@ -112,6 +169,11 @@ class Checkpointer:
                 uploader.wait()
             finally:  # what did reach the store counts, even when the sync fails
                 self._uploaded.update(dict.fromkeys(uploader.done, time.monotonic()))
+        if changed:
+            raise FrozenFilesChanged(changed)
+        if left_out:  # in the walk's order: sorted by name, level by level
+            entries.extend(self._previous_versions(left_out))
+            entries.sort(key=lambda e: e.path.split("/"))
         hardlinks = _resolvable(found.hardlinks, {e.path for e in entries})
         manifest = Manifest(
             job_id=self.job.job_id,
@@ -122,7 +184,7 @@ class Checkpointer:
             files=tuple(entries),
             dirs=tuple(found.dirs),
             links=tuple(found.links),
-            progress=_read_progress(self.directory),
+            progress=_read_progress(self.directory) if frozen is None else frozen.progress,
             agent_version=__version__,
             hardlinks=hardlinks,
         )
@@ -143,22 +205,67 @@ class Checkpointer:
             chunks_uploaded=len(uploader.done),
             bytes_hashed=hashed,
             seconds=time.monotonic() - started,
+            left_out=tuple(rel for rel, _ in left_out),
         )
 
+    def _frozen_scan(self, frozen: Frozen) -> Scan:
+        """What a freeze holds, through the same checks as a scan of the live dir (names,
+        mtimes); directory modes are read from the live dir (the freeze area's are ours)."""
+        out = Scan(skipped=list(frozen.skipped))
+        out.links = [lk for lk in frozen.links if _valid(lk.path, None, out.skipped)]
+        for rel, st in frozen.files:
+            if _valid(rel, st, out.skipped):
+                out.files.append((rel, st))
+        for d in frozen.dirs:
+            if _valid(d, None, out.skipped):
+                try:
+                    mode: int | None = os.lstat(self.directory / d).st_mode & MODE_BITS
+                except OSError:
+                    mode = None
+                out.dirs.append(DirEntry(d, mode))
+        return out
+
+    def _previous_versions(self, left_out: list[tuple[str, str]]) -> list[FileEntry]:
+        """Files that kept changing: their last committed version stands in for them."""
+        before = {f.path: f for f in self.base.files} if self.base else {}
+        kept = []
+        for rel, why in left_out:
+            entry = before.get(rel)
+            log.warning(
+                "sync.file_left_out",
+                path=rel,
+                why=why,
+                action="kept its last committed version" if entry else "not in this checkpoint",
+            )
+            if entry is not None:
+                kept.append(entry)
+        return kept
+
     def _file_entry(
-        self, rel: str, st: os.stat_result, uploader: Uploader, present: set[str]
+        self,
+        rel: str,
+        st: os.stat_result,
+        uploader: Uploader,
+        present: set[str],
+        root: Path,
+        frozen: Frozen | None,
+        rehash: Callable[[os.stat_result], bool] | None,
     ) -> tuple[FileEntry | None, int]:
-        cached = self._cache.unchanged(rel, st, present)
+        rehashed = rehash is not None and rehash(st)
+        cached = None if rehashed else self._cache.unchanged(rel, st, present)
         if cached is not None:
+            if frozen is not None and rel in frozen.relinked:  # the freeze's link moved ctime
+                self._cache.remember(rel, frozen.relinked[rel], cached)
             return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached), 0
-        path = self.directory / rel
-        for _ in range(3):
+        path = root / rel
+        for _ in range(1 if frozen is not None else 3):  # a freeze is frozen again, not re-read
             try:
                 chunks, after = hash_file(path, self.chunk_size, uploader.put)
             except FileNotFoundError:
                 return None, 0  # deleted while we walked: not part of this checkpoint
             except PermissionError as exc:
-                raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
+                shown = self.directory / rel  # the job's file, not the freeze's link
+                raise CheckpointError(f"cannot read {shown}: {exc.strerror}") from exc
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENAMETOOLONG):
                     raise
@@ -172,7 +279,9 @@ class Checkpointer:
                 mode = after.st_mode & 0o777
                 return FileEntry(rel, after.st_size, mode, after.st_mtime_ns, chunks), after.st_size
             st = after  # changed while we read it: read it again
-        raise FileChanged(f"{path} kept changing while it was read; not committing a torn copy")
+        raise FileChanged(
+            f"{self.directory / rel} kept changing while it was read; not committing a torn copy"
+        )
 
     def _commit(self, manifest: Manifest) -> Manifest:
         try:  # what sync commits, restore accepts: the very same check, before the commit
@@ -257,6 +366,18 @@ def _resolvable(hardlinks: list[HardLinkEntry], files: set[str]) -> tuple[HardLi
     return tuple(h for h in hardlinks if h.target in files)
 
 
+def _valid(rel: str, st: os.stat_result | None, skipped: list[tuple[str, str]]) -> bool:
+    """The scan's own checks, for entries that come from a freeze."""
+    try:
+        check_relpath(rel)
+        if st is not None:
+            check_mtime(st.st_mtime_ns, rel)
+    except ManifestError as exc:
+        skipped.append((rel, f"not checkpointed: {exc}"))
+        return False
+    return True
+
+
 def _read_progress(directory: Path) -> dict[str, Any]:
     try:
         doc = json.loads((directory / RESERVED_DIR / PROGRESS_FILE).read_bytes())
@@ -269,6 +390,7 @@ __all__ = [
     "CHUNK_SIZE",
     "Checkpointer",
     "FileChanged",
+    "FrozenFilesChanged",
     "JobStore",
     "RestoreResult",
     "StoreError",

@@ -45,6 +45,10 @@ class JobProcess:
         os.chdir("/")
         return pid
 
+    def pids(self) -> list[int]:
+        """The job's processes now (its whole tree)."""
+        return [p.pid for p in self._child.tree()]
+
     @property
     def running(self) -> bool:
         return self._child.running

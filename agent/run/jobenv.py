@@ -9,8 +9,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from checkpoint.manifest import RESERVED_DIR
 from checkpoint.store import make_private_dirs
@@ -18,6 +20,7 @@ from checkpoint.store import make_private_dirs
 from .. import logs
 from ..config import ConfigError, Settings
 from ..notices import Notice, write_notice_file, write_private_file
+from .savepoints import lock_file
 
 CHECKPOINT_DIR_SETTING = "--checkpoint-dir (SPOT_AGENT_CHECKPOINT_DIR)"
 #: held (flock) by the agent that runs the job of this checkpoint dir; never synced
@@ -34,6 +37,8 @@ class JobFiles:
         self.runtime = Path(tempfile.mkdtemp(prefix="spot-agent-"))
         self.notice_file = self.runtime / "notice.json"
         self.status_file = self.runtime / "status.json"
+        self._status: dict[str, Any] = {}
+        self._status_lock = threading.Lock()  # a sync thread writes "frozen"
 
     def write_notice(self, notice: Notice) -> None:
         try:
@@ -47,11 +52,21 @@ class JobFiles:
             )
 
     def write_status(self, sequence: int | None, started: float, reason: str) -> None:
-        doc = {"sequence": sequence, "started": started, "finished": time.time(), "reason": reason}
-        try:
-            write_private_file(self.status_file, json.dumps(doc))
-        except OSError as exc:
-            log.warning("status.file_failed", file=str(self.status_file), error=str(exc))
+        """The last completed sync, for ``checkpoint.last_sync()``/``request_sync(wait=)``."""
+        now = time.time()
+        self._update(sequence=sequence, started=started, finished=now, reason=reason)
+
+    def write_frozen(self, taken: float) -> None:
+        """A freeze was taken at ``taken`` (Unix time): ``request_sync()`` returns then."""
+        self._update(frozen=taken)
+
+    def _update(self, **fields: Any) -> None:
+        with self._status_lock:
+            self._status.update(fields)
+            try:
+                write_private_file(self.status_file, json.dumps(self._status))
+            except OSError as exc:
+                log.warning("status.file_failed", file=str(self.status_file), error=str(exc))
 
     def close(self) -> None:
         shutil.rmtree(self.runtime, ignore_errors=True)
@@ -68,6 +83,8 @@ def job_environ(s: Settings, files: JobFiles, attempt: int, restored: int | None
         SPOT_AGENT_JOB_ID=s.job_id,
         SPOT_AGENT_ATTEMPT=str(attempt),
         SPOT_AGENT_RESTORED="" if restored is None else str(restored),
+        SPOT_AGENT_LOCK_FILE=str(lock_file(s.checkpoint_dir)),
+        SPOT_AGENT_STOP_SIGNAL=s.stop_signal.name,
     )
     return env
 

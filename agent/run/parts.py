@@ -17,6 +17,7 @@ from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 from ..config import Settings
 from ..notices import NoticeSource
 from .job import JobProcess
+from .savepoints import SavePointCheckpoints
 from .sources import notice_sources
 
 
@@ -36,6 +37,7 @@ class Job(Protocol):
     def kill_tree(self) -> int: ...
     def reap_leftovers(self, grace: float) -> int: ...
     def close_output(self, timeout: float) -> None: ...
+    def pids(self) -> list[int]: ...
 
 
 class Checkpoints(Protocol):
@@ -48,6 +50,9 @@ class Checkpoints(Protocol):
     def prune(self, keep: int) -> list[int]: ...
     def pending_bytes(self) -> int: ...
     def close(self) -> None: ...
+    def attach(
+        self, job_pids: Callable[[], list[int]], on_frozen: Callable[[float], None]
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ def real_parts(s: Settings, store: Store) -> Parts:
         job = JobStore(store, s.job_id)
         host = socket.gethostname()
         attempt = job.claim_attempt({"host": host, "batch_attempt": s.batch_attempt})
-        return attempt, Checkpointer(job, s.checkpoint_dir, attempt=attempt)
+        ckpt = Checkpointer(job, s.checkpoint_dir, attempt=attempt)
+        return attempt, SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash)
 
     def continue_job() -> None:
         from .. import batch  # boto3's Batch client: only when a continuation is due

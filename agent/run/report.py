@@ -50,7 +50,11 @@ def log_sync(r: SyncResult) -> None:
         "bytes_skipped": r.bytes_total - r.bytes_uploaded,
         "bytes_hashed": r.bytes_hashed,
         "seconds": rounded(r.seconds),
+        "freeze_seconds": rounded(r.freeze_seconds),
+        "freeze_bytes_held": r.freeze_bytes_held,
     }
+    if r.left_out:
+        common["left_out"] = list(r.left_out)
     if r.sequence is None:
         log.info("sync.unchanged", **common)
     else:

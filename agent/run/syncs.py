@@ -66,17 +66,21 @@ class Syncs:
             except Exception as exc:
                 post(SyncFailed(reason, exc))
                 return
-            post(SyncDone(result, started))
             if result.sequence is not None and keep:
                 try:
                     ckpt.prune(keep)
                 except Exception as exc:  # the commit stands; old ones go next time
                     log.warning("sync.prune_failed", error=str(exc), error_type=type(exc).__name__)
+            # Last: a request that comes while this thread lives is queued by the scheduler
+            # and served when this event is handled; posted before the prune, it was lost.
+            post(SyncDone(result, started))
 
         self._thread = self._spawn(run, "sync")
 
     def ended(self, ev: SyncDone | SyncFailed) -> None:
         """On the loop thread: log, publish the status, and start what is due next."""
+        if self._thread is not None:  # its event is its last act: let it end first
+            self._thread.join(1.0)
         result: SyncResult | None = None
         if isinstance(ev, SyncDone):
             result = self.last = ev.result

@@ -73,6 +73,9 @@ class FakeJob:
     def close_output(self, timeout: float) -> None:
         pass
 
+    def pids(self) -> list[int]:
+        return [self.pid] if self.running else []
+
 
 class FakeCheckpoints:
     def __init__(self) -> None:
@@ -100,6 +103,9 @@ class FakeCheckpoints:
 
     def pending_bytes(self) -> int:
         return 0
+
+    def attach(self, job_pids: Any, on_frozen: Any) -> None:
+        self.attached = (job_pids, on_frozen)
 
     def close(self) -> None:
         pass

@@ -1,0 +1,94 @@
+"""The job's checkpoints taken at its save points: every sync freezes the checkpoint dir
+between two saves (:mod:`checkpoint.freeze`) and uploads from the freeze while the job
+goes on. This wraps :class:`checkpoint.sync.Checkpointer` for the loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from checkpoint.freeze import Freezer, Frozen
+from checkpoint.manifest import Manifest
+from checkpoint.savelock import LOCK_NAME
+from checkpoint.savepoints import consistent_sync
+from checkpoint.sync import Checkpointer, RestoreResult, SyncResult
+
+from .. import logs
+
+log = logs.get_logger()
+
+#: a sync waits this long for the job to finish a save; the final one (the job has ended
+#: or been stopped, the deadline runs) only briefly, then commits the last consistent freeze
+SAVE_WAIT_SECONDS = 60.0
+FINAL_SAVE_WAIT_SECONDS = 2.0
+FINAL_REASONS = frozenset({"exit", "interruption"})
+
+
+def lock_file(checkpoint_dir: Path) -> Path:
+    """The job's save-point lock (``SPOT_AGENT_LOCK_FILE``), never synced."""
+    return Freezer(checkpoint_dir).lock_path
+
+
+class SavePointCheckpoints:
+    """A :class:`Checkpointer` whose syncs are taken from freezes at the job's save points."""
+
+    def __init__(self, ckpt: Checkpointer, directory: Path, rehash: str) -> None:
+        self.ckpt = ckpt
+        self.freezer = Freezer(directory)
+        self.rehash = rehash
+        self.job_pids: Callable[[], list[int]] | None = None
+        self.on_frozen: Callable[[float], None] | None = None
+        assert self.freezer.lock_path.name == LOCK_NAME
+
+    @property
+    def base(self) -> Manifest | None:
+        return self.ckpt.base
+
+    def attach(self, job_pids: Callable[[], list[int]], on_frozen: Callable[[float], None]) -> None:
+        """The job's processes (for ``--rehash open``), and who to tell when a freeze is
+        taken (``request_sync()`` returns then)."""
+        self.job_pids, self.on_frozen = job_pids, on_frozen
+
+    def restore(self) -> RestoreResult:
+        self._reset(create_lock=False)  # a killed agent's freeze: room for the restore
+        result = self.ckpt.restore()
+        self._reset(create_lock=True)  # the job's lock file, after a clean restore
+        return result
+
+    def sync_once(self, reason: str) -> SyncResult:
+        final = reason in FINAL_REASONS
+        return consistent_sync(
+            self.ckpt,
+            self.freezer,
+            reason,
+            wait=FINAL_SAVE_WAIT_SECONDS if final else SAVE_WAIT_SECONDS,
+            rehash="all" if reason == "interruption" else self.rehash,
+            pids=self.job_pids,
+            on_frozen=self._frozen,
+            final=final,
+        )
+
+    def prune(self, keep: int) -> list[int]:
+        return self.ckpt.prune(keep)
+
+    def pending_bytes(self) -> int:
+        return self.ckpt.pending_bytes()
+
+    def close(self) -> None:
+        """Not called when work was abandoned at a deadline: a sync may still read."""
+        self.ckpt.close()
+        self.freezer.close()
+
+    def _frozen(self, frozen: Frozen) -> None:
+        if self.on_frozen is not None:
+            self.on_frozen(frozen.taken)
+
+    def _reset(self, *, create_lock: bool) -> None:
+        try:
+            stale = self.freezer.reset(create_lock=create_lock)
+        except OSError as exc:
+            self.freezer.usable = False
+            log.warning("freeze.unavailable", error=str(exc), action="syncing the live dir")
+            return
+        if stale:
+            log.info("freeze.stale_removed", bytes=stale)
