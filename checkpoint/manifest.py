@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ManifestError
+from .reserved import RESERVED_DIR
+from .reserved import TEMP_SUFFIX as TEMP_SUFFIX  # re-exported: the scan's and freeze's
 
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
-#: The agent's own files inside a checkpoint dir; never synced, never restored over.
-RESERVED_DIR = ".spot-agent"
-#: Suffix of the checkpoint API's temporary files: a file being written is not synced.
-TEMP_SUFFIX = ".spot-tmp"
 #: Bounds on what one manifest may hold, so that loading one fits a documented memory
 #: bound (docs/checkpoint-format.md: about 1 GiB peak at the limits) whatever the store
 #: returns. Sync refuses to commit more, so it never writes what restore would refuse.

@@ -37,8 +37,6 @@ class Interruption:
 
     @classmethod
     def arrived(cls, notice: Notice, at: float, grace_period: float) -> Interruption:
-        if notice.deadline_monotonic is not None:  # converted by the notice, on arrival
-            return cls(notice, notice.deadline_monotonic)
         if notice.deadline is None:
             return cls(notice, at + grace_period)
         return cls(notice, at + (notice.deadline - notice.received).total_seconds())
