@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ManifestError
-from .reserved import RESERVED_DIR
-from .reserved import TEMP_SUFFIX as TEMP_SUFFIX  # re-exported: the scan's and freeze's
+# re-exported: the scan, the freeze and restore take them from here
+from .reserved import RESERVED_DIR as RESERVED_DIR
+from .reserved import TEMP_SUFFIX as TEMP_SUFFIX
 
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
