@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ManifestError
+
 # re-exported: the scan, the freeze and restore take them from here
 from .reserved import RESERVED_DIR as RESERVED_DIR
 from .reserved import TEMP_SUFFIX as TEMP_SUFFIX
