@@ -13,7 +13,7 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from checkpoint.errors import CheckpointError, StoreError
 from checkpoint.gc import collect_garbage, prune_manifests
@@ -288,14 +288,41 @@ def _check_target(to: Path, force: bool) -> None:
         )
 
 
+class ProgressLine:
+    """``restore.progress`` for a person: one line redrawn in place at a terminal, a line
+    per report otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.drawn = False
+
+    def __call__(self, _event: str, f: dict[str, Any]) -> None:
+        eta = f"{f['eta_seconds']:.0f} s left" if f["eta_seconds"] is not None else ""
+        line = (
+            f"restoring: {human_size(f['bytes_done'])} of {human_size(f['bytes_total'])} "
+            f"({f['percent']:.0f}%), {human_size(f['rate_bytes_per_second'])}/s, {eta}"
+        )
+        self.stream.write(f"\r{line}\x1b[K" if self.tty else f"{line}\n")
+        self.stream.flush()
+        self.drawn = self.tty
+
+    def end(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def _restore(job: JobStore, sequence: int | None, to: Path, force: bool) -> int:
     from checkpoint.sync import Checkpointer
 
-    ckpt = Checkpointer(job, to)
+    shown = ProgressLine(sys.stderr)
+    ckpt = Checkpointer(job, to, progress=shown)
     try:
         r = ckpt.restore(sequence)
     finally:
         ckpt.close()
+        shown.end()
     for seq, why in r.skipped:
         print(f"spot-agent: checkpoint {seq} is damaged, skipped: {why}", file=sys.stderr)
     if r.manifest is None:

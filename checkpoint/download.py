@@ -21,6 +21,7 @@ import structlog
 from .errors import CheckpointDamaged, LocalWriteError, ObjectNotFound, ObjectTooLarge
 from .jobstore import JobStore
 from .manifest import Chunk, FileEntry
+from .progress import Listener, Progress
 
 log = structlog.get_logger("checkpoint")
 
@@ -40,12 +41,18 @@ class _OpenFile:
 
 
 class Downloader:
-    def __init__(self, job: JobStore, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, job: JobStore, pool: ThreadPoolExecutor, listener: Listener | None = None
+    ) -> None:
         self.job = job
         self._pool = pool
+        self._listener = listener
+        self._progress: Progress | None = None
 
     def download(self, files: list[FileEntry], staging: Path) -> int:
         """Write ``files[i]`` to ``staging/i``; the bytes downloaded."""
+        wanted = sum(c.size for f in files for c in f.chunks if not c.is_hole)
+        self._progress = Progress("restore.progress", wanted, listener=self._listener)
         total = 0
         window: deque[_OpenFile] = deque()
         try:
@@ -112,6 +119,8 @@ class Downloader:
                 view, offset = view[n:], offset + n
         except OSError as exc:
             raise LocalWriteError(f"{path}: {exc.strerror}") from exc
+        if self._progress is not None:
+            self._progress.add(len(data))
         return len(data)
 
 

@@ -45,6 +45,7 @@ from .placement import (
     safe_makedirs,
     safe_parent,
 )
+from .progress import Listener
 from .scan import file_matches, scan
 
 log = structlog.get_logger("checkpoint")
@@ -75,9 +76,12 @@ class _Materialized:
 class Restorer:
     """Restores one job's checkpoints; transfers run on the caller's thread pool."""
 
-    def __init__(self, job: JobStore, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, job: JobStore, pool: ThreadPoolExecutor, listener: Listener | None = None
+    ) -> None:
         self.job = job
         self._pool = pool
+        self._listener = listener  # restore.progress reports (default: the log)
         #: blobs the restored checkpoint references that are known to be in the store
         self.present: frozenset[str] = frozenset()
 
@@ -161,7 +165,7 @@ class Restorer:
         staging.mkdir(parents=True, mode=0o700)
         try:
             kept, fetch = self._partition(manifest, dest)
-            nbytes = Downloader(self.job, self._pool).download(fetch, staging)
+            nbytes = Downloader(self.job, self._pool, self._listener).download(fetch, staging)
             present = self._verify_present(kept)
             for d in manifest.dirs:
                 safe_makedirs(dest, d.path)

@@ -36,6 +36,7 @@ from .manifest import (
     check_mtime,
     check_relpath,
 )
+from .progress import Listener, Progress
 from .restore import Restorer, RestoreResult
 from .scan import NotRegularFile, Scan, StatCache, hash_file, scan
 from .upload import Uploader
@@ -95,11 +96,13 @@ class Checkpointer:
         *,
         attempt: int = 0,
         chunk_size: int = CHUNK_SIZE,
+        progress: Listener | None = None,
     ) -> None:
         self.job = job
         self.directory = directory
         self.attempt = attempt
         self.chunk_size = chunk_size
+        self.progress = progress  # sync.progress and restore.progress reports (default: log)
         self.base: Manifest | None = None  # the newest manifest this process knows
         self._known: set[str] = set()  # blobs the base manifest references
         self._uploaded: dict[str, float] = {}  # blob -> monotonic time this process put it
@@ -147,7 +150,13 @@ class Checkpointer:
         for path, why in found.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
         present = self._present()
-        uploader = Uploader(self.job, self._pool, present)
+        todo = sum(  # data bytes (not holes) of the files the stat cache cannot vouch for
+            min(st.st_size, st.st_blocks * 512)
+            for rel, st in found.files
+            if self._cache.unchanged(rel, st, present) is None
+        )
+        progress = Progress("sync.progress", todo, listener=self.progress)
+        uploader = Uploader(self.job, self._pool, present, progress)
         entries: list[FileEntry] = []
         changed: list[str] = []
         hashed = 0
@@ -336,7 +345,7 @@ class Checkpointer:
         """
         with self._lock:
             dest = into or self.directory
-            restorer = Restorer(self.job, self._pool)
+            restorer = Restorer(self.job, self._pool, self.progress)
             result = restorer.restore(sequence, dest)
             manifest = result.manifest
             if result.skipped and into is None:

@@ -7,13 +7,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from .jobstore import JobStore
 from .manifest import Chunk
+from .progress import Progress
 
 
 class Uploader:
     """Uploads chunks in parallel with a bound on the bytes held in memory."""
 
-    def __init__(self, job: JobStore, pool: ThreadPoolExecutor, known: set[str]) -> None:
+    def __init__(
+        self,
+        job: JobStore,
+        pool: ThreadPoolExecutor,
+        known: set[str],
+        progress: Progress | None = None,
+    ) -> None:
         self.job = job
+        self.progress = progress  # counts every data chunk read, uploaded or already stored
         self.pool = pool
         self.known = known
         self.done: set[str] = set()
@@ -27,6 +35,8 @@ class Uploader:
     def put(self, chunk: Chunk, data: bytes) -> None:
         if self._error is not None:
             raise self._error
+        if self.progress is not None:
+            self.progress.add(len(data))
         h = chunk.sha256
         if h in self.known or h in self._pending:
             return

@@ -1,0 +1,110 @@
+"""Progress of long transfers (issue 15): ``sync.progress`` and ``restore.progress``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checkpoint import progress as progress_module
+from checkpoint.progress import Progress
+from checkpoint.store import LocalStore
+from checkpoint.sync import Checkpointer, JobStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reports_at_most_every_interval_with_rate_and_time_left() -> None:
+    clock, seen = Clock(), []
+    p = Progress(
+        "sync.progress", 1000, listener=lambda e, f: seen.append((e, f)), every=5.0, clock=clock
+    )
+    clock.now += 1.0
+    p.add(100)  # too soon: nothing
+    assert seen == []
+    clock.now += 4.0
+    p.add(150)  # 5 s in, 250 of 1000 bytes: 50 B/s, 15 s left
+    assert seen == [
+        (
+            "sync.progress",
+            {
+                "bytes_done": 250,
+                "bytes_total": 1000,
+                "percent": 25.0,
+                "rate_bytes_per_second": 50,
+                "eta_seconds": 15.0,
+                "elapsed_seconds": 5.0,
+            },
+        )
+    ]
+    clock.now += 1.0
+    p.add(10)  # 1 s after the last report: nothing
+    assert len(seen) == 1
+
+
+def test_a_transfer_shorter_than_the_interval_says_nothing() -> None:
+    seen: list[Any] = []
+    p = Progress("restore.progress", 10, listener=lambda e, f: seen.append(f), every=3600)
+    p.add(10)
+    assert seen == []
+
+
+@pytest.fixture
+def every_add_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress_module, "PROGRESS_SECONDS", 0.0)
+
+
+def test_sync_and_restore_report_their_bytes(tmp_path: Path, every_add_reports: None) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(3 << 20))
+    (src / "small").write_bytes(os.urandom(1000))
+    job = JobStore(LocalStore(tmp_path / "store"), "progress")
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def listener(event: str, fields: dict[str, Any]) -> None:
+        seen.append((event, fields))
+
+    ckpt = Checkpointer(job, src, chunk_size=1 << 20, progress=listener)
+    try:
+        assert ckpt.sync_once("test").sequence == 1
+    finally:
+        ckpt.close()
+    synced = [f for e, f in seen if e == "sync.progress"]
+    assert synced and {f["bytes_total"] for f in synced} == {(3 << 20) + 1000}
+    assert [f["bytes_done"] for f in synced] == sorted(f["bytes_done"] for f in synced)
+    assert synced[-1]["bytes_done"] == (3 << 20) + 1000
+
+    seen.clear()
+    other = Checkpointer(job, dst, chunk_size=1 << 20, progress=listener)
+    try:
+        assert other.restore().manifest is not None
+    finally:
+        other.close()
+    restored = [f for e, f in seen if e == "restore.progress"]
+    assert (
+        restored and restored[-1]["bytes_done"] == restored[-1]["bytes_total"] == (3 << 20) + 1000
+    )
+    assert (dst / "big").read_bytes() == (src / "big").read_bytes()
+
+
+def test_checkpoints_restore_prints_a_line_per_report_when_not_a_terminal() -> None:
+    import io
+
+    from agent.checkpoints_cli import ProgressLine
+
+    out = io.StringIO()
+    line = ProgressLine(out)
+    figures = Progress("restore.progress", 4 << 20, every=0.0).figures()
+    line("restore.progress", {**figures, "bytes_done": 1 << 20, "percent": 25.0})
+    line.end()
+    assert out.getvalue().startswith("restoring: 1.0 MiB of 4.0 MiB (25%), ")
+    assert out.getvalue().count("\n") == 1 and "\r" not in out.getvalue()
