@@ -159,8 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd = command if command is not None else list(args.command)
             return _run(args, cmd)
         return int(args.handler(args))
-    except ConfigError as exc:
-        print(f"spot-agent: error: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # redacted: a URI given with its password is echoed in it
+        print(f"spot-agent: error: {logs.redact_text(str(exc))}", file=sys.stderr)
         return exits.USAGE
 
 

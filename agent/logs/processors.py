@@ -88,6 +88,8 @@ _NAMED_VALUE = re.compile(
 )
 #: user:password@ in a URL
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+(?=@)", re.I)
+#: the same user:password@ without its scheme, as an error message echoes a URI's parts
+_USERINFO_PASSWORD = re.compile(r"(?P<head>(?<![\w:/])[\w.~%+-]+:)[^/\s:@'\"]+(?=@[\w.-])")
 #: event fields whose values are counts or codes, never secrets, despite their names
 _NOT_SECRET_KEYS = frozenset({"token_status"})
 
@@ -110,6 +112,8 @@ class Redactor:
                 text = text.replace(secret, REDACTED)
         if "://" in text:
             text = _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED, text)
+        if "@" in text:
+            text = _USERINFO_PASSWORD.sub(lambda m: m["head"] + REDACTED, text)
         text = _NAMED_VALUE.sub(
             lambda m: m["name"] + m["sep"] + (m["value"] if m["value"] == REDACTED else REDACTED),
             text,

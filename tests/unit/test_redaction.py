@@ -114,3 +114,23 @@ def test_the_configured_chain_redacts_what_reaches_stdout() -> None:
     line = json.loads(out.getvalue())
     assert line["error"] == "bad key AKIA[REDACTED]/[REDACTED]"
     assert SECRET not in out.getvalue() and KEY_ID not in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://user:hunter2@bucket/x", "ftp://user:hunter2@host/x", "file://u:hunter2@h/x"]
+)
+def test_a_malformed_uri_with_a_password_is_refused_without_echoing_it(uri: str) -> None:
+    """Issue 16, finding 14: the one-line error named the URI, password and all."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--checkpoint-uri", uri, "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "--checkpoint-uri" in out.stderr and "[REDACTED]" in out.stderr
+    assert "hunter2" not in out.stderr + out.stdout
