@@ -156,10 +156,10 @@ def test_a_file_replaced_by_a_fifo_after_the_scan_does_not_hang(
     src, c, _fz = make(tmp_path)
     (src / "f").write_bytes(b"data")
     (src / "g").write_bytes(b"more")
-    scan = sync_module._scan(src)
+    scan = sync_module.scan(src)
     os.unlink(src / "f")
     os.mkfifo(src / "f")
-    monkeypatch.setattr(sync_module, "_scan", lambda _root: scan)
+    monkeypatch.setattr(sync_module, "scan", lambda _root: scan)
     outcome: list[object] = []
     worker = threading.Thread(target=lambda: outcome.append(c.sync_once("fifo")), daemon=True)
     worker.start()
@@ -227,7 +227,7 @@ def test_a_file_that_changes_at_every_read_is_left_out_keeping_its_last_version(
     assert c.sync_once("first").sequence == 1
     (src / "log").write_bytes(b"v2")
     (src / "state").write_bytes(b"s2")
-    real = sync_module._hash_file
+    real = sync_module.hash_file
     reads = iter(range(1, 100))
 
     def always_changing(path: Path, *args: object) -> tuple[object, object]:
@@ -238,7 +238,7 @@ def test_a_file_that_changes_at_every_read_is_left_out_keeping_its_last_version(
             after = SimpleNamespace(**{**moved, "st_mtime_ns": after.st_mtime_ns + next(reads)})
         return chunks, after
 
-    monkeypatch.setattr(sync_module, "_hash_file", always_changing)
+    monkeypatch.setattr(sync_module, "hash_file", always_changing)
     result = c.sync_once("second")
     assert result.sequence == 2 and result.left_out == ("log",)
     assert restored(c, tmp_path, 2) == {"log": b"v1", "state": b"s2"}
