@@ -1,0 +1,333 @@
+"""Settings: read once, from options and the environment, validated into one frozen object.
+
+Every option of ``spot-agent run`` also reads an environment variable, so a container is
+configured without changing its command. The precedence is: option, environment, default.
+This is the only part of the agent that reads the environment (the AWS SDK's own
+variables are checked by :mod:`agent.aws_environment`, on the mapping given here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..aws_environment import check_aws_environment, uses_aws
+from .options import (
+    RUN_OPTIONS,
+    S3_OPTIONS,
+    STORE_OPTIONS,
+    Option,
+    _resolve,
+    _state_home,
+    add_options,
+)
+from .parsers import (
+    ADDRESSING_STYLES,
+    RESERVE_CAP,
+    RESERVE_SHARE,
+    SSE_CHOICES,
+    ConfigError,
+    default_upload_reserve,
+    log_stream_name,
+    parse_choice,
+    parse_count,
+    parse_duration,
+    parse_exit_code,
+    parse_job_id,
+    parse_kms_key_id,
+    parse_log_group,
+    parse_log_stream,
+    parse_signal,
+    parse_sse,
+    parse_switch,
+    parse_sync_signal,
+)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How the S3 store is used; :meth:`store_options` is what ``open_store`` takes."""
+
+    sse: str = "default"
+    kms_key_id: str | None = None
+    addressing_style: str = "auto"
+
+    def store_options(self) -> dict[str, str | None]:
+        return {
+            "sse": None if self.sse == "default" else self.sse,
+            "kms_key_id": self.kms_key_id,
+            "addressing_style": None if self.addressing_style == "auto" else self.addressing_style,
+        }
+
+
+def load_s3_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> S3Settings:
+    """The S3 options, checked together: a KMS key id is only used with aws:kms."""
+    values = {o.dest: _resolve(o, args, environ) for o in S3_OPTIONS}
+    sse, key = values["sse"], values["sse_kms_key_id"]
+    if key and sse != "aws:kms":
+        raise ConfigError(
+            S3_OPTIONS[1].setting,
+            f"a KMS key id is only used with --sse aws:kms (SPOT_AGENT_SSE=aws:kms), and "
+            f"the encryption asked for is {sse!r}: set both, or neither",
+        )
+    return S3Settings(sse=sse, kms_key_id=key, addressing_style=values["s3_addressing_style"])
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    checkpoint_uri: str
+    job_id: str | None
+    s3: S3Settings = S3Settings()
+
+
+@dataclass(frozen=True)
+class Settings:
+    command: tuple[str, ...]
+    checkpoint_uri: str
+    checkpoint_dir: Path
+    job_id: str
+    job_id_source: str
+    sync_interval: float
+    log_group: str | None
+    log_stream: str
+    child_output: str
+    sample_interval: float
+    stop_signal: signal.Signals
+    imds: str
+    imds_endpoint: str
+    imds_endpoint_set: bool
+    imds_interval: float
+    grace_period: float
+    upload_reserve: float
+    checkpoint_keep: int
+    batch_attempt: int | None
+    batch_job_id: str | None = None  # AWS_BATCH_JOB_ID: this attempt's own job in Batch
+    batch_job_queue: str | None = None
+    batch_compute_environment: str | None = None
+    continue_jobs: bool = False
+    sync_signal: signal.Signals = signal.SIGUSR1
+    job_exit_75_as: int | None = None
+    imds_v1: str = "allow"  # "allow" or "forbid": IMDSv1 fallback when the token PUT fails
+    imds_disabled: bool = False  # AWS_EC2_METADATA_DISABLED=true: no metadata requests at all
+    log_format: str = "auto"
+    log_level: str = "info"
+    log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
+    s3: S3Settings = S3Settings()
+    rehash: str = "open"
+    child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+
+_IMDS_ENDPOINTS = {"ipv4": "http://169.254.169.254", "ipv6": "http://[fd00:ec2::254]"}
+
+
+def _imds_endpoint(environ: Mapping[str, str]) -> str:
+    """The SDKs' rules: an explicit endpoint wins, else the endpoint mode picks IPv4 or IPv6."""
+    mode = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "").strip().lower() or "ipv4"
+    if mode not in _IMDS_ENDPOINTS:
+        raise ConfigError(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+            f"expected IPv4 or IPv6, got {environ['AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE']!r}",
+        )
+    raw = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or _IMDS_ENDPOINTS[mode]
+    if not re.match(r"https?://[^/\s]+/?\Z", raw):
+        raise ConfigError(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            f"expected a URL like http://169.254.169.254 or http://127.0.0.1:1338, got {raw!r}",
+        )
+    return raw.rstrip("/")
+
+
+def _imds_v1(values: Mapping[str, Any], environ: Mapping[str, str]) -> str:
+    if values["imds_v1"]:
+        return str(values["imds_v1"])
+    try:  # botocore's own switch: its IMDSv1 fallback is off, so is ours
+        v1_disabled = parse_switch(environ.get("AWS_EC2_METADATA_V1_DISABLED", ""))
+    except ValueError as exc:
+        raise ConfigError("AWS_EC2_METADATA_V1_DISABLED", str(exc)) from None
+    return "forbid" if v1_disabled else "allow"
+
+
+def _imds_disabled(environ: Mapping[str, str]) -> bool:
+    # botocore: only the word "true" (any case) turns it off; anything else leaves it on.
+    return environ.get("AWS_EC2_METADATA_DISABLED", "false").strip().lower() == "true"
+
+
+def default_store_uri(environ: Mapping[str, str]) -> str:
+    return (_state_home(environ) / "store").as_uri()
+
+
+def derived_job_id(command: tuple[str, ...]) -> str:
+    return "job-" + hashlib.sha256("\0".join(command).encode()).hexdigest()[:12]
+
+
+def _job_id(
+    args: argparse.Namespace, environ: Mapping[str, str], command: tuple[str, ...]
+) -> tuple[str, str]:
+    opt = next(o for o in RUN_OPTIONS if o.flag == "--job-id")
+    explicit = _resolve(opt, args, environ)
+    if explicit:
+        return explicit, "option" if getattr(args, "job_id", None) else opt.env
+    batch = environ.get("AWS_BATCH_JOB_ID")
+    if batch:
+        try:
+            return parse_job_id(batch), "AWS_BATCH_JOB_ID"
+        except ValueError as exc:
+            raise ConfigError("AWS_BATCH_JOB_ID", str(exc)) from None
+    return derived_job_id(command), "derived from the command"
+
+
+def load_store_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> StoreSettings:
+    opts = {o.flag: o for o in RUN_OPTIONS}
+    uri = _resolve(opts["--checkpoint-uri"], args, environ) or default_store_uri(environ)
+    job_id = _resolve(opts["--job-id"], args, environ) or environ.get("AWS_BATCH_JOB_ID") or None
+    s3 = load_s3_settings(args, environ)
+    if uses_aws(uri):
+        check_aws_environment(environ)
+    return StoreSettings(uri, job_id, s3)
+
+
+def load_settings(
+    args: argparse.Namespace, command: list[str], environ: Mapping[str, str]
+) -> Settings:
+    if not command:
+        raise ConfigError(
+            "COMMAND", "no command given: spot-agent run [OPTIONS] -- COMMAND [ARG...]"
+        )
+    cmd = tuple(command)
+    values = {
+        o.dest: _resolve(o, args, environ)
+        for o in RUN_OPTIONS
+        if o.flag != "--job-id" and o not in S3_OPTIONS
+    }
+    s3 = load_s3_settings(args, environ)
+    job_id, source = _job_id(args, environ, cmd)
+    checkpoint_dir = values["checkpoint_dir"]
+    checkpoint_dir = (
+        Path(checkpoint_dir).expanduser().absolute()
+        if checkpoint_dir
+        else _state_home(environ) / "jobs" / job_id / "checkpoint"
+    )
+    if values["grace_period"] <= 0:
+        raise ConfigError("--grace-period (SPOT_AGENT_GRACE_PERIOD)", "must be longer than 0s")
+    if values["upload_reserve"] is None:
+        values["upload_reserve"] = default_upload_reserve(values["grace_period"])
+    elif values["upload_reserve"] >= values["grace_period"]:
+        raise ConfigError(
+            "--upload-reserve (SPOT_AGENT_UPLOAD_RESERVE)",
+            f"must be shorter than the grace period ({values['grace_period']:g}s), "
+            f"got {values['upload_reserve']:g}s",
+        )
+    checkpoint_uri = values["checkpoint_uri"] or default_store_uri(environ)
+    if uses_aws(checkpoint_uri, values["log_group"], values["continue_after_last_attempt"]):
+        check_aws_environment(environ)
+    batch_attempt = environ.get("AWS_BATCH_JOB_ATTEMPT", "")
+    return Settings(
+        command=cmd,
+        checkpoint_uri=checkpoint_uri,
+        checkpoint_dir=checkpoint_dir,
+        job_id=job_id,
+        job_id_source=source,
+        sync_interval=values["sync_interval"],
+        log_group=values["log_group"],
+        log_stream=log_stream_name(
+            values["log_stream"],
+            job_id=job_id,
+            host=environ.get("HOSTNAME") or socket.gethostname(),
+        ),
+        child_output=values["child_output"],
+        sample_interval=values["sample_interval"],
+        stop_signal=values["stop_signal"],
+        imds=values["imds"],
+        imds_endpoint=_imds_endpoint(environ),
+        imds_endpoint_set=bool(environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")),
+        imds_interval=max(values["imds_interval"], 0.1),
+        grace_period=values["grace_period"],
+        upload_reserve=values["upload_reserve"],
+        checkpoint_keep=values["checkpoint_keep"],
+        batch_attempt=int(batch_attempt) if batch_attempt.isdigit() else None,
+        batch_job_id=environ.get("AWS_BATCH_JOB_ID") or None,
+        batch_job_queue=environ.get("AWS_BATCH_JQ_NAME") or None,
+        batch_compute_environment=environ.get("AWS_BATCH_CE_NAME") or None,
+        continue_jobs=values["continue_after_last_attempt"],
+        sync_signal=values["sync_signal"],
+        job_exit_75_as=values["job_exit_75_as"],
+        imds_v1=_imds_v1(values, environ),
+        imds_disabled=_imds_disabled(environ),
+        log_format=values["log_format"],
+        log_level=values["log_level"],
+        log_color=not environ.get("NO_COLOR") and environ.get("TERM") != "dumb",
+        s3=s3,
+        rehash=values["rehash"],
+        child_environ=_child_environ(environ),
+    )
+
+
+_SECRET_VARIABLE = re.compile(
+    r"SECRET|PASSW(?:OR)?D|PASSPHRASE|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_?KEY|^AWS_ACCESS_KEY_ID$",
+    re.IGNORECASE,
+)
+
+
+def secret_values(environ: Mapping[str, str]) -> list[str]:
+    """Values of environment variables whose names say they are secrets: the logs mask
+    them wherever they would appear (``logs.set_known_secrets``)."""
+    return [v for k, v in environ.items() if v and _SECRET_VARIABLE.search(k)]
+
+
+#: Set in a continuation job of an array child: the index the original child had. Batch
+#: reserves the AWS_BATCH_ prefix, so the continuation cannot set AWS_BATCH_JOB_ARRAY_INDEX
+#: itself; the agent gives it back to the job.
+ARRAY_INDEX_CARRIED = "SPOT_AGENT_ARRAY_INDEX"
+
+
+def _child_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    env = dict(environ)
+    carried = environ.get(ARRAY_INDEX_CARRIED)
+    if carried and "AWS_BATCH_JOB_ARRAY_INDEX" not in environ:
+        env["AWS_BATCH_JOB_ARRAY_INDEX"] = carried
+    return env
+
+
+__all__ = [
+    "ADDRESSING_STYLES",
+    "ARRAY_INDEX_CARRIED",
+    "RESERVE_CAP",
+    "RESERVE_SHARE",
+    "RUN_OPTIONS",
+    "S3_OPTIONS",
+    "SSE_CHOICES",
+    "STORE_OPTIONS",
+    "ConfigError",
+    "Option",
+    "S3Settings",
+    "Settings",
+    "StoreSettings",
+    "add_options",
+    "default_store_uri",
+    "default_upload_reserve",
+    "derived_job_id",
+    "load_s3_settings",
+    "load_settings",
+    "load_store_settings",
+    "log_stream_name",
+    "parse_choice",
+    "parse_count",
+    "parse_duration",
+    "parse_exit_code",
+    "parse_job_id",
+    "parse_kms_key_id",
+    "parse_log_group",
+    "parse_log_stream",
+    "parse_signal",
+    "parse_sse",
+    "parse_switch",
+    "parse_sync_signal",
+    "secret_values",
+]

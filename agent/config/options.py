@@ -1,0 +1,318 @@
+"""The options of ``spot-agent run`` (and of the store commands): flag, environment
+variable, help, parser and default of each, in one table; and how argparse gets them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .parsers import (
+    ADDRESSING_STYLES,
+    ConfigError,
+    parse_choice,
+    parse_count,
+    parse_duration,
+    parse_exit_code,
+    parse_job_id,
+    parse_kms_key_id,
+    parse_log_group,
+    parse_log_stream,
+    parse_signal,
+    parse_sse,
+    parse_switch,
+    parse_sync_signal,
+)
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    help: str
+    parse: Callable[[str], Any]
+    default: str | None = None
+    metavar: str | None = None
+    switch: bool = False  # a flag without a value: present means "true"
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def setting(self) -> str:
+        return f"{self.flag} ({self.env})"
+
+
+def _state_home(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_STATE_HOME") or os.path.join(
+        environ.get("HOME") or "/tmp", ".local", "state"
+    )
+    return Path(base) / "spot-agent"
+
+
+RUN_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--checkpoint-uri",
+        "SPOT_AGENT_CHECKPOINT_URI",
+        "where checkpoints are stored: s3://bucket/prefix or file:///abs/dir "
+        "(default: a local store under $XDG_STATE_HOME/spot-agent/store)",
+        str,
+        metavar="URI",
+    ),
+    Option(
+        "--checkpoint-dir",
+        "SPOT_AGENT_CHECKPOINT_DIR",
+        "the local directory the job reads and writes its state in; restored before the "
+        "job starts, exported to it as CHECKPOINT_DIR "
+        "(default: $XDG_STATE_HOME/spot-agent/jobs/JOB_ID/checkpoint)",
+        str,
+        metavar="DIR",
+    ),
+    Option(
+        "--job-id",
+        "SPOT_AGENT_JOB_ID",
+        "the job's identity in the store; all attempts of a job share it "
+        "(default: AWS_BATCH_JOB_ID, else derived from the command)",
+        parse_job_id,
+        metavar="ID",
+    ),
+    Option(
+        "--sync-interval",
+        "SPOT_AGENT_SYNC_INTERVAL",
+        "checkpoint this often while the job runs; 0 turns periodic syncs off",
+        parse_duration,
+        default="5m",
+        metavar="DURATION",
+    ),
+    Option(
+        "--log-group",
+        "SPOT_AGENT_LOG_GROUP",
+        "also send the structured log to this CloudWatch Logs group",
+        parse_log_group,
+        metavar="NAME",
+    ),
+    Option(
+        "--log-stream",
+        "SPOT_AGENT_LOG_STREAM",
+        "the CloudWatch Logs stream within --log-group, a template with {job_id} and "
+        "{host}; all attempts of a job append to one stream",
+        parse_log_stream,
+        default="{job_id}",
+        metavar="TEMPLATE",
+    ),
+    Option(
+        "--log-format",
+        "SPOT_AGENT_LOG_FORMAT",
+        "how the agent's events look on stdout: json (one object per line, what log "
+        "pipelines and Logs Insights read), console (compact lines for a person), or auto: "
+        "console only at an interactive terminal (stdin and stdout are terminals, and not "
+        "PID 1 or in a container, since docker -t, ECS pseudoTerminal and Kubernetes "
+        "tty: true still feed a pipeline that parses JSON), else json; NO_COLOR is honoured",
+        parse_choice("json", "console", "auto"),
+        default="auto",
+        metavar="FORMAT",
+    ),
+    Option(
+        "--log-level",
+        "SPOT_AGENT_LOG_LEVEL",
+        "the least severe agent events shown: debug, info, warning or error (the job's own "
+        "output is never filtered)",
+        parse_choice("debug", "info", "warning", "error"),
+        default="info",
+        metavar="LEVEL",
+    ),
+    Option(
+        "--child-output",
+        "SPOT_AGENT_CHILD_OUTPUT",
+        "what becomes of the job's stdout/stderr: raw (passed through unchanged; as events "
+        "only to --log-group), json (one JSON event per line on stdout, nothing raw), both",
+        parse_choice("raw", "json", "both"),
+        default="raw",
+        metavar="MODE",
+    ),
+    Option(
+        "--sample-interval",
+        "SPOT_AGENT_SAMPLE_INTERVAL",
+        "log the job's CPU, memory, open files and process count this often; 0 turns it off",
+        parse_duration,
+        default="60s",
+        metavar="DURATION",
+    ),
+    Option(
+        "--stop-signal",
+        "SPOT_AGENT_STOP_SIGNAL",
+        "the signal that tells the job to stop on an interruption",
+        parse_signal,
+        default="SIGTERM",
+        metavar="SIGNAL",
+    ),
+    Option(
+        "--imds",
+        "SPOT_AGENT_IMDS",
+        "poll the EC2 metadata service for notices: auto (on EC2 or when "
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT is set; keeps trying in the background), on "
+        "(also warn loudly while it does not answer), off",
+        parse_choice("auto", "on", "off"),
+        default="auto",
+        metavar="MODE",
+    ),
+    Option(
+        "--imds-v1",
+        "SPOT_AGENT_IMDS_V1",
+        "when the IMDSv2 token request times out or is refused (a hop limit of 1 in a "
+        "container), carry on with IMDSv1 requests (allow, as the AWS SDKs do) or not "
+        "(forbid) [default: allow; forbid when AWS_EC2_METADATA_V1_DISABLED=true]",
+        parse_choice("allow", "forbid"),
+        metavar="POLICY",
+    ),
+    Option(
+        "--imds-interval",
+        "SPOT_AGENT_IMDS_INTERVAL",
+        "how often to poll the metadata service",
+        parse_duration,
+        default="2s",
+        metavar="DURATION",
+    ),
+    Option(
+        "--grace-period",
+        "SPOT_AGENT_GRACE_PERIOD",
+        "time between SIGTERM and the platform's SIGKILL (ECS stopTimeout, Kubernetes "
+        "terminationGracePeriodSeconds, docker stop -t)",
+        parse_duration,
+        default="30s",
+        metavar="DURATION",
+    ),
+    Option(
+        "--upload-reserve",
+        "SPOT_AGENT_UPLOAD_RESERVE",
+        "time kept back before a deadline for the final checkpoint: the job is SIGKILLed "
+        "this long before the deadline if it has not stopped (at least this; more when the "
+        "last sync took longer). Default: a third of --grace-period, at most 10s (3.3s for "
+        "docker stop's 10s, 10s for ECS's 30s)",
+        parse_duration,
+        metavar="DURATION",
+    ),
+    Option(
+        "--sync-signal",
+        "SPOT_AGENT_SYNC_SIGNAL",
+        "the signal that asks the agent for a checkpoint now (the job sends it to "
+        "SPOT_AGENT_PID); with another choice, SIGUSR1 is forwarded to the job like the rest",
+        parse_sync_signal,
+        default="SIGUSR1",
+        metavar="SIGNAL",
+    ),
+    Option(
+        "--job-exit-75-as",
+        "SPOT_AGENT_JOB_EXIT_75_AS",
+        "exit with this status when the job itself exits 75, so that it cannot be taken for "
+        "an interruption (75) by a retry strategy (default: 75 passes through unchanged)",
+        parse_exit_code,
+        metavar="STATUS",
+    ),
+    Option(
+        "--checkpoint-keep",
+        "SPOT_AGENT_CHECKPOINT_KEEP",
+        "how many committed checkpoints to keep; older ones are deleted (0 keeps all)",
+        parse_count,
+        default="10",
+        metavar="N",
+    ),
+    Option(
+        "--rehash",
+        "SPOT_AGENT_REHASH",
+        "which files each sync reads again although their size and times are unchanged "
+        "(writes through mmap may not show in them): open (files open or mapped for writing "
+        "by the job), all, never; the final checkpoint after an interruption reads all",
+        parse_choice("open", "all", "never"),
+        default="open",
+        metavar="MODE",
+    ),
+    Option(
+        "--continue-after-last-attempt",
+        "SPOT_AGENT_CONTINUE_JOBS",
+        "on AWS Batch, when an interruption ends the job's last allowed attempt, submit a "
+        "continuation job that restores the same checkpoints (needs batch:DescribeJobs, "
+        "batch:DescribeJobDefinitions and batch:SubmitJob)",
+        parse_switch,
+        default="false",
+        switch=True,
+    ),
+)
+
+#: How the S3 store talks to the bucket: passed to ``checkpoint.store.open_store`` as
+#: keyword arguments, never read by ``checkpoint/`` itself.
+S3_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--sse",
+        "SPOT_AGENT_SSE",
+        "server-side encryption asked for each object: default (send no header: the "
+        "bucket's default encryption applies; on AWS at least SSE-S3), AES256 (SSE-S3), "
+        "aws:kms (SSE-KMS, with --sse-kms-key-id or the account's aws/s3 key); see "
+        "docs/storage.md",
+        parse_sse,
+        default="default",
+        metavar="MODE",
+    ),
+    Option(
+        "--sse-kms-key-id",
+        "SPOT_AGENT_SSE_KMS_KEY_ID",
+        "the KMS key (id, ARN or alias/NAME) for --sse aws:kms",
+        parse_kms_key_id,
+        metavar="KEY",
+    ),
+    Option(
+        "--s3-addressing-style",
+        "SPOT_AGENT_S3_ADDRESSING_STYLE",
+        "auto (path addressing for an IP or localhost endpoint, else the SDK's choice), "
+        "virtual (bucket.host) or path (host/bucket)",
+        parse_choice(*ADDRESSING_STYLES),
+        default="auto",
+        metavar="STYLE",
+    ),
+)
+
+RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS
+
+STORE_OPTIONS = (
+    tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id")) + S3_OPTIONS
+)
+
+
+def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
+    for opt in options:
+        shown = f" [default: {opt.default}]" if opt.default is not None else ""
+        if opt.switch:
+            parser.add_argument(
+                opt.flag,
+                dest=opt.dest,
+                action="store_const",
+                const="true",
+                default=None,
+                help=f"{opt.help}; env {opt.env}=true",
+            )
+            continue
+        parser.add_argument(
+            opt.flag,
+            dest=opt.dest,
+            default=None,
+            metavar=opt.metavar,
+            help=f"{opt.help}; env {opt.env}{shown}",
+        )
+
+
+def _resolve(opt: Option, args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+    raw = getattr(args, opt.dest, None)
+    if raw is None:
+        raw = environ.get(opt.env) or opt.default
+    if raw is None:
+        return None
+    try:
+        return opt.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(opt.setting, str(exc)) from None
+
+
