@@ -36,10 +36,6 @@ REHASH_MODES = ("open", "all", "never")
 _MAPS_LINE = re.compile(r"\S+ (\S{4}) \S+ ([0-9a-f]+):([0-9a-f]+) (\d+)")
 
 
-class NothingToCommit(CheckpointError):
-    """The directory is in the middle of a save and its last whole state is committed."""
-
-
 def consistent_sync(
     ckpt: Checkpointer,
     freezer: Freezer,
@@ -67,12 +63,13 @@ def consistent_sync(
         fallback = False
         try:
             frozen = freezer.freeze(wait, copy_inodes=writing, waiting=_log_long_save)
-        except SaveIncomplete as exc:
-            frozen, fallback = _last_consistent(freezer, reason, str(exc)), True
-        except SaveInProgress as exc:
-            if not final:
+        except (SaveIncomplete, SaveInProgress) as exc:
+            if isinstance(exc, SaveInProgress) and not final:
                 raise
-            frozen, fallback = _last_consistent(freezer, reason, str(exc)), True
+            pending = _last_consistent(freezer, reason, str(exc))
+            if pending is None:  # the last whole state is committed: nothing new to commit
+                return _unchanged(ckpt, reason)
+            frozen, fallback = pending, True
         except CheckpointError:
             if freezer.usable:
                 raise
@@ -111,7 +108,14 @@ def consistent_sync(
     raise last_error
 
 
-def _last_consistent(freezer: Freezer, reason: str, why: str) -> Frozen:
+def _unchanged(ckpt: Checkpointer, reason: str) -> SyncResult:
+    """The result of a sync that found nothing consistent newer than the last commit."""
+    base = ckpt.base
+    files, size = (len(base.files), base.size) if base is not None else (0, 0)
+    return SyncResult(reason, None, files, size, 0, 0, 0, 0.0)
+
+
+def _last_consistent(freezer: Freezer, reason: str, why: str) -> Frozen | None:
     pending = freezer.pending
     log.warning(
         "sync.save_incomplete",
@@ -121,8 +125,6 @@ def _last_consistent(freezer: Freezer, reason: str, why: str) -> Frozen:
         if pending
         else "nothing newer than the last commit is consistent",
     )
-    if pending is None:
-        raise NothingToCommit(f"{why}; the last consistent state is already committed")
     return pending
 
 
