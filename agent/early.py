@@ -1,6 +1,6 @@
 """Take every signal from the first lines of ``spot-agent run``, and keep it for the run loop.
 
-Importing the agent takes a few tenths of a second (boto3, structlog, watchtower). Until
+Importing the agent takes a few tenths of a second (boto3, botocore, structlog). Until
 the run loop installs its handlers, a signal's default action would end the agent: 143 for
 a SIGTERM (which a retry strategy on 75 does not retry), a ``KeyboardInterrupt`` for a
 SIGINT, a plain death for SIGHUP, SIGUSR1, SIGALRM... And as PID 1 in a container the
