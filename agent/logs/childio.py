@@ -188,12 +188,14 @@ class ChildOutput:
                     skipped += data.count(b"\n")
                     unfinished = not data.endswith(b"\n")
                     continue
-                if skipped or unfinished:
-                    self._backlog.put(stream, None, wait=False, gap=skipped + unfinished)
-                    skipped, unfinished = 0, False
+                if skipped:  # lines are counted where their newline is: a line cut short
+                    self._backlog.put(stream, None, wait=False, gap=skipped)  # goes on
+                skipped, unfinished = 0, False
                 if not self._backlog.put(stream, data, wait=self.events_to_stdout):
                     # Too far behind: these lines get no events (the bytes passed through).
-                    self._backlog.put(stream, None, wait=False, gap=data.count(b"\n") or 1)
+                    ended = data.count(b"\n")
+                    if ended:
+                        self._backlog.put(stream, None, wait=False, gap=ended)
         finally:
             if held and target is not None:
                 self._write(target, held)
@@ -227,6 +229,8 @@ class ChildOutput:
                     self._emit(stream, splitter.feed(data))
                 else:  # a gap, or the end: first the line it cut short
                     last = splitter.finish()
+                    if gap:  # that line's newline was among the gap's: counted there
+                        last = []
                     if full:
                         self.lines[stream] += len(last)
                         self._lost(len(last))

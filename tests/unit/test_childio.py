@@ -220,3 +220,46 @@ def test_lines_nobody_can_ship_are_counted_not_made_into_events(tmp_path: Path) 
     assert path.read_text().splitlines()[:20_001] == [*map(str, range(20_000)), "end"]
     assert not [m for m in shipper.messages if '"child.output"' in m]
     assert output.lines["stdout"] == 20_001 and shipper.dropped == output.dropped == 20_001
+
+
+class Flapping(Collect):
+    """A shipper whose endpoint comes and goes: every other look says it is full."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+        self.dropped = 0
+
+    def accepting(self) -> bool:
+        self.looks += 1
+        return self.looks % 2 == 0
+
+    def drop(self, count: int) -> None:
+        self.dropped += count
+
+
+def test_lines_cut_across_a_full_shipper_are_counted_once(tmp_path: Path) -> None:
+    """A line begun while the shipper was full and ended after (or the other way round)
+    was counted twice: 1,000,001 lines for a million (a flake of test_logs' black hole)."""
+    job = """
+        import os, time
+        for i in range(300):
+            os.write(1, b"line ")  # each line in two reads, the shipper flapping between
+            time.sleep(0.001)
+            os.write(1, b"%d\\n" % i)
+            time.sleep(0.001)
+    """
+    path = tmp_path / "out"
+    with open(path, "w") as out:
+        logs.configure(out, json=True)
+        shipper = Flapping()
+        logs.attach(shipper)
+        try:
+            output = run_child(job)
+        finally:
+            logs.attach(None)
+            logs.configure(sys.stdout)
+    job_lines = [x for x in path.read_text().splitlines() if not x.startswith("{")]
+    assert job_lines == [f"line {i}" for i in range(300)]
+    assert shipper.looks > 100  # the shipper did flap while the job wrote
+    assert output.lines["stdout"] == 300
