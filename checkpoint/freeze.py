@@ -38,6 +38,7 @@ from .clone import clone_or_copy
 from .errors import CheckpointError, ManifestError
 from .manifest import RESERVED_DIR, TEMP_SUFFIX, LinkEntry, check_link_target
 from .savelock import LOCK_NAME, SaveIncomplete, SaveInProgress, acquire, saver
+from .scan import stat_key
 
 log = structlog.get_logger("checkpoint")
 
@@ -69,10 +70,6 @@ class Frozen:
     copied: tuple[str, ...] = ()
     #: files linked by this freeze: their stat after the link (the link changed ctime)
     relinked: dict[str, os.stat_result] = field(default_factory=dict)
-
-
-def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import CheckpointError, ManifestError
 from .manifest import (
@@ -33,6 +33,9 @@ from .manifest import (
     check_mtime,
     check_relpath,
 )
+
+if TYPE_CHECKING:
+    from .freeze import Frozen
 
 #: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
 #: a second write within the filesystem's timestamp granularity would otherwise be missed.
@@ -245,3 +248,33 @@ class StatCache:
         if cached.key != stat_key(st):
             return None
         return cached.chunks
+
+
+def scan_frozen(frozen: Frozen, live_root: Path) -> Scan:
+    """What a freeze holds, through the same checks as a scan of the live dir (names,
+    mtimes); directory modes are read from the live dir (the freeze area's are ours)."""
+    out = Scan(skipped=list(frozen.skipped))
+    out.links = [lk for lk in frozen.links if _valid(lk.path, None, out.skipped)]
+    for rel, st in frozen.files:
+        if _valid(rel, st, out.skipped):
+            out.files.append((rel, st))
+    for d in frozen.dirs:
+        if _valid(d, None, out.skipped):
+            try:
+                mode: int | None = os.lstat(live_root / d).st_mode & MODE_BITS
+            except OSError:
+                mode = None
+            out.dirs.append(DirEntry(d, mode))
+    return out
+
+
+def _valid(rel: str, st: os.stat_result | None, skipped: list[tuple[str, str]]) -> bool:
+    """The scan's own checks, for entries that come from a freeze."""
+    try:
+        check_relpath(rel)
+        if st is not None:
+            check_mtime(st.st_mtime_ns, rel)
+    except ManifestError as exc:
+        skipped.append((rel, f"not checkpointed: {exc}"))
+        return False
+    return True

@@ -27,18 +27,14 @@ from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
 from .manifest import (
     MAX_CHUNK_SIZE,
-    MODE_BITS,
     RESERVED_DIR,
-    DirEntry,
     FileEntry,
     HardLinkEntry,
     Manifest,
-    check_mtime,
-    check_relpath,
 )
 from .progress import Listener, Progress
 from .restore import Restorer, RestoreResult
-from .scan import NotRegularFile, Scan, StatCache, hash_file, scan
+from .scan import NotRegularFile, StatCache, hash_file, scan, scan_frozen
 from .upload import Uploader
 
 if TYPE_CHECKING:
@@ -146,7 +142,8 @@ class Checkpointer:
         if frozen is None:
             root, found, left_out = self.directory, scan(self.directory), []
         else:
-            root, found, left_out = frozen.root, self._frozen_scan(frozen), list(frozen.left_out)
+            root, left_out = frozen.root, list(frozen.left_out)
+            found = scan_frozen(frozen, self.directory)
         for path, why in found.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
         present = self._present()
@@ -216,23 +213,6 @@ class Checkpointer:
             seconds=time.monotonic() - started,
             left_out=tuple(rel for rel, _ in left_out),
         )
-
-    def _frozen_scan(self, frozen: Frozen) -> Scan:
-        """What a freeze holds, through the same checks as a scan of the live dir (names,
-        mtimes); directory modes are read from the live dir (the freeze area's are ours)."""
-        out = Scan(skipped=list(frozen.skipped))
-        out.links = [lk for lk in frozen.links if _valid(lk.path, None, out.skipped)]
-        for rel, st in frozen.files:
-            if _valid(rel, st, out.skipped):
-                out.files.append((rel, st))
-        for d in frozen.dirs:
-            if _valid(d, None, out.skipped):
-                try:
-                    mode: int | None = os.lstat(self.directory / d).st_mode & MODE_BITS
-                except OSError:
-                    mode = None
-                out.dirs.append(DirEntry(d, mode))
-        return out
 
     def _previous_versions(self, left_out: list[tuple[str, str]]) -> list[FileEntry]:
         """Files that kept changing: their last committed version stands in for them."""
@@ -373,18 +353,6 @@ def _resolvable(hardlinks: list[HardLinkEntry], files: set[str]) -> tuple[HardLi
         if h.target not in files:
             log.warning("sync.file_skipped", path=h.path, why=f"its other name {h.target} vanished")
     return tuple(h for h in hardlinks if h.target in files)
-
-
-def _valid(rel: str, st: os.stat_result | None, skipped: list[tuple[str, str]]) -> bool:
-    """The scan's own checks, for entries that come from a freeze."""
-    try:
-        check_relpath(rel)
-        if st is not None:
-            check_mtime(st.st_mtime_ns, rel)
-    except ManifestError as exc:
-        skipped.append((rel, f"not checkpointed: {exc}"))
-        return False
-    return True
 
 
 def _read_progress(directory: Path) -> dict[str, Any]:
