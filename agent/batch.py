@@ -48,10 +48,9 @@ MAX_ATTEMPTS = 10
 #: The ECS agent's default ECS_CONTAINER_STOP_TIMEOUT, and Fargate's fixed stop timeout:
 #: what a Batch container gets between SIGTERM and SIGKILL unless the host is configured.
 DEFAULT_STOP_TIMEOUT = 30
-#: Fargate cannot wait longer than this after SIGTERM (ECS stopTimeout maximum).
-FARGATE_MAX_STOP_TIMEOUT = 120
-#: The agent's default --upload-reserve: the grace period must be longer.
-_UPLOAD_RESERVE = 10
+#: The shortest stop timeout a definition may ask for: the agent's reserve scales with the
+#: grace period (a third of it), and 10 s (docker stop's) is the shortest tested end to end.
+MIN_STOP_TIMEOUT = 10
 #: Set in a continuation's environment: the Batch job id it continues (for the log).
 CONTINUES_FROM = "SPOT_AGENT_CONTINUES_FROM"
 
@@ -106,10 +105,11 @@ class JobDefinitionSpec:
             raise ConfigError("--attempts", f"Batch allows 1 to {MAX_ATTEMPTS}")
         if self.timeout is not None and self.timeout < 60:
             raise ConfigError("--timeout", "Batch's minimum attempt duration is 60 s")
-        if self.stop_timeout <= _UPLOAD_RESERVE:
+        if self.stop_timeout < MIN_STOP_TIMEOUT:
             raise ConfigError(
                 "--stop-timeout",
-                f"must be longer than the agent's upload reserve ({_UPLOAD_RESERVE} s)",
+                f"must be at least {MIN_STOP_TIMEOUT} s: the job needs time to stop and the "
+                "agent to commit the final checkpoint",
             )
         if self.platform == "FARGATE":
             if not self.execution_role_arn:

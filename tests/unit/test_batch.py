@@ -130,7 +130,7 @@ def test_fargate_job_definition_is_valid() -> None:
         ({"attempts": 11}, "--attempts"),
         ({"attempts": 0}, "--attempts"),
         ({"timeout": 59}, "--timeout"),
-        ({"stop_timeout": 10}, "--stop-timeout"),
+        ({"stop_timeout": 9}, "--stop-timeout"),
         ({"name": "bad name"}, "--name"),
         ({"platform": "FARGATE"}, "--execution-role-arn"),
         ({"platform": "FARGATE", "execution_role_arn": "x", "stop_timeout": 60}, "--stop-timeout"),
