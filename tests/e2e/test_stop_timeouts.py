@@ -1,9 +1,11 @@
 """The grace periods platforms give, with the default --upload-reserve: a job that ignores
 SIGTERM is SIGKILLed in time for its final checkpoint to commit (exit 75).
 
-docker stop gives 10 s, ECS (and Batch) 30 s by default. The default reserve is a third of
-the grace period, at most 10 s, so each starts and keeps its work. Outcomes only: exit
-status, what the store holds.
+One row per grace period of the table in docs/container.md: docker stop gives 10 s; ECS,
+Batch and Kubernetes 30 s by default; Fargate Spot (and ECS at its maximum) 120 s; a spot
+interruption seen in the metadata service carries its own deadline, two minutes away. The
+default reserve is a third of the grace period, at most 10 s, so each starts and keeps its
+work. Outcomes only: exit status, what the store holds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentproc import cli, start_agent
+from agent.imds_mock import ImdsMock
+from tests.agentproc import AgentRun, agent_env, cli, start_agent
 
 STUBBORN = textwrap.dedent("""
     import checkpoint, signal, time
@@ -29,7 +32,14 @@ STUBBORN = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("platform, grace", [("docker stop", "10"), ("ECS default", "30s")])
+@pytest.mark.parametrize(
+    "platform, grace",
+    [
+        ("docker stop", "10"),
+        ("ECS, Batch and Kubernetes default", "30s"),
+        ("Fargate Spot, ECS maximum", "120s"),
+    ],
+)
 def test_a_job_ignoring_sigterm_is_killed_in_time_for_the_final_checkpoint(
     tmp_path: Path, platform: str, grace: str
 ) -> None:
@@ -37,7 +47,28 @@ def test_a_job_ignoring_sigterm_is_killed_in_time_for_the_final_checkpoint(
     r = start_agent(tmp_path, env_run, [sys.executable, "-c", STUBBORN])
     r.wait_for(lambda: r.has_line("ready"), what="the job to start")
     r.signal(signal.SIGTERM)
-    assert r.wait(120) == 75, r.stdout + r.stderr
+    assert_killed_in_time_and_committed(tmp_path, r, platform)
+
+
+def test_a_spot_notice_from_the_metadata_service_gives_its_two_minutes(tmp_path: Path) -> None:
+    """AWS Batch on EC2: the spot interruption's deadline is the notice's own ``time``."""
+    with ImdsMock() as imds:
+        env = agent_env(
+            tmp_path,
+            {"SPOT_AGENT_IMDS": "on", "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url},
+        )
+        env.pop("AWS_EC2_METADATA_DISABLED", None)
+        args = ["--job-id", "stubborn", "--sync-interval", "0"]
+        r = start_agent(tmp_path, args, [sys.executable, "-c", STUBBORN], env=env)
+        r.wait_for(lambda: r.has_line("ready"), what="the job to start")
+        r.wait_for(lambda: '"imds.polling"' in r.stdout, what="the metadata service found")
+        imds.post_interruption("terminate", in_seconds=120)
+        assert_killed_in_time_and_committed(tmp_path, r, "spot notice")
+    assert r.event("notice.interruption")["source"].startswith("imds")
+
+
+def assert_killed_in_time_and_committed(tmp_path: Path, r: AgentRun, platform: str) -> None:
+    assert r.wait(240) == 75, r.stdout + r.stderr
     assert r.event("shutdown.child_killed")["exit_code"] == 128 + signal.SIGKILL
     final = r.event("agent.exit")
     assert final["committed"] is not None and final["seconds_left"] > 0, platform
