@@ -103,6 +103,9 @@ class Freezer:
         self.copy_paths: set[str] = set()
         #: the newest freeze whose state is not committed yet, whole in the area
         self.pending: Frozen | None = None
+        #: a freeze has been committed since the start: with no pending one, the last
+        #: consistent state the agent saw is in the store
+        self.committed_any = False
         self.usable = True  # False once links turned out impossible here: sync the live dir
 
     def reset(self, *, create_lock: bool = True) -> int:
@@ -392,6 +395,7 @@ class Freezer:
         """The pending freeze is committed (or equal to the last commit): let go of the
         inodes only the area still holds; the next freeze relinks what it needs."""
         self.pending = None
+        self.committed_any = True
         for rel in list(self._linked):
             with contextlib.suppress(OSError):
                 if os.lstat(self.area / rel).st_nlink == 1:

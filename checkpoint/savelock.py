@@ -8,10 +8,12 @@ dies; the bytes are not. So a free lock on a non-empty file means a save was cut
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from .errors import CheckpointError
 
@@ -44,6 +46,22 @@ def saver(fd: int) -> str | None:
     if not os.fstat(fd).st_size:
         return None
     return os.pread(fd, 64, 0).decode(errors="replace").strip()
+
+
+@contextlib.contextmanager
+def between_saves(lock_path: Path, wait: float) -> Iterator[bool]:
+    """Hold the save-point lock (waiting up to ``wait`` s for a save to end): no save can
+    begin or be under way meanwhile. Yields whether it is held; a job that never made the
+    lock file has no save points, and nothing is held then."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        yield acquire(fd, wait, None)
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def acquire(fd: int, wait: float, waiting: Callable[[float], None] | None) -> bool:

@@ -67,8 +67,11 @@ def consistent_sync(
             if isinstance(exc, SaveInProgress) and not final:
                 raise
             pending = _last_consistent(freezer, reason, str(exc))
-            if pending is None:  # the last whole state is committed: nothing new to commit
+            if pending is None and freezer.committed_any:  # the last whole state is stored
                 return _unchanged(ckpt, reason)
+            if pending is None:  # no whole state of this run was frozen: it is not stored
+                why = f"{exc}; no consistent state since the start is stored"
+                raise SaveIncomplete(why) from exc
             frozen, fallback = pending, True
         except CheckpointError:
             if freezer.usable:

@@ -24,6 +24,8 @@ OUTPUT_DRAIN_SECONDS = 2.0
 LOG_FLUSH_SECONDS = 10.0
 #: a sync still running this close to the deadline is given up (the process must be gone)
 SYNC_MARGIN = 1.0
+#: at most this long (and a fifth of the reserve) waiting for a save to end before SIGKILL
+KILL_SAVE_WAIT = 1.0
 #: the walk that sizes the reserve gets at most this long, and this share of the time left
 PENDING_WALK_SECONDS = 2.0
 PENDING_WALK_SHARE = 0.1
@@ -109,8 +111,16 @@ def _wait_for_job(loop: RunLoop, reserve: float) -> tuple[int | None, int]:
     code = job.reap()
     if code is not None:
         return code, 0
-    killed = job.kill_tree()
-    return job.wait(max(min(5.0, loop.left() - SYNC_MARGIN), 0.5)), killed
+    assert loop.ckpt is not None
+    # Never in the middle of a save: a save cut off by SIGKILL cannot be committed, and the
+    # final checkpoint would have to fall back to an older state. Saves are short; a job
+    # still saving after this wait is killed all the same.
+    with loop.ckpt.between_saves(min(KILL_SAVE_WAIT, 0.2 * reserve)) as held:
+        if not held:
+            log.debug("shutdown.kill_unguarded", why="no save-point lock, or a save went on")
+        killed = job.kill_tree()
+        code = job.wait(max(min(5.0, loop.left() - SYNC_MARGIN), 0.5))
+    return code, killed
 
 
 def finish_superseded(loop: RunLoop) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +54,7 @@ class Checkpoints(Protocol):
     def attach(
         self, job_pids: Callable[[], list[int]], on_frozen: Callable[[float], None]
     ) -> None: ...
+    def between_saves(self, wait: float) -> AbstractContextManager[bool]: ...
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,14 @@ goes on. This wraps :class:`checkpoint.sync.Checkpointer` for the loop."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from checkpoint.freeze import Freezer, Frozen
 from checkpoint.manifest import Manifest
-from checkpoint.savelock import LOCK_NAME
+from checkpoint.savelock import LOCK_NAME, between_saves
 from checkpoint.savepoints import consistent_sync
 from checkpoint.sync import Checkpointer, RestoreResult, SyncResult
 
@@ -67,6 +69,13 @@ class SavePointCheckpoints:
             on_frozen=self._frozen,
             final=final,
         )
+
+    def between_saves(self, wait: float) -> AbstractContextManager[bool]:
+        """While held, the job is not in the middle of a save (see ``endings``: the job is
+        never SIGKILLed half-way through one)."""
+        if not self.freezer.usable:
+            return contextlib.nullcontext(False)
+        return between_saves(self.freezer.lock_path, wait)
 
     def prune(self, keep: int) -> list[int]:
         return self.ckpt.prune(keep)

@@ -14,6 +14,7 @@ import json
 import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,36 @@ def assert_killed_in_time_and_committed(tmp_path: Path, r: AgentRun, platform: s
     assert out.returncode == 0, out.stderr
     # what the job saved until it was killed, not what it had at the notice
     assert json.loads((dst / "state.json").read_text())["step"] > 2
+
+
+LONG_SAVES = textwrap.dedent("""
+    import checkpoint, signal, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    step = 0
+    print("ready", flush=True)
+    while True:
+        step += 1
+        with checkpoint.saving():  # most of the job's time is spent inside a save
+            checkpoint.save_json("a.json", {"step": step})
+            time.sleep(0.3)
+            checkpoint.save_json("b.json", {"step": step})
+        time.sleep(0.05)
+""")
+
+
+def test_the_kill_at_the_deadline_never_cuts_a_save_in_half(tmp_path: Path) -> None:
+    """The agent takes the save-point lock before its SIGKILL: a job that spends most of
+    its time saving is killed between two saves, so its last save is committed whole."""
+    args = ["--job-id", "saver", "--grace-period", "10", "--sync-interval", "0"]
+    r = start_agent(tmp_path, args, [sys.executable, "-c", LONG_SAVES])
+    r.wait_for(lambda: r.has_line("ready"), what="the job to start")
+    time.sleep(1.0)
+    r.signal(signal.SIGTERM)
+    assert r.wait(120) == 75, r.stdout + r.stderr
+    assert r.event("shutdown.child_killed")["exit_code"] == 128 + signal.SIGKILL
+    assert r.event("agent.exit")["committed"] is not None, r.stdout
+    dst = tmp_path / "restored"
+    out = cli(tmp_path, "checkpoints", "restore", "--job-id", "saver", "--to", str(dst))
+    assert out.returncode == 0, out.stderr
+    a, b = (json.loads((dst / name).read_text())["step"] for name in ("a.json", "b.json"))
+    assert a == b and a > 3  # one whole save, from after the notice

@@ -7,6 +7,7 @@ loop's signal handlers are not installed (``own_signals=False``): the test posts
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -106,6 +107,9 @@ class FakeCheckpoints:
 
     def attach(self, job_pids: Any, on_frozen: Any) -> None:
         self.attached = (job_pids, on_frozen)
+
+    def between_saves(self, wait: float) -> Any:
+        return contextlib.nullcontext(True)
 
     def close(self) -> None:
         pass
