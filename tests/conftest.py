@@ -141,6 +141,12 @@ def s3_bucket(seaweedfs: servers.SeaweedS3) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first (stable otherwise): the xdist workers then run the rest beside them
+    instead of waiting on them at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--soak",

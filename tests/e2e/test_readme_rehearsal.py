@@ -27,6 +27,7 @@ def rehearsal_block() -> str:
     return match.group(1)
 
 
+@pytest.mark.long
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the rehearsal uses curl")
 def test_the_rehearsal_as_printed(tmp_path: Path) -> None:
     block = rehearsal_block()

@@ -38,7 +38,7 @@ STUBBORN = textwrap.dedent("""
     [
         ("docker stop", "10"),
         ("ECS, Batch and Kubernetes default", "30s"),
-        ("Fargate Spot, ECS maximum", "120s"),
+        pytest.param("Fargate Spot, ECS maximum", "120s", marks=pytest.mark.long),
     ],
 )
 def test_a_job_ignoring_sigterm_is_killed_in_time_for_the_final_checkpoint(
@@ -51,6 +51,7 @@ def test_a_job_ignoring_sigterm_is_killed_in_time_for_the_final_checkpoint(
     assert_killed_in_time_and_committed(tmp_path, r, platform)
 
 
+@pytest.mark.long
 def test_a_spot_notice_from_the_metadata_service_gives_its_two_minutes(tmp_path: Path) -> None:
     """AWS Batch on EC2: the spot interruption's deadline is the notice's own ``time``."""
     with ImdsMock() as imds:

@@ -270,6 +270,7 @@ def run_rounds(rounds: Rounds, count: int) -> None:
     assert "after-manifest:new" in rounds.outcomes and "manifest:old" in rounds.outcomes
 
 
+@pytest.mark.long
 def test_kill_9_at_60_points_of_a_local_sync(tmp_path: Path) -> None:
     seed = seed_for("local")
     store = LocalStore(tmp_path / "store")

@@ -178,6 +178,7 @@ def _force_rmtree(path: Path) -> None:
 _cases = itertools.count()
 
 
+@pytest.mark.long
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
