@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from checkpoint.freeze import Freezer, Frozen
-from checkpoint.manifest import Manifest
+from checkpoint.manifest import RESERVED_DIR, Manifest
 from checkpoint.savelock import LOCK_NAME, between_saves
 from checkpoint.savepoints import consistent_sync
 from checkpoint.sync import Checkpointer, RestoreResult, SyncResult
@@ -28,7 +28,7 @@ FINAL_REASONS = frozenset({"exit", "interruption"})
 
 def lock_file(checkpoint_dir: Path) -> Path:
     """The job's save-point lock (``SPOT_AGENT_LOCK_FILE``), never synced."""
-    return Freezer(checkpoint_dir).lock_path
+    return checkpoint_dir / RESERVED_DIR / LOCK_NAME
 
 
 class SavePointCheckpoints:
@@ -40,7 +40,6 @@ class SavePointCheckpoints:
         self.rehash = rehash
         self.job_pids: Callable[[], list[int]] | None = None
         self.on_frozen: Callable[[float], None] | None = None
-        assert self.freezer.lock_path.name == LOCK_NAME
 
     @property
     def base(self) -> Manifest | None:
