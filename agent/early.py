@@ -8,7 +8,8 @@ kernel drops a signal the agent has no handler for, so the job would start and b
 at the end of the grace period with no final checkpoint.
 
 So the entry points call :func:`install` first: it unblocks whatever mask the agent
-inherited, and records each signal with the moment it arrived. The run loop then calls
+inherited, and records each signal with the moment it arrived (every catchable one, the
+real-time ones included, each queued delivery of those once). The run loop then calls
 :func:`take` and replays them in order (SIGTERM as a notice counted from its arrival time,
 SIGINT before the job starts as a stop, the rest forwarded once the job exists).
 """
@@ -21,28 +22,29 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from .signals import ALWAYS_OWNED, SELF_RAISED, catchable_signals
+from .signals import ALWAYS_OWNED, WAITED, Sig, catchable_signals
 
-_received: list[tuple[signal.Signals, float]] = []
+_received: list[tuple[Sig, float]] = []
 _installed = False
 
 
 def _record(signum: int, _frame: FrameType | None) -> None:
     # No lock: a handler may interrupt take() in the same thread; append and pop are atomic.
-    _received.append((signal.Signals(signum), time.monotonic()))
+    _received.append((Sig(signum), time.monotonic()))
 
 
-def take() -> list[tuple[signal.Signals, float]]:
+def take() -> list[tuple[Sig, float]]:
     """The signals received so far, oldest first, with their ``time.monotonic()``; clears them."""
-    taken: list[tuple[signal.Signals, float]] = []
+    taken: list[tuple[Sig, float]] = []
     while _received:
         taken.append(_received.pop(0))  # pop is atomic: a signal arriving now is not lost
     return taken
 
 
-def _take_self_raised() -> None:
-    """Take the blocked signals (SELF_RAISED) for whatever Python handler is installed now."""
-    waited = set(SELF_RAISED)
+def _take_waited() -> None:
+    """Take the blocked signals (WAITED) for whatever Python handler is installed now: one
+    call per delivery, so each queued real-time signal is counted (and forwarded) once."""
+    waited = set(WAITED)
     while True:
         info = signal.sigwaitinfo(waited)
         handler = signal.getsignal(info.si_signo)
@@ -61,5 +63,5 @@ def install(argv: Sequence[str]) -> None:
     # An inherited mask (tini's sigconf test starts it with SIGTERM blocked) would keep a
     # notice from ever arriving. Block only what the sigwait thread takes; the threads
     # started later inherit this mask, so that thread is the only one to receive them.
-    signal.pthread_sigmask(signal.SIG_SETMASK, SELF_RAISED)
-    threading.Thread(target=_take_self_raised, name="signals", daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_SETMASK, WAITED)
+    threading.Thread(target=_take_waited, name="signals", daemon=True).start()

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .signals import UNCATCHABLE
+from .signals import catchable_signals
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -48,7 +48,7 @@ def prepare_child(foreground_tty: int | None) -> Callable[[], None]:
     """
     c = libc() if threading.current_thread() is threading.main_thread() else None
     agent_pid = os.getpid()
-    dispositions = [s for s in signal.valid_signals() if s not in UNCATCHABLE]
+    dispositions = sorted(catchable_signals())  # real-time ones too
     nofile = INHERITED_NOFILE_SOFT
 
     # Only system calls from here on, no locks, no imports: the agent has threads, and only

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import psutil
 
-from .signals import TTY_STOPS, forwarded_signals
+from .signals import TTY_STOPS, Sig, forwarded_signals
 from .spawn import PR_SET_CHILD_SUBREAPER, libc, prepare_child
 from .terminal import Terminal
 
@@ -96,7 +96,7 @@ class Child:
         #: the terminal of a shell's job control (stdin), if any
         self._tty: Terminal | None = None
         #: the signal that stopped the job, while it is stopped
-        self.stopped_by: signal.Signals | None = None
+        self.stopped_by: Sig | None = None
         #: times the agent stopped itself because the terminal stopped the job
         self.suspensions = 0
         self._foreign: set[int] = set()
@@ -132,7 +132,7 @@ class Child:
         self.started = time.monotonic()
         return self.pid
 
-    def _on_stopped(self, sig: signal.Signals) -> None:
+    def _on_stopped(self, sig: Sig) -> None:
         """The job stopped: on a terminal stop, stop the agent too, then continue them both."""
         self.stopped_by = sig
         if sig not in TTY_STOPS or self._tty is None:
@@ -143,7 +143,7 @@ class Child:
             self.suspensions += 1
             os.kill(os.getpid(), signal.SIGSTOP)
             # Continued (`fg` or `bg`): the job comes along.
-        elif sig == signal.SIGTSTP or not self._tty.ours():
+        elif sig == Sig(signal.SIGTSTP) or not self._tty.ours():
             # PID 1 has no one to stop for: a SIGTSTP it was sent stays with the job, and a
             # job stopped for reading a terminal the agent cannot give it stays stopped.
             return
@@ -199,7 +199,7 @@ class Child:
                 break
             if os.WIFSTOPPED(status):
                 if pid == self.pid:
-                    self._on_stopped(signal.Signals(os.WSTOPSIG(status)))
+                    self._on_stopped(Sig(os.WSTOPSIG(status)))
                 continue
             if pid == self.pid:
                 self._set_exited(status)

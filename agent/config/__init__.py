@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
-import signal
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..aws_environment import check_aws_environment, uses_aws
+from ..signals import DEFAULT_SYNC_SIGNAL, Sig
 from .options import (
     RUN_OPTIONS,
     S3_OPTIONS,
@@ -99,7 +99,7 @@ class Settings:
     log_stream: str
     child_output: str
     sample_interval: float
-    stop_signal: signal.Signals
+    stop_signal: Sig
     imds: str
     imds_endpoint: str
     imds_endpoint_set: bool
@@ -112,7 +112,7 @@ class Settings:
     batch_job_queue: str | None = None
     batch_compute_environment: str | None = None
     continue_jobs: bool = False
-    sync_signal: signal.Signals = signal.SIGUSR1
+    sync_signal: Sig = DEFAULT_SYNC_SIGNAL  # SIGUSR1; real-time ones too: SIGRTMIN+2
     job_exit_75_as: int | None = None
     imds_v1: str = "allow"  # "allow" or "forbid": IMDSv1 fallback when the token PUT fails
     imds_disabled: bool = False  # AWS_EC2_METADATA_DISABLED=true: no metadata requests at all

@@ -7,6 +7,8 @@ import re
 import signal
 from collections.abc import Callable
 
+from ..signals import Sig, sigs
+
 
 class ConfigError(Exception):
     """A setting with a bad value. ``str()`` is the one line shown to the user."""
@@ -32,33 +34,23 @@ def parse_duration(raw: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def parse_signal(raw: str) -> signal.Signals:
-    name = raw.strip().upper()
-    if name.isdigit():
-        try:
-            return signal.Signals(int(name))
-        except ValueError:
-            raise ValueError(f"no signal number {name}") from None
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        return signal.Signals[name]
-    except KeyError:
-        raise ValueError(f"unknown signal {raw!r} (try SIGTERM, SIGINT, SIGUSR2)") from None
+def parse_signal(raw: str) -> Sig:
+    """``SIGUSR1``, ``USR1``, ``10``, and the real-time ones: ``SIGRTMIN+2``, ``RTMAX-1``."""
+    return Sig.parse(raw)
 
 
 #: signals the agent cannot take as its sync request: a notice, reaping, uncatchable ones
-_NOT_SYNC_SIGNALS = frozenset(
-    {signal.SIGTERM, signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGINT}
+_NOT_SYNC_SIGNALS = sigs(
+    signal.SIGTERM, signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGINT
 )
 
 
-def parse_sync_signal(raw: str) -> signal.Signals:
+def parse_sync_signal(raw: str) -> Sig:
     sig = parse_signal(raw)
     if sig in _NOT_SYNC_SIGNALS:
         raise ValueError(
             f"{sig.name} cannot be the sync request signal (it already means something to "
-            "the agent); try SIGUSR1, SIGUSR2 or SIGRTMIN"
+            "the agent); try SIGUSR1, SIGUSR2 or SIGRTMIN+1"
         )
     return sig
 

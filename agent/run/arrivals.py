@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..notices import INTERRUPTION, REBALANCE, Notice, sigterm_notice
+from ..signals import Sig
 from . import signals
 from .report import rounded
 from .scheduler import Interruption
@@ -23,7 +23,7 @@ log = logs.get_logger()
 SOONER_BY = 0.5
 
 
-def on_signal(loop: RunLoop, sig: signal.Signals, at: float, forwarded: bool) -> None:
+def on_signal(loop: RunLoop, sig: Sig, at: float, forwarded: bool) -> None:
     """What a signal to the agent does, on the loop thread (forwarding is done by then)."""
     meaning = loop.table.get(sig)
     if meaning is Meaning.NOTICE:
@@ -38,7 +38,7 @@ def on_signal(loop: RunLoop, sig: signal.Signals, at: float, forwarded: bool) ->
         _forward(loop, sig, forwarded)
 
 
-def _forward(loop: RunLoop, sig: signal.Signals, forwarded: bool) -> None:
+def _forward(loop: RunLoop, sig: Sig, forwarded: bool) -> None:
     """The job's signal: the handler passed it on at once unless there was no job then."""
     job = loop.job
     if forwarded:

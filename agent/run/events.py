@@ -7,18 +7,18 @@ handler, a notice when its source posted it), never when the loop got round to i
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass, field
 from typing import Any
 
 from checkpoint.sync import SyncResult
 
 from ..notices import Notice
+from ..signals import Sig
 
 
 @dataclass(frozen=True)
 class SignalReceived:
-    sig: signal.Signals
+    sig: Sig  # a number: real-time signals have no signal.Signals member
     at: float
     forwarded: bool = False  # the handler already passed it on to the job
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from checkpoint.sync import RestoreResult
 from .. import logs
 from ..config import ConfigError, Settings
 from ..notices import Notice, NoticeBoard, NoticeSource
+from ..signals import Sig
 from ..supervisor import SpawnError
 from . import arrivals, endings, signals
 from .events import (
@@ -68,8 +68,8 @@ class RunLoop:
         self.ckpt: Checkpoints | None = None
         self.job: Job | None = None
         self.interruption: Interruption | None = None
-        self.stopped_by: signal.Signals | None = None  # Ctrl-C etc. before the job started
-        self.held: list[signal.Signals] = []  # the job's signals that came before it existed
+        self.stopped_by: Sig | None = None  # Ctrl-C etc. before the job started
+        self.held: list[Sig] = []  # the job's signals that came before it existed
         self.workers: list[threading.Thread] = []
         self.syncs = Syncs(
             self.scheduler, files, settings.checkpoint_keep, self.events.put, self.spawn_worker
@@ -209,7 +209,7 @@ class RunLoop:
 
     # -- events -------------------------------------------------------------------------
 
-    def on_signal(self, sig: signal.Signals, at: float) -> None:
+    def on_signal(self, sig: Sig, at: float) -> None:
         """In the signal handler: forward the job's signals at once, queue the rest."""
         forwarded = False
         if self.table.get(sig) is Meaning.FORWARD and self.job is not None and self.job.running:

@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any
 
 from .. import early
-from ..signals import forwarded_signals
+from ..signals import Sig, forwarded_signals, sigs
 from .events import SignalReceived
 
 
@@ -23,28 +23,29 @@ class Meaning(enum.Enum):
 
 
 #: before the job exists, these stop the agent (a terminal's Ctrl-C, hang-up or quit)
-STOP_BEFORE_START = frozenset({signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+STOP_BEFORE_START = sigs(signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
-def signal_table(sync_signal: signal.Signals) -> dict[signal.Signals, Meaning]:
+def signal_table(sync_signal: int) -> dict[Sig, Meaning]:
+    """Every catchable signal, real-time ones included, with what it means to the agent."""
     table = {sig: Meaning.FORWARD for sig in forwarded_signals({signal.SIGTERM, sync_signal})}
-    table[signal.SIGTERM] = Meaning.NOTICE
-    table[signal.SIGCHLD] = Meaning.REAP
-    table[sync_signal] = Meaning.SYNC  # SIGUSR1 by default; forwarded when another is chosen
+    table[Sig(signal.SIGTERM)] = Meaning.NOTICE
+    table[Sig(signal.SIGCHLD)] = Meaning.REAP
+    table[Sig(sync_signal)] = Meaning.SYNC  # SIGUSR1 by default; forwarded when another is chosen
     return table
 
 
-Handler = Callable[[signal.Signals, float], None]
+Handler = Callable[[Sig, float], None]
 
 
-def install(table: dict[signal.Signals, Meaning], on_signal: Handler) -> Callable[[], None]:
+def install(table: dict[Sig, Meaning], on_signal: Handler) -> Callable[[], None]:
     """Route every signal of ``table`` to ``on_signal(sig, monotonic arrival time)``;
     returns what puts the previous handlers back."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        on_signal(signal.Signals(signum), time.monotonic())
+        on_signal(Sig(signum), time.monotonic())
 
-    old: dict[signal.Signals, Any] = {}
+    old: dict[Sig, Any] = {}
     for sig, meaning in table.items():
         old[sig] = signal.signal(sig, handler)
         if meaning is Meaning.REAP:

@@ -8,32 +8,38 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import psutil
 import pytest
 
+from agent.signals import Sig
+
 PY = sys.executable
 
-#: a job that records, one name a line, every signal it receives; it exits 0 once the stop
-#: file exists. Its ready file holds its pid.
+#: a job that records, one a line, every signal it receives (standard ones by name, real-time
+#: ones by number); it exits 0 once the stop file exists. Its ready file holds its pid. The
+#: signals stay blocked and are taken one delivery at a time, so each queued real-time signal
+#: is one line (a Python handler would merge those that arrive before it runs).
 RECORDER = textwrap.dedent(
     """
     import os, signal, sys, time
     out, stop = sys.argv[1], sys.argv[2]
+    uncaught = (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)
+    wanted = {sig for sig in signal.valid_signals() if sig not in uncaught}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
 
-    def record(signum, _frame):
-        with open(out, "a") as f:
-            f.write(signal.Signals(signum).name + "\\n")
+    def name(signum):
+        return signal.Signals(signum).name if signum < signal.SIGRTMIN else str(signum)
 
-    for sig in signal.Signals:
-        if sig < signal.SIGRTMIN and sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
-            signal.signal(sig, record)
     with open(out + ".ready", "w") as f:
         f.write(str(os.getpid()))
     while not os.path.exists(stop):
-        time.sleep(0.02)
+        info = signal.sigtimedwait(wanted, 0.02)
+        if info is not None:
+            with open(out, "a") as f:
+                f.write(name(info.si_signo) + "\\n")
     """
 )
 
@@ -103,5 +109,10 @@ def state(pid: int) -> str:
         return ""
 
 
-def signal_names(sigs: object) -> list[str]:
-    return sorted(signal.Signals(s).name for s in sigs)  # type: ignore[attr-defined]
+def signal_names(sigs: Iterable[int]) -> list[str]:
+    return sorted(Sig(s).name for s in sigs)
+
+
+def recorded_name(sig: int) -> str:
+    """How RECORDER writes a signal: its name, or its number for a real-time one."""
+    return signal.Signals(sig).name if sig < signal.SIGRTMIN else str(int(sig))

@@ -145,13 +145,17 @@ def test_early_records_signals_in_arrival_order_and_unblocks_the_inherited_mask(
         import os, signal, sys, time
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})
         from agent import early
-        from agent.signals import SELF_RAISED
+        from agent.signals import WAITED
         early.install(["spot-agent", "run"])
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
-        assert blocked == set(SELF_RAISED), blocked
+        assert blocked == set(WAITED), blocked
         for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTERM, signal.SIGALRM):
             os.kill(os.getpid(), sig)
         os.kill(os.getpid(), signal.SIGSEGV)  # taken by the sigwait thread
+        time.sleep(0.3)
+        for _ in range(3):  # queued, and taken one delivery at a time: all three are kept
+            os.kill(os.getpid(), signal.SIGRTMIN + 3)
+        os.kill(os.getpid(), signal.SIGRTMAX)
         time.sleep(0.5)
         taken = early.take()
         times = [t for _, t in taken]
@@ -167,4 +171,6 @@ def test_early_records_signals_in_arrival_order_and_unblocks_the_inherited_mask(
         cwd=Path(__file__).resolve().parents[2],
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["SIGHUP", "SIGUSR2", "SIGTERM", "SIGALRM", "SIGSEGV"]
+    assert out.stdout.split() == ["SIGHUP", "SIGUSR2", "SIGTERM", "SIGALRM", "SIGSEGV"] + [
+        "SIGRTMIN+3"
+    ] * 3 + ["SIGRTMAX"]
