@@ -116,3 +116,19 @@ def signal_names(sigs: Iterable[int]) -> list[str]:
 def recorded_name(sig: int) -> str:
     """How RECORDER writes a signal: its name, or its number for a real-time one."""
     return signal.Signals(sig).name if sig < signal.SIGRTMIN else str(int(sig))
+
+
+def mask_of(status: str, field: str) -> int:
+    """A signal mask (SigBlk, SigIgn, SigCgt) from the text of /proc/PID/status."""
+    for line in status.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} in {status!r}")
+
+
+def catches(pid: int, sig: int) -> bool:
+    """The process has a handler for ``sig`` (so our code runs in it, for SIGTERM)."""
+    try:
+        return bool(mask_of(Path(f"/proc/{pid}/status").read_text(), "SigCgt") & (1 << (sig - 1)))
+    except OSError:
+        return False

@@ -19,16 +19,9 @@ import pytest
 
 from agent.run.signals import STOP_BEFORE_START
 from tests.agentproc import start_agent
-from tests.integration.signal_jobs import Recorder, wait_until
+from tests.integration.signal_jobs import Recorder, catches, mask_of, wait_until
 
 S = signal.Signals
-
-
-def _catches(pid: int, sig: signal.Signals) -> bool:
-    try:
-        return bool(_mask(Path(f"/proc/{pid}/status").read_text(), "SigCgt") & (1 << (sig - 1)))
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.25])
@@ -43,7 +36,7 @@ def test_a_signal_while_the_agent_starts_does_not_kill_it(
     run = start_agent(tmp_path, ["--job-id", "early"], rec.command)
     # Before its first line the interpreter itself starts (site, the path): no code of ours
     # can run then. Python catches no SIGTERM by itself: a caught one means we are running.
-    run.wait_for(lambda: _catches(run.proc.pid, S.SIGTERM), what="the entry point")
+    run.wait_for(lambda: catches(run.proc.pid, S.SIGTERM), what="the entry point")
     time.sleep(delay)
     run.signal(sig)
     try:
@@ -98,13 +91,6 @@ INHERIT = textwrap.dedent(
 )
 
 
-def _mask(status: str, field: str) -> int:
-    for line in status.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1], 16)
-    raise AssertionError(f"no {field} in {status!r}")
-
-
 def test_inherited_blocked_and_ignored_signals_apply_to_neither_agent_nor_job(
     tmp_path: Path,
 ) -> None:
@@ -119,11 +105,11 @@ def test_inherited_blocked_and_ignored_signals_apply_to_neither_agent_nor_job(
     run = start_agent(tmp_path, ["--job-id", "mask"], job, prefix=wrapper)
     run.wait_for(lambda: status.exists() and "SigIgn" in status.read_text(), what="the job")
     seen = status.read_text()
-    assert _mask(seen, "SigBlk") == 0, "the job inherited the agent's blocked signals"
-    ignored = _mask(seen, "SigIgn")
+    assert mask_of(seen, "SigBlk") == 0, "the job inherited the agent's blocked signals"
+    ignored = mask_of(seen, "SigIgn")
     for sig in (S.SIGINT, S.SIGHUP, S.SIGQUIT):
         assert not ignored & (1 << (sig - 1)), f"{sig.name} stayed ignored for the job"
-    agent_blocked = _mask(Path(f"/proc/{run.proc.pid}/status").read_text(), "SigBlk")
+    agent_blocked = mask_of(Path(f"/proc/{run.proc.pid}/status").read_text(), "SigBlk")
     assert not agent_blocked & (1 << (S.SIGTERM - 1))
     run.signal(signal.SIGTERM)  # the notice must get through: stop the job, exit 75
     assert run.wait(60) == 75, run.stdout + run.stderr
@@ -139,7 +125,7 @@ def test_a_sigterm_blocked_by_the_caller_before_exec_is_still_a_notice(tmp_path:
     assert run.wait(60) == 75, run.stdout + run.stderr
 
 
-def test_early_records_signals_in_arrival_order_and_unblocks_the_inherited_mask() -> None:
+def test_early_records_signals_in_arrival_order_and_unblocks_the_inheritedmask_of() -> None:
     code = textwrap.dedent(
         """
         import os, signal, sys, time
