@@ -200,7 +200,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "--sync-signal",
         "SPOT_AGENT_SYNC_SIGNAL",
         "the signal that asks the agent for a checkpoint now (the job sends it to "
-        "SPOT_AGENT_PID); with another choice, SIGUSR1 is forwarded to the job like the rest",
+        "SPOT_AGENT_PID); with another choice, SIGUSR1 is forwarded to the job like the rest. "
+        "A real-time one works too: SIGRTMIN+2, RTMIN+2 or 36",
         parse_sync_signal,
         default="SIGUSR1",
         metavar="SIGNAL",
