@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from . import glibc_signals
 from .signals import ALWAYS_OWNED, WAITED, Sig, catchable_signals
 
 _received: list[tuple[Sig, float]] = []
@@ -60,6 +61,7 @@ def install(argv: Sequence[str]) -> None:
     _installed = True
     for sig in catchable_signals() - ALWAYS_OWNED:  # SIGCHLD's default (ignore) is harmless
         signal.signal(sig, _record)
+    glibc_signals.ignore()  # 32 and 33: no handler can be installed, and they would kill us
     # An inherited mask (tini's sigconf test starts it with SIGTERM blocked) would keep a
     # notice from ever arriving. Block only what the sigwait thread takes; the threads
     # started later inherit this mask, so that thread is the only one to receive them.

@@ -1,7 +1,8 @@
 """How the job's process is prepared between fork and exec, as tini prepares its child.
 
 - default signal dispositions and an empty mask, whatever the agent inherited (an ignored
-  SIGINT from ``nohup`` or a shell's ``&``, a blocked SIGTERM) or set up for itself;
+  SIGINT from ``nohup`` or a shell's ``&``, a blocked SIGTERM) or set up for itself (glibc's
+  32 and 33 included, see ``agent/glibc_signals.py``);
 - the terminal's foreground, when the agent has it: given *in the child*, before exec, so
   a job-control shell never finds itself in the background and stops on SIGTTIN;
 - SIGKILL should the agent die (``kill -9``) without ending it;
@@ -21,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import glibc_signals
 from .signals import catchable_signals
 
 PR_SET_PDEATHSIG = 1
@@ -50,6 +52,8 @@ def prepare_child(foreground_tty: int | None) -> Callable[[], None]:
     agent_pid = os.getpid()
     dispositions = sorted(catchable_signals())  # real-time ones too
     nofile = INHERITED_NOFILE_SOFT
+    reserved = glibc_signals.ignored
+    glibc = glibc_signals.ReservedSignals() if reserved else None
 
     # Only system calls from here on, no locks, no imports: the agent has threads, and only
     # the forking one exists in the child.
@@ -66,6 +70,8 @@ def prepare_child(foreground_tty: int | None) -> Callable[[], None]:
         for sig in dispositions:
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(sig, signal.SIG_DFL)
+        if glibc is not None:
+            glibc.restore_default(reserved)  # ignored by the agent (an ignore survives exec)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         with contextlib.suppress(ValueError, OSError):
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

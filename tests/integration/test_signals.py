@@ -20,6 +20,7 @@ from tests.agentproc import agent_env, start_agent
 from tests.integration.signal_jobs import (
     Recorder,
     agent_process,
+    mask_of,
     signal_names,
     unshare_pid,
     wait_until,
@@ -126,3 +127,25 @@ def test_kill_9_of_the_agent_takes_the_job_with_it(tmp_path: Path) -> None:
     except psutil.TimeoutExpired:
         job.kill()
         pytest.fail("the job kept running after its agent was killed with SIGKILL")
+
+
+@pytest.mark.parametrize("sig", [32, 33], ids=["SIGCANCEL", "SIGSETXID"])
+def test_glibcs_own_signals_neither_kill_the_agent_nor_reach_the_job(
+    tmp_path: Path, sig: int
+) -> None:
+    """32 and 33 belong to glibc: no handler can be installed, and their default ended the
+    agent (exit 160, 161). Ignored by the agent; the job gets them at their default."""
+    rec = Recorder(tmp_path)
+    run = start_agent(tmp_path, ["--job-id", "glibc"], rec.command)
+    try:
+        run.wait_for(rec.ready.exists, what="the job to start")
+        job_status = Path(f"/proc/{rec.ready.read_text()}/status").read_text()
+        assert mask_of(job_status, "SigIgn") & (0b11 << 31) == 0  # an ignore survives exec
+        for _ in range(3):
+            os.kill(run.proc.pid, sig)
+        os.kill(run.proc.pid, signal.SIGUSR2)  # the agent is alive and still forwards
+        wait_until(lambda: "SIGUSR2" in rec.received(), 10, "SIGUSR2 at the job")
+    finally:
+        rec.finish()
+    assert run.wait(30) == 0, run.stdout + run.stderr
+    assert rec.received() == ["SIGUSR2"]
