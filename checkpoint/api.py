@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -166,11 +167,28 @@ def _agent_pid() -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-def _signal_named(variable: str, default: signal.Signals) -> signal.Signals:
-    """The signal the agent names in ``variable`` (e.g. ``SIGUSR2``), else ``default``."""
+def _signal_named(variable: str, default: int) -> int:
+    """The signal the agent names in ``variable``, else ``default``.
+
+    The agent writes names as ``kill -l`` prints them: ``SIGUSR2``, and for real-time
+    signals ``SIGRTMIN+2`` or ``SIGRTMAX-1``, which ``signal.Signals`` has no members for.
+    """
     name = os.environ.get(variable, "").strip().upper()
+    if not name:
+        return default
+    bare = name[3:] if name.startswith("SIG") else name
+    for base, first in (("RTMIN", signal.SIGRTMIN), ("RTMAX", signal.SIGRTMAX)):
+        if bare.startswith(base):
+            offset = bare[len(base) :] or "+0"
+            if re.fullmatch(r"[+-][0-9]{1,2}", offset):
+                number = first + int(offset)
+                if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+                    return number
+            return default
+    if re.fullmatch(r"[0-9]{1,2}", bare):
+        return int(bare)
     try:
-        return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"] if name else default
+        return signal.Signals["SIG" + bare]
     except KeyError:
         return default
 

@@ -41,6 +41,27 @@ def test_another_sync_signal_forwards_sigusr1_to_the_job(tmp_path: Path) -> None
     assert r.wait(30) == 75
 
 
+def test_a_real_time_sync_signal_is_the_one_the_job_api_sends(tmp_path: Path) -> None:
+    # The agent names it as kill -l does (SIGRTMIN+2), which signal.Signals cannot look up:
+    # the API once fell back to SIGUSR1, which the agent then forwarded to the job instead.
+    job = py("""
+        import os, pathlib, sys, time
+        import checkpoint
+        print("ready", os.environ["SPOT_AGENT_SYNC_SIGNAL"], flush=True)
+        pathlib.Path(os.environ["CHECKPOINT_DIR"], "f").write_text("x")
+        if not checkpoint.request_sync(wait=60):
+            sys.exit("the sync did not start")
+        print("sync started", flush=True)
+        time.sleep(600)
+    """)
+    r = start_agent(tmp_path, ["--job-id", "rt", "--sync-signal", "SIGRTMIN+2"], job)
+    r.wait_for(lambda: r.has_line("sync started"), what="the requested sync to start")
+    assert r.has_line("ready SIGRTMIN+2")
+    assert r.event("sync.requested")["by"] == "SIGRTMIN+2"
+    r.signal(signal.SIGTERM)
+    assert r.wait(30) == 75
+
+
 def test_the_jobs_own_exit_75_can_be_told_apart(tmp_path: Path) -> None:
     job = py("import sys; sys.exit(75)")
     assert run_agent(tmp_path, ["--job-id", "e75"], job).proc.returncode == 75
