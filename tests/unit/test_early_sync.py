@@ -1,10 +1,14 @@
 """The notice-aware cadence: when the pending bytes call for an early sync, and how often
-they are measured. Pure arithmetic on made-up clocks and sizes."""
+they are measured (pure arithmetic on made-up clocks and sizes); and its setting."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from agent.cli import build_parser
+from agent.config import ConfigError, Settings, load_settings
 from agent.run.scheduler import (
     ASSUMED_UPLOAD_RATE,
     EARLY,
@@ -149,3 +153,36 @@ def test_the_loop_wakes_for_a_walk_but_not_while_one_cannot_start() -> None:
     assert sch.wait_time(MEASURE_FLOOR + 1) == 0.5  # a walk runs: no busy loop on it
     off = scheduler(max_pending_upload=0, interval=300)
     assert off.wait_time(MEASURE_FLOOR + 1) == 0.5
+
+
+# -- the setting ------------------------------------------------------------------------
+
+
+def settings(tmp_path: Path, *args: str, **env: str) -> Settings:
+    parsed = build_parser().parse_args(["run", *args])
+    return load_settings(parsed, ["job"], {"XDG_STATE_HOME": str(tmp_path), **env})
+
+
+def test_the_default_is_half_a_spot_notice(tmp_path: Path) -> None:
+    assert settings(tmp_path).max_pending_upload == 60.0
+
+
+@pytest.mark.parametrize(
+    "raw, seconds",
+    [("0", 0.0), ("off", 0.0), ("OFF", 0.0), ("90", 90.0), ("2m", 120.0), ("250ms", 0.25)],
+)
+def test_durations_and_off(tmp_path: Path, raw: str, seconds: float) -> None:
+    assert settings(tmp_path, "--max-pending-upload", raw).max_pending_upload == seconds
+    env = settings(tmp_path, SPOT_AGENT_MAX_PENDING_UPLOAD=raw)
+    assert env.max_pending_upload == seconds
+
+
+@pytest.mark.parametrize(
+    "raw, problem", [("-5s", "must not be negative"), ("soon", "or 0/off to turn it off")]
+)
+def test_a_bad_value_is_one_line_naming_the_setting(tmp_path: Path, raw: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, SPOT_AGENT_MAX_PENDING_UPLOAD=raw)
+    line = str(caught.value)
+    assert line.startswith("--max-pending-upload (SPOT_AGENT_MAX_PENDING_UPLOAD): ")
+    assert problem in line and "\n" not in line
