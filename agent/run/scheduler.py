@@ -39,6 +39,11 @@ WALK_SHARE = 0.05
 #: too late; that sync then measures the real rate
 ASSUMED_UPLOAD_RATE = 8 << 20
 EARLY = "early"  # the reason of an early sync
+#: an early sync that uploaded less than this share of the pending bytes it was started
+#: for found the walk's count too high (files rewritten in place with few changed chunks:
+#: the walk counts their size, the sync sends only their changes); the next early sync
+#: then waits, so that an overestimate cannot keep the agent syncing back to back
+OVERCOUNT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,8 @@ class SyncScheduler:
         self.measuring = False  # a walk of the dir for the pending bytes is under way
         self.next_measure = float("inf")
         self.measure_floor = MEASURE_FLOOR
+        self.early_pending: int | None = None  # what the early sync under way was for
+        self.hold_early_until = 0.0  # after an overcount: no early sync before this
 
     def schedule(self, now: float) -> None:
         """The job started, or a sync ended: the next periodic sync (and, once, the first
@@ -155,6 +162,9 @@ class SyncScheduler:
             self.last_sync_seconds = result.seconds
             if result.bytes_uploaded >= RATE_SAMPLE_BYTES:
                 self.upload_rate = result.bytes_uploaded / max(result.seconds, 1e-3)
+            if self.early_pending and result.bytes_uploaded < OVERCOUNT_SHARE * self.early_pending:
+                self.hold_early_until = now + max(result.seconds, self.max_pending_upload)
+        self.early_pending = None
         if self.closing:
             return None
         if self.queued is not None:
@@ -200,11 +210,16 @@ class SyncScheduler:
         self.next_measure = now + max(self.measure_floor, walk_seconds / WALK_SHARE)
         if pending_bytes is None or token != self.syncs_started:
             return None
-        return self.early_sync(pending_bytes, now)
+        plan = self.early_sync(pending_bytes, now)
+        if plan is not None:
+            self.early_pending = pending_bytes
+        return plan
 
     def early_sync(self, pending_bytes: int, now: float) -> EarlySync | None:
         """Whether the pending bytes call for a sync now (pure: the caller starts it)."""
         if self.max_pending_upload <= 0 or self.running or self.closing:
+            return None
+        if now < self.hold_early_until:
             return None
         rate = self.upload_rate or float(ASSUMED_UPLOAD_RATE)
         estimate = pending_bytes / rate

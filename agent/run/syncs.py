@@ -105,7 +105,17 @@ class Syncs:
                 error_type=type(exc).__name__,
                 restorable=self.restorable(),
             )
-        again = self.scheduler.finished(time.monotonic(), result)
+        now = time.monotonic()
+        early_pending = self.scheduler.early_pending
+        again = self.scheduler.finished(now, result)
+        if result is not None and early_pending and self.scheduler.hold_early_until > now:
+            log.info(
+                "sync.early_overcounted",
+                pending_bytes=early_pending,
+                bytes_uploaded=result.bytes_uploaded,
+                why="the walk counted whole files; the sync sent only their changed chunks",
+                next_early_after=round(self.scheduler.hold_early_until - now, 3),
+            )
         if again is not None:
             self.start(again)
 

@@ -155,6 +155,30 @@ def test_the_loop_wakes_for_a_walk_but_not_while_one_cannot_start() -> None:
     assert off.wait_time(MEASURE_FLOOR + 1) == 0.5
 
 
+def early_sync_that_uploaded(sch: SyncScheduler, now: float, pending: int, uploaded: int) -> None:
+    plan = sch.measured(now, sch.measuring_started(), pending, walk_seconds=0.01)
+    assert plan is not None and sch.request(EARLY) == EARLY
+    done = SyncResult(EARLY, 1, 1, pending, uploaded, 1, pending, 40.0)
+    sch.finished(now + 40, done)
+
+
+def test_an_early_sync_that_found_little_to_send_holds_the_next_one_back() -> None:
+    # a 20 GiB file rewritten in place: the walk counts 20 GiB, the sync sends 100 MiB
+    sch = scheduler(max_pending_upload=60)
+    measure_rate(sch, rate=100 * MiB)
+    early_sync_that_uploaded(sch, now=100, pending=20 << 30, uploaded=100 * MiB)
+    assert sch.hold_early_until == 140 + 60  # the longer of the sync and the threshold
+    assert sch.early_sync(20 << 30, now=199) is None
+    assert sch.early_sync(20 << 30, now=200) is not None
+
+
+def test_an_early_sync_that_sent_what_was_counted_holds_nothing_back() -> None:
+    sch = scheduler(max_pending_upload=60)
+    early_sync_that_uploaded(sch, now=100, pending=1 << 30, uploaded=(1 << 30) // 2)
+    assert sch.hold_early_until == 0
+    assert sch.early_sync(1 << 30, now=141) is not None
+
+
 # -- the setting ------------------------------------------------------------------------
 
 
