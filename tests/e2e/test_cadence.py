@@ -42,19 +42,22 @@ def test_pending_bytes_beyond_the_threshold_are_committed_by_early_syncs(tmp_pat
             e for e in run.events() if e["event"] == "sync.committed" and e.get("reason") == "early"
         ]
 
-    run.wait_for(lambda: len(early_commits()) >= 2, timeout=120, what="two early syncs")
+    def both_committed() -> bool:  # a checkpoint taken early holds both files
+        return any(int(str(e["bytes"])) >= 24 * MiB for e in early_commits())
+
+    run.wait_for(both_committed, timeout=120, what="early syncs of both files")
     decisions = [e for e in run.events() if e["event"] == "sync.early"]
-    first, second = decisions[0], decisions[1]
+    first, later = decisions[0], decisions[1:]
 
     # Before any sync has measured a rate, a slow one is assumed; the first early sync
-    # uploads 8 MiB, enough to measure the real rate, which the second decision uses.
+    # uploads 8 MiB, enough to measure the real rate, which the later decisions use.
     assert first["rate_source"] == "assumed"
     assert first["pending_bytes"] >= 8 * MiB
-    assert second["rate_source"] == "measured"
-    # second.bin; first.bin too when its commit came within 2 s of its write (a file that
-    # recent is hashed again by the next sync, so the walk counts it: see docs/cadence.md)
-    assert second["pending_bytes"] >= 16 * MiB
-    for decision in (first, second):
+    assert later and all(d["rate_source"] == "measured" for d in later)
+    # second.bin (and first.bin again when its commit came within 2 s of its write: the
+    # next sync reads so recent a file again, so the walk counts it; see docs/cadence.md)
+    assert any(d["pending_bytes"] >= 16 * MiB for d in later)
+    for decision in decisions:
         assert decision["threshold_seconds"] == 0.001
         assert decision["estimate_seconds"] > decision["threshold_seconds"]
         at_rate = decision["pending_bytes"] / decision["upload_rate"]
@@ -63,9 +66,10 @@ def test_pending_bytes_beyond_the_threshold_are_committed_by_early_syncs(tmp_pat
         assert decision["periodic_due_in"] > 600  # well before any periodic sync
     assert not [e for e in run.events() if e.get("reason") == "periodic"]
     assert early_commits()[0]["bytes_uploaded"] >= 8 * MiB
-    assert early_commits()[1]["bytes_uploaded"] >= 16 * MiB
+    assert sum(int(str(e["bytes_uploaded"])) for e in early_commits()) >= 24 * MiB
 
     run.signal(signal.SIGTERM)
     assert run.wait(60) == 75, run.stderr
     rows = json.loads(cli(tmp_path, "checkpoints", "list", "--job-id", "cadence", "--json").stdout)
-    assert [row["reason"] for row in rows][:2] == ["early", "early"]
+    reasons = [row["reason"] for row in rows]
+    assert reasons.count("early") >= 2 and set(reasons) <= {"early", "interruption"}
