@@ -146,7 +146,14 @@ class Syncs:
         if ev.error is not None and ev.error != self._walk_failed:
             log.warning("sync.pending_unknown", error=ev.error, action="no early sync this time")
         self._walk_failed = ev.error
-        plan = self.scheduler.measured(time.monotonic(), ev.token, ev.pending_bytes, ev.seconds)
+        now = time.monotonic()
+        plan = self.scheduler.measured(now, ev.token, ev.pending_bytes, ev.seconds)
+        log.debug(
+            "sync.pending",
+            pending_bytes=ev.pending_bytes,
+            walk_seconds=round(ev.seconds, 3),
+            next_walk_in=round(self.scheduler.next_measure - now, 3),
+        )
         if plan is None:
             return
         log.info(

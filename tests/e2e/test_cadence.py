@@ -73,3 +73,29 @@ def test_pending_bytes_beyond_the_threshold_are_committed_by_early_syncs(tmp_pat
     rows = json.loads(cli(tmp_path, "checkpoints", "list", "--job-id", "cadence", "--json").stdout)
     reasons = [row["reason"] for row in rows]
     assert reasons.count("early") >= 2 and set(reasons) <= {"early", "interruption"}
+
+
+def test_a_restored_checkpoint_is_not_pending(tmp_path: Path) -> None:
+    """A retry restores the checkpoint: nothing of it is pending, so no early sync follows
+    (the restore remembers what it placed, as a sync does)."""
+    write = textwrap.dedent("""
+        import os, time, checkpoint
+        checkpoint.save_bytes("state.bin", os.urandom(8 << 20))
+        old = time.time() - 3600  # not "just written" (see docs/cadence.md)
+        os.utime(os.path.join(os.environ["CHECKPOINT_DIR"], "state.bin"), (old, old))
+    """)
+    args = ["--job-id", "retry", "--sync-interval", "1h", "--max-pending-upload", "1ms"]
+    first = start_agent(tmp_path, args, [sys.executable, "-c", write])
+    assert first.wait(120) == 0, first.stderr
+    # the retry runs long enough for several walks (one every 2 s), then exits
+    retry = start_agent(
+        tmp_path,
+        [*args, "--log-level", "debug"],
+        [sys.executable, "-c", "import time; time.sleep(7)"],
+    )
+    assert retry.wait(120) == 0, retry.stderr
+    assert retry.event("restore.done")["bytes"] == 8 * MiB
+    walks = [e for e in retry.events() if e["event"] == "sync.pending"]
+    assert len(walks) >= 2 and all(w["pending_bytes"] == 0 for w in walks)
+    assert not [e for e in retry.events() if e["event"] == "sync.early"]
+    assert retry.event("sync.unchanged")["reason"] == "exit"
