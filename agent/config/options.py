@@ -95,7 +95,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "SPOT_AGENT_MAX_PENDING_UPLOAD",
         "checkpoint early, before the next periodic sync, when what the job wrote since the "
         "last checkpoint would take longer than this to upload at the measured upload rate, "
-        "so that the final checkpoint after a notice always fits in it. Default: half of a "
+        "so that the final checkpoint fits in the notice. Default: half of a "
         "spot notice's two minutes; where SIGTERM is the only notice, about half of "
         "--grace-period suits. 0 or off: sync only on the other occasions",
         parse_duration_or_off,

@@ -95,7 +95,7 @@ def test_without_periodic_syncs_the_early_sync_still_protects_the_notice() -> No
     assert plan is not None and plan.periodic_due_in is None
 
 
-def test_an_early_sync_resets_the_periodic_timer_like_any_sync() -> None:
+def test_an_early_sync_queues_requests_and_resets_the_periodic_timer_like_any_sync() -> None:
     sch = scheduler(interval=300)
     plan = sch.measured(
         now=100, token=sch.measuring_started(), pending_bytes=1 << 40, walk_seconds=0.01
@@ -103,8 +103,10 @@ def test_an_early_sync_resets_the_periodic_timer_like_any_sync() -> None:
     assert plan is not None
     assert sch.request(EARLY) == EARLY
     assert not sch.due(1e9)  # no periodic sync while the early one runs
-    sch.finished(now=120, result=None)
-    assert not sch.due(419.9) and sch.due(420)
+    assert sch.request("requested") is None  # the job's request waits for it, as for any
+    assert sch.finished(now=120, result=None) == "requested"
+    sch.finished(now=130, result=None)
+    assert not sch.due(429.9) and sch.due(430)
 
 
 def test_walks_are_spaced_by_the_floor_and_by_their_own_cost() -> None:
