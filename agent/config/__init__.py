@@ -39,6 +39,7 @@ from .parsers import (
     parse_choice,
     parse_count,
     parse_duration,
+    parse_duration_or_off,
     parse_exit_code,
     parse_job_id,
     parse_kms_key_id,
@@ -121,6 +122,8 @@ class Settings:
     log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
     s3: S3Settings = S3Settings()
     rehash: str = "open"
+    #: sync early when the pending bytes would take longer than this to upload (0: never)
+    max_pending_upload: float = 60.0
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -265,6 +268,7 @@ def load_settings(
         log_color=not environ.get("NO_COLOR") and environ.get("TERM") != "dumb",
         s3=s3,
         rehash=values["rehash"],
+        max_pending_upload=values["max_pending_upload"],
         child_environ=_child_environ(environ),
     )
 
@@ -320,6 +324,7 @@ __all__ = [
     "parse_choice",
     "parse_count",
     "parse_duration",
+    "parse_duration_or_off",
     "parse_exit_code",
     "parse_job_id",
     "parse_kms_key_id",

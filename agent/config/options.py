@@ -16,6 +16,7 @@ from .parsers import (
     parse_choice,
     parse_count,
     parse_duration,
+    parse_duration_or_off,
     parse_exit_code,
     parse_job_id,
     parse_kms_key_id,
@@ -83,9 +84,22 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(
         "--sync-interval",
         "SPOT_AGENT_SYNC_INTERVAL",
-        "checkpoint this often while the job runs; 0 turns periodic syncs off",
+        "checkpoint this often while the job runs; 0 turns periodic syncs off (early syncs, "
+        "see --max-pending-upload, still happen)",
         parse_duration,
         default="5m",
+        metavar="DURATION",
+    ),
+    Option(
+        "--max-pending-upload",
+        "SPOT_AGENT_MAX_PENDING_UPLOAD",
+        "checkpoint early, before the next periodic sync, when what the job wrote since the "
+        "last checkpoint would take longer than this to upload at the measured upload rate, "
+        "so that the final checkpoint fits in the notice. Default: half of a "
+        "spot notice's two minutes; where SIGTERM is the only notice, about half of "
+        "--grace-period suits. 0 or off: sync only on the other occasions",
+        parse_duration_or_off,
+        default="60s",
         metavar="DURATION",
     ),
     Option(

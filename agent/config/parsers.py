@@ -34,6 +34,20 @@ def parse_duration(raw: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def parse_duration_or_off(raw: str) -> float:
+    """A duration, or ``off`` (the same as 0): the thing it sets is turned off."""
+    if raw.strip().lower() in ("off", "none", "never"):
+        return 0.0
+    if raw.strip().startswith("-"):
+        return parse_duration(raw)  # its own message: must not be negative
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        raise ValueError(
+            f"expected a duration like 30s, 5m, 2h, or 0/off to turn it off; got {raw!r}"
+        ) from None
+
+
 def parse_signal(raw: str) -> Sig:
     """``SIGUSR1``, ``USR1``, ``10``, and the real-time ones: ``SIGRTMIN+2``, ``RTMAX-1``."""
     return Sig.parse(raw)

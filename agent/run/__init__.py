@@ -2,7 +2,7 @@
 
 - :mod:`.loop` the main sequence (claim, restore, start, supervise, finish) and its events
 - :mod:`.events` what can happen, as types; :mod:`.arrivals` what a signal or notice means
-- :mod:`.scheduler` sync cadence, upload rate, reserve and deadline arithmetic (pure)
+- :mod:`.scheduler` sync cadence, early syncs, upload rate, reserve and deadline arithmetic (pure)
 - :mod:`.syncs` the sync worker
 - :mod:`.endings` the ways a run ends, and the exit status of each
 - :mod:`.signals` which signal means what; stamping each on arrival

@@ -42,6 +42,16 @@ class SyncFailed:
 
 
 @dataclass(frozen=True)
+class PendingMeasured:
+    """A walk of the checkpoint dir counted the bytes changed since the last commit."""
+
+    token: int  # what the scheduler handed out when the walk started
+    pending_bytes: int | None  # None: the walk failed (``error``)
+    seconds: float  # how long the walk took
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class StartupDone:
     """A start-up step finished in its worker: ``claim``, ``sources`` or ``restore``."""
 
@@ -67,6 +77,7 @@ Event = (
     | NoticeReceived
     | SyncDone
     | SyncFailed
+    | PendingMeasured
     | StartupDone
     | StartupFailed
     | IdentityKnown

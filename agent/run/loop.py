@@ -39,6 +39,7 @@ from .events import (
     Event,
     IdentityKnown,
     NoticeReceived,
+    PendingMeasured,
     SignalReceived,
     StartupDone,
     StartupFailed,
@@ -62,7 +63,9 @@ class RunLoop:
         self.files = files
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.table = signals.signal_table(settings.sync_signal)
-        self.scheduler = SyncScheduler(settings.sync_interval, settings.upload_reserve)
+        self.scheduler = SyncScheduler(
+            settings.sync_interval, settings.upload_reserve, settings.max_pending_upload
+        )
         self.board = NoticeBoard()
         self.attempt = 0
         self.ckpt: Checkpoints | None = None
@@ -112,6 +115,7 @@ class RunLoop:
             job_id_source=s.job_id_source,
             batch_attempt=s.batch_attempt,
             sync_interval=s.sync_interval,
+            max_pending_upload=s.max_pending_upload,
             grace_period=s.grace_period,
             upload_reserve=rounded(s.upload_reserve),
             pid=os.getpid(),
@@ -158,6 +162,8 @@ class RunLoop:
             now = time.monotonic()
             if self.scheduler.due(now):
                 self.syncs.request("periodic")
+            elif self.scheduler.measure_due(now):
+                self.syncs.measure()  # may start an early sync when it reports
             self.pump(self.scheduler.wait_time(now))
 
     # -- start-up workers -----------------------------------------------------------------
@@ -236,6 +242,10 @@ class RunLoop:
                 arrivals.on_notice(self, notice, at)
             case SyncDone() | SyncFailed():
                 self.syncs.ended(ev)
+            case PendingMeasured() if self._supervising:
+                self.syncs.measured(ev)
+            case PendingMeasured():  # the run is ending: the final sync commits it all
+                self.scheduler.measuring = False
             case StartupDone(step, value):
                 self._done[step] = value
             case StartupFailed("sources", error) if not isinstance(error, ConfigError):
@@ -245,6 +255,12 @@ class RunLoop:
                 self._failed = ev
             case IdentityKnown(fields):
                 logs.bind_static(**fields)
+
+    @property
+    def _supervising(self) -> bool:
+        """The job runs and nothing is ending it: early syncs may start."""
+        running = self.job is not None and self.job.running
+        return running and self.interruption is None and self.superseded is None
 
     @property
     def superseded(self) -> Superseded | None:

@@ -4,7 +4,6 @@ loop's unit tests pass fakes."""
 
 from __future__ import annotations
 
-import signal
 import socket
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -92,9 +91,3 @@ def real_parts(s: Settings, store: Store) -> Parts:
         continue_job=continue_job,
     )
 
-
-def signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return str(sig)

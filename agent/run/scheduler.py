@@ -6,6 +6,10 @@ The loop asks the scheduler what to do and tells it what happened; every time is
 - Cadence: a periodic sync ``interval`` seconds after the last one ended; one sync at a
   time, and a request while one runs is kept (once) for when it ends.
 - Upload rate: measured on syncs that uploaded enough to say something.
+- Early syncs: when the bytes changed since the last commit would take longer than
+  ``max_pending_upload`` to upload, a sync starts before the periodic one is due, so the
+  final checkpoint after a notice has that much to send at most. The bytes are measured
+  by a stat walk off the loop thread, at an interval that grows with the walk's own cost.
 - Reserve: how long before the deadline the job must be gone for the final checkpoint to
   commit in time.
 """
@@ -25,6 +29,21 @@ RATE_SAMPLE_BYTES = 4 << 20
 JOB_SHARE = 0.2
 #: the longest the loop waits on its queue: no periodic sync or reap waits longer
 MAX_WAIT = 0.5
+#: the pending bytes are measured at most this often (a walk of a small dir is cheap)...
+MEASURE_FLOOR = 2.0
+#: ...and never for more than this share of the wall time (100,000 files: about a second
+#: of walk, so one walk every 20 s)
+WALK_SHARE = 0.05
+#: the upload rate assumed before a sync has measured one: a slow network path (S3 from
+#: EC2 usually does ten times this), so the first early sync comes too soon rather than
+#: too late; that sync then measures the real rate
+ASSUMED_UPLOAD_RATE = 8 << 20
+EARLY = "early"  # the reason of an early sync
+#: an early sync that uploaded less than this share of the pending bytes it was started
+#: for found the walk's count too high (files rewritten in place with few changed chunks:
+#: the walk counts their size, the sync sends only their changes); the next early sync
+#: then waits, so that an overestimate cannot keep the agent syncing back to back
+OVERCOUNT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,26 +82,66 @@ class ReservePlan:
         }
 
 
+@dataclass(frozen=True)
+class EarlySync:
+    """Why a sync starts early: the pending bytes would take too long to upload."""
+
+    pending_bytes: int
+    upload_rate: float
+    rate_source: str  # "measured" (by a sizeable sync) or "assumed" (none yet)
+    estimate: float  # seconds to upload the pending bytes at that rate
+    threshold: float  # --max-pending-upload
+    periodic_due_in: float | None  # seconds until the periodic sync (None: none is set)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "pending_bytes": self.pending_bytes,
+            "upload_rate": round(self.upload_rate),
+            "rate_source": self.rate_source,
+            "estimate_seconds": round(self.estimate, 3),
+            "threshold_seconds": round(self.threshold, 3),
+            "periodic_due_in": (
+                None if self.periodic_due_in is None else round(self.periodic_due_in, 3)
+            ),
+        }
+
+
 class SyncScheduler:
-    def __init__(self, interval: float, min_reserve: float) -> None:
+    def __init__(
+        self, interval: float, min_reserve: float, max_pending_upload: float = 0.0
+    ) -> None:
         self.interval = interval
         self.min_reserve = min_reserve
+        self.max_pending_upload = max_pending_upload  # 0: no early syncs
         self.running = False
         self.closing = False  # the final sync is under way: nothing else starts
         self.queued: str | None = None
         self.next_periodic = float("inf")
         self.upload_rate: float | None = None  # bytes/s of the last sizeable sync
         self.last_sync_seconds = 0.0
+        self.syncs_started = 0  # a walk that saw a sync start meanwhile measured nothing
+        self.measuring = False  # a walk of the dir for the pending bytes is under way
+        self.next_measure = float("inf")
+        self.measure_floor = MEASURE_FLOOR
+        self.early_pending: int | None = None  # what the early sync under way was for
+        self.hold_early_until = 0.0  # after an overcount: no early sync before this
 
     def schedule(self, now: float) -> None:
+        """The job started, or a sync ended: the next periodic sync (and, once, the first
+        measurement of the pending bytes) counts from now."""
         if self.interval > 0 and not self.closing:
             self.next_periodic = now + self.interval
+        if self.next_measure == float("inf"):
+            self.next_measure = now + self.measure_floor
 
     def due(self, now: float) -> bool:
         return now >= self.next_periodic
 
     def wait_time(self, now: float) -> float:
-        return min(max(self.next_periodic - now, 0.0), MAX_WAIT)
+        wake = self.next_periodic
+        if self._may_measure:
+            wake = min(wake, self.next_measure)
+        return min(max(wake - now, 0.0), MAX_WAIT)
 
     def request(self, reason: str) -> str | None:
         """A sync is wanted: the reason to start one with now, or None (queued or closed)."""
@@ -93,6 +152,7 @@ class SyncScheduler:
             self.queued = self.queued or reason
             return None
         self.running = True
+        self.syncs_started += 1
         return reason
 
     def finished(self, now: float, result: SyncResult | None) -> str | None:
@@ -102,11 +162,15 @@ class SyncScheduler:
             self.last_sync_seconds = result.seconds
             if result.bytes_uploaded >= RATE_SAMPLE_BYTES:
                 self.upload_rate = result.bytes_uploaded / max(result.seconds, 1e-3)
+            if self.early_pending and result.bytes_uploaded < OVERCOUNT_SHARE * self.early_pending:
+                self.hold_early_until = now + max(result.seconds, self.max_pending_upload)
+        self.early_pending = None
         if self.closing:
             return None
         if self.queued is not None:
             again, self.queued = self.queued, None
             self.running = True
+            self.syncs_started += 1
             return again
         self.schedule(now)
         return None
@@ -116,6 +180,60 @@ class SyncScheduler:
         self.closing = True
         self.queued = None
         self.next_periodic = float("inf")
+
+    # -- early syncs ----------------------------------------------------------------------
+
+    def measure_due(self, now: float) -> bool:
+        """Time to walk the dir for the pending bytes: never while a sync runs (it is
+        committing them anyway), while closing, or while the last walk still runs."""
+        return self._may_measure and now >= self.next_measure
+
+    @property
+    def _may_measure(self) -> bool:
+        return self.max_pending_upload > 0 and not (self.running or self.closing or self.measuring)
+
+    def measuring_started(self) -> int:
+        """A walk starts: the token to hand back with its result."""
+        self.measuring = True
+        return self.syncs_started
+
+    def measured(
+        self, now: float, token: int, pending_bytes: int | None, walk_seconds: float
+    ) -> EarlySync | None:
+        """A walk ended (``None``: it failed): the early sync to start now (with
+        ``request(EARLY)``), if one is due.
+
+        The next walk is at least ``measure_floor`` seconds away, and far enough for the
+        walks to take at most ``WALK_SHARE`` of the time. A walk during which a sync
+        started says nothing: that sync commits what it counted."""
+        self.measuring = False
+        self.next_measure = now + max(self.measure_floor, walk_seconds / WALK_SHARE)
+        if pending_bytes is None or token != self.syncs_started:
+            return None
+        plan = self.early_sync(pending_bytes, now)
+        if plan is not None:
+            self.early_pending = pending_bytes
+        return plan
+
+    def early_sync(self, pending_bytes: int, now: float) -> EarlySync | None:
+        """Whether the pending bytes call for a sync now (pure: the caller starts it)."""
+        if self.max_pending_upload <= 0 or self.running or self.closing:
+            return None
+        if now < self.hold_early_until:
+            return None
+        rate = self.upload_rate or float(ASSUMED_UPLOAD_RATE)
+        estimate = pending_bytes / rate
+        if estimate <= self.max_pending_upload:
+            return None
+        due_in = self.next_periodic - now if self.next_periodic != float("inf") else None
+        return EarlySync(
+            pending_bytes=pending_bytes,
+            upload_rate=rate,
+            rate_source="measured" if self.upload_rate else "assumed",
+            estimate=estimate,
+            threshold=self.max_pending_upload,
+            periodic_due_in=due_in,
+        )
 
     def reserve(self, budget: float, pending_bytes: int) -> ReservePlan:
         """At least the minimum reserve; more when the last sync took longer, or when the

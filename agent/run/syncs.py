@@ -1,5 +1,7 @@
 """The sync worker: one sync at a time, when the scheduler says; each runs in its own
-thread and reports back as a ``SyncDone`` or ``SyncFailed`` event."""
+thread and reports back as a ``SyncDone`` or ``SyncFailed`` event. Between syncs, a walk
+of the dir (in its own thread too) counts the pending bytes and reports a
+``PendingMeasured``: too many, and an early sync starts (``sync.early``)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ from checkpoint.errors import CheckpointError, Superseded
 from checkpoint.sync import SyncResult
 
 from .. import logs
-from .events import Event, SyncDone, SyncFailed
+from .events import Event, PendingMeasured, SyncDone, SyncFailed
 from .jobenv import JobFiles
 from .parts import Checkpoints
 from .report import log_sync
-from .scheduler import SyncScheduler
+from .scheduler import EARLY, SyncScheduler
 
 log = logs.get_logger()
 
@@ -39,6 +41,7 @@ class Syncs:
         #: what the last sync to end gave: its result, or what it raised
         self.last: SyncResult | BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._walk_failed: str | None = None  # the last walk's error, logged once
 
     @property
     def running(self) -> bool:
@@ -102,6 +105,61 @@ class Syncs:
                 error_type=type(exc).__name__,
                 restorable=self.restorable(),
             )
-        again = self.scheduler.finished(time.monotonic(), result)
+        now = time.monotonic()
+        early_pending = self.scheduler.early_pending
+        again = self.scheduler.finished(now, result)
+        if result is not None and early_pending and self.scheduler.hold_early_until > now:
+            log.info(
+                "sync.early_overcounted",
+                pending_bytes=early_pending,
+                bytes_uploaded=result.bytes_uploaded,
+                why="the walk counted whole files; the sync sent only their changed chunks",
+                next_early_after=round(self.scheduler.hold_early_until - now, 3),
+            )
         if again is not None:
             self.start(again)
+
+    # -- early syncs ------------------------------------------------------------------------
+
+    def measure(self) -> None:
+        """Walk the dir for the pending bytes in a thread of its own (the loop never waits
+        on a walk). Not one of the loop's workers: a walk is never work to wait for."""
+        ckpt, post = self.ckpt, self._post
+        if ckpt is None or self.superseded is not None:
+            self.scheduler.next_measure = float("inf")  # nothing to measure, ever
+            return
+        token = self.scheduler.measuring_started()
+
+        def walk() -> None:
+            started = time.monotonic()
+            try:
+                found = ckpt.pending_bytes()
+            except Exception as exc:  # measuring is an optimisation: it never stops the job
+                post(PendingMeasured(token, None, time.monotonic() - started, repr(exc)))
+                return
+            post(PendingMeasured(token, found, time.monotonic() - started))
+
+        threading.Thread(target=walk, name="cadence-walk", daemon=True).start()
+
+    def measured(self, ev: PendingMeasured) -> None:
+        """On the loop thread: start an early sync when the pending bytes call for one."""
+        if ev.error is not None and ev.error != self._walk_failed:
+            log.warning("sync.pending_unknown", error=ev.error, action="no early sync this time")
+        self._walk_failed = ev.error
+        now = time.monotonic()
+        plan = self.scheduler.measured(now, ev.token, ev.pending_bytes, ev.seconds)
+        log.debug(
+            "sync.pending",
+            pending_bytes=ev.pending_bytes,
+            walk_seconds=round(ev.seconds, 3),
+            next_walk_in=round(self.scheduler.next_measure - now, 3),
+        )
+        if plan is None:
+            return
+        log.info(
+            "sync.early",
+            **plan.log_fields(),
+            walk_seconds=round(ev.seconds, 3),
+            sync_reason=EARLY,
+        )
+        self.request(EARLY)
