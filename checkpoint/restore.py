@@ -36,7 +36,8 @@ from .errors import (
     StoreUnavailable,
 )
 from .jobstore import JobStore
-from .manifest import RESERVED_DIR, FileEntry, Manifest, check_link_target
+from .localindex import LocalIndex
+from .manifest import RESERVED_DIR, Chunk, FileEntry, Manifest, check_link_target
 from .placement import (
     clear_for_file,
     os_error,
@@ -45,6 +46,7 @@ from .placement import (
     safe_makedirs,
     safe_parent,
 )
+from .presence import stored_keys
 from .progress import Listener
 from .scan import file_matches, scan
 
@@ -62,6 +64,9 @@ class RestoreResult:
     seconds: float = 0.0
     skipped: tuple[tuple[int, str], ...] = ()  # damaged checkpoints passed over
     extra_files: int = 0  # files in the dir that the checkpoint does not have
+    #: of the files kept, those the local index vouched for (not read at all)
+    files_indexed: int = 0
+    bytes_hashed: int = 0  # bytes of local files read to check them against the checkpoint
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class _Materialized:
     nbytes: int
     extra: int
     present: frozenset[str]  # blobs known to be in the store after this restore
+    indexed: int = 0
+    hashed: int = 0
 
 
 class Restorer:
@@ -84,6 +91,9 @@ class Restorer:
         self._listener = listener  # restore.progress reports (default: the log)
         #: blobs the restored checkpoint references that are known to be in the store
         self.present: frozenset[str] = frozenset()
+        #: lstat of files kept untouched because the local index vouched for them (the
+        #: stat cache is seeded from these: the first sync reads none of them)
+        self.stats: dict[str, os.stat_result] = {}
 
     def restore(self, sequence: int | None, dest: Path) -> RestoreResult:
         """Restore ``sequence`` (default: the newest intact checkpoint) into ``dest``.
@@ -132,6 +142,8 @@ class Restorer:
                 time.monotonic() - started,
                 tuple(skipped),
                 done.extra,
+                done.indexed,
+                done.hashed,
             )
         if unreadable is not None:
             raise unreadable
@@ -164,7 +176,7 @@ class Restorer:
         staging = dest / RESERVED_DIR / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         staging.mkdir(parents=True, mode=0o700)
         try:
-            kept, fetch = self._partition(manifest, dest)
+            kept, fetch, hashed = self._partition(manifest, dest)
             nbytes = Downloader(self.job, self._pool, self._listener).download(fetch, staging)
             present = self._verify_present(kept)
             for d in manifest.dirs:
@@ -194,11 +206,27 @@ class Restorer:
         listed |= {h.path for h in manifest.hardlinks}
         extra = sum(1 for rel, _ in scan(dest).files if rel not in listed)
         fetched = {c.sha256 for f in fetch for c in f.chunks if not c.is_hole}
-        return _Materialized(len(fetch), len(kept), nbytes, extra, frozenset(fetched | present))
+        relinked = {h.target for h in manifest.hardlinks}  # os.link moved their ctime
+        self.stats = {p: st for p, st in self.stats.items() if p not in relinked}
+        return _Materialized(
+            len(fetch),
+            len(kept),
+            nbytes,
+            extra,
+            frozenset(fetched | present),
+            indexed=len(self.stats),
+            hashed=hashed,
+        )
 
-    def _partition(self, manifest: Manifest, dest: Path) -> tuple[list[FileEntry], list[FileEntry]]:
-        """Files already present with the right content are kept; the rest are fetched."""
+    def _partition(
+        self, manifest: Manifest, dest: Path
+    ) -> tuple[list[FileEntry], list[FileEntry], int]:
+        """Files already present with the right content are kept, the rest are fetched;
+        and the bytes read to tell. The local index vouches for files without a read."""
+        index = LocalIndex.load(dest, manifest)
+        self.stats = {}
         kept, fetch = [], []
+        hashed = 0
         for f in manifest.files:
             path = dest / f.path
             if not real_parents(dest, f.path):
@@ -209,19 +237,28 @@ class Restorer:
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 fetch.append(f)
                 continue
-            if stat.S_ISREG(st.st_mode) and st.st_size == f.size and file_matches(path, f):
+            if index is not None and index.vouches(f, st):
+                self.stats[f.path] = st  # mode and mtime match too: nothing to set
+                kept.append(f)
+                continue
+            if not (stat.S_ISREG(st.st_mode) and st.st_size == f.size):
+                fetch.append(f)
+                continue
+            hashed += f.size
+            if file_matches(path, f):
                 os.chmod(path, f.mode)
                 os.utime(path, ns=(f.mtime_ns, f.mtime_ns))
                 kept.append(f)
             else:
                 fetch.append(f)
-        return kept, fetch
+        return kept, fetch, hashed
 
     def _verify_present(self, kept: list[FileEntry]) -> set[str]:
         """Kept files were not downloaded: which of their blobs does the store still have?"""
-        wanted = sorted({c.sha256 for f in kept for c in f.chunks if not c.is_hole})
-        present = self._pool.map(lambda h: self.job.store.exists(self.job.blob_key(h)), wanted)
-        missing = [h for h, ok in zip(wanted, present, strict=True) if not ok]
+        chunks = {c for f in kept for c in f.chunks if not c.is_hole}
+        found = stored_keys(self.job, {self._chunk_key(c) for c in chunks}, self._pool)
+        present = {c.sha256 for c in chunks if self._chunk_key(c) in found}
+        missing = {c.sha256 for c in chunks} - present
         if missing:
             # The local copy is intact, so the job loses nothing: the next sync uploads them.
             log.warning(
@@ -229,7 +266,11 @@ class Restorer:
                 count=len(missing),
                 action="they will be uploaded again by the next sync",
             )
-        return set(wanted) - set(missing)
+        return present
+
+    def _chunk_key(self, chunk: Chunk) -> str:
+        """The object that holds ``chunk``'s bytes (with packs: ``self.job.chunk_key``)."""
+        return self.job.blob_key(chunk.sha256)
 
 
 def remove_stale_staging(dest: Path) -> None:
