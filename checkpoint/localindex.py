@@ -36,6 +36,7 @@ import json
 import operator
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,61 +148,116 @@ class LocalIndex:
     def load(cls, directory: Path, manifest: Manifest) -> LocalIndex | None:
         """The dir's index if it may vouch for files of ``manifest``; None otherwise
         (absent; damaged: warned; another boot, job or checkpoint: logged)."""
-        path = index_path(directory)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
+        found = _read(directory)
+        if found is None:
             return None
-        except OSError as exc:
-            _damaged(path, exc.strerror or str(exc))
-            return None
-        with open(fd, "rb") as fh:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_BYTES:
-                _damaged(path, f"not a regular file of at most {MAX_INDEX_BYTES} bytes")
-                return None
-            data = fh.read(MAX_INDEX_BYTES + 1)
-        try:
-            doc = json.loads(data)
-            header = (doc["format"], doc["job_id"], doc["sequence"], doc["boot_id"])
-            rows = {row[0]: row for row in doc["files"]}
-            fields = doc["chunk_fields"]
-        except (ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
-            _damaged(path, f"{type(exc).__name__}: {exc}")
-            return None
-        why = _untrusted(header, fields, manifest)
+        doc, rows, written_ns = found
+        why = _untrusted(doc, manifest)
         if why is not None:
-            log.info("index.not_trusted", path=str(path), why=why, action="reading every file")
+            path = str(index_path(directory))
+            log.info("index.not_trusted", path=path, why=why, action="reading every file")
             return None
-        return cls(rows, st.st_mtime_ns)
+        return cls(rows, written_ns)
 
     def vouches(self, f: FileEntry, st: os.stat_result) -> bool:
         """Does ``st`` (an lstat of ``f.path``) prove the file holds ``f``'s bytes?"""
         row = self._rows.get(f.path)
-        if row is None or len(row) != 7:
-            return False
-        _, size, mtime_ns, ctime_ns, ino, dev, chunks = row
         return (
-            stat.S_ISREG(st.st_mode)
-            and st.st_size == size == f.size
-            and st.st_mtime_ns == mtime_ns == f.mtime_ns
-            and st.st_ctime_ns == ctime_ns
-            and st.st_ino == ino
-            and st.st_dev == dev
+            row is not None
+            and _same_stat(row, st, self.written_ns)
+            and st.st_size == f.size
+            and st.st_mtime_ns == f.mtime_ns
             and st.st_mode & MODE_BITS == f.mode
-            and max(st.st_mtime_ns, st.st_ctime_ns) < self.written_ns
-            and chunks == _chunk_rows(f.chunks)
+            and row[6] == _chunk_rows(f.chunks)
         )
 
 
-def _untrusted(header: tuple[Any, ...], fields: Any, manifest: Manifest) -> str | None:
-    fmt, job_id, sequence, boot = header
+def _same_stat(row: list[Any], st: os.stat_result, written_ns: int) -> bool:
+    """The row's stat is ``st``'s, and not racy against an index written at ``written_ns``."""
+    return (
+        len(row) == 7
+        and stat.S_ISREG(st.st_mode)
+        and (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) == tuple(row[1:6])
+        and max(st.st_mtime_ns, st.st_ctime_ns) < written_ns
+    )
+
+
+@contextlib.contextmanager
+def kept_across(directory: Path) -> Iterator[None]:
+    """Around the agent's own removal of hard links to the dir's files (the freeze area):
+    unlinking a name moves the ctime of the inode, which alone would void every entry.
+
+    A file that the index vouched for just before (its full stat matched) and whose stat
+    just after differs in ctime only is recorded again with its new ctime; the rest of the
+    index is dropped. Nothing else writes to the dir meanwhile: this runs before the job
+    starts and after it has ended.
+    """
+    found = _read(directory)
+    if found is None or found[0].get("boot_id") != boot_id():
+        yield
+        return
+    doc, rows, written_ns = found
+    before: dict[str, os.stat_result] = {}
+    for path, row in rows.items():
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            st = os.lstat(directory / path)
+            if _same_stat(row, st, written_ns):
+                before[path] = st
+    yield
+    kept = []
+    for path, st in before.items():
+        with contextlib.suppress(OSError):
+            now = os.lstat(directory / path)
+            if _stat_but_ctime(now) == _stat_but_ctime(st) and now.st_ctime_ns >= st.st_ctime_ns:
+                kept.append([*rows[path][:3], now.st_ctime_ns, *rows[path][4:]])
+    doc["files"] = kept
+    data = json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    try:
+        _write_atomic(index_path(directory), data)
+    except OSError as exc:
+        _damaged(index_path(directory), f"cannot rewrite it: {exc.strerror or exc}")
+        with contextlib.suppress(OSError):
+            os.unlink(index_path(directory))  # its entries no longer match: never trusted
+
+
+def _stat_but_ctime(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+def _read(directory: Path) -> tuple[dict[str, Any], dict[str, list[Any]], int] | None:
+    """(document, rows by path, the file's mtime), or None (absent; damaged: warned)."""
+    path = index_path(directory)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        _damaged(path, exc.strerror or str(exc))
+        return None
+    with open(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_BYTES:
+            _damaged(path, f"not a regular file of at most {MAX_INDEX_BYTES} bytes")
+            return None
+        data = fh.read(MAX_INDEX_BYTES + 1)
+    try:
+        doc = json.loads(data)
+        rows = {row[0]: row for row in doc["files"]}
+        _ = (doc["format"], doc["job_id"], doc["sequence"], doc["boot_id"], doc["chunk_fields"])
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        _damaged(path, f"{type(exc).__name__}: {exc}")
+        return None
+    return doc, rows, st.st_mtime_ns
+
+
+def _untrusted(doc: dict[str, Any], manifest: Manifest) -> str | None:
+    fmt, fields = doc["format"], doc["chunk_fields"]
     if fmt != FORMAT or fields != _CHUNK_FIELDS:
         return f"written by another version (format {fmt!r}, chunk fields {fields!r})"
-    if job_id != manifest.job_id or sequence != manifest.sequence:
-        return f"for job {job_id!r} checkpoint {sequence!r}, not {manifest.sequence}"
+    if doc["job_id"] != manifest.job_id or doc["sequence"] != manifest.sequence:
+        return f"for job {doc['job_id']!r} checkpoint {doc['sequence']!r}, not this one"
     current = boot_id()
-    if current is None or boot != current:
+    if current is None or doc["boot_id"] != current:
         return "written before the last reboot: pages not flushed then may be lost"
     return None
 

@@ -204,6 +204,8 @@ class Checkpointer:
             # Only blobs a committed manifest references are safe to skip later: ``gc`` may
             # collect anything else (an upload of a failed sync) once it is old enough.
             self._known = manifest.blob_hashes()
+        elif frozen is not None and frozen.relinked and self.base is not None:
+            write_index(self.directory, self.base, self._cache)  # the freeze's links moved ctime
         return SyncResult(
             reason=reason,
             sequence=sequence,
