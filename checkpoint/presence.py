@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Set
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from .jobstore import JobStore
 
@@ -18,27 +19,51 @@ HEAD_AT_MOST = 10
 LIST_PAGE = 1000  # keys per page of a listing (S3's maximum, and its default)
 
 
-def stored_keys(job: JobStore, keys: Set[str], pool: ThreadPoolExecutor) -> set[str]:
-    """Which of ``keys`` (keys of ``job``) the store holds.
+@dataclass
+class Listing:
+    seen: set[str] = field(default_factory=set)  # keys the listing met (of those looked for)
+    complete: set[str] = field(default_factory=set)  # folders listed to their end
 
-    A few: a HEAD each, in parallel. More: one listing of each folder that holds them
-    (``<job>/blobs/``, ``<job>/packs/``), stopped as soon as every key was seen. When a
-    folder turns out to hold many more objects than we look for (old checkpoints' blobs
-    that gc has not collected), the listing stops once it has cost more requests than
-    HEADs would, and what it has not seen yet gets a HEAD each.
+
+def list_folders(job: JobStore, keys: Set[str]) -> Listing:
+    """One listing of each folder that holds ``keys`` (``<job>/blobs/``, ``<job>/packs/``),
+    a request per 1,000 objects, stopped as soon as every key was seen.
+
+    When a folder turns out to hold many more objects than we look for (old checkpoints'
+    blobs that gc has not collected yet), its listing stops once it has cost more requests
+    than a HEAD for each key still unseen would: the caller asks those one by one.
     """
-    unseen = set(keys)
-    if len(unseen) > HEAD_AT_MOST:
-        for folder in sorted({_folder(job.prefix, k) for k in keys}):
-            wanted = {k for k in unseen if k.startswith(folder)}
-            for listed, obj in enumerate(job.store.list_objects(folder), 1):
+    out = Listing()
+    for folder in sorted({_folder(job.prefix, k) for k in keys}):
+        wanted = {k for k in keys if k.startswith(folder)}
+        listed = 0
+        for listed, obj in enumerate(job.store.list_objects(folder), 1):
+            if obj.key in wanted:
                 wanted.discard(obj.key)
-                unseen.discard(obj.key)
-                if not wanted or listed > LIST_PAGE * max(len(wanted), HEAD_AT_MOST):
+                out.seen.add(obj.key)
+                if not wanted:
                     break
-    heads = sorted(unseen)
+            if listed > LIST_PAGE * max(len(wanted), HEAD_AT_MOST):
+                break
+        else:
+            out.complete.add(folder)
+    return out
+
+
+def stored_keys(
+    job: JobStore, keys: Set[str], pool: ThreadPoolExecutor, listing: Listing | None = None
+) -> set[str]:
+    """Which of ``keys`` the store holds. A few: a HEAD each, in parallel; more: one listing
+    (or ``listing``, made before for a superset of ``keys``), then a HEAD for each key a
+    listing that stopped early has not met."""
+    if listing is None and len(keys) > HEAD_AT_MOST:
+        listing = list_folders(job, keys)
+    if listing is None:
+        listing = Listing()
+    found = {k for k in keys if k in listing.seen}
+    heads = sorted(k for k in keys - found if _folder(job.prefix, k) not in listing.complete)
     exists = pool.map(job.store.exists, heads)
-    return set(keys) - {k for k, ok in zip(heads, exists, strict=True) if not ok}
+    return found | {k for k, ok in zip(heads, exists, strict=True) if ok}
 
 
 def _folder(prefix: str, key: str) -> str:

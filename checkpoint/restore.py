@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import stat
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -36,19 +35,18 @@ from .errors import (
     StoreUnavailable,
 )
 from .jobstore import JobStore
+from .kept import count_extra, partition
 from .localindex import LocalIndex
 from .manifest import RESERVED_DIR, Chunk, FileEntry, Manifest, check_link_target
 from .placement import (
     clear_for_file,
     os_error,
-    real_parents,
     rmtree,
     safe_makedirs,
     safe_parent,
 )
-from .presence import stored_keys
+from .presence import HEAD_AT_MOST, Listing, list_folders, stored_keys
 from .progress import Listener
-from .scan import file_matches, scan
 
 log = structlog.get_logger("checkpoint")
 
@@ -176,9 +174,15 @@ class Restorer:
         staging = dest / RESERVED_DIR / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         staging.mkdir(parents=True, mode=0o700)
         try:
-            kept, fetch, hashed = self._partition(manifest, dest)
+            index = LocalIndex.load(dest, manifest)
+            listing = None
+            keys = {self._chunk_key(c) for c in manifest.chunks() if not c.is_hole}
+            if index is not None and len(keys) > HEAD_AT_MOST:  # listed while files are checked
+                listing = self._pool.submit(list_folders, self.job, keys)
+            part = partition(manifest, dest, index)
+            kept, fetch, self.stats = part.kept, part.fetch, part.stats
             nbytes = Downloader(self.job, self._pool, self._listener).download(fetch, staging)
-            present = self._verify_present(kept)
+            present = self._verify_present(kept, listing.result() if listing else None)
             for d in manifest.dirs:
                 safe_makedirs(dest, d.path)
             for i, f in enumerate(fetch):
@@ -202,9 +206,7 @@ class Restorer:
             rmtree(staging)
             with contextlib.suppress(OSError):
                 staging.parent.rmdir()  # only if empty: it may hold the job's progress
-        listed = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
-        listed |= {h.path for h in manifest.hardlinks}
-        extra = sum(1 for rel, _ in scan(dest).files if rel not in listed)
+        extra = count_extra(dest, manifest)
         fetched = {c.sha256 for f in fetch for c in f.chunks if not c.is_hole}
         relinked = {h.target for h in manifest.hardlinks}  # os.link moved their ctime
         self.stats = {p: st for p, st in self.stats.items() if p not in relinked}
@@ -215,48 +217,14 @@ class Restorer:
             extra,
             frozenset(fetched | present),
             indexed=len(self.stats),
-            hashed=hashed,
+            hashed=part.hashed,
         )
 
-    def _partition(
-        self, manifest: Manifest, dest: Path
-    ) -> tuple[list[FileEntry], list[FileEntry], int]:
-        """Files already present with the right content are kept, the rest are fetched;
-        and the bytes read to tell. The local index vouches for files without a read."""
-        index = LocalIndex.load(dest, manifest)
-        self.stats = {}
-        kept, fetch = [], []
-        hashed = 0
-        for f in manifest.files:
-            path = dest / f.path
-            if not real_parents(dest, f.path):
-                fetch.append(f)  # a link on the way could lead out of the checkpoint dir
-                continue
-            try:
-                st = os.lstat(path)
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                fetch.append(f)
-                continue
-            if index is not None and index.vouches(f, st):
-                self.stats[f.path] = st  # mode and mtime match too: nothing to set
-                kept.append(f)
-                continue
-            if not (stat.S_ISREG(st.st_mode) and st.st_size == f.size):
-                fetch.append(f)
-                continue
-            hashed += f.size
-            if file_matches(path, f):
-                os.chmod(path, f.mode)
-                os.utime(path, ns=(f.mtime_ns, f.mtime_ns))
-                kept.append(f)
-            else:
-                fetch.append(f)
-        return kept, fetch, hashed
-
-    def _verify_present(self, kept: list[FileEntry]) -> set[str]:
+    def _verify_present(self, kept: list[FileEntry], listing: Listing | None) -> set[str]:
         """Kept files were not downloaded: which of their blobs does the store still have?"""
         chunks = {c for f in kept for c in f.chunks if not c.is_hole}
-        found = stored_keys(self.job, {self._chunk_key(c) for c in chunks}, self._pool)
+        keys = {self._chunk_key(c) for c in chunks}
+        found = stored_keys(self.job, keys, self._pool, listing)
         present = {c.sha256 for c in chunks if self._chunk_key(c) in found}
         missing = {c.sha256 for c in chunks} - present
         if missing:
