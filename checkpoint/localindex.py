@@ -164,9 +164,9 @@ class LocalIndex:
         row = self._rows.get(f.path)
         return (
             row is not None
-            and _same_stat(row, st, self.written_ns)
+            and st.st_mtime_ns == f.mtime_ns  # the cheap refusals first: 20,000 files a go
             and st.st_size == f.size
-            and st.st_mtime_ns == f.mtime_ns
+            and _same_stat(row, st, self.written_ns)
             and st.st_mode & MODE_BITS == f.mode
             and row[6] == _chunk_rows(f.chunks)
         )
@@ -176,9 +176,14 @@ def _same_stat(row: list[Any], st: os.stat_result, written_ns: int) -> bool:
     """The row's stat is ``st``'s, and not racy against an index written at ``written_ns``."""
     return (
         len(row) == 7
+        and row[3] == st.st_ctime_ns
+        and row[4] == st.st_ino
+        and row[2] == st.st_mtime_ns
+        and row[1] == st.st_size
+        and row[5] == st.st_dev
         and stat.S_ISREG(st.st_mode)
-        and (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) == tuple(row[1:6])
-        and max(st.st_mtime_ns, st.st_ctime_ns) < written_ns
+        and st.st_mtime_ns < written_ns
+        and st.st_ctime_ns < written_ns
     )
 
 

@@ -30,21 +30,23 @@ def list_folders(job: JobStore, keys: Set[str]) -> Listing:
     a request per 1,000 objects, stopped as soon as every key was seen.
 
     When a folder turns out to hold many more objects than we look for (old checkpoints'
-    blobs that gc has not collected yet), its listing stops once it has cost more requests
-    than a HEAD for each key still unseen would: the caller asks those one by one.
+    blobs that gc has not collected yet), its listing stops once the pages of objects we
+    do not look for outnumber the keys still unseen: the caller HEADs those one by one.
     """
     out = Listing()
     for folder in sorted({_folder(job.prefix, k) for k in keys}):
         wanted = {k for k in keys if k.startswith(folder)}
-        listed = 0
-        for listed, obj in enumerate(job.store.list_objects(folder), 1):
+        others = 0  # objects listed that we do not look for
+        for obj in job.store.list_objects(folder):
             if obj.key in wanted:
                 wanted.discard(obj.key)
                 out.seen.add(obj.key)
                 if not wanted:
                     break
-            if listed > LIST_PAGE * max(len(wanted), HEAD_AT_MOST):
-                break
+            else:
+                others += 1
+                if others > LIST_PAGE * max(len(wanted), HEAD_AT_MOST):
+                    break
         else:
             out.complete.add(folder)
     return out

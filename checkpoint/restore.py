@@ -45,7 +45,7 @@ from .placement import (
     safe_makedirs,
     safe_parent,
 )
-from .presence import HEAD_AT_MOST, Listing, list_folders, stored_keys
+from .presence import stored_keys
 from .progress import Listener
 
 log = structlog.get_logger("checkpoint")
@@ -175,14 +175,12 @@ class Restorer:
         staging.mkdir(parents=True, mode=0o700)
         try:
             index = LocalIndex.load(dest, manifest)
-            listing = None
-            keys = {self._chunk_key(c) for c in manifest.chunks() if not c.is_hole}
-            if index is not None and len(keys) > HEAD_AT_MOST:  # listed while files are checked
-                listing = self._pool.submit(list_folders, self.job, keys)
+            # Not overlapped with the listing below: on two cores, a thread parsing listing
+            # pages slows the lstat loop (GIL hand-offs) more than the overlap saves.
             part = partition(manifest, dest, index)
             kept, fetch, self.stats = part.kept, part.fetch, part.stats
             nbytes = Downloader(self.job, self._pool, self._listener).download(fetch, staging)
-            present = self._verify_present(kept, listing.result() if listing else None)
+            present = self._verify_present(kept)
             for d in manifest.dirs:
                 safe_makedirs(dest, d.path)
             for i, f in enumerate(fetch):
@@ -220,13 +218,12 @@ class Restorer:
             hashed=part.hashed,
         )
 
-    def _verify_present(self, kept: list[FileEntry], listing: Listing | None) -> set[str]:
+    def _verify_present(self, kept: list[FileEntry]) -> set[str]:
         """Kept files were not downloaded: which of their blobs does the store still have?"""
-        chunks = {c for f in kept for c in f.chunks if not c.is_hole}
-        keys = {self._chunk_key(c) for c in chunks}
-        found = stored_keys(self.job, keys, self._pool, listing)
-        present = {c.sha256 for c in chunks if self._chunk_key(c) in found}
-        missing = {c.sha256 for c in chunks} - present
+        key_of = {c: self._chunk_key(c) for f in kept for c in f.chunks if not c.is_hole}
+        found = stored_keys(self.job, set(key_of.values()), self._pool)
+        present = {c.sha256 for c, key in key_of.items() if key in found}
+        missing = {c.sha256 for c in key_of} - present
         if missing:
             # The local copy is intact, so the job loses nothing: the next sync uploads them.
             log.warning(

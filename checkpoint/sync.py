@@ -345,7 +345,7 @@ class Checkpointer:
                     st = restorer.stats.get(f.path) or os.lstat(dest / f.path)
                     self._cache.remember(f.path, st, f.chunks)
                 self._known = set(restorer.present)
-                if self.attempt:  # an agent's dir; `checkpoints restore --to` makes a plain copy
+                if self.attempt and result.files_indexed < len(manifest.files):  # else as it is
                     write_index(self.directory, manifest, self._cache)  # warm restarts read none
             return result
 

@@ -297,3 +297,35 @@ def test_index_survives_the_freeze_areas_unlinks(
     r = ckpt(store, d, attempt=2).restore()
     assert (r.files_indexed, r.bytes_hashed) == (4, 0)
     assert {p: (d / p).read_bytes() for p in made} == made
+
+
+def test_presence_listing_stops_when_the_folder_is_mostly_other_objects(
+    tmp_path: Path, store: CountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Old checkpoints' blobs not yet collected: the listing gives up once it has cost
+    more than a HEAD per key still unseen would, and HEADs those."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from checkpoint import presence
+
+    monkeypatch.setattr(presence, "LIST_PAGE", 1)  # a "page" of one key: small numbers
+    job = JobStore(store, "job")
+    for i in range(200):
+        store.put_object(job.blob_key(f"{i:064x}"), b"x")
+    wanted = {job.blob_key(f"{i:064x}") for i in range(188, 200)}
+    absent = job.blob_key("f" * 64)
+    with ThreadPoolExecutor(2) as pool:
+        stopped = presence.list_folders(job, wanted | {absent})
+        assert not stopped.complete  # 188 others, at most 14 listed before it gives up
+        store.calls.clear()
+        assert presence.stored_keys(job, wanted | {absent}, pool, stopped) == wanted
+        heads = {k for kind, k in store.calls if kind == "HEAD"}
+        assert heads == (wanted | {absent}) - stopped.seen and len(store.calls) == len(heads)
+
+        # a listing that went through the whole folder needs no HEAD for what it lacks
+        monkeypatch.setattr(presence, "LIST_PAGE", 1000)
+        listing = presence.list_folders(job, wanted | {absent})
+        assert listing.complete == {"job/blobs/"} and listing.seen == wanted
+        store.calls.clear()
+        assert presence.stored_keys(job, wanted | {absent}, pool, listing) == wanted
+        assert store.calls == []
