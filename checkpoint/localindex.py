@@ -20,8 +20,8 @@ could belong to bytes written since. A file is trusted only when, besides:
   in the last two seconds (``scan.RACY_SECONDS``).
 
 Anything unexpected (no index, another boot, garbage) means "read the file", never an
-error. Format, one compact JSON document (one ``json.loads`` of the whole file: about
-three times faster to load than JSON lines for 100,000 files)::
+error. Format, one compact JSON document (one ``json.loads`` of the whole file loads
+100,000 files, 16 MB, in 0.33 s on the shared 2-core test machine; JSON lines took 0.50 s)::
 
     {"format": 1, "job_id": ..., "sequence": n, "boot_id": "...",
      "chunk_fields": ["sha256", "size", ...],   # Chunk's fields, in order
