@@ -36,6 +36,7 @@ import structlog
 
 from .clone import clone_or_copy
 from .errors import CheckpointError, ManifestError
+from .localindex import kept_across
 from .manifest import RESERVED_DIR, TEMP_SUFFIX, LinkEntry, check_link_target
 from .savelock import LOCK_NAME, SaveIncomplete, SaveInProgress, acquire, saver
 from .scan import stat_key
@@ -115,8 +116,7 @@ class Freezer:
         Returns the bytes removed. Nothing else is running yet, so the mark is stale.
         """
         removed = _tree_bytes(self.area) + _tree_bytes(self.trash)
-        shutil.rmtree(self.area, ignore_errors=True)
-        shutil.rmtree(self.trash, ignore_errors=True)
+        self._remove_area()
         if create_lock:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(FileNotFoundError):
@@ -136,12 +136,20 @@ class Freezer:
     def close(self) -> None:
         """At agent exit: the area, the trash and the lock file go; ``.spot-agent/`` too if
         nothing else is in it. The job is gone by then: nobody holds the lock."""
-        shutil.rmtree(self.area, ignore_errors=True)
-        shutil.rmtree(self.trash, ignore_errors=True)
+        self._remove_area()
         with contextlib.suppress(OSError):
             os.unlink(self.lock_path)
         with contextlib.suppress(OSError):
             self.lock_path.parent.rmdir()
+
+    def _remove_area(self) -> None:
+        """The area and the trash go. Their links share inodes with the dir's files, and an
+        unlink moves the inode's ctime: the local index is carried across it."""
+        if not (self.area.exists() or self.trash.exists()):
+            return
+        with kept_across(self.directory):
+            shutil.rmtree(self.area, ignore_errors=True)
+            shutil.rmtree(self.trash, ignore_errors=True)
 
     # -- the freeze -------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import stat
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -36,17 +35,18 @@ from .errors import (
     StoreUnavailable,
 )
 from .jobstore import JobStore
-from .manifest import RESERVED_DIR, FileEntry, Manifest, check_link_target
+from .kept import count_extra, partition
+from .localindex import LocalIndex
+from .manifest import RESERVED_DIR, Chunk, FileEntry, Manifest, check_link_target
 from .placement import (
     clear_for_file,
     os_error,
-    real_parents,
     rmtree,
     safe_makedirs,
     safe_parent,
 )
+from .presence import stored_keys
 from .progress import Listener
-from .scan import file_matches, scan
 
 log = structlog.get_logger("checkpoint")
 
@@ -62,6 +62,9 @@ class RestoreResult:
     seconds: float = 0.0
     skipped: tuple[tuple[int, str], ...] = ()  # damaged checkpoints passed over
     extra_files: int = 0  # files in the dir that the checkpoint does not have
+    #: of the files kept, those the local index vouched for (not read at all)
+    files_indexed: int = 0
+    bytes_hashed: int = 0  # bytes of local files read to check them against the checkpoint
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class _Materialized:
     nbytes: int
     extra: int
     present: frozenset[str]  # blobs known to be in the store after this restore
+    indexed: int = 0
+    hashed: int = 0
 
 
 class Restorer:
@@ -84,6 +89,9 @@ class Restorer:
         self._listener = listener  # restore.progress reports (default: the log)
         #: blobs the restored checkpoint references that are known to be in the store
         self.present: frozenset[str] = frozenset()
+        #: lstat of files kept untouched because the local index vouched for them (the
+        #: stat cache is seeded from these: the first sync reads none of them)
+        self.stats: dict[str, os.stat_result] = {}
 
     def restore(self, sequence: int | None, dest: Path) -> RestoreResult:
         """Restore ``sequence`` (default: the newest intact checkpoint) into ``dest``.
@@ -132,6 +140,8 @@ class Restorer:
                 time.monotonic() - started,
                 tuple(skipped),
                 done.extra,
+                done.indexed,
+                done.hashed,
             )
         if unreadable is not None:
             raise unreadable
@@ -164,7 +174,11 @@ class Restorer:
         staging = dest / RESERVED_DIR / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         staging.mkdir(parents=True, mode=0o700)
         try:
-            kept, fetch = self._partition(manifest, dest)
+            index = LocalIndex.load(dest, manifest)
+            # Not overlapped with the listing below: on two cores, a thread parsing listing
+            # pages slows the lstat loop (GIL hand-offs) more than the overlap saves.
+            part = partition(manifest, dest, index)
+            kept, fetch, self.stats = part.kept, part.fetch, part.stats
             nbytes = Downloader(self.job, self._pool, self._listener).download(fetch, staging)
             present = self._verify_present(kept)
             for d in manifest.dirs:
@@ -190,38 +204,26 @@ class Restorer:
             rmtree(staging)
             with contextlib.suppress(OSError):
                 staging.parent.rmdir()  # only if empty: it may hold the job's progress
-        listed = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
-        listed |= {h.path for h in manifest.hardlinks}
-        extra = sum(1 for rel, _ in scan(dest).files if rel not in listed)
+        extra = count_extra(dest, manifest)
         fetched = {c.sha256 for f in fetch for c in f.chunks if not c.is_hole}
-        return _Materialized(len(fetch), len(kept), nbytes, extra, frozenset(fetched | present))
-
-    def _partition(self, manifest: Manifest, dest: Path) -> tuple[list[FileEntry], list[FileEntry]]:
-        """Files already present with the right content are kept; the rest are fetched."""
-        kept, fetch = [], []
-        for f in manifest.files:
-            path = dest / f.path
-            if not real_parents(dest, f.path):
-                fetch.append(f)  # a link on the way could lead out of the checkpoint dir
-                continue
-            try:
-                st = os.lstat(path)
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                fetch.append(f)
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_size == f.size and file_matches(path, f):
-                os.chmod(path, f.mode)
-                os.utime(path, ns=(f.mtime_ns, f.mtime_ns))
-                kept.append(f)
-            else:
-                fetch.append(f)
-        return kept, fetch
+        relinked = {h.target for h in manifest.hardlinks}  # os.link moved their ctime
+        self.stats = {p: st for p, st in self.stats.items() if p not in relinked}
+        return _Materialized(
+            len(fetch),
+            len(kept),
+            nbytes,
+            extra,
+            frozenset(fetched | present),
+            indexed=len(self.stats),
+            hashed=part.hashed,
+        )
 
     def _verify_present(self, kept: list[FileEntry]) -> set[str]:
         """Kept files were not downloaded: which of their blobs does the store still have?"""
-        wanted = sorted({c.sha256 for f in kept for c in f.chunks if not c.is_hole})
-        present = self._pool.map(lambda h: self.job.store.exists(self.job.blob_key(h)), wanted)
-        missing = [h for h, ok in zip(wanted, present, strict=True) if not ok]
+        key_of = {c: self._chunk_key(c) for f in kept for c in f.chunks if not c.is_hole}
+        found = stored_keys(self.job, set(key_of.values()), self._pool)
+        present = {c.sha256 for c, key in key_of.items() if key in found}
+        missing = {c.sha256 for c in key_of} - present
         if missing:
             # The local copy is intact, so the job loses nothing: the next sync uploads them.
             log.warning(
@@ -229,7 +231,11 @@ class Restorer:
                 count=len(missing),
                 action="they will be uploaded again by the next sync",
             )
-        return set(wanted) - set(missing)
+        return present
+
+    def _chunk_key(self, chunk: Chunk) -> str:
+        """The object that holds ``chunk``'s bytes (with packs: ``self.job.chunk_key``)."""
+        return self.job.blob_key(chunk.sha256)
 
 
 def remove_stale_staging(dest: Path) -> None:

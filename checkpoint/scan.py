@@ -224,6 +224,7 @@ def _zeros_ahead(fh: BinaryIO, size: int) -> bool:
 class _CacheEntry:
     key: StatKey  # any change means "read again"
     chunks: tuple[Chunk, ...]
+    dev: int = -1  # recorded for the local index (checkpoint.localindex), not compared here
 
 
 class StatCache:
@@ -234,7 +235,7 @@ class StatCache:
 
     def remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
         if time.time_ns() - st.st_mtime_ns > RACY_SECONDS * 1e9:
-            self._entries[rel] = _CacheEntry(stat_key(st), chunks)
+            self._entries[rel] = _CacheEntry(stat_key(st), chunks, st.st_dev)
         else:
             self._entries.pop(rel, None)
 
@@ -248,6 +249,11 @@ class StatCache:
         if cached.key != stat_key(st):
             return None
         return cached.chunks
+
+    def vouched(self, rel: str) -> tuple[StatKey, int, tuple[Chunk, ...]] | None:
+        """(stat key, device, chunks) remembered for ``rel``: what the local index records."""
+        cached = self._entries.get(rel)
+        return None if cached is None else (cached.key, cached.dev, cached.chunks)
 
 
 def scan_frozen(frozen: Frozen, live_root: Path) -> Scan:

@@ -25,6 +25,7 @@ from ._version import __version__
 from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
 from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
+from .localindex import write_index
 from .manifest import (
     MAX_CHUNK_SIZE,
     RESERVED_DIR,
@@ -197,11 +198,14 @@ class Checkpointer:
         sequence: int | None = None
         if self.base is None or _content(manifest) != _content(self.base):
             manifest = self._commit(manifest)
+            write_index(self.directory, manifest, self._cache)  # a warm restart reads nothing
             sequence = manifest.sequence
             self.base = manifest
             # Only blobs a committed manifest references are safe to skip later: ``gc`` may
             # collect anything else (an upload of a failed sync) once it is old enough.
             self._known = manifest.blob_hashes()
+        elif frozen is not None and frozen.relinked and self.base is not None:
+            write_index(self.directory, self.base, self._cache)  # the freeze's links moved ctime
         return SyncResult(
             reason=reason,
             sequence=sequence,
@@ -337,9 +341,12 @@ class Checkpointer:
             if into is None:
                 self.base = manifest
             if dest == self.directory:
-                for f in manifest.files:
-                    self._cache.remember(f.path, os.lstat(dest / f.path), f.chunks)
+                for f in manifest.files:  # the index vouched for some: no second lstat
+                    st = restorer.stats.get(f.path) or os.lstat(dest / f.path)
+                    self._cache.remember(f.path, st, f.chunks)
                 self._known = set(restorer.present)
+                if self.attempt and result.files_indexed < len(manifest.files):  # else as it is
+                    write_index(self.directory, manifest, self._cache)  # warm restarts read none
             return result
 
 

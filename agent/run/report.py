@@ -29,6 +29,8 @@ def log_restore(r: RestoreResult) -> None:
         bytes=r.manifest.size,
         files_downloaded=r.files_written,
         files_already_present=r.files_kept,
+        files_indexed=r.files_indexed,
+        bytes_hashed=r.bytes_hashed,
         bytes_downloaded=r.bytes_downloaded,
         seconds=rounded(r.seconds),
         progress=r.manifest.progress or None,

@@ -1,0 +1,331 @@
+"""Warm restarts: the local index (checkpoint.localindex) lets a restore into a dir that
+already holds the checkpoint keep its files without reading them, and only while that is
+provably safe: same boot, same job and checkpoint, every stat field the same, not racy."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from checkpoint import localindex
+from checkpoint.localindex import index_path
+from checkpoint.store import LocalStore, ObjectInfo
+from checkpoint.sync import Checkpointer, JobStore
+
+CHUNK = 64 * 1024
+OLD = 10**9 * 1_600_000_000  # Sept 2020: far from racy
+
+
+class CountingStore(LocalStore):
+    """A local store that records every request restore makes of it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.calls: list[tuple[str, str]] = []
+
+    def exists(self, key: str) -> bool:
+        self.calls.append(("HEAD", key))
+        return super().exists(key)
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        self.calls.append(("LIST", prefix))
+        return super().list_objects(prefix)
+
+    def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        self.calls.append(("GET", key))
+        return super().get_object(key, max_bytes=max_bytes)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CountingStore:
+    return CountingStore(tmp_path / "store")
+
+
+@pytest.fixture
+def boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This boot's id, in a file the test can change (a reboot)."""
+    path = tmp_path / "boot_id"
+    path.write_text("11111111-2222-3333-4444-555555555555\n")
+    monkeypatch.setattr(localindex, "BOOT_ID_PATH", path)
+    return path
+
+
+def ckpt(store: LocalStore, directory: Path, attempt: int = 1, job: str = "job") -> Checkpointer:
+    return Checkpointer(JobStore(store, job), directory, attempt=attempt, chunk_size=CHUNK)
+
+
+def make_files(d: Path, n: int, size: int = 3000) -> dict[str, bytes]:
+    """n files with old mtimes (the stat cache keeps no file written in the last 2 s)."""
+    d.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for i in range(n):
+        data = os.urandom(size)
+        (d / f"f{i:03d}").write_bytes(data)
+        os.utime(d / f"f{i:03d}", ns=(OLD + i, OLD + i))
+        made[f"f{i:03d}"] = data
+    time.sleep(0.02)  # the files' ctime and the index's mtime fall in different clock ticks
+    return made
+
+
+def test_warm_restart_reads_nothing_and_lists_instead_of_heads(
+    tmp_path: Path, store: CountingStore, boot: Path
+) -> None:
+    d = tmp_path / "d"
+    made = make_files(d, 30)
+    assert ckpt(store, d).sync_once("first").sequence == 1
+    assert index_path(d).is_file()
+    store.calls.clear()
+    c = ckpt(store, d, attempt=2)
+    r = c.restore()
+    assert (r.files_kept, r.files_indexed, r.bytes_hashed, r.files_written) == (30, 30, 0, 0)
+    # manifests listed, the manifest read, the kept files' blobs checked with one listing
+    assert store.calls == [
+        ("LIST", "job/manifests/"),
+        ("GET", "job/manifests/0000000001.json"),
+        ("LIST", "job/blobs/"),
+    ]
+    again = c.sync_once("after")  # seeded from the restore: nothing is read again
+    assert (again.sequence, again.bytes_hashed) == (None, 0)
+    assert {p: (d / p).read_bytes() for p in made} == made
+
+
+def test_few_kept_blobs_are_checked_with_heads(
+    tmp_path: Path, store: CountingStore, boot: Path
+) -> None:
+    d = tmp_path / "d"
+    make_files(d, 3)
+    ckpt(store, d).sync_once("first")
+    store.calls.clear()
+    r = ckpt(store, d, attempt=2).restore()
+    assert r.files_indexed == 3
+    assert sorted(kind for kind, _ in store.calls) == ["GET", "HEAD", "HEAD", "HEAD", "LIST"]
+
+
+def test_a_blob_missing_from_the_store_is_found_by_the_listing(
+    tmp_path: Path, store: CountingStore, boot: Path
+) -> None:
+    d = tmp_path / "d"
+    made = make_files(d, 20)
+    ckpt(store, d).sync_once("first")
+    blobs = sorted((tmp_path / "store" / "job" / "blobs").rglob("*"))
+    gone = next(p for p in blobs if p.is_file())
+    gone.unlink()
+    c = ckpt(store, d, attempt=2)
+    with capture_logs() as logs:
+        r = c.restore()
+    assert r.files_indexed == 20
+    assert [e["count"] for e in logs if e["event"] == "restore.blobs_missing_in_store"] == [1]
+    again = c.sync_once("repair")  # not taken as stored: uploaded again (nothing to commit)
+    assert again.chunks_uploaded == 1 and gone.is_file()
+    assert {p: (d / p).read_bytes() for p in made} == made
+
+
+def test_a_file_changed_behind_the_index_with_its_mtime_put_back_is_rechecked(
+    tmp_path: Path, store: CountingStore, boot: Path
+) -> None:
+    d = tmp_path / "d"
+    made = make_files(d, 5)
+    ckpt(store, d).sync_once("first")
+    forged = d / "f002"
+    before = os.stat(forged)
+    forged.write_bytes(os.urandom(3000))  # same size
+    os.utime(forged, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime: ctime moved
+    after = os.stat(forged)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    r = ckpt(store, d, attempt=2).restore()
+    assert (r.files_indexed, r.bytes_hashed, r.files_written) == (4, 3000, 1)
+    assert forged.read_bytes() == made["f002"]
+
+
+def test_another_boot_means_every_file_is_read(
+    tmp_path: Path, store: CountingStore, boot: Path
+) -> None:
+    d = tmp_path / "d"
+    make_files(d, 5)
+    ckpt(store, d).sync_once("first")
+    boot.write_text("99999999-2222-3333-4444-555555555555\n")  # a reboot
+    with capture_logs() as logs:
+        r = ckpt(store, d, attempt=2).restore()
+    assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (5, 0, 15000)
+    assert any(e["event"] == "index.not_trusted" and "reboot" in e["why"] for e in logs)
+
+
+def test_no_boot_id_means_no_index(
+    tmp_path: Path, store: CountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(localindex, "BOOT_ID_PATH", tmp_path / "no-such-file")
+    d = tmp_path / "d"
+    make_files(d, 2)
+    ckpt(store, d).sync_once("first")
+    assert not index_path(d).exists()
+    r = ckpt(store, d, attempt=2).restore()
+    assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (2, 0, 6000)
+
+
+def _edit_index(d: Path, edit: object) -> None:
+    doc = json.loads(index_path(d).read_bytes())
+    edit(doc)  # type: ignore[operator]
+    index_path(d).write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",
+        b"\x00\xff garbage",
+        b"[1, 2, 3]",
+        b'{"format": 1}',
+        b'{"format": 1, "job_id": "job", "sequence": 1, "boot_id": "x", "files": 7}',
+        b'{"format": 1, "job_id": "job", "sequence": 1, "boot_id": "x", "files": [[[]]]}',
+        b"[" * 100_000,
+    ],
+    ids=["empty", "binary", "a list", "no fields", "files not a list", "rows of lists", "deep"],
+)
+def test_a_damaged_index_is_ignored_with_a_warning(
+    tmp_path: Path, store: CountingStore, boot: Path, garbage: bytes
+) -> None:
+    d = tmp_path / "d"
+    make_files(d, 3)
+    ckpt(store, d).sync_once("first")
+    index_path(d).write_bytes(garbage)
+    with capture_logs() as logs:
+        r = ckpt(store, d, attempt=2).restore()
+    assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (3, 0, 9000)
+    assert [e["log_level"] for e in logs if e["event"] == "index.damaged"] == ["warning"]
+
+
+def test_damaged_entries_are_never_trusted(
+    tmp_path: Path, store: CountingStore, boot: Path
+) -> None:
+    d = tmp_path / "d"
+    make_files(d, 4)
+    ckpt(store, d).sync_once("first")
+
+    def damage(doc: dict[str, list[list[object]]]) -> None:
+        rows = doc["files"]
+        rows[0][6], rows[1][6] = rows[1][6], rows[0][6]  # each claims the other's bytes
+        rows[2] = ["f002", "3000", None]  # garbage in an entry
+        rows[3][4] = rows[3][4] + 1  # another inode
+
+    _edit_index(d, damage)
+    r = ckpt(store, d, attempt=2).restore()
+    assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (4, 0, 12000)
+
+
+def test_an_index_of_another_checkpoint_or_job_is_not_trusted(
+    tmp_path: Path, store: CountingStore, boot: Path
+) -> None:
+    d = tmp_path / "d"
+    make_files(d, 3)
+    ckpt(store, d).sync_once("first")
+    (d / "new").write_bytes(b"x")
+    os.utime(d / "new", ns=(OLD, OLD))
+    assert ckpt(store, d).sync_once("second").sequence == 2  # the index is checkpoint 2's now
+    with capture_logs() as logs:
+        r = ckpt(store, d, attempt=2).restore(1)
+    assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (3, 0, 9000)
+    assert any(e["event"] == "index.not_trusted" for e in logs)
+
+    ckpt(store, d, job="other").sync_once("theirs")  # another job's index over the same dir
+    r = ckpt(store, d, attempt=3).restore()
+    assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (4, 0, 9001)
+
+
+def test_racy_files_are_read_again(tmp_path: Path, store: CountingStore, boot: Path) -> None:
+    d = tmp_path / "d"
+    make_files(d, 3)
+    (d / "fresh").write_bytes(b"written just now")  # within the stat cache's racy window
+    ckpt(store, d).sync_once("first")
+    rows = {row[0]: row for row in json.loads(index_path(d).read_bytes())["files"]}
+    assert sorted(rows) == ["f000", "f001", "f002"]
+    # An index written in the very tick f001 was last modified (or before) cannot tell a
+    # second write within that tick from none: f001 is racy, f000 is older, f002 newer.
+    mtime = os.stat(d / "f001").st_mtime_ns
+    os.utime(index_path(d), ns=(mtime, mtime))
+    r = ckpt(store, d, attempt=2).restore()
+    assert (r.files_kept, r.files_indexed) == (4, 0)  # the ctimes are newer than that too
+    assert r.bytes_hashed == 3 * 3000 + len(b"written just now")
+
+
+def test_racy_mtime_alone(tmp_path: Path, store: CountingStore, boot: Path) -> None:
+    d = tmp_path / "d"
+    make_files(d, 2)
+    ckpt(store, d).sync_once("first")
+    written = index_path(d).stat().st_mtime_ns
+    doc = json.loads(index_path(d).read_bytes())
+    # Make f001 look modified in the index's tick: its recorded and actual mtime = then.
+    os.utime(d / "f001", ns=(written, written))
+    st = os.stat(d / "f001")
+    for row in doc["files"]:
+        if row[0] == "f001":
+            row[2], row[3] = st.st_mtime_ns, st.st_ctime_ns
+    data = json.dumps(doc).encode()
+    index_path(d).write_bytes(data)
+    os.utime(index_path(d), ns=(written, written))
+    with capture_logs():
+        r = ckpt(store, d, attempt=2).restore()
+    # f001's manifest mtime differs from the file's now: it is put back after a read
+    assert r.files_indexed == 1 and r.bytes_hashed == 3000
+
+
+def test_index_survives_the_freeze_areas_unlinks(
+    tmp_path: Path, store: CountingStore, boot: Path
+) -> None:
+    """The agent's freeze links files into .spot-agent/freeze and removes the links at
+    exit (or at the next start, after a kill): each unlink moves the file's ctime."""
+    from checkpoint.freeze import Freezer
+    from checkpoint.savepoints import consistent_sync
+
+    d = tmp_path / "d"
+    made = make_files(d, 4)
+    c = ckpt(store, d)
+    freezer = Freezer(d)
+    freezer.reset()
+    first = consistent_sync(c, freezer, "first", wait=5.0, rehash="never")
+    assert first.sequence == 1
+    freezer.close()  # the links go: ctimes move
+    r = ckpt(store, d, attempt=2).restore()
+    assert (r.files_indexed, r.bytes_hashed) == (4, 0)
+    assert {p: (d / p).read_bytes() for p in made} == made
+
+
+def test_presence_listing_stops_when_the_folder_is_mostly_other_objects(
+    tmp_path: Path, store: CountingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Old checkpoints' blobs not yet collected: the listing gives up once it has cost
+    more than a HEAD per key still unseen would, and HEADs those."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from checkpoint import presence
+
+    monkeypatch.setattr(presence, "LIST_PAGE", 1)  # a "page" of one key: small numbers
+    job = JobStore(store, "job")
+    for i in range(200):
+        store.put_object(job.blob_key(f"{i:064x}"), b"x")
+    wanted = {job.blob_key(f"{i:064x}") for i in range(188, 200)}
+    absent = job.blob_key("f" * 64)
+    with ThreadPoolExecutor(2) as pool:
+        stopped = presence.list_folders(job, wanted | {absent})
+        assert not stopped.complete  # 188 others, at most 14 listed before it gives up
+        store.calls.clear()
+        assert presence.stored_keys(job, wanted | {absent}, pool, stopped) == wanted
+        heads = {k for kind, k in store.calls if kind == "HEAD"}
+        assert heads == (wanted | {absent}) - stopped.seen and len(store.calls) == len(heads)
+
+        # a listing that went through the whole folder needs no HEAD for what it lacks
+        monkeypatch.setattr(presence, "LIST_PAGE", 1000)
+        listing = presence.list_folders(job, wanted | {absent})
+        assert listing.complete == {"job/blobs/"} and listing.seen == wanted
+        store.calls.clear()
+        assert presence.stored_keys(job, wanted | {absent}, pool, listing) == wanted
+        assert store.calls == []
