@@ -220,8 +220,12 @@ class Restorer:
     def _verify_present(self, kept: list[FileEntry]) -> set[str]:
         """Kept files were not downloaded: which of their blobs does the store still have?"""
         wanted = sorted({c.sha256 for f in kept for c in f.chunks if not c.is_hole})
-        present = self._pool.map(lambda h: self.job.store.exists(self.job.blob_key(h)), wanted)
-        missing = [h for h, ok in zip(wanted, present, strict=True) if not ok]
+        keys: dict[str, set[str]] = {}  # one look per object: a pack holds many chunks
+        for c in (c for f in kept for c in f.chunks if not c.is_hole):
+            keys.setdefault(self.job.chunk_key(c), set()).add(c.sha256)
+        found = self._pool.map(self.job.store.exists, list(keys))
+        stored = {h for hs, ok in zip(keys.values(), found, strict=True) if ok for h in hs}
+        missing = [h for h in wanted if h not in stored]
         if missing:
             # The local copy is intact, so the job loses nothing: the next sync uploads them.
             log.warning(
