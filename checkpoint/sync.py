@@ -33,7 +33,7 @@ from .manifest import (
     Manifest,
 )
 from .progress import Listener, Progress
-from .repack import Packs
+from .repack import Packs, log_repacked
 from .restore import Restorer, RestoreResult
 from .scan import NotRegularFile, StatCache, hash_file, scan, scan_frozen
 from .upload import MAX_BYTES_IN_FLIGHT, PACK_THRESHOLD, Location, Stored, Uploader
@@ -170,6 +170,7 @@ class Checkpointer:
         )
         entries: list[FileEntry] = []
         changed: list[str] = []
+        moved: dict[str, Location] = {}  # chunks of sparse packs: their old places
         hashed = 0
         try:
             for rel, st in found.files:
@@ -184,6 +185,8 @@ class Checkpointer:
                 if entry is not None:
                     entries.append(entry)
                     hashed += n
+            if not changed:
+                moved = self._repack(entries, uploader, stored, root)
         finally:
             try:
                 uploader.wait()
@@ -197,10 +200,9 @@ class Checkpointer:
         # the hash of its bytes): the entries get their chunks' places.
         where = Stored(
             stored.blobs | (uploader.done - uploader.located.keys()),
-            {**stored.packed, **uploader.located},
+            {**moved, **stored.packed, **uploader.located},
         )
         entries = [_located(e, where) for e in entries]
-        self._packs.log_repacked(uploader.located)
         if left_out:  # in the walk's order: sorted by name, level by level
             entries.extend(self._previous_versions(left_out))
             entries.sort(key=lambda e: e.path.split("/"))
@@ -239,6 +241,31 @@ class Checkpointer:
             left_out=tuple(rel for rel, _ in left_out),
             packs_uploaded=len(uploader.packs),
         )
+
+    def _repack(
+        self, entries: list[FileEntry], uploader: Uploader, stored: Stored, root: Path
+    ) -> dict[str, Location]:
+        """Pack again the small files whose chunks lie in packs the new checkpoint would
+        reference less than half of (:mod:`checkpoint.repack`); the old places of the
+        chunks taken out, which stand in for a file that cannot be read again."""
+        sparse = self._packs.sparse(entries, stored)
+        if not sparse:
+            return {}
+        moved = self._packs.take_out(sparse, stored)  # no longer "stored": packed again
+        files = chunks = nbytes = 0
+        for e in entries:
+            if e.size >= self.pack_threshold or not any(c.sha256 in moved for c in e.chunks):
+                continue
+            try:
+                again, _ = hash_file(root / e.path, self.chunk_size, uploader.pack)
+            except (OSError, NotRegularFile):
+                continue  # gone or changed since: its old place stands in
+            if [(c.sha256, c.size) for c in again] == [(c.sha256, c.size) for c in e.chunks]:
+                files += 1
+                chunks += sum(1 for c in e.chunks if c.sha256 in moved)
+                nbytes += sum(c.size for c in e.chunks if c.sha256 in moved)
+        log_repacked(sparse, files, chunks, nbytes)
+        return moved
 
     def _previous_versions(self, left_out: list[tuple[str, str]]) -> list[FileEntry]:
         """Files that kept changing: their last committed version stands in for them."""
@@ -324,24 +351,18 @@ class Checkpointer:
         )
 
     def _present(self) -> Stored:
-        """Chunks a sync may take as stored: the base manifest's, and our recent uploads.
-
-        A chunk in a pack counts only while its pack is not sparse (the base manifest
-        references less than half of it): a file with such a chunk is packed again, so
-        that once older manifests are pruned ``gc`` can drop the sparse pack.
-        """
+        """Chunks a sync may take as stored: the base manifest's, and our recent uploads."""
         cutoff = time.monotonic() - UPLOAD_TRUST_SECONDS
         # A copy first: a sync thread may be adding to it while the main thread asks.
         uploaded = self._uploaded.copy()
-        sparse = self._packs.sparse
         blobs = set(self._known.blobs)
-        packed = {h: at for h, at in self._known.packed.items() if at[0] not in sparse}
+        packed = dict(self._known.packed)
         for h, (t, at) in uploaded.items():
             if t < cutoff:
                 continue
             if at is None:
                 blobs.add(h)
-            elif at[0] not in sparse:
+            else:
                 packed.setdefault(h, at)
         return Stored(blobs, packed)
 
@@ -355,8 +376,8 @@ class Checkpointer:
                 continue
             if c.pack is None:
                 blobs.add(c.sha256)
-            elif c.sha256 not in packed or packed[c.sha256][0] in self._packs.sparse:
-                packed[c.sha256] = (c.pack, c.offset)
+            else:
+                packed.setdefault(c.sha256, (c.pack, c.offset))
         self._known = Stored(blobs, packed)
 
     def prune(self, keep: int) -> list[int]:
