@@ -248,7 +248,7 @@ class Checkpointer:
         """Pack again the small files whose chunks lie in packs the new checkpoint would
         reference less than half of (:mod:`checkpoint.repack`); the old places of the
         chunks taken out, which stand in for a file that cannot be read again."""
-        sparse = self._packs.sparse(entries, stored)
+        sparse = self._packs.sparse(entries, stored) if self.pack_threshold > 0 else set()
         if not sparse:
             return {}
         moved = self._packs.take_out(sparse, stored)  # no longer "stored": packed again

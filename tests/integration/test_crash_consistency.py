@@ -23,6 +23,7 @@ message names it, so a failing run can be replayed exactly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -36,10 +37,11 @@ from pathlib import Path
 import pytest
 
 from checkpoint.gc import collect_garbage
+from checkpoint.manifest import Chunk, FileEntry
 from checkpoint.repack import Packs
 from checkpoint.store import LocalStore, Store
 from checkpoint.sync import Checkpointer, JobStore
-from checkpoint.upload import PACK_THRESHOLD
+from checkpoint.upload import PACK_THRESHOLD, Stored
 from tests.crashsync import Tree, chunk_hashes, read_tree
 from tests.servers import SeaweedS3
 
@@ -141,23 +143,37 @@ class Rounds:
     def expected_puts(self, new: Tree, packs: bool) -> int:
         """Puts of a sync from the newest checkpoint to ``new``: new chunks, then the manifest.
 
-        With packs, all new chunks (and those repacked out of sparse packs) go into one pack.
+        With packs, all new chunks go into one pack, and so do those repacked out of packs
+        that ``new`` would reference less than half of (checkpoint.repack).
         """
-        present: set[str] = set()
+        stored = Stored()
+        sizes = Packs()
         if self.job.sequences():
             base = self.job.load_manifest(self.job.sequences()[-1])
-            sparse = Packs()
-            sparse.take_base(base)
-            present = {
-                c.sha256
-                for c in base.chunks()
-                if not c.is_hole and (c.pack is None or c.pack not in sparse.sparse)
-            }
-        uploads = chunk_hashes(new, CHUNK) - present
-        if packs:
-            assert all(len(d) < PACK_THRESHOLD for d in new.files.values()), self.where()
-            return min(len(uploads), 1) + 1
-        return len(uploads) + 1
+            sizes.take_base(base)
+            for c in base.chunks():
+                if c.pack is None and not c.is_hole:
+                    stored.blobs.add(c.sha256)
+                elif c.pack is not None:
+                    stored.packed.setdefault(c.sha256, (c.pack, c.offset))
+        uploads = chunk_hashes(new, CHUNK) - stored.hashes()
+        if not packs:
+            return len(uploads) + 1
+        assert all(len(d) < PACK_THRESHOLD for d in new.files.values()), self.where()
+        entries = [
+            FileEntry(
+                path,
+                len(data),
+                0,
+                0,
+                tuple(
+                    Chunk(hashlib.sha256(data[i : i + CHUNK]).hexdigest(), len(data[i : i + CHUNK]))
+                    for i in range(0, len(data), CHUNK)
+                ),
+            )
+            for path, data in new.files.items()
+        ]
+        return (1 if uploads or sizes.sparse(entries, stored) else 0) + 1
 
     def spawn(
         self, tree: Tree, kill_at: int, put_delay: float = 0.0, packs: bool = True
