@@ -22,9 +22,10 @@ from .jobstore import JobStore
 from .manifest import Chunk
 from .progress import Progress
 
-#: Files smaller than this are packed. Measured on SeaweedFS (bench/packsize.py): a PUT
-#: costs as much as ~1 MiB of transfer at one connection's rate, so a file of 1 MiB or more
-#: gains little from sharing a request, and stays a blob that gc can drop on its own.
+#: Files smaller than this are packed. Measured (bench/packsize.py, local SeaweedFS): a
+#: request costs as much as ~230 KiB (PUT) to ~1.5 MiB (GET) of transfer on one
+#: connection, more on S3; a file of 1 MiB or more gains little from sharing a request,
+#: and stays a blob that gc can drop on its own.
 PACK_THRESHOLD = 1 << 20
 #: A pack is sealed and PUT once it holds this many bytes: 20,000 x 16 KiB files make ~20.
 PACK_TARGET = 16 << 20
