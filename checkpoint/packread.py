@@ -56,7 +56,7 @@ class _Piece:
 
 
 _Batch = list[_Piece]
-_Got = list[tuple[int, bytes]]  # (piece number in its batch, its verified bytes)
+_Got = list[tuple[int, bytes | memoryview]]  # (piece number in its batch, verified bytes)
 
 
 class PackReader:
@@ -113,11 +113,11 @@ class PackReader:
         key = self.job.pack_key(pack)
         start = batch[group[0]].chunk.offset
         end = max(batch[n].chunk.offset + batch[n].chunk.size for n in group)
-        data = self.job.store.get_range(key, start, end - start)
-        got = []
+        data = memoryview(self.job.store.get_range(key, start, end - start))
+        got: _Got = []
         for n in group:
             c = batch[n].chunk
-            piece = data[c.offset - start : c.offset - start + c.size]
+            piece: bytes | memoryview = data[c.offset - start : c.offset - start + c.size]
             if not _matches(piece, c):
                 log.warning("restore.fetch_retry", key=key, attempt=1, error="hash mismatch")
                 piece = self.job.store.get_range(key, c.offset, c.size)
@@ -146,7 +146,7 @@ class PackReader:
     def _write(
         self, files: list[FileEntry], staging: Path, batch: _Batch, futures: list[Future[_Got]]
     ) -> int:
-        data: dict[int, bytes] = {}
+        data: dict[int, bytes | memoryview] = {}
         for fut in futures:
             data.update(fut.result())
         futures.clear()
@@ -234,5 +234,5 @@ def _ranges(batch: _Batch, numbers: list[int]) -> Iterator[list[int]]:
         yield group
 
 
-def _matches(data: bytes, chunk: Chunk) -> bool:
+def _matches(data: bytes | memoryview, chunk: Chunk) -> bool:
     return len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.sha256

@@ -17,6 +17,7 @@ import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 from .jobstore import JobStore
 from .manifest import Chunk
@@ -110,9 +111,8 @@ class Uploader:
         self._queued: set[str] = set()
         self._pending: list[Future[None]] = []
         self._budget = _Budget(max_bytes_in_flight)
-        self._parts: list[bytes] = []  # the pack being built
+        self._building = bytearray()  # the pack being built: chunks back to back
         self._members: list[tuple[str, int]] = []  # (chunk hash, offset) in it
-        self._size = 0
         self._lock = threading.Lock()
         self._error: BaseException | None = None
 
@@ -131,10 +131,9 @@ class Uploader:
         if not self._wanted(chunk, data):
             return
         self._reserve(len(data))
-        self._parts.append(data)
-        self._members.append((chunk.sha256, self._size))
-        self._size += len(data)
-        if self._size >= self.pack_target:
+        self._members.append((chunk.sha256, len(self._building)))
+        self._building += data  # one copy, and the caller's chunk can go
+        if len(self._building) >= self.pack_target:
             self._seal()
 
     def wait(self) -> None:
@@ -163,11 +162,11 @@ class Uploader:
             self._budget.take(n)
 
     def _seal(self) -> None:
-        if not self._parts:
+        if not self._building:
             return
-        parts, members, size = self._parts, self._members, self._size
-        self._parts, self._members, self._size = [], [], 0
-        fut = self.pool.submit(self._put_pack, parts, members)
+        data, members, size = self._building, self._members, len(self._building)
+        self._building, self._members = bytearray(), []
+        fut = self.pool.submit(self._put_pack, data, members)
         fut.add_done_callback(lambda _f: self._budget.give(size))
         self._pending.append(fut)
 
@@ -181,12 +180,11 @@ class Uploader:
             self.done.add(h)
             self.bytes += len(data)
 
-    def _put_pack(self, parts: list[bytes], members: list[tuple[str, int]]) -> None:
+    def _put_pack(self, data: bytearray, members: list[tuple[str, int]]) -> None:
         try:
-            data = b"".join(parts)
-            parts.clear()  # the joined copy is all we hold from here
             p = hashlib.sha256(data).hexdigest()
-            self.job.store.put_object(self.job.pack_key(p), data, sha256=p)
+            # A bytearray is read like bytes by both stores (and botocore): no copy.
+            self.job.store.put_object(self.job.pack_key(p), cast(bytes, data), sha256=p)
         except BaseException as exc:
             self._error = exc
             raise
