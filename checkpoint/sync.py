@@ -108,7 +108,7 @@ class Checkpointer:
         self.max_bytes_in_flight = max_bytes_in_flight
         self.pack_threshold = pack_threshold  # files smaller than this are packed; 0: none
         self._known = Stored()  # chunks the base manifest references, and where
-        self._packs = Packs()  # pack sizes, and the base manifest's sparse packs
+        self._packs = Packs()  # the sizes of the packs this process knows of
         # chunk -> (monotonic time this process put it, its pack and offset or None: a blob)
         self._uploaded: dict[str, tuple[float, Location | None]] = {}
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
