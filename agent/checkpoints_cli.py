@@ -253,8 +253,10 @@ def _gc(job: JobStore, args: argparse.Namespace) -> int:
     verb = "would delete" if args.dry_run else "deleted"
     print(
         f"{verb} {len(pruned)} old checkpoints and {r.deleted} unreferenced blobs "
-        f"({human_size(r.bytes_deleted)}); kept {r.manifests} checkpoints, {r.referenced} "
-        f"referenced blobs, {r.kept_young} unreferenced blobs younger than {raw_age}"
+        f"({human_size(r.bytes_deleted)}) and {r.packs_deleted} unreferenced packs "
+        f"({human_size(r.pack_bytes_deleted)}); kept {r.manifests} checkpoints, {r.referenced} "
+        f"referenced blobs, {r.packs_referenced} referenced packs, {r.kept_young} unreferenced "
+        f"blobs and {r.packs_kept_young} packs younger than {raw_age}"
     )
     return 0
 

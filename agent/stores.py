@@ -2,7 +2,7 @@
 
 The checkpoint package knows one job at a time (:class:`JobStore`); the whole-store view
 (which jobs are there, how big) is built here from ``Store.list_objects``, on the layout
-``<job-id>/{blobs,manifests,attempts}/...``.
+``<job-id>/{blobs,packs,manifests,attempts}/...``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .config import ConfigError, S3Settings
 #: exit status of ``checkpoints`` when the job or checkpoint asked for is not there
 EXIT_NOT_FOUND = 1
 URI_SETTING = "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)"
-_KINDS = ("manifests", "blobs", "attempts")  # also the order a job is deleted in
+_KINDS = ("manifests", "blobs", "packs", "attempts")  # also the order a job is deleted in
 
 
 class JobNotFound(CheckpointError):
@@ -126,7 +126,7 @@ def job_objects(job: JobStore) -> tuple[list[ObjectInfo], int]:
 
 def delete_job(job: JobStore, objects: list[ObjectInfo]) -> None:
     """Delete the job's objects: manifests first, so that no reader ever finds a checkpoint
-    whose blobs are already gone; then blobs and attempt records."""
+    whose blobs are already gone; then blobs, packs and attempt records."""
     manifests = [o.key for o in objects if o.key.startswith(f"{job.prefix}manifests/")]
     job.store.delete_objects(manifests)
     job.store.delete_objects(o.key for o in objects if o.key not in set(manifests))

@@ -21,6 +21,7 @@ import structlog
 from .errors import CheckpointDamaged, LocalWriteError, ObjectNotFound, ObjectTooLarge
 from .jobstore import JobStore
 from .manifest import Chunk, FileEntry
+from .packread import PackReader, packed_files
 from .progress import Listener, Progress
 
 log = structlog.get_logger("checkpoint")
@@ -54,9 +55,15 @@ class Downloader:
         wanted = sum(c.size for f in files for c in f.chunks if not c.is_hole)
         self._progress = Progress("restore.progress", wanted, listener=self._listener)
         total = 0
+        packed = packed_files(files)  # small files: written whole from ranged pack reads
+        if packed:
+            total += PackReader(self.job, self._pool, self._progress).write(files, packed, staging)
+        skip = set(packed)
         window: deque[_OpenFile] = deque()
         try:
             for i, f in enumerate(files):
+                if i in skip:
+                    continue
                 if len(window) >= MAX_OPEN_FILES:
                     total += self._finish(window.popleft())
                 window.append(self._start(staging / str(i), f))

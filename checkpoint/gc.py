@@ -1,9 +1,14 @@
-"""Garbage collection: delete blobs that no checkpoint references any more.
+"""Garbage collection: delete blobs and packs that no checkpoint references any more.
 
-A blob is deleted only when both hold:
+A blob, or a pack, is deleted only when both hold:
 
-1. no manifest of the job references it, and
+1. no manifest of the job references it (for a pack: no chunk of any manifest lies in
+   it; a pack of which any byte is still referenced is kept whole), and
 2. it is older than ``min_age`` (default 24 h).
+
+A pack that is mostly unreferenced is not rewritten here: sync repacks the live files of
+such a pack into its new packs (:mod:`checkpoint.repack`), so once the manifests that
+still reference the old pack are pruned, rule 1 holds for it and it is deleted.
 
 Rule 2 protects a running agent: a sync uploads its blobs before its manifest exists,
 and an agent also skips uploading blobs it put within the last hour
@@ -41,6 +46,11 @@ class GcResult:
     kept_young: int
     dry_run: bool
     incomplete_deleted: int = 0  # partial objects of killed puts
+    packs: int = 0  # pack objects found
+    packs_referenced: int = 0
+    packs_deleted: int = 0
+    pack_bytes_deleted: int = 0
+    packs_kept_young: int = 0  # unreferenced, younger than min_age
 
 
 def prune_manifests(
@@ -85,11 +95,15 @@ def collect_garbage(
     now = now or datetime.now(UTC)
     for _ in range(3):
         blobs = list(job.store.list_objects(f"{job.prefix}blobs/"))
+        packs = list(job.store.list_objects(f"{job.prefix}packs/"))
         sequences = job.sequences()
         try:
             referenced: set[str] = set()
+            referenced_packs: set[str] = set()
             for seq in sequences:
-                referenced |= job.load_manifest(seq).blob_hashes()
+                manifest = job.load_manifest(seq)
+                referenced |= manifest.stored_blobs()
+                referenced_packs |= manifest.pack_ids()
             break
         except ObjectNotFound:
             continue  # a manifest was pruned while we read: list everything again
@@ -103,9 +117,12 @@ def collect_garbage(
 
     unreferenced = [b for b in blobs if b.key.rsplit("/", 1)[-1] not in referenced]
     old = [b for b in unreferenced if now - b.modified >= min_age]
+    dead_packs = [p for p in packs if p.key.rsplit("/", 1)[-1] not in referenced_packs]
+    old_packs = [p for p in dead_packs if now - p.modified >= min_age]
     partial = [p for p in job.store.list_incomplete(job.prefix) if now - p.modified >= min_age]
     if not dry_run:
         job.store.delete_objects(b.key for b in old)
+        job.store.delete_objects(p.key for p in old_packs)
         job.store.delete_objects(p.key for p in partial)
     return GcResult(
         manifests=len(sequences),
@@ -116,4 +133,9 @@ def collect_garbage(
         kept_young=len(unreferenced) - len(old),
         dry_run=dry_run,
         incomplete_deleted=len(partial),
+        packs=len(packs),
+        packs_referenced=len(packs) - len(dead_packs),
+        packs_deleted=len(old_packs),
+        pack_bytes_deleted=sum(p.size for p in old_packs),
+        packs_kept_young=len(dead_packs) - len(old_packs),
     )

@@ -3,13 +3,16 @@
 Layout of one job under the store's root::
 
     <job-id>/blobs/<h[:2]>/<h>         chunk contents, named by their sha256 (immutable)
+    <job-id>/packs/<p[:2]>/<p>         small files' chunks back to back, named by the sha256
+                                       of the whole pack (immutable; manifest format 3)
     <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence)
     <job-id>/attempts/<n>.json         one per agent start: the fencing token
 
 The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 
-1. every chunk the new manifest names is uploaded first (only chunks the store does not
-   have: the previous manifest's and this session's uploads are known);
+1. every chunk the new manifest names is uploaded first, as a blob or inside a pack (only
+   chunks the store does not have: the previous manifest's and this session's uploads
+   are known);
 2. the manifest is created with put-if-absent under the next sequence number; that single
    object creation is the commit. A crash before it leaves only unreferenced blobs, which
    ``gc`` collects later; it never changes what a restore sees.
@@ -33,7 +36,7 @@ from .errors import (
     ObjectNotFound,
     Superseded,
 )
-from .manifest import MAX_MANIFEST_BYTES, Manifest
+from .manifest import MAX_MANIFEST_BYTES, Chunk, Manifest
 from .store import Store
 
 log = structlog.get_logger("checkpoint")
@@ -57,6 +60,13 @@ class JobStore:
 
     def blob_key(self, sha256: str) -> str:
         return f"{self.prefix}blobs/{sha256[:2]}/{sha256}"
+
+    def pack_key(self, pack: str) -> str:
+        return f"{self.prefix}packs/{pack[:2]}/{pack}"
+
+    def chunk_key(self, chunk: Chunk) -> str:
+        """The object holding ``chunk``'s bytes: its pack, or its own blob."""
+        return self.pack_key(chunk.pack) if chunk.pack is not None else self.blob_key(chunk.sha256)
 
     def manifest_key(self, sequence: int) -> str:
         return f"{self.prefix}manifests/{sequence:010d}.json"

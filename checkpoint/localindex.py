@@ -85,7 +85,10 @@ def write_index(directory: Path, manifest: Manifest, cache: StatCache) -> int | 
     rows: list[list[Any]] = []
     for f in manifest.files:
         known = cache.vouched(f.path)
-        if known is None or known[1] < 0 or known[2] != f.chunks:
+        # The cache holds the chunks as hashed (content); the manifest's carry their place
+        # too (a pack and an offset), filled in once the uploads ended: compare content,
+        # record places.
+        if known is None or known[1] < 0 or not same_content(known[2], f.chunks):
             continue
         (size, mtime_ns, ctime_ns, ino), dev, _ = known
         rows.append([f.path, size, mtime_ns, ctime_ns, ino, dev, _chunk_rows(f.chunks)])
@@ -109,6 +112,13 @@ def write_index(directory: Path, manifest: Manifest, cache: StatCache) -> int | 
         )
         return None
     return len(rows)
+
+
+def same_content(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:
+    """The same bytes, wherever they are stored."""
+    return len(a) == len(b) and all(
+        x.sha256 == y.sha256 and x.size == y.size for x, y in zip(a, b, strict=True)
+    )
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -2,7 +2,7 @@
 
 A manifest lists every file of the checkpoint dir with its size, mode, mtime and the
 content-addressed chunks that hold its bytes; writing it is the commit. The format
-(version 2; version 1 still loads) and its bounds are described in
+(version 3; versions 1 and 2 still load) and its bounds are described in
 docs/checkpoint-format.md.
 
 **One validation for sync and restore** (guarantee 7): :func:`check_relpath`,
@@ -13,9 +13,10 @@ entry it records (an entry they refuse is left out loudly, the rest commits) and
 from a store can name a place outside the checkpoint dir (guarantee 5): no absolute
 paths, no '..', no entry below a file or a symlink; symlink targets never climb.
 
-A chunk is ``{"sha256", "size"}`` or ``{"hole": n}`` (zeros stored nowhere): an object,
-so that a later format can say where a blob lives (a pack and an offset) without
-changing the rest.
+A chunk is ``{"sha256", "size"}`` (its own blob), ``{"sha256", "size", "pack", "offset"}``
+(bytes ``[offset, offset+size)`` of a pack, format 3) or ``{"hole": n}`` (zeros stored
+nowhere). The ``packs`` table gives the size of every pack the manifest references: sync
+needs it to tell a pack that is mostly unreferenced (and repack its live files).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from .errors import ManifestError
 from .reserved import RESERVED_DIR as RESERVED_DIR
 from .reserved import TEMP_SUFFIX as TEMP_SUFFIX
 
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 #: Bounds on what one manifest may hold, so that loading one fits a documented memory
 #: bound (docs/checkpoint-format.md: about 1 GiB peak at the limits) whatever the store
@@ -42,6 +43,8 @@ MAX_MANIFEST_BYTES = 64 << 20
 MAX_ITEMS = 1_000_000  # entries (files, dirs, links) plus chunks
 MAX_CHUNK_SIZE = 64 << 20
 MAX_FILE_SIZE = 1 << 44  # 16 TiB: ext4's largest file
+#: A pack's size (sync writes ~16 MiB); restore reads packs by ranges, never whole.
+MAX_PACK_SIZE = 1 << 30
 #: A relative path longer than this is left out by sync: the checkpoint dir's own path
 #: must still fit with it under PATH_MAX (4096) wherever it is restored.
 MAX_PATH_BYTES = 3072
@@ -54,6 +57,8 @@ HOLE = ""  # the sha256 of a hole chunk: zeros, no blob
 class Chunk:
     sha256: str  # HOLE for a run of zeros that is stored nowhere
     size: int
+    pack: str | None = None  # the pack holding the bytes at ``offset``; None: its own blob
+    offset: int = 0
 
     @property
     def is_hole(self) -> bool:
@@ -100,6 +105,8 @@ class Manifest:
     progress: dict[str, Any] = field(default_factory=dict)
     agent_version: str = ""
     hardlinks: tuple[HardLinkEntry, ...] = ()
+    #: pack id -> its size in bytes, for every pack a chunk references (format 3)
+    packs: dict[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -110,7 +117,15 @@ class Manifest:
             yield from f.chunks
 
     def blob_hashes(self) -> set[str]:
+        """Every distinct content hash, wherever its bytes live (blob or pack)."""
         return {c.sha256 for c in self.chunks() if not c.is_hole}
+
+    def stored_blobs(self) -> set[str]:
+        """The blobs (``blobs/`` objects) the manifest references: chunks not in a pack."""
+        return {c.sha256 for c in self.chunks() if not c.is_hole and c.pack is None}
+
+    def pack_ids(self) -> set[str]:
+        return {c.pack for c in self.chunks() if c.pack is not None}
 
     def to_json(self) -> bytes:
         """The manifest's bytes; raises :class:`ManifestError` above the bounds restore keeps."""
@@ -136,13 +151,11 @@ class Manifest:
                     "size": f.size,
                     "mode": f.mode,
                     "mtime_ns": f.mtime_ns,
-                    "chunks": [
-                        {"hole": c.size} if c.is_hole else {"sha256": c.sha256, "size": c.size}
-                        for c in f.chunks
-                    ],
+                    "chunks": [_chunk_json(c) for c in f.chunks],
                 }
                 for f in self.files
             ],
+            "packs": self.packs,
         }
         # ensure_ascii keeps non-UTF-8 file names (surrogate escapes) representable.
         data = json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
@@ -173,6 +186,14 @@ class Manifest:
             raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
 
 
+def _chunk_json(c: Chunk) -> dict[str, Any]:
+    if c.is_hole:
+        return {"hole": c.size}
+    if c.pack is None:
+        return {"sha256": c.sha256, "size": c.size}
+    return {"sha256": c.sha256, "size": c.size, "pack": c.pack, "offset": c.offset}
+
+
 def _dir_mode(d: DirEntry) -> int:
     return 0o700 if d.mode is None else d.mode
 
@@ -199,7 +220,7 @@ def check_mtime(mtime_ns: Any, where: str) -> int:
     return _int(mtime_ns, f"{where}: mtime", -_INT64)
 
 
-def _chunk(raw: Any, fmt: int, path: str) -> Chunk:
+def _chunk(raw: Any, fmt: int, path: str, packs: dict[str, int]) -> Chunk:
     if fmt == 1:
         digest, size = raw
     elif "hole" in raw:
@@ -208,12 +229,37 @@ def _chunk(raw: Any, fmt: int, path: str) -> Chunk:
         digest, size = raw["sha256"], raw["size"]
     if not isinstance(digest, str) or not _HEX64.match(digest):
         raise ManifestError(f"{path}: bad chunk hash {digest!r}")
-    return Chunk(digest, _int(size, f"{path}: chunk size", 0, MAX_CHUNK_SIZE))
+    size = _int(size, f"{path}: chunk size", 0, MAX_CHUNK_SIZE)
+    if fmt < 3 or raw.get("pack") is None:
+        return Chunk(digest, size)
+    pack, offset = raw["pack"], _int(raw["offset"], f"{path}: chunk offset")
+    if not isinstance(pack, str) or not _HEX64.match(pack):
+        raise ManifestError(f"{path}: bad pack id {pack!r}")
+    if pack not in packs:
+        raise ManifestError(f"{path}: pack {pack} is not in the manifest's packs table")
+    if offset + size > packs[pack]:
+        raise ManifestError(
+            f"{path}: chunk at {offset}+{size} lies beyond the end of pack {pack} "
+            f"({packs[pack]} bytes)"
+        )
+    return Chunk(digest, size, pack, offset)
 
 
-def _file(raw: Any, fmt: int) -> FileEntry:
+def _packs(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise ManifestError("packs must be an object")
+    if len(raw) > MAX_ITEMS:
+        raise ManifestError(_too_many(len(raw)))
+    for pack, size in raw.items():
+        if not _HEX64.match(pack):
+            raise ManifestError(f"bad pack id {pack!r}")
+        _int(size, f"pack {pack}: size", 0, MAX_PACK_SIZE)
+    return dict(raw)
+
+
+def _file(raw: Any, fmt: int, packs: dict[str, int]) -> FileEntry:
     path = check_relpath(raw["path"])
-    chunks = tuple(_chunk(c, fmt, path) for c in raw["chunks"])
+    chunks = tuple(_chunk(c, fmt, path, packs) for c in raw["chunks"])
     size = _int(raw["size"], f"{path}: size", 0, MAX_FILE_SIZE)
     if sum(c.size for c in chunks) != size:
         raise ManifestError(f"{path}: chunk sizes do not add up to the file size {size}")
@@ -233,14 +279,15 @@ def _parse(doc: Any) -> Manifest:
         raise ManifestError("not a JSON object")
     fmt = doc.get("format")
     if fmt not in READABLE_FORMATS:
-        raise ManifestError(f"unsupported format {fmt!r} (this agent reads 1 and {FORMAT})")
+        raise ManifestError(f"unsupported format {fmt!r} (this agent reads 1 to {FORMAT})")
     lists = [doc["files"], doc.get("dirs", []), doc.get("links", []), doc.get("hardlinks", [])]
     if not all(isinstance(x, list) for x in lists):
         raise ManifestError("files, dirs, links and hardlinks must be lists")
     items = sum(len(x) for x in lists)
     if items > MAX_ITEMS:
         raise ManifestError(_too_many(items))
-    files = tuple(_file(raw, fmt) for raw in doc["files"])
+    packs = _packs(doc.get("packs", {})) if fmt >= 3 else {}
+    files = tuple(_file(raw, fmt, packs) for raw in doc["files"])
     items += sum(len(f.chunks) for f in files)
     if items > MAX_ITEMS:
         raise ManifestError(_too_many(items))
@@ -269,6 +316,7 @@ def _parse(doc: Any) -> Manifest:
         progress=progress,
         agent_version=str(doc.get("agent_version", "")),
         hardlinks=hardlinks,
+        packs=packs,
     )
 
 

@@ -37,7 +37,7 @@ from .errors import (
 from .jobstore import JobStore
 from .kept import count_extra, partition
 from .localindex import LocalIndex
-from .manifest import RESERVED_DIR, Chunk, FileEntry, Manifest, check_link_target
+from .manifest import RESERVED_DIR, FileEntry, Manifest, check_link_target
 from .placement import (
     clear_for_file,
     os_error,
@@ -220,7 +220,7 @@ class Restorer:
 
     def _verify_present(self, kept: list[FileEntry]) -> set[str]:
         """Kept files were not downloaded: which of their blobs does the store still have?"""
-        key_of = {c: self._chunk_key(c) for f in kept for c in f.chunks if not c.is_hole}
+        key_of = {c: self.job.chunk_key(c) for f in kept for c in f.chunks if not c.is_hole}
         found = stored_keys(self.job, set(key_of.values()), self._pool)
         present = {c.sha256 for c, key in key_of.items() if key in found}
         missing = {c.sha256 for c in key_of} - present
@@ -233,9 +233,6 @@ class Restorer:
             )
         return present
 
-    def _chunk_key(self, chunk: Chunk) -> str:
-        """The object that holds ``chunk``'s bytes (with packs: ``self.job.chunk_key``)."""
-        return self.job.blob_key(chunk.sha256)
 
 
 def remove_stale_staging(dest: Path) -> None:

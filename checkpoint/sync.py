@@ -34,9 +34,10 @@ from .manifest import (
     Manifest,
 )
 from .progress import Listener, Progress
+from .repack import Packs, log_repacked
 from .restore import Restorer, RestoreResult
 from .scan import NotRegularFile, StatCache, hash_file, scan, scan_frozen
-from .upload import Uploader
+from .upload import MAX_BYTES_IN_FLIGHT, PACK_THRESHOLD, Location, Stored, Uploader
 
 if TYPE_CHECKING:
     from .freeze import Frozen
@@ -81,6 +82,8 @@ class SyncResult:
     frozen_at: float | None = None
     freeze_seconds: float | None = None
     freeze_bytes_held: int = 0
+    #: packs PUT by this sync (their chunks are counted in ``chunks_uploaded``)
+    packs_uploaded: int = 0
 
 
 class Checkpointer:
@@ -94,6 +97,8 @@ class Checkpointer:
         attempt: int = 0,
         chunk_size: int = CHUNK_SIZE,
         progress: Listener | None = None,
+        max_bytes_in_flight: int = MAX_BYTES_IN_FLIGHT,
+        pack_threshold: int = PACK_THRESHOLD,
     ) -> None:
         self.job = job
         self.directory = directory
@@ -101,10 +106,16 @@ class Checkpointer:
         self.chunk_size = chunk_size
         self.progress = progress  # sync.progress and restore.progress reports (default: log)
         self.base: Manifest | None = None  # the newest manifest this process knows
-        self._known: set[str] = set()  # blobs the base manifest references
-        self._uploaded: dict[str, float] = {}  # blob -> monotonic time this process put it
+        self.max_bytes_in_flight = max_bytes_in_flight
+        self.pack_threshold = pack_threshold  # files smaller than this are packed; 0: none
+        self._known = Stored()  # chunks the base manifest references, and where
+        self._packs = Packs()  # the sizes of the packs this process knows of
+        # chunk -> (monotonic time this process put it, its pack and offset or None: a blob)
+        self._uploaded: dict[str, tuple[float, Location | None]] = {}
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in (0, {MAX_CHUNK_SIZE}], not {chunk_size}")
+        if max_bytes_in_flight <= 0:
+            raise ValueError(f"max_bytes_in_flight must be positive, not {max_bytes_in_flight}")
         self._cache = StatCache()
         self._protected: set[int] = set()  # sequences prune must leave alone
         self._pool = ThreadPoolExecutor(
@@ -147,16 +158,20 @@ class Checkpointer:
             found = scan_frozen(frozen, self.directory)
         for path, why in found.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
-        present = self._present()
+        stored = self._present()
+        present = stored.hashes()
         todo = sum(  # data bytes (not holes) of the files the stat cache cannot vouch for
             min(st.st_size, st.st_blocks * 512)
             for rel, st in found.files
             if self._cache.unchanged(rel, st, present) is None
         )
         progress = Progress("sync.progress", todo, listener=self.progress)
-        uploader = Uploader(self.job, self._pool, present, progress)
+        uploader = Uploader(
+            self.job, self._pool, stored, progress, max_bytes_in_flight=self.max_bytes_in_flight
+        )
         entries: list[FileEntry] = []
         changed: list[str] = []
+        moved: dict[str, Location] = {}  # chunks of sparse packs: their old places
         hashed = 0
         try:
             for rel, st in found.files:
@@ -171,13 +186,24 @@ class Checkpointer:
                 if entry is not None:
                     entries.append(entry)
                     hashed += n
+            if not changed:
+                moved = self._repack(entries, uploader, stored, root)
         finally:
             try:
                 uploader.wait()
             finally:  # what did reach the store counts, even when the sync fails
-                self._uploaded.update(dict.fromkeys(uploader.done, time.monotonic()))
+                now = time.monotonic()
+                self._uploaded.update((h, (now, uploader.located.get(h))) for h in uploader.done)
+                self._packs.sizes.update(uploader.packs)
         if changed:
             raise FrozenFilesChanged(changed)
+        # Only now, every upload done, is it known where each chunk lies (a pack's id is
+        # the hash of its bytes): the entries get their chunks' places.
+        where = Stored(
+            stored.blobs | (uploader.done - uploader.located.keys()),
+            {**moved, **stored.packed, **uploader.located},
+        )
+        entries = [_located(e, where) for e in entries]
         if left_out:  # in the walk's order: sorted by name, level by level
             entries.extend(self._previous_versions(left_out))
             entries.sort(key=lambda e: e.path.split("/"))
@@ -195,15 +221,16 @@ class Checkpointer:
             agent_version=__version__,
             hardlinks=hardlinks,
         )
+        manifest = replace(manifest, packs=self._packs.table(manifest))
         sequence: int | None = None
         if self.base is None or _content(manifest) != _content(self.base):
             manifest = self._commit(manifest)
             write_index(self.directory, manifest, self._cache)  # a warm restart reads nothing
             sequence = manifest.sequence
             self.base = manifest
-            # Only blobs a committed manifest references are safe to skip later: ``gc`` may
+            # Only chunks a committed manifest references are safe to skip later: ``gc`` may
             # collect anything else (an upload of a failed sync) once it is old enough.
-            self._known = manifest.blob_hashes()
+            self._remember_base(manifest, None)
         elif frozen is not None and frozen.relinked and self.base is not None:
             write_index(self.directory, self.base, self._cache)  # the freeze's links moved ctime
         return SyncResult(
@@ -216,7 +243,33 @@ class Checkpointer:
             bytes_hashed=hashed,
             seconds=time.monotonic() - started,
             left_out=tuple(rel for rel, _ in left_out),
+            packs_uploaded=len(uploader.packs),
         )
+
+    def _repack(
+        self, entries: list[FileEntry], uploader: Uploader, stored: Stored, root: Path
+    ) -> dict[str, Location]:
+        """Pack again the small files whose chunks lie in packs the new checkpoint would
+        reference less than half of (:mod:`checkpoint.repack`); the old places of the
+        chunks taken out, which stand in for a file that cannot be read again."""
+        sparse = self._packs.sparse(entries, stored) if self.pack_threshold > 0 else set()
+        if not sparse:
+            return {}
+        moved = self._packs.take_out(sparse, stored)  # no longer "stored": packed again
+        files = chunks = nbytes = 0
+        for e in entries:
+            if e.size >= self.pack_threshold or not any(c.sha256 in moved for c in e.chunks):
+                continue
+            try:
+                again, _ = hash_file(root / e.path, self.chunk_size, uploader.pack)
+            except (OSError, NotRegularFile):
+                continue  # gone or changed since: its old place stands in
+            if [(c.sha256, c.size) for c in again] == [(c.sha256, c.size) for c in e.chunks]:
+                files += 1
+                chunks += sum(1 for c in e.chunks if c.sha256 in moved)
+                nbytes += sum(c.size for c in e.chunks if c.sha256 in moved)
+        log_repacked(sparse, files, chunks, nbytes)
+        return moved
 
     def _previous_versions(self, left_out: list[tuple[str, str]]) -> list[FileEntry]:
         """Files that kept changing: their last committed version stands in for them."""
@@ -251,9 +304,10 @@ class Checkpointer:
                 self._cache.remember(rel, frozen.relinked[rel], cached)
             return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached), 0
         path = root / rel
+        put = uploader.pack if st.st_size < self.pack_threshold else uploader.put
         for _ in range(1 if frozen is not None else 3):  # a freeze is frozen again, not re-read
             try:
-                chunks, after = hash_file(path, self.chunk_size, uploader.put)
+                chunks, after = hash_file(path, self.chunk_size, put)
             except FileNotFoundError:
                 return None, 0  # deleted while we walked: not part of this checkpoint
             except PermissionError as exc:
@@ -295,17 +349,40 @@ class Checkpointer:
     def pending_bytes(self) -> int:
         """Bytes in files that changed since the last commit (a cheap stat walk, no reads)."""
         files = scan(self.directory).files
-        present = self._present()
+        present = self._present().hashes()
         return sum(
             st.st_size for rel, st in files if self._cache.unchanged(rel, st, present) is None
         )
 
-    def _present(self) -> set[str]:
-        """Blobs a sync may take as stored: the base manifest's, and our recent uploads."""
+    def _present(self) -> Stored:
+        """Chunks a sync may take as stored: the base manifest's, and our recent uploads."""
         cutoff = time.monotonic() - UPLOAD_TRUST_SECONDS
         # A copy first: a sync thread may be adding to it while the main thread asks.
         uploaded = self._uploaded.copy()
-        return self._known | {h for h, t in uploaded.items() if t >= cutoff}
+        blobs = set(self._known.blobs)
+        packed = dict(self._known.packed)
+        for h, (t, at) in uploaded.items():
+            if t < cutoff:
+                continue
+            if at is None:
+                blobs.add(h)
+            else:
+                packed.setdefault(h, at)
+        return Stored(blobs, packed)
+
+    def _remember_base(self, manifest: Manifest, present: set[str] | None) -> None:
+        """Take ``manifest`` as the base: its chunks (those in ``present``, if given)."""
+        self._packs.take_base(manifest)
+        blobs: set[str] = set()
+        packed: dict[str, Location] = {}
+        for c in manifest.chunks():
+            if c.is_hole or (present is not None and c.sha256 not in present):
+                continue
+            if c.pack is None:
+                blobs.add(c.sha256)
+            else:
+                packed.setdefault(c.sha256, (c.pack, c.offset))
+        self._known = Stored(blobs, packed)
 
     def prune(self, keep: int) -> list[int]:
         """Delete all but the ``keep`` newest manifests; ``gc`` collects their blobs later.
@@ -344,10 +421,17 @@ class Checkpointer:
                 for f in manifest.files:  # the index vouched for some: no second lstat
                     st = restorer.stats.get(f.path) or os.lstat(dest / f.path)
                     self._cache.remember(f.path, st, f.chunks)
-                self._known = set(restorer.present)
+                self._remember_base(manifest, set(restorer.present))
                 if self.attempt and result.files_indexed < len(manifest.files):  # else as it is
                     write_index(self.directory, manifest, self._cache)  # warm restarts read none
             return result
+
+
+def _located(entry: FileEntry, where: Stored) -> FileEntry:
+    try:
+        return replace(entry, chunks=tuple(where.locate(c) for c in entry.chunks))
+    except KeyError as exc:  # a bug, never the store: say so rather than commit a guess
+        raise CheckpointError(f"{entry.path}: chunk {exc} was neither uploaded nor known") from None
 
 
 def _content(m: Manifest) -> Any:

@@ -1,6 +1,6 @@
 """A syncing process that can SIGKILL itself at an exact step of its uploads.
 
-    python -m tests.crashsync URI JOB WORKDIR TREE.json KILL_AT PUT_DELAY CHUNK_SIZE
+    python -m tests.crashsync URI JOB WORKDIR TREE.json KILL_AT PUT_DELAY CHUNK_SIZE [PACKING]
 
 It does what an agent does on a new attempt: claim an attempt, restore the newest
 checkpoint into WORKDIR, then (as the job would) turn WORKDIR into the tree in TREE.json,
@@ -8,7 +8,9 @@ print ``syncing`` and sync it. Every put of the sync is counted in steps: one be
 put, one (local store only) when the object's bytes sit in their temp file but are not in
 place yet, and one after the put. At step KILL_AT (``-1``: never) the process sends itself
 SIGKILL, so the kill lands exactly there, whatever thread is uploading. The manifest is
-always the last put of a sync, so its steps are the last ones.
+always the last put of a sync, so its steps are the last ones. Small files' chunks go
+into packs (one put for all of them when they fit one pack) unless PACKING (the pack
+threshold) is 0.
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ def main(argv: list[str]) -> int:
 
     uri, job_id, workdir, tree_file = argv[:4]
     kill_at, put_delay, chunk_size = int(argv[4]), float(argv[5]), int(argv[6])
+    from checkpoint.upload import PACK_THRESHOLD
+
+    pack_threshold = int(argv[7]) if len(argv) > 7 else PACK_THRESHOLD
     inner = open_store(uri)
     lock = threading.Lock()
     armed = False
@@ -184,6 +189,9 @@ def main(argv: list[str]) -> int:
         def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
             return inner.get_object(key, max_bytes=max_bytes)
 
+        def get_range(self, key: str, start: int, length: int) -> bytes:
+            return inner.get_range(key, start, length)
+
         def exists(self, key: str) -> bool:
             return inner.exists(key)
 
@@ -200,7 +208,9 @@ def main(argv: list[str]) -> int:
     attempt = job.claim_attempt({"host": "crashsync"})
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    c = Checkpointer(job, work, attempt=attempt, chunk_size=chunk_size)
+    c = Checkpointer(
+        job, work, attempt=attempt, chunk_size=chunk_size, pack_threshold=pack_threshold
+    )
     restored = c.restore()
     apply_tree(work, Tree.from_json(Path(tree_file).read_text()))
     print("syncing", flush=True)

@@ -123,7 +123,7 @@ def test_a_signal_during_a_long_restore(
     first_checkpoint(tmp_path, env, "restore")
     workdir = tmp_path / "state" / "spot-agent" / "jobs" / "restore" / "checkpoint"
     (workdir / "data").unlink()  # the next start must download it
-    proxy.inject("stall", 100, method="GET", path="/blobs/", seconds=STALL)
+    proxy.inject("stall", 100, method="GET", path="/packs/", seconds=STALL)  # small: packed
     r = start_agent(
         tmp_path,
         ["--job-id", "restore", "--grace-period", f"{GRACE}s"],
@@ -176,7 +176,7 @@ def test_sigterm_during_a_sync(
         time.sleep(600)
     """)
     # the requested sync's uploads stall for a while, then go through on a retry
-    proxy.inject("stall", 1, method="PUT", path="/blobs/", seconds=3)
+    proxy.inject("stall", 1, method="PUT", path="/packs/", seconds=3)  # small: packed
     r = start_agent(
         tmp_path, ["--job-id", "sync", "--grace-period", f"{GRACE}s"], [PY, "-c", job], env=env
     )

@@ -95,10 +95,10 @@ def test_delete_needs_yes_without_a_terminal_then_removes_the_job_entirely(
 
 def test_gc_frees_space_at_once_when_no_agent_runs(tmp_path: Path) -> None:
     runs(tmp_path, "g", 3)
-    blobs = tmp_path / "store" / "g" / "blobs"
+    data = [tmp_path / "store" / "g" / kind for kind in ("blobs", "packs")]
 
     def stored() -> int:
-        return sum(p.stat().st_size for p in blobs.rglob("*") if p.is_file())
+        return sum(p.stat().st_size for d in data for p in d.rglob("*") if p.is_file())
 
     before = stored()
     r = cli(tmp_path, "checkpoints", "gc", "--job-id", "g", "--keep", "1")

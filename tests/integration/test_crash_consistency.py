@@ -14,12 +14,16 @@ random moment instead. After each kill:
    and every blob a manifest names; the newest checkpoint still restores exactly;
 3. a fresh process syncs the new tree to completion, and it restores exactly.
 
+Rounds alternate between packing small files (one pack put for all new chunks) and
+storing every chunk as a blob, so checkpoints mix both.
+
 The random seed is new each run unless ``SPOT_AGENT_CRASH_SEED`` is set; every failure
 message names it, so a failing run can be replayed exactly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -33,8 +37,11 @@ from pathlib import Path
 import pytest
 
 from checkpoint.gc import collect_garbage
+from checkpoint.manifest import Chunk, FileEntry
+from checkpoint.repack import Packs
 from checkpoint.store import LocalStore, Store
 from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.upload import PACK_THRESHOLD, Stored
 from tests.crashsync import Tree, chunk_hashes, read_tree
 from tests.servers import SeaweedS3
 
@@ -133,7 +140,44 @@ class Rounds:
     def where(self, extra: str = "") -> str:
         return f"[seed {self.seed}, round {self.n}{', ' + extra if extra else ''}]"
 
-    def spawn(self, tree: Tree, kill_at: int, put_delay: float = 0.0) -> subprocess.Popen[str]:
+    def expected_puts(self, new: Tree, packs: bool) -> int:
+        """Puts of a sync from the newest checkpoint to ``new``: new chunks, then the manifest.
+
+        With packs, all new chunks go into one pack, and so do those repacked out of packs
+        that ``new`` would reference less than half of (checkpoint.repack).
+        """
+        stored = Stored()
+        sizes = Packs()
+        if self.job.sequences():
+            base = self.job.load_manifest(self.job.sequences()[-1])
+            sizes.take_base(base)
+            for c in base.chunks():
+                if c.pack is None and not c.is_hole:
+                    stored.blobs.add(c.sha256)
+                elif c.pack is not None:
+                    stored.packed.setdefault(c.sha256, (c.pack, c.offset))
+        uploads = chunk_hashes(new, CHUNK) - stored.hashes()
+        if not packs:
+            return len(uploads) + 1
+        assert all(len(d) < PACK_THRESHOLD for d in new.files.values()), self.where()
+        entries = [
+            FileEntry(
+                path,
+                len(data),
+                0,
+                0,
+                tuple(
+                    Chunk(hashlib.sha256(data[i : i + CHUNK]).hexdigest(), len(data[i : i + CHUNK]))
+                    for i in range(0, len(data), CHUNK)
+                ),
+            )
+            for path, data in new.files.items()
+        ]
+        return (1 if uploads or sizes.sparse(entries, stored) else 0) + 1
+
+    def spawn(
+        self, tree: Tree, kill_at: int, put_delay: float = 0.0, packs: bool = True
+    ) -> subprocess.Popen[str]:
         tree_file = self.tmp / "tree.json"
         tree_file.write_text(tree.to_json())
         return subprocess.Popen(
@@ -148,6 +192,7 @@ class Rounds:
                 str(kill_at),
                 str(put_delay),
                 str(CHUNK),
+                str(PACK_THRESHOLD if packs else 0),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -182,7 +227,8 @@ class Rounds:
         self.n += 1
         kind = KINDS[self.n % len(KINDS)]
         old, new = self.committed, mutate(self.rng, self.committed, self.n)
-        puts = len(chunk_hashes(new, CHUNK) - chunk_hashes(old, CHUNK)) + 1  # blobs + manifest
+        packs = self.n % 2 == 1
+        puts = self.expected_puts(new, packs)  # blobs or one pack, + the manifest
         total = puts * self.k
         if kind == "anywhere":
             kill_at = self.rng.randrange(total)
@@ -192,10 +238,11 @@ class Rounds:
             kill_at = total - 1
         else:
             kill_at = -1
-        where = self.where(f"{kind}, kill at step {kill_at} of {total}, {puts} puts")
+        how = "packed" if packs else "blobs"
+        where = self.where(f"{kind}, {how}, kill at step {kill_at} of {total}, {puts} puts")
         before = self.job.sequences()
 
-        proc = self.spawn(new, kill_at, put_delay=0.004 if kind == "timed" else 0.0)
+        proc = self.spawn(new, kill_at, put_delay=0.004 if kind == "timed" else 0.0, packs=packs)
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if kind == "timed":
@@ -231,12 +278,20 @@ class Rounds:
         # 2. gc removes the orphans, and everything a manifest names is still there
         collect_garbage(self.job, min_age=timedelta(0))
         referenced: set[str] = set()
+        referenced_packs: set[str] = set()
         for s in self.job.sequences():
-            referenced |= self.job.load_manifest(s).blob_hashes()
+            manifest = self.job.load_manifest(s)
+            referenced |= manifest.stored_blobs()
+            referenced_packs |= manifest.pack_ids()
         blobs = {o.key.rsplit("/", 1)[-1] for o in self.store.list_objects(f"{JOB}/blobs/")}
         assert blobs == referenced, (
             f"{where}: after gc, orphans {len(blobs - referenced)}, "
             f"missing {len(referenced - blobs)}"
+        )
+        stored_packs = {o.key.rsplit("/", 1)[-1] for o in self.store.list_objects(f"{JOB}/packs/")}
+        assert stored_packs == referenced_packs, (
+            f"{where}: after gc, orphan packs {len(stored_packs - referenced_packs)}, "
+            f"missing {len(referenced_packs - stored_packs)}"
         )
         if isinstance(self.store, LocalStore):
             leftovers = [

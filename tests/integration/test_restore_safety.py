@@ -201,9 +201,9 @@ def test_an_oversized_blob_is_refused_before_it_is_read(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(b"x" * 1000)
-    ckpt(store, src).sync_once("one")
+    ckpt(store, src, pack_threshold=0).sync_once("one")
     (src / "a").write_bytes(b"y" * 1000)
-    ckpt(store, src).sync_once("two")
+    ckpt(store, src, pack_threshold=0).sync_once("two")
     m = JobStore(store, "job").load_manifest(2)
     key = JobStore(store, "job").blob_key(m.files[0].chunks[0].sha256)
     os.truncate(store.root / key, 3 << 29)  # 1.5 GiB, sparse: costs no disk
@@ -334,7 +334,7 @@ def test_kill_9_during_a_restore_leaves_no_staging_after_the_next(tmp_path: Path
     src.mkdir()
     for i in range(40):
         (src / f"f{i}").write_bytes(os.urandom(CHUNK))
-    ckpt(LocalStore(tmp_path / "store"), src).sync_once("one")
+    ckpt(LocalStore(tmp_path / "store"), src, pack_threshold=0).sync_once("one")
     dst = tmp_path / "dst"
     code = textwrap.dedent(
         f"""

@@ -19,6 +19,7 @@ import pytest
 from checkpoint.errors import ObjectTooLarge, StoreError
 from checkpoint.s3store import S3Store
 from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.upload import PACK_THRESHOLD
 from tests.agentproc import start_agent
 from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, fault_proxy
@@ -53,8 +54,11 @@ def fill(src: Path, n: int, tag: str) -> None:
         (src / f"f{i}").write_bytes(tag.encode() + os.urandom(CHUNK))
 
 
-def ckpt(store: S3Store, d: Path) -> Checkpointer:
-    return Checkpointer(JobStore(store, "job"), d, attempt=1, chunk_size=CHUNK)
+def ckpt(store: S3Store, d: Path, pack_threshold: int = PACK_THRESHOLD) -> Checkpointer:
+    """``pack_threshold=0``: one blob per chunk, so that faults spread over many requests."""
+    return Checkpointer(
+        JobStore(store, "job"), d, attempt=1, chunk_size=CHUNK, pack_threshold=pack_threshold
+    )
 
 
 def test_slowdown_bursts_and_resets_are_retried_and_commit_correctly(
@@ -64,7 +68,7 @@ def test_slowdown_bursts_and_resets_are_retried_and_commit_correctly(
     fill(src, 12, "a")
     proxy.inject("503", 3, method="PUT")
     proxy.inject("reset", 2, method="PUT")
-    r = ckpt(store, src).sync_once("bursty")
+    r = ckpt(store, src, pack_threshold=0).sync_once("bursty")
     assert r.sequence == 1
     assert proxy.faults == 5
     dst = tmp_path / "dst"
@@ -97,7 +101,7 @@ def test_restore_retries_truncated_and_failed_downloads(
 ) -> None:
     src = tmp_path / "src"
     fill(src, 6, "t")
-    ckpt(store, src).sync_once("one")
+    ckpt(store, src, pack_threshold=0).sync_once("one")
     proxy.inject("truncate", 3, method="GET", path="/blobs/")
     proxy.inject("503", 2, method="GET", path="/blobs/")
     dst = tmp_path / "dst"
@@ -107,10 +111,25 @@ def test_restore_retries_truncated_and_failed_downloads(
     assert proxy.faults == 5
 
 
+def test_restore_retries_truncated_and_failed_ranged_reads_of_a_pack(
+    tmp_path: Path, store: S3Store, proxy: FaultProxy
+) -> None:
+    src = tmp_path / "src"
+    fill(src, 6, "t")
+    assert ckpt(store, src).sync_once("one").packs_uploaded == 1
+    proxy.inject("truncate", 1, method="GET", path="/packs/")
+    proxy.inject("503", 2, method="GET", path="/packs/")
+    dst = tmp_path / "dst"
+    r = ckpt(store, dst).restore()
+    assert r.manifest is not None and r.manifest.sequence == 1 and not r.skipped
+    assert tree(dst) == tree(src)
+    assert proxy.faults == 3
+
+
 def two_checkpoints(tmp_path: Path, store: S3Store) -> Path:
     src = tmp_path / "src"
     fill(src, 2, "one")
-    c = ckpt(store, src)
+    c = ckpt(store, src, pack_threshold=0)
     assert c.sync_once("one").sequence == 1
     fill(src, 2, "two")
     assert c.sync_once("two").sequence == 2

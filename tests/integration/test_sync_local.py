@@ -18,6 +18,7 @@ from checkpoint.errors import CheckpointDamaged, Superseded
 from checkpoint.manifest import Manifest
 from checkpoint.store import LocalStore, Store
 from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.upload import PACK_THRESHOLD
 
 CHUNK = 64 * 1024
 
@@ -55,8 +56,21 @@ def store(tmp_path: Path) -> CountingStore:
     return CountingStore(tmp_path / "store")
 
 
-def ckpt(store: Store, directory: Path, attempt: int = 1, job: str = "job") -> Checkpointer:
-    return Checkpointer(JobStore(store, job), directory, attempt=attempt, chunk_size=CHUNK)
+def ckpt(
+    store: Store,
+    directory: Path,
+    attempt: int = 1,
+    job: str = "job",
+    pack_threshold: int = PACK_THRESHOLD,
+) -> Checkpointer:
+    """``pack_threshold=0``: every chunk a blob of its own (tests of the blob path)."""
+    return Checkpointer(
+        JobStore(store, job),
+        directory,
+        attempt=attempt,
+        chunk_size=CHUNK,
+        pack_threshold=pack_threshold,
+    )
 
 
 def test_first_sync_then_restore_round_trips(tmp_path: Path, store: CountingStore) -> None:
@@ -93,13 +107,14 @@ def test_second_sync_uploads_only_what_changed(tmp_path: Path, store: CountingSt
     with open(big, "ab") as fh:  # the large file grows by one and a half chunks
         fh.write(os.urandom(CHUNK + CHUNK // 2))
     r = c.sync_once("two")
-    blobs = [k for k in store.puts if "/blobs/" in k]
-    # f3 (1 chunk) + the big file's tail: the old last chunk is unchanged, 2 new chunks.
-    assert len(blobs) == 3
+    packs = [k for k in store.puts if "/packs/" in k]
+    # f3 (1 chunk) + the big file's tail: the old last chunk is unchanged, 2 new chunks,
+    # all three in one pack (both files are under the pack threshold).
+    assert len(packs) == 1 and r.chunks_uploaded == 3 and r.packs_uploaded == 1
     assert r.bytes_uploaded == CHUNK // 2 + CHUNK + CHUNK // 2
     assert r.sequence == 2
-    manifests = [k for k in store.puts if "/manifests/" not in k and "/blobs/" not in k]
-    assert manifests == []
+    others = [k for k in store.puts if "/manifests/" not in k and "/packs/" not in k]
+    assert others == []
 
 
 def test_unchanged_dir_commits_nothing(tmp_path: Path, store: CountingStore) -> None:
@@ -149,7 +164,7 @@ def test_failed_upload_commits_nothing_and_previous_restores(tmp_path: Path) -> 
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(b"first")
-    c = ckpt(store, src)
+    c = ckpt(store, src, pack_threshold=0)
     c.sync_once("one")
     for i in range(20):
         (src / f"n{i}").write_bytes(os.urandom(100))
@@ -171,7 +186,7 @@ def test_damaged_blob_falls_back_to_previous_checkpoint(
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(b"version one")
-    c = ckpt(store, src)
+    c = ckpt(store, src, pack_threshold=0)
     c.sync_once("one")
     (src / "a").write_bytes(b"version two")
     c.sync_once("two")
@@ -193,7 +208,7 @@ def test_damaged_blob_falls_back_to_previous_checkpoint(
 def test_missing_blob_and_corrupt_manifest_fall_back(tmp_path: Path, store: CountingStore) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    c = ckpt(store, src)
+    c = ckpt(store, src, pack_threshold=0)
     for i in range(3):
         (src / "a").write_bytes(f"v{i}".encode())
         c.sync_once(str(i))
@@ -378,7 +393,10 @@ KILL_SCRIPT = textwrap.dedent(
                 time.sleep(0.05)
             super().put_object(key, data, sha256=sha256)
 
-    c = Checkpointer(JobStore(Slow(Path(sys.argv[1])), "job"), Path(sys.argv[2]), chunk_size=65536)
+    c = Checkpointer(  # no packs: one blob per file, so the kill lands between blob puts
+        JobStore(Slow(Path(sys.argv[1])), "job"), Path(sys.argv[2]), chunk_size=65536,
+        pack_threshold=0,
+    )
     c.sync_once("doomed")
     print("committed", flush=True)
     """

@@ -19,6 +19,7 @@ from checkpoint.errors import ConditionalWritesUnsupported
 from checkpoint.gc import collect_garbage
 from checkpoint.s3store import S3Store
 from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.upload import PACK_THRESHOLD
 from tests.integration.test_sync_local import tree
 from tests.servers import SeaweedS3
 
@@ -42,8 +43,16 @@ def raw_client(seaweedfs: SeaweedS3) -> object:
     )
 
 
-def ckpt(store: S3Store, directory: Path, attempt: int = 1) -> Checkpointer:
-    return Checkpointer(JobStore(store, "job"), directory, attempt=attempt, chunk_size=CHUNK)
+def ckpt(
+    store: S3Store, directory: Path, attempt: int = 1, pack_threshold: int = PACK_THRESHOLD
+) -> Checkpointer:
+    return Checkpointer(
+        JobStore(store, "job"),
+        directory,
+        attempt=attempt,
+        chunk_size=CHUNK,
+        pack_threshold=pack_threshold,
+    )
 
 
 def test_sync_is_incremental_and_restores_exactly(tmp_path: Path, store: S3Store) -> None:
@@ -75,15 +84,21 @@ def test_objects_are_laid_out_as_documented_with_no_encryption_header(
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    (src / "f").write_bytes(b"hello")
+    (src / "f").write_bytes(b"hello")  # small: packed (a pack of just these 5 bytes)
+    big = os.urandom(PACK_THRESHOLD)  # not small: 4 chunks, each its own blob
+    (src / "g").write_bytes(big)
     ckpt(store, src).sync_once("one")
     client = raw_client(seaweedfs)
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket[1])["Contents"])  # type: ignore[attr-defined]
-    digest = hashlib.sha256(b"hello").hexdigest()
-    assert f"ckpt/job/blobs/{digest[:2]}/{digest}" in keys
+    pack = hashlib.sha256(b"hello").hexdigest()
+    blob = hashlib.sha256(big[:CHUNK]).hexdigest()
+    assert f"ckpt/job/packs/{pack[:2]}/{pack}" in keys
+    assert f"ckpt/job/blobs/{blob[:2]}/{blob}" in keys
     assert "ckpt/job/manifests/0000000001.json" in keys
-    head = client.head_object(Bucket=s3_bucket[1], Key=f"ckpt/job/blobs/{digest[:2]}/{digest}")  # type: ignore[attr-defined]
-    assert "ServerSideEncryption" not in head  # none asked: the bucket's default applies
+    assert len(keys) == 1 + 4 + 1
+    for key in (f"ckpt/job/packs/{pack[:2]}/{pack}", f"ckpt/job/blobs/{blob[:2]}/{blob}"):
+        head = client.head_object(Bucket=s3_bucket[1], Key=key)  # type: ignore[attr-defined]
+        assert "ServerSideEncryption" not in head  # none asked: the bucket's default applies
 
 
 def test_damaged_object_falls_back_loudly(
@@ -91,7 +106,7 @@ def test_damaged_object_falls_back_loudly(
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    c = ckpt(store, src)
+    c = ckpt(store, src, pack_threshold=0)  # a blob; test_packs damages a pack
     (src / "state").write_bytes(b"one")
     c.sync_once("1")
     (src / "state").write_bytes(b"two")
@@ -141,7 +156,9 @@ SLOW_SYNC = textwrap.dedent(
             time.sleep(0.05)
 
     store = Slow.from_uri(sys.argv[1])
-    Checkpointer(JobStore(store, "job"), Path(sys.argv[2]), chunk_size=262144).sync_once("doomed")
+    Checkpointer(  # one blob per file: the kill lands between blob puts
+        JobStore(store, "job"), Path(sys.argv[2]), chunk_size=262144, pack_threshold=0
+    ).sync_once("doomed")
     print("committed", flush=True)
     """
 )
@@ -178,7 +195,8 @@ def test_kill_9_during_an_s3_sync_then_restore_gc_and_sync_again(
     assert tree(dst) == {"state": b"committed"}
 
     dry = collect_garbage(job, min_age=timedelta(0), dry_run=True)
-    assert dry.deleted >= 6 and dry.referenced == 1
+    # the committed state is in a pack; the killed sync's blobs are referenced by nothing
+    assert dry.deleted >= 6 and dry.referenced == 0 and dry.packs_referenced == 1
     young = collect_garbage(job)  # the default min age protects a sync that may be running
     assert young.deleted == 0 and young.kept_young == dry.deleted
     done = collect_garbage(job, min_age=timedelta(0))

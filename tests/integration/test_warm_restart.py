@@ -17,6 +17,7 @@ from checkpoint import localindex
 from checkpoint.localindex import index_path
 from checkpoint.store import LocalStore, ObjectInfo
 from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.upload import PACK_THRESHOLD
 
 CHUNK = 64 * 1024
 OLD = 10**9 * 1_600_000_000  # Sept 2020: far from racy
@@ -56,8 +57,18 @@ def boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def ckpt(store: LocalStore, directory: Path, attempt: int = 1, job: str = "job") -> Checkpointer:
-    return Checkpointer(JobStore(store, job), directory, attempt=attempt, chunk_size=CHUNK)
+def ckpt(
+    store: LocalStore, directory: Path, attempt: int = 1, job: str = "job", *, packs: bool = True
+) -> Checkpointer:
+    """``packs=False``: every file its own blobs, for the tests of how many objects are looked
+    at and how (small files would otherwise share one pack)."""
+    return Checkpointer(
+        JobStore(store, job),
+        directory,
+        attempt=attempt,
+        chunk_size=CHUNK,
+        pack_threshold=PACK_THRESHOLD if packs else 0,
+    )
 
 
 def make_files(d: Path, n: int, size: int = 3000) -> dict[str, bytes]:
@@ -78,10 +89,10 @@ def test_warm_restart_reads_nothing_and_lists_instead_of_heads(
 ) -> None:
     d = tmp_path / "d"
     made = make_files(d, 30)
-    assert ckpt(store, d).sync_once("first").sequence == 1
+    assert ckpt(store, d, packs=False).sync_once("first").sequence == 1
     assert index_path(d).is_file()
     store.calls.clear()
-    c = ckpt(store, d, attempt=2)
+    c = ckpt(store, d, attempt=2, packs=False)
     r = c.restore()
     assert (r.files_kept, r.files_indexed, r.bytes_hashed, r.files_written) == (30, 30, 0, 0)
     # manifests listed, the manifest read, the kept files' blobs checked with one listing
@@ -95,14 +106,28 @@ def test_warm_restart_reads_nothing_and_lists_instead_of_heads(
     assert {p: (d / p).read_bytes() for p in made} == made
 
 
+def test_warm_restart_of_packed_files_looks_at_their_pack_once(
+    tmp_path: Path, store: CountingStore, boot: Path
+) -> None:
+    d = tmp_path / "d"
+    make_files(d, 30)
+    assert ckpt(store, d).sync_once("first").sequence == 1
+    store.calls.clear()
+    r = ckpt(store, d, attempt=2).restore()
+    # the index's chunks carry the pack each file lives in, as the manifest's do
+    assert (r.files_kept, r.files_indexed, r.bytes_hashed, r.files_written) == (30, 30, 0, 0)
+    pack_looks = [(kind, key) for kind, key in store.calls if "/packs/" in key]
+    assert len(pack_looks) == 1 and pack_looks[0][0] == "HEAD"
+
+
 def test_few_kept_blobs_are_checked_with_heads(
     tmp_path: Path, store: CountingStore, boot: Path
 ) -> None:
     d = tmp_path / "d"
     make_files(d, 3)
-    ckpt(store, d).sync_once("first")
+    ckpt(store, d, packs=False).sync_once("first")
     store.calls.clear()
-    r = ckpt(store, d, attempt=2).restore()
+    r = ckpt(store, d, attempt=2, packs=False).restore()
     assert r.files_indexed == 3
     assert sorted(kind for kind, _ in store.calls) == ["GET", "HEAD", "HEAD", "HEAD", "LIST"]
 
@@ -112,11 +137,11 @@ def test_a_blob_missing_from_the_store_is_found_by_the_listing(
 ) -> None:
     d = tmp_path / "d"
     made = make_files(d, 20)
-    ckpt(store, d).sync_once("first")
+    ckpt(store, d, packs=False).sync_once("first")
     blobs = sorted((tmp_path / "store" / "job" / "blobs").rglob("*"))
     gone = next(p for p in blobs if p.is_file())
     gone.unlink()
-    c = ckpt(store, d, attempt=2)
+    c = ckpt(store, d, attempt=2, packs=False)
     with capture_logs() as logs:
         r = c.restore()
     assert r.files_indexed == 20

@@ -195,3 +195,60 @@ def test_hostile_shapes_are_refused_without_a_crash() -> None:
         Manifest.from_json(deep)
     with pytest.raises(ManifestError, match="over the"):
         Manifest.from_json(b" " * (MAX_MANIFEST_BYTES + 1))
+
+
+# -- format 3: chunks in packs ------------------------------------------------------------
+
+P = "c" * 64
+
+
+def packed(**over: object) -> dict:
+    """A format-3 manifest whose file has one chunk in pack P, then ``over`` applied."""
+    m = manifest(
+        files=(FileEntry("f", 5, 0o644, 1, (Chunk(H, 5, P, 10),)),),
+        dirs=(),
+        links=(),
+        packs={P: 20},
+    )
+    d = json.loads(m.to_json())
+    d["files"][0]["chunks"][0].update(over.pop("chunk", {}))  # type: ignore[arg-type]
+    d.update(over)
+    return d
+
+
+def test_a_packed_chunk_round_trips_with_its_pack_and_offset() -> None:
+    d = packed()
+    assert d["format"] == 3 and d["packs"] == {P: 20}
+    assert d["files"][0]["chunks"] == [{"sha256": H, "size": 5, "pack": P, "offset": 10}]
+    back = Manifest.from_json(json.dumps(d).encode())
+    assert back.files[0].chunks == (Chunk(H, 5, P, 10),)
+    assert back.packs == {P: 20} and back.pack_ids() == {P}
+    assert back.stored_blobs() == set() and back.blob_hashes() == {H}
+
+
+@pytest.mark.parametrize(
+    "over, why",
+    [
+        ({"chunk": {"pack": "C" * 64}}, "bad pack id"),
+        ({"chunk": {"pack": "c" * 63}}, "bad pack id"),
+        ({"chunk": {"pack": 7}}, "bad pack id"),
+        ({"chunk": {"offset": -1}}, "chunk offset"),
+        ({"chunk": {"offset": 1 << 63}}, "chunk offset"),
+        ({"chunk": {"offset": "10"}}, "chunk offset"),
+        ({"chunk": {"offset": 16}}, "beyond the end of pack"),
+        ({"packs": {}}, "not in the manifest's packs table"),
+        ({"packs": {P: -1}}, "size"),
+        ({"packs": {P: 1 << 40}}, "size"),
+        ({"packs": {"zz": 20}}, "bad pack id"),
+        ({"packs": [P]}, "packs must be an object"),
+    ],
+)
+def test_a_bad_pack_reference_is_refused_on_load(over: dict, why: str) -> None:
+    with pytest.raises(ManifestError, match=why):
+        Manifest.from_json(json.dumps(packed(**over)).encode())
+
+
+def test_pack_fields_in_an_older_format_are_ignored() -> None:
+    d = packed(format=2)  # a format-2 reader never wrote them; nothing points into a pack
+    back = Manifest.from_json(json.dumps(d).encode())
+    assert back.files[0].chunks == (Chunk(H, 5),) and back.packs == {}

@@ -1,0 +1,46 @@
+"""How restore groups the needed chunks of a pack into ranged reads."""
+
+from __future__ import annotations
+
+from checkpoint.manifest import Chunk, FileEntry
+from checkpoint.packread import COALESCE_GAP, MAX_RANGE, _batches, _Piece, _ranges, packed_files
+
+P = "p" * 64
+MIB = 1 << 20
+
+
+def pieces(*spans: tuple[int, int]) -> list[_Piece]:
+    return [
+        _Piece(i, 0, Chunk("a" * 64, size, P, offset), f"f{i}")
+        for i, (offset, size) in enumerate(spans)
+    ]
+
+
+def groups(batch: list[_Piece]) -> list[list[int]]:
+    numbers = sorted(range(len(batch)), key=lambda n: batch[n].chunk.offset)
+    return list(_ranges(batch, numbers))
+
+
+def test_neighbours_share_a_read_and_a_wide_gap_splits_it() -> None:
+    batch = pieces((0, 100), (100, 100), (300, 100), (400 + COALESCE_GAP, 50))
+    assert groups(batch) == [[0, 1, 2], [3]]
+
+
+def test_one_read_is_at_most_about_max_range() -> None:
+    batch = pieces(*((i * MIB, MIB) for i in range(10)))
+    assert groups(batch) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert MAX_RANGE == 4 * MIB
+
+
+def test_the_same_bytes_wanted_twice_are_read_once() -> None:
+    assert groups(pieces((500, 10), (500, 10), (0, 10))) == [[2, 0, 1]]
+
+
+def test_files_with_a_packed_chunk_go_to_the_pack_reader_and_holes_are_not_read() -> None:
+    files = [
+        FileEntry("blob", 3, 0o644, 0, (Chunk("b" * 64, 3),)),
+        FileEntry("packed", 13, 0o644, 0, (Chunk("", 10), Chunk("a" * 64, 3, P, 7))),
+    ]
+    assert packed_files(files) == [1]
+    (batch,) = _batches(files, [1])
+    assert [(p.index, p.at, p.chunk.offset) for p in batch] == [(1, 10, 7)]
