@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ._version import __version__
+from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
 from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
@@ -93,8 +94,11 @@ class Checkpointer:
         attempt: int = 0,
         chunk_size: int = CHUNK_SIZE,
         progress: Listener | None = None,
+        max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
     ) -> None:
         self.job = job
+        #: chunk bytes held in memory by transfers at once, upload and restore each
+        self.max_bytes_in_flight = max_bytes_in_flight
         self.directory = directory
         self.attempt = attempt
         self.chunk_size = chunk_size
@@ -102,6 +106,8 @@ class Checkpointer:
         self.base: Manifest | None = None  # the newest manifest this process knows
         self._known: set[str] = set()  # blobs the base manifest references
         self._uploaded: dict[str, float] = {}  # blob -> monotonic time this process put it
+        if max_bytes_in_flight <= 0:
+            raise ValueError(f"max_bytes_in_flight must be positive, not {max_bytes_in_flight}")
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in (0, {MAX_CHUNK_SIZE}], not {chunk_size}")
         self._cache = StatCache()
@@ -153,7 +159,9 @@ class Checkpointer:
             if self._cache.unchanged(rel, st, present) is None
         )
         progress = Progress("sync.progress", todo, listener=self.progress)
-        uploader = Uploader(self.job, self._pool, present, progress)
+        uploader = Uploader(
+            self.job, self._pool, present, progress, max_bytes_in_flight=self.max_bytes_in_flight
+        )
         entries: list[FileEntry] = []
         changed: list[str] = []
         hashed = 0
@@ -325,7 +333,9 @@ class Checkpointer:
         """
         with self._lock:
             dest = into or self.directory
-            restorer = Restorer(self.job, self._pool, self.progress)
+            restorer = Restorer(
+                self.job, self._pool, self.progress, max_bytes_in_flight=self.max_bytes_in_flight
+            )
             result = restorer.restore(sequence, dest)
             manifest = result.manifest
             if result.skipped and into is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT, ByteBudget
 from .jobstore import JobStore
 from .manifest import Chunk
 from .progress import Progress
@@ -19,6 +20,8 @@ class Uploader:
         pool: ThreadPoolExecutor,
         known: set[str],
         progress: Progress | None = None,
+        *,
+        max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
     ) -> None:
         self.job = job
         self.progress = progress  # counts every data chunk read, uploaded or already stored
@@ -27,8 +30,9 @@ class Uploader:
         self.done: set[str] = set()
         self.bytes = 0
         self._pending: dict[str, Future[None]] = {}
-        # One chunk in hand per transfer plus two being read: 18 x 8 MiB with S3's 16.
-        self._slots = threading.BoundedSemaphore(job.store.concurrency + 2)
+        # The chunks handed over and not yet stored: at most max_bytes_in_flight of them
+        # (the one being read and hashed comes on top).
+        self.budget = ByteBudget(max_bytes_in_flight)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
 
@@ -40,10 +44,15 @@ class Uploader:
         h = chunk.sha256
         if h in self.known or h in self._pending:
             return
-        self._slots.acquire()
-        fut = self.pool.submit(self._put, h, data)
+        size = len(data)
+        self.budget.acquire(size)
+        try:
+            fut = self.pool.submit(self._put, h, data)
+        except BaseException:
+            self.budget.release(size)
+            raise
         self._pending[h] = fut
-        fut.add_done_callback(lambda _f: self._slots.release())
+        fut.add_done_callback(lambda _f: self.budget.release(size))
 
     def _put(self, h: str, data: bytes) -> None:
         try:

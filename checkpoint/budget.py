@@ -1,0 +1,37 @@
+"""A bound on the chunk bytes that transfers hold in memory at once."""
+
+from __future__ import annotations
+
+import threading
+
+#: The default of ``--max-bytes-in-flight``: eight chunks of 8 MiB.
+DEFAULT_MAX_BYTES_IN_FLIGHT = 64 << 20
+
+
+class ByteBudget:
+    """A semaphore counted in bytes.
+
+    ``acquire(n)`` waits until ``n`` more bytes fit under the limit. One request larger
+    than the whole limit is let through when nothing else is held, so a chunk bigger than
+    the budget slows transfers down to one at a time instead of waiting forever.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit <= 0:
+            raise ValueError(f"max_bytes_in_flight must be positive, not {limit}")
+        self.limit = limit
+        self.held = 0
+        self.peak = 0  # the most bytes held at once: what the tests check against the limit
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            while self.held and self.held + n > self.limit:
+                self._cond.wait()
+            self.held += n
+            self.peak = max(self.peak, self.held)
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.held -= n
+            self._cond.notify_all()
