@@ -24,9 +24,14 @@ class ByteBudget:
         self.peak = 0  # the most bytes held at once: what the tests check against the limit
         self._cond = threading.Condition()
 
-    def acquire(self, n: int) -> None:
+    def acquire(self, n: int, *, headroom: int = 0) -> None:
+        """Wait until ``n`` bytes fit with ``headroom`` more to spare, then hold ``n``.
+
+        ``headroom`` is room kept for bytes the caller is about to hold outside the budget
+        (the next chunk it reads while these are sent).
+        """
         with self._cond:
-            while self.held and self.held + n > self.limit:
+            while self.held and self.held + n + headroom > self.limit:
                 self._cond.wait()
             self.held += n
             self.peak = max(self.peak, self.held)

@@ -30,8 +30,8 @@ class Uploader:
         self.done: set[str] = set()
         self.bytes = 0
         self._pending: dict[str, Future[None]] = {}
-        # The chunks handed over and not yet stored: at most max_bytes_in_flight of them
-        # (the one being read and hashed comes on top).
+        # The chunks handed over and not yet stored, and the next one read meanwhile: at
+        # most max_bytes_in_flight (8 chunks of 8 MiB by default, one of them in hand).
         self.budget = ByteBudget(max_bytes_in_flight)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
@@ -45,7 +45,7 @@ class Uploader:
         if h in self.known or h in self._pending:
             return
         size = len(data)
-        self.budget.acquire(size)
+        self.budget.acquire(size, headroom=size)  # room for the next chunk read meanwhile
         try:
             fut = self.pool.submit(self._put, h, data)
         except BaseException:

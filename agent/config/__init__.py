@@ -23,6 +23,7 @@ from .options import (
     RUN_OPTIONS,
     S3_OPTIONS,
     STORE_OPTIONS,
+    TRANSFER_OPTIONS,
     Option,
     _resolve,
     _state_home,
@@ -36,6 +37,8 @@ from .parsers import (
     ConfigError,
     default_upload_reserve,
     log_stream_name,
+    parse_byte_size,
+    parse_bytes_in_flight,
     parse_choice,
     parse_count,
     parse_duration,
@@ -85,6 +88,7 @@ class StoreSettings:
     checkpoint_uri: str
     job_id: str | None
     s3: S3Settings = S3Settings()
+    max_bytes_in_flight: int = 64 << 20  # --max-bytes-in-flight (checkpoints restore)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class Settings:
     log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
     s3: S3Settings = S3Settings()
     rehash: str = "open"
+    max_bytes_in_flight: int = 64 << 20  # chunk bytes transfers hold at once
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -190,7 +195,8 @@ def load_store_settings(args: argparse.Namespace, environ: Mapping[str, str]) ->
     s3 = load_s3_settings(args, environ)
     if uses_aws(uri):
         check_aws_environment(environ)
-    return StoreSettings(uri, job_id, s3)
+    in_flight = _resolve(opts["--max-bytes-in-flight"], args, environ)
+    return StoreSettings(uri, job_id, s3, max_bytes_in_flight=in_flight)
 
 
 def load_settings(
@@ -265,6 +271,7 @@ def load_settings(
         log_color=not environ.get("NO_COLOR") and environ.get("TERM") != "dumb",
         s3=s3,
         rehash=values["rehash"],
+        max_bytes_in_flight=values["max_bytes_in_flight"],
         child_environ=_child_environ(environ),
     )
 
@@ -304,6 +311,7 @@ __all__ = [
     "S3_OPTIONS",
     "SSE_CHOICES",
     "STORE_OPTIONS",
+    "TRANSFER_OPTIONS",
     "ConfigError",
     "Option",
     "S3Settings",
@@ -317,6 +325,8 @@ __all__ = [
     "load_settings",
     "load_store_settings",
     "log_stream_name",
+    "parse_byte_size",
+    "parse_bytes_in_flight",
     "parse_choice",
     "parse_count",
     "parse_duration",

@@ -13,6 +13,7 @@ from typing import Any
 from .parsers import (
     ADDRESSING_STYLES,
     ConfigError,
+    parse_bytes_in_flight,
     parse_choice,
     parse_count,
     parse_duration,
@@ -275,7 +276,21 @@ S3_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS
+#: How much memory transfers may take: used by ``run`` and ``checkpoints restore``.
+TRANSFER_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--max-bytes-in-flight",
+        "SPOT_AGENT_MAX_BYTES_IN_FLIGHT",
+        "the most chunk bytes that uploads and downloads hold in memory at once (binary "
+        "units: 64M = 64 MiB; at least 8M, one chunk); more lets more 8 MiB chunks travel "
+        "at once, less bounds the agent's memory",
+        parse_bytes_in_flight,
+        default="64M",
+        metavar="SIZE",
+    ),
+)
+
+RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS + TRANSFER_OPTIONS
 
 STORE_OPTIONS = (
     tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id")) + S3_OPTIONS
