@@ -31,7 +31,7 @@ class Uploader:
         self.bytes = 0
         self._pending: dict[str, Future[None]] = {}
         # The chunks handed over and not yet stored, and the next one read meanwhile: at
-        # most max_bytes_in_flight (8 chunks of 8 MiB by default, one of them in hand).
+        # most max_bytes_in_flight (6 chunks of 8 MiB by default, one of them in hand).
         self.budget = ByteBudget(max_bytes_in_flight)
         self._lock = threading.Lock()
         self._error: BaseException | None = None

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from checkpoint.budget import DEFAULT_MAX_BYTES_IN_FLIGHT
+
 from ..aws_environment import check_aws_environment, uses_aws
 from .options import (
     RUN_OPTIONS,
@@ -88,7 +90,7 @@ class StoreSettings:
     checkpoint_uri: str
     job_id: str | None
     s3: S3Settings = S3Settings()
-    max_bytes_in_flight: int = 64 << 20  # --max-bytes-in-flight (checkpoints restore)
+    max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT  # --max-bytes-in-flight
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class Settings:
     log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
     s3: S3Settings = S3Settings()
     rehash: str = "open"
-    max_bytes_in_flight: int = 64 << 20  # chunk bytes transfers hold at once
+    max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT  # chunk bytes transfers hold
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 

@@ -281,11 +281,11 @@ TRANSFER_OPTIONS: tuple[Option, ...] = (
     Option(
         "--max-bytes-in-flight",
         "SPOT_AGENT_MAX_BYTES_IN_FLIGHT",
-        "the most chunk bytes that uploads and downloads hold in memory at once (binary "
-        "units: 64M = 64 MiB; at least 8M, one chunk); more lets more 8 MiB chunks travel "
-        "at once, less bounds the agent's memory",
+        "the most chunk bytes that uploads and restores hold in memory at once (binary "
+        "units: 48M = 48 MiB; at least 8M, one chunk); more lets more 8 MiB chunks travel "
+        "at once, less bounds the agent's memory (about 70 MiB besides)",
         parse_bytes_in_flight,
-        default="64M",
+        default="48M",
         metavar="SIZE",
     ),
 )
@@ -329,5 +329,3 @@ def _resolve(opt: Option, args: argparse.Namespace, environ: Mapping[str, str]) 
         return opt.parse(raw)
     except ValueError as exc:
         raise ConfigError(opt.setting, str(exc)) from None
-
-
