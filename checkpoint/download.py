@@ -91,16 +91,20 @@ class Downloader:
             os.close(fd)
             raise LocalWriteError(f"{f.path} ({f.size} bytes): {exc.strerror}") from exc
         offset = 0
-        for c in f.chunks:
-            if not c.is_hole:
-                self.budget.acquire(c.size)  # released by _fetch, however it ends
-                try:
-                    fut = self._pool.submit(self._fetch, c, fd, offset, f.path)
-                except BaseException:
-                    self.budget.release(c.size)
-                    raise
-                opened.futures.append(fut)
-            offset += c.size
+        try:
+            for c in f.chunks:
+                if not c.is_hole:
+                    self.budget.acquire(c.size)  # released by _fetch, however it ends
+                    try:
+                        fut = self._pool.submit(self._fetch, c, fd, offset, f.path)
+                    except BaseException:
+                        self.budget.release(c.size)
+                        raise
+                    opened.futures.append(fut)
+                offset += c.size
+        except BaseException:
+            _abandon(opened)  # not in the window yet: nobody else would close it
+            raise
         return opened
 
     def _finish(self, opened: _OpenFile) -> int:
