@@ -24,6 +24,7 @@ from .config import (
     RUN_OPTIONS,
     S3_OPTIONS,
     STORE_OPTIONS,
+    TRANSFER_OPTIONS,
     ConfigError,
     add_options,
     load_store_settings,
@@ -103,6 +104,7 @@ def add_arguments(ck: argparse.ArgumentParser) -> None:
     add_options(delete, uri_option + S3_OPTIONS)
     for p in (lst, show, rst, gc):
         add_options(p, STORE_OPTIONS)
+    add_options(rst, TRANSFER_OPTIONS)
     for p in (lst, show):
         p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -127,7 +129,7 @@ def main(args: argparse.Namespace) -> int:
             return _gc(job, args)
         if args.action == "delete":
             return _delete(job, args.yes)
-        return _restore(job, args.sequence, Path(args.to), args.force)
+        return _restore(job, args.sequence, Path(args.to), args.force, ss.max_bytes_in_flight)
     except StoreError as exc:
         print(f"spot-agent: {exc}", file=sys.stderr)
         return exits.STORE_UNAVAILABLE
@@ -315,11 +317,13 @@ class ProgressLine:
             self.stream.flush()
 
 
-def _restore(job: JobStore, sequence: int | None, to: Path, force: bool) -> int:
+def _restore(
+    job: JobStore, sequence: int | None, to: Path, force: bool, max_bytes_in_flight: int
+) -> int:
     from checkpoint.sync import Checkpointer
 
     shown = ProgressLine(sys.stderr)
-    ckpt = Checkpointer(job, to, progress=shown)
+    ckpt = Checkpointer(job, to, progress=shown, max_bytes_in_flight=max_bytes_in_flight)
     try:
         r = ckpt.restore(sequence)
     finally:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import structlog
 
+from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 from .download import HASH_ATTEMPTS, Downloader
 from .errors import (
     CheckpointDamaged,
@@ -82,11 +83,17 @@ class Restorer:
     """Restores one job's checkpoints; transfers run on the caller's thread pool."""
 
     def __init__(
-        self, job: JobStore, pool: ThreadPoolExecutor, listener: Listener | None = None
+        self,
+        job: JobStore,
+        pool: ThreadPoolExecutor,
+        listener: Listener | None = None,
+        *,
+        max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
     ) -> None:
         self.job = job
         self._pool = pool
         self._listener = listener  # restore.progress reports (default: the log)
+        self._max_bytes_in_flight = max_bytes_in_flight  # chunk bytes being fetched at once
         #: blobs the restored checkpoint references that are known to be in the store
         self.present: frozenset[str] = frozenset()
         #: lstat of files kept untouched because the local index vouched for them (the
@@ -179,7 +186,10 @@ class Restorer:
             # pages slows the lstat loop (GIL hand-offs) more than the overlap saves.
             part = partition(manifest, dest, index)
             kept, fetch, self.stats = part.kept, part.fetch, part.stats
-            nbytes = Downloader(self.job, self._pool, self._listener).download(fetch, staging)
+            downloader = Downloader(
+                self.job, self._pool, self._listener, max_bytes_in_flight=self._max_bytes_in_flight
+            )
+            nbytes = downloader.download(fetch, staging)
             present = self._verify_present(kept)
             for d in manifest.dirs:
                 safe_makedirs(dest, d.path)

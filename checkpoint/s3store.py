@@ -17,7 +17,7 @@ import base64
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,6 +57,8 @@ DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
 #: A GET whose body is cut short (connection reset or timeout mid-body) is made again this
 #: many times in all; botocore's own retries end when the response headers arrive.
 BODY_READ_ATTEMPTS = 4
+#: The piece a streamed GET reads at a time (see :meth:`S3Store.get_object_into`).
+READ_PIECE = 1 << 20
 _BODY_CUT = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ConnectionClosedError)
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -311,20 +313,9 @@ class S3Store(Store):
     def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
         full = self._key(key)
         for attempt in range(1, BODY_READ_ATTEMPTS + 1):
+            body = self._open_body(key, full, max_bytes)
             try:
-                response = self.client.get_object(Bucket=self.bucket, Key=full)
-            except ClientError as exc:
-                if _error_of(exc)[0] == "NoSuchKey":
-                    raise ObjectNotFound(key) from None
-                raise self._explain(exc, "s3:GetObject", full) from exc
-            except BotoCoreError as exc:
-                raise self._explain(exc, "s3:GetObject", full) from exc
-            size = response.get("ContentLength")
-            if max_bytes is not None and (size is None or size > max_bytes):
-                response["Body"].close()  # never read a body bigger than the caller allows
-                raise ObjectTooLarge(key, -1 if size is None else size, max_bytes)
-            try:
-                body: bytes = response["Body"].read()
+                data: bytes = body.read()
             except _BODY_CUT as exc:
                 # botocore retries a request until its headers arrive, never a body cut
                 # short after them: that one network retry is ours to make.
@@ -333,8 +324,48 @@ class S3Store(Store):
                 raise self._explain(exc, "s3:GetObject", full) from exc
             except BotoCoreError as exc:
                 raise self._explain(exc, "s3:GetObject", full) from exc
-            return body
+            return data
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def get_object_into(
+        self, key: str, sink: Callable[[int, bytes], None], *, max_bytes: int
+    ) -> int:
+        # Pieces of READ_PIECE: a transfer holds one piece, not a whole chunk (and not the
+        # two or three copies of it that reading a body at once makes on its way up).
+        full = self._key(key)
+        for attempt in range(1, BODY_READ_ATTEMPTS + 1):
+            body = self._open_body(key, full, max_bytes)
+            pos = 0
+            try:
+                while piece := body.read(READ_PIECE):
+                    sink(pos, piece)
+                    pos += len(piece)
+            except _BODY_CUT as exc:
+                if attempt < BODY_READ_ATTEMPTS:
+                    continue  # made again from the start: the sink sees position 0 again
+                raise self._explain(exc, "s3:GetObject", full) from exc
+            except BotoCoreError as exc:
+                raise self._explain(exc, "s3:GetObject", full) from exc
+            finally:
+                body.close()  # a body left unread (the sink failed) drops its connection
+            return pos
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open_body(self, key: str, full: str, max_bytes: int | None) -> Any:
+        """The body of a GET of ``full``, once its headers say it fits in ``max_bytes``."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if _error_of(exc)[0] == "NoSuchKey":
+                raise ObjectNotFound(key) from None
+            raise self._explain(exc, "s3:GetObject", full) from exc
+        except BotoCoreError as exc:
+            raise self._explain(exc, "s3:GetObject", full) from exc
+        size = response.get("ContentLength")
+        if max_bytes is not None and (size is None or size > max_bytes):
+            response["Body"].close()  # never read a body bigger than the caller allows
+            raise ObjectTooLarge(key, -1 if size is None else size, max_bytes)
+        return response["Body"]
 
     def exists(self, key: str) -> bool:
         full = self._key(key)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +52,20 @@ class Store(abc.ABC):
         With ``max_bytes``, an object larger than that raises :class:`ObjectTooLarge`
         before its body is read: hostile store content cannot fill memory.
         """
+
+    def get_object_into(
+        self, key: str, sink: Callable[[int, bytes], None], *, max_bytes: int
+    ) -> int:
+        """Hand the object's bytes to ``sink(position, piece)`` in order; the bytes read.
+
+        A read cut short and made again starts over: ``sink`` sees position 0 once more.
+        An object larger than ``max_bytes`` raises :class:`ObjectTooLarge` before any of
+        it reaches ``sink``. This default reads the whole object with :meth:`get_object`;
+        a network store streams it in pieces, so a transfer holds one piece, not one object.
+        """
+        data = self.get_object(key, max_bytes=max_bytes)
+        sink(0, data)
+        return len(data)
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...

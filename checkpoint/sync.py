@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ._version import __version__
+from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
 from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
@@ -37,7 +38,7 @@ from .progress import Listener, Progress
 from .repack import Packs, log_repacked
 from .restore import Restorer, RestoreResult
 from .scan import NotRegularFile, StatCache, hash_file, scan, scan_frozen
-from .upload import MAX_BYTES_IN_FLIGHT, PACK_THRESHOLD, Location, Stored, Uploader
+from .upload import PACK_THRESHOLD, Location, Stored, Uploader
 
 if TYPE_CHECKING:
     from .freeze import Frozen
@@ -97,16 +98,17 @@ class Checkpointer:
         attempt: int = 0,
         chunk_size: int = CHUNK_SIZE,
         progress: Listener | None = None,
-        max_bytes_in_flight: int = MAX_BYTES_IN_FLIGHT,
+        max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
         pack_threshold: int = PACK_THRESHOLD,
     ) -> None:
         self.job = job
+        #: chunk bytes held in memory by transfers at once, upload and restore each
+        self.max_bytes_in_flight = max_bytes_in_flight
         self.directory = directory
         self.attempt = attempt
         self.chunk_size = chunk_size
         self.progress = progress  # sync.progress and restore.progress reports (default: log)
         self.base: Manifest | None = None  # the newest manifest this process knows
-        self.max_bytes_in_flight = max_bytes_in_flight
         self.pack_threshold = pack_threshold  # files smaller than this are packed; 0: none
         self._known = Stored()  # chunks the base manifest references, and where
         self._packs = Packs()  # the sizes of the packs this process knows of
@@ -406,7 +408,9 @@ class Checkpointer:
         """
         with self._lock:
             dest = into or self.directory
-            restorer = Restorer(self.job, self._pool, self.progress)
+            restorer = Restorer(
+                self.job, self._pool, self.progress, max_bytes_in_flight=self.max_bytes_in_flight
+            )
             result = restorer.restore(sequence, dest)
             manifest = result.manifest
             if result.skipped and into is None:

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
+from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT, ByteBudget
 from .jobstore import JobStore
 from .manifest import Chunk
 from .progress import Progress
@@ -30,8 +31,6 @@ from .progress import Progress
 PACK_THRESHOLD = 1 << 20
 #: A pack is sealed and PUT once it holds this many bytes: 20,000 x 16 KiB files make ~20.
 PACK_TARGET = 16 << 20
-#: Default bound on the chunk bytes an upload holds in memory (``--max-bytes-in-flight``).
-MAX_BYTES_IN_FLIGHT = 64 << 20
 
 Location = tuple[str, int]  # (pack id, offset in the pack)
 
@@ -57,35 +56,6 @@ class Stored:
         return Chunk(chunk.sha256, chunk.size, pack, offset)
 
 
-class _Budget:
-    """A bound on bytes in memory; one item larger than the bound still passes alone."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._used = 0
-        self._cv = threading.Condition()
-
-    def _fits(self, n: int) -> bool:
-        return self._used == 0 or self._used + n <= self.limit
-
-    def try_take(self, n: int) -> bool:
-        with self._cv:
-            if not self._fits(n):
-                return False
-            self._used += n
-            return True
-
-    def take(self, n: int) -> None:
-        with self._cv:
-            self._cv.wait_for(lambda: self._fits(n))
-            self._used += n
-
-    def give(self, n: int) -> None:
-        with self._cv:
-            self._used -= n
-            self._cv.notify_all()
-
-
 class Uploader:
     """Uploads chunks in parallel with a bound on the bytes held in memory."""
 
@@ -96,7 +66,7 @@ class Uploader:
         known: Stored,
         progress: Progress | None = None,
         *,
-        max_bytes_in_flight: int = MAX_BYTES_IN_FLIGHT,
+        max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
         pack_target: int = PACK_TARGET,
     ) -> None:
         self.job = job
@@ -110,7 +80,7 @@ class Uploader:
         self.packs: dict[str, int] = {}  # packs stored: id -> size
         self._queued: set[str] = set()
         self._pending: list[Future[None]] = []
-        self._budget = _Budget(max_bytes_in_flight)
+        self.budget = ByteBudget(max_bytes_in_flight)
         self._building = bytearray()  # the pack being built: chunks back to back
         self._members: list[tuple[str, int]] = []  # (chunk hash, offset) in it
         self._lock = threading.Lock()
@@ -123,7 +93,7 @@ class Uploader:
         n = len(data)
         self._reserve(n)
         fut = self.pool.submit(self._put_blob, chunk.sha256, data)
-        fut.add_done_callback(lambda _f: self._budget.give(n))
+        fut.add_done_callback(lambda _f: self.budget.release(n))
         self._pending.append(fut)
 
     def pack(self, chunk: Chunk, data: bytes) -> None:
@@ -157,9 +127,9 @@ class Uploader:
         return True
 
     def _reserve(self, n: int) -> None:
-        if not self._budget.try_take(n):
+        if not self.budget.try_acquire(n):
             self._seal()  # never wait for room the pack being built holds itself
-            self._budget.take(n)
+            self.budget.acquire(n)
 
     def _seal(self) -> None:
         if not self._building:
@@ -167,7 +137,7 @@ class Uploader:
         data, members, size = self._building, self._members, len(self._building)
         self._building, self._members = bytearray(), []
         fut = self.pool.submit(self._put_pack, data, members)
-        fut.add_done_callback(lambda _f: self._budget.give(size))
+        fut.add_done_callback(lambda _f: self.budget.release(size))
         self._pending.append(fut)
 
     def _put_blob(self, h: str, data: bytes) -> None:

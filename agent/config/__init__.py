@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from checkpoint.budget import DEFAULT_MAX_BYTES_IN_FLIGHT
+
 from ..aws_environment import check_aws_environment, uses_aws
 from ..signals import DEFAULT_SYNC_SIGNAL, Sig
 from .options import (
     RUN_OPTIONS,
     S3_OPTIONS,
     STORE_OPTIONS,
+    TRANSFER_OPTIONS,
     Option,
     _resolve,
     _state_home,
@@ -36,6 +39,8 @@ from .parsers import (
     ConfigError,
     default_upload_reserve,
     log_stream_name,
+    parse_byte_size,
+    parse_bytes_in_flight,
     parse_choice,
     parse_count,
     parse_duration,
@@ -86,6 +91,7 @@ class StoreSettings:
     checkpoint_uri: str
     job_id: str | None
     s3: S3Settings = S3Settings()
+    max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT  # --max-bytes-in-flight
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class Settings:
     rehash: str = "open"
     #: sync early when the pending bytes would take longer than this to upload (0: never)
     max_pending_upload: float = 60.0
+    max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT  # chunk bytes transfers hold
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -193,7 +200,8 @@ def load_store_settings(args: argparse.Namespace, environ: Mapping[str, str]) ->
     s3 = load_s3_settings(args, environ)
     if uses_aws(uri):
         check_aws_environment(environ)
-    return StoreSettings(uri, job_id, s3)
+    in_flight = _resolve(opts["--max-bytes-in-flight"], args, environ)
+    return StoreSettings(uri, job_id, s3, max_bytes_in_flight=in_flight)
 
 
 def load_settings(
@@ -269,6 +277,7 @@ def load_settings(
         s3=s3,
         rehash=values["rehash"],
         max_pending_upload=values["max_pending_upload"],
+        max_bytes_in_flight=values["max_bytes_in_flight"],
         child_environ=_child_environ(environ),
     )
 
@@ -308,6 +317,7 @@ __all__ = [
     "S3_OPTIONS",
     "SSE_CHOICES",
     "STORE_OPTIONS",
+    "TRANSFER_OPTIONS",
     "ConfigError",
     "Option",
     "S3Settings",
@@ -321,6 +331,8 @@ __all__ = [
     "load_settings",
     "load_store_settings",
     "log_stream_name",
+    "parse_byte_size",
+    "parse_bytes_in_flight",
     "parse_choice",
     "parse_count",
     "parse_duration",

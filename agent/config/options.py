@@ -13,6 +13,7 @@ from typing import Any
 from .parsers import (
     ADDRESSING_STYLES,
     ConfigError,
+    parse_bytes_in_flight,
     parse_choice,
     parse_count,
     parse_duration,
@@ -290,7 +291,21 @@ S3_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS
+#: How much memory transfers may take: used by ``run`` and ``checkpoints restore``.
+TRANSFER_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--max-bytes-in-flight",
+        "SPOT_AGENT_MAX_BYTES_IN_FLIGHT",
+        "the most chunk bytes that uploads and restores hold in memory at once (binary "
+        "units: 48M = 48 MiB; at least 8M, one chunk); more lets more 8 MiB chunks travel "
+        "at once, less bounds the agent's memory (about 70 MiB besides)",
+        parse_bytes_in_flight,
+        default="48M",
+        metavar="SIZE",
+    ),
+)
+
+RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS + TRANSFER_OPTIONS
 
 STORE_OPTIONS = (
     tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id")) + S3_OPTIONS
@@ -329,5 +344,3 @@ def _resolve(opt: Option, args: argparse.Namespace, environ: Mapping[str, str]) 
         return opt.parse(raw)
     except ValueError as exc:
         raise ConfigError(opt.setting, str(exc)) from None
-
-

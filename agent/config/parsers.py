@@ -149,6 +149,26 @@ def parse_count(raw: str) -> int:
     return int(raw)
 
 
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+#: --max-bytes-in-flight below this would hold less than one 8 MiB chunk in flight.
+MIN_BYTES_IN_FLIGHT = 8 << 20
+
+
+def parse_byte_size(raw: str) -> int:
+    """A size in bytes: 67108864, 64M or 64MiB, 1G (binary units: K, M, G = 2^10, 2^20, 2^30)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?)(?:i?b)?\s*", raw, re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"expected a size such as 64M, 256MiB or 1G, got {raw!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def parse_bytes_in_flight(raw: str) -> int:
+    value = parse_byte_size(raw)
+    if value < MIN_BYTES_IN_FLIGHT:
+        raise ValueError(f"must be at least 8M (one chunk), got {raw!r}")
+    return value
+
+
 SSE_CHOICES = ("default", "AES256", "aws:kms")
 ADDRESSING_STYLES = ("auto", "virtual", "path")
 _SSE_SPELLINGS = {"default": "default", "none": "default", "aes256": "AES256", "aws:kms": "aws:kms"}

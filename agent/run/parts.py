@@ -76,7 +76,9 @@ def real_parts(s: Settings, store: Store) -> Parts:
         job = JobStore(store, s.job_id)
         host = socket.gethostname()
         attempt = job.claim_attempt({"host": host, "batch_attempt": s.batch_attempt})
-        ckpt = Checkpointer(job, s.checkpoint_dir, attempt=attempt)
+        ckpt = Checkpointer(
+            job, s.checkpoint_dir, attempt=attempt, max_bytes_in_flight=s.max_bytes_in_flight
+        )
         return attempt, SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash)
 
     def continue_job() -> None:
