@@ -137,7 +137,8 @@ SSE_JOB = """
     import checkpoint, os
     n = checkpoint.load_json("n.json", default=0) + 1
     checkpoint.save_json("n.json", n)
-    checkpoint.save_bytes(f"blob{n}.bin", os.urandom(50_000))
+    checkpoint.save_bytes(f"small{n}.bin", os.urandom(50_000))  # packed
+    checkpoint.save_bytes(f"big{n}.bin", os.urandom(1_500_000))  # a blob of its own
     assert checkpoint.request_sync(wait=30)
     checkpoint.save_bytes("late.bin", os.urandom(1000))
 """
@@ -170,7 +171,7 @@ def test_every_object_the_agent_writes_has_the_encryption_asked_for(
     client = moto_client(endpoint)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]  # type: ignore[attr-defined]
     kinds = {key.split("/")[2] for key in keys}
-    assert kinds == {"blobs", "manifests", "attempts"}, keys
+    assert kinds == {"blobs", "packs", "manifests", "attempts"}, keys
     assert sum(key.startswith("ckpt/enc/attempts/") for key in keys) == 2
     assert sum(key.startswith("ckpt/enc/manifests/") for key in keys) == 4
     for key in keys:
