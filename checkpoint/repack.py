@@ -13,12 +13,14 @@ alone do not tell how much of a pack is dead.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import structlog
 
 from .errors import CheckpointError
 from .manifest import FileEntry, Manifest
-from .upload import Location, Stored
+from .scan import NotRegularFile, hash_file
+from .upload import Location, Stored, Uploader
 
 log = structlog.get_logger("checkpoint")
 
@@ -76,3 +78,36 @@ def log_repacked(sparse: set[str], files: int, chunks: int, nbytes: int) -> None
         bytes=nbytes,
         why=f"the new checkpoint references less than {SPARSE_BELOW:.0%} of those packs",
     )
+
+
+def repack_sparse(
+    entries: list[FileEntry],
+    uploader: Uploader,
+    stored: Stored,
+    root: Path,
+    packs: Packs,
+    *,
+    pack_threshold: int,
+    chunk_size: int,
+) -> dict[str, Location]:
+    """Pack again the small files whose chunks lie in sparse packs (``stored`` forgets
+    those chunks); the old places of the chunks taken out, which stand in for a file that
+    cannot be read again."""
+    sparse = packs.sparse(entries, stored) if pack_threshold > 0 else set()
+    if not sparse:
+        return {}
+    moved = packs.take_out(sparse, stored)  # no longer "stored": packed again
+    files = chunks = nbytes = 0
+    for e in entries:
+        if e.size >= pack_threshold or not any(c.sha256 in moved for c in e.chunks):
+            continue
+        try:
+            again, _ = hash_file(root / e.path, chunk_size, uploader.pack)
+        except (OSError, NotRegularFile):
+            continue  # gone or changed since: its old place stands in
+        if [(c.sha256, c.size) for c in again] == [(c.sha256, c.size) for c in e.chunks]:
+            files += 1
+            chunks += sum(1 for c in e.chunks if c.sha256 in moved)
+            nbytes += sum(c.size for c in e.chunks if c.sha256 in moved)
+    log_repacked(sparse, files, chunks, nbytes)
+    return moved

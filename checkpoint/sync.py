@@ -26,6 +26,7 @@ from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
 from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
+from .known import UPLOAD_TRUST_SECONDS, KnownChunks
 from .localindex import write_index
 from .manifest import (
     MAX_CHUNK_SIZE,
@@ -35,7 +36,7 @@ from .manifest import (
     Manifest,
 )
 from .progress import Listener, Progress
-from .repack import Packs, log_repacked
+from .repack import repack_sparse
 from .restore import Restorer, RestoreResult
 from .scan import NotRegularFile, StatCache, hash_file, scan, scan_frozen
 from .upload import PACK_THRESHOLD, Location, Stored, Uploader
@@ -47,10 +48,6 @@ log = structlog.get_logger("checkpoint")
 
 CHUNK_SIZE = 8 << 20
 PROGRESS_FILE = "progress.json"
-#: A blob this process uploaded is trusted to still be in the store for this long, even if
-#: no committed manifest references it yet (a sync that failed or was overtaken). ``gc``
-#: deletes only blobs older than its --min-age (24 h by default), far beyond this.
-UPLOAD_TRUST_SECONDS = 3600.0
 
 
 class FileChanged(CheckpointError):
@@ -110,10 +107,7 @@ class Checkpointer:
         self.progress = progress  # sync.progress and restore.progress reports (default: log)
         self.base: Manifest | None = None  # the newest manifest this process knows
         self.pack_threshold = pack_threshold  # files smaller than this are packed; 0: none
-        self._known = Stored()  # chunks the base manifest references, and where
-        self._packs = Packs()  # the sizes of the packs this process knows of
-        # chunk -> (monotonic time this process put it, its pack and offset or None: a blob)
-        self._uploaded: dict[str, tuple[float, Location | None]] = {}
+        self._known = KnownChunks()  # what a sync may take as stored (checkpoint.known)
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in (0, {MAX_CHUNK_SIZE}], not {chunk_size}")
         if max_bytes_in_flight <= 0:
@@ -160,7 +154,7 @@ class Checkpointer:
             found = scan_frozen(frozen, self.directory)
         for path, why in found.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
-        stored = self._present()
+        stored = self._known.stored()
         present = stored.hashes()
         todo = sum(  # data bytes (not holes) of the files the stat cache cannot vouch for
             min(st.st_size, st.st_blocks * 512)
@@ -189,14 +183,20 @@ class Checkpointer:
                     entries.append(entry)
                     hashed += n
             if not changed:
-                moved = self._repack(entries, uploader, stored, root)
+                moved = repack_sparse(
+                    entries,
+                    uploader,
+                    stored,
+                    root,
+                    self._known.packs,
+                    pack_threshold=self.pack_threshold,
+                    chunk_size=self.chunk_size,
+                )
         finally:
             try:
                 uploader.wait()
             finally:  # what did reach the store counts, even when the sync fails
-                now = time.monotonic()
-                self._uploaded.update((h, (now, uploader.located.get(h))) for h in uploader.done)
-                self._packs.sizes.update(uploader.packs)
+                self._known.record(uploader)
         if changed:
             raise FrozenFilesChanged(changed)
         # Only now, every upload done, is it known where each chunk lies (a pack's id is
@@ -223,16 +223,14 @@ class Checkpointer:
             agent_version=__version__,
             hardlinks=hardlinks,
         )
-        manifest = replace(manifest, packs=self._packs.table(manifest))
+        manifest = replace(manifest, packs=self._known.packs.table(manifest))
         sequence: int | None = None
         if self.base is None or _content(manifest) != _content(self.base):
             manifest = self._commit(manifest)
             write_index(self.directory, manifest, self._cache)  # a warm restart reads nothing
             sequence = manifest.sequence
             self.base = manifest
-            # Only chunks a committed manifest references are safe to skip later: ``gc`` may
-            # collect anything else (an upload of a failed sync) once it is old enough.
-            self._remember_base(manifest, None)
+            self._known.take_base(manifest)
         elif frozen is not None and frozen.relinked and self.base is not None:
             write_index(self.directory, self.base, self._cache)  # the freeze's links moved ctime
         return SyncResult(
@@ -247,31 +245,6 @@ class Checkpointer:
             left_out=tuple(rel for rel, _ in left_out),
             packs_uploaded=len(uploader.packs),
         )
-
-    def _repack(
-        self, entries: list[FileEntry], uploader: Uploader, stored: Stored, root: Path
-    ) -> dict[str, Location]:
-        """Pack again the small files whose chunks lie in packs the new checkpoint would
-        reference less than half of (:mod:`checkpoint.repack`); the old places of the
-        chunks taken out, which stand in for a file that cannot be read again."""
-        sparse = self._packs.sparse(entries, stored) if self.pack_threshold > 0 else set()
-        if not sparse:
-            return {}
-        moved = self._packs.take_out(sparse, stored)  # no longer "stored": packed again
-        files = chunks = nbytes = 0
-        for e in entries:
-            if e.size >= self.pack_threshold or not any(c.sha256 in moved for c in e.chunks):
-                continue
-            try:
-                again, _ = hash_file(root / e.path, self.chunk_size, uploader.pack)
-            except (OSError, NotRegularFile):
-                continue  # gone or changed since: its old place stands in
-            if [(c.sha256, c.size) for c in again] == [(c.sha256, c.size) for c in e.chunks]:
-                files += 1
-                chunks += sum(1 for c in e.chunks if c.sha256 in moved)
-                nbytes += sum(c.size for c in e.chunks if c.sha256 in moved)
-        log_repacked(sparse, files, chunks, nbytes)
-        return moved
 
     def _previous_versions(self, left_out: list[tuple[str, str]]) -> list[FileEntry]:
         """Files that kept changing: their last committed version stands in for them."""
@@ -351,40 +324,10 @@ class Checkpointer:
     def pending_bytes(self) -> int:
         """Bytes in files that changed since the last commit (a cheap stat walk, no reads)."""
         files = scan(self.directory).files
-        present = self._present().hashes()
+        present = self._known.stored().hashes()
         return sum(
             st.st_size for rel, st in files if self._cache.unchanged(rel, st, present) is None
         )
-
-    def _present(self) -> Stored:
-        """Chunks a sync may take as stored: the base manifest's, and our recent uploads."""
-        cutoff = time.monotonic() - UPLOAD_TRUST_SECONDS
-        # A copy first: a sync thread may be adding to it while the main thread asks.
-        uploaded = self._uploaded.copy()
-        blobs = set(self._known.blobs)
-        packed = dict(self._known.packed)
-        for h, (t, at) in uploaded.items():
-            if t < cutoff:
-                continue
-            if at is None:
-                blobs.add(h)
-            else:
-                packed.setdefault(h, at)
-        return Stored(blobs, packed)
-
-    def _remember_base(self, manifest: Manifest, present: set[str] | None) -> None:
-        """Take ``manifest`` as the base: its chunks (those in ``present``, if given)."""
-        self._packs.take_base(manifest)
-        blobs: set[str] = set()
-        packed: dict[str, Location] = {}
-        for c in manifest.chunks():
-            if c.is_hole or (present is not None and c.sha256 not in present):
-                continue
-            if c.pack is None:
-                blobs.add(c.sha256)
-            else:
-                packed.setdefault(c.sha256, (c.pack, c.offset))
-        self._known = Stored(blobs, packed)
 
     def prune(self, keep: int) -> list[int]:
         """Delete all but the ``keep`` newest manifests; ``gc`` collects their blobs later.
@@ -425,7 +368,7 @@ class Checkpointer:
                 for f in manifest.files:  # the index vouched for some: no second lstat
                     st = restorer.stats.get(f.path) or os.lstat(dest / f.path)
                     self._cache.remember(f.path, st, f.chunks)
-                self._remember_base(manifest, set(restorer.present))
+                self._known.take_base(manifest, set(restorer.present))
                 if self.attempt and result.files_indexed < len(manifest.files):  # else as it is
                     write_index(self.directory, manifest, self._cache)  # warm restarts read none
             return result
@@ -460,6 +403,7 @@ def _read_progress(directory: Path) -> dict[str, Any]:
 
 __all__ = [
     "CHUNK_SIZE",
+    "UPLOAD_TRUST_SECONDS",
     "Checkpointer",
     "FileChanged",
     "FrozenFilesChanged",

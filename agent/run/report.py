@@ -51,6 +51,9 @@ def log_sync(r: SyncResult) -> None:
         "bytes_uploaded": r.bytes_uploaded,
         "bytes_skipped": r.bytes_total - r.bytes_uploaded,
         "bytes_hashed": r.bytes_hashed,
+        # objects written: chunks stored (alone or packed) and the packs that carried them
+        "chunks_uploaded": r.chunks_uploaded,
+        "packs_uploaded": r.packs_uploaded,
         "seconds": rounded(r.seconds),
         "freeze_seconds": rounded(r.freeze_seconds),
         "freeze_bytes_held": r.freeze_bytes_held,
