@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
-#: The default of ``--max-bytes-in-flight``: six chunks of 8 MiB. With the agent's own
-#: 70 MiB or so (Python, boto3), an upload peaks near 120 MiB of RSS; 64 MiB measured
-#: 136-139 MiB and no faster (bench/).
-DEFAULT_MAX_BYTES_IN_FLIGHT = 48 << 20
+#: The default of ``--max-bytes-in-flight``: four chunks of 8 MiB. With the agent's own
+#: 70 MiB or so (Python, boto3), an upload of 1 GiB peaked at 114 MiB of RSS; 48 MiB
+#: measured 128-131 MiB and 64 MiB 136-139 MiB, none faster on the local server: the
+#: upload waits on the server's answers, not on more bytes in flight (bench/).
+DEFAULT_MAX_BYTES_IN_FLIGHT = 32 << 20
 
 
 class ByteBudget:

@@ -29,7 +29,7 @@ from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT, ByteBudget
 from .errors import CheckpointDamaged, LocalWriteError, ObjectNotFound, ObjectTooLarge
 from .jobstore import JobStore
 from .manifest import Chunk, FileEntry
-from .packread import PackReader, packed_files
+from .packread import BATCH_BYTES, PackReader, packed_files
 from .progress import Listener, Progress
 
 log = structlog.get_logger("checkpoint")
@@ -64,6 +64,10 @@ class Downloader:
         self._listener = listener
         self._progress: Progress | None = None
 
+    def _pack_batch_bytes(self) -> int:
+        """Two batches of packed files are held at once: together within the bound."""
+        return max(1 << 20, min(BATCH_BYTES, self.budget.limit // 2))
+
     def download(self, files: list[FileEntry], staging: Path) -> int:
         """Write ``files[i]`` to ``staging/i``; the bytes downloaded."""
         wanted = sum(c.size for f in files for c in f.chunks if not c.is_hole)
@@ -71,7 +75,10 @@ class Downloader:
         total = 0
         packed = packed_files(files)  # small files: written whole from ranged pack reads
         if packed:
-            total += PackReader(self.job, self._pool, self._progress).write(files, packed, staging)
+            reader = PackReader(
+                self.job, self._pool, self._progress, batch_bytes=self._pack_batch_bytes()
+            )
+            total += reader.write(files, packed, staging)
         skip = set(packed)
         window: deque[_OpenFile] = deque()
         try:

@@ -41,7 +41,8 @@ log = structlog.get_logger("checkpoint")
 COALESCE_GAP = 1 << 20
 #: One ranged GET reads at most about this much.
 MAX_RANGE = 4 << 20
-#: Chunk bytes in one batch; two batches (one fetched, one written) are held at most.
+#: Chunk bytes in one batch at most; two batches (one fetched, one written) are held at
+#: once, so the Downloader gives half its ``max_bytes_in_flight`` when that is less.
 BATCH_BYTES = 16 << 20
 #: A chunk is read this many times in all before its bytes are declared damaged.
 HASH_ATTEMPTS = 2
@@ -61,9 +62,15 @@ _Got = list[tuple[int, bytes | memoryview]]  # (piece number in its batch, verif
 
 class PackReader:
     def __init__(
-        self, job: JobStore, pool: ThreadPoolExecutor, progress: Progress | None = None
+        self,
+        job: JobStore,
+        pool: ThreadPoolExecutor,
+        progress: Progress | None = None,
+        *,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         self.job = job
+        self._batch_bytes = batch_bytes
         self._pool = pool
         self._progress = progress
         self._open: dict[int, tuple[int, int]] = {}  # file index -> (fd, pieces still to write)
@@ -73,7 +80,7 @@ class PackReader:
         total = 0
         ahead: deque[tuple[_Batch, list[Future[_Got]]]] = deque()
         try:
-            for batch in _batches(files, which):
+            for batch in _batches(files, which, self._batch_bytes):
                 ahead.append((batch, self._fetch(batch)))
                 if len(ahead) > 1:
                     total += self._write(files, staging, *ahead.popleft())
@@ -199,7 +206,7 @@ def packed_files(files: list[FileEntry]) -> list[int]:
     return [i for i, f in enumerate(files) if any(c.pack is not None for c in f.chunks)]
 
 
-def _batches(files: list[FileEntry], which: list[int]) -> Iterator[_Batch]:
+def _batches(files: list[FileEntry], which: list[int], limit: int) -> Iterator[_Batch]:
     batch: _Batch = []
     size = 0
     for i in which:
@@ -209,7 +216,7 @@ def _batches(files: list[FileEntry], which: list[int]) -> Iterator[_Batch]:
             if not c.is_hole:
                 batch.append(_Piece(i, at, c, f.path))
                 size += c.size
-                if size >= BATCH_BYTES:
+                if size >= limit:
                     yield batch
                     batch, size = [], 0
             at += c.size

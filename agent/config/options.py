@@ -297,10 +297,10 @@ TRANSFER_OPTIONS: tuple[Option, ...] = (
         "--max-bytes-in-flight",
         "SPOT_AGENT_MAX_BYTES_IN_FLIGHT",
         "the most chunk bytes that uploads and restores hold in memory at once (binary "
-        "units: 48M = 48 MiB; at least 8M, one chunk); more lets more 8 MiB chunks travel "
+        "units: 32M = 32 MiB; at least 8M, one chunk); more lets more 8 MiB chunks travel "
         "at once, less bounds the agent's memory (about 70 MiB besides)",
         parse_bytes_in_flight,
-        default="48M",
+        default="32M",
         metavar="SIZE",
     ),
 )

@@ -46,7 +46,7 @@ def test_sizes_are_binary(raw: str, value: int) -> None:
 
 
 def test_the_default_and_the_environment_and_the_flag() -> None:
-    assert settings({}).max_bytes_in_flight == 48 << 20
+    assert settings({}).max_bytes_in_flight == 32 << 20
     assert settings({"SPOT_AGENT_MAX_BYTES_IN_FLIGHT": "256M"}).max_bytes_in_flight == 256 << 20
     flagged = settings({"SPOT_AGENT_MAX_BYTES_IN_FLIGHT": "256M"}, max_bytes_in_flight="16M")
     assert flagged.max_bytes_in_flight == 16 << 20
@@ -66,7 +66,7 @@ def test_a_bad_value_is_one_line_naming_the_setting(raw: str, why: str) -> None:
 def test_checkpoints_restore_takes_it_too(tmp_path: Path) -> None:
     args = argparse.Namespace(checkpoint_uri=(tmp_path / "s").as_uri(), job_id="j")
     ss = load_store_settings(args, {"HOME": str(tmp_path)})
-    assert ss.max_bytes_in_flight == 48 << 20
+    assert ss.max_bytes_in_flight == 32 << 20
     args.max_bytes_in_flight = "32M"
     assert load_store_settings(args, {"HOME": str(tmp_path)}).max_bytes_in_flight == 32 << 20
 

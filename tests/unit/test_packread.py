@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from checkpoint.manifest import Chunk, FileEntry
-from checkpoint.packread import COALESCE_GAP, MAX_RANGE, _batches, _Piece, _ranges, packed_files
+from checkpoint.packread import (
+    BATCH_BYTES,
+    COALESCE_GAP,
+    MAX_RANGE,
+    _batches,
+    _Piece,
+    _ranges,
+    packed_files,
+)
 
 P = "p" * 64
 MIB = 1 << 20
@@ -42,5 +50,27 @@ def test_files_with_a_packed_chunk_go_to_the_pack_reader_and_holes_are_not_read(
         FileEntry("packed", 13, 0o644, 0, (Chunk("", 10), Chunk("a" * 64, 3, P, 7))),
     ]
     assert packed_files(files) == [1]
-    (batch,) = _batches(files, [1])
+    (batch,) = _batches(files, [1], BATCH_BYTES)
     assert [(p.index, p.at, p.chunk.offset) for p in batch] == [(1, 10, 7)]
+
+
+def test_a_batch_ends_at_the_limit_the_downloader_gives() -> None:
+    files = [FileEntry(f"f{i}", 10, 0o644, 0, (Chunk("a" * 64, 10, P, 10 * i),)) for i in range(5)]
+    sizes = [[p.index for p in b] for b in _batches(files, list(range(5)), 20)]
+    assert sizes == [[0, 1], [2, 3], [4]]
+
+
+def test_two_batches_of_packed_files_fit_in_the_bytes_in_flight() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from checkpoint.download import Downloader
+    from checkpoint.jobstore import JobStore
+    from checkpoint.store import LocalStore
+
+    with ThreadPoolExecutor(1) as pool:
+        job = JobStore(LocalStore.__new__(LocalStore), "j")
+        small = Downloader(job, pool, max_bytes_in_flight=8 * MIB)
+        assert 2 * small._pack_batch_bytes() <= 8 * MIB
+        assert (
+            Downloader(job, pool, max_bytes_in_flight=512 * MIB)._pack_batch_bytes() == BATCH_BYTES
+        )
