@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import ManifestError
 from .localindex import LocalIndex
 from .manifest import RESERVED_DIR, TEMP_SUFFIX, FileEntry, Manifest, check_relpath
+from .placement import real_parents
 from .scan import file_matches
 
 
@@ -35,8 +36,8 @@ def partition(manifest: Manifest, dest: Path, index: LocalIndex | None) -> Parti
     real: dict[str, bool] = {"": True}  # parent dir -> no link on the way (the tree is still)
     for f in manifest.files:
         parent, _, _ = f.path.rpartition("/")
-        if parent not in real:
-            real[parent] = _real_parents(root, parent)
+        if parent not in real:  # one check per directory, not per file
+            real[parent] = real_parents(dest, f.path)
         if not real[parent]:
             out.fetch.append(f)  # a link on the way could lead out of the checkpoint dir
             continue
@@ -61,19 +62,6 @@ def partition(manifest: Manifest, dest: Path, index: LocalIndex | None) -> Parti
         else:
             out.fetch.append(f)
     return out
-
-
-def _real_parents(root: str, parent: str) -> bool:
-    """Every directory between root and root/parent exists and is a real one, not a link."""
-    cur = root
-    for part in parent.split("/"):
-        cur = f"{cur}/{part}"
-        try:
-            if not stat.S_ISDIR(os.lstat(cur).st_mode):
-                return False
-        except OSError:
-            return False
-    return True
 
 
 def count_extra(dest: Path, manifest: Manifest) -> int:
