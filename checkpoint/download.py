@@ -29,17 +29,13 @@ from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT, ByteBudget
 from .errors import CheckpointDamaged, LocalWriteError, ObjectNotFound, ObjectTooLarge
 from .jobstore import JobStore
 from .manifest import Chunk, FileEntry
-from .packread import BATCH_BYTES, PackReader, packed_files
+from .packread import BATCH_BYTES, HASH_ATTEMPTS, PackReader, packed_files
 from .progress import Listener, Progress
 
 log = structlog.get_logger("checkpoint")
 
 #: Staging files open at once during a restore.
 MAX_OPEN_FILES = 64
-#: A chunk whose bytes do not match its hash is fetched this many times in all (a flipped
-#: bit in transit); the same wrong bytes twice mean the stored blob is bad. Network errors
-#: are the store's to retry, not ours.
-HASH_ATTEMPTS = 2
 
 
 @dataclass

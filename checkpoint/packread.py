@@ -44,7 +44,9 @@ MAX_RANGE = 4 << 20
 #: Chunk bytes in one batch at most; two batches (one fetched, one written) are held at
 #: once, so the Downloader gives half its ``max_bytes_in_flight`` when that is less.
 BATCH_BYTES = 16 << 20
-#: A chunk is read this many times in all before its bytes are declared damaged.
+#: A chunk whose bytes do not match its hash is fetched this many times in all (a flipped
+#: bit in transit); the same wrong bytes twice mean the stored object is bad. Network
+#: errors are the store's to retry, not ours. Restore's every read uses this one count.
 HASH_ATTEMPTS = 2
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import structlog
 
 from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT
-from .download import HASH_ATTEMPTS, Downloader
+from .download import Downloader
 from .errors import (
     CheckpointDamaged,
     LocalWriteError,
@@ -39,6 +39,7 @@ from .jobstore import JobStore
 from .kept import count_extra, partition
 from .localindex import LocalIndex
 from .manifest import RESERVED_DIR, FileEntry, Manifest, check_link_target
+from .packread import HASH_ATTEMPTS
 from .placement import (
     clear_for_file,
     os_error,
