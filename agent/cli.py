@@ -1,4 +1,5 @@
-"""The command line: ``spot-agent run``, ``checkpoints``, ``imds-mock``, ``--version``."""
+"""The command line: ``spot-agent run``, ``checkpoints``, ``doctor``, ``imds-mock``, ``batch``,
+``job-api-path``, ``--version``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from checkpoint.restore import raise_open_file_limit
 
-from . import __version__, batch, checkpoints_cli, doctor, exits, imds_mock, logs
+from . import __version__, batch, checkpoints_cli, doctor, exits, imds_mock, job_api, logs
 from .config import (
     RUN_OPTIONS,
     ConfigError,
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mount_doctor(sub)
     _mount_imds_mock(sub)
     _mount_batch(sub)
+    _mount_job_api(sub)
     return parser
 
 
@@ -136,6 +138,20 @@ def _mount_batch(sub: Any) -> None:
     )
     batch.add_arguments(p)
     p.set_defaults(handler=batch.main)
+
+
+def _mount_job_api(sub: Any) -> None:
+    p = sub.add_parser(
+        "job-api-path",
+        help="write the job API alone (import checkpoint) to a directory for PYTHONPATH",
+        description="Copy the job API, the standard-library-only `checkpoint` package a job "
+        "imports (Python 3.9+), without the engine, into DIR/checkpoint and print DIR: "
+        "put DIR on the job's PYTHONPATH to `import checkpoint` from any interpreter.",
+        epilog=job_api.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    job_api.add_arguments(p)
+    p.set_defaults(handler=job_api.main)
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:

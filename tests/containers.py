@@ -307,9 +307,8 @@ class Container:
         environ = {**image.env, **(env or {})}
         uid, _, gid = image.user.partition(":")
         merged = workdir / "merged"
-        overlay = (
-            f"lowerdir={image.rootfs},upperdir={workdir / 'upper'},workdir={workdir / 'work'}"
-        )
+        upper, work = workdir / "upper", workdir / "work"
+        overlay = f"lowerdir={image.rootfs},upperdir={upper},workdir={work}"
         # PID 1 of the new namespace is this shell, which mounts the overlay and /proc and
         # then execs (no fork) into unshare --root, which execs the entrypoint: the
         # entrypoint is PID 1, as under a container runtime.
