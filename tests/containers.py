@@ -175,10 +175,22 @@ class Image:
     cmd: list[str]
 
 
-def _tree_digest(h: hashlib._Hash, root: Path) -> None:
-    """What podman would send of ``root``: every file but caches and VCS metadata."""
+#: what of the repository goes into an image (the rest of it does not change one)
+REPO_SOURCES = ("pyproject.toml", "README.md", "entrypoint.sh", "agent", "checkpoint")
+
+
+def _tree_digest(h: hashlib._Hash, root: Path, only: Sequence[str] | None) -> None:
+    """The content of ``root`` (or of its paths ``only``), without caches or VCS metadata."""
+    for top in [root / name for name in only] if only is not None else [root]:
+        if top.is_file():
+            h.update(f"{top.relative_to(root)}\0".encode() + top.read_bytes() + b"\0")
+        else:
+            _walk_digest(h, root, top)
+
+
+def _walk_digest(h: hashlib._Hash, root: Path, top: Path) -> None:
     skip = {".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames[:] = sorted(d for d in dirnames if d not in skip and not d.endswith(".egg-info"))
         for name in sorted(filenames):
             path = Path(dirpath, name)
@@ -196,13 +208,14 @@ def build_image(
     build_contexts: Mapping[str, Path] | None = None,
 ) -> Image:
     """Build ``dockerfile`` with its first ``FROM`` replaced by ``base``; export it once per
-    content (cached across runs), and return the export."""
+    content (cached across runs), and return the export. Of a context that is the
+    repository, only :data:`REPO_SOURCES` count for the cache (what the recipes copy)."""
     contexts = dict(build_contexts or {})
     h = hashlib.sha256(f"{RECIPE_VERSION}\0{base.key}\0".encode())
     h.update(dockerfile.read_bytes())
     for label, path in [("", context), *sorted(contexts.items())]:
         h.update(f"\0context {label}\0".encode())
-        _tree_digest(h, path)
+        _tree_digest(h, path, REPO_SOURCES if path.resolve() == REPO else None)
     exports = cache_dir() / "images"
     target = exports / f"{name}-{h.hexdigest()[:16]}"
     with _locked(f"image-{name}"):
@@ -242,8 +255,9 @@ def _build_and_export(
             text=True,
             check=True,
         )
+        # a command for `create` to accept an image without CMD or ENTRYPOINT; none runs
         container = subprocess.run(
-            ["podman", "create", tag], capture_output=True, text=True, check=True
+            ["podman", "create", tag, "true"], capture_output=True, text=True, check=True
         ).stdout.strip()
         try:
             export = subprocess.Popen(["podman", "export", container], stdout=subprocess.PIPE)
@@ -281,20 +295,22 @@ _UNSHARE_CHILD_WAIT = 30.0
 
 class Container:
     """One container of an image: an overlay over its exported filesystem (fresh: ``upper``
-    starts empty), PID 1 its ``ENTRYPOINT`` + command, as the image's user, in its workdir,
-    with its ``ENV`` plus ``env``; stdout and stderr go to files."""
+    starts empty), PID 1 its ``ENTRYPOINT`` + command (its ``CMD`` when none is given), as
+    the image's user, in its workdir, with its ``ENV`` plus ``env``; stdout and stderr go
+    to files."""
 
     def __init__(
         self,
         image: Image,
         workdir: Path,
-        command: Sequence[str],
+        command: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         *,
         files: Mapping[str, bytes] | None = None,
     ) -> None:
         self.image = image
         self.dir = workdir
+        command = list(command) or image.cmd
         for sub in ("upper", "work", "merged"):
             (workdir / sub).mkdir(parents=True, exist_ok=False)
         for inside, data in (files or {}).items():  # files added to the container's layer

@@ -16,6 +16,7 @@ pip), later runs reuse the exported image until the Dockerfile or the sources ch
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 
 from tests import containers, servers
 from tests.containers import Container, Image
+from tests.unit.test_api_old_python import SCRIPT as API_ON_OLD_PYTHON
 
 pytestmark = pytest.mark.long
 
@@ -160,3 +162,71 @@ def test_base_image_docker_stop_commits_and_a_fresh_container_resumes(
     run_story(base_image, tmp_path, store_env, started, ["python3", "/opt/job/story.py"], files)
     out = (tmp_path / "first" / "stdout").read_text()
     assert "job uid=10001 " in out and " cwd=/home/spot " in out, out  # USER and WORKDIR
+
+
+def docs_dockerfile(containing: str) -> str:
+    """The Dockerfile block of docs/container.md that contains ``containing``, as printed."""
+    text = (containers.REPO / "docs" / "container.md").read_text()
+    found = [b for b in re.findall(r"```dockerfile\n(.*?)```", text, re.S) if containing in b]
+    assert len(found) == 1, f"{len(found)} dockerfile blocks with {containing!r}"
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def any_image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """docs/container.md's recipe for a job image whose Python is 3.11+, built on a
+    Debian 12 with python3 and python3-venv only (its system Python externally managed)."""
+    need_tools()
+    context = tmp_path_factory.mktemp("any-image")
+    (context / "Dockerfile").write_text(docs_dockerfile("python3 -m venv /opt/spot-agent"))
+    (context / "train.py").write_bytes(STORY_JOB)
+    return containers.build_image(
+        "any-image",
+        context / "Dockerfile",
+        context,
+        containers.BOOKWORM_DISTRO,
+        {"spot-agent-src": containers.REPO},
+    )
+
+
+def test_any_image_recipe_docker_stop_commits_and_a_fresh_container_resumes(
+    any_image: Image, tmp_path: Path, store_env: dict[str, str], started: list[Container]
+) -> None:
+    assert any_image.entrypoint[:3] == ["/opt/spot-agent/bin/python", "-I", "-m"]
+    assert any_image.cmd == ["python3", "/opt/job/train.py"]
+    run_story(any_image, tmp_path, store_env, started, [], {})
+    out = (tmp_path / "first" / "stdout").read_text()
+    # the job ran on the image's own Python, with the job API copied beside the agent
+    assert " api=/opt/spot-agent/job-api/checkpoint/__init__.py " in out, out
+
+
+@pytest.fixture(scope="session")
+def old_python_image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """A Debian 11 image (Python 3.9, nothing else) given the job API as the recipe for
+    older Pythons gives it: ``spot-agent job-api-path``'s directory, on ``PYTHONPATH``."""
+    need_tools()
+    from agent.job_api import install_job_api
+
+    context = tmp_path_factory.mktemp("old-python")
+    install_job_api(context / "job-api")
+    (context / "Dockerfile").write_text(
+        "FROM debian:bullseye\n"
+        "COPY job-api /opt/spot-agent/job-api\n"
+        "ENV PYTHONPATH=/opt/spot-agent/job-api\n"
+    )
+    return containers.build_image(
+        "old-python", context / "Dockerfile", context, containers.BULLSEYE_DISTRO
+    )
+
+
+def test_the_job_api_in_an_image_whose_python_is_3_9(
+    old_python_image: Image, tmp_path: Path, started: list[Container]
+) -> None:
+    """Debian 11's own python3 (3.9) imports the job API and uses it, loading nothing but
+    the standard library (the script of tests/unit/test_api_old_python.py)."""
+    env = {"CHECKPOINT_DIR": "/tmp/ck", "PYTHONNOUSERSITE": "1"}
+    job = Container(old_python_image, tmp_path / "c", ["python3", "-c", API_ON_OLD_PYTHON], env)
+    started.append(job)
+    assert job.wait(120) == 0, job.stderr
+    assert job.stdout.strip() == "ok (3, 9)", job.stdout
+    assert (tmp_path / "c" / "upper" / "tmp" / "ck" / "notes.txt").read_text() == "ok"
