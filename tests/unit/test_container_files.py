@@ -1,4 +1,5 @@
-"""The Dockerfile and entrypoint.sh, read as text: no container engine runs the tests."""
+"""The Dockerfile and entrypoint.sh, read as text (tests/e2e/test_image.py builds and runs
+them)."""
 
 from __future__ import annotations
 
