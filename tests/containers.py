@@ -16,7 +16,8 @@ upper dir: nothing of one container is seen by the next), its own mount and PID 
 Everything slow is cached under ``~/.cache/spot-agent-tests`` (``$XDG_CACHE_HOME``) and in
 podman's own image store, keyed by what it is built from, and built once under a file lock
 (each xdist worker asks for it): the Debian bases by suite and package list, the exported
-images by a hash of their Dockerfile and build contexts.
+images by a hash of their Dockerfile and build contexts. ``SPOT_AGENT_TEST_DEBIAN_MIRROR``
+names another Debian mirror for debootstrap (``http://deb.debian.org/debian`` by default).
 """
 
 from __future__ import annotations
@@ -129,7 +130,10 @@ class DebianBase:
 
     def _build(self) -> None:
         mirror = os.environ.get("SPOT_AGENT_TEST_DEBIAN_MIRROR", DEBIAN_MIRROR)
-        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="debootstrap-") as tmp:
+        prefix = f"debootstrap-{self.suite}-"
+        for stale in cache_dir().glob(f"{prefix}*"):  # of a run killed while it built
+            shutil.rmtree(stale, ignore_errors=True)
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=prefix) as tmp:
             rootfs = Path(tmp) / "rootfs"
             log = Path(tmp) / "log"
             include = ",".join(self.packages)
