@@ -348,7 +348,12 @@ class Container:
             self.proc = subprocess.Popen(
                 argv, env=environ, stdin=subprocess.DEVNULL, stdout=out, stderr=err
             )
-        self.host_pid1 = self._find_pid1()
+        try:
+            self.host_pid1 = self._find_pid1()
+        except BaseException:
+            self.proc.kill()  # unshare; its child, if any, dies with it (PID 1 of its ns)
+            self.proc.wait(60)
+            raise
 
     def _find_pid1(self) -> int:
         """The host's pid of the container's PID 1 (unshare's one child)."""

@@ -103,6 +103,7 @@ def store_env(s3_bucket: tuple[str, str], tmp_path: Path) -> dict[str, str]:
         "SPOT_AGENT_GRACE_PERIOD": "10s",  # docker stop -t 10
         "SPOT_AGENT_SYNC_INTERVAL": "0",
         "SPOT_AGENT_IMDS": "off",
+        "AWS_ENDPOINT_URL": endpoint,  # every service of the SDK, not only S3: loopback
         "AWS_ENDPOINT_URL_S3": endpoint,
         "AWS_ACCESS_KEY_ID": servers.ADMIN_KEY,
         "AWS_SECRET_ACCESS_KEY": servers.ADMIN_SECRET,
@@ -114,7 +115,7 @@ def store_env(s3_bucket: tuple[str, str], tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[Container]]:
+def started() -> Iterator[list[Container]]:
     """Containers a test starts; whatever is still running at its end is killed."""
     running: list[Container] = []
     yield running
