@@ -35,6 +35,8 @@ from . import exits, logs
 from .aws_environment import check_aws_environment
 from .config import (
     ARRAY_INDEX_CARRIED,
+    CONTINUED_BECAUSE,
+    CONTINUES_FROM,
     ConfigError,
     Settings,
     parse_duration,
@@ -51,8 +53,6 @@ DEFAULT_STOP_TIMEOUT = 30
 #: The shortest stop timeout a definition may ask for: the agent's reserve scales with the
 #: grace period (a third of it), and 10 s (docker stop's) is the shortest tested end to end.
 MIN_STOP_TIMEOUT = 10
-#: Set in a continuation's environment: the Batch job id it continues (for the log).
-CONTINUES_FROM = "SPOT_AGENT_CONTINUES_FROM"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 

@@ -11,6 +11,7 @@ from checkpoint.sync import SyncResult
 
 from .. import exits, logs
 from ..config import ConfigError
+from ..timeline.model import Attempt
 from .events import StartupFailed
 from .report import rounded
 
@@ -226,6 +227,27 @@ def continue_batch_job(loop: RunLoop) -> None:
             error="the Batch API did not answer before the deadline",
             action=f"resubmit the job with SPOT_AGENT_JOB_ID={loop.s.job_id} to resume",
         )
+
+
+def record_end(loop: RunLoop, code: int) -> None:
+    """Write how the attempt ended into its timeline record; after an interruption, log
+    what it cost (``interruption.cost``: an EMF metric when a log group is set)."""
+    if loop.attempt == 0:
+        return  # no attempt was claimed: there is no record to end
+    interrupted = loop.interruption is not None
+    loop.record.ended("interrupted" if interrupted else "exited", code)
+    if not interrupted:
+        return
+    attempt = Attempt(loop.attempt, {}, loop.record.snapshot(), end="interrupted")
+    notice = attempt.notice or {}
+    log.info(
+        "interruption.cost",
+        source=notice.get("source"),
+        work_lost_seconds=attempt.work_lost(),
+        notice_to_committed_seconds=attempt.notice_to_committed(),
+        saved_at=(attempt.record.get("last_commit") or {}).get("saved_at"),
+        notice_at=notice.get("received"),
+    )
 
 
 def _pending_bytes(loop: RunLoop) -> int:

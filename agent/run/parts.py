@@ -16,6 +16,7 @@ from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
 from ..config import Settings
 from ..notices import NoticeSource
+from ..timeline.record import AttemptRecord
 from .job import JobProcess
 from .savepoints import SavePointCheckpoints
 from .sources import notice_sources
@@ -68,6 +69,8 @@ class Parts:
     continue_job: Callable[[], None]
     #: route signals to the loop (False in in-process tests: they post events themselves)
     own_signals: bool = True
+    #: this attempt's timeline record (cheap: its writes run in a thread of their own)
+    record: Callable[[int], AttemptRecord] = lambda attempt: AttemptRecord(attempt, None)
 
 
 def real_parts(s: Settings, store: Store) -> Parts:
@@ -86,10 +89,26 @@ def real_parts(s: Settings, store: Store) -> Parts:
 
         batch.continue_after_interruption(s)
 
+    def record(attempt: int) -> AttemptRecord:
+        batch = {
+            "job_id": s.batch_job_id,
+            "attempt": s.batch_attempt,
+            "queue": s.batch_job_queue,
+            "compute_environment": s.batch_compute_environment,
+        }
+        return AttemptRecord.in_store(
+            JobStore(store, s.job_id),
+            attempt,
+            host=socket.gethostname(),
+            batch={k: v for k, v in batch.items() if v is not None} or None,
+            continued_because=s.continued_because,
+            continues_from=s.continues_from,
+        )
+
     return Parts(
         claim=claim,
         sources=lambda on_identity: notice_sources(s, on_identity),
         make_job=lambda env: JobProcess(s, env),
         continue_job=continue_job,
+        record=record,
     )
-
