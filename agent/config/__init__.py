@@ -313,6 +313,8 @@ ARRAY_INDEX_CARRIED = "SPOT_AGENT_ARRAY_INDEX"
 #: submitted (``last-attempt`` or ``interruption-budget``).
 CONTINUES_FROM = "SPOT_AGENT_CONTINUES_FROM"
 CONTINUED_BECAUSE = "SPOT_AGENT_CONTINUED_BECAUSE"
+BECAUSE_LAST_ATTEMPT = "last-attempt"
+BECAUSE_BUDGET = "interruption-budget"
 
 
 def _fallback_after(values: Mapping[str, Any]) -> int | None:
@@ -341,6 +343,8 @@ def _child_environ(environ: Mapping[str, str]) -> dict[str, str]:
 __all__ = [
     "ADDRESSING_STYLES",
     "ARRAY_INDEX_CARRIED",
+    "BECAUSE_BUDGET",
+    "BECAUSE_LAST_ATTEMPT",
     "CONTINUED_BECAUSE",
     "CONTINUES_FROM",
     "RESERVE_CAP",

@@ -13,6 +13,7 @@ from .. import exits, logs
 from ..config import ConfigError
 from ..timeline.model import Attempt
 from .events import StartupFailed
+from .parts import Continuation
 from .report import rounded
 
 if TYPE_CHECKING:
@@ -85,12 +86,15 @@ def finish_interrupted(loop: RunLoop) -> int:
     if loop.superseded is not None:
         log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))
         return exits.SUPERSEDED
-    continue_batch_job(loop)
+    moved = continue_batch_job(loop)
     code = exits.INTERRUPTED if result is not None else exits.INTERRUPTED_UNSAVED
+    why = "interrupted" if result is not None else "interrupted; final checkpoint failed"
+    if moved:
+        code, why = exits.MOVED_TO_FALLBACK, f"{why}; the job goes on on {loop.s.fallback_queue}"
     log.info(
         "agent.exit",
         exit_code=code,
-        why="interrupted" if result is not None else "interrupted; final checkpoint failed",
+        why=why,
         committed=result.sequence if result else None,
         restorable=loop.restorable(),
         **clock(),
@@ -215,11 +219,18 @@ def wait_for_sync(loop: RunLoop, reason: str) -> bool:
     return True
 
 
-def continue_batch_job(loop: RunLoop) -> None:
-    """Past Batch's last attempt, submit a continuation; never past the deadline."""
-    if not loop.s.continue_jobs:
-        return
-    worker = loop.spawn_worker(loop.parts.continue_job, "batch-continuation")
+def continue_batch_job(loop: RunLoop) -> bool:
+    """Submit a continuation when one is due (past Batch's last attempt, or to the fallback
+    queue once the interruption budget is spent); never past the deadline. True when the
+    job moved to the fallback queue: this attempt must exit with a code Batch does not
+    retry."""
+    if not loop.s.continue_jobs and not loop.s.fallback_queue:
+        return False
+    submitted: list[Continuation | None] = []
+    attempt = loop.attempt
+    worker = loop.spawn_worker(
+        lambda: submitted.append(loop.parts.continue_job(attempt)), "batch-continuation"
+    )
     worker.join(max(loop.left() - 0.5, 0.0))
     if worker.is_alive():
         log.error(
@@ -227,6 +238,12 @@ def continue_batch_job(loop: RunLoop) -> None:
             error="the Batch API did not answer before the deadline",
             action=f"resubmit the job with SPOT_AGENT_JOB_ID={loop.s.job_id} to resume",
         )
+        return False
+    done = submitted[0] if submitted else None
+    if done is None:
+        return False
+    loop.record.continued(done.job_id, done.queue, done.because)
+    return done.moved
 
 
 def record_end(loop: RunLoop, code: int) -> None:

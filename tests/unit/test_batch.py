@@ -292,6 +292,7 @@ def test_continuation_keeps_definition_queue_parameters_and_overrides() -> None:
         "SPOT_AGENT_CHECKPOINT_URI": "s3://bucket/p",
         "SPOT_AGENT_JOB_ID": "abc:3",  # the checkpoint identity, not the stale value
         "SPOT_AGENT_CONTINUES_FROM": "abc:3",
+        "SPOT_AGENT_CONTINUED_BECAUSE": "last-attempt",
         "SPOT_AGENT_ARRAY_INDEX": "3",
     }
     assert "arrayProperties" not in req and "dependsOn" not in req
@@ -309,15 +310,18 @@ def test_a_continuation_of_a_continuation_keeps_the_original_identity() -> None:
                 {"name": "SPOT_AGENT_JOB_ID", "value": "abc:3"},
                 {"name": "SPOT_AGENT_ARRAY_INDEX", "value": "3"},
                 {"name": "SPOT_AGENT_CONTINUES_FROM", "value": "abc:3"},
+                {"name": "SPOT_AGENT_CONTINUED_BECAUSE", "value": "last-attempt"},
             ],
         },
     )
-    req = build_continuation_request(second, "abc:3", "new1")
+    req = build_continuation_request(second, "abc:3", "new1", "interruption-budget", "od-q")
+    assert req["jobQueue"] == "od-q"
     assert_valid("SubmitJob", req)
     env = {e["name"]: e["value"] for e in req["containerOverrides"]["environment"]}
     assert env == {
         "SPOT_AGENT_JOB_ID": "abc:3",
         "SPOT_AGENT_CONTINUES_FROM": "new1",
+        "SPOT_AGENT_CONTINUED_BECAUSE": "interruption-budget",
         "SPOT_AGENT_ARRAY_INDEX": "3",
     }
     assert req["containerOverrides"]["resourceRequirements"] == [
