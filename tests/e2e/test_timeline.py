@@ -214,3 +214,60 @@ def check_bars(bars: dict[str, list[dict[str, Any]]], doc: dict[str, Any]) -> No
         assert box["x"] + box["width"] == pytest.approx(at(a["notice"]["received"]), abs=1.5)
     assert len(bars["deadline"]) == 3 and len(bars["restore"]) == 4
     assert len(bars["final-sync"]) == 4
+
+
+SYNCING_JOB = textwrap.dedent("""
+    import checkpoint, os, signal, time
+    n = checkpoint.load_json("n.json", 0)
+    print(f"restored n={n}", flush=True)
+    for _ in range(int(os.environ.get("STEPS", "1000"))):
+        n += 1
+        checkpoint.save_json("n.json", n)
+        checkpoint.request_sync()
+        print(f"saved n={n}", flush=True)
+        time.sleep(0.3)
+""")
+
+
+def committed(run: AgentRun) -> list[dict[str, Any]]:
+    return [e for e in run.events() if e["event"] == "sync.committed"]
+
+
+def test_an_agent_killed_with_sigkill_still_shows_its_syncs(tmp_path: Path) -> None:
+    env = agent_env(tmp_path)
+    first = start_agent(tmp_path, ["--job-id", "k9"], [PY, "-c", SYNCING_JOB], env=env)
+    first.wait_for(lambda: first.job_stdout().count("saved n=") >= 3, what="three saves")
+    first.wait_for(lambda: len(committed(first)) >= 2, what="two commits")
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    commits = len(committed(first))
+
+    def timeline() -> dict[str, Any]:
+        out = cli(tmp_path, "checkpoints", "timeline", "--job-id=k9", "--json", env=env)
+        assert out.returncode == 0, out.stderr
+        doc: dict[str, Any] = json.loads(out.stdout)
+        return doc
+
+    (alone,) = timeline()["attempts"]
+    assert alone["end"] == "running" and alone["ended"] is None  # nothing says otherwise
+    # the record was rewritten after each commit: all but perhaps the very last are there
+    assert commits - 1 <= alone["syncs"]["commits"] <= commits
+    second = start_agent(tmp_path, ["--job-id", "k9"], [PY, "-c", SYNCING_JOB],
+                         env={**env, "STEPS": "1"})  # fmt: skip
+    assert second.wait(60) == 0, second.stdout + second.stderr
+    doc = timeline()
+    cut, done = doc["attempts"]
+    assert cut["end"] == "cut_short" and done["end"] == "exited" and done["exit_code"] == 0
+    assert cut["work_lost_seconds"] is not None and cut["work_lost_seconds"] >= 0
+    assert done["restore"]["sequence"] == cut["last_commit"]["sequence"]
+    assert doc["totals"]["cut_short"] == 1 and doc["totals"]["interruptions"] == 0
+
+
+def test_an_unknown_job_names_the_nearest(tmp_path: Path) -> None:
+    env = agent_env(tmp_path)
+    run = start_agent(tmp_path, ["--job-id", "resnet-50"], [PY, "-c", "print(1)"], env=env)
+    assert run.wait(60) == 0
+    out = cli(tmp_path, "checkpoints", "timeline", "--job-id=resnet-05", env=env)
+    assert out.returncode == 1
+    assert out.stderr.strip().endswith("nearest: resnet-50"), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
