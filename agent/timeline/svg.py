@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from .model import parse_time
+from .model import parse_time, seconds_between
 from .render import duration
 
 WIDTH = 960
@@ -35,11 +35,18 @@ COLOURS = {
 _NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 
 
+def _tick(seconds: int) -> str:
+    return f"{seconds}s" if seconds < 60 else duration(float(seconds))
+
+
 class _Axis:
     def __init__(self, start: datetime, end: datetime) -> None:
         self.start = start
         self.seconds = max((end - start).total_seconds(), 1.0)
         self.px = (WIDTH - LEFT - RIGHT) / self.seconds
+
+    def shows(self, t: datetime) -> bool:
+        return (t - self.start).total_seconds() <= self.seconds
 
     def x(self, t: datetime) -> float:
         return round(LEFT + (t - self.start).total_seconds() * self.px, 2)
@@ -47,7 +54,7 @@ class _Axis:
     def ticks(self) -> list[tuple[float, str]]:
         step = next((s for s in _NICE_STEPS if self.seconds / s <= 10), _NICE_STEPS[-1])
         return [
-            (round(LEFT + k * step * self.px, 2), duration(float(k * step)).removesuffix(".0s"))
+            (round(LEFT + k * step * self.px, 2), _tick(k * step))
             for k in range(int(self.seconds // step) + 1)
         ]
 
@@ -69,15 +76,16 @@ def _line(cls: str, x: float, y: float, tip: str, dashed: bool = False) -> str:
 
 
 def _ends(a: dict[str, Any]) -> list[datetime]:
+    """The times the axis must show. Not the deadlines: a spot notice's comes two minutes
+    after it, which would squash every bar; one past the axis is given as text."""
     found = [parse_time(a["started"]), parse_time(a["last_heard"])]
-    if a["notice"]:
-        found.append(parse_time(a["notice"].get("deadline")))
     return [t for t in found if t is not None]
 
 
-def _label(a: dict[str, Any]) -> str:
+def _label(a: dict[str, Any], deadline_shown: bool) -> str:
+    notice = a["notice"] or {}
     if a["end"] == "interrupted":
-        text = f"interrupted ({(a['notice'] or {}).get('source', '?')})"
+        text = f"interrupted ({notice.get('source', '?')})"
     elif a["end"] == "exited":
         text = f"exited {a['exit_code']}"
     else:
@@ -86,6 +94,9 @@ def _label(a: dict[str, Any]) -> str:
         text += f", lost {duration(a['work_lost_seconds'])}"
     if a["continuation"]:
         text += f", then {a['continuation']['queue']}"
+    left = seconds_between(notice.get("received"), notice.get("deadline"))
+    if left is not None and not deadline_shown:
+        text += f"; deadline {duration(left)} after the notice"
     return text
 
 
@@ -171,10 +182,11 @@ def _attempt(axis: _Axis, a: dict[str, Any], y: float) -> list[str]:
             )
         )
     deadline = parse_time(notice.get("deadline"))
-    if deadline is not None:
+    shown = deadline is not None and axis.shows(deadline)
+    if deadline is not None and shown:
         out.append(_line("deadline", axis.x(deadline), y, f"deadline {notice['deadline']}", True))
-    right = max(axis.x(end), axis.x(deadline) if deadline else 0.0)
-    out.append(f'<text x="{right + 8}" y="{y + 13}">{escape(_label(a))}</text>')
+    right = max(axis.x(end), axis.x(deadline) if deadline is not None and shown else 0.0)
+    out.append(f'<text x="{right + 8}" y="{y + 13}">{escape(_label(a, shown))}</text>')
     return out
 
 
