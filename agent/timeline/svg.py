@@ -61,9 +61,11 @@ class _Axis:
 
 def _rect(cls: str, x0: float, x1: float, y: float, h: float, tip: str, **extra: Any) -> str:
     attrs = "".join(f" data-{k}={quoteattr(str(v))}" for k, v in extra.items())
+    # lost work is hatched (the pattern in <defs>), so the bar under it still shows
+    paint = 'fill="url(#lost)" stroke="#e15759"' if cls == "lost" else f'fill="{COLOURS[cls]}"'
     return (
         f'<rect class="{cls}" x="{x0}" y="{y}" width="{round(max(x1 - x0, 0.5), 2)}" '
-        f'height="{h}" fill="{COLOURS[cls]}"{attrs}><title>{escape(tip)}</title></rect>'
+        f'height="{h}" {paint}{attrs}><title>{escape(tip)}</title></rect>'
     )
 
 
@@ -154,7 +156,7 @@ def _attempt(axis: _Axis, a: dict[str, Any], y: float) -> list[str]:
                 BAR,
                 f"work lost: {duration(lost)} since the last committed save",
                 attempt=a["attempt"],
-            ).replace('fill="#e15759"', 'fill="url(#lost)" stroke="#e15759"')
+            )
         )
     if final_start is not None:
         x0 = axis.x(final_start)
