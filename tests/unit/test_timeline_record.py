@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from agent.logs import emf
 from agent.timeline.model import Attempt, load_timeline
 from agent.timeline.record import AttemptRecord
 from agent.timeline.svg import svg
@@ -89,3 +90,24 @@ def test_unreadable_and_newer_records_are_shown_not_fatal(tmp_path: Path) -> Non
     assert "unreadable" in one and one["host"] == "a" and one["end"] == "cut_short"
     assert "newer" in two["unreadable"] and two["end"] == "running"
     assert svg(doc).startswith("<svg")  # and the picture still draws
+
+
+def test_the_cost_of_an_interruption_is_an_emf_metric() -> None:
+    event = {
+        "event": "interruption.cost",
+        "job_id": "j",
+        "work_lost_seconds": 14.5,
+        "notice_to_committed_seconds": 3.25,
+    }
+    doc = emf.embed(event, {"LogGroup": "/spot-agent/train"})
+    (block,) = doc["_aws"]["CloudWatchMetrics"]
+    assert block["Namespace"] == "SpotAgent" and block["Dimensions"] == [["LogGroup"]]
+    assert {m["Name"]: m["Unit"] for m in block["Metrics"]} == {
+        "WorkLostSeconds": "Seconds",
+        "NoticeToCommittedSeconds": "Seconds",
+    }
+    assert (doc["WorkLostSeconds"], doc["NoticeToCommittedSeconds"]) == (14.5, 3.25)
+    # a final checkpoint that failed has no notice-to-committed time: that metric is left out
+    partial = emf.embed({**event, "notice_to_committed_seconds": None}, {"LogGroup": "g"})
+    names = [m["Name"] for m in partial["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert names == ["WorkLostSeconds"]
