@@ -91,6 +91,7 @@ def finish_interrupted(loop: RunLoop) -> int:
     why = "interrupted" if result is not None else "interrupted; final checkpoint failed"
     if moved:
         code, why = exits.MOVED_TO_FALLBACK, f"{why}; the job goes on on {loop.s.fallback_queue}"
+    log_interruption_cost(loop)
     log.info(
         "agent.exit",
         exit_code=code,
@@ -150,6 +151,7 @@ def startup_cut(loop: RunLoop, failed: StartupFailed | None) -> int:
     failed. Work still under way in a worker (a restore) is abandoned; a restore commits
     nothing, so the stored checkpoints are as they were."""
     if loop.interruption is not None:
+        log_interruption_cost(loop)
         log.info(
             "agent.exit",
             exit_code=exits.INTERRUPTED,
@@ -247,14 +249,18 @@ def continue_batch_job(loop: RunLoop) -> bool:
 
 
 def record_end(loop: RunLoop, code: int) -> None:
-    """Write how the attempt ended into its timeline record; after an interruption, log
-    what it cost (``interruption.cost``: an EMF metric when a log group is set)."""
-    if loop.attempt == 0:
-        return  # no attempt was claimed: there is no record to end
-    interrupted = loop.interruption is not None
-    loop.record.ended("interrupted" if interrupted else "exited", code)
-    if not interrupted:
+    """Write how the attempt ended into its timeline record."""
+    if loop.attempt:  # else no attempt was claimed: there is no record to end
+        loop.record.ended("interrupted" if loop.interruption is not None else "exited", code)
+
+
+def log_interruption_cost(loop: RunLoop) -> None:
+    """``interruption.cost``, once per interruption, just before ``agent.exit``: the work
+    lost and the time from the notice to the committed final checkpoint (EMF metrics when a
+    log group is set; the same figures as ``checkpoints timeline``)."""
+    if not loop.attempt:
         return
+    loop.record.settle()
     attempt = Attempt(loop.attempt, {}, loop.record.snapshot(), end="interrupted")
     notice = attempt.notice or {}
     log.info(

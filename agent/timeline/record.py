@@ -178,9 +178,14 @@ class AttemptRecord:
             self._wake.clear()
             self._write_once()
 
+    def settle(self) -> None:
+        """Work out what the writer would before reading the record here (at the end)."""
+        self._fill_saved_at()
+
     def _fill_saved_at(self) -> None:
         """The last commit's save time: a walk of its file list, so never on the loop
-        thread while the job runs (the writer does it; ``ended`` once, at the end)."""
+        thread while the job runs (the writer does it; ``settle`` and ``ended`` once, at
+        the end)."""
         with self._lock:
             manifest, self._manifest = self._manifest, None
         if manifest is None:

@@ -83,6 +83,8 @@ def interrupted_attempt(
     else:
         imds.post_interruption("terminate", in_seconds=30)
     assert run.wait(60) == 75, run.stdout + run.stderr
+    names = [e["event"] for e in run.events()]
+    assert names.index("interruption.cost") < names.index("agent.exit")
     imds.clear()
     return run, sent
 
