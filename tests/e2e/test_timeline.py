@@ -278,3 +278,10 @@ def test_an_unknown_job_names_the_nearest(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.strip().endswith("nearest: resnet-50"), out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+    unwritable = tmp_path / "no-such-dir" / "t.svg"
+    bad = cli(tmp_path, "checkpoints", "timeline", "--job-id=resnet-50", f"--svg={unwritable}",
+              env=env)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        f"spot-agent: error: --svg: cannot write {unwritable}: No such file or directory"
+    )
