@@ -352,3 +352,20 @@ def test_second_interruption_moves_the_job_to_the_fallback_queue(
     assert doc["totals"]["interruptions"] == 2
     table = cli(tmp_path, "checkpoints", "timeline", f"--job-id={original}", env=cont_env)
     assert f"on {fallback} (interruption-budget)" in table.stdout
+
+
+def test_a_fallback_that_cannot_be_submitted_leaves_the_retry_to_batch(
+    tmp_path: Path, batch_env: dict[str, str]
+) -> None:
+    unreachable = {**batch_env, "AWS_ENDPOINT_URL_BATCH": f"http://127.0.0.1:{free_port()}"}
+    env = {
+        **agent_batch_env(tmp_path, unreachable, "abc-1", 1),
+        "SPOT_AGENT_FALLBACK_QUEUE": "ondemand-q",
+        "SPOT_AGENT_FALLBACK_AFTER": "1",
+    }
+    r = run_interrupted(tmp_path, env)  # exit 75: Batch retries it on spot as before
+    assert r.event("batch.continuation_failed")["error_type"] == "EndpointConnectionError"
+    assert r.event("agent.exit")["committed"] == 1
+    out = cli(tmp_path, "checkpoints", "timeline", "--job-id=abc-1", "--json", env=env)
+    (attempt,) = json.loads(out.stdout)["attempts"]
+    assert attempt["exit_code"] == exits.INTERRUPTED and attempt["continuation"] is None
