@@ -8,6 +8,11 @@ whose retry strategy retries exactly what an interruption looks like to Batch:
   agent could exit (Batch reports e.g. "Host EC2 (instance i-...) terminated.");
 - anything else exits: a real failure of the job must not burn nine more attempts.
 
+With ``--fallback-queue Q --fallback-after N``, the agent interrupted for the Nth time
+(counted across the job's attempts and continuations, from the store) commits, submits a
+continuation to Q (on-demand capacity) and exits 80, which the retry strategy does not
+retry: the job stops gambling on spot.
+
 Batch allows at most 10 attempts. A multi-day job on spot can be interrupted more often
 than that, so with ``--continue-after-last-attempt`` the agent, interrupted on the last
 allowed attempt, submits a *continuation*: a new job with the same definition, queue,
@@ -35,11 +40,16 @@ from . import exits, logs
 from .aws_environment import check_aws_environment
 from .config import (
     ARRAY_INDEX_CARRIED,
+    BECAUSE_BUDGET,
+    BECAUSE_LAST_ATTEMPT,
+    CONTINUED_BECAUSE,
+    CONTINUES_FROM,
     ConfigError,
     Settings,
     parse_duration,
     parse_log_group,
 )
+from .config.parsers import parse_job_queue
 
 #: What ``spot-agent run`` exits with after an interruption (see agent.exits).
 INTERRUPTED_EXIT_CODE = exits.INTERRUPTED
@@ -51,8 +61,6 @@ DEFAULT_STOP_TIMEOUT = 30
 #: The shortest stop timeout a definition may ask for: the agent's reserve scales with the
 #: grace period (a third of it), and 10 s (docker stop's) is the shortest tested end to end.
 MIN_STOP_TIMEOUT = 10
-#: Set in a continuation's environment: the Batch job id it continues (for the log).
-CONTINUES_FROM = "SPOT_AGENT_CONTINUES_FROM"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 
@@ -94,6 +102,9 @@ class JobDefinitionSpec:
     execution_role_arn: str | None = None
     ephemeral_storage: int | None = None  # GiB, Fargate only
     continue_jobs: bool = False
+    #: after this many interruptions, continue the job on this (on-demand) queue
+    fallback_queue: str | None = None
+    fallback_after: int | None = None
     #: accept a local (file://) store or none: only right when it lives on a shared volume
     allow_local_store: bool = False
 
@@ -124,6 +135,18 @@ class JobDefinitionSpec:
                 raise ConfigError("--ephemeral-storage", "Fargate allows 21 to 200 GiB")
         elif self.ephemeral_storage is not None:
             raise ConfigError("--ephemeral-storage", "only for --platform FARGATE")
+        if (self.fallback_queue is None) != (self.fallback_after is None):
+            raise ConfigError(
+                "--fallback-after" if self.fallback_after is None else "--fallback-queue",
+                "--fallback-queue and --fallback-after go together: give both or neither",
+            )
+        if self.fallback_after is not None and self.fallback_after < 1:
+            raise ConfigError("--fallback-after", "must be at least 1")
+        if self.fallback_queue is not None:
+            try:
+                parse_job_queue(self.fallback_queue)
+            except ValueError as exc:
+                raise ConfigError("--fallback-queue", str(exc)) from None
         check_store_uri(self.checkpoint_uri, allow_local=self.allow_local_store)
         if self.log_group is not None:
             try:
@@ -189,6 +212,9 @@ def build_job_definition(spec: JobDefinitionSpec) -> dict[str, Any]:
         env["SPOT_AGENT_LOG_GROUP"] = spec.log_group
     if spec.continue_jobs:
         env["SPOT_AGENT_CONTINUE_JOBS"] = "true"
+    if spec.fallback_queue is not None and spec.fallback_after is not None:
+        env["SPOT_AGENT_FALLBACK_QUEUE"] = spec.fallback_queue
+        env["SPOT_AGENT_FALLBACK_AFTER"] = str(spec.fallback_after)
     container: dict[str, Any] = {
         "image": spec.image,
         "resourceRequirements": [
@@ -243,20 +269,25 @@ def allowed_attempts(client: Any, job: dict[str, Any]) -> int:
 
 
 def build_continuation_request(
-    job: dict[str, Any], checkpoint_job_id: str, continues_from: str
+    job: dict[str, Any],
+    checkpoint_job_id: str,
+    continues_from: str,
+    because: str = BECAUSE_LAST_ATTEMPT,
+    queue: str | None = None,
 ) -> dict[str, Any]:
     """A SubmitJob request that runs ``job`` again and restores its checkpoints.
 
     Same job definition, queue, parameters, command, environment and resources; the
-    environment gains SPOT_AGENT_JOB_ID (the checkpoint identity) and, for an array child,
-    its index. Not carried over: dependsOn (already met), array properties (a child goes on
+    environment gains SPOT_AGENT_JOB_ID (the checkpoint identity), why it was submitted and,
+    for an array child, its index; ``queue``, when given, replaces the job's queue (the
+    fallback). Not carried over: dependsOn (already met), array properties (a child goes on
     as one job) and tags (copying them needs batch:TagResource).
     """
     for key in ("jobName", "jobQueue", "jobDefinition"):
         if not job.get(key):
             raise ContinuationError(f"DescribeJobs gave no {key}")
     container = job.get("container") or {}
-    own = {"SPOT_AGENT_JOB_ID", CONTINUES_FROM, ARRAY_INDEX_CARRIED}
+    own = {"SPOT_AGENT_JOB_ID", CONTINUES_FROM, CONTINUED_BECAUSE, ARRAY_INDEX_CARRIED}
     given = [
         {"name": e["name"], "value": e.get("value", "")}
         for e in container.get("environment") or []
@@ -270,6 +301,7 @@ def build_continuation_request(
         *given,
         {"name": "SPOT_AGENT_JOB_ID", "value": checkpoint_job_id},
         {"name": CONTINUES_FROM, "value": continues_from},
+        {"name": CONTINUED_BECAUSE, "value": because},
     ]
     if array_index:
         env.append({"name": ARRAY_INDEX_CARRIED, "value": array_index})
@@ -290,7 +322,7 @@ def build_continuation_request(
         overrides["resourceRequirements"] = resources
     request: dict[str, Any] = {
         "jobName": job["jobName"],
-        "jobQueue": job["jobQueue"],
+        "jobQueue": queue or job["jobQueue"],
         "jobDefinition": job["jobDefinition"],
         "containerOverrides": overrides,
     }
@@ -327,18 +359,68 @@ def batch_client() -> Any:
     return boto3.session.Session().client("batch", config=config)
 
 
+def _in_batch(s: Settings, skipped: str) -> bool:
+    if s.batch_job_id and s.batch_attempt is not None:
+        return True
+    log.warning(
+        skipped,
+        why="not running as an AWS Batch job (AWS_BATCH_JOB_ID or AWS_BATCH_JOB_ATTEMPT unset)",
+    )
+    return False
+
+
+def _submit_failed(s: Settings, exc: Exception) -> None:
+    log.error(
+        "batch.continuation_failed",
+        error=str(exc),
+        error_type=type(exc).__name__,
+        action=f"resubmit the job with SPOT_AGENT_JOB_ID={s.job_id} to resume from its checkpoints",
+    )
+
+
+def move_to_fallback(s: Settings, interruptions: int, client: Any | None = None) -> str | None:
+    """The job's ``interruptions``-th interruption reached ``--fallback-after``: submit its
+    continuation to ``--fallback-queue``. None (logged) when it could not be submitted: the
+    attempt then exits as any interrupted one, and Batch retries it on spot. Returns the
+    new job's id."""
+    if not s.fallback_queue or not _in_batch(s, "batch.fallback_skipped"):
+        return None
+    assert s.batch_job_id is not None
+    try:
+        client = client if client is not None else batch_client()
+        job = describe_self(client, s.batch_job_id)
+        if job.get("isTerminated") or job.get("isCancelled"):
+            log.info(
+                "batch.fallback_skipped",
+                why="the job was terminated or cancelled through Batch; not undoing that",
+            )
+            return None
+        request = build_continuation_request(
+            job, s.job_id, s.batch_job_id, BECAUSE_BUDGET, s.fallback_queue
+        )
+        new_job_id = submit_continuation(client, request)
+    except Exception as exc:  # SDK, network, permissions: none may change the exit
+        _submit_failed(s, exc)
+        return None
+    log.warning(
+        "batch.continuation_submitted",
+        continuation_job_id=new_job_id,
+        because=BECAUSE_BUDGET,
+        interruptions=interruptions,
+        fallback_after=s.fallback_after,
+        job_queue=s.fallback_queue,
+        job_definition=request["jobDefinition"],
+    )
+    return new_job_id
+
+
 def continue_after_interruption(s: Settings, client: Any | None = None) -> str | None:
     """After the final checkpoint of an interrupted attempt: submit a continuation if this
     was the last attempt Batch allows. Returns the new job id. Never raises: a failure is
     logged with its reason and changes nothing else."""
-    if not s.continue_jobs:
+    if not s.continue_jobs or not _in_batch(s, "batch.continuation_skipped"):
         return None
-    if not s.batch_job_id or s.batch_attempt is None:
-        log.warning(
-            "batch.continuation_skipped",
-            why="not running as an AWS Batch job (AWS_BATCH_JOB_ID or AWS_BATCH_JOB_ATTEMPT unset)",
-        )
-        return None
+    assert s.batch_job_id is not None and s.batch_attempt is not None
     try:
         client = client if client is not None else batch_client()
         job = describe_self(client, s.batch_job_id)
@@ -355,17 +437,12 @@ def continue_after_interruption(s: Settings, client: Any | None = None) -> str |
         request = build_continuation_request(job, s.job_id, s.batch_job_id)
         new_job_id = submit_continuation(client, request)
     except Exception as exc:  # SDK, network, permissions: none may change the exit
-        log.error(
-            "batch.continuation_failed",
-            error=str(exc),
-            error_type=type(exc).__name__,
-            action=f"resubmit the job with SPOT_AGENT_JOB_ID={s.job_id} to resume "
-            "from its checkpoints",
-        )
+        _submit_failed(s, exc)
         return None
     log.warning(
         "batch.continuation_submitted",
         continuation_job_id=new_job_id,
+        because=BECAUSE_LAST_ATTEMPT,
         batch_attempt=s.batch_attempt,
         attempts=allowed,
         job_queue=request["jobQueue"],
@@ -425,6 +502,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sets SPOT_AGENT_CONTINUE_JOBS=true: continue past the 10th attempt",
     )
     jd.add_argument(
+        "--fallback-queue",
+        metavar="QUEUE",
+        help="sets SPOT_AGENT_FALLBACK_QUEUE: the (on-demand) job queue the job moves to "
+        "after --fallback-after interruptions; that attempt exits 80, which is not retried",
+    )
+    jd.add_argument(
+        "--fallback-after",
+        type=int,
+        metavar="N",
+        help="sets SPOT_AGENT_FALLBACK_AFTER: interruptions of the job (across its attempts "
+        "and continuations) before it moves to --fallback-queue",
+    )
+    jd.add_argument(
         "--register", action="store_true", help="call RegisterJobDefinition and print the ARN"
     )
 
@@ -454,6 +544,8 @@ def main(args: argparse.Namespace) -> int:
         execution_role_arn=args.execution_role_arn,
         ephemeral_storage=args.ephemeral_storage,
         continue_jobs=args.continue_after_last_attempt,
+        fallback_queue=args.fallback_queue,
+        fallback_after=args.fallback_after,
         allow_local_store=args.allow_local_store,
     )
     request = build_job_definition(spec)

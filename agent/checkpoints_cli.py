@@ -1,8 +1,9 @@
 """``spot-agent checkpoints ...``: inspect, restore and clean up what a store holds.
 
-``list``, ``show``, ``restore`` and ``gc`` work on one job; ``jobs`` lists the jobs in a
-store; ``delete`` removes a finished job entirely. A job id the store does not know is an
-error that names the nearest ones it does (a typo must not read as "no checkpoints").
+``list``, ``show``, ``restore``, ``gc`` and ``timeline`` work on one job; ``jobs`` lists
+the jobs in a store; ``delete`` removes a finished job entirely. A job id the store does not
+know is an error that names the nearest ones it does (a typo must not read as "no
+checkpoints").
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ def add_arguments(ck: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no agent of this job is running: free space at once (allows any --min-age)",
     )
+    tl = sub.add_parser(
+        "timeline",
+        help="what happened to a job: its attempts, interruptions and the work they cost",
+        description="Each attempt of the job, from the store alone: start and end, where it "
+        "ran, how it ended, the restore it began with, its syncs, and for an interruption "
+        "the notice, the deadline, the time to the final commit and the work lost (from the "
+        "last committed save to the notice). Then totals: wall time, time restoring and "
+        "syncing, work lost, and the share of the time that was useful.",
+    )
+    tl.add_argument("--json", action="store_true", help="print JSON")
+    tl.add_argument("--svg", metavar="FILE", help="also write the timeline as an SVG picture")
     jobs = sub.add_parser(
         "jobs", help="the job ids in the store, with their newest checkpoint and stored size"
     )
@@ -102,7 +114,7 @@ def add_arguments(ck: argparse.ArgumentParser) -> None:
     uri_option = tuple(o for o in RUN_OPTIONS if o.flag == "--checkpoint-uri")
     add_options(jobs, uri_option + S3_OPTIONS)
     add_options(delete, uri_option + S3_OPTIONS)
-    for p in (lst, show, rst, gc):
+    for p in (lst, show, rst, gc, tl):
         add_options(p, STORE_OPTIONS)
     add_options(rst, TRANSFER_OPTIONS)
     for p in (lst, show):
@@ -127,6 +139,8 @@ def main(args: argparse.Namespace) -> int:
             return _show(job, args.sequence, args.json)
         if args.action == "gc":
             return _gc(job, args)
+        if args.action == "timeline":
+            return _timeline(job, args.json, args.svg)
         if args.action == "delete":
             return _delete(job, args.yes)
         return _restore(job, args.sequence, Path(args.to), args.force, ss.max_bytes_in_flight)
@@ -228,6 +242,22 @@ def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
         print(f"  {f.mode:04o} {f.size:>14,d}  {f.path}")
     for lk in m.links:
         print(f"  link {'':>14}  {lk.path} -> {lk.target}")
+    return 0
+
+
+def _timeline(job: JobStore, as_json: bool, svg_file: str | None) -> int:
+    from .timeline import model, render, svg
+
+    doc = model.load_timeline(job).as_dict()
+    if svg_file:
+        try:
+            Path(svg_file).write_text(svg.svg(doc))
+        except OSError as exc:
+            raise ConfigError("--svg", f"cannot write {svg_file}: {exc.strerror}") from None
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render.table(doc))
     return 0
 
 

@@ -28,6 +28,12 @@ SUPERSEDED = 76
 #: Outside sysexits' range so that it means only this; Batch retries it like 75.
 INTERRUPTED_UNSAVED = 79
 
+#: interrupted once too often (``--fallback-after``): the job goes on as a new Batch job on
+#: ``--fallback-queue``, resuming from the last committed checkpoint. Batch must NOT retry
+#: this attempt (that would start a spot attempt as well); the retry strategy's catch-all
+#: exits on it. Outside sysexits' range, next to 79.
+MOVED_TO_FALLBACK = 80
+
 #: the codes a retry strategy retries: the job was interrupted and can resume
 RETRYABLE = (INTERRUPTED, INTERRUPTED_UNSAVED)
 

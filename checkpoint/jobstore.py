@@ -7,6 +7,9 @@ Layout of one job under the store's root::
                                        of the whole pack (immutable; manifest format 3)
     <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence)
     <job-id>/attempts/<n>.json         one per agent start: the fencing token
+    <job-id>/timeline/<n>.json         what attempt n did (where it ran, its restore, syncs,
+                                       notice and end), rewritten as it goes: for
+                                       ``checkpoints timeline``; never read by a restore
 
 The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 
@@ -73,6 +76,13 @@ class JobStore:
 
     def attempt_key(self, attempt: int) -> str:
         return f"{self.prefix}attempts/{attempt:06d}.json"
+
+    def record_key(self, attempt: int) -> str:
+        return f"{self.prefix}timeline/{attempt:06d}.json"
+
+    def recorded_attempts(self) -> list[int]:
+        """Attempts that left a timeline record, oldest first."""
+        return self._numbers("timeline")
 
     def _numbers(self, folder: str) -> list[int]:
         found = []

@@ -119,6 +119,12 @@ class Settings:
     batch_job_queue: str | None = None
     batch_compute_environment: str | None = None
     continue_jobs: bool = False
+    #: after this many interruptions of the job, continue it on ``fallback_queue``
+    fallback_queue: str | None = None
+    fallback_after: int | None = None
+    #: a continuation's: the Batch job it continues, and why it was submitted
+    continues_from: str | None = None
+    continued_because: str | None = None
     sync_signal: Sig = DEFAULT_SYNC_SIGNAL  # SIGUSR1; real-time ones too: SIGRTMIN+2
     job_exit_75_as: int | None = None
     imds_v1: str = "allow"  # "allow" or "forbid": IMDSv1 fallback when the token PUT fails
@@ -236,7 +242,8 @@ def load_settings(
             f"got {values['upload_reserve']:g}s",
         )
     checkpoint_uri = values["checkpoint_uri"] or default_store_uri(environ)
-    if uses_aws(checkpoint_uri, values["log_group"], values["continue_after_last_attempt"]):
+    batch_calls = values["continue_after_last_attempt"] or bool(values["fallback_queue"])
+    if uses_aws(checkpoint_uri, values["log_group"], batch_calls):
         check_aws_environment(environ)
     batch_attempt = environ.get("AWS_BATCH_JOB_ATTEMPT", "")
     return Settings(
@@ -267,6 +274,10 @@ def load_settings(
         batch_job_queue=environ.get("AWS_BATCH_JQ_NAME") or None,
         batch_compute_environment=environ.get("AWS_BATCH_CE_NAME") or None,
         continue_jobs=values["continue_after_last_attempt"],
+        fallback_queue=values["fallback_queue"],
+        fallback_after=_fallback_after(values),
+        continues_from=environ.get(CONTINUES_FROM) or None,
+        continued_because=environ.get(CONTINUED_BECAUSE) or None,
         sync_signal=values["sync_signal"],
         job_exit_75_as=values["job_exit_75_as"],
         imds_v1=_imds_v1(values, environ),
@@ -298,6 +309,27 @@ def secret_values(environ: Mapping[str, str]) -> list[str]:
 #: reserves the AWS_BATCH_ prefix, so the continuation cannot set AWS_BATCH_JOB_ARRAY_INDEX
 #: itself; the agent gives it back to the job.
 ARRAY_INDEX_CARRIED = "SPOT_AGENT_ARRAY_INDEX"
+#: Set in a continuation's environment: the Batch job id it continues, and why it was
+#: submitted (``last-attempt`` or ``interruption-budget``).
+CONTINUES_FROM = "SPOT_AGENT_CONTINUES_FROM"
+CONTINUED_BECAUSE = "SPOT_AGENT_CONTINUED_BECAUSE"
+BECAUSE_LAST_ATTEMPT = "last-attempt"
+BECAUSE_BUDGET = "interruption-budget"
+
+
+def _fallback_after(values: Mapping[str, Any]) -> int | None:
+    """--fallback-after and --fallback-queue go together; N counts interruptions (>= 1)."""
+    after, queue = values["fallback_after"], values["fallback_queue"]
+    if after is not None and after < 1:
+        raise ConfigError("--fallback-after (SPOT_AGENT_FALLBACK_AFTER)", "must be at least 1")
+    if (after is None) != (queue is None):
+        given, missing = (
+            ("--fallback-after", "--fallback-queue (SPOT_AGENT_FALLBACK_QUEUE)")
+            if queue is None
+            else ("--fallback-queue", "--fallback-after (SPOT_AGENT_FALLBACK_AFTER)")
+        )
+        raise ConfigError(missing, f"needed with {given}: give both or neither")
+    return int(after) if after is not None else None
 
 
 def _child_environ(environ: Mapping[str, str]) -> dict[str, str]:
@@ -311,6 +343,10 @@ def _child_environ(environ: Mapping[str, str]) -> dict[str, str]:
 __all__ = [
     "ADDRESSING_STYLES",
     "ARRAY_INDEX_CARRIED",
+    "BECAUSE_BUDGET",
+    "BECAUSE_LAST_ATTEMPT",
+    "CONTINUED_BECAUSE",
+    "CONTINUES_FROM",
     "RESERVE_CAP",
     "RESERVE_SHARE",
     "RUN_OPTIONS",

@@ -20,6 +20,7 @@ from .parsers import (
     parse_duration_or_off,
     parse_exit_code,
     parse_job_id,
+    parse_job_queue,
     parse_kms_key_id,
     parse_log_group,
     parse_log_stream,
@@ -256,6 +257,24 @@ RUN_OPTIONS: tuple[Option, ...] = (
         parse_switch,
         default="false",
         switch=True,
+    ),
+    Option(
+        "--fallback-queue",
+        "SPOT_AGENT_FALLBACK_QUEUE",
+        "on AWS Batch, the job queue (name or ARN; on-demand capacity) a job moves to after "
+        "--fallback-after interruptions: the agent commits, submits a continuation there "
+        "and exits 80, which the retry strategy does not retry (needs batch:DescribeJobs "
+        "and batch:SubmitJob)",
+        parse_job_queue,
+        metavar="QUEUE",
+    ),
+    Option(
+        "--fallback-after",
+        "SPOT_AGENT_FALLBACK_AFTER",
+        "how many interruptions of the job (counted across its attempts and continuations, "
+        "from the store) move it to --fallback-queue",
+        parse_count,
+        metavar="N",
     ),
 )
 

@@ -143,6 +143,21 @@ def parse_switch(raw: str) -> bool:
     raise ValueError(f"expected true or false, got {raw!r}")
 
 
+_JOB_QUEUE = re.compile(
+    r"(?:arn:aws[a-z-]*:batch:[a-z0-9-]+:[0-9]{12}:job-queue/)?[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
+)
+
+
+def parse_job_queue(raw: str) -> str:
+    """An AWS Batch job queue: its name or its ARN."""
+    value = raw.strip()
+    if not _JOB_QUEUE.fullmatch(value):
+        raise ValueError(
+            f"{raw!r} is not a job queue: give its name (letters, digits, - and _) or its ARN"
+        )
+    return value
+
+
 def parse_count(raw: str) -> int:
     if not raw.strip().isdigit():
         raise ValueError(f"expected a whole number >= 0, got {raw!r}")
@@ -187,5 +202,3 @@ def parse_kms_key_id(raw: str) -> str:
     if not value or any(c.isspace() for c in value) or len(value) > 2048:
         raise ValueError(f"{raw!r} is not a KMS key id, key ARN or alias/NAME")
     return value
-
-

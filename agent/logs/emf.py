@@ -27,6 +27,11 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
         ("Interruptions", "Count", ""),
         ("NoticeSecondsLeft", "Seconds", "seconds_left"),
     ],
+    # one per interruption, at exit: what it cost (see agent.timeline.model)
+    "interruption.cost": [
+        ("WorkLostSeconds", "Seconds", "work_lost_seconds"),
+        ("NoticeToCommittedSeconds", "Seconds", "notice_to_committed_seconds"),
+    ],
 }
 
 

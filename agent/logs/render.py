@@ -32,7 +32,14 @@ _SHORT_NAMES = {"sequence": "seq"}
 #: what a person looks for first in a line, when the event has it; the rest keep their order
 _HEADLINE = ("sequence", "files", "bytes", "seconds", "elapsed", "seconds_left", "exit_code")
 #: the context line: who this is, then the rest
-_CONTEXT_FIRST = ("job_id", "attempt", "instance_id", "instance_type", "availability_zone")
+_CONTEXT_FIRST = (
+    "job_id",
+    "attempt",
+    "instance_id",
+    "instance_type",
+    "availability_zone",
+    "lifecycle",
+)
 _COLORS = {"dim": "2", "info": "36", "warning": "33", "error": "31", "critical": "31"}
 
 

@@ -51,8 +51,8 @@ def make_imds_source(
 
     Cheap: no request is sent here. The source's ``run`` does everything in its own
     thread: it tries the service with a short back-off until it answers, then logs
-    ``imds.polling``, hands ``{"instance_id", "instance_type", "availability_zone"}`` to
-    ``on_identity`` once, and polls for notices until stopped.
+    ``imds.polling``, hands ``{"instance_id", "instance_type", "availability_zone",
+    "lifecycle"}`` to ``on_identity`` once, and polls for notices until stopped.
     """
     log = structlog.get_logger()
     s = settings

@@ -31,6 +31,7 @@ IDENTITY_PATHS = {
     "instance_id": "instance-id",
     "instance_type": "instance-type",
     "availability_zone": "placement/availability-zone",
+    "lifecycle": "instance-life-cycle",  # spot or on-demand: the timeline shows it
 }
 
 #: Spot interruption actions. Only terminate and stop come with the two-minute warning:

@@ -25,6 +25,9 @@ from .jobenv import JobFiles, lock_checkpoint_dir, prepare_checkpoint_dir
 from .loop import RunLoop
 from .parts import Parts, real_parts
 
+#: at most this long (and a quarter of the time left) to write the attempt's last record
+RECORD_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -54,6 +57,8 @@ def run_job(settings: Settings, store: Store, parts: Parts | None = None) -> Run
         code, usage_error = exits.USAGE, str(exc)
     finally:
         abandoned = loop.abandoned_work
+        left = loop.seconds_left()
+        loop.record.close(RECORD_SECONDS if left is None else min(RECORD_SECONDS, left / 4))
         left = loop.seconds_left()
         logs.shutdown(
             endings.LOG_FLUSH_SECONDS

@@ -75,6 +75,7 @@ def on_notice(loop: RunLoop, notice: Notice, at: float) -> None:
             log.debug("notice.repeat", **fields)
             return
         loop.interruption = new
+        loop.record.interrupted(notice)
         return
     if not loop.board.accept(notice):
         log.debug("notice.repeat", **fields)

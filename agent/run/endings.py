@@ -11,7 +11,9 @@ from checkpoint.sync import SyncResult
 
 from .. import exits, logs
 from ..config import ConfigError
+from ..timeline.model import Attempt
 from .events import StartupFailed
+from .parts import Continuation
 from .report import rounded
 
 if TYPE_CHECKING:
@@ -84,12 +86,16 @@ def finish_interrupted(loop: RunLoop) -> int:
     if loop.superseded is not None:
         log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))
         return exits.SUPERSEDED
-    continue_batch_job(loop)
+    moved = continue_batch_job(loop)
     code = exits.INTERRUPTED if result is not None else exits.INTERRUPTED_UNSAVED
+    why = "interrupted" if result is not None else "interrupted; final checkpoint failed"
+    if moved:
+        code, why = exits.MOVED_TO_FALLBACK, f"{why}; the job goes on on {loop.s.fallback_queue}"
+    log_interruption_cost(loop)
     log.info(
         "agent.exit",
         exit_code=code,
-        why="interrupted" if result is not None else "interrupted; final checkpoint failed",
+        why=why,
         committed=result.sequence if result else None,
         restorable=loop.restorable(),
         **clock(),
@@ -145,6 +151,7 @@ def startup_cut(loop: RunLoop, failed: StartupFailed | None) -> int:
     failed. Work still under way in a worker (a restore) is abandoned; a restore commits
     nothing, so the stored checkpoints are as they were."""
     if loop.interruption is not None:
+        log_interruption_cost(loop)
         log.info(
             "agent.exit",
             exit_code=exits.INTERRUPTED,
@@ -214,11 +221,18 @@ def wait_for_sync(loop: RunLoop, reason: str) -> bool:
     return True
 
 
-def continue_batch_job(loop: RunLoop) -> None:
-    """Past Batch's last attempt, submit a continuation; never past the deadline."""
-    if not loop.s.continue_jobs:
-        return
-    worker = loop.spawn_worker(loop.parts.continue_job, "batch-continuation")
+def continue_batch_job(loop: RunLoop) -> bool:
+    """Submit a continuation when one is due (past Batch's last attempt, or to the fallback
+    queue once the interruption budget is spent); never past the deadline. True when the
+    job moved to the fallback queue: this attempt must exit with a code Batch does not
+    retry."""
+    if not loop.s.continue_jobs and not loop.s.fallback_queue:
+        return False
+    submitted: list[Continuation | None] = []
+    attempt = loop.attempt
+    worker = loop.spawn_worker(
+        lambda: submitted.append(loop.parts.continue_job(attempt)), "batch-continuation"
+    )
     worker.join(max(loop.left() - 0.5, 0.0))
     if worker.is_alive():
         log.error(
@@ -226,6 +240,37 @@ def continue_batch_job(loop: RunLoop) -> None:
             error="the Batch API did not answer before the deadline",
             action=f"resubmit the job with SPOT_AGENT_JOB_ID={loop.s.job_id} to resume",
         )
+        return False
+    done = submitted[0] if submitted else None
+    if done is None:
+        return False
+    loop.record.continued(done.job_id, done.queue, done.because)
+    return done.moved
+
+
+def record_end(loop: RunLoop, code: int) -> None:
+    """Write how the attempt ended into its timeline record."""
+    if loop.attempt:  # else no attempt was claimed: there is no record to end
+        loop.record.ended("interrupted" if loop.interruption is not None else "exited", code)
+
+
+def log_interruption_cost(loop: RunLoop) -> None:
+    """``interruption.cost``, once per interruption, just before ``agent.exit``: the work
+    lost and the time from the notice to the committed final checkpoint (EMF metrics when a
+    log group is set; the same figures as ``checkpoints timeline``)."""
+    if not loop.attempt:
+        return
+    loop.record.settle()
+    attempt = Attempt(loop.attempt, {}, loop.record.snapshot(), end="interrupted")
+    notice = attempt.notice or {}
+    log.info(
+        "interruption.cost",
+        source=notice.get("source"),
+        work_lost_seconds=attempt.work_lost(),
+        notice_to_committed_seconds=attempt.notice_to_committed(),
+        saved_at=(attempt.record.get("last_commit") or {}).get("saved_at"),
+        notice_at=notice.get("received"),
+    )
 
 
 def _pending_bytes(loop: RunLoop) -> int:

@@ -34,6 +34,7 @@ from ..config import ConfigError, Settings
 from ..notices import Notice, NoticeBoard, NoticeSource
 from ..signals import Sig
 from ..supervisor import SpawnError
+from ..timeline.record import AttemptRecord
 from . import arrivals, endings, signals
 from .events import (
     Event,
@@ -69,6 +70,7 @@ class RunLoop:
         self.board = NoticeBoard()
         self.attempt = 0
         self.ckpt: Checkpoints | None = None
+        self.record = AttemptRecord(0, None)  # this attempt's, once it is claimed
         self.job: Job | None = None
         self.interruption: Interruption | None = None
         self.stopped_by: Sig | None = None  # Ctrl-C etc. before the job started
@@ -89,7 +91,9 @@ class RunLoop:
         for ev in signals.early_signals():
             self.events.put(ev)
         try:
-            return self._main()
+            code = self._main()
+            endings.record_end(self, code)
+            return code
         finally:
             if self.job is not None and self.job.running:
                 self.job.kill_tree()  # only after a bug: the job must not outlive us unsupervised
@@ -105,6 +109,7 @@ class RunLoop:
             return endings.startup_cut(self, self._failed)
         self.attempt, self.ckpt = self._done["claim"]
         self.syncs.ckpt = self.ckpt
+        self.record = self.parts.record(self.attempt)
         logs.bind_static(attempt=self.attempt)
         s = self.s
         log.info(
@@ -126,6 +131,7 @@ class RunLoop:
             return endings.startup_cut(self, self._failed)
         restored: RestoreResult = self._done["restore"]
         log_restore(restored)
+        self.record.restored(restored, time.time())
         seq = restored.manifest.sequence if restored.manifest else None
         self.files.write_status(seq, 0.0, "restore")
         job = self.parts.make_job(job_environ(s, self.files, self.attempt, seq))
@@ -240,8 +246,12 @@ class RunLoop:
                 arrivals.on_signal(self, sig, at, forwarded)
             case NoticeReceived(notice, at):
                 arrivals.on_notice(self, notice, at)
-            case SyncDone() | SyncFailed():
+            case SyncDone(result, started):
                 self.syncs.ended(ev)
+                self.record.synced(result, started, self.ckpt.base if self.ckpt else None)
+            case SyncFailed():
+                self.syncs.ended(ev)
+                self.record.sync_failed()
             case PendingMeasured() if self._supervising:
                 self.syncs.measured(ev)
             case PendingMeasured():  # the run is ending: the final sync commits it all
@@ -255,6 +265,7 @@ class RunLoop:
                 self._failed = ev
             case IdentityKnown(fields):
                 logs.bind_static(**fields)
+                self.record.identity(fields)
 
     @property
     def _supervising(self) -> bool:

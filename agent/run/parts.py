@@ -14,11 +14,30 @@ from checkpoint.manifest import Manifest
 from checkpoint.store import Store
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
-from ..config import Settings
+from .. import logs
+from ..config import BECAUSE_BUDGET, BECAUSE_LAST_ATTEMPT, Settings
 from ..notices import NoticeSource
+from ..timeline.model import past_interruptions
+from ..timeline.record import AttemptRecord
 from .job import JobProcess
 from .savepoints import SavePointCheckpoints
 from .sources import notice_sources
+
+log = logs.get_logger()
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """A Batch job this attempt submitted to carry the job on."""
+
+    job_id: str
+    queue: str
+    because: str  # BECAUSE_LAST_ATTEMPT or BECAUSE_BUDGET (config)
+
+    @property
+    def moved(self) -> bool:
+        """The job goes on elsewhere: this attempt must not be retried."""
+        return self.because == BECAUSE_BUDGET
 
 
 class Job(Protocol):
@@ -64,10 +83,23 @@ class Parts:
     sources: Callable[[Callable[[dict[str, Any]], None]], tuple[NoticeSource, ...]]
     #: the job's process, not yet started, with this environment
     make_job: Callable[[Mapping[str, str]], Job]
-    #: submit a Batch continuation (slow: runs in a worker, bounded by the deadline)
-    continue_job: Callable[[], None]
+    #: after an interruption of this attempt: submit a Batch continuation if one is due,
+    #: to the fallback queue or past the last attempt (slow: runs in a worker, bounded by
+    #: the deadline); what was submitted, if anything
+    continue_job: Callable[[int], Continuation | None]
     #: route signals to the loop (False in in-process tests: they post events themselves)
     own_signals: bool = True
+    #: this attempt's timeline record (cheap: its writes run in a thread of their own)
+    record: Callable[[int], AttemptRecord] = lambda attempt: AttemptRecord(attempt, None)
+
+
+def _interruptions(job: JobStore, attempt: int) -> int | None:
+    """This job's interruptions so far, this one included, from its timeline records."""
+    try:
+        return past_interruptions(job, attempt) + 1
+    except Exception as exc:  # unknown: no fallback this time, Batch retries as usual
+        log.error("batch.fallback_skipped", why="could not count the interruptions", error=str(exc))
+        return None
 
 
 def real_parts(s: Settings, store: Store) -> Parts:
@@ -81,15 +113,40 @@ def real_parts(s: Settings, store: Store) -> Parts:
         )
         return attempt, SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash)
 
-    def continue_job() -> None:
+    def continue_job(attempt: int) -> Continuation | None:
         from .. import batch  # boto3's Batch client: only when a continuation is due
 
-        batch.continue_after_interruption(s)
+        if s.fallback_queue and s.fallback_after:
+            interruptions = _interruptions(JobStore(store, s.job_id), attempt)
+            if interruptions is not None and interruptions >= s.fallback_after:
+                moved = batch.move_to_fallback(s, interruptions)
+                if moved is not None:
+                    return Continuation(moved, s.fallback_queue, BECAUSE_BUDGET)
+        new_job_id = batch.continue_after_interruption(s)
+        if new_job_id is None:
+            return None
+        return Continuation(new_job_id, s.batch_job_queue or "", BECAUSE_LAST_ATTEMPT)
+
+    def record(attempt: int) -> AttemptRecord:
+        batch = {
+            "job_id": s.batch_job_id,
+            "attempt": s.batch_attempt,
+            "queue": s.batch_job_queue,
+            "compute_environment": s.batch_compute_environment,
+        }
+        return AttemptRecord.in_store(
+            JobStore(store, s.job_id),
+            attempt,
+            host=socket.gethostname(),
+            batch={k: v for k, v in batch.items() if v is not None} or None,
+            continued_because=s.continued_because,
+            continues_from=s.continues_from,
+        )
 
     return Parts(
         claim=claim,
         sources=lambda on_identity: notice_sources(s, on_identity),
         make_job=lambda env: JobProcess(s, env),
         continue_job=continue_job,
+        record=record,
     )
-

@@ -6,6 +6,7 @@ once. Only the API calls matter: register, describe, submit.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
 import signal
@@ -18,9 +19,9 @@ from typing import Any
 import boto3
 import pytest
 
-from agent import batch
+from agent import batch, exits
 from agent.batch import JobDefinitionSpec, build_job_definition
-from tests.agentproc import agent_env, cli, start_agent
+from tests.agentproc import AgentRun, agent_env, cli, run_agent, start_agent
 from tests.conftest import isolate_aws_environment
 from tests.servers import free_port
 
@@ -233,3 +234,138 @@ def test_failure_to_submit_keeps_exit_75_and_the_checkpoint(
     failed = r.event("batch.continuation_failed")
     assert failed["error_type"] == "EndpointConnectionError"
     assert r.event("agent.exit")["committed"] == 1
+
+
+# -- the interruption budget: after the Nth interruption, on to the fallback queue -------
+
+
+def on_demand_queue(client: Any, spot_queue: str) -> str:
+    """A second queue (the on-demand one) on the spot queue's compute environment."""
+    found = client.describe_job_queues(jobQueues=[spot_queue])["jobQueues"][0]
+    ce = found["computeEnvironmentOrder"][0]["computeEnvironment"]
+    name = found["jobQueueName"].replace("spot-q", "ondemand-q")
+    client.create_job_queue(
+        jobQueueName=name,
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}],
+    )
+    return str(name)
+
+
+def batch_decision(strategy: dict[str, Any], exit_code: int, status_reason: str) -> str:
+    """What Batch does with an attempt that ended so: the first matching evaluateOnExit
+    entry's action (patterns may end in *), else RETRY while attempts are left."""
+    for rule in strategy["evaluateOnExit"]:
+        tests = [
+            ("onExitCode", str(exit_code)),
+            ("onStatusReason", status_reason),
+            ("onReason", "Essential container in task exited"),
+        ]
+        if all(fnmatch.fnmatchcase(v, rule[k]) for k, v in tests if k in rule):
+            return str(rule["action"])
+    return "RETRY"
+
+
+def interrupt(tmp: Path, env: dict[str, str]) -> AgentRun:
+    r = start_agent(tmp, [], [sys.executable, "-c", JOB], env=env)
+    r.wait_for(lambda: r.has_line("job running"), what="the job to start")
+    r.signal(signal.SIGTERM)
+    r.wait(60)
+    return r
+
+
+def test_second_interruption_moves_the_job_to_the_fallback_queue(
+    tmp_path: Path, client: Any, queue: str, batch_env: dict[str, str]
+) -> None:
+    fallback = on_demand_queue(client, queue)
+    spec = JobDefinitionSpec(
+        "train-fb", "img:1", checkpoint_uri="s3://bucket/p", fallback_queue=fallback,
+        fallback_after=2,
+    )  # fmt: skip
+    definition = build_job_definition(spec)
+    jobdef = client.register_job_definition(**definition)["jobDefinitionArn"]
+    original = submit(client, queue, jobdef)
+    from_definition = {
+        e["name"]: e["value"]
+        for e in definition["containerProperties"]["environment"]
+        if e["name"].startswith("SPOT_AGENT_FALLBACK_")
+    }
+    assert from_definition == {
+        "SPOT_AGENT_FALLBACK_QUEUE": fallback,
+        "SPOT_AGENT_FALLBACK_AFTER": "2",
+    }
+
+    def attempt_env(n: int) -> dict[str, str]:
+        return {**agent_batch_env(tmp_path, batch_env, original, n), **from_definition}
+
+    first = interrupt(tmp_path, attempt_env(1))
+    assert first.proc.returncode == exits.INTERRUPTED, first.stdout + first.stderr
+    assert "batch.continuation_submitted" not in [e["event"] for e in first.events()]
+    assert first.event("batch.retry_expected")["batch_attempt"] == 1
+
+    second = interrupt(tmp_path, attempt_env(2))
+    assert second.proc.returncode == exits.MOVED_TO_FALLBACK, second.stdout + second.stderr
+    submitted = second.event("batch.continuation_submitted")
+    assert submitted["because"] == "interruption-budget" and submitted["interruptions"] == 2
+    names = [e["event"] for e in second.events()]
+    assert names.index("shutdown.final_checkpoint") < names.index("batch.continuation_submitted")
+    new = batch.describe_self(client, submitted["continuation_job_id"])
+    assert new["jobQueue"].split("/")[-1] == fallback
+    assert new["jobDefinition"] == jobdef
+    env = env_of(new)
+    assert env["SPOT_AGENT_JOB_ID"] == original  # the same checkpoints
+    assert env["SPOT_AGENT_CONTINUED_BECAUSE"] == "interruption-budget"
+    assert env["SPOT_AGENT_CONTINUES_FROM"] == original
+
+    strategy = definition["retryStrategy"]
+    assert batch_decision(strategy, exits.MOVED_TO_FALLBACK, "") == "EXIT"
+    assert batch_decision(strategy, exits.INTERRUPTED, "") == "RETRY"  # the check can fail
+    assert batch_decision(strategy, 1, "") == "EXIT"
+
+    # The continuation runs on the on-demand queue, resumes the checkpoint and finishes.
+    cont_env = {
+        **agent_batch_env(tmp_path, batch_env, submitted["continuation_job_id"], 1),
+        # what the continuation's environment carries, but the store: this test's is local
+        **{k: v for k, v in env.items() if k.startswith("SPOT_AGENT_") and "URI" not in k},
+        "AWS_BATCH_JQ_NAME": fallback,
+    }
+    read = "import checkpoint; print('resumed at', checkpoint.load_json('state.json')['step'])"
+    third = run_agent(tmp_path, [], [sys.executable, "-c", read], env=cont_env)
+    assert third.proc.returncode == 0, third.stdout + third.stderr
+    assert third.has_line("resumed at 41")
+
+    out = cli(tmp_path, "checkpoints", "timeline", f"--job-id={original}", "--json", env=cont_env)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    a1, a2, a3 = doc["attempts"]
+    assert [a["end"] for a in (a1, a2, a3)] == ["interrupted", "interrupted", "exited"]
+    assert a2["exit_code"] == exits.MOVED_TO_FALLBACK
+    assert a2["continuation"] == {
+        "job_id": submitted["continuation_job_id"],
+        "queue": fallback,
+        "because": "interruption-budget",
+    }
+    assert a3["continued_because"] == "interruption-budget"
+    assert a3["continues_from"] == original
+    assert a3["batch_job_queue"] == fallback
+    assert doc["totals"]["interruptions"] == 2
+    table = cli(tmp_path, "checkpoints", "timeline", f"--job-id={original}", env=cont_env)
+    assert f"on {fallback} (interruption-budget)" in table.stdout
+
+
+def test_a_fallback_that_cannot_be_submitted_leaves_the_retry_to_batch(
+    tmp_path: Path, batch_env: dict[str, str]
+) -> None:
+    unreachable = {**batch_env, "AWS_ENDPOINT_URL_BATCH": f"http://127.0.0.1:{free_port()}"}
+    env = {
+        **agent_batch_env(tmp_path, unreachable, "abc-1", 1),
+        "SPOT_AGENT_FALLBACK_QUEUE": "ondemand-q",
+        "SPOT_AGENT_FALLBACK_AFTER": "1",
+    }
+    r = run_interrupted(tmp_path, env)  # exit 75: Batch retries it on spot as before
+    assert r.event("batch.continuation_failed")["error_type"] == "EndpointConnectionError"
+    assert r.event("agent.exit")["committed"] == 1
+    out = cli(tmp_path, "checkpoints", "timeline", "--job-id=abc-1", "--json", env=env)
+    (attempt,) = json.loads(out.stdout)["attempts"]
+    assert attempt["exit_code"] == exits.INTERRUPTED and attempt["continuation"] is None

@@ -292,6 +292,7 @@ def test_continuation_keeps_definition_queue_parameters_and_overrides() -> None:
         "SPOT_AGENT_CHECKPOINT_URI": "s3://bucket/p",
         "SPOT_AGENT_JOB_ID": "abc:3",  # the checkpoint identity, not the stale value
         "SPOT_AGENT_CONTINUES_FROM": "abc:3",
+        "SPOT_AGENT_CONTINUED_BECAUSE": "last-attempt",
         "SPOT_AGENT_ARRAY_INDEX": "3",
     }
     assert "arrayProperties" not in req and "dependsOn" not in req
@@ -309,15 +310,18 @@ def test_a_continuation_of_a_continuation_keeps_the_original_identity() -> None:
                 {"name": "SPOT_AGENT_JOB_ID", "value": "abc:3"},
                 {"name": "SPOT_AGENT_ARRAY_INDEX", "value": "3"},
                 {"name": "SPOT_AGENT_CONTINUES_FROM", "value": "abc:3"},
+                {"name": "SPOT_AGENT_CONTINUED_BECAUSE", "value": "last-attempt"},
             ],
         },
     )
-    req = build_continuation_request(second, "abc:3", "new1")
+    req = build_continuation_request(second, "abc:3", "new1", "interruption-budget", "od-q")
+    assert req["jobQueue"] == "od-q"
     assert_valid("SubmitJob", req)
     env = {e["name"]: e["value"] for e in req["containerOverrides"]["environment"]}
     assert env == {
         "SPOT_AGENT_JOB_ID": "abc:3",
         "SPOT_AGENT_CONTINUES_FROM": "new1",
+        "SPOT_AGENT_CONTINUED_BECAUSE": "interruption-budget",
         "SPOT_AGENT_ARRAY_INDEX": "3",
     }
     assert req["containerOverrides"]["resourceRequirements"] == [
@@ -451,3 +455,28 @@ def test_a_continued_array_child_gets_its_index_back(tmp_path: Path) -> None:
         tmp_path, {"AWS_BATCH_JOB_ARRAY_INDEX": "5", "SPOT_AGENT_ARRAY_INDEX": "3"}
     ).child_environ
     assert real["AWS_BATCH_JOB_ARRAY_INDEX"] == "5"
+
+
+def test_fallback_settings_go_together_and_count_from_one(tmp_path: Path) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path)}
+
+    def load(*argv: str, environ: dict[str, str] | None = None) -> Any:
+        args = build_parser().parse_args(["run", *argv])
+        return load_settings(args, ["job"], {**env, **(environ or {})})
+
+    s = load("--fallback-queue", "train-on-demand", "--fallback-after", "3")
+    assert (s.fallback_queue, s.fallback_after) == ("train-on-demand", 3)
+    arn = "arn:aws:batch:us-east-1:123456789012:job-queue/od"
+    from_env = load(environ={"SPOT_AGENT_FALLBACK_QUEUE": arn, "SPOT_AGENT_FALLBACK_AFTER": "1"})
+    assert (from_env.fallback_queue, from_env.fallback_after) == (arn, 1)
+    with pytest.raises(ConfigError, match=r"--fallback-after .*give both or neither"):
+        load("--fallback-queue", "q")
+    with pytest.raises(ConfigError, match=r"--fallback-queue .*give both or neither"):
+        load("--fallback-after", "2")
+    with pytest.raises(ConfigError, match="at least 1"):
+        load("--fallback-queue", "q", "--fallback-after", "0")
+    with pytest.raises(ConfigError, match="not a job queue"):
+        load("--fallback-queue", "two words", "--fallback-after", "2")
+    spec = JobDefinitionSpec("t", "i", checkpoint_uri="s3://bucket/p", fallback_queue="q")
+    with pytest.raises(ConfigError, match="--fallback-after"):
+        build_job_definition(spec)

@@ -26,6 +26,7 @@ from agent.notices.parsers import (
     scheduled_is_interruption,
 )
 from agent.notices.protocol import (
+    IDENTITY_PATHS,
     INSTANCE_ACTION,
     REBALANCE_PATH,
     SCHEDULED_PATH,
@@ -566,8 +567,10 @@ def test_backoff_is_capped_at_a_few_seconds_then_returns_to_the_interval(
 def test_errors_are_logged_once_per_kind_per_period() -> None:
     clock = Clock()
     kinds = itertools.cycle(["connect_timeout", "http_5xx"])
+    # the identity answers; only the notice polls fail, alternating kinds
+    identity = set(IDENTITY_PATHS.values())
     client = ScriptedClient(
-        lambda p: "i-1" if p == "instance-id" else ImdsUnavailable("down", next(kinds))
+        lambda p: "i-1" if p in identity else ImdsUnavailable("down", next(kinds))
     )
     source = ImdsSource(client, log_every=300.0, clock=clock)
 

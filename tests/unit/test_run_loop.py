@@ -151,7 +151,7 @@ class Harness:
             self.jobs_made.append(env)
             return self.job
 
-        return Parts(claim, sources, make_job, lambda: None, own_signals=False)
+        return Parts(claim, sources, make_job, lambda attempt: None, own_signals=False)
 
     def post_when(self, ready: Callable[[], bool], event: Callable[[], Any]) -> None:
         def run() -> None:
