@@ -23,6 +23,7 @@ class Listed(dict[str, Any]):
         super().__init__(items)
         self.listing = listing
 
+
 INSTANCE_ID = "i-0123456789abcdef0"
 INSTANCE_TYPE = "m5.large"
 AMI_ID = "ami-0123456789abcdef0"
@@ -41,8 +42,7 @@ TAGS = {"Name": "imds-mock-instance", "spot-agent": "imds-mock"}
 KEY_NAME = "imds-mock-fake-key"
 #: a well-formed ed25519 public key no one has the private half of (32 zero bytes)
 PUBLIC_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA "
-    f"{KEY_NAME}"
+    f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA {KEY_NAME}"
 )
 DEFAULT_USER_DATA = "#!/bin/sh\n# imds-mock: fake user data\n"
 #: Credentials boto3 accepts and AWS refuses: marked fake in every field.

@@ -29,9 +29,7 @@ def commits(tmp: Path, job_id: str, count: int) -> None:
 
 def test_a_stray_word_before_the_separator_is_refused_in_one_line(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    r = run_agent(
-        tmp_path, ["--sync-interval", "5", "minutes"], ["touch", str(marker)], timeout=60
-    )
+    r = run_agent(tmp_path, ["--sync-interval", "5", "minutes"], ["touch", str(marker)], timeout=60)
     assert r.proc.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -138,9 +136,7 @@ def test_run_help_lists_every_variable_the_job_sees(tmp_path: Path) -> None:
     help_text = cli(tmp_path, "run", "--help").stdout
     section = help_text.split("what the job sees in its environment:")[1].split("\n\n")[0]
     named = set(re.findall(r"\b(CHECKPOINT_DIR|SPOT_AGENT_[A-Z_]+)\b", section))
-    assert set(seen) - {"SPOT_AGENT_CHECKPOINT_URI", "SPOT_AGENT_IMDS"} <= named, (
-        set(seen) - named
-    )
+    assert set(seen) - {"SPOT_AGENT_CHECKPOINT_URI", "SPOT_AGENT_IMDS"} <= named, set(seen) - named
 
 
 def test_imds_mock_help_documents_action_and_host_default(tmp_path: Path) -> None:
@@ -207,9 +203,11 @@ def test_a_final_sync_with_nothing_new_names_the_checkpoint_it_stands_on(
 
 
 def test_a_final_sync_that_commits_says_something_new(tmp_path: Path) -> None:
-    job = COUNTER + 'import os, signal, time\nos.kill(int(os.environ["SPOT_AGENT_PID"]), ' + (
-        "signal.SIGTERM)\ntime.sleep(30)\n"
-    )
+    job = COUNTER + textwrap.dedent("""
+        import os, signal, time
+        os.kill(int(os.environ["SPOT_AGENT_PID"]), signal.SIGTERM)
+        time.sleep(30)
+    """)
     r = run_agent(tmp_path, ["--job-id", "fresh"], [sys.executable, "-c", job])
     assert r.proc.returncode == 75, r.stdout + r.stderr
     ended = r.event("agent.exit")
