@@ -47,8 +47,11 @@ signals to the agent:
   SIGUSR1                 checkpoint now (the --sync-signal; with another one, SIGUSR1 is
                           forwarded like the rest)
   every other signal      forwarded to the job's process group (before the job has
-                          started: SIGINT, SIGHUP and SIGQUIT stop the agent with 128+N,
-                          the others are held and sent once it runs)
+                          started: SIGINT, SIGHUP and SIGQUIT stop the agent with 128+N
+                          unless its parent ignored them (nohup); the others are held and
+                          sent once it runs)
+  the job starts with the signals the agent's parent ignored (nohup's SIGHUP) or blocked
+  still ignored or blocked, as under tini; the stop signal is never blocked
   the agent leaves its start directory for / once the job runs (the job keeps it)
 
 exit status:
