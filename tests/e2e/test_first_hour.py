@@ -229,3 +229,45 @@ def test_a_pruned_checkpoint_is_named_as_pruned(tmp_path: Path) -> None:
     never = cli(tmp_path, "checkpoints", "restore", "9", "--to", str(to), "--job-id", "pruned")
     assert never.returncode == 1
     assert never.stderr.strip() == "spot-agent: job pruned has no checkpoint 9 (it has 3)"
+
+
+def _readme_layout() -> list[tuple[str, re.Pattern[str]]]:
+    """The README's store layout, each line as (line, a pattern for the keys it names)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("Layout under the store's root")[1].split("```")[1]
+    layout = []
+    for line in block.strip().splitlines():
+        where = line.split()[0]
+        assert where.startswith("<prefix>/<job-id>/"), line
+        digits = dict(re.findall(r"(<seq>|<n>): (\d+) digits", line))
+        pattern = re.escape(where.removeprefix("<prefix>/<job-id>/"))
+        for name, rx in (
+            ("<h[:2]>", "[0-9a-f]{2}"),
+            ("<p[:2]>", "[0-9a-f]{2}"),
+            ("<h>", "[0-9a-f]{64}"),
+            ("<p>", "[0-9a-f]{64}"),
+            ("<seq>", r"\d{" + digits.get("<seq>", "1,") + "}"),
+            ("<n>", r"\d{" + digits.get("<n>", "1,") + "}"),
+        ):
+            pattern = pattern.replace(re.escape(name), rx)
+        layout.append((line, re.compile(pattern + r"\Z")))
+    return layout
+
+
+def test_the_readme_store_layout_is_the_stores(tmp_path: Path) -> None:
+    """Every key a run writes is one the README names, and every line names some."""
+    job = textwrap.dedent("""
+        import checkpoint, os
+        checkpoint.save_bytes("small.bin", os.urandom(10_000))      # packed
+        checkpoint.save_bytes("large.bin", os.urandom(3_000_000))   # its own blob(s)
+    """)
+    for _ in range(2):  # two attempts, two checkpoints
+        r = run_agent(tmp_path, ["--job-id", "layout"], [sys.executable, "-c", job])
+        assert r.proc.returncode == 0, r.stderr
+    root = tmp_path / "store" / "layout"
+    keys = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    layout = _readme_layout()
+    for key in keys:
+        assert any(rx.match(key) for _line, rx in layout), f"{key} is not in the README"
+    for line, rx in layout:
+        assert any(rx.match(key) for key in keys), f"no key like: {line}"
