@@ -185,7 +185,9 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     logs.set_known_secrets(secret_values(os.environ))
     store = open_configured_store(settings)
     if settings.log_group:
-        logs.attach(cloudwatch.open_logs(settings.log_group, settings.log_stream))
+        logs.attach(
+            cloudwatch.open_logs(settings.log_group, settings.log_stream, settings.s3.aws_region)
+        )
     if settings.job_id_source.startswith("derived"):
         print(
             f"spot-agent: warning: job id {settings.job_id} is {settings.job_id_source}: "
