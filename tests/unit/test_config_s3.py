@@ -39,6 +39,7 @@ def test_options_win_over_the_environment() -> None:
 
 def test_store_options_are_what_open_store_takes() -> None:
     assert S3Settings().store_options() == {
+        "region": None,  # AWS_REGION when set: botocore does not read it
         "sse": None,
         "kms_key_id": None,
         "addressing_style": None,
