@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -81,7 +82,7 @@ def test_a_closed_pipe_ends_the_command_quietly_with_141(
 def test_head_takes_the_first_line_and_the_pipeline_is_quiet(tmp_path: Path) -> None:
     """The user's own pipeline, through a shell: ``list | head -1``."""
     commits(tmp_path, "headed", 3)
-    agent = " ".join(AGENT)
+    agent = shlex.join(AGENT)
     r = subprocess.run(
         ["sh", "-c", f"{agent} checkpoints list --job-id headed | head -1"],
         capture_output=True,
@@ -113,7 +114,6 @@ def test_an_unreachable_store_is_said_on_stderr(tmp_path: Path) -> None:
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_DEFAULT_REGION": "us-east-1",
-            "SPOT_AGENT_S3_MAX_ATTEMPTS": "1",
         },
     )
     r = run_agent(tmp_path, ["--job-id", "down"], ["true"], env=env)
