@@ -134,6 +134,11 @@ class Child:
             raise SpawnError(f"{self.argv[0]}: permission denied", EXIT_NOT_EXECUTABLE) from None
         except OSError as exc:
             raise SpawnError(f"{self.argv[0]}: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
+        except subprocess.SubprocessError:  # only fchdir can fail in prepare_child
+            raise SpawnError(
+                f"{self.argv[0]}: cannot enter the working directory it was started in",
+                EXIT_NOT_EXECUTABLE,
+            ) from None
         self.pid = self._popen.pid
         self.started = time.monotonic()
         return self.pid
