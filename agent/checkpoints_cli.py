@@ -47,6 +47,7 @@ exit status:
   1   no such job (the nearest job ids are named) or checkpoint, or a damaged checkpoint
   2   a usage or configuration error
   69  the checkpoint store cannot be reached or read
+  141 stdout's reader left early (| head): the output ends quietly, as other commands'
 """
 
 

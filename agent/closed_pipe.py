@@ -9,14 +9,10 @@ so that a script with ``set -o pipefail`` sees the same status from us as from t
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable
 
-from . import exits
-
-#: the status of a command whose reader went away
-CLOSED_PIPE = exits.killed_by(signal.SIGPIPE)
+from .exits import CLOSED_PIPE
 
 
 def quietly(command: Callable[[], int]) -> int:
