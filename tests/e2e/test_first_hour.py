@@ -61,6 +61,14 @@ def _into_closed_pipe(tmp: Path, *args: str) -> subprocess.CompletedProcess[byte
         os.close(write_end)
 
 
+@pytest.fixture(scope="module")
+def piped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with three checkpoints of job ``piped``, shared by the pipe tests (read only)."""
+    tmp = tmp_path_factory.mktemp("piped")
+    commits(tmp, "piped", 3)
+    return tmp
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -71,24 +79,22 @@ def _into_closed_pipe(tmp: Path, *args: str) -> subprocess.CompletedProcess[byte
     ],
 )
 def test_a_closed_pipe_ends_the_command_quietly_with_141(
-    tmp_path: Path, args: tuple[str, ...]
+    piped: Path, args: tuple[str, ...]
 ) -> None:
-    commits(tmp_path, "piped", 2)
-    r = _into_closed_pipe(tmp_path, *args)
+    r = _into_closed_pipe(piped, *args)
     assert r.stderr == b"", r.stderr.decode()  # no BrokenPipeError, no "Exception ignored"
     assert r.returncode == 128 + 13  # as `ls | head` reports a reader that left: SIGPIPE
 
 
-def test_head_takes_the_first_line_and_the_pipeline_is_quiet(tmp_path: Path) -> None:
+def test_head_takes_the_first_line_and_the_pipeline_is_quiet(piped: Path) -> None:
     """The user's own pipeline, through a shell: ``list | head -1``."""
-    commits(tmp_path, "headed", 3)
     agent = shlex.join(AGENT)
     r = subprocess.run(
-        ["sh", "-c", f"{agent} checkpoints list --job-id headed | head -1"],
+        ["sh", "-c", f"{agent} checkpoints list --job-id piped | head -1"],
         capture_output=True,
         text=True,
-        env=agent_env(tmp_path),
-        cwd=tmp_path,
+        env=agent_env(piped),
+        cwd=piped,
         timeout=60,
     )
     assert r.returncode == 0 and r.stderr == "", r.stderr
