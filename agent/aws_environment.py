@@ -74,6 +74,22 @@ def _check_profile(profile: str, variable: str) -> None:
         )
 
 
+def sdk_region(environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """The region the agent's AWS clients use, and where it came from, in the SDKs' order:
+    ``AWS_REGION``, then ``AWS_DEFAULT_REGION``, then the profile's ``region`` (AWS CLI v2
+    and the Java, Go and JavaScript SDKs read them so; the Batch and ECS agents set both
+    variables in the container).
+
+    botocore reads only the last two, so the clients get the first as ``region_name``;
+    None lets botocore go on to the others (it reads them itself), named by the source.
+    """
+    if environ.get("AWS_REGION"):
+        return environ["AWS_REGION"], "AWS_REGION"
+    if environ.get("AWS_DEFAULT_REGION"):
+        return None, "AWS_DEFAULT_REGION"
+    return None, "the profile's config"
+
+
 def uses_aws(uri: str, log_group: str | None = None, continue_jobs: bool = False) -> bool:
     """Whether a run with these settings makes AWS SDK calls at all."""
     return uri.lower().startswith("s3:") or bool(log_group) or continue_jobs

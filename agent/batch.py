@@ -37,7 +37,7 @@ from checkpoint.s3store import check_bucket_name
 from checkpoint.store import parse_file_uri
 
 from . import exits, logs
-from .aws_environment import check_aws_environment
+from .aws_environment import check_aws_environment, sdk_region
 from .config import (
     ARRAY_INDEX_CARRIED,
     BECAUSE_BUDGET,
@@ -346,8 +346,9 @@ def submit_continuation(client: Any, request: dict[str, Any]) -> str:
     return str(client.submit_job(**request)["jobId"])
 
 
-def batch_client() -> Any:
-    """A Batch client from the SDK's environment, with short timeouts: it runs at shutdown."""
+def batch_client(region: str | None = None) -> Any:
+    """A Batch client from the SDK's environment (``region``: AWS_REGION, which botocore
+    does not read), with short timeouts: it runs at shutdown."""
     import boto3
     from botocore.config import Config
 
@@ -356,7 +357,7 @@ def batch_client() -> Any:
         read_timeout=10,
         retries={"mode": "standard", "total_max_attempts": 3},
     )
-    return boto3.session.Session().client("batch", config=config)
+    return boto3.session.Session(region_name=region).client("batch", config=config)
 
 
 def _in_batch(s: Settings, skipped: str) -> bool:
@@ -422,7 +423,7 @@ def continue_after_interruption(s: Settings, client: Any | None = None) -> str |
         return None
     assert s.batch_job_id is not None and s.batch_attempt is not None
     try:
-        client = client if client is not None else batch_client()
+        client = client if client is not None else batch_client(s.s3.aws_region)
         job = describe_self(client, s.batch_job_id)
         if job.get("isTerminated") or job.get("isCancelled"):
             log.info(
@@ -556,7 +557,7 @@ def main(args: argparse.Namespace) -> int:
 
     check_aws_environment(os.environ)  # one line, not a traceback, for the SDK's settings
     try:
-        answer = batch_client().register_job_definition(**request)
+        answer = batch_client(sdk_region(os.environ)[0]).register_job_definition(**request)
     except (BotoCoreError, ClientError) as exc:
         print(f"spot-agent: RegisterJobDefinition failed: {exc}", file=sys.stderr)
         return 1

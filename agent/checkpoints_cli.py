@@ -48,6 +48,7 @@ exit status:
   1   no such job (the nearest job ids are named) or checkpoint, or a damaged checkpoint
   2   a usage or configuration error
   69  the checkpoint store cannot be reached or read
+  141 stdout's reader left early (| head): the output ends quietly, as other commands'
 """
 
 
@@ -221,10 +222,7 @@ def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
         return EXIT_NOT_FOUND
     seq = seqs[-1] if sequence is None else sequence
     if seq not in seqs:
-        print(
-            f"spot-agent: job {job.job_id} has no checkpoint {seq} (it has {seqs[0]}..{seqs[-1]})",
-            file=sys.stderr,
-        )
+        print(_no_checkpoint(job, seq, seqs), file=sys.stderr)
         return EXIT_NOT_FOUND
     raw = job.store.get_object(job.manifest_key(seq))
     m = job.load_manifest(seq)
@@ -259,6 +257,16 @@ def _timeline(job: JobStore, as_json: bool, svg_file: str | None) -> int:
     else:
         print(render.table(doc))
     return 0
+
+
+def _no_checkpoint(job: JobStore, seq: int, seqs: list[int]) -> str:
+    """The one line for a sequence the job does not have: pruned, or never committed."""
+    if not seqs:
+        return f"spot-agent: no checkpoints for job {job.job_id} in {job.store.uri}"
+    held = f"{seqs[0]}..{seqs[-1]}" if len(seqs) > 1 else str(seqs[0])
+    if 0 < seq < seqs[-1]:  # sequences are committed in order: a gap was there once
+        return f"spot-agent: checkpoint {seq} of job {job.job_id} was pruned (it has {held})"
+    return f"spot-agent: job {job.job_id} has no checkpoint {seq} (it has {held})"
 
 
 def _gc(job: JobStore, args: argparse.Namespace) -> int:
@@ -352,6 +360,11 @@ def _restore(
 ) -> int:
     from checkpoint.sync import Checkpointer
 
+    if sequence is not None:
+        seqs = job.sequences()
+        if sequence not in seqs:
+            print(_no_checkpoint(job, sequence, seqs), file=sys.stderr)
+            return EXIT_NOT_FOUND
     shown = ProgressLine(sys.stderr)
     ckpt = Checkpointer(job, to, progress=shown, max_bytes_in_flight=max_bytes_in_flight)
     try:

@@ -17,7 +17,17 @@ from typing import Any
 
 from checkpoint.restore import raise_open_file_limit
 
-from . import __version__, batch, checkpoints_cli, doctor, exits, imds_mock, job_api, logs
+from . import (
+    __version__,
+    batch,
+    checkpoints_cli,
+    closed_pipe,
+    doctor,
+    exits,
+    imds_mock,
+    job_api,
+    logs,
+)
 from .config import (
     RUN_OPTIONS,
     ConfigError,
@@ -37,6 +47,9 @@ what the job sees in its environment:
   SPOT_AGENT_SYNC_SIGNAL  that signal's name (--sync-signal, SIGUSR1 by default)
   SPOT_AGENT_NOTICE_FILE  appears (JSON: source, action, deadline) when an interruption is coming
   SPOT_AGENT_STATUS_FILE  JSON of the last completed sync (sequence, started, finished)
+  SPOT_AGENT_LOCK_FILE    hold an exclusive flock on it while saving (checkpoint.saving()
+                          does): no checkpoint sees half a save
+  SPOT_AGENT_STOP_SIGNAL  the signal the job gets on an interruption (--stop-signal)
   SPOT_AGENT_JOB_ID, SPOT_AGENT_ATTEMPT
 
 signals to the agent:
@@ -45,8 +58,11 @@ signals to the agent:
   SIGUSR1                 checkpoint now (the --sync-signal; with another one, SIGUSR1 is
                           forwarded like the rest)
   every other signal      forwarded to the job's process group (before the job has
-                          started: SIGINT, SIGHUP and SIGQUIT stop the agent with 128+N,
-                          the others are held and sent once it runs)
+                          started: SIGINT, SIGHUP and SIGQUIT stop the agent with 128+N
+                          unless its parent ignored them (nohup); the others are held and
+                          sent once it runs)
+  the job starts with the signals the agent's parent ignored (nohup's SIGHUP) or blocked
+  still ignored or blocked, as under tini; the stop signal is never blocked
   the agent leaves its start directory for / once the job runs (the job keeps it)
 
 exit status:
@@ -172,9 +188,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exits.USAGE
     try:
         if args.verb == "run":
+            if command is not None and args.command:
+                # argparse hands words no option takes to the (unused) command: refuse them,
+                # or `--sync-interval 5 minutes --` would run with 5-second syncs.
+                raise ConfigError(
+                    "run",
+                    f"unexpected argument before --: {' '.join(args.command)} (each option "
+                    "takes one value, as in --sync-interval 5m)",
+                )
             cmd = command if command is not None else list(args.command)
             return _run(args, cmd)
-        return int(args.handler(args))
+        return closed_pipe.quietly(lambda: int(args.handler(args)))
     except ConfigError as exc:  # redacted: a URI given with its password is echoed in it
         print(f"spot-agent: error: {logs.redact_text(str(exc))}", file=sys.stderr)
         return exits.USAGE
@@ -187,17 +211,22 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     logs.set_known_secrets(secret_values(os.environ))
     store = open_configured_store(settings)
     if settings.log_group:
-        logs.attach(cloudwatch.open_logs(settings.log_group, settings.log_stream))
+        logs.attach(
+            cloudwatch.open_logs(settings.log_group, settings.log_stream, settings.s3.aws_region)
+        )
     if settings.job_id_source.startswith("derived"):
         print(
-            f"spot-agent: job id {settings.job_id} ({settings.job_id_source}; "
-            "set --job-id to choose one)",
+            f"spot-agent: warning: job id {settings.job_id} is {settings.job_id_source}: "
+            "change any argument and the job starts over from no checkpoint; set --job-id "
+            "(or SPOT_AGENT_JOB_ID) to keep one id",
             file=sys.stderr,
         )
     outcome = run_job(settings, store)
     code = outcome.exit_code
     if outcome.usage_error is not None:
         print(f"spot-agent: error: {outcome.usage_error}", file=sys.stderr)
+    elif outcome.error is not None:  # the JSON event on stdout says it too, with its fields
+        print(f"spot-agent: error: {logs.redact_text(outcome.error)}", file=sys.stderr)
     if outcome.abandoned_work:
         # A transfer (or a restore) is still running past the deadline. Python would join
         # its thread at exit and hold the container up for as long as the SDK's timeouts

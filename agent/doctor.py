@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run_checks(s: Settings) -> Iterator[Check]:
     if uses_aws(s.checkpoint_uri, s.log_group):
-        yield check_credentials()
+        yield check_credentials(s.s3)
     dates: list[float] = []  # (server time - local time) of each S3 answer
     store = open_configured_store(s, max_attempts=2, connect_timeout=3.0, read_timeout=10.0)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Settings
+from .config import S3Settings, Settings
 from .notices.client import ImdsClient
 from .notices.imds import looks_like_ec2
 from .notices.protocol import INSTANCE_ACTION
@@ -26,10 +26,12 @@ class Check:
 # -- credentials and region ---------------------------------------------------------------
 
 
-def check_credentials() -> Check:
+def check_credentials(s3: S3Settings) -> Check:
+    """Credentials, and the region the agent's clients use, found in the SDKs' order
+    (AWS_REGION, AWS_DEFAULT_REGION, the profile's config: ``sdk_region``)."""
     import boto3
 
-    session = boto3.session.Session()
+    session = boto3.session.Session(region_name=s3.aws_region)
     creds = session.get_credentials()
     if creds is None:
         return Check(
@@ -43,10 +45,15 @@ def check_credentials() -> Check:
         return Check(
             "credentials",
             "warn",
-            f"found ({creds.method}), but no region is set",
-            "set AWS_DEFAULT_REGION to the bucket's region (CloudWatch Logs needs it too)",
+            f"found ({creds.method}), but no region is set (not in AWS_REGION, "
+            "AWS_DEFAULT_REGION or the profile's config)",
+            "set AWS_REGION to the bucket's region (CloudWatch Logs needs it too)",
         )
-    return Check("credentials", "ok", f"found ({creds.method}); region {session.region_name}")
+    return Check(
+        "credentials",
+        "ok",
+        f"found ({creds.method}); region {session.region_name} ({s3.aws_region_source})",
+    )
 
 
 # -- the metadata service, the log group ----------------------------------------------------
@@ -89,11 +96,11 @@ def check_log_group(s: Settings) -> Check:
 
     name = f"log group {s.log_group}"
     try:
-        client = boto3.session.Session().client(
+        client = boto3.session.Session(region_name=s.s3.aws_region).client(
             "logs", config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2})
         )
     except Exception as exc:
-        return Check(name, "warn", f"no CloudWatch Logs client: {exc}", "set AWS_DEFAULT_REGION")
+        return Check(name, "warn", f"no CloudWatch Logs client: {exc}", "set AWS_REGION")
     group_note = "exists"
     try:
         client.create_log_group(logGroupName=s.log_group)

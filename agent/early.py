@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from . import glibc_signals
+from . import glibc_signals, inherited_signals
 from .signals import ALWAYS_OWNED, WAITED, Sig, catchable_signals
 
 _received: list[tuple[Sig, float]] = []
@@ -59,11 +59,13 @@ def install(argv: Sequence[str]) -> None:
     if list(argv[1:2]) != ["run"] or _installed:
         return
     _installed = True
+    inherited_signals.note_ignored()  # for the job, before our handlers replace them
     for sig in catchable_signals() - ALWAYS_OWNED:  # SIGCHLD's default (ignore) is harmless
         signal.signal(sig, _record)
     glibc_signals.ignore()  # 32 and 33: no handler can be installed, and they would kill us
     # An inherited mask (tini's sigconf test starts it with SIGTERM blocked) would keep a
     # notice from ever arriving. Block only what the sigwait thread takes; the threads
     # started later inherit this mask, so that thread is the only one to receive them.
-    signal.pthread_sigmask(signal.SIG_SETMASK, WAITED)
+    # The job gets the inherited mask back (agent/spawn.py).
+    inherited_signals.note_blocked(signal.pthread_sigmask(signal.SIG_SETMASK, WAITED))
     threading.Thread(target=_take_waited, name="signals", daemon=True).start()

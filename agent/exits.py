@@ -45,3 +45,6 @@ def killed_by(sig: int) -> int:
 
 #: Ctrl-C before the job started: the agent stops, as the job would have
 STOPPED_BY_SIGINT = killed_by(signal.SIGINT)
+#: a command other than ``run`` whose stdout reader left (``| head``): as if SIGPIPE had
+#: ended it, the status ``ls`` or ``git log`` give there (see ``agent/closed_pipe.py``)
+CLOSED_PIPE = killed_by(signal.SIGPIPE)

@@ -1,11 +1,14 @@
 """How the job's process is prepared between fork and exec, as tini prepares its child.
 
-- default signal dispositions and an empty mask, whatever the agent inherited (an ignored
-  SIGINT from ``nohup`` or a shell's ``&``, a blocked SIGTERM) or set up for itself (glibc's
-  32 and 33 included, see ``agent/glibc_signals.py``);
+- the signal dispositions and mask the agent inherited, as tini gives them (an ignored
+  SIGHUP from ``nohup``, an ignored SIGINT from a shell's ``&``, what a parent blocked: see
+  ``agent/inherited_signals.py``), not what the agent set up for itself (its handlers,
+  glibc's 32 and 33, see ``agent/glibc_signals.py``); the stop signal is never blocked;
 - the terminal's foreground, when the agent has it: given *in the child*, before exec, so
   a job-control shell never finds itself in the background and stops on SIGTTIN;
 - SIGKILL should the agent die (``kill -9``) without ending it;
+- the working directory the agent was started in, by descriptor (the agent has left it
+  for ``/`` before the fork, so the job never sees the agent in it);
 - the open-file limit the agent was started with (the agent raises its own soft limit to
   the hard one for restores; the job gets what it would have had without us).
 """
@@ -19,11 +22,11 @@ import resource
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import glibc_signals
-from .signals import catchable_signals
+from . import glibc_signals, inherited_signals
+from .signals import catchable_signals, sigs
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -41,8 +44,13 @@ def libc() -> Any:
         return None
 
 
-def prepare_child(foreground_tty: int | None) -> Callable[[], None]:
-    """The ``preexec_fn`` for the job; call it in the thread that spawns.
+def prepare_child(
+    foreground_tty: int | None,
+    directory: int | None = None,
+    unblocked: Iterable[int] = (),
+) -> Callable[[], None]:
+    """The ``preexec_fn`` for the job; call it in the thread that spawns. ``unblocked``:
+    signals the job must be able to receive even if the agent's parent blocked them.
 
     The parent-death signal follows the *thread* that forked, not the process: a job
     spawned from a thread that ends would be killed with it. So only a spawn from the main
@@ -50,7 +58,12 @@ def prepare_child(foreground_tty: int | None) -> Callable[[], None]:
     """
     c = libc() if threading.current_thread() is threading.main_thread() else None
     agent_pid = os.getpid()
-    dispositions = sorted(catchable_signals())  # real-time ones too
+    # real-time ones too; each back to what the agent inherited
+    dispositions = [
+        (sig, signal.SIG_IGN if sig in inherited_signals.ignored else signal.SIG_DFL)
+        for sig in sorted(catchable_signals())
+    ]
+    mask = sorted(inherited_signals.blocked - sigs(*unblocked))
     nofile = INHERITED_NOFILE_SOFT
     reserved = glibc_signals.ignored
     glibc = glibc_signals.ReservedSignals() if reserved else None
@@ -58,6 +71,8 @@ def prepare_child(foreground_tty: int | None) -> Callable[[], None]:
     # Only system calls from here on, no locks, no imports: the agent has threads, and only
     # the forking one exists in the child.
     def prepare() -> None:
+        if directory is not None:
+            os.fchdir(directory)  # an error here is the spawn's error, as chdir's would be
         if c is not None:
             c.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
             if os.getppid() != agent_pid:  # the agent died before prctl took hold
@@ -67,12 +82,12 @@ def prepare_child(foreground_tty: int | None) -> Callable[[], None]:
             signal.signal(signal.SIGTTOU, signal.SIG_IGN)
             with contextlib.suppress(OSError):
                 os.tcsetpgrp(foreground_tty, os.getpgrp())
-        for sig in dispositions:
+        for sig, action in dispositions:
             with contextlib.suppress(OSError, ValueError):
-                signal.signal(sig, signal.SIG_DFL)
+                signal.signal(sig, action)
         if glibc is not None:
             glibc.restore_default(reserved)  # ignored by the agent (an ignore survives exec)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         with contextlib.suppress(ValueError, OSError):
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), hard))

@@ -7,8 +7,8 @@ No S3, no logs, no IMDS here: the runner decides *when*; this module knows *how*
 - The agent makes itself a child subreaper (Linux), so orphans of the job re-parent to it
   rather than to init: they are reaped and can be found when the tree must be killed.
   When the agent is PID 1 it is the reaper anyway.
-- The child starts as tini starts it (``agent/spawn.py``): default signal dispositions,
-  an empty mask, the terminal given before exec, SIGKILL should the agent die.
+- The child starts as tini starts it (``agent/spawn.py``): the signal dispositions and
+  mask the agent inherited, the terminal given before exec, SIGKILL should the agent die.
 - A job stopped by the terminal (Ctrl-Z) stops the agent too, so the shell that started the
   agent gets its prompt back; ``fg`` continues the agent, which continues the job.
 - Exit status follows the shell's convention: the child's code, 128+N when killed by
@@ -80,6 +80,7 @@ class Child:
         stdout: IO[Any] | int | None = None,
         stderr: IO[Any] | int | None = None,
         reaper: bool = False,
+        unblocked: Sequence[int] = (),
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
@@ -88,6 +89,8 @@ class Child:
         self.stderr = stderr
         #: reap every child of this process, not only the job (PID 1 or subreaper)
         self.reaper = reaper
+        #: signals the job gets unblocked even if the agent inherited them blocked
+        self.unblocked = tuple(unblocked)
         self.pid = 0
         self.started = 0.0
         self.returncode: int | None = None
@@ -101,9 +104,10 @@ class Child:
         self.suspensions = 0
         self._foreign: set[int] = set()
 
-    def start(self) -> int:
-        """Spawn the job. From the main thread, the job also dies with the agent (SIGKILL):
-        the kernel sends a parent-death signal when the *thread* that forked it ends."""
+    def start(self, directory: int | None = None) -> int:
+        """Spawn the job, in ``directory`` (a descriptor) if given. From the main thread,
+        the job also dies with the agent (SIGKILL): the kernel sends a parent-death signal
+        when the *thread* that forked it ends."""
         # Our children from before the job are not the job's (a test runner's servers, say):
         # only children that appear later can be the job's re-parented orphans.
         self._foreign = {p.pid for p in psutil.Process().children()}
@@ -118,7 +122,9 @@ class Child:
                 stderr=self.stderr,
                 process_group=0,  # set before preexec_fn runs
                 preexec_fn=prepare_child(
-                    self._tty.fd if self._tty is not None and self._tty.ours() else None
+                    self._tty.fd if self._tty is not None and self._tty.ours() else None,
+                    directory,
+                    self.unblocked,
                 ),
                 close_fds=True,
             )
@@ -128,6 +134,11 @@ class Child:
             raise SpawnError(f"{self.argv[0]}: permission denied", EXIT_NOT_EXECUTABLE) from None
         except OSError as exc:
             raise SpawnError(f"{self.argv[0]}: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
+        except subprocess.SubprocessError:  # only fchdir can fail in prepare_child
+            raise SpawnError(
+                f"{self.argv[0]}: cannot enter the working directory it was started in",
+                EXIT_NOT_EXECUTABLE,
+            ) from None
         self.pid = self._popen.pid
         self.started = time.monotonic()
         return self.pid

@@ -4,7 +4,8 @@ One boto3 client is shared by all threads (botocore clients are thread-safe); it
 pool is sized for :attr:`S3Store.concurrency` transfers at once. The endpoint, region and
 credentials come from the SDK's own configuration (``AWS_ENDPOINT_URL_S3``,
 ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, profiles, the job role), exactly as in production.
-Everything else (encryption, addressing style) arrives as arguments: this package reads no
+Everything else (encryption, addressing style, and ``region``: the agent passes
+``AWS_REGION``, which botocore does not read) arrives as arguments: this package reads no
 setting of its own from the environment.
 
 Every failure goes through :meth:`S3Store._explain`, which turns it into a one-line
@@ -132,6 +133,7 @@ class S3Store(Store):
         max_attempts: int = 8,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
+        region: str | None = None,
     ) -> None:
         if sse == "none":  # the old spelling of "no header"
             sse = None
@@ -152,6 +154,8 @@ class S3Store(Store):
         self.concurrency = concurrency
         self.sse = sse
         self.kms_key_id = kms_key_id
+        #: the region for the client it makes; None: the SDK's configuration decides
+        self.region = region
         self._owns_client = client is None
         self.client: Any = (
             client
@@ -215,7 +219,8 @@ class S3Store(Store):
         connect_timeout: float,
         read_timeout: float,
     ) -> Any:
-        session = boto3.session.Session()
+        # None: the SDK's own configuration decides (AWS_DEFAULT_REGION, the profile)
+        session = boto3.session.Session(region_name=self.region)
         s3_options: dict[str, Any] = {
             # Every body we send carries its own SHA-256 (ChecksumSHA256, a signed header
             # that S3 verifies), so SigV4 hashing the same bytes again only burns CPU:
@@ -532,11 +537,11 @@ class S3Store(Store):
             if bucket_region and bucket_region != region:
                 return StoreUnavailable(
                     f"s3://{self.bucket}: the bucket is in region {bucket_region}, not {region} "
-                    f"(set AWS_DEFAULT_REGION={bucket_region})"
+                    f"(set AWS_REGION={bucket_region})"
                 )
             return StoreUnavailable(
                 f"s3://{self.bucket}: the bucket is not in region {region} ({code}): "
-                "set AWS_DEFAULT_REGION to the bucket's region"
+                "set AWS_REGION to the bucket's region"
             )
         if code in _DENIED:
             return StoreUnavailable(

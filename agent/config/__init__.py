@@ -19,7 +19,7 @@ from typing import Any
 
 from checkpoint.budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 
-from ..aws_environment import check_aws_environment, uses_aws
+from ..aws_environment import check_aws_environment, sdk_region, uses_aws
 from ..signals import DEFAULT_SYNC_SIGNAL, Sig
 from .options import (
     RUN_OPTIONS,
@@ -64,9 +64,14 @@ class S3Settings:
     sse: str = "default"
     kms_key_id: str | None = None
     addressing_style: str = "auto"
+    #: AWS_REGION, for every AWS client of the agent (None: botocore's own order goes on)
+    aws_region: str | None = None
+    #: where the region comes from: AWS_REGION, AWS_DEFAULT_REGION or the profile's config
+    aws_region_source: str = "the profile's config"
 
     def store_options(self) -> dict[str, str | None]:
         return {
+            "region": self.aws_region,
             "sse": None if self.sse == "default" else self.sse,
             "kms_key_id": self.kms_key_id,
             "addressing_style": None if self.addressing_style == "auto" else self.addressing_style,
@@ -83,7 +88,14 @@ def load_s3_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> S3
             f"a KMS key id is only used with --sse aws:kms (SPOT_AGENT_SSE=aws:kms), and "
             f"the encryption asked for is {sse!r}: set both, or neither",
         )
-    return S3Settings(sse=sse, kms_key_id=key, addressing_style=values["s3_addressing_style"])
+    region, source = sdk_region(environ)
+    return S3Settings(
+        sse=sse,
+        kms_key_id=key,
+        addressing_style=values["s3_addressing_style"],
+        aws_region=region,
+        aws_region_source=source,
+    )
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "--job-id",
         "SPOT_AGENT_JOB_ID",
         "the job's identity in the store; all attempts of a job share it "
-        "(default: AWS_BATCH_JOB_ID, else derived from the command)",
+        "(default: AWS_BATCH_JOB_ID, else a hash of the command: change one argument and "
+        "the job starts over, so set it for real work)",
         parse_job_id,
         metavar="ID",
     ),

@@ -8,8 +8,9 @@ agent (and boto3, NTH or the ``ec2-metadata`` package) at it::
 
 It serves, in EC2's formats: the token API (``PUT /latest/api/token``, with the remaining
 TTL on every GET made with a token); directory listings and trailing slashes at every
-level; the spot notice paths (``termination-time`` for terminations only, no warning time
-for hibernation); rebalance recommendations; scheduled events (active, completed or
+level; the spot notice paths (``termination-time`` for terminations only, ``time`` the
+lead after the notice for every action, hibernate included, as AWS's ec2-metadata-mock);
+rebalance recommendations; scheduled events (active, completed or
 canceled); the instance's identity, network fields, user data and fake, clearly marked
 IAM role credentials. A control API (see ``spot-agent imds-mock --help`` and
 docs/notices.md) posts notices and injects faults from another shell.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ from .server import CONTROL_PREFIX, DEFAULT_PORT, ImdsMock
 CONTROL_API = f"""\
 control API (no token needed; each call answers the emulator's state as JSON):
   POST {CONTROL_PREFIX}interrupt?action=stop&in=120
-      spot instance-action: ACTION in IN seconds (hibernate: at once, as on EC2)
+      spot instance-action: ACTION in IN seconds (hibernate too, as AWS's own mock)
   POST {CONTROL_PREFIX}rebalance
       a rebalance recommendation, from now on
   POST {CONTROL_PREFIX}scheduled?code=instance-stop&in=600&duration=7200&state=active
@@ -44,6 +45,19 @@ example:
 """
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; a name or an address anything else can reach is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _event_spec(value: str) -> tuple[str, float]:
     code, _, seconds = value.partition("@")
     if code not in EVENT_CODES:
@@ -61,7 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``spot-agent imds-mock``; also puts the control API in ``--help``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = CONTROL_API
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--host",
+        default=LOOPBACK,
+        help="address to listen on (default %(default)s; another one is warned about: the "
+        "control API has no authentication)",
+    )
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s; 0 picks one)"
     )
@@ -71,14 +90,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="serve a spot interruption notice this many seconds after start",
     )
-    parser.add_argument("--action", choices=SPOT_ACTIONS, default="terminate")
+    parser.add_argument(
+        "--action",
+        choices=SPOT_ACTIONS,
+        default="terminate",
+        help="what the --notice-after notice announces (default %(default)s)",
+    )
     parser.add_argument(
         "--notice-lead",
         type=float,
         default=120.0,
         metavar="SECONDS",
-        help="time between the notice and a stop or termination (default %(default)s; "
-        "hibernation has none)",
+        help="time between the notice and the action, its `time` (default %(default)s, for "
+        "hibernate too, as AWS's ec2-metadata-mock; 0 rehearses a hibernation at once)",
     )
     parser.add_argument(
         "--rebalance-after",
@@ -125,6 +149,13 @@ def main(args: argparse.Namespace) -> int:
     if args.user_data is not None:
         mock.user_data = args.user_data
     mock.hop_limit_1(args.hop_limit_1)
+    if not _is_loopback(args.host):
+        print(
+            f"imds-mock: warning: listening on {args.host}: anyone who reaches it can post "
+            "notices and faults (the control API has no authentication) and read the fake "
+            f"credentials; use --host {LOOPBACK} unless a container must reach it",
+            file=sys.stderr,
+        )
     try:
         mock.start()
     except OSError as exc:

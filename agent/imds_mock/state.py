@@ -9,9 +9,10 @@ import secrets
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agent.notices.parsers import parse_time
 from agent.notices.protocol import (
     EVENT_CODES,
     EVENT_STATES,
@@ -25,10 +26,18 @@ from . import tree
 
 #: What EC2 prefixes to an event's description once it is no longer active.
 _STATE_PREFIX = {"completed": "[Completed] ", "canceled": "[Canceled] "}
+#: how far past NotBefore an event may be rescheduled (its NotBeforeDeadline)
+_RESCHEDULE = timedelta(days=7)
 
 
 def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def _epoch(served: object) -> float | None:
+    """An event time as served (``21 Jan 2019 09:00:43 GMT``), in seconds; None if absent."""
+    when = parse_time(served)
+    return None if when is None else when.timestamp()
 
 
 class MockState:
@@ -52,26 +61,32 @@ class MockState:
         self._outage_until = 0.0
         self._outage_status = 503
         self._hop_limit_1 = False
+        #: a spot notice (interruption or rebalance) was posted or planned: the instance
+        #: is a spot one (``instance-life-cycle``); until then an on-demand one, as AEMM's
+        self._spot = False
 
     # -- notices -------------------------------------------------------------------------
 
     def post_interruption(self, action: str = "terminate", in_seconds: float = 120) -> None:
         """From now on instance-action says ``action`` happens in ``in_seconds``.
 
-        Hibernation comes with no warning on EC2: its time is now, whatever ``in_seconds``.
+        Whatever the action, hibernate included: AWS's own mock (ec2-metadata-mock) serves
+        ``time`` = now + 2 minutes for every action, and the agent plans from the ``time``
+        it is sent. Rehearse an immediate hibernation with ``in_seconds=0``.
         """
         self._schedule_interruption(time.time(), action, in_seconds)
 
     def _schedule_interruption(self, appears: float, action: str, lead: float) -> None:
         if action not in SPOT_ACTIONS:
             raise ValueError(f"action must be one of {', '.join(SPOT_ACTIONS)}, got {action!r}")
-        when = appears if action == "hibernate" else appears + lead
         with self._lock:
-            self._notice = (appears, action, when)
+            self._notice = (appears, action, appears + lead)
+            self._spot = True
 
     def post_rebalance(self) -> None:
         with self._lock:
             self._rebalance_at = time.time()
+            self._spot = True
 
     def add_scheduled_event(
         self,
@@ -117,7 +132,10 @@ class MockState:
             "NotBefore": event.get("NotBefore") or event_time(_at(now + 86400)),
             "NotAfter": event.get("NotAfter") or event_time(_at(now + 86400 + 7200)),
             "State": state,
-            **{k: v for k, v in event.items() if k == "NotBeforeDeadline" and v},
+            # The latest start the event can be rescheduled to: EC2 serves it with the
+            # events one may reschedule, AEMM with every event; a week after NotBefore.
+            "NotBeforeDeadline": event.get("NotBeforeDeadline")
+            or event_time(_at(_epoch(event.get("NotBefore")) or now + 86400) + _RESCHEDULE),
         }
 
     def clear(self) -> None:
@@ -206,6 +224,7 @@ class MockState:
             spot = self._instance_action(now)
             rebalance_at = self._rebalance_at
             events = list(self._events)
+            spot_instance = self._spot
         rebalance = None
         if rebalance_at is not None and now >= rebalance_at:
             rebalance = f'{{"noticeTime": "{iso_time(_at(rebalance_at))}"}}'
@@ -216,6 +235,7 @@ class MockState:
             rebalance=rebalance,
             scheduled=events,
             user_data=self.user_data,
+            life_cycle="spot" if spot_instance else "on-demand",
         )
         return tree.lookup(served, path)
 

@@ -15,6 +15,15 @@ from agent.notices.protocol import iso_time
 
 Tree = dict[str, Any]  # a directory: names to subtrees or leaf strings
 
+
+class Listed(dict[str, Any]):
+    """A directory EC2 lists in its own words: ``public-keys/`` answers ``0=key-name``."""
+
+    def __init__(self, listing: str, items: Tree) -> None:
+        super().__init__(items)
+        self.listing = listing
+
+
 INSTANCE_ID = "i-0123456789abcdef0"
 INSTANCE_TYPE = "m5.large"
 AMI_ID = "ami-0123456789abcdef0"
@@ -25,6 +34,16 @@ PRIVATE_IP = "10.0.0.12"
 PUBLIC_IP = "198.51.100.12"  # TEST-NET-2: never a real address
 MAC = "0e:00:00:00:00:01"
 ROLE = "imds-mock-fake-role"
+KERNEL_ID = "aki-00000000"
+PRODUCT_CODE = "imdsmockfakeproductcode0"
+PLACEMENT_GROUP = "imds-mock-placement-group"
+#: instance tags, as served when the instance allows tags in metadata
+TAGS = {"Name": "imds-mock-instance", "spot-agent": "imds-mock"}
+KEY_NAME = "imds-mock-fake-key"
+#: a well-formed ed25519 public key no one has the private half of (32 zero bytes)
+PUBLIC_KEY = (
+    f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA {KEY_NAME}"
+)
 DEFAULT_USER_DATA = "#!/bin/sh\n# imds-mock: fake user data\n"
 #: Credentials boto3 accepts and AWS refuses: marked fake in every field.
 FAKE_ACCESS_KEY_ID = "ASIAIMDSMOCKFAKE0000"
@@ -97,6 +116,7 @@ def metadata_tree(
     rebalance: str | None,
     scheduled: list[dict[str, Any]],
     user_data: str | None,
+    life_cycle: str = "spot",
 ) -> Tree:
     """/latest as a tree. ``spot`` is the instance-action (None: no notice)."""
     spot_dir: Tree = {}
@@ -109,7 +129,7 @@ def metadata_tree(
         "ami-id": AMI_ID,
         "ami-launch-index": "0",
         "ami-manifest-path": "(unknown)",
-        "block-device-mapping": {"ami": "/dev/xvda", "root": "/dev/xvda"},
+        "block-device-mapping": {"ami": "/dev/xvda", "ebs0": "sdb", "root": "/dev/xvda"},
         "events": {
             "maintenance": {"scheduled": json.dumps(scheduled, indent=2)},
             "recommendations": recommendations,
@@ -129,8 +149,9 @@ def metadata_tree(
         },
         "instance-action": "none",
         "instance-id": INSTANCE_ID,
-        "instance-life-cycle": "spot",
+        "instance-life-cycle": life_cycle,
         "instance-type": INSTANCE_TYPE,
+        "kernel-id": KERNEL_ID,
         "local-hostname": "ip-10-0-0-12.ec2.internal",
         "local-ipv4": PRIVATE_IP,
         "mac": MAC,
@@ -138,15 +159,20 @@ def metadata_tree(
         "placement": {
             "availability-zone": ZONE,
             "availability-zone-id": "use1-az1",
+            "group-name": PLACEMENT_GROUP,
             "region": REGION,
         },
+        "product-codes": PRODUCT_CODE,
         "profile": "default-hvm",
         "public-hostname": "ec2-198-51-100-12.compute-1.amazonaws.com",
         "public-ipv4": PUBLIC_IP,
+        # EC2 lists a key as "0=name"; its items live under "0/"
+        "public-keys": Listed(f"0={KEY_NAME}", {"0": {"openssh-key": PUBLIC_KEY}}),
         "reservation-id": "r-0123456789abcdef0",
         "security-groups": "default",
         "services": {"domain": "amazonaws.com", "partition": "aws"},
         "spot": spot_dir,
+        "tags": {"instance": dict(TAGS)},
     }
     latest: Tree = {
         "meta-data": meta,
@@ -172,6 +198,8 @@ def lookup(tree: Tree, path: str) -> str | None:
         node = node[part]
     if isinstance(node, str):
         return node
+    if isinstance(node, Listed):
+        return node.listing
     names = [name for name, child in node.items() if child != {}]
     if not names:
         return None

@@ -267,17 +267,18 @@ def describe(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def open_logs(group: str, stream: str) -> CloudWatchLogs | None:
+def open_logs(group: str, stream: str, region: str | None = None) -> CloudWatchLogs | None:
     """A shipper for ``group``/``stream``; None (and one line why) if no client can be made.
 
-    The SDK's own settings apply (region, credentials, AWS_ENDPOINT_URL_CLOUDWATCH_LOGS);
+    The SDK's own settings apply (credentials, AWS_ENDPOINT_URL_CLOUDWATCH_LOGS, the region
+    unless ``region``, AWS_REGION, is given);
     timeouts are short so a dead endpoint fails a batch in seconds, not minutes.
     """
     import boto3
     from botocore.config import Config
 
     try:
-        client = boto3.session.Session().client(
+        client = boto3.session.Session(region_name=region).client(
             "logs",
             config=Config(
                 connect_timeout=2,
@@ -290,7 +291,7 @@ def open_logs(group: str, stream: str) -> CloudWatchLogs | None:
             "logs.cloudwatch_off",
             group=group,
             error=describe(exc),
-            why="no CloudWatch Logs client (set AWS_DEFAULT_REGION); logging to stdout only",
+            why="no CloudWatch Logs client (set AWS_REGION); logging to stdout only",
             _local=True,
         )
         return None

@@ -90,8 +90,8 @@ def parse_instance_action(body: str, now: datetime | None = None) -> Notice:
     if deadline is None:
         structlog.get_logger().warning("imds_malformed_notice", path=INSTANCE_ACTION, field="time")
         deadline = now + SPOT_WARNING
-    # A time already in the past stays as is (hibernation starts at once, with no
-    # warning): the run loop then acts at once, which is right.
+    # Planned from the time sent, whatever the action. A time already in the past stays as
+    # is (EC2 documents hibernation as starting at once): the run loop then acts at once.
     return Notice(
         kind=INTERRUPTION,
         source="imds:spot",

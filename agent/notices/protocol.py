@@ -34,8 +34,9 @@ IDENTITY_PATHS = {
     "lifecycle": "instance-life-cycle",  # spot or on-demand: the timeline shows it
 }
 
-#: Spot interruption actions. Only terminate and stop come with the two-minute warning:
-#: hibernation starts as soon as the notice is posted.
+#: Spot interruption actions. Each notice's ``time`` says when: the agent plans from it,
+#: whatever the action (EC2 documents no warning before hibernation, a ``time`` already
+#: due; AWS's ec2-metadata-mock serves two minutes for every action).
 SPOT_ACTIONS = ("terminate", "stop", "hibernate")
 #: EC2 gives two minutes between the instance-action notice and a stop or termination.
 SPOT_WARNING = timedelta(seconds=120)

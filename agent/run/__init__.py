@@ -37,6 +37,8 @@ class RunOutcome:
     abandoned_work: bool
     #: the one line to show for a setting found unusable once running (``--imds on``)
     usage_error: str | None = None
+    #: why the job could not be started (command not found, store unreachable), one line
+    error: str | None = None
 
 
 def run_job(settings: Settings, store: Store, parts: Parts | None = None) -> RunOutcome:
@@ -71,4 +73,4 @@ def run_job(settings: Settings, store: Store, parts: Parts | None = None) -> Run
             store.close()
         files.close()
         os.close(lock)
-    return RunOutcome(code, abandoned, usage_error)
+    return RunOutcome(code, abandoned, usage_error, loop.startup_error)

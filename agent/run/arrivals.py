@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import logs
+from .. import inherited_signals, logs
 from ..notices import INTERRUPTION, REBALANCE, Notice, sigterm_notice
 from ..signals import Sig
 from . import signals
@@ -43,7 +43,8 @@ def _forward(loop: RunLoop, sig: Sig, forwarded: bool) -> None:
     job = loop.job
     if forwarded:
         log.info("signal.forwarded", signal=sig.name)
-    elif job is None and sig in signals.STOP_BEFORE_START:
+    elif job is None and sig in signals.STOP_BEFORE_START - inherited_signals.ignored:
+        # (one the agent's parent ignored, nohup's SIGHUP, is held for the job instead)
         log.warning("agent.stopping", signal=sig.name, why="received before the job started")
         loop.stopped_by = loop.stopped_by or sig
     elif job is None:

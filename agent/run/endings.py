@@ -81,8 +81,13 @@ def finish_interrupted(loop: RunLoop) -> int:
             log.info("shutdown.child_exited", exit_code=code, **clock())
         job.reap_leftovers(min(1.0, loop.left() / 4))
     result = final_sync(loop, "interruption")
+    # Nothing new since the last commit: that one is the final checkpoint, and says so.
+    committed = loop.restorable() if result is not None else None
+    nothing_new = result is not None and result.sequence is None
     if result is not None:
-        log.info("shutdown.final_checkpoint", sequence=result.sequence, **clock())
+        log.info(
+            "shutdown.final_checkpoint", sequence=committed, nothing_new=nothing_new, **clock()
+        )
     if loop.superseded is not None:
         log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))
         return exits.SUPERSEDED
@@ -96,7 +101,8 @@ def finish_interrupted(loop: RunLoop) -> int:
         "agent.exit",
         exit_code=code,
         why=why,
-        committed=result.sequence if result else None,
+        committed=committed,
+        nothing_new=nothing_new,
         restorable=loop.restorable(),
         **clock(),
     )
@@ -172,6 +178,7 @@ def startup_cut(loop: RunLoop, failed: StartupFailed | None) -> int:
     if isinstance(exc, StoreError):
         event = "store.unavailable" if failed.step == "claim" else "restore.failed"
         log.error(event, store=loop.s.checkpoint_uri, error=str(exc))
+        loop.startup_error = str(exc)
         return exits.STORE_UNAVAILABLE
     if failed.step == "restore" and isinstance(exc, (LocalWriteError, OSError)):
         # The store is fine; this machine's disk is not (full, read-only, ...). The job's
@@ -183,6 +190,7 @@ def startup_cut(loop: RunLoop, failed: StartupFailed | None) -> int:
             exit_code=exits.CANT_WRITE,
             action="the stored checkpoint is intact; free space or fix the checkpoint dir",
         )
+        loop.startup_error = f"cannot restore into {loop.s.checkpoint_dir}: {exc}"
         return exits.CANT_WRITE
     raise exc
 

@@ -12,6 +12,16 @@ from ..logs import childio, resources
 from ..supervisor import Child, become_subreaper
 
 
+def open_cwd() -> int | None:
+    """A descriptor of the working directory that ``fchdir`` takes, or None. O_PATH needs
+    no read permission on it (a directory of mode 0111 is a fine cwd)."""
+    flags = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        return os.open(".", flags)
+    except OSError:
+        return None
+
+
 class JobProcess:
     def __init__(self, s: Settings, env: Mapping[str, str]) -> None:
         self._settings = s
@@ -23,26 +33,40 @@ class JobProcess:
             reaper=become_subreaper(),
             stdout=streams.get("stdout"),
             stderr=streams.get("stderr"),
+            # blocked, it would hold off our request to stop until the SIGKILL
+            unblocked=(s.stop_signal,),
         )
         self._stop_sampler = threading.Event()
         self._output_closed = False
         self.started = 0.0
 
     def start(self) -> int:
-        """Start the job in the caller's directory; then leave it, so that the agent does
-        not pin a mount (the job keeps its cwd). Raises ``SpawnError``."""
+        """Start the job in the caller's directory, which the agent leaves for ``/`` so as
+        not to pin a mount. Raises ``SpawnError``.
+
+        The agent leaves it *before* the fork, and the job gets it back in its own process
+        (by descriptor, before exec): a job that looks at once (dumb-init's test reads
+        ``/proc/$PPID/cwd`` first thing) never finds the agent still there.
+        """
+        here = open_cwd()
         try:
-            pid = self._child.start()
+            if here is not None:
+                os.chdir("/")
+            pid = self._child.start(directory=here)
         except BaseException:
             self._output.abandon()
             self._output_closed = True
             raise
+        finally:
+            if here is not None:
+                os.close(here)
+        if here is None:  # no descriptor for it (see open_cwd): leave it now, as late
+            os.chdir("/")
         self.started = self._child.started
         self._output.start()
         resources.start_sampler(
             self._child.tree, self._settings.sample_interval, self._stop_sampler
         )
-        os.chdir("/")
         return pid
 
     def pids(self) -> list[int]:

@@ -81,6 +81,8 @@ class RunLoop:
         )
         self._done: dict[str, Any] = {}
         self._failed: StartupFailed | None = None
+        #: why start-up failed, in one line for stderr (the JSON event has it too)
+        self.startup_error: str | None = None
         self._stop_sources = threading.Event()
 
     # -- the main sequence --------------------------------------------------------------
@@ -139,6 +141,7 @@ class RunLoop:
             pid = job.start()
         except SpawnError as exc:
             log.error("child.spawn_failed", error=str(exc), exit_code=exc.exit_code)
+            self.startup_error = str(exc)
             return exc.exit_code
         self.job = job  # from here on the signal handler forwards at once
         self.ckpt.attach(job.pids, self.files.write_frozen)

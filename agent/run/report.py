@@ -43,7 +43,8 @@ def log_restore(r: RestoreResult) -> None:
         )
 
 
-def log_sync(r: SyncResult) -> None:
+def log_sync(r: SyncResult, standing: int | None) -> None:
+    """``standing``: the newest committed checkpoint once this sync is done."""
     common = {
         "reason": r.reason,
         "files": r.files,
@@ -61,6 +62,7 @@ def log_sync(r: SyncResult) -> None:
     if r.left_out:
         common["left_out"] = list(r.left_out)
     if r.sequence is None:
-        log.info("sync.unchanged", **common)
+        # Nothing new to commit: the job still stands on the checkpoint it had.
+        log.info("sync.unchanged", sequence=standing, nothing_new=True, **common)
     else:
         log.info("sync.committed", sequence=r.sequence, **common)

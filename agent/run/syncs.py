@@ -87,7 +87,7 @@ class Syncs:
         result: SyncResult | None = None
         if isinstance(ev, SyncDone):
             result = self.last = ev.result
-            log_sync(ev.result)
+            log_sync(ev.result, self.restorable())
             self.files.write_status(self.restorable(), ev.started, ev.result.reason)
         else:
             self.last = exc = ev.error

@@ -82,7 +82,7 @@ def test_the_ec2_metadata_package_reads_what_it_needs(mock: ImdsMock) -> None:
     md.userdata_url = md.service_url + "user-data/"
     assert md.instance_id == served.INSTANCE_ID
     assert md.region == served.REGION and md.availability_zone == served.ZONE
-    assert md.instance_life_cycle == "spot"
+    assert md.instance_life_cycle == "on-demand"  # no spot notice rehearsed yet
     assert md.private_ipv4 == served.PRIVATE_IP and md.mac == served.MAC
     assert md.user_data == served.DEFAULT_USER_DATA.encode()
     assert md.iam_info is not None and md.iam_info["InstanceProfileId"]
@@ -91,6 +91,8 @@ def test_the_ec2_metadata_package_reads_what_it_needs(mock: ImdsMock) -> None:
     assert md.spot_instance_action is None
     mock.post_interruption("stop", 120)
     assert md.spot_instance_action is not None and md.spot_instance_action.action == "stop"
+    md.clear_all()  # it caches what it read
+    assert md.instance_life_cycle == "spot"
 
 
 def test_nth_startup_reads_answer(mock: ImdsMock) -> None:
@@ -115,7 +117,7 @@ def test_listings_and_trailing_slashes_at_every_level(mock: ImdsMock) -> None:
     assert "spot/" not in top, "no spot directory without a notice"
     assert s.text("/latest/meta-data") == s.text("/latest/meta-data/")
     assert s.text("/latest/meta-data/placement/") == (
-        "availability-zone\navailability-zone-id\nregion"
+        "availability-zone\navailability-zone-id\ngroup-name\nregion"
     )
     assert s.text("/latest/meta-data/placement/availability-zone/") == served.ZONE
     assert s.text("/latest/meta-data/events/") == "maintenance/"
@@ -132,7 +134,7 @@ def test_get_replies_carry_the_tokens_remaining_ttl(mock: ImdsMock) -> None:
 
 
 @pytest.mark.parametrize(("action", "lead", "legacy"), [
-    ("terminate", 120, True), ("stop", 120, False), ("hibernate", 0, False),
+    ("terminate", 120, True), ("stop", 120, False), ("hibernate", 120, False),
 ])  # fmt: skip
 def test_per_action_formats(mock: ImdsMock, action: str, lead: int, legacy: bool) -> None:
     from agent.notices.parsers import parse_time
@@ -150,7 +152,7 @@ def test_per_action_formats(mock: ImdsMock, action: str, lead: int, legacy: bool
 
     assert when is not None
     left = (when - datetime.now(UTC)).total_seconds()
-    assert lead - 2 <= left <= lead + 1, "hibernation comes with no warning"
+    assert lead - 2 <= left <= lead + 1, "every action's time is the lead away, as in AEMM"
 
 
 def test_canceled_and_completed_events_from_the_command_line(mock: ImdsMock) -> None:

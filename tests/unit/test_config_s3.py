@@ -39,11 +39,13 @@ def test_options_win_over_the_environment() -> None:
 
 def test_store_options_are_what_open_store_takes() -> None:
     assert S3Settings().store_options() == {
+        "region": None,  # AWS_REGION when set: botocore does not read it
         "sse": None,
         "kms_key_id": None,
         "addressing_style": None,
     }
-    assert S3Settings("aws:kms", "k", "virtual").store_options() == {
+    assert S3Settings("aws:kms", "k", "virtual", "eu-west-3").store_options() == {
+        "region": "eu-west-3",
         "sse": "aws:kms",
         "kms_key_id": "k",
         "addressing_style": "virtual",

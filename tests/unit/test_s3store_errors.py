@@ -293,7 +293,7 @@ def test_wrong_region_named_in_the_error_body(stubbed: tuple[S3Store, Stubber]) 
         list(store.list_objects(""))
     assert str(error.value) == (
         f"s3://{BUCKET}: the bucket is in region eu-west-1, not us-east-1 "
-        "(set AWS_DEFAULT_REGION=eu-west-1)"
+        "(set AWS_REGION=eu-west-1)"
     )
 
 
@@ -310,7 +310,7 @@ def test_wrong_region_from_a_bare_301_head(stubbed: tuple[S3Store, Stubber]) -> 
         store.check()
     assert str(error.value) == (
         f"s3://{BUCKET}: the bucket is in region ap-south-1, not us-east-1 "
-        "(set AWS_DEFAULT_REGION=ap-south-1)"
+        "(set AWS_REGION=ap-south-1)"
     )
 
 
