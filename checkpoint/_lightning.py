@@ -74,6 +74,7 @@ class CallbackMixin:
         self._stop_handler: Any = None
         #: set when the stop signal or a notice ended the fit
         self.stopped = False
+        api.handle_stop()  # from now on, not only once the fit has begun
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
@@ -96,6 +97,11 @@ class CallbackMixin:
         """Lightning installed its SIGTERM handler since ``setup``: the stop signal is ours."""
         if signal.getsignal(self._stop_signal) is not self._stop_handler:
             signal.signal(self._stop_signal, self._stop_handler)
+        connector = getattr(trainer, "_signal_connector", None)
+        if getattr(connector, "received_sigterm", False) and api.interrupted():
+            # it came in the meantime and reached our handler too: this batch is saved and
+            # ends the fit (Lightning would raise SIGTERMException after it, unsaved)
+            connector.received_sigterm = False  # type: ignore[union-attr]
 
     def on_train_batch_end(self, trainer: Any, *_: Any) -> None:
         if self.stopped or not api.interrupted():

@@ -70,6 +70,7 @@ class SpotAgentCallback(TrainerCallback):  # type: ignore[misc]
         self.stopped = False
         self._save: contextlib.AbstractContextManager[None] | None = None
         self._after_evaluate = False
+        api.handle_stop()  # from now on, not only once training has begun
 
     # -- the save point -----------------------------------------------------------------
 

@@ -4,15 +4,17 @@ One callback (``checkpoint.lightning.SpotAgentCallback``) makes each ``.ckpt`` t
 Trainer writes a save point and turns the stop signal into "save this batch, then stop";
 ``last_checkpoint`` picks the file to resume from.
 
-    spot-agent run --job-id fit -- python examples/lightning_fit.py --epochs 40
+    spot-agent run --job-id fit -- python examples/lightning_fit.py --steps 40
 
 Interrupted and resumed any number of times, it prints the same final line as an
 uninterrupted run, bit for bit: ``seed_everything`` for the initial weights,
-``deterministic=True``, no loader workers, and data the same in every epoch (here, the
-whole data set is one batch). Lightning does not store the RNG states or the position
-in an epoch's data in its checkpoints, so a model that draws random numbers while it
-trains (dropout, shuffling) resumes exactly only from an epoch's end, or with a
-dataloader that has ``state_dict``/``load_state_dict``.
+``deterministic=True``, no loader workers, no random numbers drawn while training, and
+each step's minibatch a function of the step. Lightning stores neither the RNG states nor
+the position in an epoch's data in its checkpoints (unless the dataloader has
+``state_dict``/``load_state_dict``): after a resume mid-epoch, it starts the epoch's
+dataloader again. And lightning 2.6 counts one epoch too few after resuming from a
+checkpoint saved at an epoch's last batch, so the next resume trains an extra step;
+here the whole run is one epoch (``max_steps``), and every save falls inside it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import checkpoint.lightning
 class Regression(pl.LightningModule):
     def __init__(self, step_delay: float = 0.0) -> None:
         super().__init__()
+        self.x, self.y = data()
         self.net = torch.nn.Sequential(
             torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
         )
@@ -42,7 +45,8 @@ class Regression(pl.LightningModule):
         self.losses: list[float] = []
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        rows = torch.arange(16) + 16 * (self.global_step % 4)  # the step's minibatch
+        x, y = self.x[rows], self.y[rows]
         loss = torch.nn.functional.mse_loss(self.net(x), y)
         self.log("loss", loss)
         if self.step_delay:
@@ -55,12 +59,26 @@ class Regression(pl.LightningModule):
         return [optimizer], [schedule]
 
 
-def data(n: int = 64) -> DataLoader[Any]:
+def data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Random inputs and targets, the same on every attempt (not part of the state)."""
     gen = torch.Generator().manual_seed(1234)
     x = torch.randn(n, 8, generator=gen)
     y = (x @ torch.randn(8, 1, generator=gen)).tanh() + 0.1 * torch.randn(n, 1, generator=gen)
-    return DataLoader(TensorDataset(x, y), batch_size=n, num_workers=0)
+    return x, y
+
+
+class Steps(DataLoader[Any]):
+    """One epoch of ``n`` steps; the model picks each step's data (see training_step), so
+    the loader's position has nothing to restore (Lightning's test for a resumable one)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(TensorDataset(torch.arange(n)), batch_size=1, num_workers=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 def digest(model: torch.nn.Module) -> str:
@@ -73,7 +91,7 @@ def digest(model: torch.nn.Module) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--save-every", type=int, default=5, help="steps between saves")
     ap.add_argument("--step-delay", type=float, default=0.0, help="sleep per step (rehearsals)")
     args = ap.parse_args()
@@ -82,7 +100,7 @@ def main() -> int:
     pl.seed_everything(7, verbose=False)  # the initial weights; a resume loads them
     model = Regression(args.step_delay)
     trainer = pl.Trainer(
-        max_epochs=args.epochs,
+        max_steps=args.steps,
         accelerator="cpu",
         deterministic=True,
         default_root_dir=ckpt_dir,
@@ -98,7 +116,7 @@ def main() -> int:
     )
     resume = checkpoint.lightning.last_checkpoint(ckpt_dir)
     print(f"resuming from {resume}", flush=True)
-    trainer.fit(model, data(), ckpt_path=resume)
+    trainer.fit(model, Steps(args.steps + 1), ckpt_path=resume)
 
     if checkpoint.interrupted():  # saved interrupted.ckpt; the agent commits it
         print(f"stopped at step {trainer.global_step}", flush=True)
