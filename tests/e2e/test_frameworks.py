@@ -184,10 +184,9 @@ def test_interrupted_twice_resumes_bit_for_bit(
             AWS_ACCESS_KEY_ID=weed.access_key,
             AWS_SECRET_ACCESS_KEY=weed.secret_key,
             AWS_DEFAULT_REGION="us-east-1",
-            AWS_EC2_METADATA_DISABLED="true",
             AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
             AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
-        )
+        )  # the metadata service stays on: it is the emulator, and credentials are given
         assert weed.endpoint.startswith("http://127.0.0.1:")
     env = job_env(tmp_path, extra)
     assert imds.url.startswith("http://127.0.0.1:")
@@ -198,7 +197,7 @@ def test_interrupted_twice_resumes_bit_for_bit(
     # is, so a save that were not a save point would be caught half-written
     run_args = ["--job-id", name, "--sync-interval", "0.2s", "--checkpoint-dir", str(workdir)]
     command = [sys.executable, str(REPO / "examples" / job.script), *job.args]
-    slow = [*command, "--step-delay", "0.1"]
+    slow = [*command, "--step-delay", "0.3"]
 
     for how in ("sigterm", "notice"):
         shutil.rmtree(workdir, ignore_errors=True)  # a new machine: all from the store
@@ -214,6 +213,7 @@ def test_interrupted_twice_resumes_bit_for_bit(
         assert run.wait(120) == 75, run.stdout[-3000:] + run.stderr[-3000:]
         if how == "notice":
             assert run.event("notice.interruption")["source"] == "imds:spot"
+            assert run.event("imds.polling")["endpoint"] == imds.url  # loopback only
         stopped = re.search(r"^stopped at step ([0-9]+)$", run.job_stdout(), re.M)
         assert stopped, run.job_stdout()[-2000:]
         imds.clear()
