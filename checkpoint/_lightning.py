@@ -153,9 +153,9 @@ def last_checkpoint(dirpath: str | os.PathLike[str]) -> str | None:
     found = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(dirpath):
-            if entry.name.endswith(".ckpt") and entry.is_file(follow_symlinks=False):
-                if _whole(entry.path):
-                    found.append((entry.stat().st_mtime_ns, entry.name, entry.path))
+            ckpt = entry.name.endswith(".ckpt") and entry.is_file(follow_symlinks=False)
+            if ckpt and _whole(entry.path):
+                found.append((entry.stat().st_mtime_ns, entry.name, entry.path))
     return max(found)[2] if found else None
 
 

@@ -1,9 +1,10 @@
-"""PyTorch Lightning (the older ``pytorch_lightning`` package): one callback makes a ``Trainer.fit`` job a
-spot-agent job.
+"""PyTorch Lightning (the older ``pytorch_lightning`` package): one callback makes a
+``Trainer.fit`` job a spot-agent job.
 
     import checkpoint.pytorch_lightning
 
-    trainer = pytorch_lightning.Trainer(..., callbacks=[checkpoint.pytorch_lightning.SpotAgentCallback()])
+    callback = checkpoint.pytorch_lightning.SpotAgentCallback()
+    trainer = pytorch_lightning.Trainer(..., callbacks=[callback])
     trainer.fit(model, ckpt_path=checkpoint.pytorch_lightning.last_checkpoint(ckpt_dir))
 
 The checkpoint files must be inside the checkpoint dir (``checkpoint.directory()``): give

@@ -97,9 +97,7 @@ def main() -> int:
     callbacks: list[TrainerCallback] = [checkpoint.hf.SpotAgentCallback()]
     if args.step_delay:
         callbacks.append(StepDelay(args.step_delay))
-    trainer = Trainer(
-        model=model, args=training, train_dataset=dataset(), callbacks=callbacks
-    )
+    trainer = Trainer(model=model, args=training, train_dataset=dataset(), callbacks=callbacks)
     resume = checkpoint.hf.last_checkpoint(output_dir)
     print(f"resuming from {resume}", flush=True)
     trainer.train(resume_from_checkpoint=resume)

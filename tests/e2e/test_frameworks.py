@@ -204,8 +204,9 @@ def test_interrupted_twice_resumes_bit_for_bit(
         run = start_agent(tmp_path, run_args, slow, env, name=how)
         run.wait_for(lambda r=run: "resuming from" in r.job_stdout(), 240, "the job to start")
         saves = workdir / job.subdir
-        run.wait_for(lambda: saves.is_dir() and any(saves.iterdir()), 120, "a save")
-        run.wait_for(lambda r=run, n=committed(run): committed(r) > n, 120, "a commit")
+        run.wait_for(lambda d=saves: d.is_dir() and any(d.iterdir()), 120, "a save")
+        before = committed(run)
+        run.wait_for(lambda r=run, n=before: committed(r) > n, 120, "a commit")
         if how == "sigterm":
             run.signal(signal.SIGTERM)
         else:
