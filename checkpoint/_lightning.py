@@ -98,10 +98,11 @@ class CallbackMixin:
         if signal.getsignal(self._stop_signal) is not self._stop_handler:
             signal.signal(self._stop_signal, self._stop_handler)
         connector = getattr(trainer, "_signal_connector", None)
-        if getattr(connector, "received_sigterm", False) and api.interrupted():
-            # it came in the meantime and reached our handler too: this batch is saved and
-            # ends the fit (Lightning would raise SIGTERMException after it, unsaved)
-            connector.received_sigterm = False  # type: ignore[union-attr]
+        if connector is not None and getattr(connector, "received_sigterm", False):
+            # it came in the meantime and reached our handler too (the job API's flag is
+            # set): our save at the end of the batch ends the fit, where Lightning would
+            # raise SIGTERMException after the batch, unsaved
+            connector.received_sigterm = not api.interrupted()
 
     def on_train_batch_end(self, trainer: Any, *_: Any) -> None:
         if self.stopped or not api.interrupted():

@@ -57,7 +57,7 @@ class _SaveAborted(Exception):
     """Thrown into a save point that never saw its save: it ends unfinished, not whole."""
 
 
-class SpotAgentCallback(TrainerCallback):  # type: ignore[misc]
+class SpotAgentCallback(TrainerCallback):
     """Each save of the Trainer is a save point, and the stop signal means "save and stop".
 
     ``sync_on_save=False`` leaves commits to the agent's periodic syncs (each still sees

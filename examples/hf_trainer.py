@@ -33,7 +33,7 @@ import checkpoint
 import checkpoint.hf
 
 
-class StepDelay(TrainerCallback):  # type: ignore[misc]
+class StepDelay(TrainerCallback):
     """Slows each step down, so that a rehearsal can interrupt the job mid-run."""
 
     def __init__(self, seconds: float) -> None:
