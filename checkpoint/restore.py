@@ -245,7 +245,6 @@ class Restorer:
         return present
 
 
-
 def remove_stale_staging(dest: Path) -> None:
     """Staging dirs of restores that were killed (``kill -9``) before they cleaned up.
 
