@@ -128,6 +128,8 @@ class SpotAgentCallback(TrainerCallback):
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
     ) -> None:
+        if self.stopped:  # this step is saved already; no evaluation, no second save
+            control.should_evaluate = control.should_save = False
         self._expect_save(args, control)
 
     def on_evaluate(
