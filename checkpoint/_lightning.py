@@ -94,7 +94,9 @@ class CallbackMixin:
         trainer.strategy.checkpoint_io = self.io_class(io, sync_on_save=self.sync_on_save)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        """Lightning installed its SIGTERM handler since ``setup``: the stop signal is ours."""
+        """Lightning installed its SIGTERM handler since ``setup``: the stop signal is ours.
+        (And ``ModelCheckpoint`` has its directory now: it must be in the checkpoint dir.)"""
+        self._stop_file(trainer)
         if signal.getsignal(self._stop_signal) is not self._stop_handler:
             signal.signal(self._stop_signal, self._stop_handler)
         connector = getattr(trainer, "_signal_connector", None)

@@ -139,3 +139,15 @@ def test_lightning_last_checkpoint_is_the_newest_whole_one(tmp_path: Path) -> No
     (tmp_path / "last.ckpt").symlink_to("epoch=0-step=5.ckpt")
     (tmp_path / "notes.txt").write_text("x")
     assert last_checkpoint(tmp_path) == str(newest)
+
+
+def test_lightning_refuses_a_dirpath_outside_the_checkpoint_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from checkpoint._lightning import _check_inside_checkpoint_dir
+
+    monkeypatch.setenv("CHECKPOINT_DIR", str(tmp_path / "ck"))
+    monkeypatch.setenv("SPOT_AGENT_PID", str(os.getpid()))
+    _check_inside_checkpoint_dir(tmp_path / "ck" / "lightning")
+    with pytest.raises(ValueError, match=r"lightning_logs is outside the checkpoint dir"):
+        _check_inside_checkpoint_dir(tmp_path / "lightning_logs")
