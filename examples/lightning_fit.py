@@ -12,9 +12,10 @@ uninterrupted run, bit for bit: ``seed_everything`` for the initial weights,
 each step's minibatch a function of the step. Lightning stores neither the RNG states nor
 the position in an epoch's data in its checkpoints (unless the dataloader has
 ``state_dict``/``load_state_dict``): after a resume mid-epoch, it starts the epoch's
-dataloader again. And lightning 2.6 counts one epoch too few after resuming from a
-checkpoint saved at an epoch's last batch, so the next resume trains an extra step;
-here the whole run is one epoch (``max_steps``), and every save falls inside it.
+dataloader again. And after a resume from a checkpoint saved at an epoch's last batch,
+the checkpoints Lightning 2.6.6 writes count one epoch too few, so a ``max_epochs`` run
+resumed from one of them trains an extra epoch; here the whole run is one epoch,
+``max_steps`` long, and every save falls inside it.
 """
 
 from __future__ import annotations
