@@ -245,6 +245,7 @@ class Restorer:
         return present
 
 
+
 def remove_stale_staging(dest: Path) -> None:
     """Staging dirs of restores that were killed (``kill -9``) before they cleaned up.
 
