@@ -48,7 +48,8 @@ def test_snippet_runs_and_sees_the_interruption(
     command = [sys.executable, "-c", code] if lang == "python" else ["sh", "-c", code]
     workdir = tmp_path / "work"
     args = ["--job-id", "doc", "--sync-interval", "1", "--checkpoint-dir", str(workdir)]
-    run = start_agent(tmp_path, args, command, agent_env(tmp_path))
+    env = agent_env(tmp_path, {"HF_HUB_OFFLINE": "1"})  # the framework snippets download nothing
+    run = start_agent(tmp_path, args, command, env)
     commits = lambda: sum(e.get("event") == "sync.committed" for e in run.events())  # noqa: E731
     run.wait_for(lambda: commits() >= 2, timeout=60, what="two commits")
     run.signal(signal.SIGTERM)
