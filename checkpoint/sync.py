@@ -156,10 +156,11 @@ class Checkpointer:
             log.warning("sync.file_skipped", path=path, why=why)
         stored = self._known.stored()
         present = stored.hashes()
-        todo = sum(  # data bytes (not holes) of the files the stat cache cannot vouch for
+        todo = sum(  # data bytes (not holes) of the files this sync will read
             min(st.st_size, st.st_blocks * 512)
             for rel, st in found.files
-            if self._cache.unchanged(rel, st, present) is None
+            if (rehash is not None and rehash(st))
+            or self._cache.unchanged(rel, st, present) is None
         )
         progress = Progress("sync.progress", todo, listener=self.progress)
         uploader = Uploader(
