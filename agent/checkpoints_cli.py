@@ -259,6 +259,11 @@ def _gc(job: JobStore, args: argparse.Namespace) -> int:
         f"({human_size(r.pack_bytes_deleted)}); kept {r.manifests} checkpoints, {r.referenced} "
         f"referenced blobs, {r.packs_referenced} referenced packs, {r.kept_young} unreferenced "
         f"blobs and {r.packs_kept_young} packs younger than {raw_age}"
+        + (
+            f"; {verb} {r.pages_deleted} unreferenced manifest pages, kept {r.pages_referenced}"
+            if r.pages
+            else ""
+        )
     )
     return 0
 
