@@ -152,7 +152,12 @@ class JobStore:
             return manifest if self._create(key, body) else None
         body, pages = paged.encode(manifest)
         written = dict(pages)
-        paged.decode(body, lambda ids: map(written.__getitem__, ids), where="the new checkpoint")
+        paged.decode(
+            body,
+            lambda ids: map(written.__getitem__, ids),
+            where="the new checkpoint",
+            expect=manifest,
+        )
         self._put_pages((pid, data) for pid, data in written.items() if pid not in have)
         committed = replace(manifest, pages=tuple(pid for pid, _ in pages))
         return committed if self._create(key, body) else None

@@ -117,23 +117,30 @@ def is_paged(data: bytes) -> bool:
 
 
 def decode(
-    root: bytes, fetch: PageReader, *, where: str = "manifest"
+    root: bytes, fetch: PageReader, *, where: str = "manifest", expect: Manifest | None = None
 ) -> tuple[Manifest, tuple[str, ...]]:
     """The manifest a format-4 root describes, its pages read with ``fetch`` (at most
-    :data:`MAX_PAGE_BYTES` each), and the ids of those pages."""
+    :data:`MAX_PAGE_BYTES` each), and the ids of those pages.
+
+    ``expect``: the manifest these bytes were encoded from (a commit's check that restore
+    will read back what sync wrote). Each page is parsed and compared with the entries it
+    was made from, then dropped: no second copy of a large manifest is built.
+    """
     try:
         doc = json.loads(root)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ManifestError(f"{where}: not valid JSON ({type(exc).__name__})") from None
     try:
-        return _decode(doc, fetch, where)
+        return _decode(doc, fetch, expect)
     except ManifestError as exc:
         raise ManifestError(f"{where}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _decode(doc: Any, fetch: PageReader, where: str) -> tuple[Manifest, tuple[str, ...]]:
+def _decode(
+    doc: Any, fetch: PageReader, expect: Manifest | None
+) -> tuple[Manifest, tuple[str, ...]]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ManifestError("not a format-4 manifest root")
     packs = parse_packs(doc.get("packs", {}))
@@ -152,6 +159,8 @@ def _decode(doc: Any, fetch: PageReader, where: str) -> tuple[Manifest, tuple[st
     if items > MAX_ITEMS:
         raise ManifestError(f"{items} entries are over the {MAX_ITEMS} a checkpoint may hold")
     ids = [page["id"] for page in listed]
+    written = dict(_kinds(expect)) if expect is not None else {}
+    at = dict.fromkeys(KINDS, 0)
     for page, data in zip(listed, fetch(ids), strict=True):
         pid, kind = page["id"], page["kind"]
         entries = _load_page(pid, kind, data, packs)
@@ -160,11 +169,20 @@ def _decode(doc: Any, fetch: PageReader, where: str) -> tuple[Manifest, tuple[st
         items += sum(len(e.chunks) for e in entries if isinstance(e, FileEntry))
         if items > MAX_ITEMS:
             raise ManifestError(f"over {MAX_ITEMS} entries and chunks")
-        found[kind].extend(entries)
-    files = tuple(found["files"])
-    dirs = tuple(found["dirs"])
-    links = tuple(found["links"])
-    hardlinks = tuple(found["hardlinks"])
+        if expect is None:
+            found[kind].extend(entries)
+        elif [_as_stored(e) for e in written[kind][at[kind] : at[kind] + len(entries)]] != entries:
+            raise ManifestError(f"page {pid} does not read back as the entries it was made from")
+        at[kind] += len(entries)
+    if expect is not None:
+        if any(at[kind] != len(written[kind]) for kind in KINDS):
+            raise ManifestError("the pages do not hold every entry")
+        files, dirs, links, hardlinks = expect.files, expect.dirs, expect.links, expect.hardlinks
+    else:
+        files = tuple(found["files"])
+        dirs = tuple(found["dirs"])
+        links = tuple(found["links"])
+        hardlinks = tuple(found["hardlinks"])
     check_tree(files, dirs, links, hardlinks)
     progress = doc.get("progress") or {}
     if not isinstance(progress, dict):
@@ -242,7 +260,15 @@ def _file_doc(row: list[Any], packs: list[Any]) -> dict[str, Any]:
     return {"path": path, "size": size, "mode": mode, "mtime_ns": mtime_ns, "chunks": out}
 
 
+def _as_stored(entry: Any) -> Any:
+    """A dir whose mode was not recorded is stored as 0o700 (as format 3 stores it)."""
+    if isinstance(entry, DirEntry) and entry.mode is None:
+        return DirEntry(entry.path, 0o700)
+    return entry
+
+
 def _kinds(m: Manifest) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """The entries of each kind, in the order pages hold them."""
     yield "dirs", m.dirs
     yield "links", m.links
     yield "hardlinks", m.hardlinks

@@ -186,6 +186,7 @@ class Checkpointer:
                 if entry is not None:
                     entries.append(entry)
                     hashed += n
+            found.files.clear()  # the stat of every file: not needed beyond this point
             if not changed:
                 moved = repack_sparse(
                     entries,
