@@ -215,7 +215,11 @@ def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
     raw = job.store.get_object(job.manifest_key(seq))
     m = job.load_manifest(seq)
     if as_json:
-        print(json.dumps(json.loads(raw), indent=2))
+        doc = json.loads(raw)
+        if m.pages:  # a paged manifest (format 4): each page's entries after its listing
+            for listed in doc["pages"]:
+                listed["page"] = json.loads(job.store.get_object(job.page_key(listed["id"])))
+        print(json.dumps(doc, indent=2))
         return 0
     print(
         f"checkpoint {m.sequence} of job {m.job_id}: {m.created}, attempt {m.attempt}, "

@@ -283,3 +283,15 @@ def test_300000_files_commit_and_restore_byte_for_byte(tmp_path: Path) -> None:
             n += 1
     assert n == 300_000
     assert sum(1 for p in into.rglob("*") if p.is_file() and ".spot-agent" not in p.parts) == n
+
+
+def test_checkpoints_show_json_gives_a_paged_manifest_with_its_pages(tmp_path: Path) -> None:
+    from tests.agentproc import cli
+
+    _store, job, _src, _first = paged_store(tmp_path)  # the store is tmp_path / "store"
+    out = cli(tmp_path, "checkpoints", "show", "--job-id", "paged", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["format"] == 4 and doc["sequence"] == 2
+    files = [row[0] for p in doc["pages"] if p["kind"] == "files" for row in p["page"]["entries"]]
+    assert files == [f.path for f in job.load_manifest(2).files]
