@@ -34,7 +34,11 @@ from checkpoint.sync import Checkpointer, JobStore
 store = LocalStore(Path(sys.argv[3]))
 ckpt = Checkpointer(JobStore(store, "bench"), Path(sys.argv[2]), progress=lambda e, f: None)
 started = time.monotonic()
-result = ckpt.sync_once("bench")
+try:
+    result = ckpt.sync_once("bench")
+except Exception as exc:  # the figures of a sync that was refused count too
+    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    sys.exit(f"failed after {time.monotonic() - started:.1f} s at {hwm // 1024} MiB: {exc}")
 seconds = time.monotonic() - started
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 manifest = sum(
