@@ -328,3 +328,25 @@ def test_a_paged_checkpoint_round_trips_through_s3(
         assert files_of(into) == files_of(src)
     finally:
         store.close()
+
+
+def test_a_warm_restart_from_a_paged_checkpoint_reads_no_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    many_files(src, 3, 40)
+    for p in src.rglob("f*"):  # old enough to be vouched for (not racy)
+        os.utime(p, (1_600_000_000, 1_600_000_000))
+    job = JobStore(LocalStore(tmp_path / "store"), "warm")
+    first = Checkpointer(job, src, attempt=1, paged_above=0)
+    try:
+        assert first.sync_once("first").sequence == 1
+    finally:
+        first.close()
+    again = Checkpointer(job, src, attempt=2, paged_above=0)
+    try:
+        r = again.restore()
+        assert (r.files_indexed, r.bytes_hashed, r.files_written) == (120, 0, 0)
+        assert r.manifest is not None and r.manifest.pages
+        after = again.sync_once("after")
+        assert (after.sequence, after.bytes_hashed) == (None, 0)
+    finally:
+        again.close()
