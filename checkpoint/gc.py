@@ -104,12 +104,11 @@ def collect_garbage(
         try:
             referenced: set[str] = set()
             referenced_packs: set[str] = set()
-            referenced_pages: set[str] = set()
+            referenced_pages: set[str] = set()  # each page shared by checkpoints read once
             for seq in sequences:
-                manifest = job.load_manifest(seq)
-                referenced |= manifest.stored_blobs()
-                referenced_packs |= manifest.pack_ids()
-                referenced_pages.update(manifest.pages)
+                blobs_of, packs_of = job.references(seq, referenced_pages)
+                referenced |= blobs_of
+                referenced_packs |= packs_of
             break
         except ObjectNotFound:
             continue  # a manifest was pruned while we read: list everything again

@@ -113,6 +113,23 @@ class JobStore:
             raise ManifestError(f"{key}: says it is sequence {manifest.sequence}")
         return manifest
 
+    def references(self, sequence: int, seen_pages: set[str]) -> tuple[set[str], set[str]]:
+        """The blobs and packs checkpoint ``sequence`` references, for gc. Of a paged one,
+        only the pages not in ``seen_pages`` are read (one at a time) and then added to it:
+        pages shared by many checkpoints are read once."""
+        key = self.manifest_key(sequence)
+        data = self.store.get_object(key, max_bytes=paged.MAX_ROOT_BYTES)
+        if not paged.is_paged(data):
+            manifest = Manifest.from_json(data, where=key)
+            return manifest.stored_blobs(), manifest.pack_ids()
+        try:
+            doc_sequence = json.loads(data).get("sequence")
+        except (ValueError, AttributeError):
+            raise ManifestError(f"{key}: not a manifest root") from None
+        if doc_sequence != sequence:
+            raise ManifestError(f"{key}: says it is sequence {doc_sequence!r}")
+        return paged.page_refs(data, self._read_page, seen_pages, where=key)
+
     def attempts(self) -> list[int]:
         return self._numbers("attempts")
 
@@ -171,14 +188,14 @@ class JobStore:
             ]:
                 done.result()
 
-    def _page_reader(self) -> paged.PageReader:
-        def read(pid: str) -> bytes:
-            try:
-                return self.store.get_object(self.page_key(pid), max_bytes=paged.MAX_PAGE_BYTES)
-            except ObjectNotFound:
-                raise ManifestError(f"page {pid} is missing") from None
+    def _read_page(self, pid: str) -> bytes:
+        try:
+            return self.store.get_object(self.page_key(pid), max_bytes=paged.MAX_PAGE_BYTES)
+        except ObjectNotFound:
+            raise ManifestError(f"page {pid} is missing") from None
 
-        return lambda ids: paged.read_pages(read, ids, self.store.concurrency)
+    def _page_reader(self) -> paged.PageReader:
+        return lambda ids: paged.read_pages(self._read_page, ids, self.store.concurrency)
 
     def _create(self, key: str, body: bytes) -> bool:
         """Put-if-absent that tells a lost race from our own retried write.

@@ -138,26 +138,62 @@ def decode(
         raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _decode(
-    doc: Any, fetch: PageReader, expect: Manifest | None
-) -> tuple[Manifest, tuple[str, ...]]:
+def page_refs(
+    root: bytes, fetch: Callable[[str], bytes], seen: set[str], *, where: str = "manifest"
+) -> tuple[set[str], set[str]]:
+    """The blobs and the packs that the pages of a format-4 root not in ``seen`` reference,
+    each page read, checked and parsed on its own and its id added to ``seen``: what gc
+    needs, without the whole manifest in memory and without reading a page twice."""
+    blobs: set[str] = set()
+    packs_used: set[str] = set()
+    try:
+        packs, listed = _listing(json.loads(root))
+        for page in listed:
+            pid = page["id"]
+            if pid in seen:
+                continue
+            for e in _load_page(pid, page["kind"], fetch(pid), packs):
+                for c in e.chunks if isinstance(e, FileEntry) else ():
+                    if c.pack is not None:
+                        packs_used.add(c.pack)
+                    elif not c.is_hole:
+                        blobs.add(c.sha256)
+            seen.add(pid)
+    except ManifestError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
+    return blobs, packs_used
+
+
+def _listing(doc: Any) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """The packs table and the pages of a root, the whole listing checked before any page
+    is read."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ManifestError("not a format-4 manifest root")
     packs = parse_packs(doc.get("packs", {}))
     listed = doc["pages"]
     if not isinstance(listed, list):
         raise ManifestError("pages must be a list")
-    found: dict[str, list[Any]] = {kind: [] for kind in KINDS}
     items = 0
-    for n, page in enumerate(listed):  # the whole listing checked before any page is read
+    for n, page in enumerate(listed):
         pid, kind, count = page["id"], page["kind"], page["entries"]
-        if kind not in found or not isinstance(pid, str) or not _PAGE_ID.match(pid):
+        if kind not in KINDS or not isinstance(pid, str) or not _PAGE_ID.match(pid):
             raise ManifestError(f"page {n} is listed as {page!r}")
         if type(count) is not int or count < 0:
             raise ManifestError(f"page {n} is listed as {page!r}")
         items += count
     if items > MAX_ITEMS:
         raise ManifestError(f"{items} entries are over the {MAX_ITEMS} a checkpoint may hold")
+    return packs, listed
+
+
+def _decode(
+    doc: Any, fetch: PageReader, expect: Manifest | None
+) -> tuple[Manifest, tuple[str, ...]]:
+    packs, listed = _listing(doc)
+    found: dict[str, list[Any]] = {kind: [] for kind in KINDS}
+    items = sum(page["entries"] for page in listed)
     ids = [page["id"] for page in listed]
     written = dict(_kinds(expect)) if expect is not None else {}
     at = dict.fromkeys(KINDS, 0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from checkpoint.errors import ManifestError
+from checkpoint.errors import CheckpointError, ManifestError
 from checkpoint.gc import collect_garbage, prune_manifests
 from checkpoint.manifest import Manifest
 from checkpoint.s3store import S3Store
@@ -35,6 +35,7 @@ class CountingStore(LocalStore):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.puts: dict[str, int] = {}
+        self.gets: list[str] = []
 
     def put_object(self, key: str, data: bytes, *, sha256: str | None = None) -> None:
         super().put_object(key, data, sha256=sha256)
@@ -43,6 +44,10 @@ class CountingStore(LocalStore):
     def put_object_if_absent(self, key: str, data: bytes) -> bool:
         self.puts[key] = len(data)
         return super().put_object_if_absent(key, data)
+
+    def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        self.gets.append(key)
+        return super().get_object(key, max_bytes=max_bytes)
 
 
 def many_files(root: Path, dirs: int, per_dir: int, size: int = 64) -> None:
@@ -142,6 +147,18 @@ def test_a_damaged_or_missing_page_makes_restore_fall_back_loudly(
     assert [seq for seq, _why in result.skipped] == [2]
     assert "restore.checkpoint_damaged" in [e["event"] for e in logs]
     assert files_of(into) == first
+
+
+def test_gc_reads_each_page_once_however_many_checkpoints_share_it(tmp_path: Path) -> None:
+    store, _job, _src, _first = paged_store(tmp_path)
+    counting = CountingStore(store.root)
+    job = JobStore(counting, "paged")
+    pages = set(job.load_manifest(1).pages) | set(job.load_manifest(2).pages)
+    counting.gets.clear()
+    result = collect_garbage(job, min_age=timedelta(0))
+    read = [k for k in counting.gets if "/pages/" in k]
+    assert sorted(read) == sorted(job.page_key(p) for p in pages)  # each once
+    assert result.pages == result.pages_referenced == len(pages) and result.pages_deleted == 0
 
 
 def test_gc_keeps_the_pages_of_kept_checkpoints_and_deletes_the_rest(tmp_path: Path) -> None:
@@ -350,3 +367,14 @@ def test_a_warm_restart_from_a_paged_checkpoint_reads_no_file(tmp_path: Path) ->
         assert (after.sequence, after.bytes_hashed) == (None, 0)
     finally:
         again.close()
+
+
+def test_a_damaged_page_stops_gc_before_it_deletes_anything(tmp_path: Path) -> None:
+    store, job, _src, _first = paged_store(tmp_path)
+    assert prune_manifests(job, 1) == [1]  # checkpoint 1's own pages are now garbage
+    before = {o.key for o in store.list_objects("paged/")}
+    path = store.root / job.page_key(job.load_manifest(2).pages[-1])
+    path.write_bytes(path.read_bytes()[:-1] + b" ")
+    with pytest.raises(CheckpointError, match=r"gc stopped, nothing deleted: .*damaged"):
+        collect_garbage(job, min_age=timedelta(0))
+    assert {o.key for o in store.list_objects("paged/")} == before
