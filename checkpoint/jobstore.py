@@ -168,12 +168,13 @@ class JobStore:
             Manifest.from_json(body, where="the new checkpoint")
             return manifest if self._create(key, body) else None
         body, pages = paged.encode(manifest)
-        written = dict(pages)
+        written, have = dict(pages), frozenset(have)
         paged.decode(
             body,
             lambda ids: map(written.__getitem__, ids),
             where="the new checkpoint",
             expect=manifest,
+            checked=have,
         )
         self._put_pages((pid, data) for pid, data in written.items() if pid not in have)
         committed = replace(manifest, pages=tuple(pid for pid, _ in pages))
