@@ -7,8 +7,8 @@ with its low :data:`PAGE_BITS` bits zero, or at :data:`MAX_PAGE_ENTRIES` entries
 the kind changes: the cuts depend on the paths alone, so adding, removing or changing a
 file changes the page that holds it and no other (as in restic's trees and git's, and
 content-defined chunking). A page is stored once under ``<job>/pages/<h[:2]>/<h>``, ``h``
-the sha256 of its bytes; a commit PUTs only the pages its store does not have yet (the
-base checkpoint's and those this process wrote are known), and then the root, which lists
+the sha256 of its bytes; a commit PUTs only the pages that the checkpoint it follows does
+not have (and reads back only those, as a restore would), and then the root, which lists
 the pages in order with the job's facts and the ``packs`` table, under
 ``<job>/manifests/<seq>.json`` with put-if-absent: still the one write that commits.
 
@@ -140,7 +140,7 @@ def decode(
         return _decode(doc, fetch, expect, checked if expect is not None else ())
     except ManifestError as exc:
         raise ManifestError(f"{where}: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
         raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
 
 
@@ -186,7 +186,7 @@ def _listing(doc: Any) -> tuple[dict[str, int], list[dict[str, Any]]]:
         pid, kind, count = page["id"], page["kind"], page["entries"]
         if kind not in KINDS or not isinstance(pid, str) or not _PAGE_ID.match(pid):
             raise ManifestError(f"page {n} is listed as {page!r}")
-        if type(count) is not int or count < 0:
+        if type(count) is not int or count < 1:  # sync never writes an empty page
             raise ManifestError(f"page {n} is listed as {page!r}")
         items += count
     if items > MAX_ITEMS:
@@ -364,4 +364,4 @@ def _chunk_row(c: Chunk, index: dict[str, int]) -> list[Any]:
     return [c.sha256, c.size, index.setdefault(c.pack, len(index)), c.offset]
 
 
-__all__ = ["FORMAT", "PAGED_ABOVE", "DirEntry", "decode", "encode", "is_paged", "page_id"]
+__all__ = ["FORMAT", "PAGED_ABOVE", "decode", "encode", "is_paged", "page_refs", "read_pages"]
