@@ -227,7 +227,11 @@ def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
     raw = job.store.get_object(job.manifest_key(seq))
     m = job.load_manifest(seq)
     if as_json:
-        print(json.dumps(json.loads(raw), indent=2))
+        doc = json.loads(raw)
+        if m.pages:  # a paged manifest (format 4): each page's entries after its listing
+            for listed in doc["pages"]:
+                listed["page"] = json.loads(job.store.get_object(job.page_key(listed["id"])))
+        print(json.dumps(doc, indent=2))
         return 0
     print(
         f"checkpoint {m.sequence} of job {m.job_id}: {m.created}, attempt {m.attempt}, "
@@ -297,6 +301,11 @@ def _gc(job: JobStore, args: argparse.Namespace) -> int:
         f"({human_size(r.pack_bytes_deleted)}); kept {r.manifests} checkpoints, {r.referenced} "
         f"referenced blobs, {r.packs_referenced} referenced packs, {r.kept_young} unreferenced "
         f"blobs and {r.packs_kept_young} packs younger than {raw_age}"
+        + (
+            f"; {verb} {r.pages_deleted} unreferenced manifest pages, kept {r.pages_referenced}"
+            if r.pages
+            else ""
+        )
     )
     return 0
 

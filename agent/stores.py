@@ -2,7 +2,7 @@
 
 The checkpoint package knows one job at a time (:class:`JobStore`); the whole-store view
 (which jobs are there, how big) is built here from ``Store.list_objects``, on the layout
-``<job-id>/{blobs,packs,manifests,attempts,timeline}/...``.
+``<job-id>/{manifests,pages,blobs,packs,attempts,timeline}/...``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .config import ConfigError, S3Settings
 EXIT_NOT_FOUND = 1
 URI_SETTING = "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)"
 #: also the order a job is deleted in
-_KINDS = ("manifests", "blobs", "packs", "attempts", "timeline")
+_KINDS = ("manifests", "pages", "blobs", "packs", "attempts", "timeline")
 
 
 class JobNotFound(CheckpointError):

@@ -1,6 +1,6 @@
-"""Garbage collection: delete blobs and packs that no checkpoint references any more.
+"""Garbage collection: delete blobs, packs and manifest pages that no checkpoint references.
 
-A blob, or a pack, is deleted only when both hold:
+A blob, a pack or a page (format 4) is deleted only when both hold:
 
 1. no manifest of the job references it (for a pack: no chunk of any manifest lies in
    it; a pack of which any byte is still referenced is kept whole), and
@@ -51,6 +51,9 @@ class GcResult:
     packs_deleted: int = 0
     pack_bytes_deleted: int = 0
     packs_kept_young: int = 0  # unreferenced, younger than min_age
+    pages: int = 0  # manifest pages found (format 4)
+    pages_referenced: int = 0
+    pages_deleted: int = 0
 
 
 def prune_manifests(
@@ -96,14 +99,16 @@ def collect_garbage(
     for _ in range(3):
         blobs = list(job.store.list_objects(f"{job.prefix}blobs/"))
         packs = list(job.store.list_objects(f"{job.prefix}packs/"))
+        pages = list(job.store.list_objects(f"{job.prefix}pages/"))
         sequences = job.sequences()
         try:
             referenced: set[str] = set()
             referenced_packs: set[str] = set()
+            referenced_pages: set[str] = set()  # each page shared by checkpoints read once
             for seq in sequences:
-                manifest = job.load_manifest(seq)
-                referenced |= manifest.stored_blobs()
-                referenced_packs |= manifest.pack_ids()
+                blobs_of, packs_of = job.references(seq, referenced_pages)
+                referenced |= blobs_of
+                referenced_packs |= packs_of
             break
         except ObjectNotFound:
             continue  # a manifest was pruned while we read: list everything again
@@ -119,10 +124,13 @@ def collect_garbage(
     old = [b for b in unreferenced if now - b.modified >= min_age]
     dead_packs = [p for p in packs if p.key.rsplit("/", 1)[-1] not in referenced_packs]
     old_packs = [p for p in dead_packs if now - p.modified >= min_age]
+    dead_pages = [p for p in pages if p.key.rsplit("/", 1)[-1] not in referenced_pages]
+    old_pages = [p for p in dead_pages if now - p.modified >= min_age]
     partial = [p for p in job.store.list_incomplete(job.prefix) if now - p.modified >= min_age]
     if not dry_run:
         job.store.delete_objects(b.key for b in old)
         job.store.delete_objects(p.key for p in old_packs)
+        job.store.delete_objects(p.key for p in old_pages)
         job.store.delete_objects(p.key for p in partial)
     return GcResult(
         manifests=len(sequences),
@@ -138,4 +146,7 @@ def collect_garbage(
         packs_deleted=len(old_packs),
         pack_bytes_deleted=sum(p.size for p in old_packs),
         packs_kept_young=len(dead_packs) - len(old_packs),
+        pages=len(pages),
+        pages_referenced=len(pages) - len(dead_pages),
+        pages_deleted=len(old_pages),
     )

@@ -5,7 +5,10 @@ Layout of one job under the store's root::
     <job-id>/blobs/<h[:2]>/<h>         chunk contents, named by their sha256 (immutable)
     <job-id>/packs/<p[:2]>/<p>         small files' chunks back to back, named by the sha256
                                        of the whole pack (immutable; manifest format 3)
-    <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence)
+    <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence): the
+                                       whole manifest, or the root of a paged one (format 4)
+    <job-id>/pages/<h[:2]>/<h>         a page of paged manifests, named by its sha256
+                                       (immutable, shared by every manifest that has it)
     <job-id>/attempts/<n>.json         one per agent start: the fencing token
     <job-id>/timeline/<n>.json         what attempt n did (where it ran, its restore, syncs,
                                        notice and end), rewritten as it goes: for
@@ -15,10 +18,11 @@ The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 
 1. every chunk the new manifest names is uploaded first, as a blob or inside a pack (only
    chunks the store does not have: the previous manifest's and this session's uploads
-   are known);
-2. the manifest is created with put-if-absent under the next sequence number; that single
-   object creation is the commit. A crash before it leaves only unreferenced blobs, which
-   ``gc`` collects later; it never changes what a restore sees.
+   are known); then, for a paged manifest, the pages the previous one did not have;
+2. the manifest (or its root) is created with put-if-absent under the next sequence
+   number; that single object creation is the commit. A crash before it leaves only
+   unreferenced blobs, packs and pages, which ``gc`` collects later; it never changes
+   what a restore sees.
 3. before committing, an attempt checks that no newer attempt of the job has started; a
    stale attempt is told (:class:`Superseded`) and stops committing.
 """
@@ -27,11 +31,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from . import paged
 from .errors import (
     CommitConflict,
     ConditionalWritesUnsupported,
@@ -39,7 +47,7 @@ from .errors import (
     ObjectNotFound,
     Superseded,
 )
-from .manifest import MAX_MANIFEST_BYTES, Chunk, Manifest
+from .manifest import Chunk, Manifest
 from .store import Store
 
 log = structlog.get_logger("checkpoint")
@@ -74,6 +82,9 @@ class JobStore:
     def manifest_key(self, sequence: int) -> str:
         return f"{self.prefix}manifests/{sequence:010d}.json"
 
+    def page_key(self, page: str) -> str:
+        return f"{self.prefix}pages/{page[:2]}/{page}"
+
     def attempt_key(self, attempt: int) -> str:
         return f"{self.prefix}attempts/{attempt:06d}.json"
 
@@ -100,12 +111,34 @@ class JobStore:
         return self._numbers("manifests")
 
     def load_manifest(self, sequence: int) -> Manifest:
+        """The checkpoint ``sequence``, whole: a paged one (format 4) with its pages read."""
         key = self.manifest_key(sequence)
-        data = self.store.get_object(key, max_bytes=MAX_MANIFEST_BYTES)
-        manifest = Manifest.from_json(data, where=key)
+        data = self.store.get_object(key, max_bytes=paged.MAX_ROOT_BYTES)
+        if paged.is_paged(data):
+            manifest, pages = paged.decode(data, self._page_reader(), where=key)
+            manifest = replace(manifest, pages=pages)
+        else:
+            manifest = Manifest.from_json(data, where=key)
         if manifest.sequence != sequence:
             raise ManifestError(f"{key}: says it is sequence {manifest.sequence}")
         return manifest
+
+    def references(self, sequence: int, seen_pages: set[str]) -> tuple[set[str], set[str]]:
+        """The blobs and packs checkpoint ``sequence`` references, for gc. Of a paged one,
+        only the pages not in ``seen_pages`` are read (one at a time) and then added to it:
+        pages shared by many checkpoints are read once."""
+        key = self.manifest_key(sequence)
+        data = self.store.get_object(key, max_bytes=paged.MAX_ROOT_BYTES)
+        if not paged.is_paged(data):
+            manifest = Manifest.from_json(data, where=key)
+            return manifest.stored_blobs(), manifest.pack_ids()
+        try:
+            doc_sequence = json.loads(data).get("sequence")
+        except (ValueError, AttributeError):
+            raise ManifestError(f"{key}: not a manifest root") from None
+        if doc_sequence != sequence:
+            raise ManifestError(f"{key}: says it is sequence {doc_sequence!r}")
+        return paged.page_refs(data, self._read_page, seen_pages, where=key)
 
     def attempts(self) -> list[int]:
         return self._numbers("attempts")
@@ -124,8 +157,56 @@ class JobStore:
         if attempt and self.store.exists(self.attempt_key(attempt + 1)):
             raise Superseded(attempt, max(self.attempts()))
 
-    def commit(self, manifest: Manifest) -> bool:
-        return self._create(self.manifest_key(manifest.sequence), manifest.to_json())
+    def commit(
+        self,
+        manifest: Manifest,
+        *,
+        have: Collection[str] = (),
+        paged_above: int = paged.PAGED_ABOVE,
+    ) -> Manifest | None:
+        """Commit ``manifest`` under its sequence; None if that number is taken.
+
+        More than ``paged_above`` entries: paged (format 4), the pages not in ``have`` (those
+        of a committed checkpoint) PUT first; the manifest returned knows its pages. What is
+        written is first read back with the code a restore uses (guarantee 7): a manifest a
+        restore would refuse raises :class:`ManifestError`, and nothing is written.
+        """
+        key = self.manifest_key(manifest.sequence)
+        entries = len(manifest.files) + len(manifest.dirs) + len(manifest.links)
+        if entries + len(manifest.hardlinks) <= paged_above:
+            body = manifest.to_json()
+            Manifest.from_json(body, where="the new checkpoint")
+            return manifest if self._create(key, body) else None
+        body, pages = paged.encode(manifest)
+        written, have = dict(pages), frozenset(have)
+        paged.decode(
+            body,
+            lambda ids: map(written.__getitem__, ids),
+            where="the new checkpoint",
+            expect=manifest,
+            checked=have,
+        )
+        self._put_pages((pid, data) for pid, data in written.items() if pid not in have)
+        committed = replace(manifest, pages=tuple(pid for pid, _ in pages))
+        return committed if self._create(key, body) else None
+
+    def _put_pages(self, pages: Iterable[tuple[str, bytes]]) -> None:
+        """Content-addressed, so a page PUT twice (a retried commit) is the same object."""
+        with ThreadPoolExecutor(max(1, self.store.concurrency)) as pool:
+            for done in [
+                pool.submit(self.store.put_object, self.page_key(pid), data, sha256=pid)
+                for pid, data in pages
+            ]:
+                done.result()
+
+    def _read_page(self, pid: str) -> bytes:
+        try:
+            return self.store.get_object(self.page_key(pid), max_bytes=paged.MAX_PAGE_BYTES)
+        except ObjectNotFound:
+            raise ManifestError(f"page {pid} is missing") from None
+
+    def _page_reader(self) -> paged.PageReader:
+        return lambda ids: paged.read_pages(self._read_page, ids, self.store.concurrency)
 
     def _create(self, key: str, body: bytes) -> bool:
         """Put-if-absent that tells a lost race from our own retried write.

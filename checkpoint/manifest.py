@@ -2,8 +2,9 @@
 
 A manifest lists every file of the checkpoint dir with its size, mode, mtime and the
 content-addressed chunks that hold its bytes; writing it is the commit. The format
-(version 3; versions 1 and 2 still load) and its bounds are described in
-docs/checkpoint-format.md.
+(version 3 for a manifest of one object; versions 1 and 2 still load) and its bounds are
+described in docs/checkpoint-format.md; large manifests are paged (format 4,
+:mod:`checkpoint.paged`), their entries checked by the same functions.
 
 **One validation for sync and restore** (guarantee 7): :func:`check_relpath`,
 :func:`check_mtime` and :func:`check_link_target` are what sync's scan applies to every
@@ -107,6 +108,9 @@ class Manifest:
     hardlinks: tuple[HardLinkEntry, ...] = ()
     #: pack id -> its size in bytes, for every pack a chunk references (format 3)
     packs: dict[str, int] = field(default_factory=dict)
+    #: the pages it is stored in (format 4, checkpoint.paged), in order; () for a manifest
+    #: stored as one object or not stored yet
+    pages: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -318,6 +322,28 @@ def _parse(doc: Any) -> Manifest:
         hardlinks=hardlinks,
         packs=packs,
     )
+
+
+# The one validation, for the entries of paged manifests too (checkpoint.paged).
+def parse_file(raw: Any, fmt: int, packs: dict[str, int]) -> FileEntry:
+    return _file(raw, fmt, packs)
+
+
+def parse_dir(raw: Any, fmt: int) -> DirEntry:
+    return _dir(raw, fmt)
+
+
+def parse_packs(raw: Any) -> dict[str, int]:
+    return _packs(raw)
+
+
+def check_tree(
+    files: Iterable[FileEntry],
+    dirs: Iterable[DirEntry],
+    links: Iterable[LinkEntry],
+    hardlinks: Iterable[HardLinkEntry],
+) -> None:
+    _check_tree(files, dirs, links, hardlinks)
 
 
 def _check_tree(

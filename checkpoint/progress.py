@@ -56,14 +56,22 @@ class Progress:
             fields = self.figures(now)
         self._listener(self.event, fields)
 
+    def expect(self, n: int) -> None:
+        """``n`` more bytes to move than the total said (a second pass found more work)."""
+        with self._lock:
+            self.total += n
+
     def figures(self, now: float | None = None) -> dict[str, Any]:
         elapsed = max((self._clock() if now is None else now) - self._started, 1e-9)
         rate = self.done / elapsed
-        left = max(self.total - self.done, 0)
+        # A file that grew while it was read moves more than its stat said: the total
+        # follows, so that the percentage never passes 100.
+        total = max(self.total, self.done)
+        left = total - self.done
         return {
             "bytes_done": self.done,
-            "bytes_total": self.total,
-            "percent": round(100.0 * self.done / self.total, 1) if self.total else 100.0,
+            "bytes_total": total,
+            "percent": round(100.0 * self.done / total, 1) if total else 100.0,
             "rate_bytes_per_second": round(rate),
             "eta_seconds": round(left / rate, 1) if rate > 0 else None,
             "elapsed_seconds": round(elapsed, 1),

@@ -97,10 +97,14 @@ def repack_sparse(
     if not sparse:
         return {}
     moved = packs.take_out(sparse, stored)  # no longer "stored": packed again
+    again_files = [
+        e for e in entries if e.size < pack_threshold and any(c.sha256 in moved for c in e.chunks)
+    ]
+    if uploader.progress is not None:  # read again: counted by the sync's progress
+        nbytes_again = sum(c.size for e in again_files for c in e.chunks if not c.is_hole)
+        uploader.progress.expect(nbytes_again)
     files = chunks = nbytes = 0
-    for e in entries:
-        if e.size >= pack_threshold or not any(c.sha256 in moved for c in e.chunks):
-            continue
+    for e in again_files:
         try:
             again, _ = hash_file(root / e.path, chunk_size, uploader.pack)
         except (OSError, NotRegularFile):

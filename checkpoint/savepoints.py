@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,20 +46,28 @@ def consistent_sync(
     pids: Callable[[], Iterable[int]] | None = None,
     on_frozen: Callable[[Frozen], None] | None = None,
     final: bool = False,
+    seen: Collection[tuple[int, int]] = (),
 ) -> SyncResult:
     """Freeze (waiting up to ``wait`` s for a save), sync from the freeze, clean up.
 
     ``rehash``: "all" reads every file again, "open" those open or mapped for writing by a
-    process at this moment (and freezes them by copy), "never" trusts the stat cache.
-    ``pids``: the processes to look at for "open" (default: every visible process).
+    process at this moment (and freezes them by copy) or in ``seen`` ((dev, ino) of files
+    written since the last sync, from a :class:`checkpoint.writers.WriterWatch`), "never"
+    trusts the stat cache. ``pids``: the processes to look at for "open" (default: every
+    visible process).
     ``final``: the last sync of the agent; a save still holding the lock after ``wait``
     makes it commit the last consistent freeze instead of failing.
     """
+
+    def writers() -> set[tuple[int, int]]:
+        return writable_inodes(pids() if pids else None) if rehash == "open" else set()
+
     if not freezer.usable:
-        return ckpt.sync_once(reason, rehash=_rehash_predicate(rehash, set()))
+        return ckpt.sync_once(reason, rehash=_rehash_predicate(rehash, writers() | set(seen)))
     last_error: FrozenFilesChanged | None = None
     for _ in range(FREEZE_ATTEMPTS):
-        writing = writable_inodes(pids() if pids else None) if rehash == "open" else set()
+        writing = writers()
+        reread = writing | set(seen)
         fallback = False
         try:
             frozen = freezer.freeze(wait, copy_inodes=writing, waiting=_log_long_save)
@@ -77,15 +85,13 @@ def consistent_sync(
             if freezer.usable:
                 raise
             log.warning("freeze.unavailable", path=str(freezer.area), action="syncing the live dir")
-            return ckpt.sync_once(reason, rehash=_rehash_predicate(rehash, writing))
+            return ckpt.sync_once(reason, rehash=_rehash_predicate(rehash, reread))
         if frozen.copied:
             log.debug("freeze.copied", paths=list(frozen.copied[:10]), count=len(frozen.copied))
         if on_frozen is not None:
             on_frozen(frozen)
         try:
-            result = ckpt.sync_once(
-                reason, frozen=frozen, rehash=_rehash_predicate(rehash, writing)
-            )
+            result = ckpt.sync_once(reason, frozen=frozen, rehash=_rehash_predicate(rehash, reread))
         except FrozenFilesChanged as exc:
             last_error = exc
             log.warning(

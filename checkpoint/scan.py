@@ -220,7 +220,7 @@ def _zeros_ahead(fh: BinaryIO, size: int) -> bool:
     return True
 
 
-@dataclass
+@dataclass(slots=True)
 class _CacheEntry:
     key: StatKey  # any change means "read again"
     chunks: tuple[Chunk, ...]

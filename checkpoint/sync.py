@@ -35,6 +35,7 @@ from .manifest import (
     HardLinkEntry,
     Manifest,
 )
+from .paged import PAGED_ABOVE
 from .progress import Listener, Progress
 from .repack import repack_sparse
 from .restore import Restorer, RestoreResult
@@ -97,6 +98,7 @@ class Checkpointer:
         progress: Listener | None = None,
         max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
         pack_threshold: int = PACK_THRESHOLD,
+        paged_above: int = PAGED_ABOVE,
     ) -> None:
         self.job = job
         #: chunk bytes held in memory by transfers at once, upload and restore each
@@ -107,6 +109,7 @@ class Checkpointer:
         self.progress = progress  # sync.progress and restore.progress reports (default: log)
         self.base: Manifest | None = None  # the newest manifest this process knows
         self.pack_threshold = pack_threshold  # files smaller than this are packed; 0: none
+        self.paged_above = paged_above  # manifests of more entries are paged (format 4)
         self._known = KnownChunks()  # what a sync may take as stored (checkpoint.known)
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in (0, {MAX_CHUNK_SIZE}], not {chunk_size}")
@@ -156,10 +159,11 @@ class Checkpointer:
             log.warning("sync.file_skipped", path=path, why=why)
         stored = self._known.stored()
         present = stored.hashes()
-        todo = sum(  # data bytes (not holes) of the files the stat cache cannot vouch for
+        todo = sum(  # data bytes (not holes) of the files this sync will read
             min(st.st_size, st.st_blocks * 512)
             for rel, st in found.files
-            if self._cache.unchanged(rel, st, present) is None
+            if (rehash is not None and rehash(st))
+            or self._cache.unchanged(rel, st, present) is None
         )
         progress = Progress("sync.progress", todo, listener=self.progress)
         uploader = Uploader(
@@ -182,6 +186,7 @@ class Checkpointer:
                 if entry is not None:
                     entries.append(entry)
                     hashed += n
+            found.files.clear()  # the stat of every file: not needed beyond this point
             if not changed:
                 moved = repack_sparse(
                     entries,
@@ -306,15 +311,16 @@ class Checkpointer:
         )
 
     def _commit(self, manifest: Manifest) -> Manifest:
-        try:  # what sync commits, restore accepts: the very same check, before the commit
-            Manifest.from_json(manifest.to_json(), where="the new checkpoint")
-        except ManifestError as exc:
-            why = f"not committing a checkpoint restore would refuse: {exc}"
-            raise CheckpointError(why) from None
+        have = self.base.pages if self.base is not None else ()  # pages stored already
         for _ in range(10):
             self.job.check_current(self.attempt)
-            if self.job.commit(manifest):
-                return manifest
+            try:  # what sync commits, restore accepts: the very same check, before the commit
+                committed = self.job.commit(manifest, have=have, paged_above=self.paged_above)
+            except ManifestError as exc:
+                why = f"not committing a checkpoint restore would refuse: {exc}"
+                raise CheckpointError(why) from None
+            if committed is not None:
+                return committed
             # Someone else took this number. If they are newer, check_current says so next
             # time round; otherwise (a stale attempt racing us) we commit after them.
             latest = (self.job.sequences() or [manifest.sequence])[-1]

@@ -1,6 +1,7 @@
 """A syncing process that can SIGKILL itself at an exact step of its uploads.
 
-    python -m tests.crashsync URI JOB WORKDIR TREE.json KILL_AT PUT_DELAY CHUNK_SIZE [PACKING]
+    python -m tests.crashsync URI JOB WORKDIR TREE.json KILL_AT PUT_DELAY CHUNK_SIZE [PACKING
+    [PAGED_ABOVE]]
 
 It does what an agent does on a new attempt: claim an attempt, restore the newest
 checkpoint into WORKDIR, then (as the job would) turn WORKDIR into the tree in TREE.json,
@@ -10,7 +11,8 @@ place yet, and one after the put. At step KILL_AT (``-1``: never) the process se
 SIGKILL, so the kill lands exactly there, whatever thread is uploading. The manifest is
 always the last put of a sync, so its steps are the last ones. Small files' chunks go
 into packs (one put for all of them when they fit one pack) unless PACKING (the pack
-threshold) is 0.
+threshold) is 0. A manifest of more than PAGED_ABOVE entries is paged (format 4): its new
+pages are put before it.
 """
 
 from __future__ import annotations
@@ -139,9 +141,11 @@ def main(argv: list[str]) -> int:
 
     uri, job_id, workdir, tree_file = argv[:4]
     kill_at, put_delay, chunk_size = int(argv[4]), float(argv[5]), int(argv[6])
+    from checkpoint.paged import PAGED_ABOVE
     from checkpoint.upload import PACK_THRESHOLD
 
     pack_threshold = int(argv[7]) if len(argv) > 7 else PACK_THRESHOLD
+    paged_above = int(argv[8]) if len(argv) > 8 else PAGED_ABOVE
     inner = open_store(uri)
     lock = threading.Lock()
     armed = False
@@ -209,7 +213,12 @@ def main(argv: list[str]) -> int:
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     c = Checkpointer(
-        job, work, attempt=attempt, chunk_size=chunk_size, pack_threshold=pack_threshold
+        job,
+        work,
+        attempt=attempt,
+        chunk_size=chunk_size,
+        pack_threshold=pack_threshold,
+        paged_above=paged_above,
     )
     restored = c.restore()
     apply_tree(work, Tree.from_json(Path(tree_file).read_text()))

@@ -243,8 +243,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "--rehash",
         "SPOT_AGENT_REHASH",
         "which files each sync reads again although their size and times are unchanged "
-        "(writes through mmap may not show in them): open (files open or mapped for writing "
-        "by the job), all, never; the final checkpoint after an interruption reads all",
+        "(writes through mmap may not show in them): open (files the job has had open or "
+        "mapped for writing since the last sync began, the final sync's too), all (every "
+        "file, every sync), never",
         parse_choice("open", "all", "never"),
         default="open",
         metavar="MODE",

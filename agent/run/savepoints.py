@@ -12,8 +12,9 @@ from pathlib import Path
 from checkpoint.freeze import Freezer, Frozen
 from checkpoint.manifest import RESERVED_DIR, Manifest
 from checkpoint.savelock import LOCK_NAME, between_saves
-from checkpoint.savepoints import consistent_sync
+from checkpoint.savepoints import consistent_sync, writable_inodes
 from checkpoint.sync import Checkpointer, RestoreResult, SyncResult
+from checkpoint.writers import WriterWatch
 
 from .. import logs
 
@@ -40,6 +41,7 @@ class SavePointCheckpoints:
         self.rehash = rehash
         self.job_pids: Callable[[], list[int]] | None = None
         self.on_frozen: Callable[[float], None] | None = None
+        self.watch: WriterWatch | None = None  # under --rehash open, once the job runs
 
     @property
     def base(self) -> Manifest | None:
@@ -47,8 +49,12 @@ class SavePointCheckpoints:
 
     def attach(self, job_pids: Callable[[], list[int]], on_frozen: Callable[[float], None]) -> None:
         """The job's processes (for ``--rehash open``), and who to tell when a freeze is
-        taken (``request_sync()`` returns then)."""
+        taken (``request_sync()`` returns then). Under ``--rehash open``, the job's writers
+        are watched from now on (:mod:`checkpoint.writers`)."""
         self.job_pids, self.on_frozen = job_pids, on_frozen
+        if self.rehash == "open" and self.watch is None:
+            self.watch = WriterWatch(lambda: writable_inodes(job_pids()))
+            self.watch.start()
 
     def restore(self) -> RestoreResult:
         self._reset(create_lock=False)  # a killed agent's freeze: room for the restore
@@ -57,17 +63,27 @@ class SavePointCheckpoints:
         return result
 
     def sync_once(self, reason: str) -> SyncResult:
+        """The final sync too reads again only the files the job wrote since the last sync
+        could have changed unseen (and those whose stat changed): ``--rehash all`` reads
+        every file."""
         final = reason in FINAL_REASONS
-        return consistent_sync(
-            self.ckpt,
-            self.freezer,
-            reason,
-            wait=FINAL_SAVE_WAIT_SECONDS if final else SAVE_WAIT_SECONDS,
-            rehash="all" if reason == "interruption" else self.rehash,
-            pids=self.job_pids,
-            on_frozen=self._frozen,
-            final=final,
-        )
+        seen = self.watch.begin() if self.watch is not None else set()
+        try:
+            return consistent_sync(
+                self.ckpt,
+                self.freezer,
+                reason,
+                wait=FINAL_SAVE_WAIT_SECONDS if final else SAVE_WAIT_SECONDS,
+                rehash=self.rehash,
+                pids=self.job_pids,
+                on_frozen=self._frozen,
+                final=final,
+                seen=seen,
+            )
+        except BaseException:
+            if self.watch is not None:  # not committed: the next sync reads them again
+                self.watch.failed(seen)
+            raise
 
     def between_saves(self, wait: float) -> AbstractContextManager[bool]:
         """While held, the job is not in the middle of a save (see ``endings``: the job is
@@ -84,6 +100,8 @@ class SavePointCheckpoints:
 
     def close(self) -> None:
         """Not called when work was abandoned at a deadline: a sync may still read."""
+        if self.watch is not None:
+            self.watch.stop()
         self.ckpt.close()
         self.freezer.close()
 

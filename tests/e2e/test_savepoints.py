@@ -172,25 +172,49 @@ MMAP_JOB = """
 import mmap, os, time
 import checkpoint
 
-path = checkpoint.directory() / "table.bin"
+d = checkpoint.directory()
+old = time.time() - 3600  # old enough for the stat cache to vouch for a file
+(d / "big.bin").write_bytes(os.urandom(2 << 20))
+os.utime(d / "big.bin", (old, old))
+path = d / "table.bin"
 path.write_bytes(bytes(4096))
 checkpoint.handle_stop()
 with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 4096) as mm:
     mm[:5] = b"first"
-    os.utime(path, (time.time() - 3600, time.time() - 3600))  # old enough to be cached
+    os.utime(path, (old, old))
     assert checkpoint.request_sync(wait=30)
     mm[:6] = b"second"  # the page is dirty already: size and times may well not change
-    print("wrote second", flush=True)
-    while not checkpoint.interrupted():
-        time.sleep(0.01)
+print("wrote second", flush=True)  # and the map is gone: the final sync cannot see it
+while not checkpoint.interrupted():
+    time.sleep(0.01)
 """
 
 
-def test_final_checkpoint_after_an_interruption_reads_every_file_again(tmp_path: Path) -> None:
-    args = ["--job-id", "mm", "--rehash", "never", "--sync-interval", "0"]
+def interrupted_mmap_job(tmp_path: Path, rehash: str) -> tuple[Path, dict[str, object]]:
+    """The final checkpoint after a SIGTERM, restored; and its ``sync.committed`` event."""
+    args = ["--job-id", "mm", "--rehash", rehash, "--sync-interval", "0"]
     run = start_agent(tmp_path, args, [sys.executable, "-c", MMAP_JOB])
     run.wait_for(lambda: run.has_line("wrote second"), what="the second write")
     run.signal(signal.SIGTERM)
     assert run.wait(60) == 75, run.stdout + run.stderr
+    final = [e for e in run.events() if e["event"] == "sync.committed"][-1]
+    assert final["reason"] == "interruption"
     [(_seq, into)] = restore_each(LocalStore(tmp_path / "store"), "mm", tmp_path)[-1:]
+    return into, final
+
+
+def test_final_checkpoint_reads_again_what_the_job_wrote_since_the_last_sync(
+    tmp_path: Path,
+) -> None:
+    """Issue 23: the job mapped table.bin for writing after the last sync began; by the final
+    sync the map is gone and the stat is unchanged. The final sync reads that file again,
+    and trusts the stat of big.bin, which nothing wrote."""
+    into, final = interrupted_mmap_job(tmp_path, "open")
     assert (into / "table.bin").read_bytes().startswith(b"second")
+    assert final["bytes_hashed"] == 4096  # table.bin alone: big.bin is not read again
+
+
+def test_rehash_all_makes_the_final_checkpoint_read_every_file_again(tmp_path: Path) -> None:
+    into, final = interrupted_mmap_job(tmp_path, "all")
+    assert (into / "table.bin").read_bytes().startswith(b"second")
+    assert final["bytes_hashed"] == 4096 + (2 << 20)

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checkpoint.manifest import RESERVED_DIR, TEMP_SUFFIX
+from checkpoint.paged import PAGED_ABOVE
 from checkpoint.store import LocalStore
 from checkpoint.sync import Checkpointer, JobStore
 
@@ -186,6 +187,22 @@ _cases = itertools.count()
 )
 @given(spec=specs())
 def test_every_committed_checkpoint_restores_to_the_same_tree(scratch: Path, spec: Spec) -> None:
+    roundtrip(scratch, spec, PAGED_ABOVE)
+
+
+@pytest.mark.long
+@settings(
+    max_examples=EXAMPLES // 4,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(spec=specs())
+def test_every_paged_checkpoint_restores_to_the_same_tree(scratch: Path, spec: Spec) -> None:
+    """The same on manifest format 4: every manifest paged, however small."""
+    roundtrip(scratch, spec, 0)
+
+
+def roundtrip(scratch: Path, spec: Spec, paged_above: int) -> None:
     case = scratch / str(next(_cases))
     src, dst = case / "src", case / "dst"
     src.mkdir(parents=True)
@@ -194,7 +211,7 @@ def test_every_committed_checkpoint_restores_to_the_same_tree(scratch: Path, spe
         build(src, spec)
         first = read_tree(src)
         job = JobStore(store, "job")
-        sync = Checkpointer(job, src, attempt=1, chunk_size=CHUNK)
+        sync = Checkpointer(job, src, attempt=1, chunk_size=CHUNK, paged_above=paged_above)
         assert sync.sync_once("first").sequence == 1
         restore = Checkpointer(job, dst, attempt=2, chunk_size=CHUNK)
         r = restore.restore()

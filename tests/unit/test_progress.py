@@ -108,3 +108,46 @@ def test_checkpoints_restore_prints_a_line_per_report_when_not_a_terminal() -> N
     line.end()
     assert out.getvalue().startswith("restoring: 1.0 MiB of 4.0 MiB (25%), ")
     assert out.getvalue().count("\n") == 1 and "\r" not in out.getvalue()
+
+
+def test_a_sync_that_reads_unchanged_files_again_counts_them_and_stays_within_100(
+    tmp_path: Path, every_add_reports: None
+) -> None:
+    """Issue 23: the final sync re-read every file but counted only the changed ones as its
+    total, and reported 250%. Files read again are part of the total."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(2 << 20))
+    (src / "b").write_bytes(os.urandom(2 << 20))
+    old = 1_600_000_000
+    for name in ("a", "b"):  # old enough for the stat cache to vouch for them next time
+        os.utime(src / name, (old, old))
+    seen: list[dict[str, Any]] = []
+    ckpt = Checkpointer(
+        JobStore(LocalStore(tmp_path / "store"), "again"),
+        src,
+        chunk_size=1 << 20,
+        progress=lambda e, f: seen.append(f) if e == "sync.progress" else None,
+    )
+    try:
+        assert ckpt.sync_once("first").sequence == 1
+        (src / "b").write_bytes(os.urandom(1 << 20))  # one file changed, then all read again
+        seen.clear()
+        result = ckpt.sync_once("interruption", rehash=lambda _st: True)
+    finally:
+        ckpt.close()
+    assert result.sequence == 2 and result.bytes_hashed == 3 << 20
+    assert seen and {f["bytes_total"] for f in seen} == {3 << 20}
+    assert max(f["percent"] for f in seen) == 100.0
+    assert seen[-1]["bytes_done"] == 3 << 20
+
+
+def test_bytes_beyond_the_total_raise_the_total_not_the_percentage() -> None:
+    seen: list[dict[str, Any]] = []
+    p = Progress("sync.progress", 1000, listener=lambda e, f: seen.append(f), every=0.0)
+    p.add(400)
+    p.expect(500)  # a second pass (a repack) will read 500 more
+    p.add(350)
+    assert seen[-1]["bytes_total"] == 1500 and seen[-1]["percent"] == 50.0
+    p.add(1000)  # a file grew while it was read
+    assert seen[-1]["percent"] == 100.0 and seen[-1]["bytes_total"] == 1750
