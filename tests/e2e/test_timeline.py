@@ -136,10 +136,13 @@ def check_timeline(doc: dict[str, Any]) -> None:
     assert [a["exit_code"] for a in attempts] == [75, 75, 75, 0]
     assert [a["notice"]["source"] for a in attempts[:3]] == ["sigterm", "imds:spot", "sigterm"]
     assert attempts[3]["notice"] is None and attempts[3]["work_lost_seconds"] is None
+    # what the emulator served when each attempt read its identity: an on-demand instance
+    # until a spot notice was rehearsed (during attempt 2), a spot one from then on
+    lifecycles = [a["instance"]["lifecycle"] for a in attempts]
+    assert lifecycles == ["on-demand", "on-demand", "spot", "spot"]
     for a in attempts:
         assert a["started"] < a["ended"]
         assert a["instance"]["instance_id"].startswith("i-")
-        assert a["instance"]["lifecycle"] == "spot"
         assert a["syncs"]["commits"] >= 1 and a["syncs"]["bytes_uploaded"] > 0
         parts = ("restore_seconds", "job_seconds", "final_sync_seconds", "other_seconds")
         assert sum(a[p] for p in parts) == pytest.approx(a["seconds"], abs=0.01)
@@ -248,6 +251,7 @@ def test_an_agent_killed_with_sigkill_still_shows_its_syncs(tmp_path: Path) -> N
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(10)
     commits = len(committed(first))
+    newest = committed(first)[-1]["sequence"]
 
     def timeline() -> dict[str, Any]:
         out = cli(tmp_path, "checkpoints", "timeline", "--job-id=k9", "--json", env=env)
@@ -266,7 +270,10 @@ def test_an_agent_killed_with_sigkill_still_shows_its_syncs(tmp_path: Path) -> N
     cut, done = doc["attempts"]
     assert cut["end"] == "cut_short" and done["end"] == "exited" and done["exit_code"] == 0
     assert cut["work_lost_seconds"] is not None and cut["work_lost_seconds"] >= 0
-    assert done["restore"]["sequence"] == cut["last_commit"]["sequence"]
+    # the retry resumed from the newest commit; the record may lag it by the one commit it
+    # had no time to write after (as above)
+    assert done["restore"]["sequence"] == newest
+    assert cut["last_commit"]["sequence"] in (newest - 1, newest)
     assert doc["totals"]["cut_short"] == 1 and doc["totals"]["interruptions"] == 0
 
 
