@@ -181,7 +181,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     outcome = run_job(settings, store)
     code = outcome.exit_code
     if outcome.usage_error is not None:
-        print(f"spot-agent: error: {outcome.usage_error}", file=sys.stderr)
+        print(f"spot-agent: error: {logs.redact_text(outcome.usage_error)}", file=sys.stderr)
     if outcome.abandoned_work:
         # A transfer (or a restore) is still running past the deadline. Python would join
         # its thread at exit and hold the container up for as long as the SDK's timeouts

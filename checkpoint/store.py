@@ -261,9 +261,10 @@ class LocalStore(Store):
 def parse_file_uri(uri: str) -> Path:
     parts = urlsplit(uri)
     if parts.netloc not in ("", "localhost"):
+        host = parts.netloc.rpartition("@")[2]  # never echo a user name or password
         raise StoreURIError(
             f"{uri!r}: a file URI needs an absolute path, like file:///var/lib/checkpoints "
-            f"(here {parts.netloc!r} would be read as a host name)"
+            f"(here {host!r} would be read as a host name)"
         )
     path = unquote(parts.path)
     if not path.startswith("/"):
