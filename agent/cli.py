@@ -57,7 +57,11 @@ exit status:
   79  interrupted, but the final checkpoint could not be committed in time: a retry
       resumes from the last committed checkpoint (the Batch retry strategy retries it)
   2   a usage or configuration error (also: another agent holds the checkpoint dir)
-  69  the checkpoint store cannot be reached or read at start
+  69  the checkpoint store cannot be read at start, and will not be by retrying (no such
+      bucket, access denied, bad credentials, a file:// store without hard links)
+  80  the store kept failing in ways that may pass (throttling, 5xx, resets, timeouts)
+      for all of --startup-timeout: the job did not start (the Batch retry strategy
+      retries it)
   73  the checkpoint could not be restored into the checkpoint dir (disk full, ...)
   74  the job exited 0 but its final checkpoint could not be committed
   76  a newer attempt of the same job has taken over; this one stopped

@@ -28,8 +28,14 @@ SUPERSEDED = 76
 #: Outside sysexits' range so that it means only this; Batch retries it like 75.
 INTERRUPTED_UNSAVED = 79
 
-#: the codes a retry strategy retries: the job was interrupted and can resume
-RETRYABLE = (INTERRUPTED, INTERRUPTED_UNSAVED)
+#: the store kept failing in ways that may pass (throttling, 5xx, resets, timeouts) for
+#: all of --startup-timeout: the job did not start, nothing was changed; a retry later (on
+#: another host, maybe) will likely find it well. Outside sysexits' range, like 79.
+STORE_NOT_READY = 80
+
+#: the codes a retry strategy retries: the job was interrupted and can resume, or it could
+#: not start yet
+RETRYABLE = (INTERRUPTED, INTERRUPTED_UNSAVED, STORE_NOT_READY)
 
 
 def killed_by(sig: int) -> int:

@@ -16,9 +16,11 @@ from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
 from ..config import Settings
 from ..notices import NoticeSource
+from ..stores import open_configured_store
 from .job import JobProcess
 from .savepoints import SavePointCheckpoints
 from .sources import notice_sources
+from .startup import StartupPolicy, retry_transient
 
 
 class Job(Protocol):
@@ -72,10 +74,22 @@ class Parts:
 
 def real_parts(s: Settings, store: Store) -> Parts:
     def claim() -> tuple[int, Checkpoints]:
-        store.check()
-        job = JobStore(store, s.job_id)
+        # The first calls go through a client of their own, with start-up's short
+        # timeouts, and are retried while they fail in ways that may pass (.startup).
+        policy = StartupPolicy(s.startup_timeout)
+        first = open_configured_store(s, **policy.client_options())
         host = socket.gethostname()
-        attempt = job.claim_attempt({"host": host, "batch_attempt": s.batch_attempt})
+
+        def check_and_claim() -> int:
+            first.check()
+            info = {"host": host, "batch_attempt": s.batch_attempt}
+            return JobStore(first, s.job_id).claim_attempt(info)
+
+        try:
+            attempt = retry_transient(check_and_claim, policy)
+        finally:
+            first.close()
+        job = JobStore(store, s.job_id)
         ckpt = Checkpointer(
             job, s.checkpoint_dir, attempt=attempt, max_bytes_in_flight=s.max_bytes_in_flight
         )
@@ -92,4 +106,3 @@ def real_parts(s: Settings, store: Store) -> Parts:
         make_job=lambda env: JobProcess(s, env),
         continue_job=continue_job,
     )
-
