@@ -24,7 +24,8 @@ from .config import ConfigError, S3Settings
 #: exit status of ``checkpoints`` when the job or checkpoint asked for is not there
 EXIT_NOT_FOUND = 1
 URI_SETTING = "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)"
-_KINDS = ("manifests", "blobs", "packs", "attempts")  # also the order a job is deleted in
+#: also the order a job is deleted in
+_KINDS = ("manifests", "blobs", "packs", "attempts", "leases")
 
 
 class JobNotFound(CheckpointError):

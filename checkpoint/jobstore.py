@@ -7,6 +7,9 @@ Layout of one job under the store's root::
                                        of the whole pack (immutable; manifest format 3)
     <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence)
     <job-id>/attempts/<n>.json         one per agent start: the fencing token
+    <job-id>/leases/<n>.json           attempt n is running: rewritten while it runs, deleted
+                                       when it exits (checkpoint.lease)
+    <job-id>/sweeps/<time>-<id>.json   a forced gc or delete of the job (checkpoint.lease)
 
 The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 
@@ -73,6 +76,20 @@ class JobStore:
 
     def attempt_key(self, attempt: int) -> str:
         return f"{self.prefix}attempts/{attempt:06d}.json"
+
+    @property
+    def lease_folder(self) -> str:
+        return f"{self.prefix}leases/"
+
+    def lease_key(self, attempt: int) -> str:
+        return f"{self.lease_folder}{attempt:06d}.json"
+
+    @property
+    def sweep_folder(self) -> str:
+        return f"{self.prefix}sweeps/"
+
+    def sweep_key(self, name: str) -> str:
+        return f"{self.sweep_folder}{name}.json"
 
     def _numbers(self, folder: str) -> list[int]:
         found = []

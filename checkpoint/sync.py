@@ -27,6 +27,7 @@ from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
 from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
 from .known import UPLOAD_TRUST_SECONDS, KnownChunks
+from .lease import SweepWatch
 from .localindex import write_index
 from .manifest import (
     MAX_CHUNK_SIZE,
@@ -108,6 +109,7 @@ class Checkpointer:
         self.base: Manifest | None = None  # the newest manifest this process knows
         self.pack_threshold = pack_threshold  # files smaller than this are packed; 0: none
         self._known = KnownChunks()  # what a sync may take as stored (checkpoint.known)
+        self._sweeps = SweepWatch()  # operators' forced gc/delete (checkpoint.lease)
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in (0, {MAX_CHUNK_SIZE}], not {chunk_size}")
         if max_bytes_in_flight <= 0:
@@ -311,6 +313,14 @@ class Checkpointer:
         except ManifestError as exc:
             why = f"not committing a checkpoint restore would refuse: {exc}"
             raise CheckpointError(why) from None
+        gone = self._sweeps.gone(self.job, manifest.stored_blobs() | manifest.pack_ids())
+        if gone:  # a forced gc or delete took objects this sync took as stored
+            self._known.forget(gone)
+            raise CheckpointError(
+                f"not committing: {len(gone)} stored objects it names were deleted by a "
+                f"forced gc or delete of the job (e.g. {sorted(gone)[0]}); the next sync "
+                "uploads them again"
+            )
         for _ in range(10):
             self.job.check_current(self.attempt)
             if self.job.commit(manifest):

@@ -18,6 +18,7 @@ from ..config import Settings
 from ..notices import NoticeSource
 from ..stores import open_configured_store
 from .job import JobProcess
+from .lease import LeasedCheckpoints, LeaseKeeper
 from .savepoints import SavePointCheckpoints
 from .sources import notice_sources
 from .startup import StartupPolicy, retry_transient
@@ -93,7 +94,11 @@ def real_parts(s: Settings, store: Store) -> Parts:
         ckpt = Checkpointer(
             job, s.checkpoint_dir, attempt=attempt, max_bytes_in_flight=s.max_bytes_in_flight
         )
-        return attempt, SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash)
+        keeper = LeaseKeeper(job, attempt, host)
+        keeper.start()  # gc and delete now know the job is live (.lease)
+        return attempt, LeasedCheckpoints(
+            SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash), keeper
+        )
 
     def continue_job() -> None:
         from .. import batch  # boto3's Batch client: only when a continuation is due
