@@ -84,6 +84,8 @@ def live_leases(job: JobStore, now: datetime | None = None) -> list[Lease]:
             info = _read(job, obj.key)
         except ObjectNotFound:
             continue  # dropped while we listed: its agent has exited
+        except ManifestError:
+            info = {}  # unreadable: live for the default time, as if it said nothing
         ttl = info.get("ttl_seconds")
         ttl = float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else LeasePolicy.ttl_seconds
         expires = obj.modified + timedelta(seconds=ttl)
