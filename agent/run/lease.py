@@ -35,20 +35,28 @@ class LeaseKeeper:
         self._failing = False
 
     def start(self) -> None:
-        self._write()
+        """Write the lease, and renew it, from a thread of its own: a slow store never
+        holds up the start."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """The run ends: no more renewals, and the lease goes (a store that fails here
-        leaves it to expire)."""
+    def stop(self, wait: float = 2.0) -> None:
+        """The run ends: no more renewals, and the lease goes. Bounded by ``wait`` seconds:
+        the exit status is decided and must not wait on a slow store (the platform's
+        SIGKILL would replace it); a lease not dropped in time expires by itself."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=wait / 2)  # a renewal under way must not land after the drop
+        dropper = threading.Thread(target=self._drop, name="lease-drop", daemon=True)
+        dropper.start()
+        dropper.join(timeout=wait / 2)
+
+    def _drop(self) -> None:
         try:
             drop_lease(self.job, self.attempt)
         except Exception as exc:
             log.warning("lease.failed", error=str(exc), action="it expires by itself")
 
     def _renew(self) -> None:
+        self._write()
         while not self._stop.wait(self.policy.renew_seconds):
             self._write()
 
