@@ -26,7 +26,7 @@ def unless_live(
     of the job holds a live lease; refused (ConfigError) when one does, unless ``force``.
     Yields the key of the sweep announced (None: none was), which must not be deleted."""
     now = datetime.now(UTC)
-    leases = live_leases(job, now)
+    leases = live_leases(job, now) if not dry_run else []  # a dry run deletes nothing
     if not leases:
         yield None
         return
@@ -37,9 +37,6 @@ def unless_live(
             f"job {job.job_id} is running ({who}): {command} now could delete what its next "
             "checkpoint uses; stop the job first, or add --force",
         )
-    if dry_run:
-        yield None
-        return
     print(
         f"spot-agent: warning: job {job.job_id} is running ({who}); {command} goes on "
         "(--force): the agent checks its next checkpoint and uploads again what it needs",

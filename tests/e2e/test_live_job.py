@@ -75,6 +75,10 @@ def test_gc_and_delete_refuse_while_the_agent_runs_and_forced_ones_never_break_i
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "job live is running (attempt 1 on" in lines[0], out.stderr
         assert "--force" in lines[0] and not out.stdout
+    dry = cli(
+        tmp_path, "checkpoints", "gc", "--dry-run", "--keep", "1", "--job-id", "live", env=env
+    )
+    assert dry.returncode == 0 and "would delete" in dry.stdout, dry.stdout + dry.stderr
     assert not broken_checkpoints(bucket, "live")
 
     forced = cli(tmp_path, "checkpoints", "delete", "--yes", "--force", "--job-id", "live", env=env)
