@@ -59,7 +59,7 @@ exit status:
   2   a usage or configuration error (also: another agent holds the checkpoint dir)
   69  the checkpoint store cannot be read at start, and will not be by retrying (no such
       bucket, access denied, bad credentials, a file:// store without hard links)
-  80  the store kept failing in ways that may pass (throttling, 5xx, resets, timeouts)
+  81  the store kept failing in ways that may pass (throttling, 5xx, resets, timeouts)
       for all of --startup-timeout: the job did not start (the Batch retry strategy
       retries it)
   73  the checkpoint could not be restored into the checkpoint dir (disk full, ...)

@@ -4,7 +4,7 @@ a fault-injecting proxy on 127.0.0.1.
 - 503 SlowDown, connection resets and truncated answers on the first requests are retried
   with back-off, one ``store.retry`` line per wait, and the job runs;
 - a store that never answers is reported within 10 s of start, and when
-  ``--startup-timeout`` runs out the agent exits 80, which the Batch retry strategy retries;
+  ``--startup-timeout`` runs out the agent exits 81, which the Batch retry strategy retries;
 - a store that will not change its answer (no bucket, bad credentials) fails at once:
   exit 69, one line, no retry.
 """
@@ -90,12 +90,12 @@ def test_a_silent_store_is_reported_within_10s_and_ends_in_a_retried_exit(
     assert at(first) - started < 10, r.stdout
     assert "timed out" in str(first["error"]), first
     code = r.wait(120)
-    assert code == exits.STORE_NOT_READY == 80, r.stdout + r.stderr
+    assert code == exits.STORE_NOT_READY == 81, r.stdout + r.stderr
     assert code in exits.RETRYABLE
     retried = {rule.get("onExitCode") for rule in batch.retry_strategy()["evaluateOnExit"]}
     assert str(code) in retried
     failed = r.event("store.unavailable")
-    assert failed["exit_code"] == 80 and "--startup-timeout" in str(failed["error"])
+    assert failed["exit_code"] == 81 and "--startup-timeout" in str(failed["error"])
     assert not [e for e in r.events() if e["event"] in ("agent.start", "child.started")]
 
 
