@@ -58,3 +58,36 @@ def test_an_agent_waits_for_a_sweep_then_finds_what_it_took(job: JobStore) -> No
     finish_sweep(job, sweep)
     assert watch.gone(job, {"aa" * 32, "bb" * 32}) == {"aa" * 32}
     assert watch.gone(job, {"aa" * 32}) is None  # checked once per sweep
+
+
+def test_a_sync_after_a_forced_sweep_uploads_again_what_it_took(tmp_path: Path) -> None:
+    """What the agent took as stored (the base checkpoint's pack) is deleted by a forced
+    gc: the next sync does not commit a checkpoint naming it; the one after uploads it
+    again, and every stored checkpoint restores."""
+    from checkpoint.errors import CheckpointError
+    from checkpoint.sync import Checkpointer
+
+    job = JobStore(LocalStore(tmp_path / "store"), "job-1")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "constant.bin").write_bytes(b"c" * 100_000)
+    (work / "n.json").write_text("1")
+    ckpt = Checkpointer(job, work)
+    assert ckpt.sync_once("periodic").sequence == 1
+    first = job.load_manifest(1)
+
+    sweep = start_sweep(job, "gc")
+    job.store.delete_objects(job.pack_key(p) for p in first.pack_ids())
+    job.store.delete_objects([job.manifest_key(1)])
+    finish_sweep(job, sweep)
+    (work / "n.json").write_text("2")
+    with pytest.raises(CheckpointError, match="deleted by a forced gc or delete"):
+        ckpt.sync_once("periodic")
+    assert job.sequences() == []  # nothing committed that names a deleted pack
+
+    result = ckpt.sync_once("periodic")
+    assert result.sequence == 2 and result.bytes_uploaded >= 100_000  # uploaded again
+    restored = tmp_path / "restored"
+    Checkpointer(job, restored).restore()
+    assert (restored / "constant.bin").read_bytes() == b"c" * 100_000
+    assert (restored / "n.json").read_text() == "2"
