@@ -31,6 +31,7 @@ from .config import (
     load_store_settings,
     parse_duration,
 )
+from .live_job import unless_live
 from .stores import (
     EXIT_NOT_FOUND,
     delete_job,
@@ -86,7 +87,14 @@ def add_arguments(ck: argparse.ArgumentParser) -> None:
     gc.add_argument(
         "--no-agent-running",
         action="store_true",
-        help="no agent of this job is running: free space at once (allows any --min-age)",
+        help="no agent of this job is running: free space at once (allows any --min-age); "
+        "refused while an agent's lease says otherwise, unless --force",
+    )
+    gc.add_argument(
+        "--force",
+        action="store_true",
+        help="go on while an agent of the job holds a live lease (it is running): the "
+        "agent checks its next checkpoint and uploads again what gc deleted",
     )
     tl = sub.add_parser(
         "timeline",
@@ -107,11 +115,17 @@ def add_arguments(ck: argparse.ArgumentParser) -> None:
         "delete",
         help="remove a finished job entirely (every checkpoint, blob and attempt record)",
         description="Remove everything the store holds for one job. Only for a job that is "
-        "finished: an agent still running would go on writing. Asks for confirmation at a "
-        "terminal; elsewhere give --yes.",
+        "finished: refused while an agent of the job holds a live lease, unless --force. "
+        "Asks for confirmation at a terminal; elsewhere give --yes.",
     )
     delete.add_argument("--job-id", required=True, metavar="ID", help="the job to delete")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete while an agent of the job is running (its next checkpoints upload "
+        "everything again)",
+    )
     uri_option = tuple(o for o in RUN_OPTIONS if o.flag == "--checkpoint-uri")
     add_options(jobs, uri_option + S3_OPTIONS)
     add_options(delete, uri_option + S3_OPTIONS)
@@ -139,11 +153,13 @@ def main(args: argparse.Namespace) -> int:
         if args.action == "show":
             return _show(job, args.sequence, args.json)
         if args.action == "gc":
-            return _gc(job, args)
+            with unless_live(job, "gc", force=args.force, dry_run=args.dry_run):
+                return _gc(job, args)
         if args.action == "timeline":
             return _timeline(job, args.json, args.svg)
         if args.action == "delete":
-            return _delete(job, args.yes)
+            with unless_live(job, "delete", force=args.force) as sweep:
+                return _delete(job, args.yes, keep=sweep)
         return _restore(job, args.sequence, Path(args.to), args.force, ss.max_bytes_in_flight)
     except StoreError as exc:
         print(f"spot-agent: {exc}", file=sys.stderr)
@@ -310,8 +326,10 @@ def _gc(job: JobStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _delete(job: JobStore, yes: bool) -> int:
+def _delete(job: JobStore, yes: bool, keep: str | None = None) -> int:
+    """``keep``: the key of the sweep that tells a running agent (see .live_job)."""
     objects, checkpoints = job_objects(job)
+    objects = [o for o in objects if o.key != keep]
     size = human_size(sum(o.size for o in objects))
     what = f"job {job.job_id} in {job.store.uri}: {checkpoints} checkpoints, {len(objects)} objects"
     if not yes:

@@ -74,7 +74,11 @@ exit status:
   79  interrupted, but the final checkpoint could not be committed in time: a retry
       resumes from the last committed checkpoint (the Batch retry strategy retries it)
   2   a usage or configuration error (also: another agent holds the checkpoint dir)
-  69  the checkpoint store cannot be reached or read at start
+  69  the checkpoint store cannot be read at start, and will not be by retrying (no such
+      bucket, access denied, bad credentials, a file:// store without hard links)
+  81  the store kept failing in ways that may pass (throttling, 5xx, resets, timeouts)
+      for all of --startup-timeout: the job did not start (the Batch retry strategy
+      retries it)
   73  the checkpoint could not be restored into the checkpoint dir (disk full, ...)
   74  the job exited 0 but its final checkpoint could not be committed
   76  a newer attempt of the same job has taken over; this one stopped
@@ -224,7 +228,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     outcome = run_job(settings, store)
     code = outcome.exit_code
     if outcome.usage_error is not None:
-        print(f"spot-agent: error: {outcome.usage_error}", file=sys.stderr)
+        print(f"spot-agent: error: {logs.redact_text(outcome.usage_error)}", file=sys.stderr)
     elif outcome.error is not None:  # the JSON event on stdout says it too, with its fields
         print(f"spot-agent: error: {logs.redact_text(outcome.error)}", file=sys.stderr)
     if outcome.abandoned_work:

@@ -34,8 +34,14 @@ INTERRUPTED_UNSAVED = 79
 #: exits on it. Outside sysexits' range, next to 79.
 MOVED_TO_FALLBACK = 80
 
-#: the codes a retry strategy retries: the job was interrupted and can resume
-RETRYABLE = (INTERRUPTED, INTERRUPTED_UNSAVED)
+#: the store kept failing in ways that may pass (throttling, 5xx, resets, timeouts) for
+#: all of --startup-timeout: the job did not start, nothing was changed; a retry later (on
+#: another host, maybe) will likely find it well. Outside sysexits' range, like 79.
+STORE_NOT_READY = 81
+
+#: the codes a retry strategy retries: the job was interrupted and can resume, or it could
+#: not start yet
+RETRYABLE = (INTERRUPTED, INTERRUPTED_UNSAVED, STORE_NOT_READY)
 
 
 def killed_by(sig: int) -> int:

@@ -25,7 +25,7 @@ from .config import ConfigError, S3Settings
 EXIT_NOT_FOUND = 1
 URI_SETTING = "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)"
 #: also the order a job is deleted in
-_KINDS = ("manifests", "pages", "blobs", "packs", "attempts", "timeline")
+_KINDS = ("manifests", "pages", "blobs", "packs", "attempts", "timeline", "leases")
 
 
 class JobNotFound(CheckpointError):

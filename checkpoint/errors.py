@@ -20,7 +20,17 @@ class StoreURIError(CheckpointError, ValueError):
 
 
 class StoreError(CheckpointError):
-    """A store operation failed."""
+    """A store operation failed.
+
+    ``transient``: the failure may pass if the call is made again a little later
+    (throttling such as 503 SlowDown, a 5xx, a connection reset or refused, a timeout, a
+    body cut short). Not transient: the answer will stay the same (no such bucket, access
+    denied, bad credentials, a missing object).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class StoreUnavailable(StoreError):

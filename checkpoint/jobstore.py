@@ -13,6 +13,9 @@ Layout of one job under the store's root::
     <job-id>/timeline/<n>.json         what attempt n did (where it ran, its restore, syncs,
                                        notice and end), rewritten as it goes: for
                                        ``checkpoints timeline``; never read by a restore
+    <job-id>/leases/<n>.json           attempt n is running: rewritten while it runs, deleted
+                                       when it exits (checkpoint.lease)
+    <job-id>/sweeps/<time>-<id>.json   a forced gc or delete of the job (checkpoint.lease)
 
 The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 
@@ -94,6 +97,19 @@ class JobStore:
     def recorded_attempts(self) -> list[int]:
         """Attempts that left a timeline record, oldest first."""
         return self._numbers("timeline")
+    @property
+    def lease_folder(self) -> str:
+        return f"{self.prefix}leases/"
+
+    def lease_key(self, attempt: int) -> str:
+        return f"{self.lease_folder}{attempt:06d}.json"
+
+    @property
+    def sweep_folder(self) -> str:
+        return f"{self.prefix}sweeps/"
+
+    def sweep_key(self, name: str) -> str:
+        return f"{self.sweep_folder}{name}.json"
 
     def _numbers(self, folder: str) -> list[int]:
         found = []

@@ -64,6 +64,20 @@ class KnownChunks:
                 packed.setdefault(c.sha256, (c.pack, c.offset))
         self._base = Stored(blobs, packed)
 
+    def forget(self, gone: set[str]) -> None:
+        """Objects (blob hashes, pack ids) found gone from the store (an operator's forced
+        ``gc`` or ``delete``): no chunk stored in them is known any more, so the next sync
+        uploads what it needs of them again."""
+        base = self._base
+        self._base = Stored(
+            base.blobs - gone, {h: at for h, at in base.packed.items() if at[0] not in gone}
+        )
+        self._uploaded = {
+            h: (t, at)
+            for h, (t, at) in self._uploaded.copy().items()
+            if (h if at is None else at[0]) not in gone
+        }
+
     def record(self, uploader: Uploader) -> None:
         """What ``uploader`` did put in the store, whether or not its sync commits."""
         now = time.monotonic()

@@ -30,6 +30,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     IncompleteReadError,
     InvalidRegionError,
     NoCredentialsError,
@@ -37,6 +38,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .errors import (
     ConditionalWritesUnsupported,
@@ -61,6 +63,8 @@ BODY_READ_ATTEMPTS = 4
 #: The piece a streamed GET reads at a time (see :meth:`S3Store.get_object_into`).
 READ_PIECE = 1 << 20
 _BODY_CUT = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ConnectionClosedError)
+#: failures of the connection, not of the request: they may pass
+_NETWORK = (BotoConnectionError, HTTPClientError, IncompleteReadError)
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -76,6 +80,18 @@ _WRONG_REGION = {
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
 _CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+#: answers that may differ a little later (besides any 5xx status)
+_TRANSIENT = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+}
 
 
 def check_bucket_name(bucket: str, uri: str) -> None:
@@ -501,12 +517,19 @@ class S3Store(Store):
         if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
             return StoreUnavailable(
                 f"{where}: cannot reach the S3 endpoint {self.client.meta.endpoint_url} "
-                f"({_one_line(str(exc))})"
+                f"({_one_line(str(exc))})",
+                transient=True,
             )
         if isinstance(exc, ReadTimeoutError):
-            return StoreError(f"{where}: {action} timed out waiting for S3: {_one_line(str(exc))}")
+            return StoreError(
+                f"{where}: {action} timed out waiting for S3: {_one_line(str(exc))}",
+                transient=True,
+            )
         if not isinstance(exc, ClientError):
-            return StoreError(f"{where}: {action} failed: {_one_line(str(exc))}")
+            return StoreError(
+                f"{where}: {action} failed: {_one_line(str(exc))}",
+                transient=isinstance(exc, _NETWORK),  # a reset, a body cut short: not the request
+            )
 
         code, status, message = _error_of(exc)
         region = self.client.meta.region_name
@@ -559,7 +582,10 @@ class S3Store(Store):
                 f" (this S3 service may not support server-side encryption {self.sse}: "
                 "ask for none and let the bucket's default apply)"
             )
-        return StoreError(f"{where}: {action} failed{tried}: {code}: {_one_line(message)}{hint}")
+        return StoreError(
+            f"{where}: {action} failed{tried}: {code}: {_one_line(message)}{hint}",
+            transient=code in _TRANSIENT or status >= 500,
+        )
 
 
 def _error_of(exc: ClientError) -> tuple[str, int, str]:
@@ -578,4 +604,6 @@ def _bucket_region(exc: ClientError) -> str | None:
 
 
 def _unavailable(error: StoreError) -> StoreUnavailable:
-    return error if isinstance(error, StoreUnavailable) else StoreUnavailable(str(error))
+    if isinstance(error, StoreUnavailable):
+        return error
+    return StoreUnavailable(str(error), transient=error.transient)

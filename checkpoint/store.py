@@ -11,6 +11,7 @@ only if no object is there yet, atomically, and says whether it did.
 from __future__ import annotations
 
 import abc
+import errno
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +22,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import ObjectNotFound, ObjectTooLarge, StoreError, StoreUnavailable, StoreURIError
+
+#: what link(2) answers on a filesystem that has no hard links (vfat: EPERM)
+_NO_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,9 @@ class LocalStore(Store):
 
     Objects are plain files written to a temporary name, fsynced and renamed, so a reader
     never sees a partial object. ``put_object_if_absent`` uses ``link(2)``, which fails
-    atomically when the name exists.
+    atomically when the name exists. A filesystem without hard links (vfat, some FUSE and
+    network mounts) cannot commit that way, and ``rename`` replaces silently, so such a
+    store is refused by :meth:`check` (at start, and by ``doctor``) with one line.
     """
 
     concurrency = 4
@@ -170,10 +176,21 @@ class LocalStore(Store):
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError as exc:
+            if exc.errno in _NO_LINKS:
+                raise self._no_links(exc) from None
+            raise
         finally:
             tmp.unlink()
         self._fsync_dir(path.parent)
         return True
+
+    def _no_links(self, exc: OSError) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"checkpoint store {self.uri}: this filesystem has no hard links "
+            f"(link(2): {exc.strerror}), which a commit needs to be create-only: "
+            "put the store on a local filesystem such as ext4 or xfs, or use s3://"
+        )
 
     def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
         try:
@@ -235,6 +252,24 @@ class LocalStore(Store):
             raise StoreUnavailable(
                 f"checkpoint store {self.uri}: {self.root} is not readable and writable"
             )
+        self._check_links()
+
+    def _check_links(self) -> None:
+        """Refuse a filesystem without hard links now, not at the first commit."""
+        probe = self.root / f".link-probe.{uuid.uuid4().hex}.tmp"
+        linked = probe.with_name(f".{probe.name}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.link(probe, linked)
+        except OSError as exc:
+            if exc.errno in _NO_LINKS:
+                raise self._no_links(exc) from None
+            raise StoreUnavailable(
+                f"checkpoint store {self.uri}: cannot write in {self.root}: {exc.strerror}"
+            ) from None
+        finally:
+            probe.unlink(missing_ok=True)
+            linked.unlink(missing_ok=True)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         try:
@@ -261,9 +296,10 @@ class LocalStore(Store):
 def parse_file_uri(uri: str) -> Path:
     parts = urlsplit(uri)
     if parts.netloc not in ("", "localhost"):
+        host = parts.netloc.rpartition("@")[2]  # never echo a user name or password
         raise StoreURIError(
             f"{uri!r}: a file URI needs an absolute path, like file:///var/lib/checkpoints "
-            f"(here {parts.netloc!r} would be read as a host name)"
+            f"(here {host!r} would be read as a host name)"
         )
     path = unquote(parts.path)
     if not path.startswith("/"):

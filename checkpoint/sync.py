@@ -27,6 +27,7 @@ from .errors import CheckpointError, CommitConflict, ManifestError, StoreError
 from .gc import prune_manifests
 from .jobstore import JobStore, utc_iso
 from .known import UPLOAD_TRUST_SECONDS, KnownChunks
+from .lease import SweepWatch
 from .localindex import write_index
 from .manifest import (
     MAX_CHUNK_SIZE,
@@ -111,6 +112,7 @@ class Checkpointer:
         self.pack_threshold = pack_threshold  # files smaller than this are packed; 0: none
         self.paged_above = paged_above  # manifests of more entries are paged (format 4)
         self._known = KnownChunks()  # what a sync may take as stored (checkpoint.known)
+        self._sweeps = SweepWatch()  # operators' forced gc/delete (checkpoint.lease)
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in (0, {MAX_CHUNK_SIZE}], not {chunk_size}")
         if max_bytes_in_flight <= 0:
@@ -312,6 +314,16 @@ class Checkpointer:
 
     def _commit(self, manifest: Manifest) -> Manifest:
         have = self.base.pages if self.base is not None else ()  # pages stored already
+        gone = self._sweeps.gone(self.job, manifest.stored_blobs() | manifest.pack_ids())
+        if gone is not None:  # a forced gc or delete ran: its pages may be gone too
+            have = ()
+        if gone:  # a forced gc or delete took objects this sync took as stored
+            self._known.forget(gone)
+            raise CheckpointError(
+                f"not committing: {len(gone)} stored objects it names were deleted by a "
+                f"forced gc or delete of the job (e.g. {sorted(gone)[0]}); the next sync "
+                "uploads them again"
+            )
         for _ in range(10):
             self.job.check_current(self.attempt)
             try:  # what sync commits, restore accepts: the very same check, before the commit

@@ -149,6 +149,8 @@ class Settings:
     #: sync early when the pending bytes would take longer than this to upload (0: never)
     max_pending_upload: float = 60.0
     max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT  # chunk bytes transfers hold
+    #: keep retrying transient store failures at start this long (--startup-timeout)
+    startup_timeout: float = 180.0
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
@@ -301,6 +303,7 @@ def load_settings(
         rehash=values["rehash"],
         max_pending_upload=values["max_pending_upload"],
         max_bytes_in_flight=values["max_bytes_in_flight"],
+        startup_timeout=values["startup_timeout"],
         child_environ=_child_environ(environ),
     )
 

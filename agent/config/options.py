@@ -204,6 +204,17 @@ RUN_OPTIONS: tuple[Option, ...] = (
         metavar="DURATION",
     ),
     Option(
+        "--startup-timeout",
+        "SPOT_AGENT_STARTUP_TIMEOUT",
+        "how long to keep retrying a store that fails at start in a way that may pass "
+        "(throttling, 5xx, resets, timeouts), with back-off and a log line per wait; then "
+        "exit 81, which the Batch retry strategy retries. No bucket, access denied or bad "
+        "credentials fail at once (exit 69). 0: one try",
+        parse_duration,
+        default="3m",
+        metavar="DURATION",
+    ),
+    Option(
         "--upload-reserve",
         "SPOT_AGENT_UPLOAD_RESERVE",
         "time kept back before a deadline for the final checkpoint: the job is SIGKILLed "

@@ -75,29 +75,35 @@ def order_keys(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> E
 # -- redaction: no credential ever leaves the process in a log event -----------------------
 
 REDACTED = "[REDACTED]"
-_SECRET_WORDS = r"secret|passw(?:or)?d|passphrase|token|credential|api[_-]?key|private[_-]?key"
+_SECRET_WORDS = (
+    r"secret|passw(?:or)?d|passphrase|token|credential|signature|api[_-]?key|private[_-]?key"
+)
 #: a name that says its value is a secret (an event key, a --flag, a NAME=value)
 _SECRET_NAME = re.compile(_SECRET_WORDS, re.IGNORECASE)
 #: AWS access key ids (long-term AKIA, temporary ASIA): 4 letters and 16 more
 _ACCESS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
-#: --password=hunter2, PASSWORD=hunter2 inside a longer string (a URL query too)
+#: --password=hunter2, PASSWORD=hunter2 inside a longer string (a URL query too: a presigned
+#: URL's X-Amz-Signature, X-Amz-Credential, X-Amz-Security-Token, CloudFront's Signature)
 _NAMED_VALUE = re.compile(
     rf"(?P<name>[A-Za-z0-9_.-]*(?:{_SECRET_WORDS})[A-Za-z0-9_.-]*)(?P<sep>=)"
     r"(?P<value>[^\s&,;'\"]+)",
     re.IGNORECASE,
 )
-#: user:password@ in a URL
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+(?=@)", re.I)
+#: a query parameter whose short name says signature (Azure's SAS ``sig``), only as one
+_QUERY_SIG = re.compile(r"(?P<name>[?&;]sig=)(?P<value>[^\s&,;'\"#]+)", re.IGNORECASE)
+#: the user name and password of a URL (scheme://user:password@host): both are masked
+_URL_USERINFO = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://)[^/\s@?#'\"]+(?=@)", re.IGNORECASE)
 #: the same user:password@ without its scheme, as an error message echoes a URI's parts
-_USERINFO_PASSWORD = re.compile(r"(?P<head>(?<![\w:/])[\w.~%+-]+:)[^/\s:@'\"]+(?=@[\w.-])")
+_USERINFO_PASSWORD = re.compile(r"(?<![\w:/])[\w.~%+-]+:[^/\s:@'\"]+(?=@[\w.-])")
 #: event fields whose values are counts or codes, never secrets, despite their names
 _NOT_SECRET_KEYS = frozenset({"token_status"})
 
 
 class Redactor:
     """Masks AWS access key ids, values of fields and ``--flag=value`` / ``NAME=value``
-    words whose names say secret, password, token, credential or key, URL passwords,
-    and the exact values given to :meth:`set_known` (the secret-looking environment)."""
+    words whose names say secret, password, token, credential, signature or key (a
+    presigned URL's query too, and its ``sig``), the user name and password of a URL, and
+    the exact values given to :meth:`set_known` (the secret-looking environment)."""
 
     def __init__(self) -> None:
         self._known: tuple[str, ...] = ()
@@ -110,10 +116,11 @@ class Redactor:
         for secret in self._known:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        if "://" in text:
-            text = _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED, text)
         if "@" in text:
-            text = _USERINFO_PASSWORD.sub(lambda m: m["head"] + REDACTED, text)
+            text = _URL_USERINFO.sub(lambda m: m["head"] + REDACTED, text)
+            text = _USERINFO_PASSWORD.sub(REDACTED, text)
+        if "sig=" in text.lower():
+            text = _QUERY_SIG.sub(lambda m: m["name"] + REDACTED, text)
         text = _NAMED_VALUE.sub(
             lambda m: m["name"] + m["sep"] + (m["value"] if m["value"] == REDACTED else REDACTED),
             text,

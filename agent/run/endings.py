@@ -177,6 +177,10 @@ def startup_cut(loop: RunLoop, failed: StartupFailed | None) -> int:
         raise exc
     if isinstance(exc, StoreError):
         event = "store.unavailable" if failed.step == "claim" else "restore.failed"
+        if exc.transient:  # it may pass: a retry of the job, later, will likely start
+            code = exits.STORE_NOT_READY
+            log.error(event, store=loop.s.checkpoint_uri, error=str(exc), exit_code=code)
+            return code
         log.error(event, store=loop.s.checkpoint_uri, error=str(exc))
         loop.startup_error = str(exc)
         return exits.STORE_UNAVAILABLE

@@ -106,6 +106,14 @@ class RunLoop:
                 restore_handlers()
 
     def _main(self) -> int:
+        # The first line of every run, before any store call: a store that never answers
+        # is then not silence (agent.start follows, with the attempt, once it has answered).
+        log.info(
+            "agent.starting",
+            store=self.s.checkpoint_uri,
+            startup_timeout=self.s.startup_timeout,
+            pid=os.getpid(),
+        )
         self.start_worker("claim", self.parts.claim)
         if not self.await_steps("claim"):
             return endings.startup_cut(self, self._failed)

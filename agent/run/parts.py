@@ -17,11 +17,14 @@ from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 from .. import logs
 from ..config import BECAUSE_BUDGET, BECAUSE_LAST_ATTEMPT, Settings
 from ..notices import NoticeSource
+from ..stores import open_configured_store
 from ..timeline.model import past_interruptions
 from ..timeline.record import AttemptRecord
 from .job import JobProcess
+from .lease import LeasedCheckpoints, LeaseKeeper
 from .savepoints import SavePointCheckpoints
 from .sources import notice_sources
+from .startup import StartupPolicy, retry_transient
 
 log = logs.get_logger()
 
@@ -104,14 +107,30 @@ def _interruptions(job: JobStore, attempt: int) -> int | None:
 
 def real_parts(s: Settings, store: Store) -> Parts:
     def claim() -> tuple[int, Checkpoints]:
-        store.check()
-        job = JobStore(store, s.job_id)
+        # The first calls go through a client of their own, with start-up's short
+        # timeouts, and are retried while they fail in ways that may pass (.startup).
+        policy = StartupPolicy(s.startup_timeout)
+        first = open_configured_store(s, **policy.client_options())
         host = socket.gethostname()
-        attempt = job.claim_attempt({"host": host, "batch_attempt": s.batch_attempt})
+
+        def check_and_claim() -> int:
+            first.check()
+            info = {"host": host, "batch_attempt": s.batch_attempt}
+            return JobStore(first, s.job_id).claim_attempt(info)
+
+        try:
+            attempt = retry_transient(check_and_claim, policy)
+        finally:
+            first.close()
+        job = JobStore(store, s.job_id)
         ckpt = Checkpointer(
             job, s.checkpoint_dir, attempt=attempt, max_bytes_in_flight=s.max_bytes_in_flight
         )
-        return attempt, SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash)
+        keeper = LeaseKeeper(job, attempt, host)
+        keeper.start()  # gc and delete now know the job is live (.lease)
+        return attempt, LeasedCheckpoints(
+            SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash), keeper
+        )
 
     def continue_job(attempt: int) -> Continuation | None:
         from .. import batch  # boto3's Batch client: only when a continuation is due

@@ -70,13 +70,15 @@ class ReservePlan:
 
     reserve: float
     pending_bytes: int
-    upload_rate: float | None
+    upload_rate: float  # bytes/s the pending bytes were sized with
+    rate_source: str  # "measured" (by a sizeable sync) or "assumed" (none yet)
     last_sync_seconds: float
 
     def log_fields(self) -> dict[str, Any]:
         return {
             "pending_bytes": self.pending_bytes,
-            "upload_rate": round(self.upload_rate) if self.upload_rate else None,
+            "upload_rate": round(self.upload_rate),
+            "rate_source": self.rate_source,
             "last_sync_seconds": round(self.last_sync_seconds, 3),
             "reserve_seconds": round(self.reserve, 3),
         }
@@ -221,7 +223,7 @@ class SyncScheduler:
             return None
         if now < self.hold_early_until:
             return None
-        rate = self.upload_rate or float(ASSUMED_UPLOAD_RATE)
+        rate, source = self.rate()
         estimate = pending_bytes / rate
         if estimate <= self.max_pending_upload:
             return None
@@ -229,21 +231,33 @@ class SyncScheduler:
         return EarlySync(
             pending_bytes=pending_bytes,
             upload_rate=rate,
-            rate_source="measured" if self.upload_rate else "assumed",
+            rate_source=source,
             estimate=estimate,
             threshold=self.max_pending_upload,
             periodic_due_in=due_in,
         )
 
+    def rate(self) -> tuple[float, str]:
+        """The upload rate to size pending bytes with, and where it comes from: the last
+        sizeable sync's, else :data:`ASSUMED_UPLOAD_RATE` (slow on purpose: an early sync
+        too soon, a reserve too long, rather than a final checkpoint cut off)."""
+        if self.upload_rate:
+            return self.upload_rate, "measured"
+        return float(ASSUMED_UPLOAD_RATE), "assumed"
+
     def reserve(self, budget: float, pending_bytes: int) -> ReservePlan:
         """At least the minimum reserve; more when the last sync took longer, or when the
-        bytes changed since the last commit would take longer at the last measured rate.
-        Never more than 80% of ``budget`` (the time left): the job needs time to stop."""
-        estimate = pending_bytes / self.upload_rate if self.upload_rate else 0.0
+        bytes changed since the last commit would take longer at the upload rate (the
+        measured one, else the assumed one: a large state written before the first sync
+        needs its time too). Never more than 80% of ``budget`` (the time left): the job
+        needs time to stop."""
+        rate, source = self.rate()
+        estimate = pending_bytes / rate
         wanted = max(self.min_reserve, 2.0 * self.last_sync_seconds, 1.5 * estimate)
         return ReservePlan(
             reserve=min(wanted, (1.0 - JOB_SHARE) * max(budget, 0.0)),
             pending_bytes=pending_bytes,
-            upload_rate=self.upload_rate,
+            upload_rate=rate,
+            rate_source=source,
             last_sync_seconds=self.last_sync_seconds,
         )

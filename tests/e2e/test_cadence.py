@@ -99,3 +99,35 @@ def test_a_restored_checkpoint_is_not_pending(tmp_path: Path) -> None:
     assert len(walks) >= 2 and all(w["pending_bytes"] == 0 for w in walks)
     assert not [e for e in retry.events() if e["event"] == "sync.early"]
     assert retry.event("sync.unchanged")["reason"] == "exit"
+
+
+#: writes 256 MiB (incompressible, not a hole) before any sync, then waits to be stopped
+BIG_STATE = textwrap.dedent("""
+    import os, signal, sys, checkpoint
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    checkpoint.save_bytes("state.bin", os.urandom(256 << 20))
+    print("state", "written", flush=True)  # the words apart: agent.start logs the command
+    signal.pause()
+""")
+
+
+def test_a_large_state_before_the_first_sync_gets_a_reserve_that_fits_it(tmp_path: Path) -> None:
+    """Issue 22, item 9: with no upload rate measured, the reserve was the minimum (3.3 s of
+    a 10 s grace period) whatever was pending; now the pending bytes are sized at the
+    assumed rate, still capped at 80% of the time left."""
+    run = start_agent(
+        tmp_path,
+        ["--job-id", "big", "--sync-interval", "1h", "--grace-period", "10s"],
+        [sys.executable, "-c", BIG_STATE],
+    )
+    run.wait_for(lambda: "state written" in run.stdout, timeout=120, what="the job's state")
+    run.signal(signal.SIGTERM)
+    assert run.wait(120) == 75, run.stdout + run.stderr
+    plan = run.event("shutdown.plan")
+    assert plan["pending_bytes"] >= 256 * MiB
+    # 1.5 x 32 s wanted; what the time left allows: 80% of it
+    assert plan["reserve_seconds"] > 3.4, plan  # more than the minimum it got before
+    assert plan["reserve_seconds"] >= 0.8 * plan["seconds_left"] - 0.01, plan
+    assert plan["rate_source"] == "assumed" and plan["upload_rate"] == 8 * MiB
+    committed = run.event("sync.committed")
+    assert committed["reason"] == "interruption" and committed["bytes"] >= 256 * MiB

@@ -345,7 +345,10 @@ def test_at_a_terminal_console_lines_are_compact(tmp_path: Path) -> None:
     agent_lines = [x for x in lines if x != "job line"]
     assert all(x.startswith("spot-agent ▸ ") for x in agent_lines), shown
     assert all(len(x) <= 80 for x in agent_lines), shown
-    assert sum("job_id=tty" in x for x in agent_lines) == 1  # the context, once
+    # the context, when it changes: the job id before the store call (agent.starting),
+    # then with the attempt the claim gave
+    context = [x for x in agent_lines if "job_id=tty" in x]
+    assert len(context) == 2 and "attempt=1" in context[1], shown
     assert any(x.startswith("spot-agent ▸ agent.exit exit_code=0") for x in agent_lines)
     assert "\x1b[" not in shown  # NO_COLOR
 

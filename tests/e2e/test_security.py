@@ -75,6 +75,22 @@ def test_credentials_never_reach_the_logs(tmp_path: Path) -> None:
     assert r.event("sync.file_skipped")["path"] == "pipe"
 
 
+def test_a_presigned_url_in_the_command_is_logged_without_its_signature(tmp_path: Path) -> None:
+    """Issue 22, item 8: the job's argument was logged with its X-Amz-Signature in clear."""
+    url = (
+        "https://alice@bucket.example/data?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20261207%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Signature=0123456789abcdef0123456789abcdef&X-Amz-SignedHeaders=host"
+    )
+    r = run_agent(tmp_path, ["--job-id", "presigned"], [PY, "-c", "print(1)", url])
+    assert r.proc.returncode == 0, r.stdout + r.stderr
+    for secret in ("0123456789abcdef", "AKIAIOSFODNN7EXAMPLE", "alice"):
+        assert secret not in r.stdout + r.stderr, f"{secret!r} leaked into the logs"
+    logged = r.event("agent.start")["command"][-1]
+    assert logged.startswith("https://[REDACTED]@bucket.example/data?"), logged
+    assert "X-Amz-Signature=[REDACTED]&X-Amz-SignedHeaders=host" in logged, logged
+
+
 # -- server-side encryption of every object the agent writes ---------------------------------
 
 

@@ -47,6 +47,7 @@ def test_retry_strategy_retries_interruptions_and_nothing_else() -> None:
         "evaluateOnExit": [
             {"action": "RETRY", "onExitCode": "75"},
             {"action": "RETRY", "onExitCode": "79"},
+            {"action": "RETRY", "onExitCode": "81"},
             {"action": "RETRY", "onStatusReason": "Host EC2*"},
             {"action": "EXIT", "onReason": "*"},
         ],

@@ -77,7 +77,7 @@ def test_command_line_secrets_are_masked() -> None:
         "--epochs",
         "90",
         "DB_PASSWORD=[REDACTED]",
-        "--url=https://user:[REDACTED]@example.com/x?secret=[REDACTED]&x=1",
+        "--url=https://[REDACTED]@example.com/x?secret=[REDACTED]&x=1",
     ]
 
 
@@ -134,3 +134,71 @@ def test_a_malformed_uri_with_a_password_is_refused_without_echoing_it(uri: str)
     assert out.returncode == 2
     assert "--checkpoint-uri" in out.stderr and "[REDACTED]" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout
+
+
+PRESIGNED = (
+    "https://bucket.s3.amazonaws.com/data.tar?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20261207%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Date=20261207T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+    "&X-Amz-Security-Token=IQoJb3JpZ2luX2VjEXAMPLETOKEN"
+    "&X-Amz-Signature=5f3c9e1d2b7a8f6e4d0c1b2a39f8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c"
+)
+SIGNATURES = ("5f3c9e1d2b7a8f6e4d0c", "IQoJb3JpZ2luX2VjEXAMPLETOKEN", "AKIAIOSFODNN7EXAMPLE")
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        (PRESIGNED, SIGNATURES),
+        (
+            "https://d111.cloudfront.net/x?Expires=1&Signature=Qm9vbXNpZ25hdHVyZQ~~&Key-Pair-Id=K2",
+            ("Qm9vbXNpZ25hdHVyZQ",),
+        ),
+        (
+            "https://acct.blob.core.windows.net/c/x?sv=2022-11-02&se=2026&sp=r&sig=c2lnbmF0dXJl%3D",
+            ("c2lnbmF0dXJl",),
+        ),
+        ("https://example.com/x?token=t0k3nVALUE&page=2", ("t0k3nVALUE",)),
+        ("https://alice@example.com/x", ("alice",)),
+        ("s3://bob:hunter2@bucket/x", ("bob", "hunter2")),
+    ],
+)
+def test_presigned_url_signatures_and_url_user_names_are_masked(
+    url: str, secret: tuple[str, ...]
+) -> None:
+    """Issue 22, item 8: a presigned URL's X-Amz-Signature was logged in clear."""
+    out = redact(command=["curl", "-o", "x", url], error=f"GET {url} failed")
+    text = json.dumps(out)
+    assert not [s for s in secret if s in text], text
+    assert "[REDACTED]" in out["command"][3] and "[REDACTED]" in str(out["error"])
+
+
+def test_query_parameters_that_are_not_secrets_are_kept() -> None:
+    out = redact(url="https://h/x?X-Amz-Expires=3600&X-Amz-SignedHeaders=host&design=1&easig=2")
+    assert out["url"] == "https://h/x?X-Amz-Expires=3600&X-Amz-SignedHeaders=host&design=1&easig=2"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://user@bucket/x?X-Amz-Signature=abcdef123456",
+        "s3://bucket/x?X-Amz-Signature=abcdef123456&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE/x",
+        "https://user:hunter2@host/x?sig=abcdef123456",
+        "file://user@h/x",
+    ],
+)
+def test_a_uri_error_names_neither_the_user_nor_the_signature(uri: str) -> None:
+    """Issue 22, item 8: a URI error message kept both the signature and the user name."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--checkpoint-uri", uri, "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2 and "--checkpoint-uri" in out.stderr, out.stderr
+    for secret in ("user", "hunter2", "abcdef123456", "AKIAIOSFODNN7EXAMPLE"):
+        assert secret not in out.stderr + out.stdout, out.stderr

@@ -7,7 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent.notices import INTERRUPTION, Notice
-from agent.run.scheduler import RATE_SAMPLE_BYTES, Interruption, SyncScheduler
+from agent.run.scheduler import (
+    ASSUMED_UPLOAD_RATE,
+    RATE_SAMPLE_BYTES,
+    Interruption,
+    SyncScheduler,
+)
 from checkpoint.sync import SyncResult
 
 
@@ -77,6 +82,17 @@ def test_reserve_grows_with_the_last_sync_and_the_pending_bytes() -> None:
     plan = sch.reserve(budget=100, pending_bytes=RATE_SAMPLE_BYTES * 20)
     assert plan.reserve == pytest.approx(30.0)
     assert plan.log_fields()["pending_bytes"] == RATE_SAMPLE_BYTES * 20
+
+
+def test_with_no_measured_rate_the_reserve_sizes_the_pending_bytes_at_the_assumed_rate() -> None:
+    """Issue 22, item 9: 256 MiB pending before the first sync got the minimum reserve."""
+    sch = SyncScheduler(interval=60, min_reserve=3.333)
+    plan = sch.reserve(budget=10, pending_bytes=256 << 20)
+    assert plan.reserve == pytest.approx(8.0)  # 48 s wanted at 8 MiB/s, capped at 80% of 10 s
+    assert plan.log_fields()["rate_source"] == "assumed"
+    assert plan.log_fields()["upload_rate"] == ASSUMED_UPLOAD_RATE
+    small = sch.reserve(budget=10, pending_bytes=8 << 20)
+    assert small.reserve == pytest.approx(3.333)  # 1.5 s wanted: the minimum rules
 
 
 def test_an_imds_deadline_is_converted_once_to_the_monotonic_clock() -> None:
