@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentproc import AGENT, agent_env, cli, run_agent
+from tests.agentproc import AGENT, agent_env, cli, run_agent, start_agent
 
 # One checkpoint per run: a counter that changes every time.
 COUNTER = textwrap.dedent("""
@@ -249,6 +249,8 @@ def _readme_layout() -> list[tuple[str, re.Pattern[str]]]:
             ("<p>", "[0-9a-f]{64}"),
             ("<seq>", r"\d{" + digits.get("<seq>", "1,") + "}"),
             ("<n>", r"\d{" + digits.get("<n>", "1,") + "}"),
+            ("<time>", r"\d{8}T\d{6}"),
+            ("<id>", "[0-9a-f]{12}"),
         ):
             pattern = pattern.replace(re.escape(name), rx)
         layout.append((line, re.compile(pattern + r"\Z")))
@@ -256,19 +258,41 @@ def _readme_layout() -> list[tuple[str, re.Pattern[str]]]:
 
 
 def test_the_readme_store_layout_is_the_stores(tmp_path: Path) -> None:
-    """Every key a run writes is one the README names, and every line names some."""
+    """Every key a run writes is one the README names, and every line names some.
+
+    Some keys exist only for a while: a running attempt's lease (deleted at exit) and the
+    mark of a gc forced past that lease. So the third attempt runs until the test has seen
+    its lease and forced a gc; the second writes enough files for a paged manifest."""
     job = textwrap.dedent("""
-        import checkpoint, os
+        import checkpoint, os, sys, time
         checkpoint.save_bytes("small.bin", os.urandom(10_000))      # packed
         checkpoint.save_bytes("large.bin", os.urandom(3_000_000))   # its own blob(s)
+        if sys.argv[1:] == ["many"]:  # more entries than one manifest object holds
+            with checkpoint.saving():
+                for i in range(2_100):
+                    checkpoint.save_bytes(f"many/{i}", b"x")
+        while sys.argv[1:] == ["wait"] and not os.path.exists("go"):
+            time.sleep(0.1)
     """)
-    for _ in range(2):  # two attempts, two checkpoints
-        r = run_agent(tmp_path, ["--job-id", "layout"], [sys.executable, "-c", job])
+    for arg in ("few", "many"):  # two attempts, two checkpoints
+        r = run_agent(tmp_path, ["--job-id", "layout"], [sys.executable, "-c", job, arg])
         assert r.proc.returncode == 0, r.stderr
     root = tmp_path / "store" / "layout"
-    keys = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+
+    def keys() -> set[str]:
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+    seen = keys()
+    live = start_agent(tmp_path, ["--job-id", "layout"], [sys.executable, "-c", job, "wait"])
+    live.wait_for(lambda: any(k.startswith("leases/") for k in keys()), what="its lease")
+    seen |= keys()
+    forced = cli(tmp_path, "checkpoints", "gc", "--job-id", "layout", "--force")
+    assert forced.returncode == 0, forced.stderr
+    (tmp_path / "go").touch()
+    assert live.wait(120) == 0, live.stderr
+    seen |= keys()
     layout = _readme_layout()
-    for key in keys:
+    for key in sorted(seen):
         assert any(rx.match(key) for _line, rx in layout), f"{key} is not in the README"
     for line, rx in layout:
-        assert any(rx.match(key) for key in keys), f"no key like: {line}"
+        assert any(rx.match(key) for key in seen), f"no key like: {line}"
