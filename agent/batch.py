@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from checkpoint.engine.store.base import parse_file_uri
+from checkpoint.engine.store.s3 import check_bucket_name
 from checkpoint.errors import StoreURIError
-from checkpoint.s3store import check_bucket_name
-from checkpoint.store import parse_file_uri
 
 from . import exits, logs
-from .aws_environment import check_aws_environment
 from .config import (
     ARRAY_INDEX_CARRIED,
     ConfigError,
@@ -40,6 +39,7 @@ from .config import (
     parse_duration,
     parse_log_group,
 )
+from .config.aws_environment import check_aws_environment
 
 #: What ``spot-agent run`` exits with after an interruption (see agent.exits).
 INTERRUPTED_EXIT_CODE = exits.INTERRUPTED

@@ -14,10 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store, open_store
 from checkpoint.errors import CheckpointError, StoreURIError
-from checkpoint.manifest import Manifest
-from checkpoint.store import LocalStore, ObjectInfo, Store, open_store
-from checkpoint.sync import JobStore
 
 from .config import ConfigError, S3Settings
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from .reserved import RESERVED_DIR, TEMP_SUFFIX
+from .protocol import RESERVED_DIR, TEMP_SUFFIX
 from .savelock import LOCK_NAME, begin_save, end_save
 
 _DEFAULT_DIR = "checkpoint"

@@ -259,7 +259,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-#: How the S3 store talks to the bucket: passed to ``checkpoint.store.open_store`` as
+#: How the S3 store talks to the bucket: passed to ``checkpoint.engine.store.base.open_store`` as
 #: keyword arguments, never read by ``checkpoint/`` itself.
 S3_OPTIONS: tuple[Option, ...] = (
     Option(

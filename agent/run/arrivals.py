@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..notices import INTERRUPTION, REBALANCE, Notice, sigterm_notice
-from ..signals import Sig
-from . import signals
+from ..process.signals import Sig
+from . import meanings as signals
+from .meanings import Meaning
 from .report import rounded
 from .scheduler import Interruption
-from .signals import Meaning
 
 if TYPE_CHECKING:
     from .loop import RunLoop

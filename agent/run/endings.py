@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from checkpoint.engine.save.sync import SyncResult
 from checkpoint.errors import LocalWriteError, StoreError
-from checkpoint.sync import SyncResult
 
 from .. import exits, logs
 from ..config import ConfigError

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from checkpoint.sync import SyncResult
+from checkpoint.engine.save.sync import SyncResult
 
 from ..notices import Notice
-from ..signals import Sig
+from ..process.signals import Sig
 
 
 @dataclass(frozen=True)

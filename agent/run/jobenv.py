@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from checkpoint.manifest import RESERVED_DIR
-from checkpoint.store import make_private_dirs
+from checkpoint.engine.store.base import make_private_dirs
+from checkpoint.protocol import RESERVED_DIR
 
 from .. import logs
 from ..config import ConfigError, Settings

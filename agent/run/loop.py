@@ -26,15 +26,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.errors import Superseded
-from checkpoint.sync import RestoreResult
 
 from .. import logs
 from ..config import ConfigError, Settings
 from ..notices import Notice, NoticeBoard, NoticeSource
-from ..signals import Sig
-from ..supervisor import SpawnError
-from . import arrivals, endings, signals
+from ..process.signals import Sig
+from ..process.supervisor import SpawnError
+from . import arrivals, endings
+from . import meanings as signals
 from .events import (
     Event,
     IdentityKnown,
@@ -47,10 +48,10 @@ from .events import (
     SyncFailed,
 )
 from .jobenv import JobFiles, job_environ
+from .meanings import Meaning
 from .parts import Checkpoints, Job, Parts
 from .report import log_restore, rounded
 from .scheduler import Interruption, SyncScheduler
-from .signals import Meaning
 from .syncs import Syncs
 
 log = logs.get_logger()

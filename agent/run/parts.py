@@ -1,5 +1,5 @@
 """What the loop drives, as small interfaces: the job's process, the checkpoints, and the
-start-up steps. The real ones wrap :mod:`agent.supervisor` and :mod:`checkpoint`; the
+start-up steps. The real ones wrap :mod:`agent.process.supervisor` and :mod:`checkpoint`; the
 loop's unit tests pass fakes."""
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from checkpoint.manifest import Manifest
-from checkpoint.store import Store
-from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.restore.restore import RestoreResult
+from checkpoint.engine.save.sync import Checkpointer, SyncResult
+from checkpoint.engine.store.base import Store
 
 from ..config import Settings
 from ..notices import NoticeSource
@@ -22,7 +24,7 @@ from .sources import notice_sources
 
 
 class Job(Protocol):
-    """The job's process tree (see :class:`agent.supervisor.Child`)."""
+    """The job's process tree (see :class:`agent.process.supervisor.Child`)."""
 
     started: float  # monotonic
 
@@ -41,7 +43,10 @@ class Job(Protocol):
 
 
 class Checkpoints(Protocol):
-    """One attempt's view of the job's checkpoints (see :class:`checkpoint.sync.Checkpointer`)."""
+    """One attempt's view of the job's checkpoints.
+
+    See :class:`checkpoint.engine.save.sync.Checkpointer`.
+    """
 
     @property
     def base(self) -> Manifest | None: ...
@@ -92,4 +97,3 @@ def real_parts(s: Settings, store: Store) -> Parts:
         make_job=lambda env: JobProcess(s, env),
         continue_job=continue_job,
     )
-

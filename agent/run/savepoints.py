@@ -1,6 +1,6 @@
 """The job's checkpoints taken at its save points: every sync freezes the checkpoint dir
-between two saves (:mod:`checkpoint.freeze`) and uploads from the freeze while the job
-goes on. This wraps :class:`checkpoint.sync.Checkpointer` for the loop."""
+between two saves (:mod:`checkpoint.engine.save.freeze`) and uploads from the freeze while the job
+goes on. This wraps :class:`checkpoint.engine.save.sync.Checkpointer` for the loop."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from checkpoint.freeze import Freezer, Frozen
-from checkpoint.manifest import RESERVED_DIR, Manifest
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.restore.restore import RestoreResult
+from checkpoint.engine.save.freeze import Freezer, Frozen
+from checkpoint.engine.save.savepoints import consistent_sync
+from checkpoint.engine.save.sync import Checkpointer, SyncResult
+from checkpoint.protocol import RESERVED_DIR
 from checkpoint.savelock import LOCK_NAME, between_saves
-from checkpoint.savepoints import consistent_sync
-from checkpoint.sync import Checkpointer, RestoreResult, SyncResult
 
 from .. import logs
 

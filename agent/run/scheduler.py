@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from checkpoint.sync import SyncResult
+from checkpoint.engine.save.sync import SyncResult
 
 from ..notices import Notice
 

@@ -9,8 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from checkpoint.engine.save.sync import SyncResult
 from checkpoint.errors import CheckpointError, Superseded
-from checkpoint.sync import SyncResult
 
 from .. import logs
 from .events import Event, PendingMeasured, SyncDone, SyncFailed

@@ -14,9 +14,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from checkpoint.engine.store.base import open_store
+from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import ObjectNotFound, StoreError, StoreUnavailable
-from checkpoint.s3store import S3Store
-from checkpoint.store import open_store
 from tests import servers
 
 pytestmark = pytest.mark.usefixtures("s3_env")
