@@ -321,7 +321,7 @@ class ProgressLine:
 def _restore(
     job: JobStore, sequence: int | None, to: Path, force: bool, max_bytes_in_flight: int
 ) -> int:
-    from checkpoint.engine.save.sync import Checkpointer
+    from checkpoint.engine.checkpointer import Checkpointer
 
     shown = ProgressLine(sys.stderr)
     ckpt = Checkpointer(job, to, progress=shown, max_bytes_in_flight=max_bytes_in_flight)

@@ -134,8 +134,8 @@ def chunk_hashes(t: Tree, chunk_size: int) -> set[str]:
 
 
 def main(argv: list[str]) -> int:
+    from checkpoint.engine.checkpointer import Checkpointer
     from checkpoint.engine.format.jobstore import JobStore
-    from checkpoint.engine.save.sync import Checkpointer
     from checkpoint.engine.store.base import ObjectInfo, Store, open_store
 
     uri, job_id, workdir, tree_file = argv[:4]

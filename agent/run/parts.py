@@ -10,10 +10,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.restore.restore import RestoreResult
-from checkpoint.engine.save.sync import Checkpointer, SyncResult
+from checkpoint.engine.save.sync import SyncResult
 from checkpoint.engine.store.base import Store
 
 from ..config import Settings
@@ -45,7 +46,7 @@ class Job(Protocol):
 class Checkpoints(Protocol):
     """One attempt's view of the job's checkpoints.
 
-    See :class:`checkpoint.engine.save.sync.Checkpointer`.
+    See :class:`checkpoint.engine.checkpointer.Checkpointer`.
     """
 
     @property

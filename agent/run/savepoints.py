@@ -9,11 +9,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.engine.save.freeze import Freezer, Frozen
 from checkpoint.engine.save.savepoints import consistent_sync
-from checkpoint.engine.save.sync import Checkpointer, SyncResult
+from checkpoint.engine.save.sync import SyncResult
 from checkpoint.protocol import RESERVED_DIR
 from checkpoint.savelock import LOCK_NAME, between_saves
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.store.base import LocalStore
 from tests.agentproc import REPO, agent_env, start_agent
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.store.base import LocalStore, Store
 from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import AgentRun, agent_env, start_agent

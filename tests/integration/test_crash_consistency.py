@@ -36,11 +36,11 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import Chunk, FileEntry
 from checkpoint.engine.gc import collect_garbage
 from checkpoint.engine.save.repack import Packs
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.save.upload import PACK_THRESHOLD, Stored
 from checkpoint.engine.store.base import LocalStore, Store
 from tests.crashsync import Tree, chunk_hashes, read_tree

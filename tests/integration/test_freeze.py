@@ -19,11 +19,11 @@ from types import SimpleNamespace
 import pytest
 
 import checkpoint
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.save import sync as sync_module
 from checkpoint.engine.save.freeze import Freezer
 from checkpoint.engine.save.savepoints import consistent_sync, writable_inodes
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.store.base import LocalStore
 from checkpoint.savelock import SaveIncomplete, SaveInProgress
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import FORMAT
 from checkpoint.engine.gc import collect_garbage
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store
 from checkpoint.engine.store.s3 import S3Store
@@ -240,7 +240,8 @@ SLOW_PACKS = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     from checkpoint.engine.store.base import open_store
-    from checkpoint.engine.save.sync import Checkpointer, JobStore
+    from checkpoint.engine.checkpointer import Checkpointer
+    from checkpoint.engine.format.jobstore import JobStore
 
     store = open_store(sys.argv[1])
     put = store.put_object

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import MAX_PATH_BYTES
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.store.base import LocalStore
 from checkpoint.errors import ObjectTooLarge
 from tests.integration.test_sync_local import CHUNK, CountingStore, ckpt, tree
@@ -50,7 +50,8 @@ def restore_in_child(store_root: Path, dest: Path, nofile: int) -> subprocess.Co
         from pathlib import Path
         resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile}))
         from checkpoint.engine.store.base import LocalStore
-        from checkpoint.engine.save.sync import Checkpointer, JobStore
+        from checkpoint.engine.checkpointer import Checkpointer
+        from checkpoint.engine.format.jobstore import JobStore
         c = Checkpointer(JobStore(LocalStore(Path({str(store_root)!r})), "job"),
                          Path({str(dest)!r}), attempt=2)
         r = c.restore()
@@ -215,7 +216,8 @@ def test_an_oversized_blob_is_refused_before_it_is_read(tmp_path: Path) -> None:
         import resource
         from pathlib import Path
         from checkpoint.engine.store.base import LocalStore
-        from checkpoint.engine.save.sync import Checkpointer, JobStore
+        from checkpoint.engine.checkpointer import Checkpointer
+        from checkpoint.engine.format.jobstore import JobStore
         c = Checkpointer(JobStore(LocalStore(Path({str(store.root)!r})), "job"),
                          Path({str(tmp_path / "dst")!r}), attempt=2)
         r = c.restore()
@@ -342,7 +344,8 @@ def test_kill_9_during_a_restore_leaves_no_staging_after_the_next(tmp_path: Path
         import sys, time
         from pathlib import Path
         from checkpoint.engine.store.base import LocalStore
-        from checkpoint.engine.save.sync import Checkpointer, JobStore
+        from checkpoint.engine.checkpointer import Checkpointer
+        from checkpoint.engine.format.jobstore import JobStore
 
         class Slow(LocalStore):
             def get_object(self, key, *, max_bytes=None):

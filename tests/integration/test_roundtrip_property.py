@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.store.base import LocalStore
 from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import Manifest
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.base import LocalStore, Store
 from checkpoint.errors import CheckpointDamaged, Superseded
@@ -385,7 +385,8 @@ KILL_SCRIPT = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     from checkpoint.engine.store.base import LocalStore
-    from checkpoint.engine.save.sync import Checkpointer, JobStore
+    from checkpoint.engine.checkpointer import Checkpointer
+    from checkpoint.engine.format.jobstore import JobStore
 
     class Slow(LocalStore):
         def put_object(self, key, data, *, sha256=None):

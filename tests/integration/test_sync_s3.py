@@ -15,9 +15,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.gc import collect_garbage
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import ConditionalWritesUnsupported
@@ -148,7 +148,8 @@ SLOW_SYNC = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     from checkpoint.engine.store.s3 import S3Store
-    from checkpoint.engine.save.sync import Checkpointer, JobStore
+    from checkpoint.engine.checkpointer import Checkpointer
+    from checkpoint.engine.format.jobstore import JobStore
 
     class Slow(S3Store):
         def put_object(self, key, data, *, sha256=None):

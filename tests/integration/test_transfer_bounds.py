@@ -15,8 +15,8 @@ import pytest
 import checkpoint.engine.restore.download
 import checkpoint.engine.save.upload
 from checkpoint.engine.budget import ByteBudget
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.store.base import LocalStore, Store
 from checkpoint.engine.store.s3 import READ_PIECE, S3Store
 from tests.faultproxy import FaultProxy, fault_proxy

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.localdir import localindex
 from checkpoint.engine.localdir.localindex import index_path
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.base import LocalStore, ObjectInfo
 

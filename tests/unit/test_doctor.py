@@ -11,8 +11,8 @@ import pytest
 
 from agent import doctor
 from agent.config import load_settings
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.store.base import LocalStore
 
 Usage = namedtuple("Usage", "total used free")

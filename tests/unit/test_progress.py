@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from checkpoint.engine import progress as progress_module
+from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.progress import Progress
-from checkpoint.engine.save.sync import Checkpointer
 from checkpoint.engine.store.base import LocalStore
 
 

@@ -1,6 +1,6 @@
 """Consistent syncs: freeze the dir at a save point, then sync from the freeze.
 
-The agent calls :func:`consistent_sync` instead of ``Checkpointer.sync_once``. It never
+The agent calls :func:`consistent_sync` instead of ``Syncer.sync_once``. It never
 commits a directory in the middle of a save:
 
 - the freeze waits (bounded) for a save in progress to end;
@@ -26,7 +26,7 @@ from checkpoint.errors import CheckpointError
 from checkpoint.savelock import SaveIncomplete, SaveInProgress
 
 from .freeze import Freezer, Frozen
-from .sync import Checkpointer, FrozenFilesChanged, SyncResult
+from .sync import FrozenFilesChanged, Syncer, SyncResult
 
 log = structlog.get_logger("checkpoint")
 
@@ -38,7 +38,7 @@ _MAPS_LINE = re.compile(r"\S+ (\S{4}) \S+ ([0-9a-f]+):([0-9a-f]+) (\d+)")
 
 
 def consistent_sync(
-    ckpt: Checkpointer,
+    ckpt: Syncer,
     freezer: Freezer,
     reason: str,
     *,
@@ -112,7 +112,7 @@ def consistent_sync(
     raise last_error
 
 
-def _unchanged(ckpt: Checkpointer, reason: str) -> SyncResult:
+def _unchanged(ckpt: Syncer, reason: str) -> SyncResult:
     """The result of a sync that found nothing consistent newer than the last commit."""
     base = ckpt.base
     files, size = (len(base.files), base.size) if base is not None else (0, 0)

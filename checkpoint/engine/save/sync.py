@@ -1,9 +1,10 @@
 """Sync a checkpoint dir to a store: walk, hash, diff, upload, commit.
 
 The pieces live in their own modules: :mod:`..format.jobstore` (keys and the commit
-protocol), :mod:`..localdir.scan` (walk, hash, stat cache) and :mod:`..restore.restore`.
-:class:`Checkpointer` ties them to one checkpoint dir. ``JobStore`` and ``RestoreResult``
-are re-exported here for the code that imports them from this module.
+protocol), :mod:`..localdir.scan` (walk, hash, stat cache), :mod:`.upload` and
+:mod:`.repack`. :class:`Syncer` ties them to one checkpoint dir; it never imports restore:
+:class:`checkpoint.engine.checkpointer.Checkpointer` adds restore on top and hands what a
+restore placed to :meth:`Syncer.restored`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from checkpoint._version import __version__
-from checkpoint.errors import CheckpointError, CommitConflict, ManifestError, StoreError
+from checkpoint.errors import CheckpointError, CommitConflict, ManifestError
 from checkpoint.protocol import RESERVED_DIR
 
 from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT
@@ -32,8 +33,7 @@ from ..gc import prune_manifests
 from ..localdir.localindex import write_index
 from ..localdir.scan import NotRegularFile, StatCache, hash_file, scan, scan_frozen
 from ..progress import Listener, Progress
-from ..restore.restore import Restorer, RestoreResult
-from .known import UPLOAD_TRUST_SECONDS, KnownChunks
+from .known import KnownChunks
 from .repack import repack_sparse
 from .upload import PACK_THRESHOLD, Location, Stored, Uploader
 
@@ -80,8 +80,8 @@ class SyncResult:
     packs_uploaded: int = 0
 
 
-class Checkpointer:
-    """Keeps one checkpoint dir and one job's checkpoints in step."""
+class Syncer:
+    """The save side of one checkpoint dir: what the store holds and what the dir holds."""
 
     def __init__(
         self,
@@ -336,38 +336,40 @@ class Checkpointer:
         newest = self.base.sequence if self.base is not None else None
         return prune_manifests(self.job, keep, protected=self._protected, newest_good=newest)
 
-    # -- restore ------------------------------------------------------------------------
+    # -- after a restore ------------------------------------------------------------------
 
-    def restore(self, sequence: int | None = None, into: Path | None = None) -> RestoreResult:
-        """Restore ``sequence`` (default: the newest intact checkpoint) into the dir.
+    def restored(
+        self,
+        manifest: Manifest | None,
+        *,
+        passed_over: Collection[int],
+        into: Path | None,
+        stats: Mapping[str, os.stat_result],
+        present: Collection[str],
+        files_indexed: int,
+    ) -> None:
+        """Take what a restore found: ``manifest`` (None: nothing to restore) went ``into``
+        a dir (None: this one), after passing over the checkpoints ``passed_over``.
 
-        A checkpoint whose manifest is malformed or whose blobs are missing or damaged is
-        passed over, loudly, for the one before it. Raises :class:`CheckpointDamaged` only
-        when an explicitly requested sequence cannot be restored.
+        Called with :attr:`_lock` held. ``stats`` are the stats the local index vouched for,
+        ``present`` the chunks the restore saw in the store.
         """
-        with self._lock:
-            dest = into or self.directory
-            restorer = Restorer(
-                self.job, self._pool, self.progress, max_bytes_in_flight=self.max_bytes_in_flight
-            )
-            result = restorer.restore(sequence, dest)
-            manifest = result.manifest
-            if result.skipped and into is None:
-                self._protected.update(seq for seq, _ in result.skipped)
-                if manifest is not None:
-                    self._protected.add(manifest.sequence)
-            if manifest is None:
-                return result
-            if into is None:
-                self.base = manifest
-            if dest == self.directory:
-                for f in manifest.files:  # the index vouched for some: no second lstat
-                    st = restorer.stats.get(f.path) or os.lstat(dest / f.path)
-                    self._cache.remember(f.path, st, f.chunks)
-                self._known.take_base(manifest, set(restorer.present))
-                if self.attempt and result.files_indexed < len(manifest.files):  # else as it is
-                    write_index(self.directory, manifest, self._cache)  # warm restarts read none
-            return result
+        dest = into or self.directory
+        if passed_over and into is None:
+            self._protected.update(passed_over)
+            if manifest is not None:
+                self._protected.add(manifest.sequence)
+        if manifest is None:
+            return
+        if into is None:
+            self.base = manifest
+        if dest == self.directory:
+            for f in manifest.files:  # the index vouched for some: no second lstat
+                st = stats.get(f.path) or os.lstat(dest / f.path)
+                self._cache.remember(f.path, st, f.chunks)
+            self._known.take_base(manifest, set(present))
+            if self.attempt and files_indexed < len(manifest.files):  # else as it is
+                write_index(self.directory, manifest, self._cache)  # warm restarts read none
 
 
 def _located(entry: FileEntry, where: Stored) -> FileEntry:
@@ -397,14 +399,4 @@ def _read_progress(directory: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-__all__ = [
-    "CHUNK_SIZE",
-    "UPLOAD_TRUST_SECONDS",
-    "Checkpointer",
-    "FileChanged",
-    "FrozenFilesChanged",
-    "JobStore",
-    "RestoreResult",
-    "StoreError",
-    "SyncResult",
-]
+__all__ = ["CHUNK_SIZE", "FileChanged", "FrozenFilesChanged", "SyncResult", "Syncer"]
