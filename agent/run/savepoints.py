@@ -1,6 +1,7 @@
 """The job's checkpoints taken at its save points: every sync freezes the checkpoint dir
-between two saves (:mod:`checkpoint.engine.save.freeze`) and uploads from the freeze while the job
-goes on. This wraps :class:`checkpoint.engine.save.sync.Checkpointer` for the loop."""
+between two saves (:mod:`checkpoint.engine.save.freeze`) and uploads from the freeze while
+the job goes on. This wraps :class:`checkpoint.engine.checkpointer.Checkpointer` for the
+loop."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.engine.save.freeze import Freezer, Frozen
 from checkpoint.engine.save.savepoints import consistent_sync
 from checkpoint.engine.save.sync import SyncResult
-from checkpoint.protocol import RESERVED_DIR
-from checkpoint.savelock import LOCK_NAME, between_saves
+from checkpoint.savelock import between_saves
 
 from .. import logs
 
@@ -27,11 +27,6 @@ log = logs.get_logger()
 SAVE_WAIT_SECONDS = 60.0
 FINAL_SAVE_WAIT_SECONDS = 2.0
 FINAL_REASONS = frozenset({"exit", "interruption"})
-
-
-def lock_file(checkpoint_dir: Path) -> Path:
-    """The job's save-point lock (``SPOT_AGENT_LOCK_FILE``), never synced."""
-    return checkpoint_dir / RESERVED_DIR / LOCK_NAME
 
 
 class SavePointCheckpoints:

@@ -35,8 +35,8 @@ from typing import Any
 import structlog
 
 from checkpoint.errors import CheckpointError, ManifestError
-from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX
-from checkpoint.savelock import LOCK_NAME, SaveIncomplete, SaveInProgress, acquire, saver
+from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX, progress_path, save_lock_path
+from checkpoint.savelock import SaveIncomplete, SaveInProgress, acquire, saver
 
 from ..format.manifest import LinkEntry, check_link_target
 from ..localdir.localindex import kept_across
@@ -49,7 +49,6 @@ FREEZE_NAME = "freeze"
 #: what a freeze displaces is moved here under the lock (a rename) and deleted after it:
 #: freeing a big file's blocks can take a while
 TRASH_NAME = "freeze-trash"
-PROGRESS_NAME = "progress.json"
 #: a file written this recently may be written again within the filesystem's timestamp
 #: granularity: its link made before the lock is not vouched for (see ``_link``)
 RACY_NS = 2_000_000_000
@@ -92,7 +91,7 @@ class Freezer:
 
     def __init__(self, directory: Path, *, copy_budget: int = COPY_BUDGET) -> None:
         self.directory = directory
-        self.lock_path = directory / RESERVED_DIR / LOCK_NAME
+        self.lock_path = save_lock_path(directory)
         self.area = directory / RESERVED_DIR / FREEZE_NAME
         self.trash = directory / RESERVED_DIR / TRASH_NAME
         self._trashed = 0
@@ -194,7 +193,7 @@ class Freezer:
             self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
             seen: set[str] = set()
             self._walk(self.directory, "", walk, seen, set(copy_inodes))
-            progress = _read_json(self.directory / RESERVED_DIR / PROGRESS_NAME)
+            progress = _read_json(progress_path(self.directory))
             held = time.monotonic() - t0
         finally:
             os.close(fd)  # releases the lock
@@ -430,4 +429,4 @@ def _tree_bytes(path: Path) -> int:
     return total
 
 
-__all__ = ["LOCK_NAME", "Freezer", "Frozen", "SaveInProgress", "SaveIncomplete"]
+__all__ = ["Freezer", "Frozen", "SaveInProgress", "SaveIncomplete"]

@@ -24,7 +24,7 @@ import structlog
 
 from checkpoint._version import __version__
 from checkpoint.errors import CheckpointError, CommitConflict, ManifestError
-from checkpoint.protocol import RESERVED_DIR
+from checkpoint.protocol import progress_path
 
 from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 from ..format.jobstore import JobStore, utc_iso
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("checkpoint")
 
 CHUNK_SIZE = 8 << 20
-PROGRESS_FILE = "progress.json"
 
 
 class FileChanged(CheckpointError):
@@ -393,7 +392,7 @@ def _resolvable(hardlinks: list[HardLinkEntry], files: set[str]) -> tuple[HardLi
 
 def _read_progress(directory: Path) -> dict[str, Any]:
     try:
-        doc = json.loads((directory / RESERVED_DIR / PROGRESS_FILE).read_bytes())
+        doc = json.loads((progress_path(directory)).read_bytes())
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
