@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from checkpoint.engine.store.base import parse_file_uri
 from checkpoint.engine.store.s3 import check_bucket_name
+from checkpoint.engine.store.uri import parse_file_uri
 from checkpoint.errors import StoreURIError
 
 from . import exits, logs

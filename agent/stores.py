@@ -16,7 +16,8 @@ from typing import Any
 
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import Manifest
-from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store, open_store
+from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store
+from checkpoint.engine.store.uri import open_store
 from checkpoint.errors import CheckpointError, StoreURIError
 
 from .config import ConfigError, S3Settings

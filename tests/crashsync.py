@@ -136,7 +136,8 @@ def chunk_hashes(t: Tree, chunk_size: int) -> set[str]:
 def main(argv: list[str]) -> int:
     from checkpoint.engine.checkpointer import Checkpointer
     from checkpoint.engine.format.jobstore import JobStore
-    from checkpoint.engine.store.base import ObjectInfo, Store, open_store
+    from checkpoint.engine.store.base import ObjectInfo, Store
+    from checkpoint.engine.store.uri import open_store
 
     uri, job_id, workdir, tree_file = argv[:4]
     kill_at, put_delay, chunk_size = int(argv[4]), float(argv[5]), int(argv[6])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from .parsers import ConfigError
+
 _AWS_ENDPOINT_VARIABLES = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
@@ -27,8 +29,6 @@ _ANY_REGION = re.compile(r"(?![0-9]+\Z)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)\Z")
 def check_aws_environment(environ: Mapping[str, str]) -> None:
     """Raise ConfigError for an SDK setting that cannot work: an endpoint URL without its
     scheme, a malformed region, a profile that no config file defines."""
-    from . import ConfigError  # config imports this module at its top
-
     for name in _AWS_ENDPOINT_VARIABLES:
         raw = environ.get(name)
         if raw and not _ENDPOINT_URL.match(raw):
@@ -58,8 +58,6 @@ def check_aws_environment(environ: Mapping[str, str]) -> None:
 def _check_profile(profile: str, variable: str) -> None:
     import botocore.session
     from botocore.exceptions import BotoCoreError
-
-    from . import ConfigError
 
     try:
         known = botocore.session.Session().available_profiles

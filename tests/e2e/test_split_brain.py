@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.store.base import open_store
+from checkpoint.engine.store.uri import open_store
 from tests.agentproc import AgentRun, agent_env, cli, start_agent
 
 PY = sys.executable

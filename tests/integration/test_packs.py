@@ -239,7 +239,7 @@ SLOW_PACKS = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from checkpoint.engine.store.base import open_store
+    from checkpoint.engine.store.uri import open_store
     from checkpoint.engine.checkpointer import Checkpointer
     from checkpoint.engine.format.jobstore import JobStore
 

@@ -14,8 +14,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from checkpoint.engine.store.base import open_store
 from checkpoint.engine.store.s3 import S3Store
+from checkpoint.engine.store.uri import open_store
 from checkpoint.errors import ObjectNotFound, StoreError, StoreUnavailable
 from tests import servers
 

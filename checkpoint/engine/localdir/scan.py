@@ -13,10 +13,10 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol
 
 from checkpoint.errors import CheckpointError, ManifestError
 from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX
@@ -33,9 +33,6 @@ from ..format.manifest import (
     check_mtime,
     check_relpath,
 )
-
-if TYPE_CHECKING:
-    from ..save.freeze import Frozen
 
 #: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
 #: a second write within the filesystem's timestamp granularity would otherwise be missed.
@@ -258,7 +255,21 @@ class StatCache:
         return None if cached is None else (cached.key, cached.dev, cached.chunks)
 
 
-def scan_frozen(frozen: Frozen, live_root: Path) -> Scan:
+class FrozenState(Protocol):
+    """What :func:`scan_frozen` reads of a freeze (``save.freeze.Frozen``): this room sits
+    below save and does not import it."""
+
+    @property
+    def files(self) -> Sequence[tuple[str, os.stat_result]]: ...
+    @property
+    def dirs(self) -> Sequence[str]: ...
+    @property
+    def links(self) -> Sequence[LinkEntry]: ...
+    @property
+    def skipped(self) -> Sequence[tuple[str, str]]: ...
+
+
+def scan_frozen(frozen: FrozenState, live_root: Path) -> Scan:
     """What a freeze holds, through the same checks as a scan of the live dir (names,
     mtimes); directory modes are read from the live dir (the freeze area's are ours)."""
     out = Scan(skipped=list(frozen.skipped))
