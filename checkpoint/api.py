@@ -37,6 +37,7 @@ from types import FrameType
 from typing import IO, Any
 
 from . import protocol
+from ._fsutil import write_atomic
 from .protocol import TEMP_SUFFIX
 from .savelock import begin_save, end_save
 
@@ -158,9 +159,8 @@ def report_progress(**fields: Any) -> None:
     """
     path = protocol.progress_path(directory())
     path.parent.mkdir(exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".progress.{os.getpid()}{TEMP_SUFFIX}")
-    tmp.write_text(json.dumps(fields, default=str))
-    os.replace(tmp, path)
+    data = json.dumps(fields, default=str).encode()
+    write_atomic(path, data, fsync=False, temp_suffix=TEMP_SUFFIX, mode=0o666)
 
 
 def _agent_pid() -> int | None:

@@ -42,6 +42,7 @@ from typing import Any
 
 import structlog
 
+from checkpoint._fsutil import write_atomic
 from checkpoint.protocol import RESERVED_DIR
 
 from ..format.manifest import MAX_MANIFEST_BYTES, MODE_BITS, Chunk, FileEntry, Manifest
@@ -130,20 +131,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.mkdir(reserved, 0o700)
     if not stat.S_ISDIR(os.lstat(reserved).st_mode):  # never write through a job's symlink
         raise NotADirectoryError(f"{reserved} is not a directory")
-    tmp = reserved / f".{INDEX_NAME}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, fsync=True)
 
 
 class LocalIndex:
