@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ..errors import CheckpointError, ManifestError, ObjectNotFound
-from .format.jobstore import JobStore
+from .format.jobstore import BLOBS, PACKS, JobStore
 
 DEFAULT_MIN_AGE = timedelta(hours=24)
 
@@ -94,8 +94,8 @@ def collect_garbage(
 ) -> GcResult:
     now = now or datetime.now(UTC)
     for _ in range(3):
-        blobs = list(job.store.list_objects(f"{job.prefix}blobs/"))
-        packs = list(job.store.list_objects(f"{job.prefix}packs/"))
+        blobs = list(job.store.list_objects(job.folder(BLOBS)))
+        packs = list(job.store.list_objects(job.folder(PACKS)))
         sequences = job.sequences()
         try:
             referenced: set[str] = set()

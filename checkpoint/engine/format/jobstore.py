@@ -44,6 +44,12 @@ log = structlog.get_logger("checkpoint")
 #: ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
 _NUMBERED = re.compile(r"([0-9]{1,18})\.json")
 
+#: the folders of one job in a store (the layout in this module's docstring); KINDS is
+#: also the order a job is deleted in: manifests first, so no reader finds a checkpoint
+#: whose blobs are already gone
+MANIFESTS, BLOBS, PACKS, ATTEMPTS = "manifests", "blobs", "packs", "attempts"
+KINDS = (MANIFESTS, BLOBS, PACKS, ATTEMPTS)
+
 
 def utc_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -59,26 +65,30 @@ class JobStore:
         self._warned_unconditional = False
         self._warned_keys: set[str] = set()
 
+    def folder(self, kind: str) -> str:
+        """The prefix of one of the job's folders (one of :data:`KINDS`), with its slash."""
+        return f"{self.prefix}{kind}/"
+
     def blob_key(self, sha256: str) -> str:
-        return f"{self.prefix}blobs/{sha256[:2]}/{sha256}"
+        return f"{self.folder(BLOBS)}{sha256[:2]}/{sha256}"
 
     def pack_key(self, pack: str) -> str:
-        return f"{self.prefix}packs/{pack[:2]}/{pack}"
+        return f"{self.folder(PACKS)}{pack[:2]}/{pack}"
 
     def chunk_key(self, chunk: Chunk) -> str:
         """The object holding ``chunk``'s bytes: its pack, or its own blob."""
         return self.pack_key(chunk.pack) if chunk.pack is not None else self.blob_key(chunk.sha256)
 
     def manifest_key(self, sequence: int) -> str:
-        return f"{self.prefix}manifests/{sequence:010d}.json"
+        return f"{self.folder(MANIFESTS)}{sequence:010d}.json"
 
     def attempt_key(self, attempt: int) -> str:
-        return f"{self.prefix}attempts/{attempt:06d}.json"
+        return f"{self.folder(ATTEMPTS)}{attempt:06d}.json"
 
     def _numbers(self, folder: str) -> list[int]:
         found = []
-        for obj in self.store.list_objects(f"{self.prefix}{folder}/"):
-            match = _NUMBERED.fullmatch(obj.key[len(self.prefix) + len(folder) + 1 :])
+        for obj in self.store.list_objects(self.folder(folder)):
+            match = _NUMBERED.fullmatch(obj.key[len(self.folder(folder)) :])
             if match:
                 found.append(int(match[1]))
             elif obj.key not in self._warned_keys:  # not ours: say so once, never crash
@@ -88,7 +98,7 @@ class JobStore:
 
     def sequences(self) -> list[int]:
         """Committed sequence numbers, oldest first."""
-        return self._numbers("manifests")
+        return self._numbers(MANIFESTS)
 
     def load_manifest(self, sequence: int) -> Manifest:
         key = self.manifest_key(sequence)
@@ -99,7 +109,7 @@ class JobStore:
         return manifest
 
     def attempts(self) -> list[int]:
-        return self._numbers("attempts")
+        return self._numbers(ATTEMPTS)
 
     def claim_attempt(self, info: dict[str, Any]) -> int:
         """Register a new attempt; its number fences off every older attempt."""
@@ -109,7 +119,7 @@ class JobStore:
             if self._create(self.attempt_key(attempt), body):
                 return attempt
             attempt += 1
-        raise CommitConflict(f"{self.prefix}attempts/: could not claim an attempt number")
+        raise CommitConflict(f"{self.folder(ATTEMPTS)}: could not claim an attempt number")
 
     def check_current(self, attempt: int) -> None:
         if attempt and self.store.exists(self.attempt_key(attempt + 1)):
