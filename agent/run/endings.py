@@ -213,7 +213,7 @@ def final_sync(loop: RunLoop, reason: str) -> SyncResult | None:
     loop.scheduler.close()
     if not wait_for_sync(loop, reason) or loop.superseded is not None:
         return None
-    loop.syncs.last = None
+    loop.syncs.forget_last()
     loop.syncs.start(reason)
     if not wait_for_sync(loop, reason):
         return None

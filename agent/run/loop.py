@@ -105,7 +105,7 @@ class RunLoop:
         if not self.await_steps("claim"):
             return endings.startup_cut(self, self._failed)
         self.attempt, self.ckpt = self._done["claim"]
-        self.syncs.ckpt = self.ckpt
+        self.syncs.attach(self.ckpt)
         logs.bind_static(attempt=self.attempt)
         s = self.s
         log.info(
@@ -246,7 +246,7 @@ class RunLoop:
             case PendingMeasured() if self._supervising:
                 self.syncs.measured(ev)
             case PendingMeasured():  # the run is ending: the final sync commits it all
-                self.scheduler.measuring = False
+                self.scheduler.measure_dropped()
             case StartupDone(step, value):
                 self._done[step] = value
             case StartupFailed("sources", error) if not isinstance(error, ConfigError):

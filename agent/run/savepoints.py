@@ -93,7 +93,7 @@ class SavePointCheckpoints:
         try:
             stale = self.freezer.reset(create_lock=create_lock)
         except OSError as exc:
-            self.freezer.usable = False
+            self.freezer.unusable()
             log.warning("freeze.unavailable", error=str(exc), action="syncing the live dir")
             return
         if stale:

@@ -400,6 +400,16 @@ class Freezer:
                 total += os.lstat(self.area / rel).st_blocks * 512
         return total
 
+    def changed_in_place(self, paths: Collection[str]) -> None:
+        """``paths`` were written in place after the pending freeze: it is not one save.
+        The next freeze copies them under the lock instead of linking them."""
+        self.copy_paths.update(paths)
+        self.pending = None
+
+    def unusable(self) -> None:
+        """The freeze area cannot be prepared here: syncs read the live dir."""
+        self.usable = False
+
     def committed(self) -> None:
         """The pending freeze is committed (or equal to the last commit): let go of the
         inodes only the area still holds; the next freeze relinks what it needs."""

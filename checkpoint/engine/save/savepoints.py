@@ -95,8 +95,7 @@ def consistent_sync(
                 count=len(exc.paths),
                 action="freezing again, copying these under the lock",
             )
-            freezer.copy_paths.update(exc.paths)
-            freezer.pending = None
+            freezer.changed_in_place(exc.paths)
             if fallback:  # the dir is mid-save: there is no consistent state to freeze
                 raise
             continue
