@@ -130,7 +130,7 @@ def test_early_records_signals_in_arrival_order_and_unblocks_the_inheritedmask_o
         """
         import os, signal, sys, time
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})
-        from agent import early
+        from agent.process import early
         from agent.process.signals import WAITED
         early.install(["spot-agent", "run"])
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
