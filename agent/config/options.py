@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from checkpoint.engine.save.savepoints import REHASH_MODES
+
 from .parsers import (
     ADDRESSING_STYLES,
     ConfigError,
@@ -243,7 +245,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "which files each sync reads again although their size and times are unchanged "
         "(writes through mmap may not show in them): open (files open or mapped for writing "
         "by the job), all, never; the final checkpoint after an interruption reads all",
-        parse_choice("open", "all", "never"),
+        parse_choice(*REHASH_MODES),
         default="open",
         metavar="MODE",
     ),

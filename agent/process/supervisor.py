@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import psutil
 
+from ..exits import killed_by
 from .signals import TTY_STOPS, Sig, forwarded_signals
 from .spawn import PR_SET_CHILD_SUBREAPER, libc, prepare_child
 from .terminal import Terminal
@@ -54,7 +55,7 @@ class SpawnError(Exception):
 def exit_code_of(status: int) -> int:
     """Shell convention: 128+N for a death by signal N."""
     code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return killed_by(-code) if code < 0 else code
 
 
 def become_subreaper() -> bool:
@@ -269,7 +270,7 @@ class Child:
             return code, False
         self.kill_tree()
         code = self.wait(5.0)
-        return (code if code is not None else 128 + signal.SIGKILL), True
+        return (code if code is not None else killed_by(signal.SIGKILL)), True
 
     def reap_leftovers(self, grace: float = 2.0) -> int:
         """After the job exited: end what it left running in its group (as a container would)."""

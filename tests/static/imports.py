@@ -3,8 +3,9 @@
 Every ``import`` counts: at module level, in a function, under ``if TYPE_CHECKING:``. An
 edge goes to the module named: ``from a.b import c`` names ``a.b``, or only ``a.b.c`` when
 ``c`` is a module (``from . import tree`` uses the package's child, not the package). The
-implicit imports of parent packages are not edges, or every package whose ``__init__``
-imports a child would be a cycle.
+packages of the module named count too (importing ``agent.notices.protocol`` runs
+``agent/notices/__init__.py``), except the importer's own packages: they are running
+already, or every package whose ``__init__`` imports a child would be a cycle.
 """
 
 from __future__ import annotations
@@ -65,9 +66,22 @@ def graph(root: Path = REPO, packages: Iterable[str] = PACKAGES) -> dict[str, di
     for name, path in found.items():
         out = edges.setdefault(name, {})
         for target, line in imports_of(name, path, found):
-            if target in found and target != name:
-                out.setdefault(target, line)
+            for module in _run_by_import(name, target):
+                if module in found and module != name:
+                    out.setdefault(module, line)
     return edges
+
+
+def _run_by_import(importer: str, target: str) -> list[str]:
+    """What importing ``target`` runs: its packages' ``__init__`` first (but not those of
+    the importer's own packages, which are running already), then the module."""
+    mine = set(_ancestors(importer))
+    return [p for p in _ancestors(target) if p not in mine] + [target]
+
+
+def _ancestors(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:

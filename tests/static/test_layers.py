@@ -131,3 +131,10 @@ def test_checkpoint_importing_agent_is_caught(copy: Path) -> None:
 def test_the_job_side_importing_the_engine_is_caught(copy: Path) -> None:
     append(copy / "checkpoint/savelock.py", "\nfrom .engine.progress import Progress\n")
     assert any("the job's side never imports the engine" in m for m in layer_violations(copy))
+
+
+def test_a_cycle_through_a_package_init_is_caught(copy: Path) -> None:
+    """Importing agent.notices.protocol runs agent/notices/__init__.py, whose modules import
+    agent.config: from agent.config, that is a cycle (Python says "partially initialized")."""
+    append(copy / "agent/config/__init__.py", "\nfrom ..notices.protocol import DEFAULT_ENDPOINT\n")
+    assert any("agent.config" in m and "agent.notices" in m for m in cycle_messages(copy))
