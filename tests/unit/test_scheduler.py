@@ -8,7 +8,7 @@ import pytest
 
 from agent.notices import INTERRUPTION, Notice
 from agent.run.scheduler import RATE_SAMPLE_BYTES, Interruption, SyncScheduler
-from checkpoint.sync import SyncResult
+from checkpoint.engine.save.sync import SyncResult
 
 
 def result(seconds: float = 1.0, uploaded: int = 0) -> SyncResult:
