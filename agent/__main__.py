@@ -1,6 +1,6 @@
 import sys
 
-from . import early
+from .process import early
 
 early.install(sys.argv)  # before the slow imports: a SIGTERM from here on is kept
 

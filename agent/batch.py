@@ -32,12 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from checkpoint.engine.store.s3 import check_bucket_name
+from checkpoint.engine.store.uri import parse_file_uri
 from checkpoint.errors import StoreURIError
-from checkpoint.s3store import check_bucket_name
-from checkpoint.store import parse_file_uri
 
 from . import exits, logs
-from .aws_environment import check_aws_environment, sdk_region
 from .config import (
     ARRAY_INDEX_CARRIED,
     BECAUSE_BUDGET,
@@ -49,6 +48,7 @@ from .config import (
     parse_duration,
     parse_log_group,
 )
+from .config.aws_environment import check_aws_environment, sdk_region
 from .config.parsers import parse_job_queue
 
 #: What ``spot-agent run`` exits with after an interruption (see agent.exits).

@@ -16,9 +16,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.gc import collect_garbage, prune_manifests
+from checkpoint.engine.save.known import UPLOAD_TRUST_SECONDS
 from checkpoint.errors import CheckpointError, StoreError
-from checkpoint.gc import collect_garbage, prune_manifests
-from checkpoint.sync import UPLOAD_TRUST_SECONDS, JobStore
 
 from . import exits
 from .config import (
@@ -385,7 +386,7 @@ class ProgressLine:
 def _restore(
     job: JobStore, sequence: int | None, to: Path, force: bool, max_bytes_in_flight: int
 ) -> int:
-    from checkpoint.sync import Checkpointer
+    from checkpoint.engine.checkpointer import Checkpointer
 
     if sequence is not None:
         seqs = job.sequences()

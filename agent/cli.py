@@ -6,7 +6,7 @@ from __future__ import annotations
 # ruff: noqa: E402 - the console script imports this module: keep an early SIGTERM first
 import sys
 
-from . import early
+from .process import early
 
 early.install(sys.argv)
 
@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from checkpoint.restore import raise_open_file_limit
+from checkpoint.engine.restore.restore import raise_open_file_limit
 
 from . import (
     __version__,

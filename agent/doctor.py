@@ -22,12 +22,12 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.base import Store
 from checkpoint.errors import CheckpointError, ConditionalWritesUnsupported
-from checkpoint.store import Store
-from checkpoint.sync import JobStore
 
-from .aws_environment import uses_aws
 from .config import RUN_OPTIONS, Settings, add_options, load_settings
+from .config.aws_environment import uses_aws
 from .doctor_services import Check, check_credentials, check_imds, check_log_group
 from .stores import human_size, open_configured_store
 

@@ -1,5 +1,5 @@
 """Operators' commands meet a running job: ``checkpoints gc`` and ``delete`` look for a
-live lease (:mod:`checkpoint.lease`) first, and refuse while one is live, in one line,
+live lease (:mod:`checkpoint.engine.lease`) first, and refuse while one is live, in one line,
 unless forced. Forced, they announce themselves (a sweep) and wait a moment before they
 delete, so that the agent checks what it commits next and uploads again what they took.
 """
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from checkpoint.lease import SWEEP_SETTLE_SECONDS, finish_sweep, live_leases, start_sweep
-from checkpoint.sync import JobStore
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.lease import SWEEP_SETTLE_SECONDS, finish_sweep, live_leases, start_sweep
 
 from .config import ConfigError
 

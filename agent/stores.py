@@ -14,18 +14,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from checkpoint.engine.format.jobstore import KINDS, MANIFESTS, JobStore
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store
+from checkpoint.engine.store.uri import open_store
 from checkpoint.errors import CheckpointError, StoreURIError
-from checkpoint.manifest import Manifest
-from checkpoint.store import LocalStore, ObjectInfo, Store, open_store
-from checkpoint.sync import JobStore
 
 from .config import ConfigError, S3Settings
 
 #: exit status of ``checkpoints`` when the job or checkpoint asked for is not there
 EXIT_NOT_FOUND = 1
 URI_SETTING = "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)"
-#: also the order a job is deleted in
-_KINDS = ("manifests", "pages", "blobs", "packs", "attempts", "timeline", "leases")
 
 
 class JobNotFound(CheckpointError):
@@ -81,13 +80,13 @@ def list_jobs(store: Store) -> list[JobSummary]:
     for obj in store.list_objects(""):
         job_id, _, rest = obj.key.partition("/")
         kind, _, name = rest.partition("/")
-        if kind not in _KINDS or not name:
+        if kind not in KINDS or not name:
             continue  # not ours
         job = jobs.setdefault(job_id, JobSummary(job_id))
         job.objects += 1
         job.stored_bytes += obj.size
         stem = name.removesuffix(".json")
-        if kind == "manifests" and stem.isdigit():
+        if kind == MANIFESTS and stem.isdigit():
             job.checkpoints += 1
             if job.newest is None or int(stem) > job.newest:
                 job.newest, job.newest_at = int(stem), obj.modified
@@ -118,17 +117,17 @@ def job_objects(job: JobStore) -> tuple[list[ObjectInfo], int]:
 
     def order(obj: ObjectInfo) -> int:
         kind = obj.key[len(job.prefix) :].split("/", 1)[0]
-        return _KINDS.index(kind) if kind in _KINDS else len(_KINDS)
+        return KINDS.index(kind) if kind in KINDS else len(KINDS)
 
     found.sort(key=order)
-    checkpoints = sum(1 for o in found if o.key.startswith(f"{job.prefix}manifests/"))
+    checkpoints = sum(1 for o in found if o.key.startswith(job.folder(MANIFESTS)))
     return found, checkpoints
 
 
 def delete_job(job: JobStore, objects: list[ObjectInfo]) -> None:
     """Delete the job's objects: manifests first, so that no reader ever finds a checkpoint
     whose blobs are already gone; then blobs, packs and attempt records."""
-    manifests = [o.key for o in objects if o.key.startswith(f"{job.prefix}manifests/")]
+    manifests = [o.key for o in objects if o.key.startswith(job.folder(MANIFESTS))]
     job.store.delete_objects(manifests)
     job.store.delete_objects(o.key for o in objects if o.key not in set(manifests))
     if isinstance(job.store, LocalStore):

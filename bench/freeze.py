@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from checkpoint.freeze import Freezer  # noqa: E402
+from checkpoint.engine.save.freeze import Freezer  # noqa: E402
 
 JOB = """
 import os, sys, time

@@ -21,7 +21,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from checkpoint.s3store import S3Store
+from checkpoint.engine.store.s3 import S3Store
 from tests import servers
 
 SIZES = (1 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20)

@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from checkpoint.s3store import S3Store  # noqa: E402
-from checkpoint.sync import Checkpointer, JobStore  # noqa: E402
+from checkpoint.engine.checkpointer import Checkpointer  # noqa: E402
+from checkpoint.engine.format.jobstore import JobStore  # noqa: E402
+from checkpoint.engine.store.s3 import S3Store  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -29,8 +29,9 @@ CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from checkpoint.store import LocalStore
-from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.engine.store.base import LocalStore
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
 store = LocalStore(Path(sys.argv[3]))
 ckpt = Checkpointer(JobStore(store, "bench"), Path(sys.argv[2]), progress=lambda e, f: None)
 started = time.monotonic()

@@ -36,15 +36,17 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from .reserved import RESERVED_DIR, TEMP_SUFFIX
-from .savelock import LOCK_NAME, begin_save, end_save
+from . import protocol
+from ._fsutil import write_atomic
+from .protocol import TEMP_SUFFIX
+from .savelock import begin_save, end_save
 
 _DEFAULT_DIR = "checkpoint"
 
 
 def directory() -> Path:
     """The checkpoint dir: restored state on start; what is in it is what gets saved."""
-    path = Path(os.environ.get("CHECKPOINT_DIR") or _DEFAULT_DIR)
+    path = Path(os.environ.get(protocol.DIR_ENV) or _DEFAULT_DIR)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
@@ -60,12 +62,12 @@ _saves = threading.local()  # .depth: nested saving() blocks of this thread
 
 
 def _lock_file() -> Path:
-    path = os.environ.get("SPOT_AGENT_LOCK_FILE")
+    path = os.environ.get(protocol.LOCK_FILE_ENV)
     if path:
         return Path(path)
-    own = directory() / RESERVED_DIR
-    own.mkdir(exist_ok=True, mode=0o700)
-    return own / LOCK_NAME
+    lock = protocol.save_lock_path(directory())
+    lock.parent.mkdir(exist_ok=True, mode=0o700)
+    return lock
 
 
 @contextlib.contextmanager
@@ -155,15 +157,14 @@ def report_progress(**fields: Any) -> None:
 
     Stored in the next checkpoint's manifest, not among the job's files.
     """
-    path = directory() / RESERVED_DIR / "progress.json"
+    path = protocol.progress_path(directory())
     path.parent.mkdir(exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".progress.{os.getpid()}{TEMP_SUFFIX}")
-    tmp.write_text(json.dumps(fields, default=str))
-    os.replace(tmp, path)
+    data = json.dumps(fields, default=str).encode()
+    write_atomic(path, data, fsync=False, temp_suffix=TEMP_SUFFIX, mode=0o666)
 
 
 def _agent_pid() -> int | None:
-    raw = os.environ.get("SPOT_AGENT_PID", "")
+    raw = os.environ.get(protocol.PID_ENV, "")
     return int(raw) if raw.isdigit() else None
 
 
@@ -208,7 +209,7 @@ def _agent_file(variable: str) -> dict[str, Any] | None:
 def last_sync() -> dict[str, Any] | None:
     """The agent's last completed sync: ``sequence`` (the newest committed checkpoint),
     ``started`` and ``finished`` (Unix times), ``reason``. None without an agent."""
-    return _agent_file("SPOT_AGENT_STATUS_FILE")
+    return _agent_file(protocol.STATUS_FILE_ENV)
 
 
 def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> bool:
@@ -227,7 +228,7 @@ def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> 
     if pid is None:
         return False
     asked = time.time()
-    os.kill(pid, _signal_named("SPOT_AGENT_SYNC_SIGNAL", signal.SIGUSR1))
+    os.kill(pid, _signal_named(protocol.SYNC_SIGNAL_ENV, signal.SIGUSR1))
     if getattr(_saves, "depth", 0):
         return True
     field, limit = ("started", wait) if wait is not None else ("frozen", freeze_timeout)
@@ -242,7 +243,7 @@ def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> 
 
 def notice() -> dict[str, Any] | None:
     """The interruption notice, once the agent has received one (source, action, deadline)."""
-    return _agent_file("SPOT_AGENT_NOTICE_FILE")
+    return _agent_file(protocol.NOTICE_FILE_ENV)
 
 
 _stop: dict[str, Any] = {"signal": None, "installed": False}
@@ -254,7 +255,7 @@ def handle_stop() -> None:
     thread; :func:`interrupted` calls it for you the first time it runs there."""
     if _stop["installed"] or threading.current_thread() is not threading.main_thread():
         return
-    sig = _signal_named("SPOT_AGENT_STOP_SIGNAL", signal.SIGTERM)
+    sig = _signal_named(protocol.STOP_SIGNAL_ENV, signal.SIGTERM)
     previous = signal.getsignal(sig)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:

@@ -9,4 +9,4 @@ modules and no others.
 """
 
 #: the job API's modules, by file name without ``.py``
-API_MODULES = ("__init__", "_version", "api", "errors", "reserved", "savelock")
+API_MODULES = ("__init__", "_fsutil", "_version", "api", "errors", "protocol", "savelock")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from .errors import CheckpointError
 
-LOCK_NAME = "save.lock"
 #: a save that holds the lock this long is logged (once per wait)
 LONG_SAVE_SECONDS = 5.0
 

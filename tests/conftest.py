@@ -76,6 +76,14 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture
+def closed_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` that refuses connections for the whole test: the port is
+    held bound (never listened on), so no other worker's server can take it meanwhile."""
+    with servers.closed_port() as port:
+        yield f"http://127.0.0.1:{port}"
+
+
 def isolate_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No profile, config file, role or instance metadata: only what the test sets."""
     for name in _AWS_VARIABLES:

@@ -136,13 +136,15 @@ def chunk_hashes(t: Tree, chunk_size: int) -> set[str]:
 
 
 def main(argv: list[str]) -> int:
-    from checkpoint.store import ObjectInfo, Store, open_store
-    from checkpoint.sync import Checkpointer, JobStore
+    from checkpoint.engine.checkpointer import Checkpointer
+    from checkpoint.engine.format.jobstore import JobStore
+    from checkpoint.engine.store.base import ObjectInfo, Store
+    from checkpoint.engine.store.uri import open_store
 
     uri, job_id, workdir, tree_file = argv[:4]
     kill_at, put_delay, chunk_size = int(argv[4]), float(argv[5]), int(argv[6])
-    from checkpoint.paged import PAGED_ABOVE
-    from checkpoint.upload import PACK_THRESHOLD
+    from checkpoint.engine.format.paged import PAGED_ABOVE
+    from checkpoint.engine.save.upload import PACK_THRESHOLD
 
     pack_threshold = int(argv[7]) if len(argv) > 7 else PACK_THRESHOLD
     paged_above = int(argv[8]) if len(argv) > 8 else PAGED_ABOVE

@@ -1,9 +1,11 @@
 """Real local servers for the tests: SeaweedFS (S3 gateway) and moto_server.
 
-Every server binds to 127.0.0.1 on free ports, writes its output to a log file in its own
-temporary directory, and runs in its own process group so :meth:`ServerHandle.stop` can end
-it and all its children: SIGTERM, up to ``grace`` seconds, then SIGKILL (``weed server``
-often ignores SIGTERM).
+Every server binds to 127.0.0.1 and reports the port it got (moto binds port 0 and prints
+it; ``weed server`` needs eight ports named up front, so it is started on ports picked free
+and started again on others when one was taken meanwhile). Each writes its output to a log
+file in its own temporary directory, and runs in its own process group so
+:meth:`ServerHandle.stop` can end it and all its children: SIGTERM, up to ``grace``
+seconds, then SIGKILL (``weed server`` often ignores SIGTERM).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,23 +22,37 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 READY_TIMEOUT = 30.0
+#: ``weed server`` is started again on other ports when one picked free was taken meanwhile
+START_ATTEMPTS = 3
 
 
 class ServerStartError(RuntimeError):
     pass
 
 
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections while the block runs: bound here and
+    never listened on, so no other test (or xdist worker) can take it meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    """A TCP port on 127.0.0.1 that nobody listens on right now; someone may take it before
+    the caller binds it, so a caller retries on a collision (better: bind port 0 itself)."""
     return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports (sockets held open together so they differ)."""
+    """``count`` distinct free ports (sockets held open together so they differ); free
+    right now only, as :func:`free_port`."""
     sockets = []
     try:
         for _ in range(count):
@@ -154,6 +171,24 @@ def weed_binary() -> str:
 def start_seaweedfs(
     tmpdir: Path, *, volume_size_limit_mb: int = 64, volume_max: int = 64, sse_kek: bool = True
 ) -> SeaweedS3:
+    """Start ``weed server -s3`` under ``tmpdir`` (:func:`_start_seaweedfs`), on other ports
+    when one picked free was taken before weed bound it (the machine is shared)."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_seaweedfs(
+                tmpdir, volume_size_limit_mb=volume_size_limit_mb, volume_max=volume_max,
+                sse_kek=sse_kek,
+            )  # fmt: skip
+        except ServerStartError as exc:
+            if attempt == START_ATTEMPTS or "address already in use" not in str(exc):
+                raise
+            shutil.rmtree(tmpdir / "data", ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
+def _start_seaweedfs(
+    tmpdir: Path, *, volume_size_limit_mb: int, volume_max: int, sse_kek: bool
+) -> SeaweedS3:
     """Start ``weed server -s3`` (master, volume, filer, S3 in one process) under ``tmpdir``.
 
     It stores at most ``volume_max`` volumes of ``volume_size_limit_mb`` each (4 GiB by
@@ -232,12 +267,33 @@ def start_seaweedfs(
 # -- moto
 
 
+_MOTO_LISTENING = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
+
+
 def start_moto_server(tmpdir: Path) -> ServerHandle:
-    """Start moto's standalone server (all services, S3 with path addressing)."""
+    """Start moto's standalone server (all services, S3 with path addressing) on port 0:
+    it binds a port of the kernel's choosing and prints it (werkzeug's "Running on")."""
     tmpdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"]
     process, log_path = _spawn("moto", argv, tmpdir)
-    handle = ServerHandle("moto_server", f"http://127.0.0.1:{port}", process, log_path)
+    handle = ServerHandle("moto_server", "", process, log_path)
+    handle.endpoint = f"http://127.0.0.1:{_reported_port(handle, _MOTO_LISTENING)}"
     _wait_http(handle, f"{handle.endpoint}/moto-api/data.json")
     return handle
+
+
+def _reported_port(handle: ServerHandle, pattern: re.Pattern[str]) -> int:
+    """The port a server printed in its log; on failure stop it and raise."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        found = pattern.search(handle.log_path.read_text(errors="replace"))
+        if found:
+            return int(found.group(1))
+        if handle.process.poll() is not None:
+            break
+        time.sleep(0.05)
+    handle.stop(grace=1)
+    raise ServerStartError(
+        f"{handle.name} printed no port within {READY_TIMEOUT:.0f} s; "
+        f"last lines of {handle.log_path}:\n{handle.log_tail()}"
+    )

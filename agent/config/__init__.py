@@ -3,7 +3,7 @@
 Every option of ``spot-agent run`` also reads an environment variable, so a container is
 configured without changing its command. The precedence is: option, environment, default.
 This is the only part of the agent that reads the environment (the AWS SDK's own
-variables are checked by :mod:`agent.aws_environment`, on the mapping given here).
+variables are checked by :mod:`agent.config.aws_environment`, on the mapping given here).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checkpoint.budget import DEFAULT_MAX_BYTES_IN_FLIGHT
+from checkpoint.engine.budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 
-from ..aws_environment import check_aws_environment, sdk_region, uses_aws
-from ..signals import DEFAULT_SYNC_SIGNAL, Sig
+from ..process.signals import DEFAULT_SYNC_SIGNAL, Sig
+from .aws_environment import check_aws_environment, sdk_region, uses_aws
 from .options import (
     RUN_OPTIONS,
     S3_OPTIONS,

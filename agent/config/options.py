@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from checkpoint.engine.save.savepoints import REHASH_MODES
+
 from .parsers import (
     ADDRESSING_STYLES,
     ConfigError,
@@ -257,7 +259,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "(writes through mmap may not show in them): open (files the job has had open or "
         "mapped for writing since the last sync began, the final sync's too), all (every "
         "file, every sync), never",
-        parse_choice("open", "all", "never"),
+        parse_choice(*REHASH_MODES),
         default="open",
         metavar="MODE",
     ),
@@ -291,7 +293,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-#: How the S3 store talks to the bucket: passed to ``checkpoint.store.open_store`` as
+#: How the S3 store talks to the bucket: passed to ``checkpoint.engine.store.base.open_store`` as
 #: keyword arguments, never read by ``checkpoint/`` itself.
 S3_OPTIONS: tuple[Option, ...] = (
     Option(

@@ -7,7 +7,7 @@ import re
 import signal
 from collections.abc import Callable
 
-from ..signals import Sig, sigs
+from ..process.signals import Sig, sigs
 
 
 class ConfigError(Exception):

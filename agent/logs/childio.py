@@ -89,7 +89,7 @@ class ChildOutput:
         self._closed = False
 
     def child_streams(self) -> dict[str, int]:
-        """``stdout``/``stderr`` arguments for :class:`agent.supervisor.Child`."""
+        """``stdout``/``stderr`` arguments for :class:`agent.process.supervisor.Child`."""
         if not self.piped:
             return {}
         for name in ("stdout", "stderr"):

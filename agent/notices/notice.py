@@ -8,9 +8,7 @@ event queue. :class:`NoticeBoard` de-duplicates: the first interruption wins and
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+
+from checkpoint._fsutil import write_atomic
 
 #: Kinds of notice. An *interruption* stops the job; a *rebalance* only asks for a sync;
 #: a *scheduled* event asks for a sync and is documented in docs/notices.md.
@@ -154,14 +154,9 @@ def _sooner(new: Notice, current: Notice) -> bool:
 
 
 def write_private_file(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with ``text``, readable by its owner only (0600)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()  # a leftover of a crash: O_EXCL below must create it anew
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    """Replace ``path`` atomically with ``text``, readable by its owner only (0600); not
+    flushed to disk: the runtime dir does not outlive the agent."""
+    write_atomic(path, text.encode(), fsync=False)
 
 
 def write_notice_file(path: Path, notice: Notice) -> None:

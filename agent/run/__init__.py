@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from checkpoint.store import Store
+from checkpoint.engine.store.base import Store
 
 from .. import exits, logs
 from ..config import ConfigError, Settings

@@ -3,24 +3,42 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .. import inherited_signals, logs
-from ..notices import INTERRUPTION, REBALANCE, Notice, sigterm_notice
-from ..signals import Sig
-from . import signals
+from .. import logs
+from ..config import Settings
+from ..notices import INTERRUPTION, REBALANCE, Notice, NoticeBoard, sigterm_notice
+from ..process import inherited_signals
+from ..process.signals import Sig
+from ..timeline.record import AttemptRecord
+from . import meanings as signals
+from .jobenv import JobFiles
+from .meanings import Meaning
+from .parts import Job
 from .report import rounded
 from .scheduler import Interruption
-from .signals import Meaning
-
-if TYPE_CHECKING:
-    from .loop import RunLoop
+from .syncs import Syncs
 
 log = logs.get_logger()
 
 #: a later interruption moves the deadline only when it is sooner by more than this: the
 #: same notice polled again converts to (nearly) the same deadline, give or take clock jitter
 SOONER_BY = 0.5
+
+
+class RunLoop(Protocol):
+    """What an arrival reads and changes of the run loop (``loop.RunLoop``), and no more."""
+
+    s: Settings
+    table: dict[Sig, Meaning]
+    files: JobFiles
+    board: NoticeBoard
+    syncs: Syncs
+    job: Job | None
+    interruption: Interruption | None
+    stopped_by: Sig | None  # Ctrl-C etc. before the job started
+    held: list[Sig]  # the job's signals that came before it existed
+    record: AttemptRecord  # this attempt's timeline record
 
 
 def on_signal(loop: RunLoop, sig: Sig, at: float, forwarded: bool) -> None:

@@ -3,21 +3,25 @@ or start-up was cut short. Each returns the agent's exit status (see :mod:`agent
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
-from checkpoint.errors import LocalWriteError, StoreError
-from checkpoint.sync import SyncResult
+from checkpoint.engine.save.sync import SyncResult
+from checkpoint.errors import LocalWriteError, StoreError, Superseded
 
 from .. import exits, logs
-from ..config import ConfigError
+from ..config import ConfigError, Settings
+from ..process.signals import Sig
 from ..timeline.model import Attempt
+from ..timeline.record import AttemptRecord
 from .events import StartupFailed
-from .parts import Continuation
+from .jobenv import JobFiles
+from .parts import Checkpoints, Continuation, Job, Parts
 from .report import rounded
-
-if TYPE_CHECKING:
-    from .loop import RunLoop
+from .scheduler import Interruption, SyncScheduler
+from .syncs import Syncs
 
 log = logs.get_logger()
 
@@ -31,6 +35,33 @@ KILL_SAVE_WAIT = 1.0
 #: the walk that sizes the reserve gets at most this long, and this share of the time left
 PENDING_WALK_SECONDS = 2.0
 PENDING_WALK_SHARE = 0.1
+
+
+class RunLoop(Protocol):
+    """What an ending reads of the run loop (``loop.RunLoop``), and the two ways it lets
+    the loop handle events while it waits (:meth:`pump`, :meth:`drain`)."""
+
+    s: Settings
+    parts: Parts
+    files: JobFiles
+    scheduler: SyncScheduler
+    syncs: Syncs
+    ckpt: Checkpoints | None
+    job: Job | None
+    interruption: Interruption | None
+    stopped_by: Sig | None
+    attempt: int
+    record: AttemptRecord
+    startup_error: str | None
+
+    @property
+    def superseded(self) -> Superseded | None: ...
+    def restorable(self) -> int | None: ...
+    def seconds_left(self) -> float | None: ...
+    def left(self) -> float: ...
+    def pump(self, timeout: float) -> None: ...
+    def drain(self) -> None: ...
+    def spawn_worker(self, target: Callable[[], None], name: str) -> threading.Thread: ...
 
 
 def finish_exited(loop: RunLoop, code: int) -> int:
@@ -204,7 +235,7 @@ def final_sync(loop: RunLoop, reason: str) -> SyncResult | None:
     loop.scheduler.close()
     if not wait_for_sync(loop, reason) or loop.superseded is not None:
         return None
-    loop.syncs.last = None
+    loop.syncs.forget_last()
     loop.syncs.start(reason)
     if not wait_for_sync(loop, reason):
         return None

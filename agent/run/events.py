@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from checkpoint.sync import SyncResult
+from checkpoint.engine.restore.restore import RestoreResult
+from checkpoint.engine.save.sync import SyncResult
 
-from ..notices import Notice
-from ..signals import Sig
+from ..notices import Notice, NoticeSource
+from ..process.signals import Sig
+from .parts import Checkpoints
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,33 @@ class PendingMeasured:
 
 
 @dataclass(frozen=True)
-class StartupDone:
-    """A start-up step finished in its worker: ``claim``, ``sources`` or ``restore``."""
+class Claimed:
+    """Start-up: the store answered and this attempt is claimed (its fencing number)."""
 
-    step: str
-    value: Any
+    attempt: int
+    ckpt: Checkpoints
+
+
+@dataclass(frozen=True)
+class SourcesReady:
+    """Start-up: the notice sources that work here (none: SIGTERM only)."""
+
+    sources: tuple[NoticeSource, ...]
+
+
+@dataclass(frozen=True)
+class Restored:
+    """Start-up: the dir holds the checkpoint the job starts from (or none)."""
+
+    result: RestoreResult
+
+
+StartupDone = Claimed | SourcesReady | Restored
 
 
 @dataclass(frozen=True)
 class StartupFailed:
-    step: str
+    step: str  # "claim", "sources" or "restore": for the messages
     error: BaseException
 
 
@@ -78,7 +97,9 @@ Event = (
     | SyncDone
     | SyncFailed
     | PendingMeasured
-    | StartupDone
+    | Claimed
+    | SourcesReady
+    | Restored
     | StartupFailed
     | IdentityKnown
 )

@@ -1,4 +1,4 @@
-"""The job's process as the loop sees it: :class:`agent.supervisor.Child`, its output
+"""The job's process as the loop sees it: :class:`agent.process.supervisor.Child`, its output
 pipes and its resource sampler, started and closed together."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from ..config import Settings
 from ..logs import childio, resources
-from ..supervisor import Child, become_subreaper
+from ..process.supervisor import Child, become_subreaper
 
 
 def open_cwd() -> int | None:

@@ -14,18 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from checkpoint.manifest import RESERVED_DIR
-from checkpoint.store import make_private_dirs
+from checkpoint import protocol
+from checkpoint.engine.store.base import make_private_dirs
 
 from .. import logs
 from ..config import ConfigError, Settings
 from ..notices import Notice, write_notice_file, write_private_file
-from .savepoints import lock_file
 
 CHECKPOINT_DIR_SETTING = "--checkpoint-dir (SPOT_AGENT_CHECKPOINT_DIR)"
-#: held (flock) by the agent that runs the job of this checkpoint dir; never synced
-LOCK_NAME = "agent.lock"
-
 log = logs.get_logger()
 
 
@@ -35,8 +31,8 @@ class JobFiles:
 
     def __init__(self) -> None:
         self.runtime = Path(tempfile.mkdtemp(prefix="spot-agent-"))
-        self.notice_file = self.runtime / "notice.json"
-        self.status_file = self.runtime / "status.json"
+        self.notice_file = self.runtime / protocol.NOTICE_FILE_NAME
+        self.status_file = self.runtime / protocol.STATUS_FILE_NAME
         self._status: dict[str, Any] = {}
         self._status_lock = threading.Lock()  # a sync thread writes "frozen"
 
@@ -75,16 +71,18 @@ class JobFiles:
 def job_environ(s: Settings, files: JobFiles, attempt: int, restored: int | None) -> dict[str, str]:
     env = dict(s.child_environ)
     env.update(
-        CHECKPOINT_DIR=str(s.checkpoint_dir),
-        SPOT_AGENT_PID=str(os.getpid()),
-        SPOT_AGENT_SYNC_SIGNAL=s.sync_signal.name,
-        SPOT_AGENT_NOTICE_FILE=str(files.notice_file),
-        SPOT_AGENT_STATUS_FILE=str(files.status_file),
-        SPOT_AGENT_JOB_ID=s.job_id,
-        SPOT_AGENT_ATTEMPT=str(attempt),
-        SPOT_AGENT_RESTORED="" if restored is None else str(restored),
-        SPOT_AGENT_LOCK_FILE=str(lock_file(s.checkpoint_dir)),
-        SPOT_AGENT_STOP_SIGNAL=s.stop_signal.name,
+        {
+            protocol.DIR_ENV: str(s.checkpoint_dir),
+            protocol.PID_ENV: str(os.getpid()),
+            protocol.SYNC_SIGNAL_ENV: s.sync_signal.name,
+            protocol.NOTICE_FILE_ENV: str(files.notice_file),
+            protocol.STATUS_FILE_ENV: str(files.status_file),
+            protocol.JOB_ID_ENV: s.job_id,
+            protocol.ATTEMPT_ENV: str(attempt),
+            protocol.RESTORED_ENV: "" if restored is None else str(restored),
+            protocol.LOCK_FILE_ENV: str(protocol.save_lock_path(s.checkpoint_dir)),
+            protocol.STOP_SIGNAL_ENV: s.stop_signal.name,
+        }
     )
     return env
 
@@ -114,7 +112,7 @@ def lock_checkpoint_dir(path: Path) -> int:
     """Take the checkpoint dir's lock for this agent's life: two agents writing one dir
     would mix two jobs' states. Returns the held descriptor (close-on-exec: the job does
     not hold it, so a killed agent never leaves it taken)."""
-    lock = path / RESERVED_DIR / LOCK_NAME
+    lock = path / protocol.RESERVED_DIR / protocol.AGENT_LOCK_NAME
     try:
         make_private_dirs(lock.parent)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

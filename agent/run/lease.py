@@ -1,4 +1,4 @@
-"""The running agent's lease on its job (:mod:`checkpoint.lease`): written once the attempt
+"""The running agent's lease on its job (:mod:`checkpoint.engine.lease`): written once the attempt
 is claimed, rewritten every minute by a thread of its own, deleted when the run ends, so
 that an operator's ``checkpoints gc`` or ``delete`` knows the job is live and refuses.
 
@@ -12,9 +12,11 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from checkpoint.lease import LeasePolicy, drop_lease, write_lease
-from checkpoint.manifest import Manifest
-from checkpoint.sync import JobStore, RestoreResult, SyncResult
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.lease import LeasePolicy, drop_lease, write_lease
+from checkpoint.engine.restore.restore import RestoreResult
+from checkpoint.engine.save.sync import SyncResult
 
 from .. import logs
 from .savepoints import SavePointCheckpoints

@@ -26,32 +26,36 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.errors import Superseded
-from checkpoint.sync import RestoreResult
 
 from .. import logs
 from ..config import ConfigError, Settings
 from ..notices import Notice, NoticeBoard, NoticeSource
-from ..signals import Sig
-from ..supervisor import SpawnError
+from ..process.signals import Sig
+from ..process.supervisor import SpawnError
 from ..timeline.record import AttemptRecord
-from . import arrivals, endings, signals
+from . import arrivals, endings
+from . import meanings as signals
 from .events import (
+    Claimed,
     Event,
     IdentityKnown,
     NoticeReceived,
     PendingMeasured,
+    Restored,
     SignalReceived,
+    SourcesReady,
     StartupDone,
     StartupFailed,
     SyncDone,
     SyncFailed,
 )
 from .jobenv import JobFiles, job_environ
+from .meanings import Meaning
 from .parts import Checkpoints, Job, Parts
 from .report import log_restore, rounded
 from .scheduler import Interruption, SyncScheduler
-from .signals import Meaning
 from .syncs import Syncs
 
 log = logs.get_logger()
@@ -79,7 +83,9 @@ class RunLoop:
         self.syncs = Syncs(
             self.scheduler, files, settings.checkpoint_keep, self.events.put, self.spawn_worker
         )
-        self._done: dict[str, Any] = {}
+        self._claimed: Claimed | None = None
+        self._sources: tuple[NoticeSource, ...] | None = None
+        self._restored: RestoreResult | None = None
         self._failed: StartupFailed | None = None
         #: why start-up failed, in one line for stderr (the JSON event has it too)
         self.startup_error: str | None = None
@@ -114,11 +120,12 @@ class RunLoop:
             startup_timeout=self.s.startup_timeout,
             pid=os.getpid(),
         )
-        self.start_worker("claim", self.parts.claim)
-        if not self.await_steps("claim"):
+        self.start_worker("claim", self.parts.claim, lambda got: Claimed(*got))
+        if not self.await_startup(lambda: self._claimed is not None):
             return endings.startup_cut(self, self._failed)
-        self.attempt, self.ckpt = self._done["claim"]
-        self.syncs.ckpt = self.ckpt
+        assert self._claimed is not None
+        self.attempt, self.ckpt = self._claimed.attempt, self._claimed.ckpt
+        self.syncs.attach(self.ckpt)
         self.record = self.parts.record(self.attempt)
         logs.bind_static(attempt=self.attempt)
         s = self.s
@@ -135,11 +142,12 @@ class RunLoop:
             upload_reserve=rounded(s.upload_reserve),
             pid=os.getpid(),
         )
-        self.start_worker("sources", lambda: self.parts.sources(self._identity))
-        self.start_worker("restore", self.ckpt.restore)
-        if not self.await_steps("sources", "restore"):
+        self.start_worker("sources", lambda: self.parts.sources(self._identity), SourcesReady)
+        self.start_worker("restore", self.ckpt.restore, Restored)
+        if not self.await_startup(lambda: self._sources is not None and self._restored is not None):
             return endings.startup_cut(self, self._failed)
-        restored: RestoreResult = self._done["restore"]
+        restored, sources = self._restored, self._sources
+        assert restored is not None and sources is not None
         log_restore(restored)
         self.record.restored(restored, time.time())
         seq = restored.manifest.sequence if restored.manifest else None
@@ -158,7 +166,7 @@ class RunLoop:
             self.job.send(sig)
             log.info("signal.forwarded", signal=sig.name, held=True)
         self.held.clear()
-        self._start_sources(self._done["sources"])
+        self._start_sources(sources)
         self.scheduler.schedule(time.monotonic())
         code = self._supervise()
         if self.interruption is not None and code is None:
@@ -185,14 +193,18 @@ class RunLoop:
 
     # -- start-up workers -----------------------------------------------------------------
 
-    def start_worker(self, step: str, work: Callable[[], Any]) -> None:
+    def start_worker(
+        self, step: str, work: Callable[[], Any], done: Callable[[Any], StartupDone]
+    ) -> None:
+        """Run one start-up ``step`` in a worker; it posts ``done(what work returned)``."""
+
         def run() -> None:
             try:
                 value = work()
             except BaseException as exc:
                 self.events.put(StartupFailed(step, exc))
                 return
-            self.events.put(StartupDone(step, value))
+            self.events.put(done(value))
 
         self.spawn_worker(run, step)
 
@@ -202,14 +214,14 @@ class RunLoop:
         thread.start()
         return thread
 
-    def await_steps(self, *steps: str) -> bool:
-        """Serve events until the steps are done: False when start-up must stop instead."""
+    def await_startup(self, done: Callable[[], bool]) -> bool:
+        """Serve events until the steps are ``done``: False when start-up must stop instead."""
         while True:
-            if all(step in self._done for step in steps):
+            if done():
                 self.drain()  # a signal already queued: do not start a job only to stop it
             if self.interruption or self.stopped_by or self._failed:
                 return False
-            if all(step in self._done for step in steps):
+            if done():
                 return True
             self.pump(0.5)
 
@@ -266,12 +278,16 @@ class RunLoop:
             case PendingMeasured() if self._supervising:
                 self.syncs.measured(ev)
             case PendingMeasured():  # the run is ending: the final sync commits it all
-                self.scheduler.measuring = False
-            case StartupDone(step, value):
-                self._done[step] = value
+                self.scheduler.measure_dropped()
+            case Claimed():
+                self._claimed = ev
+            case SourcesReady(sources):
+                self._sources = sources
+            case Restored(result):
+                self._restored = result
             case StartupFailed("sources", error) if not isinstance(error, ConfigError):
                 log.error("notice_source.failed", error=repr(error), notices="SIGTERM only")
-                self._done["sources"] = ()
+                self._sources = ()
             case StartupFailed():
                 self._failed = ev
             case IdentityKnown(fields):

@@ -1,5 +1,5 @@
 """What the loop drives, as small interfaces: the job's process, the checkpoints, and the
-start-up steps. The real ones wrap :mod:`agent.supervisor` and :mod:`checkpoint`; the
+start-up steps. The real ones wrap :mod:`agent.process.supervisor` and :mod:`checkpoint`; the
 loop's unit tests pass fakes."""
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from checkpoint.manifest import Manifest
-from checkpoint.store import Store
-from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.restore.restore import RestoreResult
+from checkpoint.engine.save.sync import SyncResult
+from checkpoint.engine.store.base import Store
 
 from .. import logs
 from ..config import BECAUSE_BUDGET, BECAUSE_LAST_ATTEMPT, Settings
@@ -44,7 +47,7 @@ class Continuation:
 
 
 class Job(Protocol):
-    """The job's process tree (see :class:`agent.supervisor.Child`)."""
+    """The job's process tree (see :class:`agent.process.supervisor.Child`)."""
 
     started: float  # monotonic
 
@@ -63,7 +66,10 @@ class Job(Protocol):
 
 
 class Checkpoints(Protocol):
-    """One attempt's view of the job's checkpoints (see :class:`checkpoint.sync.Checkpointer`)."""
+    """One attempt's view of the job's checkpoints.
+
+    See :class:`checkpoint.engine.checkpointer.Checkpointer`.
+    """
 
     @property
     def base(self) -> Manifest | None: ...

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from checkpoint.sync import RestoreResult, SyncResult
+from checkpoint.engine.restore.restore import RestoreResult
+from checkpoint.engine.save.sync import SyncResult
 
 from .. import logs
 

@@ -1,6 +1,7 @@
 """The job's checkpoints taken at its save points: every sync freezes the checkpoint dir
-between two saves (:mod:`checkpoint.freeze`) and uploads from the freeze while the job
-goes on. This wraps :class:`checkpoint.sync.Checkpointer` for the loop."""
+between two saves (:mod:`checkpoint.engine.save.freeze`) and uploads from the freeze while
+the job goes on. This wraps :class:`checkpoint.engine.checkpointer.Checkpointer` for the
+loop."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from checkpoint.freeze import Freezer, Frozen
-from checkpoint.manifest import RESERVED_DIR, Manifest
-from checkpoint.savelock import LOCK_NAME, between_saves
-from checkpoint.savepoints import consistent_sync, writable_inodes
-from checkpoint.sync import Checkpointer, RestoreResult, SyncResult
-from checkpoint.writers import WriterWatch
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.restore.restore import RestoreResult
+from checkpoint.engine.save.freeze import Freezer, Frozen
+from checkpoint.engine.save.savepoints import consistent_sync, writable_inodes
+from checkpoint.engine.save.sync import SyncResult
+from checkpoint.engine.save.writers import WriterWatch
+from checkpoint.savelock import between_saves
 
 from .. import logs
 
@@ -25,11 +28,6 @@ log = logs.get_logger()
 SAVE_WAIT_SECONDS = 60.0
 FINAL_SAVE_WAIT_SECONDS = 2.0
 FINAL_REASONS = frozenset({"exit", "interruption"})
-
-
-def lock_file(checkpoint_dir: Path) -> Path:
-    """The job's save-point lock (``SPOT_AGENT_LOCK_FILE``), never synced."""
-    return checkpoint_dir / RESERVED_DIR / LOCK_NAME
 
 
 class SavePointCheckpoints:
@@ -50,7 +48,7 @@ class SavePointCheckpoints:
     def attach(self, job_pids: Callable[[], list[int]], on_frozen: Callable[[float], None]) -> None:
         """The job's processes (for ``--rehash open``), and who to tell when a freeze is
         taken (``request_sync()`` returns then). Under ``--rehash open``, the job's writers
-        are watched from now on (:mod:`checkpoint.writers`)."""
+        are watched from now on (:mod:`checkpoint.engine.save.writers`)."""
         self.job_pids, self.on_frozen = job_pids, on_frozen
         if self.rehash == "open" and self.watch is None:
             self.watch = WriterWatch(lambda: writable_inodes(job_pids()))
@@ -113,7 +111,7 @@ class SavePointCheckpoints:
         try:
             stale = self.freezer.reset(create_lock=create_lock)
         except OSError as exc:
-            self.freezer.usable = False
+            self.freezer.unusable()
             log.warning("freeze.unavailable", error=str(exc), action="syncing the live dir")
             return
         if stale:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from checkpoint.sync import SyncResult
+from checkpoint.engine.save.sync import SyncResult
 
 from ..notices import Notice
 
@@ -193,6 +193,14 @@ class SyncScheduler:
     @property
     def _may_measure(self) -> bool:
         return self.max_pending_upload > 0 and not (self.running or self.closing or self.measuring)
+
+    def never_measure(self) -> None:
+        """Nothing to measure, ever (no checkpoints, or a newer attempt took over)."""
+        self.next_measure = float("inf")
+
+    def measure_dropped(self) -> None:
+        """A walk's result came when the run was ending: the final sync commits it all."""
+        self.measuring = False
 
     def measuring_started(self) -> int:
         """A walk starts: the token to hand back with its result."""

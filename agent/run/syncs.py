@@ -9,8 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from checkpoint.engine.save.sync import SyncResult
 from checkpoint.errors import CheckpointError, Superseded
-from checkpoint.sync import SyncResult
 
 from .. import logs
 from .events import Event, PendingMeasured, SyncDone, SyncFailed
@@ -42,6 +42,14 @@ class Syncs:
         self.last: SyncResult | BaseException | None = None
         self._thread: threading.Thread | None = None
         self._walk_failed: str | None = None  # the last walk's error, logged once
+
+    def attach(self, ckpt: Checkpoints) -> None:
+        """The attempt is claimed: syncs go to ``ckpt``."""
+        self.ckpt = ckpt
+
+    def forget_last(self) -> None:
+        """Before the final sync: :attr:`last` will be its result, not an earlier one's."""
+        self.last = None
 
     @property
     def running(self) -> bool:
@@ -126,7 +134,7 @@ class Syncs:
         on a walk). Not one of the loop's workers: a walk is never work to wait for."""
         ckpt, post = self.ckpt, self._post
         if ckpt is None or self.superseded is not None:
-            self.scheduler.next_measure = float("inf")  # nothing to measure, ever
+            self.scheduler.never_measure()
             return
         token = self.scheduler.measuring_started()
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.errors import CheckpointError
-from checkpoint.jobstore import JobStore
 
 from .record import FORMAT
 

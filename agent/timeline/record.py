@@ -19,9 +19,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from checkpoint.jobstore import JobStore, utc_iso
-from checkpoint.manifest import Manifest
-from checkpoint.sync import RestoreResult, SyncResult
+from checkpoint.engine.format.jobstore import JobStore, utc_iso
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.restore.restore import RestoreResult
+from checkpoint.engine.save.sync import SyncResult
 
 from .. import logs
 from ..notices import Notice

@@ -159,12 +159,20 @@ def test_no_credentials_fail(tmp_path: Path, s3_bucket: tuple[str, str]) -> None
 
 @pytest.mark.parametrize(("mode", "status", "code"), [("on", "FAIL", 1), ("auto", "warn", 0)])
 def test_an_unreachable_metadata_service(
-    tmp_path: Path, s3_bucket: tuple[str, str], mode: str, status: str, code: int
+    tmp_path: Path,
+    s3_bucket: tuple[str, str],
+    closed_endpoint: str,
+    mode: str,
+    status: str,
+    code: int,
 ) -> None:
     endpoint, bucket = s3_bucket
-    closed = f"http://127.0.0.1:{servers.free_port()}"
     env = doctor_env(
-        tmp_path, endpoint, bucket, SPOT_AGENT_IMDS=mode, AWS_EC2_METADATA_SERVICE_ENDPOINT=closed
+        tmp_path,
+        endpoint,
+        bucket,
+        SPOT_AGENT_IMDS=mode,
+        AWS_EC2_METADATA_SERVICE_ENDPOINT=closed_endpoint,
     )
     out = cli(tmp_path, "doctor", "--job-id", "x", env=env)
     assert out.returncode == code, out.stdout + out.stderr

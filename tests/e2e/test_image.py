@@ -25,7 +25,7 @@ import pytest
 
 from tests import containers, servers
 from tests.containers import Container, Image
-from tests.unit.test_api_old_python import SCRIPT as API_ON_OLD_PYTHON
+from tests.static.test_api_old_python import SCRIPT as API_ON_OLD_PYTHON
 
 pytestmark = pytest.mark.long
 
@@ -224,7 +224,7 @@ def test_the_job_api_in_an_image_whose_python_is_3_9(
     old_python_image: Image, tmp_path: Path, started: list[Container]
 ) -> None:
     """Debian 11's own python3 (3.9) imports the job API and uses it, loading nothing but
-    the standard library (the script of tests/unit/test_api_old_python.py)."""
+    the standard library (the script of tests/static/test_api_old_python.py)."""
     env = {"CHECKPOINT_DIR": "/tmp/ck", "PYTHONNOUSERSITE": "1"}
     job = Container(old_python_image, tmp_path / "c", ["python3", "-c", API_ON_OLD_PYTHON], env)
     started.append(job)

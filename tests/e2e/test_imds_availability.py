@@ -7,7 +7,6 @@ the agent keeps trying in the background and acts on a notice posted once it ans
 
 from __future__ import annotations
 
-import socket
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.imds_mock import ImdsMock
+from tests import servers
 from tests.agentproc import AgentRun, agent_env, start_agent
 
 PY = sys.executable
@@ -37,13 +37,6 @@ WAITING_JOB = textwrap.dedent("""
 def imds() -> Iterator[ImdsMock]:
     with ImdsMock() as mock:
         yield mock
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start(tmp: Path, url: str, job: str, **env: str) -> AgentRun:
@@ -78,14 +71,14 @@ def acts_on_a_notice(r: AgentRun, mock: ImdsMock) -> None:
 def test_imds_on_with_nothing_listening_runs_the_job_and_polls_once_it_answers(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    r = start(tmp_path, f"http://127.0.0.1:{port}", "late")
-    r.wait_for(lambda: has_event(r, "imds.unavailable"), what="the loud warning")
-    loud = r.event("imds.unavailable")
-    assert loud["level"] == "error" and loud["required"] is True
-    assert loud["kind"] == "connection_refused"
-    assert r.proc.poll() is None, "--imds on must not end the job because IMDS is down"
-    with ImdsMock(port=port) as late:
+    with servers.closed_port() as port:  # refused, and no other test's server takes it
+        r = start(tmp_path, f"http://127.0.0.1:{port}", "late")
+        r.wait_for(lambda: has_event(r, "imds.unavailable"), what="the loud warning")
+        loud = r.event("imds.unavailable")
+        assert loud["level"] == "error" and loud["required"] is True
+        assert loud["kind"] == "connection_refused"
+        assert r.proc.poll() is None, "--imds on must not end the job because IMDS is down"
+    with ImdsMock(port=port) as late:  # bound the moment the block let the port go
         acts_on_a_notice(r, late)
 
 
@@ -143,7 +136,7 @@ def test_the_sdk_switch_turns_imds_off(tmp_path: Path, imds: ImdsMock) -> None:
 
 
 def test_imds_auto_and_unreachable_says_so_once_and_the_job_runs_to_its_end(
-    tmp_path: Path,
+    tmp_path: Path, closed_endpoint: str
 ) -> None:
     job = textwrap.dedent("""
         import os, time
@@ -156,7 +149,7 @@ def test_imds_auto_and_unreachable_says_so_once_and_the_job_runs_to_its_end(
         tmp_path,
         {
             "SPOT_AGENT_IMDS": "auto",
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": closed_endpoint,
             "SPOT_AGENT_IMDS_INTERVAL": "0.2s",
         },
     )

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.store import LocalStore
-from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.base import LocalStore
 from tests.agentproc import REPO, agent_env, start_agent
 
 _BLOCK = re.compile(r"```(python|sh)\n(.*?)```", re.S)

@@ -11,8 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from checkpoint.s3store import S3Store
-from checkpoint.sync import JobStore
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import AgentRun, cli, start_agent
 from tests.e2e.test_run_s3 import s3_agent_env
 from tests.servers import SeaweedS3

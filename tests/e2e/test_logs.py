@@ -25,7 +25,6 @@ import pytest
 from agent.logs.cloudwatch import QUEUE_EVENTS
 from tests.agentproc import agent_env, run_agent, start_agent
 from tests.conftest import _AWS_VARIABLES
-from tests.servers import free_port
 
 PY = sys.executable
 _groups = itertools.count(1)
@@ -175,10 +174,8 @@ def failing_endpoint() -> Iterator[str]:
 def test_a_broken_endpoint_costs_the_job_nothing_and_the_loss_is_counted(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest
 ) -> None:
-    endpoint = (
-        f"http://127.0.0.1:{free_port()}"
-        if kind == "closed-port"
-        else request.getfixturevalue("failing_endpoint")
+    endpoint = request.getfixturevalue(
+        "closed_endpoint" if kind == "closed-port" else "failing_endpoint"
     )
     env = cw_env(tmp_path, endpoint, "/spot-agent/broken")
     r = run_agent(

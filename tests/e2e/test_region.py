@@ -11,7 +11,7 @@ import pytest
 
 from agent.config import load_s3_settings
 from agent.logs import cloudwatch
-from checkpoint.store import open_store
+from checkpoint.engine.store.uri import open_store
 from tests.agentproc import cli
 from tests.conftest import isolate_aws_environment
 from tests.e2e.test_doctor import checks, doctor_env

@@ -314,7 +314,7 @@ def test_sigterm_while_the_agent_is_still_starting_is_an_interruption(tmp_path: 
         """
         import os, signal, sys, time
         sys.argv = ["spot-agent", *sys.argv[1:]]
-        from agent import early
+        from agent.process import early
         early.install(sys.argv)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.5)  # counts against the grace period

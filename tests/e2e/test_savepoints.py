@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.s3store import S3Store
-from checkpoint.store import LocalStore, Store
-from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.base import LocalStore, Store
+from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import AgentRun, agent_env, start_agent
 from tests.servers import SeaweedS3
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from checkpoint.store import open_store
-from checkpoint.sync import JobStore
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.uri import open_store
 from tests.agentproc import AgentRun, agent_env, cli, start_agent
 
 PY = sys.executable

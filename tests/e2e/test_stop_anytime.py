@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from agent.imds_mock import ImdsMock
-from checkpoint.s3store import S3Store
-from checkpoint.sync import JobStore
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import AgentRun, run_agent, start_agent
 from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, fault_proxy

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.signals import Sig
+from agent.process.signals import Sig
 
 PY = sys.executable
 

@@ -23,7 +23,6 @@ from agent import batch, exits
 from agent.batch import JobDefinitionSpec, build_job_definition
 from tests.agentproc import AgentRun, agent_env, cli, run_agent, start_agent
 from tests.conftest import isolate_aws_environment
-from tests.servers import free_port
 
 REGION = "us-east-1"
 _names = itertools.count(1)
@@ -227,9 +226,9 @@ def test_agent_leaves_earlier_attempts_to_batchs_retry(
 
 
 def test_failure_to_submit_keeps_exit_75_and_the_checkpoint(
-    tmp_path: Path, batch_env: dict[str, str]
+    tmp_path: Path, batch_env: dict[str, str], closed_endpoint: str
 ) -> None:
-    unreachable = {**batch_env, "AWS_ENDPOINT_URL_BATCH": f"http://127.0.0.1:{free_port()}"}
+    unreachable = {**batch_env, "AWS_ENDPOINT_URL_BATCH": closed_endpoint}
     r = run_interrupted(tmp_path, agent_batch_env(tmp_path, unreachable, "abc-1", 10))
     failed = r.event("batch.continuation_failed")
     assert failed["error_type"] == "EndpointConnectionError"
@@ -355,9 +354,9 @@ def test_second_interruption_moves_the_job_to_the_fallback_queue(
 
 
 def test_a_fallback_that_cannot_be_submitted_leaves_the_retry_to_batch(
-    tmp_path: Path, batch_env: dict[str, str]
+    tmp_path: Path, batch_env: dict[str, str], closed_endpoint: str
 ) -> None:
-    unreachable = {**batch_env, "AWS_ENDPOINT_URL_BATCH": f"http://127.0.0.1:{free_port()}"}
+    unreachable = {**batch_env, "AWS_ENDPOINT_URL_BATCH": closed_endpoint}
     env = {
         **agent_batch_env(tmp_path, unreachable, "abc-1", 1),
         "SPOT_AGENT_FALLBACK_QUEUE": "ondemand-q",

@@ -36,12 +36,13 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.gc import collect_garbage
-from checkpoint.manifest import Chunk, FileEntry
-from checkpoint.repack import Packs
-from checkpoint.store import LocalStore, Store
-from checkpoint.sync import Checkpointer, JobStore
-from checkpoint.upload import PACK_THRESHOLD, Stored
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.manifest import Chunk, FileEntry
+from checkpoint.engine.gc import collect_garbage
+from checkpoint.engine.save.repack import Packs
+from checkpoint.engine.save.upload import PACK_THRESHOLD, Stored
+from checkpoint.engine.store.base import LocalStore, Store
 from tests.crashsync import Tree, chunk_hashes, read_tree
 from tests.servers import SeaweedS3
 
@@ -144,7 +145,7 @@ class Rounds:
         """Puts of a sync from the newest checkpoint to ``new``: new chunks, then the manifest.
 
         With packs, all new chunks go into one pack, and so do those repacked out of packs
-        that ``new`` would reference less than half of (checkpoint.repack).
+        that ``new`` would reference less than half of (checkpoint.engine.save.repack).
         """
         stored = Stored()
         sizes = Packs()
@@ -335,7 +336,7 @@ def test_kill_9_at_60_points_of_a_local_sync(tmp_path: Path) -> None:
 
 @pytest.fixture
 def s3_store(s3_env: SeaweedS3, s3_bucket: tuple[str, str]) -> Store:
-    from checkpoint.s3store import S3Store
+    from checkpoint.engine.store.s3 import S3Store
 
     return S3Store.from_uri(f"s3://{s3_bucket[1]}/crash")
 

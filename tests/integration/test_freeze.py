@@ -19,12 +19,13 @@ from types import SimpleNamespace
 import pytest
 
 import checkpoint
-from checkpoint import sync as sync_module
-from checkpoint.freeze import Freezer
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.save import sync as sync_module
+from checkpoint.engine.save.freeze import Freezer
+from checkpoint.engine.save.savepoints import consistent_sync, writable_inodes
+from checkpoint.engine.store.base import LocalStore
 from checkpoint.savelock import SaveIncomplete, SaveInProgress
-from checkpoint.savepoints import consistent_sync, writable_inodes
-from checkpoint.store import LocalStore
-from checkpoint.sync import Checkpointer, JobStore
 
 
 def make(tmp: Path) -> tuple[Path, Checkpointer, Freezer]:

@@ -1,4 +1,5 @@
-"""checkpoint.lease on a real local store: a lease's life, and a sweep as an agent sees it."""
+"""checkpoint.engine.lease on a real local store: a lease's life, and a sweep as an agent
+sees it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.lease import (
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.lease import (
     LeasePolicy,
     SweepRunning,
     SweepWatch,
@@ -17,8 +19,7 @@ from checkpoint.lease import (
     start_sweep,
     write_lease,
 )
-from checkpoint.store import LocalStore
-from checkpoint.sync import JobStore
+from checkpoint.engine.store.base import LocalStore
 
 
 @pytest.fixture
@@ -64,8 +65,8 @@ def test_a_sync_after_a_forced_sweep_uploads_again_what_it_took(tmp_path: Path) 
     """What the agent took as stored (the base checkpoint's pack) is deleted by a forced
     gc: the next sync does not commit a checkpoint naming it; the one after uploads it
     again, and every stored checkpoint restores."""
+    from checkpoint.engine.checkpointer import Checkpointer
     from checkpoint.errors import CheckpointError
-    from checkpoint.sync import Checkpointer
 
     job = JobStore(LocalStore(tmp_path / "store"), "job-1")
     work = tmp_path / "work"

@@ -22,13 +22,14 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.manifest import FORMAT
+from checkpoint.engine.gc import collect_garbage
+from checkpoint.engine.save.upload import PACK_THRESHOLD
+from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store
+from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import CheckpointDamaged
-from checkpoint.gc import collect_garbage
-from checkpoint.manifest import FORMAT
-from checkpoint.s3store import S3Store
-from checkpoint.store import LocalStore, ObjectInfo, Store
-from checkpoint.sync import Checkpointer, JobStore
-from checkpoint.upload import PACK_THRESHOLD
 from tests.integration.test_sync_local import tree
 from tests.servers import SeaweedS3
 
@@ -238,8 +239,9 @@ SLOW_PACKS = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from checkpoint.store import open_store
-    from checkpoint.sync import Checkpointer, JobStore
+    from checkpoint.engine.store.uri import open_store
+    from checkpoint.engine.checkpointer import Checkpointer
+    from checkpoint.engine.format.jobstore import JobStore
 
     store = open_store(sys.argv[1])
     put = store.put_object

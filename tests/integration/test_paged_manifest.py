@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.gc import collect_garbage, prune_manifests
+from checkpoint.engine.store.base import LocalStore
+from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import CheckpointError, ManifestError
-from checkpoint.gc import collect_garbage, prune_manifests
-from checkpoint.manifest import Manifest
-from checkpoint.s3store import S3Store
-from checkpoint.store import LocalStore
-from checkpoint.sync import Checkpointer, JobStore
 from tests.crashsync import Tree, read_tree
 from tests.servers import SeaweedS3
 

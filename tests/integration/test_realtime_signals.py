@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.config.parsers import parse_signal, parse_sync_signal
-from agent.signals import REALTIME, RTMAX, RTMIN, WAITED, Sig, forwarded_signals
+from agent.process.signals import REALTIME, RTMAX, RTMIN, WAITED, Sig, forwarded_signals
 from tests.agentproc import start_agent
 from tests.integration.signal_jobs import (
     Recorder,

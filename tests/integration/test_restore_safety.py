@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.manifest import MAX_PATH_BYTES
+from checkpoint.engine.store.base import LocalStore
 from checkpoint.errors import ObjectTooLarge
-from checkpoint.manifest import MAX_PATH_BYTES
-from checkpoint.store import LocalStore
-from checkpoint.sync import Checkpointer, JobStore
 from tests.integration.test_sync_local import CHUNK, CountingStore, ckpt, tree
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -48,8 +49,9 @@ def restore_in_child(store_root: Path, dest: Path, nofile: int) -> subprocess.Co
         import resource, sys
         from pathlib import Path
         resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile}))
-        from checkpoint.store import LocalStore
-        from checkpoint.sync import Checkpointer, JobStore
+        from checkpoint.engine.store.base import LocalStore
+        from checkpoint.engine.checkpointer import Checkpointer
+        from checkpoint.engine.format.jobstore import JobStore
         c = Checkpointer(JobStore(LocalStore(Path({str(store_root)!r})), "job"),
                          Path({str(dest)!r}), attempt=2)
         r = c.restore()
@@ -213,8 +215,9 @@ def test_an_oversized_blob_is_refused_before_it_is_read(tmp_path: Path) -> None:
         f"""
         import resource
         from pathlib import Path
-        from checkpoint.store import LocalStore
-        from checkpoint.sync import Checkpointer, JobStore
+        from checkpoint.engine.store.base import LocalStore
+        from checkpoint.engine.checkpointer import Checkpointer
+        from checkpoint.engine.format.jobstore import JobStore
         c = Checkpointer(JobStore(LocalStore(Path({str(store.root)!r})), "job"),
                          Path({str(tmp_path / "dst")!r}), attempt=2)
         r = c.restore()
@@ -309,7 +312,7 @@ def test_a_stored_format_1_checkpoint_still_restores(tmp_path: Path) -> None:
 
 
 def test_a_fifo_swapped_in_after_the_scan_is_refused_not_waited_on(tmp_path: Path) -> None:
-    from checkpoint.scan import NotRegularFile, hash_file
+    from checkpoint.engine.localdir.scan import NotRegularFile, hash_file
 
     os.mkfifo(tmp_path / "pipe")  # nobody ever writes to it: a blocking open would hang
     with pytest.raises(NotRegularFile):
@@ -321,7 +324,7 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
         """
         import resource
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
-        from checkpoint.restore import raise_open_file_limit
+        from checkpoint.engine.restore.restore import raise_open_file_limit
         print(*raise_open_file_limit())
         """
     )
@@ -340,8 +343,9 @@ def test_kill_9_during_a_restore_leaves_no_staging_after_the_next(tmp_path: Path
         f"""
         import sys, time
         from pathlib import Path
-        from checkpoint.store import LocalStore
-        from checkpoint.sync import Checkpointer, JobStore
+        from checkpoint.engine.store.base import LocalStore
+        from checkpoint.engine.checkpointer import Checkpointer
+        from checkpoint.engine.format.jobstore import JobStore
 
         class Slow(LocalStore):
             def get_object(self, key, *, max_bytes=None):
@@ -373,7 +377,7 @@ def test_kill_9_during_a_restore_leaves_no_staging_after_the_next(tmp_path: Path
 def test_gc_keep_never_prunes_the_newest_checkpoint_that_loads(
     tmp_path: Path, store: CountingStore
 ) -> None:
-    from checkpoint.gc import prune_manifests
+    from checkpoint.engine.gc import prune_manifests
 
     src = tmp_path / "src"
     src.mkdir()

@@ -22,10 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checkpoint.manifest import RESERVED_DIR, TEMP_SUFFIX
-from checkpoint.paged import PAGED_ABOVE
-from checkpoint.store import LocalStore
-from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.paged import PAGED_ABOVE
+from checkpoint.engine.store.base import LocalStore
+from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX
 
 EXAMPLES = 2000
 CHUNK = 1024

@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import StoreError
-from checkpoint.s3store import S3Store
 from tests import servers
 from tests.conftest import isolate_aws_environment
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.save.upload import PACK_THRESHOLD
+from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import ObjectTooLarge, StoreError
-from checkpoint.s3store import S3Store
-from checkpoint.sync import Checkpointer, JobStore
-from checkpoint.upload import PACK_THRESHOLD
 from tests.agentproc import start_agent
 from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, fault_proxy
@@ -193,8 +194,9 @@ def test_many_files_restore_from_s3_under_ulimit_n_256(
         import resource
         from pathlib import Path
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-        from checkpoint.s3store import S3Store
-        from checkpoint.sync import Checkpointer, JobStore
+        from checkpoint.engine.store.s3 import S3Store
+        from checkpoint.engine.checkpointer import Checkpointer
+        from checkpoint.engine.format.jobstore import JobStore
         store = S3Store.from_uri("s3://{s3_bucket[1]}/f")
         r = Checkpointer(JobStore(store, "job"), Path({str(tmp_path / "dst")!r})).restore()
         print(r.manifest.sequence, r.files_written)

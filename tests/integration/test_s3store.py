@@ -14,9 +14,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from checkpoint.engine.store.s3 import S3Store
+from checkpoint.engine.store.uri import open_store
 from checkpoint.errors import ObjectNotFound, StoreError, StoreUnavailable
-from checkpoint.s3store import S3Store
-from checkpoint.store import open_store
 from tests import servers
 
 pytestmark = pytest.mark.usefixtures("s3_env")
@@ -219,13 +219,12 @@ def test_no_credentials(s3_bucket: tuple[str, str], monkeypatch: pytest.MonkeyPa
     )
 
 
-def test_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    closed = f"http://127.0.0.1:{servers.free_port()}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", closed)
+def test_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch, closed_endpoint: str) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", closed_endpoint)
     store = S3Store.from_uri("s3://some-bucket/job", max_attempts=1, connect_timeout=1)
     with pytest.raises(StoreUnavailable) as error:
         store.check()
     assert str(error.value) == (
-        f"s3://some-bucket: cannot reach the S3 endpoint {closed} "
-        f'(Could not connect to the endpoint URL: "{closed}/some-bucket")'
+        f"s3://some-bucket: cannot reach the S3 endpoint {closed_endpoint} "
+        f'(Could not connect to the endpoint URL: "{closed_endpoint}/some-bucket")'
     )

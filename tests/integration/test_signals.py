@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.signals import REALTIME, SELF_RAISED, forwarded_signals
-from agent.supervisor import forwarded_signals as supervisor_forwarded
+from agent.process.signals import REALTIME, SELF_RAISED, forwarded_signals
+from agent.process.supervisor import forwarded_signals as supervisor_forwarded
 from tests.agentproc import agent_env, start_agent
 from tests.integration.signal_jobs import (
     Recorder,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.run.signals import STOP_BEFORE_START
+from agent.run.meanings import STOP_BEFORE_START
 from tests.agentproc import start_agent
 from tests.integration.signal_jobs import Recorder, catches, mask_of, wait_until
 
@@ -132,8 +132,8 @@ def test_early_records_signals_in_arrival_order_and_unblocks_the_inheritedmask_o
         """
         import os, signal, sys, time
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})
-        from agent import early
-        from agent.signals import WAITED
+        from agent.process import early
+        from agent.process.signals import WAITED
         early.install(["spot-agent", "run"])
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
         assert blocked == set(WAITED), blocked

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.supervisor import Child, SpawnError, become_subreaper
+from agent.process.supervisor import Child, SpawnError, become_subreaper
 
 PY = sys.executable
 
@@ -142,7 +142,7 @@ def test_leftover_processes_are_ended_after_the_job_exits(tmp_path: Path) -> Non
 REAPER_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
-    from agent.supervisor import Child
+    from agent.process.supervisor import Child
     assert os.getpid() == 1, os.getpid()
     # The job double-forks 20 orphans that exit at once: as PID 1 we must reap them all.
     child = Child(["sh", "-c", "for i in $(seq 20); do (sh -c 'exit 0' &) ; done; sleep 1; exit 7"],
@@ -216,7 +216,7 @@ def test_the_job_starts_with_default_dispositions_and_an_empty_mask() -> None:
     out = _in_fresh_process(
         """
         import signal, subprocess
-        from agent.supervisor import Child
+        from agent.process.supervisor import Child
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR2})
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTOU, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
@@ -235,7 +235,7 @@ def test_the_job_dies_with_the_agent() -> None:
     out = _in_fresh_process(
         """
         import os
-        from agent.supervisor import Child
+        from agent.process.supervisor import Child
         child = Child(["sleep", "300"])
         print(child.start(), flush=True)
         os._exit(0)  # as abrupt as a SIGKILL: no cleanup of ours runs
@@ -250,7 +250,7 @@ def test_a_job_started_from_a_passing_thread_outlives_that_thread() -> None:
     out = _in_fresh_process(
         """
         import threading, time
-        from agent.supervisor import Child
+        from agent.process.supervisor import Child
         child = Child(["sleep", "300"])
         t = threading.Thread(target=child.start)
         t.start(); t.join()

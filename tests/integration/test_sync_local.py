@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.save.upload import PACK_THRESHOLD
+from checkpoint.engine.store.base import LocalStore, Store
 from checkpoint.errors import CheckpointDamaged, Superseded
-from checkpoint.manifest import Manifest
-from checkpoint.store import LocalStore, Store
-from checkpoint.sync import Checkpointer, JobStore
-from checkpoint.upload import PACK_THRESHOLD
 
 CHUNK = 64 * 1024
 
@@ -199,7 +200,7 @@ def test_damaged_blob_falls_back_to_previous_checkpoint(
     assert [s for s, _ in res.skipped] == [2]
     assert "does not match its hash" in res.skipped[0][1]
     assert (dst / "a").read_bytes() == b"version one"
-    # no staging dir left behind; the restore's local index (checkpoint.localindex) stays
+    # no staging dir left behind; the restore's local index (engine.localdir.localindex) stays
     assert {p.name for p in (dst / ".spot-agent").glob("*")} <= {"index.json"}
     with pytest.raises(CheckpointDamaged):
         ckpt(store, tmp_path / "dst2").restore(2)
@@ -383,8 +384,9 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from checkpoint.store import LocalStore
-    from checkpoint.sync import Checkpointer, JobStore
+    from checkpoint.engine.store.base import LocalStore
+    from checkpoint.engine.checkpointer import Checkpointer
+    from checkpoint.engine.format.jobstore import JobStore
 
     class Slow(LocalStore):
         def put_object(self, key, data, *, sha256=None):
@@ -501,7 +503,7 @@ def test_gc_collects_the_temp_files_of_killed_puts_once_old_enough(
 ) -> None:
     from datetime import timedelta
 
-    from checkpoint.gc import collect_garbage
+    from checkpoint.engine.gc import collect_garbage
 
     src = tmp_path / "src"
     src.mkdir()

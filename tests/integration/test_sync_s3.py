@@ -15,11 +15,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.gc import collect_garbage
+from checkpoint.engine.save.upload import PACK_THRESHOLD
+from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import ConditionalWritesUnsupported
-from checkpoint.gc import collect_garbage
-from checkpoint.s3store import S3Store
-from checkpoint.sync import Checkpointer, JobStore
-from checkpoint.upload import PACK_THRESHOLD
 from tests.integration.test_sync_local import tree
 from tests.servers import SeaweedS3
 
@@ -146,8 +147,9 @@ SLOW_SYNC = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from checkpoint.s3store import S3Store
-    from checkpoint.sync import Checkpointer, JobStore
+    from checkpoint.engine.store.s3 import S3Store
+    from checkpoint.engine.checkpointer import Checkpointer
+    from checkpoint.engine.format.jobstore import JobStore
 
     class Slow(S3Store):
         def put_object(self, key, data, *, sha256=None):

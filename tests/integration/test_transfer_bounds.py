@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import checkpoint.download
-import checkpoint.upload
-from checkpoint.budget import ByteBudget
-from checkpoint.s3store import READ_PIECE, S3Store
-from checkpoint.store import LocalStore, Store
-from checkpoint.sync import Checkpointer, JobStore
+import checkpoint.engine.restore.download
+import checkpoint.engine.save.upload
+from checkpoint.engine.budget import ByteBudget
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.base import LocalStore, Store
+from checkpoint.engine.store.s3 import READ_PIECE, S3Store
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.integration.test_sync_local import tree
 from tests.servers import SeaweedS3
@@ -37,8 +38,8 @@ class RecordedBudget(ByteBudget):
 @pytest.fixture
 def budgets(monkeypatch: pytest.MonkeyPatch) -> list[ByteBudget]:
     RecordedBudget.made = []
-    monkeypatch.setattr(checkpoint.download, "ByteBudget", RecordedBudget)
-    monkeypatch.setattr(checkpoint.upload, "ByteBudget", RecordedBudget)
+    monkeypatch.setattr(checkpoint.engine.restore.download, "ByteBudget", RecordedBudget)
+    monkeypatch.setattr(checkpoint.engine.save.upload, "ByteBudget", RecordedBudget)
     return RecordedBudget.made
 
 

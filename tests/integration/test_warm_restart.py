@@ -1,5 +1,5 @@
-"""Warm restarts: the local index (checkpoint.localindex) lets a restore into a dir that
-already holds the checkpoint keep its files without reading them, and only while that is
+"""Warm restarts: the local index (checkpoint.engine.localdir.localindex) lets a restore into
+a dir that already holds the checkpoint keep its files without reading them, and only while that is
 provably safe: same boot, same job and checkpoint, every stat field the same, not racy."""
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from checkpoint import localindex
-from checkpoint.localindex import index_path
-from checkpoint.store import LocalStore, ObjectInfo
-from checkpoint.sync import Checkpointer, JobStore
-from checkpoint.upload import PACK_THRESHOLD
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.localdir import localindex
+from checkpoint.engine.localdir.localindex import index_path
+from checkpoint.engine.save.upload import PACK_THRESHOLD
+from checkpoint.engine.store.base import LocalStore, ObjectInfo
 
 CHUNK = 64 * 1024
 OLD = 10**9 * 1_600_000_000  # Sept 2020: far from racy
@@ -308,8 +309,8 @@ def test_index_survives_the_freeze_areas_unlinks(
 ) -> None:
     """The agent's freeze links files into .spot-agent/freeze and removes the links at
     exit (or at the next start, after a kill): each unlink moves the file's ctime."""
-    from checkpoint.freeze import Freezer
-    from checkpoint.savepoints import consistent_sync
+    from checkpoint.engine.save.freeze import Freezer
+    from checkpoint.engine.save.savepoints import consistent_sync
 
     d = tmp_path / "d"
     made = make_files(d, 4)
@@ -331,7 +332,7 @@ def test_presence_listing_stops_when_the_folder_is_mostly_other_objects(
     more than a HEAD per key still unseen would, and HEADs those."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from checkpoint import presence
+    from checkpoint.engine.restore import presence
 
     monkeypatch.setattr(presence, "LIST_PAGE", 1)  # a "page" of one key: small numbers
     job = JobStore(store, "job")

@@ -9,8 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
-from checkpoint.savepoints import writable_inodes
-from checkpoint.writers import Inode, WriterWatch
+from checkpoint.engine.save.savepoints import writable_inodes
+from checkpoint.engine.save.writers import Inode, WriterWatch
 
 MAPPER = """
 import mmap, sys
@@ -118,8 +118,9 @@ def test_final_sync_reads_a_file_mapped_since_the_last_sync_and_nothing_else(
     wrote table through a map after the last sync and unmapped it before the final one. The
     final sync reads table again, and trusts the stat of big."""
     from agent.run.savepoints import SavePointCheckpoints
-    from checkpoint.store import LocalStore
-    from checkpoint.sync import Checkpointer, JobStore
+    from checkpoint.engine.checkpointer import Checkpointer
+    from checkpoint.engine.format.jobstore import JobStore
+    from checkpoint.engine.store.base import LocalStore
 
     src = tmp_path / "src"
     src.mkdir()

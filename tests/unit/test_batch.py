@@ -19,8 +19,8 @@ from agent import batch, exits
 from agent.batch import JobDefinitionSpec, build_continuation_request, build_job_definition
 from agent.cli import build_parser
 from agent.config import ConfigError, load_settings
-from checkpoint.store import open_store
-from checkpoint.sync import JobStore
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.uri import open_store
 from tests.agentproc import cli
 
 _MODEL = botocore.session.get_session().get_service_model("batch")

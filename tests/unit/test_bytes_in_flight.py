@@ -18,8 +18,8 @@ from agent.config import (
     load_store_settings,
     parse_byte_size,
 )
-from checkpoint.budget import ByteBudget
-from checkpoint.download import _ChunkWriter
+from checkpoint.engine.budget import ByteBudget
+from checkpoint.engine.restore.download import _ChunkWriter
 from checkpoint.errors import ObjectTooLarge
 
 

@@ -15,7 +15,7 @@ import pytest
 from agent import logs
 from agent.logs import childio
 from agent.logs.childio import MAX_LINE, ChildOutput, LineSplitter, render_lines
-from agent.supervisor import Child
+from agent.process.supervisor import Child
 
 
 def test_lines_split_across_chunks_and_a_last_line_without_newline() -> None:

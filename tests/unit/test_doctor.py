@@ -11,8 +11,9 @@ import pytest
 
 from agent import doctor
 from agent.config import load_settings
-from checkpoint.store import LocalStore
-from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.base import LocalStore
 
 Usage = namedtuple("Usage", "total used free")
 

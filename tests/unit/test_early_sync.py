@@ -17,7 +17,7 @@ from agent.run.scheduler import (
     WALK_SHARE,
     SyncScheduler,
 )
-from checkpoint.sync import SyncResult
+from checkpoint.engine.save.sync import SyncResult
 
 MiB = 1 << 20
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_api_old_python import python39
+from tests.static.test_api_old_python import python39
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = ["hf.py", "lightning.py", "pytorch_lightning.py", "_lightning.py"]

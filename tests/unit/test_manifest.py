@@ -2,8 +2,7 @@ import json
 
 import pytest
 
-from checkpoint.errors import ManifestError
-from checkpoint.manifest import (
+from checkpoint.engine.format.manifest import (
     MAX_MANIFEST_BYTES,
     Chunk,
     DirEntry,
@@ -13,6 +12,7 @@ from checkpoint.manifest import (
     Manifest,
     check_relpath,
 )
+from checkpoint.errors import ManifestError
 
 H = "a" * 64
 

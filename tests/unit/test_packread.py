@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from checkpoint.manifest import Chunk, FileEntry
-from checkpoint.packread import (
+from checkpoint.engine.format.manifest import Chunk, FileEntry
+from checkpoint.engine.restore.packread import (
     BATCH_BYTES,
     COALESCE_GAP,
     MAX_RANGE,
@@ -63,9 +63,9 @@ def test_a_batch_ends_at_the_limit_the_downloader_gives() -> None:
 def test_two_batches_of_packed_files_fit_in_the_bytes_in_flight() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from checkpoint.download import Downloader
-    from checkpoint.jobstore import JobStore
-    from checkpoint.store import LocalStore
+    from checkpoint.engine.format.jobstore import JobStore
+    from checkpoint.engine.restore.download import Downloader
+    from checkpoint.engine.store.base import LocalStore
 
     with ThreadPoolExecutor(1) as pool:
         job = JobStore(LocalStore.__new__(LocalStore), "j")

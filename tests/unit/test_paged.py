@@ -1,5 +1,5 @@
-"""Manifest format 4 as pure data (checkpoint.paged): cuts that depend on paths alone, the
-round trip, and roots and pages that a store could hand back damaged or hostile."""
+"""Manifest format 4 as pure data (checkpoint.engine.format.paged): cuts that depend on paths
+alone, the round trip, and roots and pages that a store could hand back damaged or hostile."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from dataclasses import replace
 
 import pytest
 
-from checkpoint import paged
+from checkpoint.engine.format import paged
+from checkpoint.engine.format.manifest import (
+    HOLE,
+    Chunk,
+    DirEntry,
+    FileEntry,
+    HardLinkEntry,
+    LinkEntry,
+    Manifest,
+)
 from checkpoint.errors import ManifestError
-from checkpoint.manifest import HOLE, Chunk, DirEntry, FileEntry, HardLinkEntry, LinkEntry, Manifest
 
 PACK = hashlib.sha256(b"pack").hexdigest()
 

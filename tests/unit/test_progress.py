@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from checkpoint import progress as progress_module
-from checkpoint.progress import Progress
-from checkpoint.store import LocalStore
-from checkpoint.sync import Checkpointer, JobStore
+from checkpoint.engine import progress as progress_module
+from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.progress import Progress
+from checkpoint.engine.store.base import LocalStore
 
 
 class Clock:

@@ -25,9 +25,10 @@ from agent.run.events import NoticeReceived, SignalReceived
 from agent.run.jobenv import JobFiles
 from agent.run.loop import RunLoop
 from agent.run.parts import Checkpoints, Job, Parts
+from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.restore.restore import RestoreResult
+from checkpoint.engine.save.sync import SyncResult
 from checkpoint.errors import CheckpointError, StoreUnavailable
-from checkpoint.manifest import Manifest
-from checkpoint.sync import RestoreResult, SyncResult
 
 
 class FakeJob:

@@ -17,8 +17,8 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from checkpoint.engine.store.s3 import ConditionalWritesUnsupported, S3Store
 from checkpoint.errors import ObjectNotFound, StoreError, StoreUnavailable, StoreURIError
-from checkpoint.s3store import ConditionalWritesUnsupported, S3Store
 
 pytestmark = pytest.mark.usefixtures("no_aws_env")
 
@@ -126,9 +126,12 @@ def test_addressing_style_argument_wins(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
     store = S3Store.from_uri("s3://bucket", addressing_style="virtual")
     assert store.client.meta.config.s3["addressing_style"] == "virtual"
-    assert S3Store.from_uri("s3://bucket", addressing_style="auto").client.meta.config.s3[
-        "addressing_style"
-    ] == "path"
+    assert (
+        S3Store.from_uri("s3://bucket", addressing_style="auto").client.meta.config.s3[
+            "addressing_style"
+        ]
+        == "path"
+    )
     with pytest.raises(ValueError, match="sideways"):
         S3Store.from_uri("s3://bucket", addressing_style="sideways")
 

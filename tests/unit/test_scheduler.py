@@ -13,7 +13,7 @@ from agent.run.scheduler import (
     Interruption,
     SyncScheduler,
 )
-from checkpoint.sync import SyncResult
+from checkpoint.engine.save.sync import SyncResult
 
 
 def result(seconds: float = 1.0, uploaded: int = 0) -> SyncResult:

@@ -13,8 +13,8 @@ from agent.logs import emf
 from agent.timeline.model import Attempt, load_timeline
 from agent.timeline.record import AttemptRecord
 from agent.timeline.svg import svg
-from checkpoint.jobstore import JobStore
-from checkpoint.store import LocalStore
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.store.base import LocalStore
 
 
 def test_a_store_that_fails_never_fails_the_writer_and_is_reported_once() -> None:

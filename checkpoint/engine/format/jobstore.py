@@ -1,0 +1,276 @@
+"""The keys and commit protocol of one job inside a store.
+
+Layout of one job under the store's root::
+
+    <job-id>/blobs/<h[:2]>/<h>         chunk contents, named by their sha256 (immutable)
+    <job-id>/packs/<p[:2]>/<p>         small files' chunks back to back, named by the sha256
+                                       of the whole pack (immutable; manifest format 3)
+    <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence): the
+                                       whole manifest, or the root of a paged one (format 4)
+    <job-id>/pages/<h[:2]>/<h>         a page of paged manifests, named by its sha256
+                                       (immutable, shared by every manifest that has it)
+    <job-id>/attempts/<n>.json         one per agent start: the fencing token
+    <job-id>/timeline/<n>.json         what attempt n did (where it ran, its restore, syncs,
+                                       notice and end), rewritten as it goes: for
+                                       ``checkpoints timeline``; never read by a restore
+    <job-id>/leases/<n>.json           attempt n is running: rewritten while it runs, deleted
+                                       when it exits (checkpoint.engine.lease)
+    <job-id>/sweeps/<time>-<id>.json   a forced gc or delete of the job (checkpoint.engine.lease)
+
+The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
+
+1. every chunk the new manifest names is uploaded first, as a blob or inside a pack (only
+   chunks the store does not have: the previous manifest's and this session's uploads
+   are known); then, for a paged manifest, the pages the previous one did not have;
+2. the manifest (or its root) is created with put-if-absent under the next sequence
+   number; that single object creation is the commit. A crash before it leaves only
+   unreferenced blobs, packs and pages, which ``gc`` collects later; it never changes
+   what a restore sees.
+3. before committing, an attempt checks that no newer attempt of the job has started; a
+   stale attempt is told (:class:`Superseded`) and stops committing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from checkpoint.errors import (
+    CommitConflict,
+    ConditionalWritesUnsupported,
+    ManifestError,
+    ObjectNotFound,
+    Superseded,
+)
+
+from ..store.base import Store
+from . import paged
+from .manifest import Chunk, Manifest
+
+log = structlog.get_logger("checkpoint")
+#: ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
+_NUMBERED = re.compile(r"([0-9]{1,18})\.json")
+
+#: the folders of one job in a store (the layout in this module's docstring); KINDS is
+#: also the order a job is deleted in: manifests first, so no reader finds a checkpoint
+#: whose blobs are already gone
+MANIFESTS, PAGES, BLOBS, PACKS = "manifests", "pages", "blobs", "packs"
+ATTEMPTS, TIMELINE, LEASES, SWEEPS = "attempts", "timeline", "leases", "sweeps"
+KINDS = (MANIFESTS, PAGES, BLOBS, PACKS, ATTEMPTS, TIMELINE, LEASES)
+
+
+def utc_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobStore:
+    """The keys and commit protocol of one job inside a store."""
+
+    def __init__(self, store: Store, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.prefix = f"{job_id}/"
+        self._warned_unconditional = False
+        self._warned_keys: set[str] = set()
+
+    def folder(self, kind: str) -> str:
+        """The prefix of one of the job's folders (one of :data:`KINDS`), with its slash."""
+        return f"{self.prefix}{kind}/"
+
+    def blob_key(self, sha256: str) -> str:
+        return f"{self.folder(BLOBS)}{sha256[:2]}/{sha256}"
+
+    def pack_key(self, pack: str) -> str:
+        return f"{self.folder(PACKS)}{pack[:2]}/{pack}"
+
+    def chunk_key(self, chunk: Chunk) -> str:
+        """The object holding ``chunk``'s bytes: its pack, or its own blob."""
+        return self.pack_key(chunk.pack) if chunk.pack is not None else self.blob_key(chunk.sha256)
+
+    def manifest_key(self, sequence: int) -> str:
+        return f"{self.folder(MANIFESTS)}{sequence:010d}.json"
+
+    def page_key(self, page: str) -> str:
+        return f"{self.folder(PAGES)}{page[:2]}/{page}"
+
+    def attempt_key(self, attempt: int) -> str:
+        return f"{self.folder(ATTEMPTS)}{attempt:06d}.json"
+
+    def record_key(self, attempt: int) -> str:
+        return f"{self.folder(TIMELINE)}{attempt:06d}.json"
+
+    def recorded_attempts(self) -> list[int]:
+        """Attempts that left a timeline record, oldest first."""
+        return self._numbers("timeline")
+
+    @property
+    def lease_folder(self) -> str:
+        return self.folder(LEASES)
+
+    def lease_key(self, attempt: int) -> str:
+        return f"{self.lease_folder}{attempt:06d}.json"
+
+    @property
+    def sweep_folder(self) -> str:
+        return self.folder(SWEEPS)
+
+    def sweep_key(self, name: str) -> str:
+        return f"{self.sweep_folder}{name}.json"
+
+    def _numbers(self, folder: str) -> list[int]:
+        found = []
+        for obj in self.store.list_objects(self.folder(folder)):
+            match = _NUMBERED.fullmatch(obj.key[len(self.folder(folder)) :])
+            if match:
+                found.append(int(match[1]))
+            elif obj.key not in self._warned_keys:  # not ours: say so once, never crash
+                self._warned_keys.add(obj.key)
+                log.warning("store.key_ignored", key=obj.key, why="not a name the agent writes")
+        return sorted(found)
+
+    def sequences(self) -> list[int]:
+        """Committed sequence numbers, oldest first."""
+        return self._numbers(MANIFESTS)
+
+    def load_manifest(self, sequence: int) -> Manifest:
+        """The checkpoint ``sequence``, whole: a paged one (format 4) with its pages read."""
+        key = self.manifest_key(sequence)
+        data = self.store.get_object(key, max_bytes=paged.MAX_ROOT_BYTES)
+        if paged.is_paged(data):
+            manifest, pages = paged.decode(data, self._page_reader(), where=key)
+            manifest = replace(manifest, pages=pages)
+        else:
+            manifest = Manifest.from_json(data, where=key)
+        if manifest.sequence != sequence:
+            raise ManifestError(f"{key}: says it is sequence {manifest.sequence}")
+        return manifest
+
+    def references(self, sequence: int, seen_pages: set[str]) -> tuple[set[str], set[str]]:
+        """The blobs and packs checkpoint ``sequence`` references, for gc. Of a paged one,
+        only the pages not in ``seen_pages`` are read (one at a time) and then added to it:
+        pages shared by many checkpoints are read once."""
+        key = self.manifest_key(sequence)
+        data = self.store.get_object(key, max_bytes=paged.MAX_ROOT_BYTES)
+        if not paged.is_paged(data):
+            manifest = Manifest.from_json(data, where=key)
+            return manifest.stored_blobs(), manifest.pack_ids()
+        try:
+            doc_sequence = json.loads(data).get("sequence")
+        except (ValueError, AttributeError):
+            raise ManifestError(f"{key}: not a manifest root") from None
+        if doc_sequence != sequence:
+            raise ManifestError(f"{key}: says it is sequence {doc_sequence!r}")
+        return paged.page_refs(data, self._read_page, seen_pages, where=key)
+
+    def attempts(self) -> list[int]:
+        return self._numbers(ATTEMPTS)
+
+    def claim_attempt(self, info: dict[str, Any]) -> int:
+        """Register a new attempt; its number fences off every older attempt."""
+        attempt = (self.attempts() or [0])[-1] + 1
+        for _ in range(100):
+            body = json.dumps({**info, "attempt": attempt, "started": utc_iso()}).encode()
+            if self._create(self.attempt_key(attempt), body):
+                return attempt
+            attempt += 1
+        raise CommitConflict(f"{self.folder(ATTEMPTS)}: could not claim an attempt number")
+
+    def check_current(self, attempt: int) -> None:
+        if attempt and self.store.exists(self.attempt_key(attempt + 1)):
+            raise Superseded(attempt, max(self.attempts()))
+
+    def commit(
+        self,
+        manifest: Manifest,
+        *,
+        have: Collection[str] = (),
+        paged_above: int = paged.PAGED_ABOVE,
+    ) -> Manifest | None:
+        """Commit ``manifest`` under its sequence; None if that number is taken.
+
+        More than ``paged_above`` entries: paged (format 4), the pages not in ``have`` (those
+        of a committed checkpoint) PUT first; the manifest returned knows its pages. What is
+        written is first read back with the code a restore uses (guarantee 7): a manifest a
+        restore would refuse raises :class:`ManifestError`, and nothing is written.
+        """
+        key = self.manifest_key(manifest.sequence)
+        entries = len(manifest.files) + len(manifest.dirs) + len(manifest.links)
+        if entries + len(manifest.hardlinks) <= paged_above:
+            body = manifest.to_json()
+            Manifest.from_json(body, where="the new checkpoint")
+            return manifest if self._create(key, body) else None
+        body, pages = paged.encode(manifest)
+        written, have = dict(pages), frozenset(have)
+        paged.decode(
+            body,
+            lambda ids: map(written.__getitem__, ids),
+            where="the new checkpoint",
+            expect=manifest,
+            checked=have,
+        )
+        self._put_pages((pid, data) for pid, data in written.items() if pid not in have)
+        committed = replace(manifest, pages=tuple(pid for pid, _ in pages))
+        return committed if self._create(key, body) else None
+
+    def _put_pages(self, pages: Iterable[tuple[str, bytes]]) -> None:
+        """Content-addressed, so a page PUT twice (a retried commit) is the same object."""
+        with ThreadPoolExecutor(max(1, self.store.concurrency)) as pool:
+            for done in [
+                pool.submit(self.store.put_object, self.page_key(pid), data, sha256=pid)
+                for pid, data in pages
+            ]:
+                done.result()
+
+    def _read_page(self, pid: str) -> bytes:
+        try:
+            return self.store.get_object(self.page_key(pid), max_bytes=paged.MAX_PAGE_BYTES)
+        except ObjectNotFound:
+            raise ManifestError(f"page {pid} is missing") from None
+
+    def _page_reader(self) -> paged.PageReader:
+        return lambda ids: paged.read_pages(self._read_page, ids, self.store.concurrency)
+
+    def _create(self, key: str, body: bytes) -> bool:
+        """Put-if-absent that tells a lost race from our own retried write.
+
+        When a first PUT succeeds but its response is lost, the SDK retries and the retry is
+        refused (412): the object is ours all the same. Bodies are unique (sequence, time),
+        so equal bytes mean we wrote it.
+        """
+        try:
+            if self.store.put_object_if_absent(key, body):
+                return True
+        except ConditionalWritesUnsupported as exc:
+            return self._create_fenced(key, body, exc)
+        try:
+            return self.store.get_object(key) == body
+        except ObjectNotFound:
+            return False
+
+    def _create_fenced(self, key: str, body: bytes, why: ConditionalWritesUnsupported) -> bool:
+        """Fallback for stores without create-only writes: look, write, read back.
+
+        Not atomic on its own. What makes it safe is the attempt fence: only the newest
+        attempt commits (``check_current`` runs right before), and one attempt never writes
+        a sequence number twice. Two agents of the *same* attempt racing inside this window
+        is the one case it cannot rule out; the read-back tells the loser it lost.
+        """
+        if not self._warned_unconditional:
+            self._warned_unconditional = True
+            log.warning(
+                "store.no_conditional_writes",
+                store=self.store.uri,
+                error=str(why),
+                fallback="check, write, read back; attempts fence each other",
+            )
+        if self.store.exists(key):
+            return False
+        self.store.put_object(key, body)
+        return self.store.get_object(key) == body

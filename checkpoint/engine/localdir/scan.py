@@ -1,0 +1,299 @@
+"""Walk a checkpoint dir, hash its files into chunks, and remember what was hashed.
+
+Pure local work: nothing here talks to a store. :func:`scan` lists what a checkpoint
+would hold; :func:`hash_file` splits one file into content-addressed chunks and hands
+each to a callback (the uploader); :class:`StatCache` lets the next sync skip files whose
+stat has not changed since they were hashed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from checkpoint.errors import CheckpointError, ManifestError
+from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX
+
+from ..format.manifest import (
+    HOLE,
+    MODE_BITS,
+    Chunk,
+    DirEntry,
+    FileEntry,
+    HardLinkEntry,
+    LinkEntry,
+    check_link_target,
+    check_mtime,
+    check_relpath,
+)
+
+#: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
+#: a second write within the filesystem's timestamp granularity would otherwise be missed.
+RACY_SECONDS = 2.0
+
+StatKey = tuple[int, int, int, int]
+
+
+class NotRegularFile(CheckpointError):
+    """A path the scan saw as a regular file is something else now (a FIFO, a device)."""
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    # ctime too: `cp -p`, `touch -r` or os.utime can give rewritten bytes their old mtime.
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+@dataclass
+class Scan:
+    files: list[tuple[str, os.stat_result]] = field(default_factory=list)
+    dirs: list[DirEntry] = field(default_factory=list)
+    links: list[LinkEntry] = field(default_factory=list)
+    hardlinks: list[HardLinkEntry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scan(root: Path) -> Scan:
+    """Regular files, dirs and safe symlinks below root, in a stable order.
+
+    Every name passes the manifest's own checks (:func:`check_relpath`...) here, so a sync
+    never records what a restore would refuse; what fails them is skipped with its reason.
+    A file with several names in the tree is listed once; its other names are hard links.
+    """
+    out = Scan()
+    inodes: dict[tuple[int, int], str] = {}
+
+    def walk(dirpath: Path, rel: str) -> None:
+        try:
+            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        except OSError as exc:  # not skipped: a checkpoint without it would lose it quietly
+            if exc.errno == errno.ENAMETOOLONG:
+                out.skipped.append((rel, "path longer than the system allows"))
+                return
+            raise CheckpointError(f"cannot read directory {dirpath}: {exc.strerror}") from exc
+        for e in entries:
+            r = f"{rel}{e.name}"
+            if not rel and e.name == RESERVED_DIR:
+                continue
+            if e.name.endswith(TEMP_SUFFIX):
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+                check_relpath(r)
+                check_mtime(st.st_mtime_ns, r)
+            except FileNotFoundError:
+                continue
+            except ManifestError as exc:
+                out.skipped.append((r, f"not checkpointed: {exc}"))
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    out.links.append(LinkEntry(r, check_link_target(os.readlink(e.path))))
+                except ManifestError as exc:
+                    out.skipped.append((r, f"symlink not checkpointed: {exc}"))
+                except FileNotFoundError:
+                    continue
+            elif stat.S_ISDIR(st.st_mode):
+                out.dirs.append(DirEntry(r, st.st_mode & MODE_BITS))
+                walk(Path(e.path), r + "/")
+            elif stat.S_ISREG(st.st_mode):
+                first = inodes.setdefault((st.st_dev, st.st_ino), r) if st.st_nlink > 1 else r
+                if first == r:
+                    out.files.append((r, st))
+                else:
+                    out.hardlinks.append(HardLinkEntry(r, first))
+            else:
+                out.skipped.append((r, "not a regular file, directory or symlink"))
+
+    walk(root, "")
+    return out
+
+
+def hash_file(
+    path: Path, chunk_size: int, put: Callable[[Chunk, bytes], None]
+) -> tuple[tuple[Chunk, ...], os.stat_result]:
+    """The file's chunks, each data chunk handed to ``put`` as it is read, and its stat.
+
+    Holes (found with SEEK_DATA/SEEK_HOLE) and all-zero chunks become hole chunks: never
+    read twice, never uploaded, restored as holes. Opened non-blocking and checked with
+    fstat: a FIFO swapped in after the scan is refused, not waited on forever.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"{path} is no longer a regular file")
+        chunks: list[Chunk] = []
+        for start, end, is_data in _extents(fd, st.st_size):
+            if not is_data:
+                _add_hole(chunks, end - start)
+                continue
+            pos = start
+            while pos < end:
+                data = os.pread(fd, min(chunk_size, end - pos), pos)
+                if not data:
+                    break  # truncated while we read: the stat check after says so
+                pos += len(data)
+                if _all_zero(data):
+                    _add_hole(chunks, len(data))
+                    continue
+                chunk = Chunk(hashlib.sha256(data).hexdigest(), len(data))
+                put(chunk, data)
+                chunks.append(chunk)
+        return tuple(chunks), os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _extents(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is_data) runs covering [0, size); all data where holes are unknown."""
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole from here on
+                data = size
+            else:  # no SEEK_DATA on this filesystem: read it all
+                yield pos, size, True
+                return
+        data = min(data, size)
+        if data > pos:
+            yield pos, data, False
+        if data >= size:
+            return
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+        yield data, hole, True
+        pos = hole
+
+
+def _add_hole(chunks: list[Chunk], size: int) -> None:
+    if chunks and chunks[-1].is_hole:
+        chunks[-1] = Chunk(HOLE, chunks[-1].size + size)
+    else:
+        chunks.append(Chunk(HOLE, size))
+
+
+def _all_zero(data: bytes) -> bool:
+    # A look at the head first: data that is not zero fails there at once.
+    head = data[:4096]
+    return head.count(0) == len(head) and data.count(0) == len(data)
+
+
+def file_matches(path: Path, entry: FileEntry) -> bool:
+    """Does the file at ``path`` hold exactly the bytes ``entry`` describes?"""
+    try:  # never blocks on a FIFO swapped in since the lstat, never follows a link
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "rb", buffering=0) as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            for c in entry.chunks:
+                if c.is_hole:
+                    if not _zeros_ahead(fh, c.size):
+                        return False
+                    continue
+                data = fh.read(c.size)
+                if len(data) != c.size or hashlib.sha256(data).hexdigest() != c.sha256:
+                    return False
+            return not fh.read(1)
+    except OSError:
+        return False
+
+
+def _zeros_ahead(fh: BinaryIO, size: int) -> bool:
+    while size:
+        data = fh.read(min(size, 8 << 20))
+        if not data or not _all_zero(data):
+            return False
+        size -= len(data)
+    return True
+
+
+@dataclass(slots=True)
+class _CacheEntry:
+    key: StatKey  # any change means "read again"
+    chunks: tuple[Chunk, ...]
+    dev: int = (
+        -1
+    )  # recorded for the local index (checkpoint.engine.localdir.localindex), not compared here
+
+
+class StatCache:
+    """Chunks of files hashed before, trusted while size, mtime, ctime and inode match."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _CacheEntry] = {}
+
+    def remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
+        if time.time_ns() - st.st_mtime_ns > RACY_SECONDS * 1e9:
+            self._entries[rel] = _CacheEntry(stat_key(st), chunks, st.st_dev)
+        else:
+            self._entries.pop(rel, None)
+
+    def unchanged(
+        self, rel: str, st: os.stat_result, present: set[str]
+    ) -> tuple[Chunk, ...] | None:
+        """The chunks of a file that has not changed since they were hashed and uploaded."""
+        cached = self._entries.get(rel)
+        if cached is None or not all(c.is_hole or c.sha256 in present for c in cached.chunks):
+            return None
+        if cached.key != stat_key(st):
+            return None
+        return cached.chunks
+
+    def vouched(self, rel: str) -> tuple[StatKey, int, tuple[Chunk, ...]] | None:
+        """(stat key, device, chunks) remembered for ``rel``: what the local index records."""
+        cached = self._entries.get(rel)
+        return None if cached is None else (cached.key, cached.dev, cached.chunks)
+
+
+class FrozenState(Protocol):
+    """What :func:`scan_frozen` reads of a freeze (``save.freeze.Frozen``): this room sits
+    below save and does not import it."""
+
+    @property
+    def files(self) -> Sequence[tuple[str, os.stat_result]]: ...
+    @property
+    def dirs(self) -> Sequence[str]: ...
+    @property
+    def links(self) -> Sequence[LinkEntry]: ...
+    @property
+    def skipped(self) -> Sequence[tuple[str, str]]: ...
+
+
+def scan_frozen(frozen: FrozenState, live_root: Path) -> Scan:
+    """What a freeze holds, through the same checks as a scan of the live dir (names,
+    mtimes); directory modes are read from the live dir (the freeze area's are ours)."""
+    out = Scan(skipped=list(frozen.skipped))
+    out.links = [lk for lk in frozen.links if _valid(lk.path, None, out.skipped)]
+    for rel, st in frozen.files:
+        if _valid(rel, st, out.skipped):
+            out.files.append((rel, st))
+    for d in frozen.dirs:
+        if _valid(d, None, out.skipped):
+            try:
+                mode: int | None = os.lstat(live_root / d).st_mode & MODE_BITS
+            except OSError:
+                mode = None
+            out.dirs.append(DirEntry(d, mode))
+    return out
+
+
+def _valid(rel: str, st: os.stat_result | None, skipped: list[tuple[str, str]]) -> bool:
+    """The scan's own checks, for entries that come from a freeze."""
+    try:
+        check_relpath(rel)
+        if st is not None:
+            check_mtime(st.st_mtime_ns, rel)
+    except ManifestError as exc:
+        skipped.append((rel, f"not checkpointed: {exc}"))
+        return False
+    return True
