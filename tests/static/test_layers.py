@@ -22,7 +22,8 @@ ROOMS: dict[str, set[str]] = {
     "progress": set(),
     "localdir": {"format"},
     "gc": {"format", "store"},
-    "save": {"format", "store", "localdir", "gc", "budget", "progress"},
+    "lease": {"format", "store"},  # a live attempt's lease, an operator's forced sweep
+    "save": {"format", "store", "localdir", "gc", "lease", "budget", "progress"},
     "restore": {"format", "store", "localdir", "budget", "progress"},
     "checkpointer": {"save", "restore", "format", "store"},
 }
