@@ -212,8 +212,9 @@ resource "aws_batch_job_definition" "job" {
   type                  = "container"
   platform_capabilities = ["EC2"]
   container_properties  = jsonencode(local.container)
-  # Retry what an interruption looks like (75, 79, a reclaimed host) and nothing else: a real
-  # failure and exit 80 (the job went on on the on-demand queue) end the job.
+  # Retry what an interruption looks like (75, 79, a reclaimed host) and a store that was
+  # not ready at start (81), and nothing else: a real failure and exit 80 (the job went on on
+  # the on-demand queue) end the job.
   retry_strategy {
     attempts = 10
     evaluate_on_exit {
@@ -223,6 +224,10 @@ resource "aws_batch_job_definition" "job" {
     evaluate_on_exit {
       action       = "RETRY"
       on_exit_code = "79"
+    }
+    evaluate_on_exit {
+      action       = "RETRY"
+      on_exit_code = "81"
     }
     evaluate_on_exit {
       action           = "RETRY"

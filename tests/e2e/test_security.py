@@ -187,7 +187,7 @@ def test_every_object_the_agent_writes_has_the_encryption_asked_for(
     client = moto_client(endpoint)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]  # type: ignore[attr-defined]
     kinds = {key.split("/")[2] for key in keys}
-    assert kinds == {"blobs", "packs", "manifests", "attempts"}, keys
+    assert kinds == {"blobs", "packs", "manifests", "attempts", "timeline"}, keys
     assert sum(key.startswith("ckpt/enc/attempts/") for key in keys) == 2
     assert sum(key.startswith("ckpt/enc/manifests/") for key in keys) == 4
     for key in keys:

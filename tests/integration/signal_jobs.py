@@ -33,8 +33,9 @@ RECORDER = textwrap.dedent(
     def name(signum):
         return signal.Signals(signum).name if signum < signal.SIGRTMIN else str(signum)
 
-    with open(out + ".ready", "w") as f:
+    with open(out + ".ready.tmp", "w") as f:  # renamed whole: a reader never sees it empty
         f.write(str(os.getpid()))
+    os.rename(out + ".ready.tmp", out + ".ready")
     while not os.path.exists(stop):
         info = signal.sigtimedwait(wanted, 0.02)
         if info is not None:
