@@ -213,7 +213,6 @@ def test_an_oversized_blob_is_refused_before_it_is_read(tmp_path: Path) -> None:
         store.get_object(key, max_bytes=1000)
     code = textwrap.dedent(
         f"""
-        import resource
         from pathlib import Path
         from checkpoint.engine.store.base import LocalStore
         from checkpoint.engine.checkpointer import Checkpointer
@@ -221,7 +220,10 @@ def test_an_oversized_blob_is_refused_before_it_is_read(tmp_path: Path) -> None:
         c = Checkpointer(JobStore(LocalStore(Path({str(store.root)!r})), "job"),
                          Path({str(tmp_path / "dst")!r}), attempt=2)
         r = c.restore()
-        print(r.manifest.sequence, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so it would
+        # report the test's own process (a pytest worker that ran big tests before)
+        hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        print(r.manifest.sequence, int(hwm.split()[1]))
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
