@@ -109,11 +109,25 @@ class Freezer:
         self.committed_any = False
         self.usable = True  # False once links turned out impossible here: sync the live dir
 
-    def reset(self, *, create_lock: bool = True) -> int:
-        """At agent start: drop what a killed agent left, and a killed saver's mark; create
-        the lock file (and ``.spot-agent/``) for the job unless ``create_lock`` is false.
+    def cut_off(self) -> str | None:
+        """At agent start, before :meth:`reset`: who began a save that never ended ("" if
+        unknown), else None. Nothing else runs yet, so a mark is a dead saver's."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            return saver(fd)
+        finally:
+            os.close(fd)
 
-        Returns the bytes removed. Nothing else is running yet, so the mark is stale.
+    def reset(self, *, create_lock: bool = True, keep_mark: bool = False) -> int:
+        """At agent start: drop what a killed agent left; create the lock file (and
+        ``.spot-agent/``) for the job unless ``create_lock`` is false. A killed saver's mark
+        is emptied unless ``keep_mark``: kept, it makes every freeze refuse the dir until
+        the job completes a save (see :meth:`cut_off`).
+
+        Returns the bytes removed.
         """
         removed = _tree_bytes(self.area) + _tree_bytes(self.trash)
         self._remove_area()
@@ -123,7 +137,8 @@ class Freezer:
             flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create_lock else 0)
             fd = os.open(self.lock_path, flags, 0o600)
             try:
-                os.ftruncate(fd, 0)
+                if not keep_mark:
+                    os.ftruncate(fd, 0)
             finally:
                 os.close(fd)
         self._linked.clear()

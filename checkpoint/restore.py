@@ -24,6 +24,7 @@ from pathlib import Path
 
 import structlog
 
+from .aside import SetAside
 from .budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 from .download import Downloader
 from .errors import (
@@ -67,6 +68,13 @@ class RestoreResult:
     #: of the files kept, those the local index vouched for (not read at all)
     files_indexed: int = 0
     bytes_hashed: int = 0  # bytes of local files read to check them against the checkpoint
+    #: set by the agent's restore (:mod:`agent.run.savepoints`): what the checkpoint lacks,
+    #: moved out of the job's sight; and the mark of a save cut off by a kill found in the
+    #: dir (the saver's pid, "" if unknown), None if there was none
+    aside: SetAside | None = None
+    cut_off_save: str | None = None
+    #: the cut-off save is still in the dir (no checkpoint could replace it)
+    cut_off_kept: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,7 +251,6 @@ class Restorer:
                 action="they will be uploaded again by the next sync",
             )
         return present
-
 
 
 def remove_stale_staging(dest: Path) -> None:

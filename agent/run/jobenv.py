@@ -25,6 +25,9 @@ from .savepoints import lock_file
 CHECKPOINT_DIR_SETTING = "--checkpoint-dir (SPOT_AGENT_CHECKPOINT_DIR)"
 #: held (flock) by the agent that runs the job of this checkpoint dir; never synced
 LOCK_NAME = "agent.lock"
+#: set to "1" when the job starts on a dir that holds a save cut off by a kill and no
+#: checkpoint could replace it: nothing is committed until the job completes a save
+CUT_OFF_SAVE_VARIABLE = "SPOT_AGENT_CUT_OFF_SAVE"
 
 log = logs.get_logger()
 
@@ -72,8 +75,13 @@ class JobFiles:
         shutil.rmtree(self.runtime, ignore_errors=True)
 
 
-def job_environ(s: Settings, files: JobFiles, attempt: int, restored: int | None) -> dict[str, str]:
+def job_environ(
+    s: Settings, files: JobFiles, attempt: int, restored: int | None, cut_off: bool = False
+) -> dict[str, str]:
     env = dict(s.child_environ)
+    env.pop(CUT_OFF_SAVE_VARIABLE, None)  # only ever the agent's word
+    if cut_off:
+        env[CUT_OFF_SAVE_VARIABLE] = "1"
     env.update(
         CHECKPOINT_DIR=str(s.checkpoint_dir),
         SPOT_AGENT_PID=str(os.getpid()),

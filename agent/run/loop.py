@@ -128,7 +128,8 @@ class RunLoop:
         log_restore(restored)
         seq = restored.manifest.sequence if restored.manifest else None
         self.files.write_status(seq, 0.0, "restore")
-        job = self.parts.make_job(job_environ(s, self.files, self.attempt, seq))
+        env = job_environ(s, self.files, self.attempt, seq, restored.cut_off_kept)
+        job = self.parts.make_job(env)
         try:
             pid = job.start()
         except SpawnError as exc:

@@ -92,4 +92,3 @@ def real_parts(s: Settings, store: Store) -> Parts:
         make_job=lambda env: JobProcess(s, env),
         continue_job=continue_job,
     )
-

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 
+from checkpoint.aside import set_aside
 from checkpoint.freeze import Freezer, Frozen
 from checkpoint.manifest import RESERVED_DIR, Manifest
 from checkpoint.savelock import LOCK_NAME, between_saves
@@ -51,10 +53,22 @@ class SavePointCheckpoints:
         self.job_pids, self.on_frozen = job_pids, on_frozen
 
     def restore(self) -> RestoreResult:
-        self._reset(create_lock=False)  # a killed agent's freeze: room for the restore
+        """Make the dir exactly the newest checkpoint.
+
+        What the checkpoint lacks is moved aside (:mod:`checkpoint.aside`). A save mark left
+        by a dead saver says the dir may hold half a save: the restore replaces it when
+        there is a checkpoint; when there is none, the mark stays, so that no freeze takes
+        the dir (nothing is committed) until the job completes a save, and the job is told.
+        """
+        cut_off = self.freezer.cut_off()
+        self._reset(create_lock=False, keep_mark=True)  # a killed agent's freeze: room
         result = self.ckpt.restore()
-        self._reset(create_lock=True)  # the job's lock file, after a clean restore
-        return result
+        aside = None
+        if result.manifest is not None:
+            aside = set_aside(self.ckpt.directory, result.manifest)
+        kept = cut_off is not None and result.manifest is None
+        self._reset(create_lock=True, keep_mark=kept)  # the job's lock file
+        return replace(result, aside=aside, cut_off_save=cut_off, cut_off_kept=kept)
 
     def sync_once(self, reason: str) -> SyncResult:
         final = reason in FINAL_REASONS
@@ -91,9 +105,9 @@ class SavePointCheckpoints:
         if self.on_frozen is not None:
             self.on_frozen(frozen.taken)
 
-    def _reset(self, *, create_lock: bool) -> None:
+    def _reset(self, *, create_lock: bool, keep_mark: bool) -> None:
         try:
-            stale = self.freezer.reset(create_lock=create_lock)
+            stale = self.freezer.reset(create_lock=create_lock, keep_mark=keep_mark)
         except OSError as exc:
             self.freezer.usable = False
             log.warning("freeze.unavailable", error=str(exc), action="syncing the live dir")
