@@ -8,7 +8,10 @@ commits a directory in the middle of a save:
   consistent freeze is, if it is not committed yet, else nothing;
 - files written in place after the freeze make it freeze again, copying them under the
   lock; a file that changes even under the lock (its writer ignores save points) is left
-  out with a warning, its last committed version kept.
+  out with a warning, its last committed version kept;
+- once the job has declared a state by a sync request, a sync that no request or save
+  point asked for commits the newest freeze taken at one (``declared_only``), never the
+  live dir in between.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import structlog
 
 from .errors import CheckpointError
-from .freeze import Freezer, Frozen
+from .freeze import Freezer, Frozen, NotDeclared
 from .savelock import SaveIncomplete, SaveInProgress
 from .sync import Checkpointer, FrozenFilesChanged, SyncResult
 
@@ -46,6 +49,7 @@ def consistent_sync(
     pids: Callable[[], Iterable[int]] | None = None,
     on_frozen: Callable[[Frozen], None] | None = None,
     final: bool = False,
+    declared_only: bool = False,
 ) -> SyncResult:
     """Freeze (waiting up to ``wait`` s for a save), sync from the freeze, clean up.
 
@@ -54,6 +58,9 @@ def consistent_sync(
     ``pids``: the processes to look at for "open" (default: every visible process).
     ``final``: the last sync of the agent; a save still holding the lock after ``wait``
     makes it commit the last consistent freeze instead of failing.
+    ``declared_only``: the job declares its states (by sync requests): freeze the live dir
+    only if a save point ended since the last freeze; else commit the newest freeze not
+    committed yet, or nothing.
     """
     if not freezer.usable:
         return ckpt.sync_once(reason, rehash=_rehash_predicate(rehash, set()))
@@ -62,7 +69,13 @@ def consistent_sync(
         writing = writable_inodes(pids() if pids else None) if rehash == "open" else set()
         fallback = False
         try:
-            frozen = freezer.freeze(wait, copy_inodes=writing, waiting=_log_long_save)
+            frozen = freezer.freeze(
+                wait, copy_inodes=writing, waiting=_log_long_save, declared_only=declared_only
+            )
+        except NotDeclared:
+            if freezer.pending is None:  # the newest declared state is committed
+                return _unchanged(ckpt, reason)
+            frozen, fallback = freezer.pending, True
         except (SaveIncomplete, SaveInProgress) as exc:
             if isinstance(exc, SaveInProgress) and not final:
                 raise

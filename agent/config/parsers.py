@@ -187,5 +187,3 @@ def parse_kms_key_id(raw: str) -> str:
     if not value or any(c.isspace() for c in value) or len(value) > 2048:
         raise ValueError(f"{raw!r} is not a KMS key id, key ARN or alias/NAME")
     return value
-
-

@@ -33,6 +33,8 @@ def on_signal(loop: RunLoop, sig: Sig, at: float, forwarded: bool) -> None:
             log.info("sync.ignored", by=sig.name, why="the job has not started")
         else:
             log.info("sync.requested", by=sig.name)
+            if loop.ckpt is not None:
+                loop.ckpt.declared()  # binding from now on: see SavePointCheckpoints
             loop.syncs.request("requested")
     elif meaning is Meaning.FORWARD:
         _forward(loop, sig, forwarded)

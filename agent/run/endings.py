@@ -39,6 +39,8 @@ def finish_exited(loop: RunLoop, code: int) -> int:
     left = job.reap_leftovers(2.0)
     if left:
         log.warning("child.leftovers_ended", processes=left)
+    if code == 0 and loop.ckpt is not None:
+        loop.ckpt.declared()  # a job that ended by itself, successfully, is done writing
     result = final_sync(loop, "exit")
     if loop.superseded is not None:
         log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))

@@ -13,7 +13,7 @@ from pathlib import Path
 from checkpoint.aside import set_aside
 from checkpoint.freeze import Freezer, Frozen
 from checkpoint.manifest import RESERVED_DIR, Manifest
-from checkpoint.savelock import LOCK_NAME, between_saves
+from checkpoint.savelock import LOCK_NAME, SaveIncomplete, between_saves
 from checkpoint.savepoints import consistent_sync
 from checkpoint.sync import Checkpointer, RestoreResult, SyncResult
 
@@ -42,6 +42,10 @@ class SavePointCheckpoints:
         self.rehash = rehash
         self.job_pids: Callable[[], list[int]] | None = None
         self.on_frozen: Callable[[float], None] | None = None
+        #: the job has declared a state by a sync request: from then on only a request or
+        #: a save point lets a sync freeze the live dir
+        self.declaring = False
+        self._asked = False  # a request came since the last sync started
 
     @property
     def base(self) -> Manifest | None:
@@ -70,8 +74,16 @@ class SavePointCheckpoints:
         self._reset(create_lock=True, keep_mark=kept)  # the job's lock file
         return replace(result, aside=aside, cut_off_save=cut_off, cut_off_kept=kept)
 
+    def declared(self) -> None:
+        """The job declared its state whole (the sync signal, ``request_sync()``): the next
+        sync freezes the dir as it is; until then, no sync takes the live dir."""
+        self.declaring = self._asked = True
+
     def sync_once(self, reason: str) -> SyncResult:
         final = reason in FINAL_REASONS
+        asked, self._asked = self._asked, False  # a request from now on is for the next one
+        if not self.freezer.usable and self.freezer.cut_off() is not None:
+            raise SaveIncomplete("the dir holds a save cut off by a kill; no freeze can wait")
         return consistent_sync(
             self.ckpt,
             self.freezer,
@@ -81,6 +93,7 @@ class SavePointCheckpoints:
             pids=self.job_pids,
             on_frozen=self._frozen,
             final=final,
+            declared_only=self.declaring and not asked,
         )
 
     def between_saves(self, wait: float) -> AbstractContextManager[bool]:

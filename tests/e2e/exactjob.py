@@ -8,8 +8,8 @@ before a save is declared whole, the job appends the save's exact tree (every pa
 sha256) to ``RECORD``, a file outside the checkpoint dir that no restore touches.
 
 ``DECLARE``: ``saving`` (default) makes each save one ``checkpoint.saving()`` block;
-``request`` writes the files one by one (each atomically) and then calls
-``checkpoint.request_sync()``.
+``request:K`` writes the files one by one (each atomically, 10 ms apart) and calls
+``checkpoint.request_sync()`` after every K-th save (and once at the start).
 
 On start the job compares its dir with the record: it must be empty or exactly one recorded
 save. It prints ``start SAVE`` (``start fresh``), ``cut-off told`` when the agent says the
@@ -83,7 +83,9 @@ def write_save(root: Path, n: int, save_id: str, hang: bool, record: Path, req: 
 def main() -> int:
     record, saves = Path(sys.argv[1]), int(sys.argv[2])
     hang_in = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else 0
-    req = len(sys.argv) > 4 and sys.argv[4] == "request"
+    declare = sys.argv[4] if len(sys.argv) > 4 else "saving"
+    req = declare.startswith("request")
+    every = int(declare.partition(":")[2] or 1)
     root = checkpoint.directory()
     found = tree(root)
     if os.environ.get("SPOT_AGENT_CUT_OFF_SAVE") == "1":
@@ -102,13 +104,16 @@ def main() -> int:
     else:
         print("start fresh", flush=True)
     checkpoint.handle_stop()
+    if req:
+        checkpoint.request_sync()  # the state it starts from is whole: declared
     n = meta["n"] if found and meta else 0
     while n < saves and not checkpoint.interrupted():
         n += 1
         save_id = uuid.uuid4().hex[:12]
         if req:
             write_save(root, n, save_id, n == hang_in, record, req)
-            checkpoint.request_sync()
+            if n % every == 0:
+                checkpoint.request_sync()
         else:
             with checkpoint.saving():
                 write_save(root, n, save_id, n == hang_in, record, req)

@@ -111,6 +111,9 @@ class FakeCheckpoints:
     def between_saves(self, wait: float) -> Any:
         return contextlib.nullcontext(True)
 
+    def declared(self) -> None:
+        self.declarations = getattr(self, "declarations", 0) + 1
+
     def close(self) -> None:
         pass
 
