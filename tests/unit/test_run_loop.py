@@ -53,7 +53,7 @@ class FakeJob:
         self.pid, self.started = 4242, time.monotonic()
         return self.pid
 
-    def send(self, sig: int) -> None:
+    def send(self, sig: int, *, group: bool = True) -> None:
         self.sent.append(sig)
         if sig == signal.SIGTERM and not self.ignores_stop and self.code is None:
             self.code = 128 + sig
