@@ -34,7 +34,7 @@ def on_signal(loop: RunLoop, sig: Sig, at: float, forwarded: bool) -> None:
         else:
             log.info("sync.requested", by=sig.name)
             if loop.ckpt is not None:
-                loop.ckpt.declared()  # binding from now on: see SavePointCheckpoints
+                loop.ckpt.declared(at)  # binding from now on: see SavePointCheckpoints
             loop.syncs.request("requested")
     elif meaning is Meaning.FORWARD:
         _forward(loop, sig, forwarded)

@@ -5,6 +5,7 @@ goes on. This wraps :class:`checkpoint.sync.Checkpointer` for the loop."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -45,7 +46,10 @@ class SavePointCheckpoints:
         #: the job has declared a state by a sync request: from then on only a request or
         #: a save point lets a sync freeze the live dir
         self.declaring = False
-        self._asked = False  # a request came since the last sync started
+        #: when the newest declaration came, and when the newest freeze was taken (Unix
+        #: times): a declaration no freeze has covered yet lets the next sync take the dir
+        self._declared_at = 0.0
+        self._frozen_at = 0.0
 
     @property
     def base(self) -> Manifest | None:
@@ -74,14 +78,24 @@ class SavePointCheckpoints:
         self._reset(create_lock=True, keep_mark=kept)  # the job's lock file
         return replace(result, aside=aside, cut_off_save=cut_off, cut_off_kept=kept)
 
-    def declared(self) -> None:
-        """The job declared its state whole (the sync signal, ``request_sync()``): the next
-        sync freezes the dir as it is; until then, no sync takes the live dir."""
-        self.declaring = self._asked = True
+    def declared(self, at: float | None = None) -> None:
+        """The job declared its state whole (the sync signal, ``request_sync()``, its exit
+        with status 0): the next sync freezes the dir as it is. From the first declaration
+        on, a sync freezes the live dir only if a declaration came after the last freeze
+        (the job waits for that freeze: ``request_sync()`` returns once it is taken) or a
+        save point ended since."""
+        self.declaring = True
+        # When the signal arrived (``at``, monotonic), on the freezes' clock. A freeze that
+        # took the lock between the job's kill() and this moment covered it already; such
+        # a window is as short as a signal's delivery, and only widens the next freeze.
+        late = time.monotonic() - at if at is not None else 0.0
+        self._declared_at = time.time() - late
 
     def sync_once(self, reason: str) -> SyncResult:
         final = reason in FINAL_REASONS
-        asked, self._asked = self._asked, False  # a request from now on is for the next one
+        # Decided now, frozen later: a declaration that comes in between is covered by the
+        # next sync (this one commits an older freeze, or nothing).
+        asked = self._declared_at > self._frozen_at
         if not self.freezer.usable and self.freezer.cut_off() is not None:
             raise SaveIncomplete("the dir holds a save cut off by a kill; no freeze can wait")
         return consistent_sync(
@@ -115,6 +129,7 @@ class SavePointCheckpoints:
         self.freezer.close()
 
     def _frozen(self, frozen: Frozen) -> None:
+        self._frozen_at = max(self._frozen_at, frozen.taken)
         if self.on_frozen is not None:
             self.on_frozen(frozen.taken)
 

@@ -111,7 +111,7 @@ class FakeCheckpoints:
     def between_saves(self, wait: float) -> Any:
         return contextlib.nullcontext(True)
 
-    def declared(self) -> None:
+    def declared(self, at: float | None = None) -> None:
         self.declarations = getattr(self, "declarations", 0) + 1
 
     def close(self) -> None:
