@@ -248,13 +248,15 @@ def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> 
     os.kill(pid, _signal_named("SPOT_AGENT_SYNC_SIGNAL", signal.SIGUSR1))
     if getattr(_saves, "depth", 0):
         return True
-    field, limit = ("started", wait) if wait is not None else ("frozen", freeze_timeout)
+    field, limit = ("started", wait) if wait is not None else ("declared", freeze_timeout)
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        status = last_sync()
-        if status and float(status.get(field) or 0) >= asked:
+        status = last_sync() or {}
+        if field == "declared" and status and field not in status:
+            field = "frozen"  # an agent that does not publish ``declared``
+        if float(status.get(field) or 0) >= asked:
             return True
-        time.sleep(0.005 if field == "frozen" else 0.05)
+        time.sleep(0.05 if field == "started" else 0.005)
     return False
 
 

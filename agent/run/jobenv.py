@@ -57,11 +57,18 @@ class JobFiles:
     def write_status(self, sequence: int | None, started: float, reason: str) -> None:
         """The last completed sync, for ``checkpoint.last_sync()``/``request_sync(wait=)``."""
         now = time.time()
+        with self._status_lock:
+            self._status.setdefault("declared", 0.0)  # tells request_sync() to wait for it
         self._update(sequence=sequence, started=started, finished=now, reason=reason)
 
     def write_frozen(self, taken: float) -> None:
-        """A freeze was taken at ``taken`` (Unix time): ``request_sync()`` returns then."""
+        """A freeze was taken at ``taken`` (Unix time)."""
         self._update(frozen=taken)
+
+    def write_declared(self, upto: float) -> None:
+        """A freeze covers the job's declarations that reached the agent up to ``upto``
+        (Unix time): ``request_sync()`` returns then. 0 until the first one."""
+        self._update(declared=upto)
 
     def _update(self, **fields: Any) -> None:
         with self._status_lock:

@@ -136,7 +136,7 @@ class RunLoop:
             log.error("child.spawn_failed", error=str(exc), exit_code=exc.exit_code)
             return exc.exit_code
         self.job = job  # from here on the signal handler forwards at once
-        self.ckpt.attach(job.pids, self.files.write_frozen)
+        self.ckpt.attach(job.pids, self.files.write_frozen, self.files.write_declared)
         log.info("child.started", child_pid=pid, reaper=self.job.reaper)
         for sig in self.held:
             self.job.send(sig)

@@ -43,6 +43,7 @@ class SavePointCheckpoints:
         self.rehash = rehash
         self.job_pids: Callable[[], list[int]] | None = None
         self.on_frozen: Callable[[float], None] | None = None
+        self.on_declared: Callable[[float], None] | None = None
         #: the job has declared a state by a sync request: from then on only a request or
         #: a save point lets a sync freeze the live dir
         self.declaring = False
@@ -55,10 +56,16 @@ class SavePointCheckpoints:
     def base(self) -> Manifest | None:
         return self.ckpt.base
 
-    def attach(self, job_pids: Callable[[], list[int]], on_frozen: Callable[[float], None]) -> None:
-        """The job's processes (for ``--rehash open``), and who to tell when a freeze is
-        taken (``request_sync()`` returns then)."""
-        self.job_pids, self.on_frozen = job_pids, on_frozen
+    def attach(
+        self,
+        job_pids: Callable[[], list[int]],
+        on_frozen: Callable[[float], None],
+        on_declared: Callable[[float], None] | None = None,
+    ) -> None:
+        """The job's processes (for ``--rehash open``), who to tell when a freeze is taken,
+        and who to tell when a freeze covers the declarations that came up to a time
+        (``request_sync()`` returns then)."""
+        self.job_pids, self.on_frozen, self.on_declared = job_pids, on_frozen, on_declared
 
     def restore(self) -> RestoreResult:
         """Make the dir exactly the newest checkpoint.
@@ -85,9 +92,9 @@ class SavePointCheckpoints:
         (the job waits for that freeze: ``request_sync()`` returns once it is taken) or a
         save point ended since."""
         self.declaring = True
-        # When the signal arrived (``at``, monotonic), on the freezes' clock. A freeze that
-        # took the lock between the job's kill() and this moment covered it already; such
-        # a window is as short as a signal's delivery, and only widens the next freeze.
+        # When the signal arrived (``at``, monotonic), on the freezes' clock: after the
+        # job sent it. A freeze taken before this moment does not cover it, and does not
+        # release ``request_sync()`` (it waits for ``declared``, not ``frozen``).
         late = time.monotonic() - at if at is not None else 0.0
         self._declared_at = time.time() - late
 
@@ -95,7 +102,8 @@ class SavePointCheckpoints:
         final = reason in FINAL_REASONS
         # Decided now, frozen later: a declaration that comes in between is covered by the
         # next sync (this one commits an older freeze, or nothing).
-        asked = self._declared_at > self._frozen_at
+        declared_at = self._declared_at
+        asked = declared_at > self._frozen_at
         if not self.freezer.usable and self.freezer.cut_off() is not None:
             raise SaveIncomplete("the dir holds a save cut off by a kill; no freeze can wait")
         return consistent_sync(
@@ -105,7 +113,7 @@ class SavePointCheckpoints:
             wait=FINAL_SAVE_WAIT_SECONDS if final else SAVE_WAIT_SECONDS,
             rehash="all" if reason == "interruption" else self.rehash,
             pids=self.job_pids,
-            on_frozen=self._frozen,
+            on_frozen=lambda frozen: self._frozen(frozen, declared_at if asked else None),
             final=final,
             declared_only=self.declaring and not asked,
         )
@@ -128,10 +136,14 @@ class SavePointCheckpoints:
         self.ckpt.close()
         self.freezer.close()
 
-    def _frozen(self, frozen: Frozen) -> None:
+    def _frozen(self, frozen: Frozen, declared_at: float | None) -> None:
+        """A freeze is taken (or an older one is to be committed): tell the job. A freeze
+        of the live dir taken after a declaration covers it and every one before it."""
         self._frozen_at = max(self._frozen_at, frozen.taken)
         if self.on_frozen is not None:
             self.on_frozen(frozen.taken)
+        if declared_at is not None and frozen.taken >= declared_at and self.on_declared:
+            self.on_declared(declared_at)
 
     def _reset(self, *, create_lock: bool, keep_mark: bool) -> None:
         try:

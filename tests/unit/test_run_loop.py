@@ -105,7 +105,7 @@ class FakeCheckpoints:
     def pending_bytes(self) -> int:
         return 0
 
-    def attach(self, job_pids: Any, on_frozen: Any) -> None:
+    def attach(self, job_pids: Any, on_frozen: Any, on_declared: Any = None) -> None:
         self.attached = (job_pids, on_frozen)
 
     def between_saves(self, wait: float) -> Any:
