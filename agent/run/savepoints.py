@@ -102,8 +102,7 @@ class SavePointCheckpoints:
         final = reason in FINAL_REASONS
         # Decided now, frozen later: a declaration that comes in between is covered by the
         # next sync (this one commits an older freeze, or nothing).
-        declared_at = self._declared_at
-        asked = declared_at > self._frozen_at
+        asked = self._declared_at > self._frozen_at
         if not self.freezer.usable and self.freezer.cut_off() is not None:
             raise SaveIncomplete("the dir holds a save cut off by a kill; no freeze can wait")
         return consistent_sync(
@@ -113,7 +112,7 @@ class SavePointCheckpoints:
             wait=FINAL_SAVE_WAIT_SECONDS if final else SAVE_WAIT_SECONDS,
             rehash="all" if reason == "interruption" else self.rehash,
             pids=self.job_pids,
-            on_frozen=lambda frozen: self._frozen(frozen, declared_at if asked else None),
+            on_frozen=self._frozen,
             final=final,
             declared_only=self.declaring and not asked,
         )
@@ -136,13 +135,16 @@ class SavePointCheckpoints:
         self.ckpt.close()
         self.freezer.close()
 
-    def _frozen(self, frozen: Frozen, declared_at: float | None) -> None:
-        """A freeze is taken (or an older one is to be committed): tell the job. A freeze
-        of the live dir taken after a declaration covers it and every one before it."""
+    def _frozen(self, frozen: Frozen) -> None:
+        """A freeze is taken (or an older one is to be committed): tell the job. A new
+        freeze of the live dir taken after the newest declaration covers it and every one
+        before it (the job waits in ``request_sync()`` meanwhile)."""
+        new = frozen.taken > self._frozen_at
         self._frozen_at = max(self._frozen_at, frozen.taken)
         if self.on_frozen is not None:
             self.on_frozen(frozen.taken)
-        if declared_at is not None and frozen.taken >= declared_at and self.on_declared:
+        declared_at = self._declared_at
+        if new and self.declaring and frozen.taken >= declared_at and self.on_declared:
             self.on_declared(declared_at)
 
     def _reset(self, *, create_lock: bool, keep_mark: bool) -> None:
