@@ -113,6 +113,7 @@ def soak(tmp: Path, env: dict[str, str], store: Store, cycles: int, declare: str
     assert counts["checkpoints verified"] >= 1
 
 
+@pytest.mark.long
 @pytest.mark.soak(6, 60)
 @pytest.mark.parametrize("declare", ["saving", "request:3"])
 def test_kill_9_soak_commits_and_restores_only_whole_saves(
@@ -122,6 +123,7 @@ def test_kill_9_soak_commits_and_restores_only_whole_saves(
     soak(tmp_path, agent_env(tmp_path), store, soak_cycles, declare)
 
 
+@pytest.mark.long
 @pytest.mark.soak(4, 30)
 def test_kill_9_soak_on_s3(
     tmp_path: Path, s3_env: SeaweedS3, s3_bucket: tuple[str, str], soak_cycles: int
