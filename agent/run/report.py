@@ -57,12 +57,6 @@ def log_restore(r: RestoreResult) -> None:
             moved_to=str(r.aside.where),
             deleted=r.aside.deleted,
         )
-    elif r.aside is None and r.extra_files:
-        log.warning(
-            "restore.extra_files",
-            count=r.extra_files,
-            why="files in the checkpoint dir that the checkpoint does not have; left in place",
-        )
 
 
 def log_sync(r: SyncResult) -> None:
