@@ -248,16 +248,25 @@ def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> 
     os.kill(pid, _signal_named("SPOT_AGENT_SYNC_SIGNAL", signal.SIGUSR1))
     if getattr(_saves, "depth", 0):
         return True
-    field, limit = ("started", wait) if wait is not None else ("declared", freeze_timeout)
-    deadline = time.monotonic() + limit
+    deadline = time.monotonic() + (freeze_timeout if wait is None else wait)
     while time.monotonic() < deadline:
         status = last_sync() or {}
-        if field == "declared" and status and field not in status:
-            field = "frozen"  # an agent that does not publish ``declared``
-        if float(status.get(field) or 0) >= asked:
+        if _request_served(status, asked, committed=wait is not None):
             return True
-        time.sleep(0.05 if field == "started" else 0.005)
+        time.sleep(0.005 if wait is None else 0.05)
     return False
+
+
+def _request_served(status: dict[str, Any], asked: float, committed: bool) -> bool:
+    """Whether the agent's status shows a request made at ``asked`` frozen (``declared``:
+    the newest request a freeze covers reached the agent then), or with ``committed`` also
+    committed: a sync that started after that request came has ended. An agent that does
+    not publish ``declared`` is taken at its ``frozen`` and ``started`` alone."""
+    started = float(status.get("started") or 0)
+    if "declared" not in status:
+        return started >= asked if committed else float(status.get("frozen") or 0) >= asked
+    declared = float(status["declared"] or 0)
+    return declared >= asked and (not committed or started >= declared)
 
 
 def notice() -> dict[str, Any] | None:

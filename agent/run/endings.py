@@ -65,6 +65,7 @@ def finish_interrupted(loop: RunLoop) -> int:
         return {"elapsed": rounded(elapsed), "seconds_left": rounded(loop.seconds_left())}
 
     loop.files.write_notice(loop.interruption.notice)
+    killed = 0
     if job.running:
         plan = loop.scheduler.reserve(loop.left(), _pending_bytes(loop))
         log.info(
@@ -85,9 +86,9 @@ def finish_interrupted(loop: RunLoop) -> int:
             log.warning("shutdown.child_killed", processes=killed, exit_code=code, **clock())
         else:
             log.info("shutdown.child_exited", exit_code=code, **clock())
-            if code == 0 and loop.ckpt is not None:  # it stopped by itself: done writing
-                loop.ckpt.declared()
         job.reap_leftovers(min(1.0, loop.left() / 4))
+    if not killed and job.reap() == 0 and loop.ckpt is not None:
+        loop.ckpt.declared()  # it stopped by itself (maybe before the signal): done writing
     result = final_sync(loop, "interruption")
     if result is not None:
         log.info("shutdown.final_checkpoint", sequence=result.sequence, **clock())
