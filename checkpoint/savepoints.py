@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from .errors import CheckpointError
+from .errors import CheckpointError, StoreError, Superseded
 from .freeze import Freezer, Frozen, NotDeclared
 from .savelock import SaveIncomplete, SaveInProgress
 from .sync import Checkpointer, FrozenFilesChanged, SyncResult
@@ -74,14 +74,14 @@ def consistent_sync(
             )
         except NotDeclared:
             if freezer.pending is None:  # the newest declared state is committed
-                return _unchanged(ckpt, reason)
+                return _unchanged(ckpt, reason, final)
             frozen, fallback = freezer.pending, True
         except (SaveIncomplete, SaveInProgress) as exc:
             if isinstance(exc, SaveInProgress) and not final:
                 raise
             pending = _last_consistent(freezer, reason, str(exc))
             if pending is None and freezer.committed_any:  # the last whole state is stored
-                return _unchanged(ckpt, reason)
+                return _unchanged(ckpt, reason, final)
             if pending is None:  # no whole state of this run was frozen: it is not stored
                 why = f"{exc}; no consistent state since the start is stored"
                 raise SaveIncomplete(why) from exc
@@ -124,8 +124,17 @@ def consistent_sync(
     raise last_error
 
 
-def _unchanged(ckpt: Checkpointer, reason: str) -> SyncResult:
-    """The result of a sync that found nothing consistent newer than the last commit."""
+def _unchanged(ckpt: Checkpointer, reason: str, final: bool) -> SyncResult:
+    """The result of a sync that found nothing consistent newer than the last commit. The
+    last sync of an attempt still asks whether a newer attempt has taken over: a stale
+    attempt says so (``Superseded``) even when it has nothing to commit."""
+    if final:
+        try:
+            ckpt.job.check_current(ckpt.attempt)
+        except Superseded:
+            raise
+        except StoreError:
+            pass  # the store cannot say now; there is nothing to commit either way
     base = ckpt.base
     files, size = (len(base.files), base.size) if base is not None else (0, 0)
     return SyncResult(reason, None, files, size, 0, 0, 0, 0.0)
