@@ -58,13 +58,14 @@ def test_cut_off_save_variable_is_only_ever_the_agents_word(
 ) -> None:
     from agent.cli import build_parser
     from agent.config import load_settings
-    from agent.run.jobenv import CUT_OFF_SAVE_VARIABLE, job_environ
+    from agent.run.jobenv import job_environ
+    from checkpoint.protocol import CUT_OFF_SAVE_ENV
 
     parsed = build_parser().parse_args(["run"])
-    environ = {"XDG_STATE_HOME": str(tmp_path), CUT_OFF_SAVE_VARIABLE: "1"}
+    environ = {"XDG_STATE_HOME": str(tmp_path), CUT_OFF_SAVE_ENV: "1"}
     s = load_settings(parsed, ["job"], environ)
-    assert CUT_OFF_SAVE_VARIABLE not in job_environ(s, files, 1, 3)  # inherited: dropped
-    assert job_environ(s, files, 1, None, cut_off=True)[CUT_OFF_SAVE_VARIABLE] == "1"
+    assert CUT_OFF_SAVE_ENV not in job_environ(s, files, 1, 3)  # inherited: dropped
+    assert job_environ(s, files, 1, None, cut_off=True)[CUT_OFF_SAVE_ENV] == "1"
 
 
 def test_status_file_says_declared_from_the_start(files: JobFiles) -> None:
