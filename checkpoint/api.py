@@ -81,6 +81,16 @@ def saving() -> Iterator[None]:
     job's final checkpoint is its last whole save. Nested blocks are one save. Without an
     agent it only takes a lock, so the job runs unchanged on a laptop.
     """
+    with _save_point(mark=True):
+        yield
+
+
+@contextlib.contextmanager
+def _save_point(mark: bool) -> Iterator[None]:
+    """Hold the save-point lock for the block; ``mark``: the block is a save of the job's
+    (begun and ended in the lock file: the agent counts the save, and a save cut off by a
+    kill is seen at the next start). One file's atomic write needs no mark: it is whole or
+    not there."""
     depth = getattr(_saves, "depth", 0)
     if depth:
         _saves.depth = depth + 1
@@ -92,13 +102,15 @@ def saving() -> Iterator[None]:
     fd = os.open(_lock_file(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        begin_save(fd)
+        if mark:
+            begin_save(fd)
         _saves.depth = 1
         try:
             yield
         finally:
             _saves.depth = 0
-        end_save(fd)  # the save is whole (not reached when the block raised)
+        if mark:
+            end_save(fd)  # the save is whole (not reached when the block raised)
     finally:
         os.close(fd)  # releases the lock
 
@@ -108,14 +120,16 @@ def atomic_write(name: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     """Write a file so that readers, and the agent's syncs, see the old or the new whole file.
 
     The data goes to a temporary file beside the target (never synced), is flushed to disk,
-    and replaces the target in one rename. Outside a :func:`saving` block the write is a
-    save point of its own.
+    and replaces the target in one rename. Outside a :func:`saving` block it is not a save
+    point: the file is whole, but the agent may commit it beside an older version of
+    another; a job that declares its states by :func:`request_sync` is committed only as
+    it stood at a request.
     """
     if mode not in ("w", "wb"):
         raise ValueError("atomic_write mode must be 'w' or 'wb'")
     path = _resolve(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with saving():
+    with _save_point(mark=False):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         try:
             with open(fd, mode) as fh:
@@ -216,6 +230,10 @@ def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> 
     """Say "my state is consistent now": the agent freezes it and checkpoints it (the sync
     signal, ``SPOT_AGENT_SYNC_SIGNAL``: SIGUSR1 unless the agent was told otherwise).
 
+    Binding: from the first request on, every checkpoint (periodic, early, final) is the
+    dir as it stood at a request or at the end of a :func:`saving` block, never as it
+    stands in between. So change no file between asking and the return of this call.
+
     Returns True once the agent has frozen the directory (milliseconds, or after the sync
     it is busy with, at most ``freeze_timeout`` seconds); from then on the job may change
     its files. False when there is no agent, or no freeze came in time. Inside a
@@ -231,14 +249,25 @@ def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> 
     os.kill(pid, _signal_named(protocol.SYNC_SIGNAL_ENV, signal.SIGUSR1))
     if getattr(_saves, "depth", 0):
         return True
-    field, limit = ("started", wait) if wait is not None else ("frozen", freeze_timeout)
-    deadline = time.monotonic() + limit
+    deadline = time.monotonic() + (freeze_timeout if wait is None else wait)
     while time.monotonic() < deadline:
-        status = last_sync()
-        if status and float(status.get(field) or 0) >= asked:
+        status = last_sync() or {}
+        if _request_served(status, asked, committed=wait is not None):
             return True
-        time.sleep(0.005 if field == "frozen" else 0.05)
+        time.sleep(0.005 if wait is None else 0.05)
     return False
+
+
+def _request_served(status: dict[str, Any], asked: float, committed: bool) -> bool:
+    """Whether the agent's status shows a request made at ``asked`` frozen (``declared``:
+    the newest request a freeze covers reached the agent then), or with ``committed`` also
+    committed: a sync that started after that request came has ended. An agent that does
+    not publish ``declared`` is taken at its ``frozen`` and ``started`` alone."""
+    started = float(status.get("started") or 0)
+    if "declared" not in status:
+        return started >= asked if committed else float(status.get("frozen") or 0) >= asked
+    declared = float(status["declared"] or 0)
+    return declared >= asked and (not committed or started >= declared)
 
 
 def notice() -> dict[str, Any] | None:

@@ -36,6 +36,9 @@ LOCK_FILE_ENV = "SPOT_AGENT_LOCK_FILE"  # the save-point lock
 JOB_ID_ENV = "SPOT_AGENT_JOB_ID"
 ATTEMPT_ENV = "SPOT_AGENT_ATTEMPT"
 RESTORED_ENV = "SPOT_AGENT_RESTORED"  # the restored checkpoint's sequence, "" on a fresh start
+#: "1" when the job starts on a dir holding a save cut off by a kill that no checkpoint
+#: could replace: nothing is committed until the job completes a save
+CUT_OFF_SAVE_ENV = "SPOT_AGENT_CUT_OFF_SAVE"
 
 # -- the agent's runtime dir (outside the checkpoint dir) ---------------------------------
 

@@ -146,6 +146,7 @@ class Settings:
     log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
     s3: S3Settings = S3Settings()
     rehash: str = "open"
+    stop_signal_to: str = "main"  # "main" (the job's command) or "group" (its process group)
     #: sync early when the pending bytes would take longer than this to upload (0: never)
     max_pending_upload: float = 60.0
     max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT  # chunk bytes transfers hold
@@ -301,6 +302,7 @@ def load_settings(
         log_color=not environ.get("NO_COLOR") and environ.get("TERM") != "dumb",
         s3=s3,
         rehash=values["rehash"],
+        stop_signal_to=values["stop_signal_to"],
         max_pending_upload=values["max_pending_upload"],
         max_bytes_in_flight=values["max_bytes_in_flight"],
         startup_timeout=values["startup_timeout"],

@@ -170,6 +170,17 @@ RUN_OPTIONS: tuple[Option, ...] = (
         metavar="SIGNAL",
     ),
     Option(
+        "--stop-signal-to",
+        "SPOT_AGENT_STOP_SIGNAL_TO",
+        "who gets the stop signal: main (the job's command only, as docker stop and "
+        "Kubernetes signal a container's PID 1; a shell's trap decides what its children "
+        "get) or group (every process of the job's group). Either way it is sent between "
+        "two saves (waiting up to 1s for a save to end)",
+        parse_choice("main", "group"),
+        default="main",
+        metavar="WHO",
+    ),
+    Option(
         "--imds",
         "SPOT_AGENT_IMDS",
         "poll the EC2 metadata service for notices: auto (on EC2 or when "

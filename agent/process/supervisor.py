@@ -183,6 +183,12 @@ class Child:
         else:
             self._signal_group(sig)
 
+    def send_main(self, sig: int) -> None:
+        """Signal the job's own process only (its command), as ``docker stop`` does PID 1."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, sig)
+
     def _signal_group(self, sig: int) -> None:
         if not self.pid:
             return

@@ -14,7 +14,7 @@ from ..timeline.record import AttemptRecord
 from . import meanings as signals
 from .jobenv import JobFiles
 from .meanings import Meaning
-from .parts import Job
+from .parts import Checkpoints, Job
 from .report import rounded
 from .scheduler import Interruption
 from .syncs import Syncs
@@ -39,6 +39,7 @@ class RunLoop(Protocol):
     stopped_by: Sig | None  # Ctrl-C etc. before the job started
     held: list[Sig]  # the job's signals that came before it existed
     record: AttemptRecord  # this attempt's timeline record
+    ckpt: Checkpoints | None  # told of each declaration (a sync request)
 
 
 def on_signal(loop: RunLoop, sig: Sig, at: float, forwarded: bool) -> None:
@@ -51,6 +52,8 @@ def on_signal(loop: RunLoop, sig: Sig, at: float, forwarded: bool) -> None:
             log.info("sync.ignored", by=sig.name, why="the job has not started")
         else:
             log.info("sync.requested", by=sig.name)
+            if loop.ckpt is not None:
+                loop.ckpt.declared(at)  # binding from now on: see SavePointCheckpoints
             loop.syncs.request("requested")
     elif meaning is Meaning.FORWARD:
         _forward(loop, sig, forwarded)

@@ -72,6 +72,9 @@ def finish_exited(loop: RunLoop, code: int) -> int:
     left = job.reap_leftovers(2.0)
     if left:
         log.warning("child.leftovers_ended", processes=left)
+    if code == 0 and loop.ckpt is not None:
+        loop.ckpt.declared()  # a job that ended by itself, successfully, is done writing:
+        # its last state is declared (the final sync takes the dir as it is)
     result = final_sync(loop, "exit")
     if loop.superseded is not None:
         log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))
@@ -95,6 +98,7 @@ def finish_interrupted(loop: RunLoop) -> int:
         return {"elapsed": rounded(elapsed), "seconds_left": rounded(loop.seconds_left())}
 
     loop.files.write_notice(loop.interruption.notice)
+    killed = 0
     if job.running:
         plan = loop.scheduler.reserve(loop.left(), _pending_bytes(loop))
         log.info(
@@ -103,14 +107,21 @@ def finish_interrupted(loop: RunLoop) -> int:
             child_seconds=rounded(max(loop.left() - plan.reserve, 0.0)),
             **clock(),
         )
-        job.send(loop.s.stop_signal)
-        log.info("shutdown.stop_child", signal=loop.s.stop_signal.name, **clock())
+        send_stop(loop, min(KILL_SAVE_WAIT, 0.2 * plan.reserve))
+        log.info(
+            "shutdown.stop_child",
+            signal=loop.s.stop_signal.name,
+            to=loop.s.stop_signal_to,
+            **clock(),
+        )
         code, killed = _wait_for_job(loop, plan.reserve)
         if killed:
             log.warning("shutdown.child_killed", processes=killed, exit_code=code, **clock())
         else:
             log.info("shutdown.child_exited", exit_code=code, **clock())
         job.reap_leftovers(min(1.0, loop.left() / 4))
+    if not killed and job.reap() == 0 and loop.ckpt is not None:
+        loop.ckpt.declared()  # it stopped by itself (maybe before the signal): done writing
     result = final_sync(loop, "interruption")
     # Nothing new since the last commit: that one is the final checkpoint, and says so.
     committed = loop.restorable() if result is not None else None
@@ -138,6 +149,17 @@ def finish_interrupted(loop: RunLoop) -> int:
         **clock(),
     )
     return code
+
+
+def send_stop(loop: RunLoop, wait: float) -> None:
+    """The stop signal, between two saves: a signal that lands in the middle of one can
+    end a process the save needs (a shell's ``head`` or ``mv``) while the saver goes on and
+    declares it whole. Bounded like the deadline kill: after ``wait`` it goes all the same."""
+    assert loop.job is not None and loop.ckpt is not None
+    with loop.ckpt.between_saves(wait) as held:
+        if not held:
+            log.debug("shutdown.stop_unguarded", why="no save-point lock, or a save went on")
+        loop.job.send(loop.s.stop_signal, group=loop.s.stop_signal_to == "group")
 
 
 def _wait_for_job(loop: RunLoop, reserve: float) -> tuple[int | None, int]:
@@ -169,7 +191,7 @@ def _wait_for_job(loop: RunLoop, reserve: float) -> tuple[int | None, int]:
 def finish_superseded(loop: RunLoop) -> int:
     assert loop.job is not None
     log.error("shutdown.superseded", action="stopping the job: a newer attempt owns it")
-    loop.job.send(loop.s.stop_signal)
+    send_stop(loop, KILL_SAVE_WAIT)
     end = time.monotonic() + max(loop.s.grace_period - loop.s.upload_reserve, 1.0)
     while loop.job.reap() is None and time.monotonic() < end:
         loop.pump(min(0.1, end - time.monotonic()))

@@ -81,8 +81,12 @@ class JobProcess:
     def reaper(self) -> bool:
         return self._child.reaper
 
-    def send(self, sig: int) -> None:
-        self._child.send(sig)
+    def send(self, sig: int, *, group: bool = True) -> None:
+        """To the job's process group, or (``group=False``) to its main process only."""
+        if group:
+            self._child.send(sig)
+        else:
+            self._child.send_main(sig)
 
     def reap(self) -> int | None:
         return self._child.reap()

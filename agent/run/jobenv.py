@@ -50,11 +50,18 @@ class JobFiles:
     def write_status(self, sequence: int | None, started: float, reason: str) -> None:
         """The last completed sync, for ``checkpoint.last_sync()``/``request_sync(wait=)``."""
         now = time.time()
+        with self._status_lock:
+            self._status.setdefault("declared", 0.0)  # tells request_sync() to wait for it
         self._update(sequence=sequence, started=started, finished=now, reason=reason)
 
     def write_frozen(self, taken: float) -> None:
-        """A freeze was taken at ``taken`` (Unix time): ``request_sync()`` returns then."""
+        """A freeze was taken at ``taken`` (Unix time)."""
         self._update(frozen=taken)
+
+    def write_declared(self, upto: float) -> None:
+        """A freeze covers the job's declarations that reached the agent up to ``upto``
+        (Unix time): ``request_sync()`` returns then. 0 until the first one."""
+        self._update(declared=upto)
 
     def _update(self, **fields: Any) -> None:
         with self._status_lock:
@@ -68,8 +75,13 @@ class JobFiles:
         shutil.rmtree(self.runtime, ignore_errors=True)
 
 
-def job_environ(s: Settings, files: JobFiles, attempt: int, restored: int | None) -> dict[str, str]:
+def job_environ(
+    s: Settings, files: JobFiles, attempt: int, restored: int | None, cut_off: bool = False
+) -> dict[str, str]:
     env = dict(s.child_environ)
+    env.pop(protocol.CUT_OFF_SAVE_ENV, None)  # only ever the agent's word
+    if cut_off:
+        env[protocol.CUT_OFF_SAVE_ENV] = "1"
     env.update(
         {
             protocol.DIR_ENV: str(s.checkpoint_dir),

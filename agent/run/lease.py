@@ -100,8 +100,16 @@ class LeasedCheckpoints:
     def pending_bytes(self) -> int:
         return self.inner.pending_bytes()
 
-    def attach(self, job_pids: Callable[[], list[int]], on_frozen: Callable[[float], None]) -> None:
-        self.inner.attach(job_pids, on_frozen)
+    def attach(
+        self,
+        job_pids: Callable[[], list[int]],
+        on_frozen: Callable[[float], None],
+        on_declared: Callable[[float], None] | None = None,
+    ) -> None:
+        self.inner.attach(job_pids, on_frozen, on_declared)
+
+    def declared(self, at: float | None = None) -> None:
+        self.inner.declared(at)
 
     def between_saves(self, wait: float) -> AbstractContextManager[bool]:
         return self.inner.between_saves(wait)

@@ -152,7 +152,8 @@ class RunLoop:
         self.record.restored(restored, time.time())
         seq = restored.manifest.sequence if restored.manifest else None
         self.files.write_status(seq, 0.0, "restore")
-        job = self.parts.make_job(job_environ(s, self.files, self.attempt, seq))
+        env = job_environ(s, self.files, self.attempt, seq, restored.cut_off_kept)
+        job = self.parts.make_job(env)
         try:
             pid = job.start()
         except SpawnError as exc:
@@ -160,7 +161,7 @@ class RunLoop:
             self.startup_error = str(exc)
             return exc.exit_code
         self.job = job  # from here on the signal handler forwards at once
-        self.ckpt.attach(job.pids, self.files.write_frozen)
+        self.ckpt.attach(job.pids, self.files.write_frozen, self.files.write_declared)
         log.info("child.started", child_pid=pid, reaper=self.job.reaper)
         for sig in self.held:
             self.job.send(sig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.engine.save.sync import SyncResult
+from checkpoint.protocol import CUT_OFF_SAVE_ENV
 
 from .. import logs
 
@@ -15,6 +16,17 @@ def rounded(x: float | None) -> float | None:
 
 
 def log_restore(r: RestoreResult) -> None:
+    if r.cut_off_save is not None:
+        log.warning(
+            "restore.cut_off_save",
+            saver=r.cut_off_save or None,
+            why="a save began and never finished (its process was killed): the dir may "
+            "hold half of it",
+            action="nothing is committed until the job completes a save; the job sees "
+            f"{CUT_OFF_SAVE_ENV}=1"
+            if r.cut_off_kept
+            else f"replaced by checkpoint {r.manifest.sequence if r.manifest else None}",
+        )
     if r.manifest is None:
         log.info(
             "restore.none",
@@ -36,11 +48,15 @@ def log_restore(r: RestoreResult) -> None:
         seconds=rounded(r.seconds),
         progress=r.manifest.progress or None,
     )
-    if r.extra_files:
+    if r.aside is not None and r.aside.entries:
         log.warning(
             "restore.extra_files",
-            count=r.extra_files,
-            why="files in the checkpoint dir that the checkpoint does not have; left in place",
+            count=r.aside.files,
+            entries=r.aside.entries,
+            why="entries in the checkpoint dir that the checkpoint does not have",
+            action="moved out of the job's sight; only the last restore's are kept",
+            moved_to=str(r.aside.where),
+            deleted=r.aside.deleted,
         )
 
 

@@ -51,3 +51,27 @@ def test_a_second_lock_on_one_checkpoint_dir_is_refused_in_one_line(tmp_path: Pa
     finally:
         os.close(fd)
     os.close(lock_checkpoint_dir(tmp_path))  # released with its descriptor
+
+
+def test_cut_off_save_variable_is_only_ever_the_agents_word(
+    files: JobFiles, tmp_path: Path
+) -> None:
+    from agent.cli import build_parser
+    from agent.config import load_settings
+    from agent.run.jobenv import job_environ
+    from checkpoint.protocol import CUT_OFF_SAVE_ENV
+
+    parsed = build_parser().parse_args(["run"])
+    environ = {"XDG_STATE_HOME": str(tmp_path), CUT_OFF_SAVE_ENV: "1"}
+    s = load_settings(parsed, ["job"], environ)
+    assert CUT_OFF_SAVE_ENV not in job_environ(s, files, 1, 3)  # inherited: dropped
+    assert job_environ(s, files, 1, None, cut_off=True)[CUT_OFF_SAVE_ENV] == "1"
+
+
+def test_status_file_says_declared_from_the_start(files: JobFiles) -> None:
+    """request_sync() waits for ``declared`` when the agent publishes it at all."""
+    files.write_status(None, 0.0, "restore")
+    assert json.loads(files.status_file.read_text())["declared"] == 0.0
+    files.write_declared(12.5)
+    files.write_status(1, 1.0, "requested")
+    assert json.loads(files.status_file.read_text())["declared"] == 12.5

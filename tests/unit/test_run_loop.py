@@ -54,7 +54,7 @@ class FakeJob:
         self.pid, self.started = 4242, time.monotonic()
         return self.pid
 
-    def send(self, sig: int) -> None:
+    def send(self, sig: int, *, group: bool = True) -> None:
         self.sent.append(sig)
         if sig == signal.SIGTERM and not self.ignores_stop and self.code is None:
             self.code = 128 + sig
@@ -106,11 +106,14 @@ class FakeCheckpoints:
     def pending_bytes(self) -> int:
         return 0
 
-    def attach(self, job_pids: Any, on_frozen: Any) -> None:
+    def attach(self, job_pids: Any, on_frozen: Any, on_declared: Any = None) -> None:
         self.attached = (job_pids, on_frozen)
 
     def between_saves(self, wait: float) -> Any:
         return contextlib.nullcontext(True)
+
+    def declared(self, at: float | None = None) -> None:
+        self.declarations = getattr(self, "declarations", 0) + 1
 
     def close(self) -> None:
         pass

@@ -40,6 +40,7 @@ from ..format.jobstore import JobStore
 from ..format.manifest import FileEntry, Manifest, check_link_target
 from ..localdir.localindex import LocalIndex
 from ..progress import Listener
+from .aside import SetAside
 from .download import Downloader
 from .kept import count_extra, partition
 from .packread import HASH_ATTEMPTS
@@ -69,6 +70,13 @@ class RestoreResult:
     #: of the files kept, those the local index vouched for (not read at all)
     files_indexed: int = 0
     bytes_hashed: int = 0  # bytes of local files read to check them against the checkpoint
+    #: set by the agent's restore (:mod:`agent.run.savepoints`): what the checkpoint lacks,
+    #: moved out of the job's sight; and the mark of a save cut off by a kill found in the
+    #: dir (the saver's pid, "" if unknown), None if there was none
+    aside: SetAside | None = None
+    cut_off_save: str | None = None
+    #: the cut-off save is still in the dir (no checkpoint could replace it)
+    cut_off_kept: bool = False
 
 
 @dataclass(frozen=True)

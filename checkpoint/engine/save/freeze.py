@@ -56,6 +56,11 @@ RACY_NS = 2_000_000_000
 COPY_BUDGET = 256 << 20
 
 
+class NotDeclared(CheckpointError):
+    """The job has declared its states (a sync request), and none was declared since the
+    last freeze: the live dir is not one to commit."""
+
+
 @dataclass(frozen=True)
 class Frozen:
     """One freeze: what the sync reads (``root``) and the stats taken under the lock."""
@@ -109,12 +114,28 @@ class Freezer:
         #: consistent state the agent saw is in the store
         self.committed_any = False
         self.usable = True  # False once links turned out impossible here: sync the live dir
+        #: the lock file's mtime at the last freeze: a save point that ends moves it
+        self._save_mark: int | None = None
 
-    def reset(self, *, create_lock: bool = True) -> int:
-        """At agent start: drop what a killed agent left, and a killed saver's mark; create
-        the lock file (and ``.spot-agent/``) for the job unless ``create_lock`` is false.
+    def cut_off(self) -> str | None:
+        """At agent start, before :meth:`reset`: who began a save that never ended ("" if
+        unknown), else None. Nothing else runs yet, so a mark is a dead saver's."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            return saver(fd)
+        finally:
+            os.close(fd)
 
-        Returns the bytes removed. Nothing else is running yet, so the mark is stale.
+    def reset(self, *, create_lock: bool = True, keep_mark: bool = False) -> int:
+        """At agent start: drop what a killed agent left; create the lock file (and
+        ``.spot-agent/``) for the job unless ``create_lock`` is false. A killed saver's mark
+        is emptied unless ``keep_mark``: kept, it makes every freeze refuse the dir until
+        the job completes a save (see :meth:`cut_off`).
+
+        Returns the bytes removed.
         """
         removed = _tree_bytes(self.area) + _tree_bytes(self.trash)
         self._remove_area()
@@ -124,7 +145,9 @@ class Freezer:
             flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create_lock else 0)
             fd = os.open(self.lock_path, flags, 0o600)
             try:
-                os.ftruncate(fd, 0)
+                if not keep_mark:
+                    os.ftruncate(fd, 0)
+                self._save_mark = os.fstat(fd).st_mtime_ns
             finally:
                 os.close(fd)
         self._linked.clear()
@@ -160,10 +183,13 @@ class Freezer:
         *,
         copy_inodes: Collection[tuple[int, int]] = (),
         waiting: Callable[[float], None] | None = None,
+        declared_only: bool = False,
     ) -> Frozen:
         """Take the lock (waiting up to ``wait`` seconds for a save to end), freeze, release.
 
         ``copy_inodes``: (dev, ino) of files open for writing (mmap): copied, not linked.
+        ``declared_only``: freeze only if a save point ended since the last freeze (the
+        lock file's mtime moved), else raise :class:`NotDeclared`.
         Raises :class:`SaveInProgress` or :class:`SaveIncomplete`.
         """
         self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -188,6 +214,10 @@ class Freezer:
                     f"a save (by {cut_off or 'an unknown process'}) began and never finished: "
                     "the directory may hold half of it"
                 )
+            mark = os.fstat(fd).st_mtime_ns
+            if declared_only and mark == self._save_mark:
+                raise NotDeclared("no save point and no sync request since the last freeze")
+            self._save_mark = mark
             self.pending = None  # the area changes now: the older freeze is gone
             walk = _Walk()
             self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -439,4 +469,4 @@ def _tree_bytes(path: Path) -> int:
     return total
 
 
-__all__ = ["Freezer", "Frozen", "SaveInProgress", "SaveIncomplete"]
+__all__ = ["Freezer", "Frozen", "NotDeclared", "SaveInProgress", "SaveIncomplete"]

@@ -8,7 +8,10 @@ commits a directory in the middle of a save:
   consistent freeze is, if it is not committed yet, else nothing;
 - files written in place after the freeze make it freeze again, copying them under the
   lock; a file that changes even under the lock (its writer ignores save points) is left
-  out with a warning, its last committed version kept.
+  out with a warning, its last committed version kept;
+- once the job has declared a state by a sync request, a sync that no request or save
+  point asked for commits the newest freeze taken at one (``declared_only``), never the
+  live dir in between.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from pathlib import Path
 
 import structlog
 
-from checkpoint.errors import CheckpointError
+from checkpoint.errors import CheckpointError, StoreError, Superseded
 from checkpoint.savelock import SaveIncomplete, SaveInProgress
 
-from .freeze import Freezer, Frozen
+from .freeze import Freezer, Frozen, NotDeclared
 from .sync import FrozenFilesChanged, Syncer, SyncResult
 
 log = structlog.get_logger("checkpoint")
@@ -48,6 +51,7 @@ def consistent_sync(
     on_frozen: Callable[[Frozen], None] | None = None,
     final: bool = False,
     seen: Collection[tuple[int, int]] = (),
+    declared_only: bool = False,
 ) -> SyncResult:
     """Freeze (waiting up to ``wait`` s for a save), sync from the freeze, clean up.
 
@@ -58,6 +62,9 @@ def consistent_sync(
     visible process).
     ``final``: the last sync of the agent; a save still holding the lock after ``wait``
     makes it commit the last consistent freeze instead of failing.
+    ``declared_only``: the job declares its states (by sync requests): freeze the live dir
+    only if a save point ended since the last freeze; else commit the newest freeze not
+    committed yet, or nothing.
     """
 
     def writers() -> set[tuple[int, int]]:
@@ -71,13 +78,19 @@ def consistent_sync(
         reread = writing | set(seen)
         fallback = False
         try:
-            frozen = freezer.freeze(wait, copy_inodes=writing, waiting=_log_long_save)
+            frozen = freezer.freeze(
+                wait, copy_inodes=writing, waiting=_log_long_save, declared_only=declared_only
+            )
+        except NotDeclared:
+            if freezer.pending is None:  # the newest declared state is committed
+                return _unchanged(ckpt, reason, final)
+            frozen, fallback = freezer.pending, True
         except (SaveIncomplete, SaveInProgress) as exc:
             if isinstance(exc, SaveInProgress) and not final:
                 raise
             pending = _last_consistent(freezer, reason, str(exc))
             if pending is None and freezer.committed_any:  # the last whole state is stored
-                return _unchanged(ckpt, reason)
+                return _unchanged(ckpt, reason, final)
             if pending is None:  # no whole state of this run was frozen: it is not stored
                 why = f"{exc}; no consistent state since the start is stored"
                 raise SaveIncomplete(why) from exc
@@ -117,8 +130,17 @@ def consistent_sync(
     raise last_error
 
 
-def _unchanged(ckpt: Syncer, reason: str) -> SyncResult:
-    """The result of a sync that found nothing consistent newer than the last commit."""
+def _unchanged(ckpt: Syncer, reason: str, final: bool) -> SyncResult:
+    """The result of a sync that found nothing consistent newer than the last commit. The
+    last sync of an attempt still asks whether a newer attempt has taken over: a stale
+    attempt says so (``Superseded``) even when it has nothing to commit."""
+    if final:
+        try:
+            ckpt.job.check_current(ckpt.attempt)
+        except Superseded:
+            raise
+        except StoreError:
+            pass  # the store cannot say now; there is nothing to commit either way
     base = ckpt.base
     files, size = (len(base.files), base.size) if base is not None else (0, 0)
     return SyncResult(reason, None, files, size, 0, 0, 0, 0.0)
