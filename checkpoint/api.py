@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from .reserved import RESERVED_DIR, TEMP_SUFFIX
+from .reserved import RESERVED_DIR, SAVE_LABEL_NAME, TEMP_SUFFIX
 from .savelock import LOCK_NAME, begin_save, end_save
 
 _DEFAULT_DIR = "checkpoint"
@@ -69,7 +69,7 @@ def _lock_file() -> Path:
 
 
 @contextlib.contextmanager
-def saving() -> Iterator[None]:
+def saving(label: object = None) -> Iterator[None]:
     """A save point: everything written inside is checkpointed together or not at all.
 
     Holds the agent's save-point lock for the block, so no checkpoint is frozen in the
@@ -78,7 +78,15 @@ def saving() -> Iterator[None]:
     checkpoint is taken of the directory until a later save completes, and an interrupted
     job's final checkpoint is its last whole save. Nested blocks are one save. Without an
     agent it only takes a lock, so the job runs unchanged on a laptop.
+
+    ``label`` names the save point (the training step): the checkpoint that holds this save
+    carries it, and the agents of a multi-node group commit a group checkpoint only when
+    every rank has committed a save of the same label (docs/groups.md). A label is one line
+    of at most 200 characters; on nested blocks, the outermost one's label counts.
     """
+    text = None if label is None else str(label).strip()
+    if text is not None and (not text or len(text) > 200 or "\n" in text):
+        raise ValueError(f"save label {label!r}: give one line of 1 to 200 characters")
     depth = getattr(_saves, "depth", 0)
     if depth:
         _saves.depth = depth + 1
@@ -96,9 +104,18 @@ def saving() -> Iterator[None]:
             yield
         finally:
             _saves.depth = 0
+        if text is not None:  # under the lock: the freeze reads it with this save
+            _write_label(text)
         end_save(fd)  # the save is whole (not reached when the block raised)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _write_label(label: str) -> None:
+    path = _lock_file().with_name(SAVE_LABEL_NAME)
+    tmp = path.with_name(f".{SAVE_LABEL_NAME}.{os.getpid()}{TEMP_SUFFIX}")
+    tmp.write_text(label + "\n")
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ from .clone import clone_or_copy
 from .errors import CheckpointError, ManifestError
 from .localindex import kept_across
 from .manifest import RESERVED_DIR, TEMP_SUFFIX, LinkEntry, check_link_target
+from .savelabel import with_save_label
 from .savelock import LOCK_NAME, SaveIncomplete, SaveInProgress, acquire, saver
 from .scan import stat_key
 
@@ -193,6 +194,7 @@ class Freezer:
             seen: set[str] = set()
             self._walk(self.directory, "", walk, seen, set(copy_inodes))
             progress = _read_json(self.directory / RESERVED_DIR / PROGRESS_NAME)
+            progress = with_save_label(progress, self.directory / RESERVED_DIR)
             held = time.monotonic() - t0
         finally:
             os.close(fd)  # releases the lock

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .errors import CheckpointError, ManifestError, ObjectNotFound
+from .group import collected
 from .jobstore import JobStore
 
 DEFAULT_MIN_AGE = timedelta(hours=24)
@@ -93,6 +94,7 @@ def collect_garbage(
     now: datetime | None = None,
 ) -> GcResult:
     now = now or datetime.now(UTC)
+    job = collected(job)  # a group's chunks are shared: every rank's parts reference them
     for _ in range(3):
         blobs = list(job.store.list_objects(f"{job.prefix}blobs/"))
         packs = list(job.store.list_objects(f"{job.prefix}packs/"))

@@ -69,15 +69,20 @@ class JobStore:
         return self.pack_key(chunk.pack) if chunk.pack is not None else self.blob_key(chunk.sha256)
 
     def manifest_key(self, sequence: int) -> str:
-        return f"{self.prefix}manifests/{sequence:010d}.json"
+        return f"{self.folder('manifests')}{sequence:010d}.json"
 
     def attempt_key(self, attempt: int) -> str:
-        return f"{self.prefix}attempts/{attempt:06d}.json"
+        return f"{self.folder('attempts')}{attempt:06d}.json"
 
-    def _numbers(self, folder: str) -> list[int]:
+    def folder(self, name: str) -> str:
+        """Where the job's ``manifests/`` and ``attempts/`` are (a group's rank overrides)."""
+        return f"{self.prefix}{name}/"
+
+    def _numbers(self, name: str) -> list[int]:
         found = []
-        for obj in self.store.list_objects(f"{self.prefix}{folder}/"):
-            match = _NUMBERED.fullmatch(obj.key[len(self.prefix) + len(folder) + 1 :])
+        folder = self.folder(name)
+        for obj in self.store.list_objects(folder):
+            match = _NUMBERED.fullmatch(obj.key[len(folder) :])
             if match:
                 found.append(int(match[1]))
             elif obj.key not in self._warned_keys:  # not ours: say so once, never crash
@@ -108,7 +113,7 @@ class JobStore:
             if self._create(self.attempt_key(attempt), body):
                 return attempt
             attempt += 1
-        raise CommitConflict(f"{self.prefix}attempts/: could not claim an attempt number")
+        raise CommitConflict(f"{self.folder('attempts')}: could not claim an attempt number")
 
     def check_current(self, attempt: int) -> None:
         if attempt and self.store.exists(self.attempt_key(attempt + 1)):

@@ -21,6 +21,7 @@ from checkpoint.budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 
 from ..aws_environment import check_aws_environment, uses_aws
 from ..signals import DEFAULT_SYNC_SIGNAL, Sig
+from .group import GroupSettings, load_group_settings
 from .options import (
     RUN_OPTIONS,
     S3_OPTIONS,
@@ -132,6 +133,7 @@ class Settings:
     max_pending_upload: float = 60.0
     max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT  # chunk bytes transfers hold
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
+    group: GroupSettings | None = None  # one node of a multi-node group (docs/groups.md)
 
 
 _IMDS_ENDPOINTS = {"ipv4": "http://169.254.169.254", "ipv6": "http://[fd00:ec2::254]"}
@@ -217,6 +219,7 @@ def load_settings(
         for o in RUN_OPTIONS
         if o.flag != "--job-id" and o not in S3_OPTIONS
     }
+    group = load_group_settings(args, environ)
     s3 = load_s3_settings(args, environ)
     job_id, source = _job_id(args, environ, cmd)
     checkpoint_dir = values["checkpoint_dir"]
@@ -279,6 +282,7 @@ def load_settings(
         max_pending_upload=values["max_pending_upload"],
         max_bytes_in_flight=values["max_bytes_in_flight"],
         child_environ=_child_environ(environ),
+        group=group,
     )
 
 
@@ -319,6 +323,7 @@ __all__ = [
     "STORE_OPTIONS",
     "TRANSFER_OPTIONS",
     "ConfigError",
+    "GroupSettings",
     "Option",
     "S3Settings",
     "Settings",

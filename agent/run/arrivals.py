@@ -68,6 +68,7 @@ def on_notice(loop: RunLoop, notice: Notice, at: float) -> None:
         )
         if loop.interruption is None:
             log.warning("notice.interruption", **fields)
+            loop.announce(notice)  # a group's other nodes stop too
         elif new.deadline < loop.interruption.deadline - SOONER_BY:
             log.warning("notice.deadline_moved", **fields, why="a later notice is more urgent")
             loop.files.write_notice(notice)

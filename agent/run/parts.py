@@ -15,7 +15,8 @@ from checkpoint.store import Store
 from checkpoint.sync import Checkpointer, JobStore, RestoreResult, SyncResult
 
 from ..config import Settings
-from ..notices import NoticeSource
+from ..group import GroupRun
+from ..notices import Notice, NoticeSource
 from .job import JobProcess
 from .savepoints import SavePointCheckpoints
 from .sources import notice_sources
@@ -68,18 +69,31 @@ class Parts:
     continue_job: Callable[[], None]
     #: route signals to the loop (False in in-process tests: they post events themselves)
     own_signals: bool = True
+    #: a group's: tell the other nodes of an interruption (slow: runs in a worker)
+    announce: Callable[[Notice], None] | None = None
+    #: a group's: wait at most this many seconds for the group record of the last part
+    group_complete: Callable[[float], bool] | None = None
 
 
 def real_parts(s: Settings, store: Store) -> Parts:
+    group = GroupRun(s.group, store, s.job_id) if s.group is not None else None
+
     def claim() -> tuple[int, Checkpoints]:
         store.check()
-        job = JobStore(store, s.job_id)
+        job = group.job if group is not None else JobStore(store, s.job_id)
         host = socket.gethostname()
         attempt = job.claim_attempt({"host": host, "batch_attempt": s.batch_attempt})
         ckpt = Checkpointer(
             job, s.checkpoint_dir, attempt=attempt, max_bytes_in_flight=s.max_bytes_in_flight
         )
-        return attempt, SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash)
+        saves = SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash)
+        if group is not None:
+            return attempt, group.claimed(attempt, saves, s.checkpoint_dir)
+        return attempt, saves
+
+    def sources(on_identity: Callable[[dict[str, Any]], None]) -> tuple[NoticeSource, ...]:
+        found = notice_sources(s, on_identity)
+        return found + group.sources() if group is not None else found
 
     def continue_job() -> None:
         from .. import batch  # boto3's Batch client: only when a continuation is due
@@ -88,8 +102,9 @@ def real_parts(s: Settings, store: Store) -> Parts:
 
     return Parts(
         claim=claim,
-        sources=lambda on_identity: notice_sources(s, on_identity),
+        sources=sources,
         make_job=lambda env: JobProcess(s, env),
         continue_job=continue_job,
+        announce=group.announce if group is not None else None,
+        group_complete=group.wait_complete if group is not None else None,
     )
-
