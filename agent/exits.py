@@ -27,13 +27,14 @@ SUPERSEDED = 76
 #: retry resumes from the last committed checkpoint (older than the job's last state).
 #: Outside sysexits' range so that it means only this; Batch retries it like 75.
 INTERRUPTED_UNSAVED = 79
-#: a node of a group, interrupted: its own part of the last save point is committed, but
-#: not every node's was by the deadline (a node never came back), so that save point is no
-#: group checkpoint; a retry resumes every node from the last complete one
+#: a node of a group (docs/groups.md), interrupted: its own part of the last save point is
+#: committed, but not every node's was by the deadline (a node never came back), so that
+#: save point is no group checkpoint; a retry resumes every node from the last complete one
 GROUP_INCOMPLETE = 78
 
-#: the codes a retry strategy retries: the job was interrupted and can resume
-RETRYABLE = (INTERRUPTED, INTERRUPTED_UNSAVED, GROUP_INCOMPLETE)
+#: the codes a Batch retry strategy retries: the job was interrupted and can resume (78 is
+#: not among them: groups run on Kubernetes, where docs/groups.md's podFailurePolicy has it)
+RETRYABLE = (INTERRUPTED, INTERRUPTED_UNSAVED)
 
 
 def killed_by(sig: int) -> int:
