@@ -30,6 +30,7 @@ from .config import (
     load_store_settings,
     parse_duration,
 )
+from .group.listing import list_group
 from .stores import (
     EXIT_NOT_FOUND,
     delete_job,
@@ -122,7 +123,8 @@ def main(args: argparse.Namespace) -> int:
         job = JobStore(store, args.job_id if args.action == "delete" else str(ss.job_id))
         require_job(job)
         if args.action == "list":
-            return _list(job, args.json)
+            grouped = list_group(store, job.job_id, args.json)
+            return _list(job, args.json) if grouped is None else grouped
         if args.action == "show":
             return _show(job, args.sequence, args.json)
         if args.action == "gc":

@@ -381,3 +381,14 @@ def collected(job: JobStore) -> JobStore:
     if isinstance(job, (RankStore, AllParts)):
         return job if isinstance(job, AllParts) else AllParts(job.store, job.job_id)
     return AllParts(job.store, job.job_id) if is_group_job(job.store, job.job_id) else job
+
+
+def group_size(store: Store, job_id: str) -> int:
+    """How many ranks a group job has stored parts for (0: not a group job)."""
+    ranks = -1
+    prefix = f"{job_id}/ranks/"
+    for obj in store.list_objects(prefix):
+        head = obj.key[len(prefix) :].split("/", 1)[0]
+        if head.isascii() and head.isdigit():
+            ranks = max(ranks, int(head))
+    return ranks + 1

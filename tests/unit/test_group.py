@@ -227,3 +227,30 @@ def test_a_peers_notice_keeps_its_deadline_and_names_its_rank(store: LocalStore)
     old = PeerNotices(group, rank=0, since=notice.received + timedelta(days=1), interval=2.0)
     old.look(seen.append)  # stored before this attempt began: an earlier run's
     assert len(seen) == 1
+
+
+# -- checkpoints list, doctor ---------------------------------------------------------------
+
+
+def test_list_shows_the_group_checkpoints_and_each_ranks_newest_part(
+    tmp_path: Path, store: LocalStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.group.listing import check_group, list_group
+
+    assert list_group(store, "job", as_json=False) is None  # not a group job
+    commit_part(store, 0, tmp_path / "r0", "10", {"a": b"0"})
+    commit_part(store, 1, tmp_path / "r1", "10", {"b": b"1"})
+    assert Group(store, "job", 2).complete("10", writer=1) is not None
+    commit_part(store, 0, tmp_path / "r0", "15", {"a": b"00"})
+    assert list_group(store, "job", as_json=False) == 0
+    out = capsys.readouterr().out
+    assert "a group of 2 ranks; newest part of each rank: [2, 1]" in out
+    assert out.splitlines()[-1].split()[0] == "1" and "10" in out.splitlines()[-1]
+    assert list_group(store, "job", as_json=True) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["records"][0]["label"] == "10" and doc["records"][0]["parts"] == [1, 1]
+
+    from agent.config import GroupSettings
+
+    check = check_group(GroupSettings(2, 0, "all", "--group-rank"), store, "job")
+    assert check.status == "warn" and "local store" in check.detail
