@@ -22,7 +22,7 @@ from agent import exits
 from agent.imds_mock import ImdsMock
 from checkpoint.group import Group, label_of, merge_parts
 from checkpoint.s3store import S3Store
-from tests.agentproc import REPO, AgentRun, agent_env, start_agent
+from tests.agentproc import REPO, AgentRun, agent_env, cli, start_agent
 from tests.servers import SeaweedS3, free_port
 
 pytest.importorskip("torch")
@@ -211,6 +211,11 @@ def test_a_notice_to_one_node_stops_every_node_at_one_step_and_the_group_resumes
         assert run.event("group.restored")["label"] == str(step)
     assert final_weights(again[0]) == uninterrupted
     assert verify_records(group)[-1] == str(STEPS)
+    env = agent_env(tmp_path, {"SPOT_AGENT_CHECKPOINT_URI": uri})
+    listed = cli(tmp_path, "checkpoints", "list", "--job-id", "dcp", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "a group of 2 ranks" in listed.stdout
+    assert listed.stdout.splitlines()[-1].split()[2] == str(STEPS)  # GROUP CREATED LABEL
 
 
 def test_kill_9_of_a_node_mid_save_restores_the_last_complete_step_everywhere(

@@ -86,6 +86,21 @@ def test_a_labelled_save_leaves_its_label_beside_the_lock(
     assert read_save_label(tmp_path / RESERVED_DIR) == "120"
 
 
+def test_the_freeze_keeps_a_label_written_by_any_language(tmp_path: Path) -> None:
+    from checkpoint.freeze import Freezer
+
+    (tmp_path / "n").write_text("7\n")
+    freezer = Freezer(tmp_path)
+    freezer.reset()
+    (tmp_path / RESERVED_DIR / "progress.json").write_text('{"loss": 0.5}')
+    (tmp_path / RESERVED_DIR / "save-label").write_text("7\n")  # as a shell job writes it
+    frozen = freezer.freeze(1.0)
+    assert frozen.progress == {"loss": 0.5, LABEL_KEY: "7"}
+    (tmp_path / RESERVED_DIR / "save-label").write_text("x" * 201)  # not a label: left out
+    assert LABEL_KEY not in freezer.freeze(1.0).progress
+    freezer.close()
+
+
 # -- parts, records and the restore plan ---------------------------------------------------
 
 
