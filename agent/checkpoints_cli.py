@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from checkpoint.errors import CheckpointError, StoreError
 from checkpoint.gc import collect_garbage, prune_manifests
+from checkpoint.group import GroupCheckpointsView
 from checkpoint.sync import UPLOAD_TRUST_SECONDS, JobStore
 
 from . import exits
@@ -30,7 +31,7 @@ from .config import (
     load_store_settings,
     parse_duration,
 )
-from .group.listing import list_group
+from .group.listing import group_view, list_group
 from .stores import (
     EXIT_NOT_FOUND,
     delete_job,
@@ -122,6 +123,8 @@ def main(args: argparse.Namespace) -> int:
             return _jobs(store, args.json)
         job = JobStore(store, args.job_id if args.action == "delete" else str(ss.job_id))
         require_job(job)
+        if args.action in ("show", "restore"):
+            job = group_view(job)  # a group job: its group checkpoints, every rank's files
         if args.action == "list":
             grouped = list_group(store, job.job_id, args.json)
             return _list(job, args.json) if grouped is None else grouped
@@ -214,8 +217,10 @@ def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
             file=sys.stderr,
         )
         return EXIT_NOT_FOUND
-    raw = job.store.get_object(job.manifest_key(seq))
     m = job.load_manifest(seq)
+    # A group checkpoint is no stored manifest: the union of its parts, as restore sees it.
+    grouped = isinstance(job, GroupCheckpointsView)
+    raw = m.to_json() if grouped else job.store.get_object(job.manifest_key(seq))
     if as_json:
         print(json.dumps(json.loads(raw), indent=2))
         return 0

@@ -392,3 +392,21 @@ def group_size(store: Store, job_id: str) -> int:
         if head.isascii() and head.isdigit():
             ranks = max(ranks, int(head))
     return ranks + 1
+
+
+class GroupCheckpointsView(JobStore):
+    """A group job as ``checkpoints show`` and ``checkpoints restore`` see it: checkpoint n
+    is group checkpoint n, the union of the parts its record names (every rank's files)."""
+
+    def __init__(self, store: Store, job_id: str, size: int) -> None:
+        super().__init__(store, job_id)
+        self.group = Group(store, job_id, size)
+
+    def sequences(self) -> list[int]:
+        return self.group.sequences()
+
+    def load_manifest(self, sequence: int) -> Manifest:
+        record = self.group.load_record(sequence)
+        parts = [self.group.part(r, s) for r, s in enumerate(record.parts)]
+        union = merge_parts(parts, record.label, parts[0])
+        return replace(union, sequence=sequence, job_id=self.job_id)

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from checkpoint.errors import CheckpointError
-from checkpoint.group import Group, group_size, label_of
+from checkpoint.group import Group, GroupCheckpointsView, group_size, label_of
+from checkpoint.jobstore import JobStore
 from checkpoint.store import Store
 
 from ..config import GroupSettings
@@ -42,6 +43,13 @@ def list_group(store: Store, job_id: str, as_json: bool) -> int | None:
         parts = " ".join(f"{rank}:{seq}" for rank, seq in enumerate(r["parts"]))
         print(f"{r['group_checkpoint']:>6}  {r['created']:<24}  {r['label']:<12}  {parts}")
     return 0
+
+
+def group_view(job: JobStore) -> JobStore:
+    """For ``show`` and ``restore``: a group job's group checkpoints (the union of each
+    record's parts), else ``job`` itself."""
+    size = group_size(job.store, job.job_id)
+    return GroupCheckpointsView(job.store, job.job_id, size) if size else job
 
 
 def check_group(settings: GroupSettings, store: Store | None, job_id: str) -> Check:

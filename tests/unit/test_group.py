@@ -269,3 +269,24 @@ def test_list_shows_the_group_checkpoints_and_each_ranks_newest_part(
 
     check = check_group(GroupSettings(2, 0, "all", "--group-rank"), store, "job")
     assert check.status == "warn" and "local store" in check.detail
+
+
+def test_show_and_restore_of_a_group_job_give_the_union_of_a_record(
+    tmp_path: Path, store: LocalStore
+) -> None:
+    from tests.agentproc import agent_env, cli
+
+    commit_part(store, 0, tmp_path / "r0", "10", {".metadata": b"m", "__0_0": b"a"})
+    commit_part(store, 1, tmp_path / "r1", "10", {"__1_0": b"b"})
+    assert Group(store, "job", 2).complete("10", writer=0) is not None
+    commit_part(store, 1, tmp_path / "r1", "15", {"__1_0": b"bb"})  # a lone part: not shown
+    env = agent_env(tmp_path, {"SPOT_AGENT_CHECKPOINT_URI": store.uri})
+    shown = cli(tmp_path, "checkpoints", "show", "--job-id", "job", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert sorted(f["path"] for f in doc["files"]) == [".metadata", "__0_0", "__1_0"]
+    out = tmp_path / "out"
+    done = cli(tmp_path, "checkpoints", "restore", "--job-id", "job", "--to", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    got = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert got == {".metadata": b"m", "__0_0": b"a", "__1_0": b"b"}
