@@ -25,7 +25,6 @@ from checkpoint.s3store import S3Store
 from tests.agentproc import REPO, AgentRun, agent_env, cli, start_agent
 from tests.servers import SeaweedS3, free_port
 
-pytest.importorskip("torch")
 pytestmark = pytest.mark.long
 
 JOB = REPO / "tests" / "e2e" / "groupjob.py"
