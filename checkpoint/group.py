@@ -41,7 +41,7 @@ import structlog
 
 from .errors import ManifestError, ObjectNotFound
 from .jobstore import JobStore, utc_iso
-from .manifest import FileEntry, Manifest
+from .manifest import DirEntry, FileEntry, HardLinkEntry, LinkEntry, Manifest
 from .savelabel import LABEL_KEY
 from .store import Store
 
@@ -161,54 +161,43 @@ class PathConflict(ManifestError):
         self.paths = paths
 
 
-def _identity(entry: object) -> tuple[Any, ...]:
+Entry = FileEntry | LinkEntry | HardLinkEntry
+
+
+def _identity(entry: Entry) -> tuple[Any, ...]:
     """What must be equal for two ranks' entries of one path to be one entry."""
     if isinstance(entry, FileEntry):
         return ("file", entry.size, entry.mode, tuple((c.sha256, c.size) for c in entry.chunks))
-    kind = type(entry).__name__
-    return (kind, getattr(entry, "target", None))
+    return (type(entry).__name__, entry.target)
 
 
 def merge_parts(parts: Iterable[Manifest], label: str, into: Manifest) -> Manifest:
     """The union of every rank's part, as ``into`` (the rank's own part: its sequence, job
     and progress). Raises :class:`PathConflict` naming the paths two ranks disagree on."""
-    entries: dict[str, tuple[str, object]] = {}
-    conflicts: list[str] = []
-    files: list[FileEntry] = []
-    links, hardlinks, packs = [], [], dict(into.packs)
-    dirs: dict[str, Any] = {}
+    entries: dict[str, Entry] = {}
+    dirs: dict[str, DirEntry] = {}
+    conflicts: set[str] = set()
+    packs = dict(into.packs)
     for part in parts:
         packs.update(part.packs)
         for d in part.dirs:
-            if d.path in entries:
-                conflicts.append(d.path)
+            if d.path in entries:  # a file (or link) in one part, a directory in another
+                conflicts.add(d.path)
             dirs.setdefault(d.path, d)
-        typed: list[tuple[str, object]] = [(f.path, f) for f in part.files]
-        typed += [(lk.path, lk) for lk in part.links] + [(h.path, h) for h in part.hardlinks]
-        for path, entry in typed:
-            if path in dirs:
-                conflicts.append(path)
-                continue
-            seen = entries.get(path)
-            if seen is not None:
-                if _identity(seen[1]) != _identity(entry):
-                    conflicts.append(path)
-                continue
-            entries[path] = (type(entry).__name__, entry)
-            if isinstance(entry, FileEntry):
-                files.append(entry)
-            elif type(entry).__name__ == "LinkEntry":
-                links.append(entry)
-            else:
-                hardlinks.append(entry)
+        typed: list[Entry] = [*part.files, *part.links, *part.hardlinks]
+        for entry in typed:
+            seen = entries.setdefault(entry.path, entry)
+            if entry.path in dirs or _identity(seen) != _identity(entry):
+                conflicts.add(entry.path)
     if conflicts:
-        raise PathConflict(label, sorted(set(conflicts)))
+        raise PathConflict(label, sorted(conflicts))
+    by_path = sorted(entries.values(), key=lambda e: e.path.split("/"))
     return replace(
         into,
-        files=tuple(sorted(files, key=lambda f: f.path.split("/"))),
+        files=tuple(e for e in by_path if isinstance(e, FileEntry)),
         dirs=tuple(sorted(dirs.values(), key=lambda d: d.path.split("/"))),
-        links=tuple(links),  # type: ignore[arg-type]
-        hardlinks=tuple(hardlinks),  # type: ignore[arg-type]
+        links=tuple(e for e in by_path if isinstance(e, LinkEntry)),
+        hardlinks=tuple(e for e in by_path if isinstance(e, HardLinkEntry)),
         packs=packs,
     )
 
