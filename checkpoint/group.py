@@ -72,7 +72,7 @@ class RankStore(JobStore):
 
     ``prefix`` stays the job's (blobs, packs and their listings are shared); only the
     numbered folders move. Never hand one to ``gc``: it references this rank's parts only
-    (:func:`group_of` gives the group, whose every part ``gc`` must see).
+    (:func:`collected` gives the whole group, every part of which ``gc`` must see).
 
     During a group restore it can show a *view*: the sequences of the rank's parts that
     group records name, each loading as the manifest to restore (the union of the group's
@@ -281,6 +281,12 @@ class Group:
             parts.append(seq)
         merge_parts((self.part(r, s) for r, s in enumerate(parts)), label, self.part(0, parts[0]))
         for _ in range(10):
+            newest = next(self.records(), None)
+            later = newest is not None and all(
+                n >= p for n, p in zip(newest.parts, parts, strict=True)
+            )
+            if later:  # a later save point is recorded already: never record an older one
+                return None
             seq = (self.sequences() or [0])[-1] + 1
             record = GroupRecord(seq, label, self.size, tuple(parts), utc_iso(), writer)
             if self.store.put_object_if_absent(self.record_key(seq), record.to_json()):

@@ -149,6 +149,16 @@ def test_the_record_is_written_once_every_rank_has_the_label(
     assert [r.label for r in group.records()] == ["10"]
 
 
+def test_a_late_look_never_records_an_older_save_point(tmp_path: Path, store: LocalStore) -> None:
+    group = Group(store, "job", 2)
+    for label in ("10", "15"):
+        commit_part(store, 0, tmp_path / "r0", label, {"a": label.encode()})
+        commit_part(store, 1, tmp_path / "r1", label, {"b": label.encode()})
+    assert group.complete("15", writer=1) is not None
+    assert group.complete("10", writer=0) is None  # rank 0's look for 10 came late
+    assert [r.label for r in group.records()] == ["15"]
+
+
 def test_restore_gets_the_union_of_the_newest_record_never_a_lone_part(
     tmp_path: Path, store: LocalStore
 ) -> None:
