@@ -61,14 +61,15 @@ def prune_manifests(
 
     When the newest manifests are damaged, the newest readable one behind them is the
     checkpoint a restore would fall back to: ``keep`` must not make it unreachable.
-    ``protected`` sequences are never deleted either. ``newest_good``, when the caller
-    knows it (it just committed it), saves reading manifests to find it.
+    ``protected`` sequences are never deleted either, nor ``job.pinned`` ones.
+    ``newest_good``, when the caller knows it (it just committed it), saves reading
+    manifests to find it.
     Returns the deleted sequences.
     """
     sequences = job.sequences()
     if keep < 1 or len(sequences) <= keep:
         return []
-    spared = set(protected) | set(sequences[-keep:])
+    spared = set(protected) | set(sequences[-keep:]) | job.pinned
     newer = [seq for seq in sequences if newest_good is None or seq >= newest_good]
     if newest_good is not None:
         spared.add(newest_good)

@@ -51,6 +51,9 @@ def utc_iso() -> str:
 class JobStore:
     """The keys and commit protocol of one job inside a store."""
 
+    #: sequences pruning must keep whatever their age (a group's rank: parts records name)
+    pinned: frozenset[int] = frozenset()
+
     def __init__(self, store: Store, job_id: str) -> None:
         self.store = store
         self.job_id = job_id

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Protocol
 
 from checkpoint.errors import CheckpointError
-from checkpoint.gc import prune_manifests
 from checkpoint.group import Group, GroupRecord, PathConflict, RankStore, label_of
 from checkpoint.manifest import RESERVED_DIR, Manifest
 from checkpoint.reserved import SAVE_LABEL_NAME
@@ -40,6 +39,7 @@ class PartCheckpoints(Protocol):
     def base(self) -> Manifest | None: ...
     def restore(self) -> RestoreResult: ...
     def sync_once(self, reason: str) -> SyncResult: ...
+    def prune(self, keep: int) -> list[int]: ...
     def pending_bytes(self) -> int: ...
     def close(self) -> None: ...
     def attach(
@@ -148,11 +148,9 @@ class GroupCheckpoints:
             time.sleep(LOOK_EVERY)
 
     def prune(self, keep: int) -> list[int]:
-        if keep < 1:
-            return []
-        spared = self.group.referenced(self.job.rank)
-        newest = self.inner.base.sequence if self.inner.base is not None else None
-        return prune_manifests(self.job, keep, protected=spared, newest_good=newest)
+        """The rank's own pruning, which never drops a part the newest records name."""
+        self.job.pinned = frozenset(self.group.referenced(self.job.rank))
+        return self.inner.prune(keep)
 
     # -- the rest is the rank's own checkpointer's -------------------------------------------
 

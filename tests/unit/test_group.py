@@ -300,3 +300,18 @@ def test_show_and_restore_of_a_group_job_give_the_union_of_a_record(
     assert done.returncode == 0, done.stderr
     got = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert got == {".metadata": b"m", "__0_0": b"a", "__1_0": b"b"}
+
+
+def test_pruning_a_rank_keeps_the_parts_records_name(tmp_path: Path, store: LocalStore) -> None:
+    from checkpoint.gc import prune_manifests
+
+    commit_part(store, 0, tmp_path / "r0", "10", {"a": b"10"})
+    commit_part(store, 1, tmp_path / "r1", "10", {"b": b"10"})
+    group = Group(store, "job", 2)
+    assert group.complete("10", writer=0) is not None
+    for step in ("15", "20", "25"):  # rank 1 never gets there: no newer record
+        commit_part(store, 0, tmp_path / "r0", step, {"a": step.encode()})
+    job = RankStore(store, "job", 0)
+    job.pinned = frozenset(group.referenced(0))
+    assert prune_manifests(job, keep=1) == [2, 3]  # not 1: record 1 names it
+    assert job.sequences() == [1, 4]
