@@ -24,7 +24,9 @@ from .config import ConfigError, S3Settings
 #: exit status of ``checkpoints`` when the job or checkpoint asked for is not there
 EXIT_NOT_FOUND = 1
 URI_SETTING = "--checkpoint-uri (SPOT_AGENT_CHECKPOINT_URI)"
-_KINDS = ("manifests", "blobs", "packs", "attempts")  # also the order a job is deleted in
+#: also the order a job is deleted in: what references others first (a group's records,
+#: then its ranks' parts: docs/groups.md), the chunks after
+_KINDS = ("group", "manifests", "ranks", "blobs", "packs", "attempts")
 
 
 class JobNotFound(CheckpointError):
@@ -85,6 +87,9 @@ def list_jobs(store: Store) -> list[JobSummary]:
         job = jobs.setdefault(job_id, JobSummary(job_id))
         job.objects += 1
         job.stored_bytes += obj.size
+        if kind == "group":  # a group job: its checkpoints are its group checkpoints
+            kind, _, name = name.partition("/")
+            kind = "manifests" if kind == "checkpoints" else kind
         stem = name.removesuffix(".json")
         if kind == "manifests" and stem.isdigit():
             job.checkpoints += 1

@@ -315,3 +315,19 @@ def test_pruning_a_rank_keeps_the_parts_records_name(tmp_path: Path, store: Loca
     job.pinned = frozenset(group.referenced(0))
     assert prune_manifests(job, keep=1) == [2, 3]  # not 1: record 1 names it
     assert job.sequences() == [1, 4]
+
+
+def test_jobs_counts_a_groups_checkpoints_and_delete_drops_records_first(
+    tmp_path: Path, store: LocalStore
+) -> None:
+    from agent.stores import job_objects, list_jobs
+    from checkpoint.jobstore import JobStore
+
+    commit_part(store, 0, tmp_path / "r0", "10", {"a": b"0"})
+    commit_part(store, 1, tmp_path / "r1", "10", {"b": b"1"})
+    assert Group(store, "job", 2).complete("10", writer=0) is not None
+    [summary] = list_jobs(store)
+    assert (summary.job_id, summary.checkpoints, summary.newest) == ("job", 1, 1)
+    objects, _ = job_objects(JobStore(store, "job"))
+    kinds = [o.key.split("/")[1] for o in objects]
+    assert kinds.index("group") < kinds.index("ranks") < kinds.index("blobs")
