@@ -40,6 +40,8 @@ class RunLoop(Protocol):
     held: list[Sig]  # the job's signals that came before it existed
     record: AttemptRecord  # this attempt's timeline record
 
+    def announce(self, notice: Notice) -> None: ...  # a group's: tell the other nodes
+
 
 def on_signal(loop: RunLoop, sig: Sig, at: float, forwarded: bool) -> None:
     """What a signal to the agent does, on the loop thread (forwarding is done by then)."""
@@ -87,6 +89,7 @@ def on_notice(loop: RunLoop, notice: Notice, at: float) -> None:
         )
         if loop.interruption is None:
             log.warning("notice.interruption", **fields)
+            loop.announce(notice)  # a group's other nodes stop too
         elif new.deadline < loop.interruption.deadline - SOONER_BY:
             log.warning("notice.deadline_moved", **fields, why="a later notice is more urgent")
             loop.files.write_notice(notice)
