@@ -16,6 +16,7 @@ from agent.group.checkpoints import GroupCheckpoints
 from agent.group.notices import PeerNotices, notice_body, parse_peer_notice
 from agent.notices import sigterm_notice
 from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.paged import PAGED_ABOVE
 from checkpoint.engine.gc import collect_garbage
 from checkpoint.engine.group import (
     Group,
@@ -113,7 +114,13 @@ def test_the_freeze_keeps_a_label_written_by_any_language(tmp_path: Path) -> Non
 
 
 def commit_part(
-    store: LocalStore, rank: int, directory: Path, label: str, files: dict[str, bytes]
+    store: LocalStore,
+    rank: int,
+    directory: Path,
+    label: str,
+    files: dict[str, bytes],
+    *,
+    paged_above: int = PAGED_ABOVE,
 ) -> int:
     """Write ``files`` into ``directory`` (exactly) and commit it as rank's part of ``label``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -124,7 +131,9 @@ def commit_part(
         (directory / name).write_bytes(data)
     (directory / RESERVED_DIR).mkdir(exist_ok=True)
     (directory / RESERVED_DIR / "progress.json").write_text(json.dumps({LABEL_KEY: label}))
-    ckpt = Checkpointer(RankStore(store, "job", rank), directory, pack_threshold=0)
+    ckpt = Checkpointer(
+        RankStore(store, "job", rank), directory, pack_threshold=0, paged_above=paged_above
+    )
     ckpt.restore()  # the newest part, as the agent's base
     result = ckpt.sync_once("test")
     ckpt.close()
@@ -339,3 +348,68 @@ def test_jobs_counts_a_groups_checkpoints_and_delete_drops_records_first(
     objects, _ = job_objects(JobStore(store, "job"))
     kinds = [o.key.split("/")[1] for o in objects]
     assert kinds.index("group") < kinds.index("ranks") < kinds.index("blobs")
+
+
+# -- a group in main's store layout: pages, leases, timeline -------------------------------
+
+
+def test_a_rank_has_its_own_numbered_folders_and_shares_the_rest(store: LocalStore) -> None:
+    from checkpoint.engine.format.jobstore import JobStore
+
+    rank, job = RankStore(store, "job", 1), JobStore(store, "job")
+    assert rank.manifest_key(3) == "job/ranks/1/manifests/0000000003.json"
+    assert rank.attempt_key(2) == "job/ranks/1/attempts/000002.json"
+    assert rank.record_key(2) == "job/ranks/1/timeline/000002.json"  # attempts are per rank
+    shared = ("blob_key", "pack_key", "page_key")
+    assert [getattr(rank, k)("ab" * 32) for k in shared] == [
+        getattr(job, k)("ab" * 32) for k in shared
+    ]
+    assert (rank.lease_folder, rank.sweep_folder) == (job.lease_folder, job.sweep_folder)
+    assert rank.lease_key(2) == "job/leases/1-000002.json"  # never rank 0's attempt 2's
+    store.put_object(rank.record_key(1), b"{}")
+    assert (rank.recorded_attempts(), RankStore(store, "job", 0).recorded_attempts()) == ([1], [])
+    assert job.recorded_attempts() == []
+
+
+def test_a_live_rank_makes_gc_and_delete_of_the_group_job_refuse(store: LocalStore) -> None:
+    from agent.config import ConfigError
+    from agent.live_job import unless_live
+    from checkpoint.engine.format.jobstore import JobStore
+    from checkpoint.engine.lease import LeasePolicy, drop_lease, live_leases, write_lease
+
+    ranks = [RankStore(store, "job", r) for r in range(2)]
+    for rank, host in zip(ranks, ("node-a", "node-b"), strict=True):
+        write_lease(rank, 4, host, LeasePolicy())  # both ranks' attempt 4: two leases
+    job = JobStore(store, "job")  # what `checkpoints gc` and `delete` look at
+    assert sorted(lease.host for lease in live_leases(job)) == ["node-a", "node-b"]
+    drop_lease(ranks[0], 4)  # rank 0 exited; rank 1 still runs
+    for command in ("gc", "delete"):
+        with (
+            pytest.raises(ConfigError, match="attempt 4 on node-b"),
+            unless_live(job, command, force=False),
+        ):
+            raise AssertionError(f"{command} ran while rank 1 is live")
+    drop_lease(ranks[1], 4)
+    with unless_live(job, "gc", force=False) as sweep:
+        assert sweep is None  # no rank is live: gc goes on, no sweep announced
+
+
+def test_gc_of_a_group_keeps_every_ranks_pages(tmp_path: Path, store: LocalStore) -> None:
+    from checkpoint.engine.format.jobstore import JobStore
+
+    many = {f"f{i:02d}": f"{i}".encode() for i in range(12)}
+    commit_part(
+        store, 0, tmp_path / "r0", "1", {f"a{k}": v for k, v in many.items()}, paged_above=4
+    )
+    commit_part(
+        store, 1, tmp_path / "r1", "1", {f"b{k}": v for k, v in many.items()}, paged_above=4
+    )
+    group = Group(store, "job", 2)
+    assert group.complete("1", writer=1) is not None
+    assert group.part(0, 1).pages and group.part(1, 1).pages  # both parts are paged
+    result = collect_garbage(JobStore(store, "job"), min_age=timedelta(0))
+    assert result.pages > 0 and result.pages_referenced == result.pages
+    assert result.pages_deleted == result.deleted == 0
+    fresh = Group(store, "job", 2)  # nothing cached: every page is read from the store
+    union = merge_parts([fresh.part(0, 1), fresh.part(1, 1)], "1", fresh.part(0, 1))
+    assert len(union.files) == 24 and union.pages == ()
