@@ -16,6 +16,9 @@ Layout of one job under the store's root::
     <job-id>/leases/<n>.json           attempt n is running: rewritten while it runs, deleted
                                        when it exits (checkpoint.engine.lease)
     <job-id>/sweeps/<time>-<id>.json   a forced gc or delete of the job (checkpoint.engine.lease)
+    <job-id>/group/, <job-id>/ranks/   a multi-node group's records and each rank's own
+                                       manifests, attempts and timeline
+                                       (checkpoint.engine.group)
 
 The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 
