@@ -126,9 +126,6 @@ def real_parts(s: Settings, store: Store) -> Parts:
             return RankStore(where, s.job_id, s.group.rank)
         return JobStore(where, s.job_id)
 
-    # a group's rank: one RankStore for the attempt (its pruning pins what records name)
-    job = group.job if group is not None else job_in(store)
-
     def claim() -> tuple[int, Checkpoints]:
         # The first calls go through a client of their own, with start-up's short
         # timeouts, and are retried while they fail in ways that may pass (.startup).
@@ -145,6 +142,8 @@ def real_parts(s: Settings, store: Store) -> Parts:
             attempt = retry_transient(check_and_claim, policy)
         finally:
             first.close()
+        # a group's rank: the GroupRun's own RankStore (its pruning pins what records name)
+        job = group.job if group is not None else job_in(store)
         ckpt = Checkpointer(
             job, s.checkpoint_dir, attempt=attempt, max_bytes_in_flight=s.max_bytes_in_flight
         )
@@ -163,7 +162,7 @@ def real_parts(s: Settings, store: Store) -> Parts:
         from .. import batch  # boto3's Batch client: only when a continuation is due
 
         if s.fallback_queue and s.fallback_after:
-            interruptions = _interruptions(job, attempt)
+            interruptions = _interruptions(job_in(store), attempt)
             if interruptions is not None and interruptions >= s.fallback_after:
                 moved = batch.move_to_fallback(s, interruptions)
                 if moved is not None:
@@ -181,7 +180,7 @@ def real_parts(s: Settings, store: Store) -> Parts:
             "compute_environment": s.batch_compute_environment,
         }
         return AttemptRecord.in_store(
-            job,
+            job_in(store),
             attempt,
             host=socket.gethostname(),
             batch={k: v for k, v in batch.items() if v is not None} or None,
