@@ -33,7 +33,7 @@ from .config import (
     load_store_settings,
     parse_duration,
 )
-from .group.listing import group_view, list_group
+from .group.listing import group_view, list_group, timeline_job
 from .live_job import unless_live
 from .stores import (
     EXIT_NOT_FOUND,
@@ -110,6 +110,12 @@ def add_arguments(ck: argparse.ArgumentParser) -> None:
     )
     tl.add_argument("--json", action="store_true", help="print JSON")
     tl.add_argument("--svg", metavar="FILE", help="also write the timeline as an SVG picture")
+    tl.add_argument(
+        "--rank",
+        type=int,
+        metavar="R",
+        help="a group job's (docs/groups.md): the attempts of rank R, each rank has its own",
+    )
     jobs = sub.add_parser(
         "jobs", help="the job ids in the store, with their newest checkpoint and stored size"
     )
@@ -162,7 +168,7 @@ def main(args: argparse.Namespace) -> int:
             with unless_live(job, "gc", force=args.force, dry_run=args.dry_run):
                 return _gc(job, args)
         if args.action == "timeline":
-            return _timeline(job, args.json, args.svg)
+            return _timeline(timeline_job(job, args.rank), args.json, args.svg)
         if args.action == "delete":
             with unless_live(job, "delete", force=args.force) as sweep:
                 return _delete(job, args.yes, keep=sweep)

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.group import Group, GroupCheckpointsView, group_size, label_of
+from checkpoint.engine.group import Group, GroupCheckpointsView, RankStore, group_size, label_of
 from checkpoint.engine.store.base import Store
 from checkpoint.errors import CheckpointError
 
-from ..config import GroupSettings
+from ..config import ConfigError, GroupSettings
 from ..doctor_services import Check
 
 
@@ -50,6 +50,24 @@ def group_view(job: JobStore) -> JobStore:
     record's parts), else ``job`` itself."""
     size = group_size(job.store, job.job_id)
     return GroupCheckpointsView(job.store, job.job_id, size) if size else job
+
+
+def timeline_job(job: JobStore, rank: int | None) -> JobStore:
+    """For ``timeline``: a group job's attempts are each rank's own, so one rank's (its
+    ``--rank``); any other job as it is. Raises ``ConfigError`` for a rank that does not fit."""
+    size = group_size(job.store, job.job_id)
+    if not size:
+        if rank is not None:
+            raise ConfigError("--rank", f"job {job.job_id} is not a group job: leave --rank out")
+        return job
+    if rank is None or not 0 <= rank < size:
+        given = "" if rank is None else f", not {rank}"
+        raise ConfigError(
+            "--rank",
+            f"job {job.job_id} is a group of {size} ranks, each with its own attempts: "
+            f"give --rank 0 to {size - 1}{given}",
+        )
+    return RankStore(job.store, job.job_id, rank)
 
 
 def check_group(settings: GroupSettings, store: Store | None, job_id: str) -> Check:

@@ -6,6 +6,7 @@ SeaweedFS is the store. Interrupted, killed, resumed: every node restores one sa
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -215,6 +216,19 @@ def test_a_notice_to_one_node_stops_every_node_at_one_step_and_the_group_resumes
     assert listed.returncode == 0, listed.stderr
     assert "a group of 2 ranks" in listed.stdout
     assert listed.stdout.splitlines()[-1].split()[2] == str(STEPS)  # GROUP CREATED LABEL
+    # Each rank's timeline: its own two attempts, the notice as that rank saw it.
+    for rank, source in enumerate(("imds:spot", "group:rank0:imds:spot")):
+        asked = ("timeline", "--job-id", "dcp", "--rank", str(rank), "--json")
+        tl = cli(tmp_path, "checkpoints", *asked, env=env)
+        assert tl.returncode == 0, tl.stderr
+        attempts = json.loads(tl.stdout)["attempts"]
+        assert [a["end"] for a in attempts] == ["interrupted", "exited"]
+        assert attempts[0]["notice"]["source"] == source
+    unranked = cli(tmp_path, "checkpoints", "timeline", "--job-id", "dcp", env=env)
+    assert unranked.returncode == 2
+    (line,) = unranked.stderr.strip().splitlines()  # one line naming the setting
+    assert "--rank" in line and "job dcp is a group of 2 ranks" in line
+    assert line.endswith("give --rank 0 to 1")
 
 
 def test_kill_9_of_a_node_mid_save_restores_the_last_complete_step_everywhere(

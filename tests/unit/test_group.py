@@ -413,3 +413,22 @@ def test_gc_of_a_group_keeps_every_ranks_pages(tmp_path: Path, store: LocalStore
     fresh = Group(store, "job", 2)  # nothing cached: every page is read from the store
     union = merge_parts([fresh.part(0, 1), fresh.part(1, 1)], "1", fresh.part(0, 1))
     assert len(union.files) == 24 and union.pages == ()
+
+
+def test_the_timeline_of_a_group_job_is_one_ranks(tmp_path: Path, store: LocalStore) -> None:
+    from agent.config import ConfigError
+    from agent.group.listing import timeline_job
+    from checkpoint.engine.format.jobstore import JobStore
+
+    job = JobStore(store, "job")
+    assert timeline_job(job, None) is job  # not a group job: as for one node
+    with pytest.raises(ConfigError, match="not a group job: leave --rank out"):
+        timeline_job(job, 0)
+    commit_part(store, 0, tmp_path / "r0", "1", {"a": b"0"})
+    commit_part(store, 1, tmp_path / "r1", "1", {"b": b"1"})
+    with pytest.raises(ConfigError, match=r"a group of 2 ranks.*give --rank 0 to 1$"):
+        timeline_job(job, None)
+    with pytest.raises(ConfigError, match="give --rank 0 to 1, not 2"):
+        timeline_job(job, 2)
+    rank = timeline_job(job, 1)
+    assert isinstance(rank, RankStore) and rank.record_key(1) == "job/ranks/1/timeline/000001.json"
