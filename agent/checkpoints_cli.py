@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.gc import collect_garbage, prune_manifests
+from checkpoint.engine.group import GroupCheckpointsView
 from checkpoint.engine.save.known import UPLOAD_TRUST_SECONDS
 from checkpoint.errors import CheckpointError, StoreError
 
@@ -32,6 +33,7 @@ from .config import (
     load_store_settings,
     parse_duration,
 )
+from .group.listing import group_view, list_group, timeline_job
 from .live_job import unless_live
 from .stores import (
     EXIT_NOT_FOUND,
@@ -108,6 +110,12 @@ def add_arguments(ck: argparse.ArgumentParser) -> None:
     )
     tl.add_argument("--json", action="store_true", help="print JSON")
     tl.add_argument("--svg", metavar="FILE", help="also write the timeline as an SVG picture")
+    tl.add_argument(
+        "--rank",
+        type=int,
+        metavar="R",
+        help="a group job's (docs/groups.md): the attempts of rank R, each rank has its own",
+    )
     jobs = sub.add_parser(
         "jobs", help="the job ids in the store, with their newest checkpoint and stored size"
     )
@@ -149,15 +157,18 @@ def main(args: argparse.Namespace) -> int:
             return _jobs(store, args.json)
         job = JobStore(store, args.job_id if args.action == "delete" else str(ss.job_id))
         require_job(job)
+        if args.action in ("show", "restore"):
+            job = group_view(job)  # a group job: its group checkpoints, every rank's files
         if args.action == "list":
-            return _list(job, args.json)
+            grouped = list_group(store, job.job_id, args.json)
+            return _list(job, args.json) if grouped is None else grouped
         if args.action == "show":
             return _show(job, args.sequence, args.json)
         if args.action == "gc":
             with unless_live(job, "gc", force=args.force, dry_run=args.dry_run):
                 return _gc(job, args)
         if args.action == "timeline":
-            return _timeline(job, args.json, args.svg)
+            return _timeline(timeline_job(job, args.rank), args.json, args.svg)
         if args.action == "delete":
             with unless_live(job, "delete", force=args.force) as sweep:
                 return _delete(job, args.yes, keep=sweep)
@@ -241,8 +252,10 @@ def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
     if seq not in seqs:
         print(_no_checkpoint(job, seq, seqs), file=sys.stderr)
         return EXIT_NOT_FOUND
-    raw = job.store.get_object(job.manifest_key(seq))
     m = job.load_manifest(seq)
+    # A group checkpoint is no stored manifest: the union of its parts, as restore sees it.
+    grouped = isinstance(job, GroupCheckpointsView)
+    raw = m.to_json() if grouped else job.store.get_object(job.manifest_key(seq))
     if as_json:
         doc = json.loads(raw)
         if m.pages:  # a paged manifest (format 4): each page's entries after its listing

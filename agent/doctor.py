@@ -29,6 +29,7 @@ from checkpoint.errors import CheckpointError, ConditionalWritesUnsupported
 from .config import RUN_OPTIONS, Settings, add_options, load_settings
 from .config.aws_environment import uses_aws
 from .doctor_services import Check, check_credentials, check_imds, check_log_group
+from .group.listing import check_group
 from .stores import human_size, open_configured_store
 
 EXIT_WOULD_LOSE_WORK = 1
@@ -79,6 +80,8 @@ def run_checks(s: Settings) -> Iterator[Check]:
         store_ok = all(c.status != "FAIL" for c in store_checks)
         yield _clock(dates, is_s3=client is not None)
         yield _disk(s, store if store_ok else None)
+        if s.group is not None:
+            yield check_group(s.group, store if store_ok else None, s.job_id)
     finally:
         store.close()
     yield check_imds(s)

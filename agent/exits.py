@@ -27,6 +27,10 @@ SUPERSEDED = 76
 #: retry resumes from the last committed checkpoint (older than the job's last state).
 #: Outside sysexits' range so that it means only this; Batch retries it like 75.
 INTERRUPTED_UNSAVED = 79
+#: a node of a group (docs/groups.md), interrupted: its own part of the last save point is
+#: committed, but not every node's was by the deadline (a node never came back), so that
+#: save point is no group checkpoint; a retry resumes every node from the last complete one
+GROUP_INCOMPLETE = 78
 
 #: interrupted once too often (``--fallback-after``): the job goes on as a new Batch job on
 #: ``--fallback-queue``, resuming from the last committed checkpoint. Batch must NOT retry
@@ -40,7 +44,8 @@ MOVED_TO_FALLBACK = 80
 STORE_NOT_READY = 81
 
 #: the codes a retry strategy retries: the job was interrupted and can resume, or it could
-#: not start yet
+#: not start yet (78 is not among them: groups run on Kubernetes, where docs/groups.md's
+#: podFailurePolicy has it)
 RETRYABLE = (INTERRUPTED, INTERRUPTED_UNSAVED, STORE_NOT_READY)
 
 

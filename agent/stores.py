@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from checkpoint.engine.format.jobstore import KINDS, MANIFESTS, JobStore
+from checkpoint.engine.format.jobstore import GROUP, KINDS, MANIFESTS, JobStore
 from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store
 from checkpoint.engine.store.uri import open_store
@@ -85,6 +85,9 @@ def list_jobs(store: Store) -> list[JobSummary]:
         job = jobs.setdefault(job_id, JobSummary(job_id))
         job.objects += 1
         job.stored_bytes += obj.size
+        if kind == GROUP:  # a group job: its checkpoints are its group checkpoints
+            kind, _, name = name.partition("/")
+            kind = MANIFESTS if kind == "checkpoints" else kind
         stem = name.removesuffix(".json")
         if kind == MANIFESTS and stem.isdigit():
             job.checkpoints += 1

@@ -71,7 +71,7 @@ def _lock_file() -> Path:
 
 
 @contextlib.contextmanager
-def saving() -> Iterator[None]:
+def saving(label: object = None) -> Iterator[None]:
     """A save point: everything written inside is checkpointed together or not at all.
 
     Holds the agent's save-point lock for the block, so no checkpoint is frozen in the
@@ -80,17 +80,26 @@ def saving() -> Iterator[None]:
     checkpoint is taken of the directory until a later save completes, and an interrupted
     job's final checkpoint is its last whole save. Nested blocks are one save. Without an
     agent it only takes a lock, so the job runs unchanged on a laptop.
+
+    ``label`` names the save point (the training step): the checkpoint that holds this save
+    carries it, and the agents of a multi-node group commit a group checkpoint only when
+    every rank has committed a save of the same label (docs/groups.md). A label is one line
+    of at most 200 characters; on nested blocks, the outermost one's label counts.
     """
-    with _save_point(mark=True):
+    text = None if label is None else str(label).strip()
+    most = protocol.MAX_SAVE_LABEL_CHARS
+    if text is not None and (not text or len(text) > most or "\n" in text):
+        raise ValueError(f"save label {label!r}: give one line of 1 to {most} characters")
+    with _save_point(mark=True, label=text):
         yield
 
 
 @contextlib.contextmanager
-def _save_point(mark: bool) -> Iterator[None]:
+def _save_point(mark: bool, label: str | None = None) -> Iterator[None]:
     """Hold the save-point lock for the block; ``mark``: the block is a save of the job's
     (begun and ended in the lock file: the agent counts the save, and a save cut off by a
-    kill is seen at the next start). One file's atomic write needs no mark: it is whole or
-    not there."""
+    kill is seen at the next start), named ``label`` if given. One file's atomic write needs
+    no mark: it is whole or not there."""
     depth = getattr(_saves, "depth", 0)
     if depth:
         _saves.depth = depth + 1
@@ -110,9 +119,16 @@ def _save_point(mark: bool) -> Iterator[None]:
         finally:
             _saves.depth = 0
         if mark:
+            if label is not None:  # under the lock: the freeze reads it with this save
+                _write_label(label)
             end_save(fd)  # the save is whole (not reached when the block raised)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _write_label(label: str) -> None:
+    path = _lock_file().with_name(protocol.SAVE_LABEL_NAME)
+    write_atomic(path, (label + "\n").encode(), fsync=False, temp_suffix=TEMP_SUFFIX, mode=0o666)
 
 
 @contextlib.contextmanager

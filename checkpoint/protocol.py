@@ -23,6 +23,11 @@ SAVE_LOCK_NAME = "save.lock"
 AGENT_LOCK_NAME = "agent.lock"
 #: The job's ``report_progress`` figures (in RESERVED_DIR), stored in the next manifest.
 PROGRESS_NAME = "progress.json"
+#: The label of the job's last save (in RESERVED_DIR, ``checkpoint.saving(label=...)``):
+#: written under the save-point lock, read with the freeze (a group's "same save point").
+SAVE_LABEL_NAME = "save-label"
+#: A save label is one line of at most this many characters.
+MAX_SAVE_LABEL_CHARS = 200
 
 # -- the job's environment, set by the agent ------------------------------------------------
 
@@ -54,3 +59,8 @@ def save_lock_path(checkpoint_dir: Path) -> Path:
 def progress_path(checkpoint_dir: Path) -> Path:
     """Where ``report_progress`` leaves the job's figures for the next sync."""
     return checkpoint_dir / RESERVED_DIR / PROGRESS_NAME
+
+
+def save_label_path(checkpoint_dir: Path) -> Path:
+    """Where the job leaves the label of the save it holds the lock for."""
+    return checkpoint_dir / RESERVED_DIR / SAVE_LABEL_NAME

@@ -21,6 +21,7 @@ from checkpoint.engine.budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 
 from ..process.signals import DEFAULT_SYNC_SIGNAL, Sig
 from .aws_environment import check_aws_environment, sdk_region, uses_aws
+from .group import GroupSettings, load_group_settings
 from .options import (
     RUN_OPTIONS,
     S3_OPTIONS,
@@ -153,6 +154,7 @@ class Settings:
     #: keep retrying transient store failures at start this long (--startup-timeout)
     startup_timeout: float = 180.0
     child_environ: Mapping[str, str] = field(repr=False, default_factory=dict)
+    group: GroupSettings | None = None  # one node of a multi-node group (docs/groups.md)
 
 
 _IMDS_ENDPOINTS = {"ipv4": "http://169.254.169.254", "ipv6": "http://[fd00:ec2::254]"}
@@ -238,6 +240,7 @@ def load_settings(
         for o in RUN_OPTIONS
         if o.flag != "--job-id" and o not in S3_OPTIONS
     }
+    group = load_group_settings(args, environ)
     s3 = load_s3_settings(args, environ)
     job_id, source = _job_id(args, environ, cmd)
     checkpoint_dir = values["checkpoint_dir"]
@@ -307,6 +310,7 @@ def load_settings(
         max_bytes_in_flight=values["max_bytes_in_flight"],
         startup_timeout=values["startup_timeout"],
         child_environ=_child_environ(environ),
+        group=group,
     )
 
 
@@ -372,6 +376,7 @@ __all__ = [
     "STORE_OPTIONS",
     "TRANSFER_OPTIONS",
     "ConfigError",
+    "GroupSettings",
     "Option",
     "S3Settings",
     "Settings",

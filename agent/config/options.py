@@ -352,6 +352,39 @@ TRANSFER_OPTIONS: tuple[Option, ...] = (
 
 RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS + TRANSFER_OPTIONS
 
+
+#: A multi-node group (docs/groups.md): read by :mod:`agent.config.group`.
+GROUP_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--group-size",
+        "SPOT_AGENT_GROUP_SIZE",
+        "the number of nodes (agents) of a multi-node job that share one job id and commit "
+        "one save point of every node or none (default: AWS_BATCH_JOB_NUM_NODES, else 1: "
+        "no group); see docs/groups.md",
+        parse_count,
+        metavar="N",
+    ),
+    Option(
+        "--group-rank",
+        "SPOT_AGENT_GROUP_RANK",
+        "this node's rank in the group, 0 to N-1 (default: JOB_COMPLETION_INDEX of a "
+        "Kubernetes indexed Job, else AWS_BATCH_JOB_NODE_INDEX)",
+        parse_count,
+        metavar="R",
+    ),
+    Option(
+        "--group-restore",
+        "SPOT_AGENT_GROUP_RESTORE",
+        "what a rank of a group restores: all (the union of every rank's files, as on a "
+        "shared filesystem; PyTorch Distributed Checkpoint needs it) or own (its own files)",
+        parse_choice("all", "own"),
+        default="all",
+        metavar="WHAT",
+    ),
+)
+
+RUN_OPTIONS = RUN_OPTIONS + GROUP_OPTIONS
+
 STORE_OPTIONS = (
     tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id")) + S3_OPTIONS
 )

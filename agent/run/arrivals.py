@@ -41,6 +41,8 @@ class RunLoop(Protocol):
     record: AttemptRecord  # this attempt's timeline record
     ckpt: Checkpoints | None  # told of each declaration (a sync request)
 
+    def announce(self, notice: Notice) -> None: ...  # a group's: tell the other nodes
+
 
 def on_signal(loop: RunLoop, sig: Sig, at: float, forwarded: bool) -> None:
     """What a signal to the agent does, on the loop thread (forwarding is done by then)."""
@@ -90,6 +92,7 @@ def on_notice(loop: RunLoop, notice: Notice, at: float) -> None:
         )
         if loop.interruption is None:
             log.warning("notice.interruption", **fields)
+            loop.announce(notice)  # a group's other nodes stop too
         elif new.deadline < loop.interruption.deadline - SOONER_BY:
             log.warning("notice.deadline_moved", **fields, why="a later notice is more urgent")
             loop.files.write_notice(notice)

@@ -133,6 +133,17 @@ def finish_interrupted(loop: RunLoop) -> int:
     if loop.superseded is not None:
         log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))
         return exits.SUPERSEDED
+    if result is not None and not _group_complete(loop):
+        log_interruption_cost(loop)
+        log.error(
+            "agent.exit",
+            exit_code=exits.GROUP_INCOMPLETE,
+            why="interrupted; this node's part is committed, but not every node's",
+            committed=committed,
+            restorable=loop.restorable(),
+            **clock(),
+        )
+        return exits.GROUP_INCOMPLETE
     moved = continue_batch_job(loop)
     code = exits.INTERRUPTED if result is not None else exits.INTERRUPTED_UNSAVED
     why = "interrupted" if result is not None else "interrupted; final checkpoint failed"
@@ -160,6 +171,19 @@ def send_stop(loop: RunLoop, wait: float) -> None:
         if not held:
             log.debug("shutdown.stop_unguarded", why="no save-point lock, or a save went on")
         loop.job.send(loop.s.stop_signal, group=loop.s.stop_signal_to == "group")
+
+
+def _group_complete(loop: RunLoop) -> bool:
+    """A group's node: wait (until the deadline's margin) for every node's part of the
+    save point it just committed. True outside a group."""
+    wait = loop.parts.group_complete
+    if wait is None:
+        return True
+    done: list[bool] = []
+    seconds = max(loop.left() - SYNC_MARGIN, 0.0)
+    worker = loop.spawn_worker(lambda: done.append(wait(seconds)), "group-complete")
+    worker.join(seconds + 1.0)
+    return bool(done and done[0])
 
 
 def _wait_for_job(loop: RunLoop, reserve: float) -> tuple[int | None, int]:

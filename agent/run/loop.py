@@ -243,6 +243,12 @@ class RunLoop:
 
             threading.Thread(target=run, name=f"notice-{source.name}", daemon=True).start()
 
+    def announce(self, notice: Notice) -> None:
+        """An interruption: a group's agent tells the other nodes (in a worker)."""
+        if self.parts.announce is not None:
+            announce = self.parts.announce
+            self.spawn_worker(lambda: announce(notice), "group-notice")
+
     # -- events -------------------------------------------------------------------------
 
     def on_signal(self, sig: Sig, at: float) -> None:

@@ -13,13 +13,15 @@ from typing import Any, Protocol
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.group import RankStore
 from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.engine.save.sync import SyncResult
 from checkpoint.engine.store.base import Store
 
 from .. import logs
 from ..config import BECAUSE_BUDGET, BECAUSE_LAST_ATTEMPT, Settings
-from ..notices import NoticeSource
+from ..group import GroupRun
+from ..notices import Notice, NoticeSource
 from ..stores import open_configured_store
 from ..timeline.model import past_interruptions
 from ..timeline.record import AttemptRecord
@@ -104,6 +106,10 @@ class Parts:
     own_signals: bool = True
     #: this attempt's timeline record (cheap: its writes run in a thread of their own)
     record: Callable[[int], AttemptRecord] = lambda attempt: AttemptRecord(attempt, None)
+    #: a group's: tell the other nodes of an interruption (slow: runs in a worker)
+    announce: Callable[[Notice], None] | None = None
+    #: a group's: wait at most this many seconds for the group record of the last part
+    group_complete: Callable[[float], bool] | None = None
 
 
 def _interruptions(job: JobStore, attempt: int) -> int | None:
@@ -116,6 +122,14 @@ def _interruptions(job: JobStore, attempt: int) -> int | None:
 
 
 def real_parts(s: Settings, store: Store) -> Parts:
+    group = GroupRun(s.group, store, s.job_id) if s.group is not None else None
+
+    def job_in(where: Store) -> JobStore:
+        """The job's keys in ``where``: a group's node has its own rank's folders."""
+        if s.group is not None:
+            return RankStore(where, s.job_id, s.group.rank)
+        return JobStore(where, s.job_id)
+
     def claim() -> tuple[int, Checkpoints]:
         # The first calls go through a client of their own, with start-up's short
         # timeouts, and are retried while they fail in ways that may pass (.startup).
@@ -126,27 +140,33 @@ def real_parts(s: Settings, store: Store) -> Parts:
         def check_and_claim() -> int:
             first.check()
             info = {"host": host, "batch_attempt": s.batch_attempt}
-            return JobStore(first, s.job_id).claim_attempt(info)
+            return job_in(first).claim_attempt(info)
 
         try:
             attempt = retry_transient(check_and_claim, policy)
         finally:
             first.close()
-        job = JobStore(store, s.job_id)
+        # a group's rank: the GroupRun's own RankStore (its pruning pins what records name)
+        job = group.job if group is not None else job_in(store)
         ckpt = Checkpointer(
             job, s.checkpoint_dir, attempt=attempt, max_bytes_in_flight=s.max_bytes_in_flight
         )
         keeper = LeaseKeeper(job, attempt, host)
         keeper.start()  # gc and delete now know the job is live (.lease)
-        return attempt, LeasedCheckpoints(
-            SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash), keeper
-        )
+        saves = LeasedCheckpoints(SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash), keeper)
+        if group is not None:
+            return attempt, group.claimed(attempt, saves, s.checkpoint_dir)
+        return attempt, saves
+
+    def sources(on_identity: Callable[[dict[str, Any]], None]) -> tuple[NoticeSource, ...]:
+        found = notice_sources(s, on_identity)
+        return found + group.sources() if group is not None else found
 
     def continue_job(attempt: int) -> Continuation | None:
         from .. import batch  # boto3's Batch client: only when a continuation is due
 
         if s.fallback_queue and s.fallback_after:
-            interruptions = _interruptions(JobStore(store, s.job_id), attempt)
+            interruptions = _interruptions(job_in(store), attempt)
             if interruptions is not None and interruptions >= s.fallback_after:
                 moved = batch.move_to_fallback(s, interruptions)
                 if moved is not None:
@@ -164,7 +184,7 @@ def real_parts(s: Settings, store: Store) -> Parts:
             "compute_environment": s.batch_compute_environment,
         }
         return AttemptRecord.in_store(
-            JobStore(store, s.job_id),
+            job_in(store),
             attempt,
             host=socket.gethostname(),
             batch={k: v for k, v in batch.items() if v is not None} or None,
@@ -174,8 +194,10 @@ def real_parts(s: Settings, store: Store) -> Parts:
 
     return Parts(
         claim=claim,
-        sources=lambda on_identity: notice_sources(s, on_identity),
+        sources=sources,
         make_job=lambda env: JobProcess(s, env),
         continue_job=continue_job,
         record=record,
+        announce=group.announce if group is not None else None,
+        group_complete=group.wait_complete if group is not None else None,
     )

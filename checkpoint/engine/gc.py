@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from ..errors import CheckpointError, ManifestError, ObjectNotFound
 from .format.jobstore import BLOBS, PACKS, PAGES, JobStore
+from .group import collected
 
 DEFAULT_MIN_AGE = timedelta(hours=24)
 
@@ -63,14 +64,15 @@ def prune_manifests(
 
     When the newest manifests are damaged, the newest readable one behind them is the
     checkpoint a restore would fall back to: ``keep`` must not make it unreachable.
-    ``protected`` sequences are never deleted either. ``newest_good``, when the caller
-    knows it (it just committed it), saves reading manifests to find it.
+    ``protected`` sequences are never deleted either, nor ``job.pinned`` ones.
+    ``newest_good``, when the caller knows it (it just committed it), saves reading
+    manifests to find it.
     Returns the deleted sequences.
     """
     sequences = job.sequences()
     if keep < 1 or len(sequences) <= keep:
         return []
-    spared = set(protected) | set(sequences[-keep:])
+    spared = set(protected) | set(sequences[-keep:]) | job.pinned
     newer = [seq for seq in sequences if newest_good is None or seq >= newest_good]
     if newest_good is not None:
         spared.add(newest_good)
@@ -96,6 +98,7 @@ def collect_garbage(
     now: datetime | None = None,
 ) -> GcResult:
     now = now or datetime.now(UTC)
+    job = collected(job)  # a group's chunks are shared: every rank's parts reference them
     for _ in range(3):
         blobs = list(job.store.list_objects(job.folder(BLOBS)))
         packs = list(job.store.list_objects(job.folder(PACKS)))

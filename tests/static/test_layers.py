@@ -21,7 +21,8 @@ ROOMS: dict[str, set[str]] = {
     "budget": set(),
     "progress": set(),
     "localdir": {"format"},
-    "gc": {"format", "store"},
+    "group": {"format", "store"},  # a multi-node group's records, ranks' parts, union
+    "gc": {"format", "store", "group"},  # a group job's chunks: every rank's parts count
     "lease": {"format", "store"},  # a live attempt's lease, an operator's forced sweep
     "save": {"format", "store", "localdir", "gc", "lease", "budget", "progress"},
     "restore": {"format", "store", "localdir", "budget", "progress"},

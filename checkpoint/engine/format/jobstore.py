@@ -16,6 +16,9 @@ Layout of one job under the store's root::
     <job-id>/leases/<n>.json           attempt n is running: rewritten while it runs, deleted
                                        when it exits (checkpoint.engine.lease)
     <job-id>/sweeps/<time>-<id>.json   a forced gc or delete of the job (checkpoint.engine.lease)
+    <job-id>/group/, <job-id>/ranks/   a multi-node group's records and each rank's own
+                                       manifests, attempts and timeline
+                                       (checkpoint.engine.group)
 
 The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 
@@ -63,7 +66,10 @@ _NUMBERED = re.compile(r"([0-9]{1,18})\.json")
 #: whose blobs are already gone
 MANIFESTS, PAGES, BLOBS, PACKS = "manifests", "pages", "blobs", "packs"
 ATTEMPTS, TIMELINE, LEASES, SWEEPS = "attempts", "timeline", "leases", "sweeps"
-KINDS = (MANIFESTS, PAGES, BLOBS, PACKS, ATTEMPTS, TIMELINE, LEASES)
+#: a group job's (checkpoint.engine.group): its records, and each rank's own folders;
+#: records go first, then the ranks' parts, so no reader finds a record whose parts are gone
+GROUP, RANKS = "group", "ranks"
+KINDS = (GROUP, MANIFESTS, RANKS, PAGES, BLOBS, PACKS, ATTEMPTS, TIMELINE, LEASES)
 
 
 def utc_iso() -> str:
@@ -73,6 +79,9 @@ def utc_iso() -> str:
 class JobStore:
     """The keys and commit protocol of one job inside a store."""
 
+    #: sequences pruning must keep whatever their age (a group's rank: parts records name)
+    pinned: frozenset[int] = frozenset()
+
     def __init__(self, store: Store, job_id: str) -> None:
         self.store = store
         self.job_id = job_id
@@ -81,7 +90,8 @@ class JobStore:
         self._warned_keys: set[str] = set()
 
     def folder(self, kind: str) -> str:
-        """The prefix of one of the job's folders (one of :data:`KINDS`), with its slash."""
+        """The prefix of one of the job's folders (one of :data:`KINDS`), with its slash
+        (a group's rank overrides it for the folders that are each rank's own)."""
         return f"{self.prefix}{kind}/"
 
     def blob_key(self, sha256: str) -> str:

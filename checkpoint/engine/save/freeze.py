@@ -36,6 +36,7 @@ import structlog
 
 from checkpoint.errors import CheckpointError, ManifestError
 from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX, progress_path, save_lock_path
+from checkpoint.savelabel import with_save_label
 from checkpoint.savelock import SaveIncomplete, SaveInProgress, acquire, saver
 
 from ..format.manifest import LinkEntry, check_link_target
@@ -224,6 +225,7 @@ class Freezer:
             seen: set[str] = set()
             self._walk(self.directory, "", walk, seen, set(copy_inodes))
             progress = _read_json(progress_path(self.directory))
+            progress = with_save_label(progress, self.directory / RESERVED_DIR)
             held = time.monotonic() - t0
         finally:
             os.close(fd)  # releases the lock
