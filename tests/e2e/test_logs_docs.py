@@ -21,13 +21,15 @@ _KEYWORDS = frozenset(
 )
 _JOB = textwrap.dedent("""
     import os, pathlib, time
+    import checkpoint
     state = pathlib.Path(os.environ["CHECKPOINT_DIR"]) / "state"
     state.write_text(os.environ["SPOT_AGENT_ATTEMPT"])
     os.kill(int(os.environ["SPOT_AGENT_PID"]), 10)  # a requested sync: sync.committed
     print("ready", flush=True)
     if os.environ.get("RUN_FOREVER"):
-        while True:  # keeps changing its state: the final sync has something to upload
-            state.write_text(str(time.time()))
+        while True:  # keeps saving whole states: the final sync has something to upload
+            with checkpoint.saving():
+                state.write_text(str(time.time()))
             time.sleep(0.1)
 """)
 

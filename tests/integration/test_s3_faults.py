@@ -215,7 +215,8 @@ STUCK_JOB = textwrap.dedent(
     import checkpoint, os, time
     checkpoint.save_bytes("data", os.urandom(300_000))
     checkpoint.request_sync(wait=30)
-    checkpoint.save_bytes("data", os.urandom(300_000))
+    with checkpoint.saving():  # a second whole save, for the final checkpoint to commit
+        checkpoint.save_bytes("data", os.urandom(300_000))
     print("ready", flush=True)
     time.sleep(600)
     """
