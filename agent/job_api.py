@@ -2,10 +2,11 @@
 
 The agent needs Python 3.11 and its own packages; a job's interpreter may be another one
 (a venv without the agent, conda, an image's Python 3.9). The job's side of the protocol,
-``import checkpoint``, is a handful of standard-library files
-(:data:`checkpoint.api_files.API_MODULES`): this command copies exactly those into
-``DIR/checkpoint`` and prints ``DIR``. Put ``DIR`` on the job's ``PYTHONPATH`` only, not the
-agent's: there it would hide the agent's own ``checkpoint`` package, engine included.
+``import checkpoint``, is a handful of standard-library files, and the training
+frameworks' callbacks a job imports on use (:data:`checkpoint.api_files.COPIED_MODULES`):
+this command copies exactly those into ``DIR/checkpoint`` and prints ``DIR``. Put ``DIR``
+on the job's ``PYTHONPATH`` only, not the agent's: there it would hide the agent's own
+``checkpoint`` package, engine included.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from checkpoint import __version__
-from checkpoint.api_files import API_MODULES
+from checkpoint.api_files import COPIED_MODULES
 
 from . import exits
 
@@ -36,7 +37,7 @@ def default_dir(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path
 def api_sources() -> dict[str, bytes]:
     """The job API's files as this agent has them: ``{"api.py": b"..."}``."""
     package = resources.files(PACKAGE)
-    return {f"{name}.py": (package / f"{name}.py").read_bytes() for name in API_MODULES}
+    return {f"{name}.py": (package / f"{name}.py").read_bytes() for name in COPIED_MODULES}
 
 
 class NotAJobApiCopy(Exception):

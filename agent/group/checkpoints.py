@@ -1,6 +1,6 @@
 """A rank's checkpoints: each commit is this rank's part; a group record completes it.
 
-Wraps the loop's checkpoints (:class:`PartCheckpoints`, the same interface) around a
+Wraps the loop's checkpoints (:class:`Checkpoints`, the same interface) around a
 :class:`checkpoint.engine.group.RankStore`:
 
 - restore: only what a group record names (the union of its parts, or the rank's own);
@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
 
-from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.group import Group, GroupRecord, PathConflict, RankStore, label_of
 from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.engine.save.sync import SyncResult
@@ -26,6 +22,7 @@ from checkpoint.errors import CheckpointError
 from checkpoint.protocol import RESERVED_DIR, SAVE_LABEL_NAME
 
 from .. import logs
+from ..checkpoint_view import Checkpoints, WrappedCheckpoints
 
 log = logs.get_logger()
 
@@ -33,46 +30,22 @@ log = logs.get_logger()
 LOOK_EVERY = 0.5
 
 
-class PartCheckpoints(Protocol):
-    """The rank's own checkpoints (``agent.run.savepoints.SavePointCheckpoints``)."""
-
-    @property
-    def base(self) -> Manifest | None: ...
-    def restore(self) -> RestoreResult: ...
-    def sync_once(self, reason: str) -> SyncResult: ...
-    def prune(self, keep: int) -> list[int]: ...
-    def pending_bytes(self) -> int: ...
-    def close(self) -> None: ...
-    def attach(
-        self,
-        job_pids: Callable[[], list[int]],
-        on_frozen: Callable[[float], None],
-        on_declared: Callable[[float], None] | None = None,
-    ) -> None: ...
-    def declared(self, at: float | None = None) -> None: ...
-    def between_saves(self, wait: float) -> AbstractContextManager[bool]: ...
-
-
-class GroupCheckpoints:
+class GroupCheckpoints(WrappedCheckpoints):
     def __init__(
         self,
-        inner: PartCheckpoints,
+        inner: Checkpoints,
         group: Group,
         job: RankStore,
         own_only: bool,
         directory: Path,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.group = group
         self.job = job
         self.own_only = own_only
         self.directory = directory
         self.record: GroupRecord | None = None  # the newest record this rank saw or wrote
         self._conflicted: str | None = None  # a label refused once is not looked at again
-
-    @property
-    def base(self) -> Manifest | None:
-        return self.inner.base
 
     def restore(self) -> RestoreResult:
         # A label left by an earlier run on this disk is not the restored state's.
@@ -156,25 +129,3 @@ class GroupCheckpoints:
         """The rank's own pruning, which never drops a part the newest records name."""
         self.job.pinned = frozenset(self.group.referenced(self.job.rank))
         return self.inner.prune(keep)
-
-    # -- the rest is the rank's own checkpointer's -------------------------------------------
-
-    def pending_bytes(self) -> int:
-        return self.inner.pending_bytes()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def attach(
-        self,
-        job_pids: Callable[[], list[int]],
-        on_frozen: Callable[[float], None],
-        on_declared: Callable[[float], None] | None = None,
-    ) -> None:
-        self.inner.attach(job_pids, on_frozen, on_declared)
-
-    def declared(self, at: float | None = None) -> None:
-        self.inner.declared(at)
-
-    def between_saves(self, wait: float) -> AbstractContextManager[bool]:
-        return self.inner.between_saves(wait)

@@ -11,9 +11,10 @@ from checkpoint.engine.store.base import Store
 from checkpoint.errors import CheckpointError
 
 from .. import logs
+from ..checkpoint_view import Checkpoints
 from ..config import GroupSettings
 from ..notices import Notice, NoticeSource
-from .checkpoints import GroupCheckpoints, PartCheckpoints
+from .checkpoints import GroupCheckpoints
 from .notices import SOURCE_PREFIX, PeerNotices, notice_body
 
 log = logs.get_logger()
@@ -27,7 +28,7 @@ class GroupRun:
         self.attempt = 0
         self.checkpoints: GroupCheckpoints | None = None
 
-    def claimed(self, attempt: int, inner: PartCheckpoints, directory: Path) -> GroupCheckpoints:
+    def claimed(self, attempt: int, inner: Checkpoints, directory: Path) -> GroupCheckpoints:
         self.attempt = attempt
         own_only = self.settings.restore == "own"
         self.checkpoints = GroupCheckpoints(inner, self.group, self.job, own_only, directory)

@@ -5,7 +5,7 @@
 - :mod:`.scheduler` sync cadence, early syncs, upload rate, reserve and deadline arithmetic (pure)
 - :mod:`.syncs` the sync worker
 - :mod:`.endings` the ways a run ends, and the exit status of each
-- :mod:`.signals` which signal means what; stamping each on arrival
+- :mod:`.meanings` which signal means what; stamping each on arrival
 - :mod:`.jobenv` the job's environment, notice and status files, checkpoint dir and lock
 - :mod:`.parts` the interfaces the loop drives, and the real ones; :mod:`.job` the job's
   process; :mod:`.sources` the notice sources; :mod:`.report` restore and sync log lines

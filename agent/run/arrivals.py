@@ -6,6 +6,7 @@ import time
 from typing import Any, Protocol
 
 from .. import logs
+from ..checkpoint_view import Checkpoints
 from ..config import Settings
 from ..notices import INTERRUPTION, REBALANCE, Notice, NoticeBoard, sigterm_notice
 from ..process import inherited_signals
@@ -14,7 +15,7 @@ from ..timeline.record import AttemptRecord
 from . import meanings as signals
 from .jobenv import JobFiles
 from .meanings import Meaning
-from .parts import Checkpoints, Job
+from .parts import Job
 from .report import rounded
 from .scheduler import Interruption
 from .syncs import Syncs

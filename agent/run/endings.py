@@ -12,13 +12,14 @@ from checkpoint.engine.save.sync import SyncResult
 from checkpoint.errors import LocalWriteError, StoreError, Superseded
 
 from .. import exits, logs
+from ..checkpoint_view import Checkpoints
 from ..config import ConfigError, Settings
 from ..process.signals import Sig
 from ..timeline.model import Attempt
 from ..timeline.record import AttemptRecord
 from .events import StartupFailed
 from .jobenv import JobFiles
-from .parts import Checkpoints, Continuation, Job, Parts
+from .parts import Continuation, Job, Parts
 from .report import rounded
 from .scheduler import Interruption, SyncScheduler
 from .syncs import Syncs

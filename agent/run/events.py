@@ -13,9 +13,9 @@ from typing import Any
 from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.engine.save.sync import SyncResult
 
+from ..checkpoint_view import Checkpoints
 from ..notices import Notice, NoticeSource
 from ..process.signals import Sig
-from .parts import Checkpoints
 
 
 @dataclass(frozen=True)

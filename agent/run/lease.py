@@ -9,17 +9,12 @@ it is logged (``lease.failed``, once until it works again) and the job goes on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.lease import LeasePolicy, drop_lease, write_lease
-from checkpoint.engine.restore.restore import RestoreResult
-from checkpoint.engine.save.sync import SyncResult
 
 from .. import logs
-from .savepoints import SavePointCheckpoints
+from ..checkpoint_view import Checkpoints, WrappedCheckpoints
 
 log = logs.get_logger()
 
@@ -77,42 +72,12 @@ class LeaseKeeper:
             self._failing = False
 
 
-class LeasedCheckpoints:
+class LeasedCheckpoints(WrappedCheckpoints):
     """``inner``, whose :meth:`close` also ends the lease."""
 
-    def __init__(self, inner: SavePointCheckpoints, keeper: LeaseKeeper) -> None:
-        self.inner = inner
+    def __init__(self, inner: Checkpoints, keeper: LeaseKeeper) -> None:
+        super().__init__(inner)
         self.keeper = keeper
-
-    @property
-    def base(self) -> Manifest | None:
-        return self.inner.base
-
-    def restore(self) -> RestoreResult:
-        return self.inner.restore()
-
-    def sync_once(self, reason: str) -> SyncResult:
-        return self.inner.sync_once(reason)
-
-    def prune(self, keep: int) -> list[int]:
-        return self.inner.prune(keep)
-
-    def pending_bytes(self) -> int:
-        return self.inner.pending_bytes()
-
-    def attach(
-        self,
-        job_pids: Callable[[], list[int]],
-        on_frozen: Callable[[float], None],
-        on_declared: Callable[[float], None] | None = None,
-    ) -> None:
-        self.inner.attach(job_pids, on_frozen, on_declared)
-
-    def declared(self, at: float | None = None) -> None:
-        self.inner.declared(at)
-
-    def between_saves(self, wait: float) -> AbstractContextManager[bool]:
-        return self.inner.between_saves(wait)
 
     def close(self) -> None:
         try:

@@ -30,6 +30,7 @@ from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.errors import Superseded
 
 from .. import logs
+from ..checkpoint_view import Checkpoints
 from ..config import ConfigError, Settings
 from ..notices import Notice, NoticeBoard, NoticeSource
 from ..process.signals import Sig
@@ -53,7 +54,7 @@ from .events import (
 )
 from .jobenv import JobFiles, job_environ
 from .meanings import Meaning
-from .parts import Checkpoints, Job, Parts
+from .parts import Job, Parts
 from .report import log_restore, rounded
 from .scheduler import Interruption, SyncScheduler
 from .syncs import Syncs

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.group import RankStore
-from checkpoint.engine.restore.restore import RestoreResult
-from checkpoint.engine.save.sync import SyncResult
 from checkpoint.engine.store.base import Store
 
 from .. import logs
+from ..checkpoint_view import Checkpoints
 from ..config import BECAUSE_BUDGET, BECAUSE_LAST_ATTEMPT, Settings
 from ..group import GroupRun
 from ..notices import Notice, NoticeSource
@@ -65,29 +62,6 @@ class Job(Protocol):
     def reap_leftovers(self, grace: float) -> int: ...
     def close_output(self, timeout: float) -> None: ...
     def pids(self) -> list[int]: ...
-
-
-class Checkpoints(Protocol):
-    """One attempt's view of the job's checkpoints.
-
-    See :class:`checkpoint.engine.checkpointer.Checkpointer`.
-    """
-
-    @property
-    def base(self) -> Manifest | None: ...
-    def restore(self) -> RestoreResult: ...
-    def sync_once(self, reason: str) -> SyncResult: ...
-    def prune(self, keep: int) -> list[int]: ...
-    def pending_bytes(self) -> int: ...
-    def close(self) -> None: ...
-    def attach(
-        self,
-        job_pids: Callable[[], list[int]],
-        on_frozen: Callable[[float], None],
-        on_declared: Callable[[float], None] | None = None,
-    ) -> None: ...
-    def between_saves(self, wait: float) -> AbstractContextManager[bool]: ...
-    def declared(self, at: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from checkpoint.engine.save.sync import SyncResult
 from checkpoint.errors import CheckpointError, Superseded
 
 from .. import logs
+from ..checkpoint_view import Checkpoints
 from .events import Event, PendingMeasured, SyncDone, SyncFailed
 from .jobenv import JobFiles
-from .parts import Checkpoints
 from .report import log_sync
 from .scheduler import EARLY, SyncScheduler
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.api_files import API_MODULES
+from checkpoint.api_files import API_MODULES, COPIED_MODULES
 from tests.agentproc import REPO, agent_env, cli
 
 #: a job: uses the API and reports which modules the import loaded
@@ -64,7 +64,7 @@ def test_the_copy_is_the_job_api_files_and_nothing_else(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"{tmp_path / 'api'}\n"
     copied = sorted(p.name for p in (tmp_path / "api" / "checkpoint").iterdir())
-    assert copied == sorted(f"{name}.py" for name in API_MODULES)
+    assert copied == sorted(f"{name}.py" for name in COPIED_MODULES)
     for name in copied:
         ours = (REPO / "checkpoint" / name).read_bytes()
         assert (tmp_path / "api" / "checkpoint" / name).read_bytes() == ours, name
@@ -106,6 +106,11 @@ def test_a_venv_without_the_agent_imports_the_job_api_and_not_the_pypi_namesake(
     # nothing of the engine: only the job API's own modules were imported
     assert {m.partition(".")[2] or "__init__" for m in seen["ours"]} <= set(API_MODULES)
     assert json.loads((tmp_path / "ck" / "state.json").read_text()) == {"step": 1}
+    # the framework callbacks are there too: what stops them is the framework the venv lacks
+    hf = subprocess.run(
+        [foreign_venv, "-c", "import checkpoint.hf"], capture_output=True, text=True, env=env
+    )
+    assert "No module named 'transformers'" in hf.stderr, hf.stderr
 
 
 def test_the_documented_command_runs_a_foreign_job_under_the_agent(

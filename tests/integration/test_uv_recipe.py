@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.api_files import API_MODULES
+from checkpoint.api_files import COPIED_MODULES
 from tests.agentproc import REPO
 
 pytestmark = pytest.mark.long
@@ -73,7 +73,7 @@ def test_the_stage_runs_with_the_pinned_uv(tmp_path: Path) -> None:
     agent_dir = root / "opt" / "spot-agent"
     assert sorted(p.name for p in agent_dir.iterdir()) == ["job-api", "python", "venv"]
     api = sorted(p.name for p in (agent_dir / "job-api" / "checkpoint").iterdir())
-    assert api == sorted(f"{m}.py" for m in API_MODULES)
+    assert api == sorted(f"{m}.py" for m in COPIED_MODULES)
     version_out = subprocess.run(
         [agent_dir / "venv" / "bin" / "spot-agent", "--version"], capture_output=True, text=True
     )

@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from agent import exits
+from agent.checkpoint_view import Checkpoints
 from agent.cli import build_parser
 from agent.config import ConfigError, Settings, load_settings
 from agent.notices import INTERRUPTION, Notice, NoticeSource
 from agent.run.events import NoticeReceived, SignalReceived
 from agent.run.jobenv import JobFiles
 from agent.run.loop import RunLoop
-from agent.run.parts import Checkpoints, Job, Parts
+from agent.run.parts import Job, Parts
 from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.engine.save.sync import SyncResult
