@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from checkpoint.engine.format import whole
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.gc import collect_garbage, prune_manifests
 from checkpoint.engine.group import GroupCheckpointsView
@@ -255,7 +256,7 @@ def _show(job: JobStore, sequence: int | None, as_json: bool) -> int:
     m = job.load_manifest(seq)
     # A group checkpoint is no stored manifest: the union of its parts, as restore sees it.
     grouped = isinstance(job, GroupCheckpointsView)
-    raw = m.to_json() if grouped else job.store.get_object(job.manifest_key(seq))
+    raw = whole.encode(m) if grouped else job.store.get_object(job.manifest_key(seq))
     if as_json:
         doc = json.loads(raw)
         if m.pages:  # a paged manifest (format 4): each page's entries after its listing

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.format.manifest import FORMAT
+from checkpoint.engine.format.whole import FORMAT
 from checkpoint.engine.gc import collect_garbage
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store

@@ -54,7 +54,7 @@ from checkpoint.errors import (
 )
 
 from ..store.base import Store
-from . import paged
+from . import page, paged, whole
 from .manifest import Chunk, Manifest
 
 log = structlog.get_logger("checkpoint")
@@ -157,7 +157,7 @@ class JobStore:
             manifest, pages = paged.decode(data, self._page_reader(), where=key)
             manifest = replace(manifest, pages=pages)
         else:
-            manifest = Manifest.from_json(data, where=key)
+            manifest = whole.decode(data, where=key)
         if manifest.sequence != sequence:
             raise ManifestError(f"{key}: says it is sequence {manifest.sequence}")
         return manifest
@@ -169,7 +169,7 @@ class JobStore:
         key = self.manifest_key(sequence)
         data = self.store.get_object(key, max_bytes=paged.MAX_ROOT_BYTES)
         if not paged.is_paged(data):
-            manifest = Manifest.from_json(data, where=key)
+            manifest = whole.decode(data, where=key)
             return manifest.stored_blobs(), manifest.pack_ids()
         try:
             doc_sequence = json.loads(data).get("sequence")
@@ -213,8 +213,8 @@ class JobStore:
         key = self.manifest_key(manifest.sequence)
         entries = len(manifest.files) + len(manifest.dirs) + len(manifest.links)
         if entries + len(manifest.hardlinks) <= paged_above:
-            body = manifest.to_json()
-            Manifest.from_json(body, where="the new checkpoint")
+            body = whole.encode(manifest)
+            whole.decode(body, where="the new checkpoint")
             return manifest if self._create(key, body) else None
         body, pages = paged.encode(manifest)
         written, have = dict(pages), frozenset(have)
@@ -240,7 +240,7 @@ class JobStore:
 
     def _read_page(self, pid: str) -> bytes:
         try:
-            return self.store.get_object(self.page_key(pid), max_bytes=paged.MAX_PAGE_BYTES)
+            return self.store.get_object(self.page_key(pid), max_bytes=page.MAX_PAGE_BYTES)
         except ObjectNotFound:
             raise ManifestError(f"page {pid} is missing") from None
 
