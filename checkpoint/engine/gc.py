@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ..errors import CheckpointError, ManifestError, ObjectNotFound
-from .format.jobstore import BLOBS, PACKS, PAGES, JobStore
+from .format.jobstore import JobStore
+from .format.layout import BLOBS, PACKS, PAGES
 from .group import collected
 
 DEFAULT_MIN_AGE = timedelta(hours=24)
