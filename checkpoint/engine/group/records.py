@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import structlog
 
 from ...errors import ManifestError, ObjectNotFound
-from ..format.jobstore import JobStore, utc_iso
-from ..format.layout import NOTICES, RECORDS, number_of
+from ..format.jobstore import utc_iso
+from ..format.layout import NOTICES, RECORDS, Layout, number_of
 from ..format.manifest import Manifest
 from ..store.base import Store
 from .parts import label_of, merge_parts
@@ -78,15 +78,15 @@ class Group:
         self.job_id = job_id
         self.size = size
         self.ranks = [RankStore(store, job_id, r) for r in range(size)]
-        self.job = JobStore(store, job_id)
-        self.prefix = self.job.group_folder(RECORDS)
+        self.keys = Layout(job_id)
+        self.prefix = self.keys.group_folder(RECORDS)
         self._parts: dict[tuple[int, int], Manifest] = {}  # manifests are immutable
 
     def record_key(self, sequence: int) -> str:
-        return self.job.group_record_key(sequence)
+        return self.keys.group_record_key(sequence)
 
     def notices_prefix(self) -> str:
-        return self.job.group_folder(NOTICES)
+        return self.keys.group_folder(NOTICES)
 
     # -- records ------------------------------------------------------------------------
 
