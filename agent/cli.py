@@ -19,7 +19,6 @@ from checkpoint.engine.restore.restore import raise_open_file_limit
 
 from . import (
     __version__,
-    batch,
     checkpoints_cli,
     closed_pipe,
     doctor,
@@ -28,6 +27,7 @@ from . import (
     job_api,
     logs,
 )
+from .batch import cli as batch_cli
 from .config import (
     RUN_OPTIONS,
     ConfigError,
@@ -156,8 +156,8 @@ def _mount_batch(sub: Any) -> None:
         description="AWS Batch integration: job definitions whose retry strategy resumes "
         "interrupted jobs.",
     )
-    batch.add_arguments(p)
-    p.set_defaults(handler=batch.main)
+    batch_cli.add_arguments(p)
+    p.set_defaults(handler=batch_cli.main)
 
 
 def _mount_job_api(sub: Any) -> None:
