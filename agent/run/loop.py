@@ -32,7 +32,7 @@ from ..checkpoint_view import Checkpoints
 from ..config import Settings
 from ..notices import Notice
 from ..process.signals import Sig
-from ..process.supervisor import SpawnError
+from ..process.spawn import SpawnError
 from ..timeline.record import AttemptRecord
 from . import arrivals, endings, interrupted
 from . import meanings as signals
