@@ -19,7 +19,6 @@ from checkpoint.engine.restore.restore import raise_open_file_limit
 
 from . import (
     __version__,
-    checkpoints_cli,
     closed_pipe,
     doctor,
     exits,
@@ -28,6 +27,7 @@ from . import (
     logs,
 )
 from .batch import cli as batch_cli
+from .checkpoints_cli import command as checkpoints_command
 from .config import (
     RUN_OPTIONS,
     ConfigError,
@@ -116,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="inspect, restore and clean up stored checkpoints",
         description="Inspect, restore and clean up what a checkpoint store holds.",
     )
-    checkpoints_cli.add_arguments(ck)
-    ck.set_defaults(handler=checkpoints_cli.main)
+    checkpoints_command.add_arguments(ck)
+    ck.set_defaults(handler=checkpoints_command.main)
 
     _mount_doctor(sub)
     _mount_imds_mock(sub)
