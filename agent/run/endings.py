@@ -34,7 +34,6 @@ LOG_FLUSH_SECONDS = 10.0
 SYNC_MARGIN = 1.0
 #: at most this long (and a fifth of the reserve) waiting for a save to end before SIGKILL
 KILL_SAVE_WAIT = 1.0
-#: the walk that sizes the reserve gets at most this long, and this share of the time left
 
 
 class RunLoop(Protocol):

@@ -1,8 +1,10 @@
 """The interrupted ending, the path of a SIGTERM or a spot notice once the job runs: write
 the notice file, size the reserve, send the stop signal between two saves, wait for the job
 until the deadline less the reserve (then SIGKILL its tree), commit the final checkpoint,
-continue the Batch job when one is due, and exit 75 (79 when the final checkpoint failed,
-80 when the job moved to the fallback queue, 82 when a group's other nodes did not commit).
+continue the Batch job when one is due, and exit 75 (:data:`agent.exits.INTERRUPTED`; else
+``INTERRUPTED_UNSAVED``, the final checkpoint failed; ``MOVED_TO_FALLBACK``, the job goes on
+on the fallback queue; ``GROUP_INCOMPLETE``, a group's other nodes did not all commit;
+``SUPERSEDED``, a newer attempt took over).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from checkpoint.errors import Superseded
 
@@ -125,12 +126,7 @@ class RunLoop:
         self.record = self.parts.record(self.attempt)
         logs.bind_static(attempt=self.attempt)
         log_start(self.s, os.getpid())
-        identity = self.events.put
-        self.workers.step(
-            "sources",
-            lambda: self.parts.sources(lambda f: identity(IdentityKnown(f))),
-            SourcesReady,
-        )
+        self.workers.step("sources", lambda: self.parts.sources(self._identity), SourcesReady)
         self.workers.step("restore", self.ckpt.restore, Restored)
         if not self._await_startup(lambda: steps.ready):
             return endings.startup_cut(self, steps.failed)
@@ -190,6 +186,9 @@ class RunLoop:
             if done():
                 return True
             self.pump(0.5)
+
+    def _identity(self, fields: dict[str, Any]) -> None:
+        self.events.put(IdentityKnown(fields))
 
     def _post_notice(self, notice: Notice) -> None:
         self.events.put(NoticeReceived(notice, time.monotonic()))
