@@ -137,15 +137,15 @@ def real_parts(s: Settings, store: Store) -> Parts:
         return found + group.sources() if group is not None else found
 
     def continue_job(attempt: int) -> Continuation | None:
-        from .. import batch  # boto3's Batch client: only when a continuation is due
+        from ..batch import continuation  # boto3's Batch client: only when one is due
 
         if s.fallback_queue and s.fallback_after:
             interruptions = _interruptions(job_in(store), attempt)
             if interruptions is not None and interruptions >= s.fallback_after:
-                moved = batch.move_to_fallback(s, interruptions)
+                moved = continuation.move_to_fallback(s, interruptions)
                 if moved is not None:
                     return Continuation(moved, s.fallback_queue, BECAUSE_BUDGET)
-        new_job_id = batch.continue_after_interruption(s)
+        new_job_id = continuation.continue_after_interruption(s)
         if new_job_id is None:
             return None
         return Continuation(new_job_id, s.batch_job_queue or "", BECAUSE_LAST_ATTEMPT)

@@ -100,7 +100,7 @@ def test_sync_and_restore_report_their_bytes(tmp_path: Path, every_add_reports: 
 def test_checkpoints_restore_prints_a_line_per_report_when_not_a_terminal() -> None:
     import io
 
-    from agent.checkpoints_cli import ProgressLine
+    from agent.checkpoints_cli.restore import ProgressLine
 
     out = io.StringIO()
     line = ProgressLine(out)
