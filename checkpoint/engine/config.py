@@ -24,6 +24,14 @@ field                     setting (option, environment)               read by
 ``list_page``             none: keys per listing page (S3's maximum)  restore.presence
 ``read_size``             none: one read of a file while hashing      localdir.scan
 ``boot_id_path``          none: the kernel's boot id (warm restarts)  localdir.localindex
+``coalesce_gap``,         none: how packed files are fetched by       restore.packread
+``max_range``,            ranged reads
+``pack_batch_bytes``
+``max_open_files``        none: staging files open in a restore       restore.download
+``copy_budget``           none: bytes a freeze copies under the lock  save.freeze
+``freeze_attempts``       none: freezes tried while files change      save.savepoints
+``upload_trust_seconds``  none: how long an upload is taken as stored save.known
+``writer_sample_seconds`` none: between two looks at the job's files  save.writers
 ========================  ==========================================  ======================
 
 Fields without an option are constants of the design, kept here so that a test or a
@@ -64,6 +72,23 @@ class EngineConfig:
     read_size: int = 8 << 20
     #: the kernel's id of this boot: a warm restart trusts the local index only within one
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
+    #: needed chunks of one pack closer than this are read by one ranged GET (the gap is
+    #: read and dropped: cheaper than one more request's latency)
+    coalesce_gap: int = 1 << 20
+    #: one ranged GET reads at most about this much
+    max_range: int = 4 << 20
+    #: chunk bytes in one batch of packed files at most (two batches are held at once)
+    pack_batch_bytes: int = 16 << 20
+    #: staging files open at once during a restore
+    max_open_files: int = 64
+    #: at most this many bytes are copied under the save-point lock in one freeze
+    copy_budget: int = 256 << 20
+    #: freezes tried when files keep changing in place after each one
+    freeze_attempts: int = 3
+    #: a chunk this process uploaded is trusted to still be in the store for this long
+    upload_trust_seconds: float = 3600.0
+    #: seconds between two looks at the job's open files and maps
+    writer_sample_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.chunk_size <= MAX_CHUNK_SIZE:
@@ -73,10 +98,18 @@ class EngineConfig:
             ("pack_target", self.pack_target, 1),
             ("list_page", self.list_page, 1),
             ("read_size", self.read_size, 1),
+            ("max_range", self.max_range, 1),
+            ("pack_batch_bytes", self.pack_batch_bytes, 1),
+            ("max_open_files", self.max_open_files, 1),
+            ("freeze_attempts", self.freeze_attempts, 1),
             ("concurrency", 1 if self.concurrency is None else self.concurrency, 1),
             ("pack_threshold", self.pack_threshold, 0),
             ("paged_above", self.paged_above, 0),
             ("progress_seconds", self.progress_seconds, 0),
+            ("coalesce_gap", self.coalesce_gap, 0),
+            ("copy_budget", self.copy_budget, 0),
+            ("upload_trust_seconds", self.upload_trust_seconds, 0),
+            ("writer_sample_seconds", self.writer_sample_seconds, 0),
         )
         for name, value, least in at_least:
             if value < least:
