@@ -31,14 +31,13 @@ internals; the batching it would have done is the 40 lines of ``batches.py``.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from .. import logs
-from .batches import EVENT_OVERHEAD, MAX_EVENT_BYTES, EventQueue
+from .batches import EVENT_OVERHEAD, MAX_EVENT_BYTES, EventQueue, fit
 
 
 @dataclass(frozen=True)
@@ -66,25 +65,6 @@ class ShipLimits:
 __all__ = ["EVENT_OVERHEAD", "MAX_EVENT_BYTES", "CloudWatchLogs", "ShipLimits", "fit", "open_logs"]
 
 log = logs.get_logger()
-
-
-def fit(message: str, limit: int = MAX_EVENT_BYTES) -> str:
-    """``message`` if it fits in one event; else a visible stand-in that does."""
-    size = len(message.encode("utf-8"))
-    if size <= limit:
-        return message
-    try:
-        original = json.loads(message)
-    except ValueError:
-        original = {}
-    keep = {k: original[k] for k in logs.FIRST_KEYS if isinstance(original, dict) and k in original}
-    budget = limit - 1024
-    while True:
-        doc = {**keep, "truncated": True, "original_bytes": size, "head": message[:budget]}
-        text = json.dumps(doc)
-        if len(text.encode("utf-8")) <= limit:
-            return text
-        budget //= 2
 
 
 class CloudWatchLogs:
