@@ -24,7 +24,8 @@ from agent.imds_mock import ImdsMock
 from checkpoint.engine.group import Group, label_of, merge_parts
 from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import REPO, AgentRun, agent_env, cli, start_agent
-from tests.servers import SeaweedS3, rendezvous_port
+from tests.ports import rendezvous_port
+from tests.servers import SeaweedS3
 
 pytestmark = pytest.mark.long
 
