@@ -17,6 +17,7 @@ from checkpoint.engine.store.base import Store
 from .. import logs
 from ..checkpoint_view import Checkpoints
 from ..config import BECAUSE_BUDGET, BECAUSE_LAST_ATTEMPT, Settings
+from ..config.engine import engine_config
 from ..group import GroupRun
 from ..notices import Notice, NoticeSource
 from ..stores import open_configured_store
@@ -122,9 +123,7 @@ def real_parts(s: Settings, store: Store) -> Parts:
             first.close()
         # a group's rank: the GroupRun's own RankStore (its pruning pins what records name)
         job = group.job if group is not None else job_in(store)
-        ckpt = Checkpointer(
-            job, s.checkpoint_dir, attempt=attempt, max_bytes_in_flight=s.max_bytes_in_flight
-        )
+        ckpt = Checkpointer(job, s.checkpoint_dir, attempt=attempt, config=engine_config(s))
         keeper = LeaseKeeper(job, attempt, host)
         keeper.start()  # gc and delete now know the job is live (.lease)
         saves = LeasedCheckpoints(SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash), keeper)
