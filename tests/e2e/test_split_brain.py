@@ -127,7 +127,7 @@ def test_split_brain_local_store(tmp_path: Path, stale_next_sync: str) -> None:
 
 
 def test_split_brain_s3(tmp_path: Path, s3_env: Any, s3_bucket: tuple[str, str]) -> None:
-    from tests.e2e.test_run_s3 import s3_agent_env
+    from tests.stores import s3_agent_env
 
     uri = f"s3://{s3_bucket[1]}/split"
 

@@ -24,8 +24,8 @@ import pytest
 from agent.imds_mock import ImdsMock
 from agent.timeline.model import parse_time, seconds_between
 from tests.agentproc import AgentRun, agent_env, cli, start_agent
-from tests.e2e.test_run_s3 import s3_agent_env
 from tests.servers import SeaweedS3
+from tests.stores import s3_agent_env
 from tests.svgcheck import bar_geometry, find_chromium
 
 PY = sys.executable

@@ -22,10 +22,10 @@ from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import ObjectTooLarge, StoreError
 from tests.agentproc import start_agent
-from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.integration.test_sync_local import tree
 from tests.servers import SeaweedS3
+from tests.stores import s3_agent_env
 
 CHUNK = 64 * 1024
 
