@@ -22,7 +22,7 @@ from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import MAX_PATH_BYTES
 from checkpoint.engine.store.base import LocalStore
 from checkpoint.errors import ObjectTooLarge
-from tests.integration.test_sync_local import CHUNK, CountingStore, ckpt, tree
+from tests.integration.test_sync import CHUNK, CountingStore, ckpt, tree
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 

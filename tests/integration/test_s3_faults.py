@@ -23,7 +23,7 @@ from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import ObjectTooLarge, StoreError
 from tests.agentproc import start_agent
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.integration.test_sync_local import tree
+from tests.integration.test_sync import tree
 from tests.servers import SeaweedS3
 from tests.stores import s3_agent_env
 
