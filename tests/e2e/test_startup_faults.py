@@ -22,9 +22,9 @@ import pytest
 from agent import exits
 from agent.batch import jobdef
 from tests.agentproc import AgentRun, run_agent, start_agent
-from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.servers import SeaweedS3
+from tests.stores import s3_agent_env
 
 PY = sys.executable
 JOB = [PY, "-c", "import checkpoint; checkpoint.save_json('n.json', 1); print('ran')"]
