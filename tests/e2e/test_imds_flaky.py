@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -115,6 +115,13 @@ def test_500s_timeouts_and_token_storms_then_a_notice_is_acted_on(
     assert sorted(kinds) == sorted(set(kinds)), kinds
 
 
+HANG_SECONDS = 120.0
+
+
+def stamp(event: dict[str, object]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
 @pytest.mark.parametrize("fault", ["vanishes", "hangs"])
 def test_a_dead_metadata_service_costs_the_job_nothing(
     tmp_path: Path, imds: ImdsMock, fault: str
@@ -127,18 +134,20 @@ def test_a_dead_metadata_service_costs_the_job_nothing(
         checkpoint.save_json("done.json", True)
         raise SystemExit(5)
     """)
-    t0 = time.monotonic()
     r = start_polling(tmp_path, imds.url, f"dead-{fault}", [PY, "-c", job])
     if fault == "vanishes":
         imds.stop()
     else:
-        imds.delay(120)  # accepts connections, never answers
-    assert r.wait(60) == 5, r.stdout + r.stderr
-    took = time.monotonic() - t0
-    assert r.event("child.exited")["exit_code"] == 5
+        imds.delay(HANG_SECONDS)  # accepts connections, never answers
+    assert r.wait(HANG_SECONDS / 2) == 5, r.stdout + r.stderr
+    exited = r.event("child.exited")
+    assert exited["exit_code"] == 5
     assert r.event("sync.committed")["reason"] == "exit"
-    # Generous: the point is that no metadata timeout or backoff holds the exit up.
-    assert took < job_seconds + 10, f"{took:.1f}s for a {job_seconds}s job"
+    # The point: no metadata request, timeout or backoff holds the exit up. Measured on the
+    # agent's own clock from the job's exit, and far below the hang a held exit would wait
+    # out, so a loaded machine cannot fail it and a real hold cannot pass it.
+    held = stamp(r.event("agent.exit")) - stamp(exited)
+    assert held < HANG_SECONDS / 4, f"the agent exited {held:.1f}s after its job"
     if fault == "vanishes":
         assert "connection_refused" in poll_failures(r)
     assert not any(e["event"].startswith("notice.") for e in r.events())
