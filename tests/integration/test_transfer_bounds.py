@@ -18,7 +18,8 @@ from checkpoint.engine.budget import ByteBudget
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.store.base import LocalStore, Store
-from checkpoint.engine.store.s3 import READ_PIECE, S3Store
+from checkpoint.engine.store.s3 import S3Store
+from checkpoint.engine.store.s3.reads import READ_PIECE
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.integration.test_sync_local import tree
 from tests.servers import SeaweedS3
