@@ -40,6 +40,13 @@ def test_run_parses_without_the_other_commands_modules() -> None:
     assert "boto3" not in loaded  # a file:// store needs no SDK; an S3 one opens it itself
 
 
+def test_requests_waits_for_a_metadata_service_to_poll() -> None:
+    """The IMDS client (requests, ~0.1 s of imports) is loaded only when there is one."""
+    loaded = loaded_after("import agent.run, agent.checkpoints_cli, agent.doctor")
+    assert "requests" not in loaded
+    assert "agent.notices.client" not in loaded
+
+
 def test_the_full_parser_still_loads_every_command() -> None:
     loaded = loaded_after("from agent.cli import build_parser\nbuild_parser()")
     assert [m for m in OTHER_COMMANDS if m not in loaded] == []
