@@ -47,6 +47,19 @@ def test_requests_waits_for_a_metadata_service_to_poll() -> None:
     assert "agent.notices.client" not in loaded
 
 
+def test_an_s3_store_opens_without_boto3() -> None:
+    """botocore alone makes the client: boto3's transfer manager and resources stay out."""
+    loaded = loaded_after(
+        "import os\n"
+        "os.environ.update(AWS_ENDPOINT_URL_S3='http://127.0.0.1:9', AWS_ACCESS_KEY_ID='k',\n"
+        "    AWS_SECRET_ACCESS_KEY='s', AWS_DEFAULT_REGION='us-east-1')\n"
+        "from checkpoint.engine.store.s3 import S3Store\n"
+        "S3Store.from_uri('s3://bucket/job').close()"
+    )
+    assert "botocore.client" in loaded
+    assert "boto3" not in loaded and "s3transfer" not in loaded
+
+
 def test_the_full_parser_still_loads_every_command() -> None:
     loaded = loaded_after("from agent.cli import build_parser\nbuild_parser()")
     assert [m for m in OTHER_COMMANDS if m not in loaded] == []

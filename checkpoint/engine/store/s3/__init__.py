@@ -1,6 +1,6 @@
 """The checkpoint store on Amazon S3 (or any S3-compatible service): ``s3://bucket/prefix``.
 
-How it works. :class:`S3Store` makes one boto3 client (:mod:`.client`), shared by all
+How it works. :class:`S3Store` makes one botocore client (:mod:`.client`), shared by all
 threads (botocore clients are thread-safe), its connection pool sized for
 :attr:`S3Store.concurrency` transfers at once. Every request goes through a
 :class:`~.bucket.Bucket`, which joins the prefix, adds the encryption asked for and turns

@@ -1,4 +1,4 @@
-"""The options of an S3 store checked, its URI parsed, and its one boto3 client made.
+"""The options of an S3 store checked, its URI parsed, and its one botocore client made.
 
 The endpoint, region and credentials come from the SDK's own configuration
 (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, profiles, the job
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import InvalidRegionError, ProfileNotFound
 
@@ -107,7 +107,11 @@ def make_client(options: ClientOptions) -> Any:
 
 
 def _new_client(options: ClientOptions, addressing_style: str | None) -> Any:
-    session = boto3.session.Session(region_name=options.region)
+    # botocore's own session, as boto3's makes it, without boto3's resources and transfer
+    # manager (s3transfer, multiprocessing): fewer imports before a job starts.
+    session = botocore.session.get_session()
+    if options.region is not None:
+        session.set_config_variable("region", options.region)
     s3_options: dict[str, Any] = {
         # Every body we send carries its own SHA-256 (ChecksumSHA256, a signed header
         # that S3 verifies), so SigV4 hashing the same bytes again only burns CPU:
@@ -125,7 +129,7 @@ def _new_client(options: ClientOptions, addressing_style: str | None) -> Any:
         response_checksum_validation="when_required",
         s3=s3_options,
     )
-    client = session.client("s3", config=config)
+    client = session.create_client("s3", config=config)
     if addressing_style is None and _is_local_host(client.meta.endpoint_url):
         # The endpoint came from AWS_ENDPOINT_URL(_S3) and names an IP or localhost
         # (SeaweedFS, MinIO, moto): a host name "bucket.127.0.0.1" cannot resolve, so
@@ -136,7 +140,7 @@ def _new_client(options: ClientOptions, addressing_style: str | None) -> Any:
     client.close()
     # Config.merge replaces the whole s3 dict: carry the options over.
     s3_options = {**s3_options, "addressing_style": addressing_style}
-    return session.client("s3", config=config.merge(Config(s3=s3_options)))
+    return session.create_client("s3", config=config.merge(Config(s3=s3_options)))
 
 
 def _is_local_host(endpoint_url: str | None) -> bool:
