@@ -2,10 +2,12 @@
 
 At most :data:`MAX_OPEN_FILES` staging files are open at once, whatever the file count
 (restore works under ``ulimit -n 256``): files are opened in order, and the oldest is
-finished (mode, mtime, close) before one more is opened. At most ``max_bytes_in_flight``
-bytes of chunks are being fetched at once. Hole chunks are never fetched: ``ftruncate``
-leaves them as holes. A blob is read with ``max_bytes`` set to the size its manifest
-gives, so an oversized object is refused before its body is read.
+finished (mode, mtime, close) before one more is opened. The chunks being fetched hold at
+most ``max_bytes_in_flight`` bytes at once: a chunk a store streams holds one piece at a
+time (:attr:`Store.stream_piece`), so a big file's chunks are fetched as many at once as the
+pool has threads, and the wait for each GET's first byte overlaps the others'. Hole chunks
+are never fetched: ``ftruncate`` leaves them as holes. A blob is read with ``max_bytes`` set
+to the size its manifest gives, so an oversized object is refused before its body is read.
 
 Each chunk streams from the store straight into its place in the file, hashed piece by
 piece as it arrives (``hashlib`` and ``pwrite`` both let go of the GIL), so writing
@@ -105,11 +107,12 @@ class Downloader:
         try:
             for c in f.chunks:
                 if not c.is_hole:
-                    self.budget.acquire(c.size)  # released by _fetch, however it ends
+                    held = self._held(c.size)
+                    self.budget.acquire(held)  # released by _fetch, however it ends
                     try:
-                        fut = self._pool.submit(self._fetch, c, fd, offset, f.path)
+                        fut = self._pool.submit(self._fetch, c, held, fd, offset, f.path)
                     except BaseException:
-                        self.budget.release(c.size)
+                        self.budget.release(held)
                         raise
                     opened.futures.append(fut)
                 offset += c.size
@@ -137,7 +140,13 @@ class Downloader:
         finally:
             _abandon(opened)
 
-    def _fetch(self, chunk: Chunk, fd: int, offset: int, path: str) -> int:
+    def _held(self, size: int) -> int:
+        """What fetching a chunk of ``size`` bytes holds in memory at once: one piece of a
+        store that streams, else the whole chunk."""
+        piece = self.job.store.stream_piece
+        return size if piece is None else min(size, piece)
+
+    def _fetch(self, chunk: Chunk, held: int, fd: int, offset: int, path: str) -> int:
         key = self.job.blob_key(chunk.sha256)
         try:
             for attempt in range(1, HASH_ATTEMPTS + 1):
@@ -149,7 +158,7 @@ class Downloader:
                     raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")
                 log.warning("restore.fetch_retry", key=key, attempt=attempt, error="hash mismatch")
         finally:
-            self.budget.release(chunk.size)
+            self.budget.release(held)
         if self._progress is not None:
             self._progress.add(n)
         return n

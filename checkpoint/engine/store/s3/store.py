@@ -21,6 +21,8 @@ class S3Store(Store):
     of making one (the store then leaves it open). ValueError for a bad option.
     """
 
+    stream_piece = reads.READ_PIECE
+
     def __init__(
         self,
         bucket: str,
