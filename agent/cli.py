@@ -112,15 +112,15 @@ def _mount_run(sub: Any, name: str, help_text: str) -> None:
 
 
 def _mount_checkpoints(sub: Any, name: str, help_text: str) -> None:
-    from . import checkpoints_cli
+    from .checkpoints_cli import command as checkpoints_command
 
     ck = sub.add_parser(
         name,
         help=help_text,
         description="Inspect, restore and clean up what a checkpoint store holds.",
     )
-    checkpoints_cli.add_arguments(ck)
-    ck.set_defaults(handler=checkpoints_cli.main)
+    checkpoints_command.add_arguments(ck)
+    ck.set_defaults(handler=checkpoints_command.main)
 
 
 def _mount_doctor(sub: Any, name: str, help_text: str) -> None:
@@ -151,7 +151,7 @@ def _mount_imds_mock(sub: Any, name: str, help_text: str) -> None:
 
 
 def _mount_batch(sub: Any, name: str, help_text: str) -> None:
-    from . import batch
+    from .batch import cli as batch_cli
 
     p = sub.add_parser(
         name,
@@ -159,8 +159,8 @@ def _mount_batch(sub: Any, name: str, help_text: str) -> None:
         description="AWS Batch integration: job definitions whose retry strategy resumes "
         "interrupted jobs.",
     )
-    batch.add_arguments(p)
-    p.set_defaults(handler=batch.main)
+    batch_cli.add_arguments(p)
+    p.set_defaults(handler=batch_cli.main)
 
 
 def _mount_job_api(sub: Any, name: str, help_text: str) -> None:

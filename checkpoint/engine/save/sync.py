@@ -28,6 +28,7 @@ from checkpoint.protocol import progress_path
 
 from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 from ..format.jobstore import JobStore, utc_iso
+from ..format.layout import MANIFESTS
 from ..format.manifest import MAX_CHUNK_SIZE, FileEntry, HardLinkEntry, Manifest
 from ..format.paged import PAGED_ABOVE
 from ..gc import prune_manifests
@@ -332,7 +333,7 @@ class Syncer:
             # time round; otherwise (a stale attempt racing us) we commit after them.
             latest = (self.job.sequences() or [manifest.sequence])[-1]
             manifest = replace(manifest, sequence=max(latest, manifest.sequence) + 1)
-        raise CommitConflict(f"{self.job.prefix}manifests/: lost the commit race ten times")
+        raise CommitConflict(f"{self.job.folder(MANIFESTS)}: lost the commit race ten times")
 
     def pending_bytes(self) -> int:
         """Bytes in files that changed since the last commit (a cheap stat walk, no reads)."""
