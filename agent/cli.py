@@ -12,22 +12,10 @@ early.install(sys.argv)
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from checkpoint.engine.restore.restore import raise_open_file_limit
-
-from . import (
-    __version__,
-    closed_pipe,
-    doctor,
-    exits,
-    imds_mock,
-    job_api,
-    logs,
-)
-from .batch import cli as batch_cli
-from .checkpoints_cli import command as checkpoints_command
+from . import __version__, closed_pipe, exits
 from .config import (
     RUN_OPTIONS,
     ConfigError,
@@ -35,9 +23,6 @@ from .config import (
     load_settings,
     secret_values,
 )
-from .logs import cloudwatch
-from .run import run_job
-from .stores import open_configured_store
 
 RUN_EPILOG = """\
 what the job sees in its environment:
@@ -88,7 +73,13 @@ example:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, the options of that command alone.
+
+    Each command's module is imported when its options are mounted, so ``spot-agent run``
+    does not load the modules of ``checkpoints``, ``batch`` or ``doctor`` (nor requests or
+    boto3 through them) before its job starts. The top level lists every command either way.
+    """
     parser = argparse.ArgumentParser(
         prog="spot-agent",
         description="Run a long job on interruptible capacity: supervise it, checkpoint its "
@@ -96,11 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"spot-agent {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    for name, (help_text, mount) in COMMANDS.items():
+        if only is None or name == only:
+            mount(sub, name, help_text)
+        else:
+            sub.add_parser(name, help=help_text)
+    return parser
 
+
+def _mount_run(sub: Any, name: str, help_text: str) -> None:
     run = sub.add_parser(
-        "run",
+        name,
         usage="spot-agent run [OPTIONS] -- COMMAND [ARG...]",
-        help="run a job under the agent",
+        help=help_text,
         description="Restore the job's newest checkpoint into its checkpoint dir, run COMMAND, "
         "checkpoint the dir periodically, on request and at exit, and on an interruption "
         "notice stop the job in time to commit a final checkpoint. Every option can also be "
@@ -111,25 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(run, RUN_OPTIONS)
     run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
+
+def _mount_checkpoints(sub: Any, name: str, help_text: str) -> None:
+    from .checkpoints_cli import command as checkpoints_command
+
     ck = sub.add_parser(
-        "checkpoints",
-        help="inspect, restore and clean up stored checkpoints",
+        name,
+        help=help_text,
         description="Inspect, restore and clean up what a checkpoint store holds.",
     )
     checkpoints_command.add_arguments(ck)
     ck.set_defaults(handler=checkpoints_command.main)
 
-    _mount_doctor(sub)
-    _mount_imds_mock(sub)
-    _mount_batch(sub)
-    _mount_job_api(sub)
-    return parser
 
+def _mount_doctor(sub: Any, name: str, help_text: str) -> None:
+    from . import doctor
 
-def _mount_doctor(sub: Any) -> None:
     p = sub.add_parser(
-        "doctor",
-        help="preflight: will a launch with these settings keep its work?",
+        name,
+        help=help_text,
         description=(doctor.__doc__ or "").strip().split("\n\n")[0].replace("``", "")
         + " Takes every option of `run` (and its environment variables).",
         epilog="exit status: 0 every check passed (or only warned); 1 a launch would lose "
@@ -139,20 +138,24 @@ def _mount_doctor(sub: Any) -> None:
     p.set_defaults(handler=doctor.main)
 
 
-def _mount_imds_mock(sub: Any) -> None:
+def _mount_imds_mock(sub: Any, name: str, help_text: str) -> None:
+    from . import imds_mock
+
     p = sub.add_parser(
-        "imds-mock",
-        help="a local EC2 metadata service that can post interruption notices",
+        name,
+        help=help_text,
         description=(imds_mock.__doc__ or "").strip().split("\n\n")[0],
     )
     imds_mock.add_arguments(p)
     p.set_defaults(handler=imds_mock.main)
 
 
-def _mount_batch(sub: Any) -> None:
+def _mount_batch(sub: Any, name: str, help_text: str) -> None:
+    from .batch import cli as batch_cli
+
     p = sub.add_parser(
-        "batch",
-        help="AWS Batch: a job definition for spot",
+        name,
+        help=help_text,
         description="AWS Batch integration: job definitions whose retry strategy resumes "
         "interrupted jobs.",
     )
@@ -160,10 +163,12 @@ def _mount_batch(sub: Any) -> None:
     p.set_defaults(handler=batch_cli.main)
 
 
-def _mount_job_api(sub: Any) -> None:
+def _mount_job_api(sub: Any, name: str, help_text: str) -> None:
+    from . import job_api
+
     p = sub.add_parser(
-        "job-api-path",
-        help="write the job API alone (import checkpoint) to a directory for PYTHONPATH",
+        name,
+        help=help_text,
         description="Copy the job API, the standard-library-only `checkpoint` package a job "
         "imports (Python 3.9+), without the engine, into DIR/checkpoint and print DIR: "
         "put DIR on the job's PYTHONPATH to `import checkpoint` from any interpreter.",
@@ -172,6 +177,23 @@ def _mount_job_api(sub: Any) -> None:
     )
     job_api.add_arguments(p)
     p.set_defaults(handler=job_api.main)
+
+
+#: every command, in the order --help lists them: its one-line help, and what mounts it
+COMMANDS: dict[str, tuple[str, Callable[[Any, str, str], None]]] = {
+    "run": ("run a job under the agent", _mount_run),
+    "checkpoints": ("inspect, restore and clean up stored checkpoints", _mount_checkpoints),
+    "doctor": ("preflight: will a launch with these settings keep its work?", _mount_doctor),
+    "imds-mock": (
+        "a local EC2 metadata service that can post interruption notices",
+        _mount_imds_mock,
+    ),
+    "batch": ("AWS Batch: a job definition for spot", _mount_batch),
+    "job-api-path": (
+        "write the job API alone (import checkpoint) to a directory for PYTHONPATH",
+        _mount_job_api,
+    ),
+}
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -185,7 +207,7 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     head, command = _split_command(args_list)
-    parser = build_parser()
+    parser = build_parser(only=head[0] if head else "")
     args = parser.parse_args(head)
     if args.verb is None:
         parser.print_help()
@@ -204,17 +226,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, cmd)
         return closed_pipe.quietly(lambda: int(args.handler(args)))
     except ConfigError as exc:  # redacted: a URI given with its password is echoed in it
+        from . import logs
+
         print(f"spot-agent: error: {logs.redact_text(str(exc))}", file=sys.stderr)
         return exits.USAGE
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
+    from checkpoint.engine.restore.restore import raise_open_file_limit
+
+    from . import logs
+    from .run import run_job
+    from .stores import open_configured_store
+
     settings = load_settings(args, command, os.environ)
     raise_open_file_limit()  # restores of many files; the job keeps the limit it inherited
     logs.configure(fmt=settings.log_format, level=settings.log_level, color=settings.log_color)
     logs.set_known_secrets(secret_values(os.environ))
     store = open_configured_store(settings)
     if settings.log_group:
+        from .logs import cloudwatch
+
         logs.attach(
             cloudwatch.open_logs(settings.log_group, settings.log_stream, settings.s3.aws_region)
         )

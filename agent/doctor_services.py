@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import S3Settings, Settings
-from .notices.client import ImdsClient
 from .notices.imds import looks_like_ec2
 from .notices.protocol import INSTANCE_ACTION
 
@@ -65,6 +64,8 @@ def check_imds(s: Settings) -> Check:
         return Check(name, "skip", "--imds off: notices come from SIGTERM only")
     if not s.imds_endpoint_set and not looks_like_ec2():
         return Check(name, "skip", "not on EC2 (AWS_EC2_METADATA_SERVICE_ENDPOINT unset)")
+    from .notices.client import ImdsClient  # requests: only when there is a service to ask
+
     client = ImdsClient(s.imds_endpoint, retries=0, allow_v1=s.imds_v1 == "allow")
     try:
         why = client.probe()

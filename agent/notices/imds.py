@@ -7,9 +7,7 @@ from collections.abc import Callable
 import structlog
 
 from ..config import Settings
-from .client import ImdsClient
 from .notice import NoticeSource
-from .source import ImdsSource
 
 #: The fastest a rebalance recommendation may trigger checkpoints, whatever --sync-interval.
 REBALANCE_EVERY_MAX = 60.0
@@ -69,6 +67,11 @@ def make_imds_source(
             "imds.skipped", why=why, notices="SIGTERM only"
         )
         return None
+    # The client and its source bring requests (and its charset detection): imported
+    # here, when there is a service to poll; a run without one starts its job without them.
+    from .client import ImdsClient
+    from .source import ImdsSource
+
     client = ImdsClient(s.imds_endpoint, allow_v1=s.imds_v1 == "allow")
     return ImdsSource(
         client,

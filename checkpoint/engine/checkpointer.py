@@ -66,12 +66,7 @@ class Checkpointer(Syncer):
         when an explicitly requested sequence cannot be restored.
         """
         with self._lock:
-            restorer = Restorer(
-                self.job,
-                self._pool,
-                self.progress,
-                max_bytes_in_flight=self.config.max_bytes_in_flight,
-            )
+            restorer = Restorer(self.job, self._pool, self.progress, config=self.config)
             result = restorer.restore(sequence, into or self.directory)
             self.restored(
                 result.manifest,

@@ -7,6 +7,7 @@ body cut mid-chunk and read again exercises the start-over of a streamed chunk.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from checkpoint.engine.budget import ByteBudget
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.store.base import LocalStore, Store
-from checkpoint.engine.store.s3 import READ_PIECE, S3Store
+from checkpoint.engine.store.s3 import S3Store
+from checkpoint.engine.store.s3.reads import READ_PIECE
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.integration.test_sync import tree
 from tests.servers import SeaweedS3
@@ -125,3 +127,51 @@ def test_a_chunk_longer_than_its_manifest_says_is_refused_not_written(tmp_path: 
     r = ckpt(Overlong(tmp_path / "store"), dst, 64 << 20).restore()
     assert r.manifest is None and r.skipped  # damaged, passed over: nothing restored
     assert not (dst / "big").exists()
+
+
+class Streaming(LocalStore):
+    """A local store that streams like S3 (pieces of READ_PIECE) and counts fetches at once.
+
+    The first ``together`` blob reads wait on a barrier: they pass only if that many run at
+    the same time, so a restore that held a whole chunk per fetch (two under this bound)
+    would break it instead of passing.
+    """
+
+    stream_piece = READ_PIECE
+    concurrency = 4
+    together = 3
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.barrier = threading.Barrier(self.together, timeout=60)
+        self.waited = 0
+        self._lock = threading.Lock()
+
+    def get_object_into(self, key, sink, *, max_bytes):  # type: ignore[no-untyped-def]
+        if "/blobs/" in key:
+            with self._lock:
+                wait, self.waited = self.waited < self.together, self.waited + 1
+            if wait:
+                self.barrier.wait()
+        data = self.get_object(key, max_bytes=max_bytes)
+        for pos in range(0, len(data), READ_PIECE):
+            sink(pos, data[pos : pos + READ_PIECE])
+        return len(data)
+
+
+def test_a_streamed_chunk_holds_one_piece_of_the_bound(
+    tmp_path: Path, budgets: list[ByteBudget]
+) -> None:
+    src = tmp_path / "src"
+    make_src(src)
+    bound = 2 * CHUNK  # two whole chunks, four pieces
+    assert Streaming.together > bound // CHUNK
+    ckpt(LocalStore(tmp_path / "store"), src, bound).sync_once("one")
+    store = Streaming(tmp_path / "store")
+    dst = tmp_path / "dst"
+    r = ckpt(store, dst, bound).restore()
+    assert r.manifest is not None and r.manifest.sequence == 1
+    assert tree(dst) == tree(src)
+    assert not store.barrier.broken  # three chunks were fetched at once
+    restore_budget = budgets[-1]
+    assert 0 < restore_budget.peak <= bound and restore_budget.held == 0

@@ -14,7 +14,7 @@ from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.config import DEFAULTS, EngineConfig
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.localdir import localindex
-from checkpoint.engine.restore import download, packread, presence
+from checkpoint.engine.restore import presence
 from checkpoint.engine.save import freeze, known, savepoints, sync, upload, writers
 from checkpoint.engine.store.base import LocalStore
 
@@ -78,10 +78,6 @@ def test_the_globals_not_yet_wired_agree_with_the_config() -> None:
     assert DEFAULTS.pack_target == upload.PACK_TARGET
     assert DEFAULTS.list_page == presence.LIST_PAGE
     assert DEFAULTS.boot_id_path == localindex.BOOT_ID_PATH
-    assert DEFAULTS.coalesce_gap == packread.COALESCE_GAP
-    assert DEFAULTS.max_range == packread.MAX_RANGE
-    assert DEFAULTS.pack_batch_bytes == packread.BATCH_BYTES
-    assert DEFAULTS.max_open_files == download.MAX_OPEN_FILES
     assert DEFAULTS.copy_budget == freeze.COPY_BUDGET
     assert DEFAULTS.freeze_attempts == savepoints.FREEZE_ATTEMPTS
     assert DEFAULTS.upload_trust_seconds == known.UPLOAD_TRUST_SECONDS

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+from checkpoint.engine.config import DEFAULTS, EngineConfig
 from checkpoint.engine.format.manifest import Chunk, FileEntry
 from checkpoint.engine.restore.packread import (
-    BATCH_BYTES,
-    COALESCE_GAP,
-    MAX_RANGE,
     _batches,
     _Piece,
     _ranges,
@@ -26,18 +24,18 @@ def pieces(*spans: tuple[int, int]) -> list[_Piece]:
 
 def groups(batch: list[_Piece]) -> list[list[int]]:
     numbers = sorted(range(len(batch)), key=lambda n: batch[n].chunk.offset)
-    return list(_ranges(batch, numbers))
+    return list(_ranges(batch, numbers, DEFAULTS.coalesce_gap, DEFAULTS.max_range))
 
 
 def test_neighbours_share_a_read_and_a_wide_gap_splits_it() -> None:
-    batch = pieces((0, 100), (100, 100), (300, 100), (400 + COALESCE_GAP, 50))
+    batch = pieces((0, 100), (100, 100), (300, 100), (400 + DEFAULTS.coalesce_gap, 50))
     assert groups(batch) == [[0, 1, 2], [3]]
 
 
 def test_one_read_is_at_most_about_max_range() -> None:
     batch = pieces(*((i * MIB, MIB) for i in range(10)))
     assert groups(batch) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    assert MAX_RANGE == 4 * MIB
+    assert DEFAULTS.max_range == 4 * MIB
 
 
 def test_the_same_bytes_wanted_twice_are_read_once() -> None:
@@ -50,7 +48,7 @@ def test_files_with_a_packed_chunk_go_to_the_pack_reader_and_holes_are_not_read(
         FileEntry("packed", 13, 0o644, 0, (Chunk("", 10), Chunk("a" * 64, 3, P, 7))),
     ]
     assert packed_files(files) == [1]
-    (batch,) = _batches(files, [1], BATCH_BYTES)
+    (batch,) = _batches(files, [1], DEFAULTS.pack_batch_bytes)
     assert [(p.index, p.at, p.chunk.offset) for p in batch] == [(1, 10, 7)]
 
 
@@ -69,8 +67,7 @@ def test_two_batches_of_packed_files_fit_in_the_bytes_in_flight() -> None:
 
     with ThreadPoolExecutor(1) as pool:
         job = JobStore(LocalStore.__new__(LocalStore), "j")
-        small = Downloader(job, pool, max_bytes_in_flight=8 * MIB)
+        small = Downloader(job, pool, config=EngineConfig(max_bytes_in_flight=8 * MIB))
         assert 2 * small._pack_batch_bytes() <= 8 * MIB
-        assert (
-            Downloader(job, pool, max_bytes_in_flight=512 * MIB)._pack_batch_bytes() == BATCH_BYTES
-        )
+        big = Downloader(job, pool, config=EngineConfig(max_bytes_in_flight=512 * MIB))
+        assert big._pack_batch_bytes() == DEFAULTS.pack_batch_bytes

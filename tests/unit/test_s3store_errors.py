@@ -95,9 +95,9 @@ def test_keys_are_joined_to_the_prefix(uri: str, prefix: str, full_key: str) -> 
     store = S3Store.from_uri(uri)
     assert store.prefix == prefix
     assert store.uri == (f"s3://bucket/{prefix}" if prefix else "s3://bucket")
-    assert store._key("a/b") == full_key
-    assert store._key("/a/b") == full_key
-    assert store._relative(full_key) == "a/b"
+    assert store.objects.key("a/b") == full_key
+    assert store.objects.key("/a/b") == full_key
+    assert store.objects.relative(full_key) == "a/b"
 
 
 def test_client_configuration_for_aws() -> None:
@@ -143,20 +143,21 @@ def test_the_store_reads_no_setting_of_its_own_from_the_environment(
     monkeypatch.setenv("SPOT_AGENT_SSE_KMS_KEY_ID", "alias/ckpt")
     monkeypatch.setenv("SPOT_AGENT_S3_ADDRESSING_STYLE", "virtual")
     store = S3Store.from_uri("s3://bucket")
-    assert store._sse_args() == {}
+    assert store.objects.sse_args() == {}
     assert (store.client.meta.config.s3 or {}).get("addressing_style") is None
 
 
 def test_encryption_arguments() -> None:
     # by default no header: the bucket's default encryption applies
-    assert S3Store.from_uri("s3://bucket")._sse_args() == {}
-    assert S3Store.from_uri("s3://bucket", sse="AES256")._sse_args() == {
+    assert S3Store.from_uri("s3://bucket").objects.sse_args() == {}
+    assert S3Store.from_uri("s3://bucket", sse="AES256").objects.sse_args() == {
         "ServerSideEncryption": "AES256"
     }
-    assert S3Store.from_uri("s3://bucket", sse="aws:kms")._sse_args() == {
+    assert S3Store.from_uri("s3://bucket", sse="aws:kms").objects.sse_args() == {
         "ServerSideEncryption": "aws:kms"
     }
-    assert S3Store.from_uri("s3://bucket", sse="aws:kms", kms_key_id="alias/ckpt")._sse_args() == {
+    kms = S3Store.from_uri("s3://bucket", sse="aws:kms", kms_key_id="alias/ckpt")
+    assert kms.objects.sse_args() == {
         "ServerSideEncryption": "aws:kms",
         "SSEKMSKeyId": "alias/ckpt",
     }
@@ -191,7 +192,7 @@ def test_put_sends_sha256_and_no_encryption_header_by_default(
 
 def test_put_sends_the_encryption_asked_for(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
-    store.sse, store.kms_key_id = "aws:kms", "alias/ckpt"
+    store = S3Store(BUCKET, "job/7", client=store.client, sse="aws:kms", kms_key_id="alias/ckpt")
     stubber.add_response(
         "put_object",
         {},
@@ -386,7 +387,7 @@ def test_delete_in_batches_and_report_per_key_errors(stubbed: tuple[S3Store, Stu
 
 def test_unsupported_encryption_gets_a_hint(stubbed: tuple[S3Store, Stubber]) -> None:
     store, stubber = stubbed
-    store.sse = "AES256"
+    store = S3Store(BUCKET, "job/7", client=store.client, sse="AES256")
     stubber.add_client_error(
         "put_object",
         "InternalError",

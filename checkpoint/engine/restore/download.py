@@ -1,11 +1,14 @@
 """Download the chunks of restored files into a staging dir, verified, with bounded resources.
 
-At most :data:`MAX_OPEN_FILES` staging files are open at once, whatever the file count
-(restore works under ``ulimit -n 256``): files are opened in order, and the oldest is
-finished (mode, mtime, close) before one more is opened. At most ``max_bytes_in_flight``
-bytes of chunks are being fetched at once. Hole chunks are never fetched: ``ftruncate``
-leaves them as holes. A blob is read with ``max_bytes`` set to the size its manifest
-gives, so an oversized object is refused before its body is read.
+At most ``max_open_files`` (:class:`~checkpoint.engine.config.EngineConfig`) staging files
+are open at once, whatever the file count (restore works under ``ulimit -n 256``): files are
+opened in order, and the oldest is finished (mode, mtime, close) before one more is opened.
+The chunks being fetched hold at most ``max_bytes_in_flight`` bytes at once: a chunk a store
+streams holds one piece at a time (:attr:`Store.stream_piece`), so a big file's chunks are
+fetched as many at once as the pool has threads, and the wait for each GET's first byte
+overlaps the others'. Hole chunks are never fetched: ``ftruncate`` leaves them as holes. A
+blob is read with ``max_bytes`` set to the size its manifest gives, so an oversized object
+is refused before its body is read.
 
 Each chunk streams from the store straight into its place in the file, hashed piece by
 piece as it arrives (``hashlib`` and ``pwrite`` both let go of the GIL), so writing
@@ -27,16 +30,14 @@ import structlog
 
 from checkpoint.errors import CheckpointDamaged, LocalWriteError, ObjectNotFound, ObjectTooLarge
 
-from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT, ByteBudget
+from ..budget import ByteBudget
+from ..config import DEFAULTS, EngineConfig
 from ..format.jobstore import JobStore
 from ..format.manifest import Chunk, FileEntry
 from ..progress import Listener, Progress
-from .packread import BATCH_BYTES, HASH_ATTEMPTS, PackReader, packed_files
+from .packread import HASH_ATTEMPTS, PackReader, packed_files
 
 log = structlog.get_logger("checkpoint")
-
-#: Staging files open at once during a restore.
-MAX_OPEN_FILES = 64
 
 
 @dataclass
@@ -53,17 +54,18 @@ class Downloader:
         pool: ThreadPoolExecutor,
         listener: Listener | None = None,
         *,
-        max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
+        config: EngineConfig = DEFAULTS,
     ) -> None:
         self.job = job
         self._pool = pool
-        self.budget = ByteBudget(max_bytes_in_flight)
+        self.config = config
+        self.budget = ByteBudget(config.max_bytes_in_flight)
         self._listener = listener
         self._progress: Progress | None = None
 
     def _pack_batch_bytes(self) -> int:
         """Two batches of packed files are held at once: together within the bound."""
-        return max(1 << 20, min(BATCH_BYTES, self.budget.limit // 2))
+        return max(1 << 20, min(self.config.pack_batch_bytes, self.budget.limit // 2))
 
     def download(self, files: list[FileEntry], staging: Path) -> int:
         """Write ``files[i]`` to ``staging/i``; the bytes downloaded."""
@@ -73,7 +75,11 @@ class Downloader:
         packed = packed_files(files)  # small files: written whole from ranged pack reads
         if packed:
             reader = PackReader(
-                self.job, self._pool, self._progress, batch_bytes=self._pack_batch_bytes()
+                self.job,
+                self._pool,
+                self._progress,
+                config=self.config,
+                batch_bytes=self._pack_batch_bytes(),
             )
             total += reader.write(files, packed, staging)
         skip = set(packed)
@@ -82,7 +88,7 @@ class Downloader:
             for i, f in enumerate(files):
                 if i in skip:
                     continue
-                if len(window) >= MAX_OPEN_FILES:
+                if len(window) >= self.config.max_open_files:
                     total += self._finish(window.popleft())
                 window.append(self._start(staging / str(i), f))
             while window:
@@ -105,11 +111,12 @@ class Downloader:
         try:
             for c in f.chunks:
                 if not c.is_hole:
-                    self.budget.acquire(c.size)  # released by _fetch, however it ends
+                    held = self._held(c.size)
+                    self.budget.acquire(held)  # released by _fetch, however it ends
                     try:
-                        fut = self._pool.submit(self._fetch, c, fd, offset, f.path)
+                        fut = self._pool.submit(self._fetch, c, held, fd, offset, f.path)
                     except BaseException:
-                        self.budget.release(c.size)
+                        self.budget.release(held)
                         raise
                     opened.futures.append(fut)
                 offset += c.size
@@ -137,7 +144,13 @@ class Downloader:
         finally:
             _abandon(opened)
 
-    def _fetch(self, chunk: Chunk, fd: int, offset: int, path: str) -> int:
+    def _held(self, size: int) -> int:
+        """What fetching a chunk of ``size`` bytes holds in memory at once: one piece of a
+        store that streams, else the whole chunk."""
+        piece = self.job.store.stream_piece
+        return size if piece is None else min(size, piece)
+
+    def _fetch(self, chunk: Chunk, held: int, fd: int, offset: int, path: str) -> int:
         key = self.job.blob_key(chunk.sha256)
         try:
             for attempt in range(1, HASH_ATTEMPTS + 1):
@@ -149,7 +162,7 @@ class Downloader:
                     raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")
                 log.warning("restore.fetch_retry", key=key, attempt=attempt, error="hash mismatch")
         finally:
-            self.budget.release(chunk.size)
+            self.budget.release(held)
         if self._progress is not None:
             self._progress.add(n)
         return n

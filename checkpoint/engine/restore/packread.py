@@ -3,12 +3,13 @@
 Called by :meth:`.download.Downloader.download` for every file with at least one packed
 chunk (small files; sync never packs a file of ``PACK_THRESHOLD`` or more, but a
 big file may reuse a chunk that some small file put in a pack). The chunks are read in
-the files' order, in batches of about :data:`BATCH_BYTES`; the next batch is fetched while
+the files' order, in batches of about ``pack_batch_bytes`` (of the
+:class:`~checkpoint.engine.config.EngineConfig`); the next batch is fetched while
 the current one is written, so at most two batches are in memory.
 
 Within a batch, the needed chunks of one pack are read with as few ranged GETs as make
-sense: neighbours closer than :data:`COALESCE_GAP` share a request, up to
-:data:`MAX_RANGE` bytes each (several requests in parallel beat one long one). Every chunk
+sense: neighbours closer than ``coalesce_gap`` share a request, up to ``max_range``
+bytes each (several requests in parallel beat one long one). Every chunk
 is checked against its sha256 before it is written; a mismatch is read once more on its
 own, and the same wrong bytes twice mean the stored pack is damaged
 (:class:`CheckpointDamaged`: restore passes over to the checkpoint before).
@@ -31,20 +32,13 @@ import structlog
 
 from checkpoint.errors import CheckpointDamaged, LocalWriteError
 
+from ..config import DEFAULTS, EngineConfig
 from ..format.jobstore import JobStore
 from ..format.manifest import Chunk, FileEntry
 from ..progress import Progress
 
 log = structlog.get_logger("checkpoint")
 
-#: Needed chunks of one pack closer than this are read by one ranged GET (the gap is read
-#: and dropped: cheaper than one more request's latency).
-COALESCE_GAP = 1 << 20
-#: One ranged GET reads at most about this much.
-MAX_RANGE = 4 << 20
-#: Chunk bytes in one batch at most; two batches (one fetched, one written) are held at
-#: once, so the Downloader gives half its ``max_bytes_in_flight`` when that is less.
-BATCH_BYTES = 16 << 20
 #: A chunk whose bytes do not match its hash is fetched this many times in all (a flipped
 #: bit in transit); the same wrong bytes twice mean the stored object is bad. Network
 #: errors are the store's to retry, not ours. Restore's every read uses this one count.
@@ -70,10 +64,14 @@ class PackReader:
         pool: ThreadPoolExecutor,
         progress: Progress | None = None,
         *,
-        batch_bytes: int = BATCH_BYTES,
+        config: EngineConfig = DEFAULTS,
+        batch_bytes: int | None = None,
     ) -> None:
+        """``batch_bytes``: chunk bytes in one batch at most (default the config's
+        ``pack_batch_bytes``); two batches, one fetched and one written, are held at once."""
         self.job = job
-        self._batch_bytes = batch_bytes
+        self._batch_bytes = config.pack_batch_bytes if batch_bytes is None else batch_bytes
+        self._gap, self._max_range = config.coalesce_gap, config.max_range
         self._pool = pool
         self._progress = progress
         self._open: dict[int, tuple[int, int]] = {}  # file index -> (fd, pieces still to write)
@@ -115,7 +113,7 @@ class PackReader:
                 by_pack.setdefault(piece.chunk.pack, []).append(n)
         for pack, numbers in by_pack.items():
             numbers.sort(key=lambda n: batch[n].chunk.offset)
-            for group in _ranges(batch, numbers):
+            for group in _ranges(batch, numbers, self._gap, self._max_range):
                 futures.append(self._pool.submit(self._read_range, pack, batch, group))
         return futures
 
@@ -227,13 +225,14 @@ def _batches(files: list[FileEntry], which: list[int], limit: int) -> Iterator[_
         yield batch
 
 
-def _ranges(batch: _Batch, numbers: list[int]) -> Iterator[list[int]]:
-    """Pieces of one pack (sorted by offset) grouped into ranged reads."""
+def _ranges(batch: _Batch, numbers: list[int], gap: int, max_range: int) -> Iterator[list[int]]:
+    """Pieces of one pack (sorted by offset) grouped into ranged reads: neighbours closer
+    than ``gap`` share a read, of at most about ``max_range`` bytes."""
     group: list[int] = []
     start = end = 0
     for n in numbers:
         c = batch[n].chunk
-        if group and (c.offset - end >= COALESCE_GAP or c.offset + c.size - start > MAX_RANGE):
+        if group and (c.offset - end >= gap or c.offset + c.size - start > max_range):
             yield group
             group = []
         if not group:

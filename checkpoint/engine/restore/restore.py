@@ -35,7 +35,7 @@ from checkpoint.errors import (
 )
 from checkpoint.protocol import RESERVED_DIR
 
-from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT
+from ..config import DEFAULTS, EngineConfig
 from ..format.jobstore import JobStore
 from ..format.manifest import FileEntry, Manifest, check_link_target
 from ..localdir.localindex import LocalIndex
@@ -99,12 +99,12 @@ class Restorer:
         pool: ThreadPoolExecutor,
         listener: Listener | None = None,
         *,
-        max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
+        config: EngineConfig = DEFAULTS,
     ) -> None:
         self.job = job
         self._pool = pool
         self._listener = listener  # restore.progress reports (default: the log)
-        self._max_bytes_in_flight = max_bytes_in_flight  # chunk bytes being fetched at once
+        self._config = config  # what download and packread use: bounds, batch sizes
         #: blobs the restored checkpoint references that are known to be in the store
         self.present: frozenset[str] = frozenset()
         #: lstat of files kept untouched because the local index vouched for them (the
@@ -197,9 +197,7 @@ class Restorer:
             # pages slows the lstat loop (GIL hand-offs) more than the overlap saves.
             part = partition(manifest, dest, index)
             kept, fetch, self.stats = part.kept, part.fetch, part.stats
-            downloader = Downloader(
-                self.job, self._pool, self._listener, max_bytes_in_flight=self._max_bytes_in_flight
-            )
+            downloader = Downloader(self.job, self._pool, self._listener, config=self._config)
             nbytes = downloader.download(fetch, staging)
             present = self._verify_present(kept)
             for d in manifest.dirs:
@@ -272,7 +270,7 @@ def remove_stale_staging(dest: Path) -> None:
 def raise_open_file_limit() -> tuple[int, int]:
     """Raise this process's soft RLIMIT_NOFILE to its hard limit; the new (soft, hard).
 
-    Restore needs only a bounded number of descriptors (``download.MAX_OPEN_FILES``), but
+    Restore needs only a bounded number of descriptors (``EngineConfig.max_open_files``), but
     the job and the S3 connection pool share the limit: containers often start at 1024.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -43,6 +43,9 @@ class Store(abc.ABC):
     uri: str
     #: how many transfers this store likes to run at once
     concurrency: int = 4
+    #: the most bytes of an object :meth:`get_object_into` holds at once: None, the whole
+    #: object (this default reads it whole); a streaming store, its piece
+    stream_piece: int | None = None
 
     @abc.abstractmethod
     def put_object(self, key: str, data: bytes, *, sha256: str | None = None) -> None:
