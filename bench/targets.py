@@ -109,7 +109,9 @@ def check23(rows: list[Row]) -> list[Row]:
         if r["tool"] == "spot-agent" and r.get("peak_rss_mib"):
             checks.append(
                 _at_most(
-                    f"peak RSS, {r['scenario']} {r['data']}, MiB", r["peak_rss_mib"], RSS_LIMIT_MIB
+                    f"peak RSS, {r['scenario']} {r['data']}, MiB",
+                    round(r["peak_rss_mib"], 1),
+                    RSS_LIMIT_MIB,
                 )
             )
     return checks
