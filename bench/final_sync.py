@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .scale import write_random
+
 MiB = 1 << 20
 JOB = """
 import os, time
@@ -48,9 +50,7 @@ while not checkpoint.interrupted():
 def make_dir(root: Path, shards: int, shard_mib: int) -> None:
     root.mkdir(parents=True)
     for i in range(shards):
-        with open(root / f"shard-{i}.bin", "wb") as fh:
-            for _ in range(shard_mib // 8):
-                fh.write(os.urandom(8 * MiB))
+        write_random(root / f"shard-{i}.bin", shard_mib)
         old = time.time() - 3600  # saved an hour ago: the stat cache may vouch for them
         os.utime(root / f"shard-{i}.bin", (old, old))
 

@@ -53,6 +53,7 @@ from .scale import (
     make_big,
     make_small,
     size_label,
+    write_random,
 )
 from .tracked import Tracked
 from .transfer import tree_size
@@ -98,9 +99,7 @@ def make_training(root: Path, shards: int, shard_mib: int) -> None:
     """``shards`` shards of random bytes and the small state files a trainer keeps."""
     root.mkdir(parents=True)
     for i in range(shards):
-        with open(root / f"shard-{i}.bin", "wb") as fh:
-            for _ in range(shard_mib // 8):
-                fh.write(os.urandom(8 * MiB))
+        write_random(root / f"shard-{i}.bin", shard_mib)
     for name, size in TRAINING_SMALL.items():
         body = os.urandom(size // 2).hex() if name.endswith(".json") else ""
         (root / name).write_bytes(f'{{"state": "{body}"}}'.encode() if body else os.urandom(size))

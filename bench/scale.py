@@ -58,11 +58,16 @@ class Sizes:
 QUICK = Sizes(big_mib=512, small_files=2_000)
 
 
-def make_big(root: Path, mib: int) -> None:
-    root.mkdir(parents=True)
-    with open(root / "big.bin", "wb") as fh:
+def write_random(path: Path, mib: int) -> None:
+    """A file of ``mib`` MiB of random bytes (whole 8 MiB pieces)."""
+    with open(path, "wb") as fh:
         for _ in range(mib // 8):
             fh.write(os.urandom(8 * MiB))
+
+
+def make_big(root: Path, mib: int) -> None:
+    root.mkdir(parents=True)
+    write_random(root / "big.bin", mib)
 
 
 def make_small(root: Path, count: int, kib: int, per_dir: int = 1000) -> None:
