@@ -61,15 +61,23 @@ def _timestamp(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
-def _events(text: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
+def event_list(text: str) -> list[dict[str, Any]]:
+    """The agent's JSON log lines in ``text``, in order (the job's output left out)."""
+    found = []
     for line in text.splitlines():
         if line.startswith("{"):
             try:
-                doc = json.loads(line)
+                found.append(json.loads(line))
             except ValueError:
                 continue
-            found.setdefault(str(doc.get("event")), doc)
+    return found
+
+
+def _events(text: str) -> dict[str, dict[str, Any]]:
+    """The first log line of each event."""
+    found: dict[str, dict[str, Any]] = {}
+    for doc in event_list(text):
+        found.setdefault(str(doc.get("event")), doc)
     return found
 
 

@@ -38,8 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .agentruns import _timestamp, with_imds
-from .final_sync import events
+from .agentruns import _timestamp, event_list, with_imds
 from .s3counts import RequestCounter
 from .samples import Collector, sample_of
 from .scale import (
@@ -327,7 +326,7 @@ class Issue23Bench(ScaleBench):
             return failed
         run = proc.wait(self.run_timeout)
         sample = sample_of(run, self.counter.since(before), r)
-        committed = [e for e in events(run.output) if e.get("event") == "sync.committed"]
+        committed = [e for e in event_list(run.output) if e.get("event") == "sync.committed"]
         if run.returncode != 75 or not committed:  # 75: stopped by the notice, as it should
             sample.setdefault("error", f"exit {run.returncode} and no final commit")
             return sample

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .agentruns import _events, _hwm_mib, agent_env
+from .agentruns import _events, _hwm_mib, agent_env, event_list
 from .procs import REPO, aws_command, s5cmd_binary
 from .s3counts import RequestCounter, total
 from .samples import Collector, note_copies, sample_of, skipped_sample
@@ -33,6 +33,7 @@ HOUR_NS = 3600 * 10**9
 CRT_TOOL = "awscrt S3Client (parts of 8 MiB)"
 Row = dict[str, Any]
 AGENT = [sys.executable, "-m", "agent"]
+SYNC_EVENTS = ("sync.committed", "sync.unchanged")
 # The CLIs leave out what the agent keeps in the dir it syncs (its lock file, freeze area):
 # they are to copy the job's files, as the agent does.
 NOT_AGENT_FILES = ["--exclude", "*.spot-agent/*"]
@@ -357,7 +358,9 @@ class ScaleBench:
         }
         if restored is not None:
             warm["restore_step_seconds"] = float(restored)
-        synced = events.get("sync.unchanged") or events.get("sync.committed") or {}
+        # The last sync of the run: the final one, after the job (another may come first).
+        syncs = [e for e in event_list(run.output) if e.get("event") in SYNC_EVENTS]
+        synced = syncs[-1] if syncs else {}
         unchanged = sample_of(run, self.counter.since(middle), r)
         if "seconds" not in synced:  # no sync event in its log: the wait at the job's end
             synced = {"seconds": run.seconds - told}
@@ -368,8 +371,10 @@ class ScaleBench:
             no_ratios=True,  # a sync inside a running agent vs a CLI's whole process
             note="the final sync inside that warm agent: its logged seconds",
         )
-        if "sync.committed" in events:
+        if synced.get("event") == "sync.committed":
             unchanged["note"] += f"; it committed a checkpoint ({synced.get('bytes_uploaded')} B)"
+        if len(syncs) > 1:
+            unchanged["note"] += f"; {len(syncs)} syncs in the run, the last one counted"
         return warm, unchanged
 
 
