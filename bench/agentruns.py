@@ -48,19 +48,36 @@ def agent_env(base: Mapping[str, str], tmp: Path, **extra: str) -> dict[str, str
     return env
 
 
+def with_imds(env: Mapping[str, str], url: str) -> dict[str, str]:
+    """The agent's env, polling the IMDS emulator at ``url`` (on 127.0.0.1) every 0.2 s."""
+    out = {k: v for k, v in env.items() if k != "AWS_EC2_METADATA_DISABLED"}
+    out.update(  # the agent reads the endpoint itself
+        SPOT_AGENT_IMDS="on", AWS_EC2_METADATA_SERVICE_ENDPOINT=url, SPOT_AGENT_IMDS_INTERVAL="0.2s"
+    )
+    return out
+
+
 def _timestamp(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
-def _events(text: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
+def event_list(text: str) -> list[dict[str, Any]]:
+    """The agent's JSON log lines in ``text``, in order (the job's output left out)."""
+    found = []
     for line in text.splitlines():
         if line.startswith("{"):
             try:
-                doc = json.loads(line)
+                found.append(json.loads(line))
             except ValueError:
                 continue
-            found.setdefault(str(doc.get("event")), doc)
+    return found
+
+
+def _events(text: str) -> dict[str, dict[str, Any]]:
+    """The first log line of each event."""
+    found: dict[str, dict[str, Any]] = {}
+    for doc in event_list(text):
+        found.setdefault(str(doc.get("event")), doc)
     return found
 
 
@@ -126,11 +143,8 @@ def _one_notice(
         SPOT_AGENT_CHECKPOINT_URI=f"s3://{bucket}/{job}",
         SPOT_AGENT_CHECKPOINT_DIR=str(tmp / "ckpt"),
         SPOT_AGENT_JOB_ID=job,
-        SPOT_AGENT_IMDS="on",
-        AWS_EC2_METADATA_SERVICE_ENDPOINT=mock.url,
-        SPOT_AGENT_IMDS_INTERVAL="0.2s",
     )
-    env.pop("AWS_EC2_METADATA_DISABLED", None)  # the agent reads the endpoint itself
+    env = with_imds(env, mock.url)
     mock.clear()
     out_path = tmp / "agent.out"
     with open(out_path, "w") as out:

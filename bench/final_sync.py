@@ -14,7 +14,6 @@ out of the figure: what differs is what the final sync reads. Medians per tree.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -25,7 +24,9 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+
+from .agentruns import event_list
+from .scale import write_random
 
 MiB = 1 << 20
 JOB = """
@@ -48,22 +49,9 @@ while not checkpoint.interrupted():
 def make_dir(root: Path, shards: int, shard_mib: int) -> None:
     root.mkdir(parents=True)
     for i in range(shards):
-        with open(root / f"shard-{i}.bin", "wb") as fh:
-            for _ in range(shard_mib // 8):
-                fh.write(os.urandom(8 * MiB))
+        write_random(root / f"shard-{i}.bin", shard_mib)
         old = time.time() - 3600  # saved an hour ago: the stat cache may vouch for them
         os.utime(root / f"shard-{i}.bin", (old, old))
-
-
-def events(text: str) -> list[dict[str, Any]]:
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
 
 
 def run_once(code: Path, source: Path, work: Path) -> dict[str, float]:
@@ -103,7 +91,7 @@ def run_once(code: Path, source: Path, work: Path) -> dict[str, float]:
             proc.kill()
     final = [
         e
-        for e in events(out.read_text())
+        for e in event_list(out.read_text())
         if e.get("event") == "sync.committed" and e.get("reason") == "interruption"
     ]
     if not final:

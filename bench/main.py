@@ -25,12 +25,12 @@ if str(REPO) not in sys.path:
 
 from tests import servers  # noqa: E402
 
-from . import agentruns, scale, targets, transfer  # noqa: E402
+from . import agentruns, issue23, scale, targets, transfer  # noqa: E402
 from .procs import aws_command, s5cmd_binary  # noqa: E402
 from .s3counts import start_counted_seaweedfs  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-PARTS = ("transfer", "scale", "latency", "overhead")
+PARTS = ("transfer", "scale", "latency", "overhead", "issue23")
 Row = dict[str, Any]
 
 
@@ -62,6 +62,34 @@ def main() -> int:
         help="add awscrt's S3 client to the one-big-file rows, from DIR "
         "(pip install --target DIR awscrt; kept off the shared path on purpose)",
     )
+    i23 = p.add_argument_group("issue23 (run only with --only issue23)")
+    i23.add_argument(
+        "--sets",
+        default=",".join(issue23.SETS),
+        help=f"issue 23's data sets to run, comma-separated [default: {','.join(issue23.SETS)}]",
+    )
+    i23.add_argument("--files", type=int, help="many-files count [default: 1000000]")
+    i23.add_argument("--file-kib", type=int, help="size of each of those files [default: 1]")
+    i23.add_argument("--dirs", type=int, help="dirs they are spread over [default: 1000]")
+    i23.add_argument("--shards", type=int, help="shards of the training dir [default: 5]")
+    i23.add_argument("--shard-mib", type=int, help="size of each shard [default: 512]")
+    i23.add_argument(
+        "--restore-mib", help="sizes of the one-file restores, comma-separated [default: 2048,4096]"
+    )
+    i23.add_argument(
+        "--aws-cap-minutes",
+        type=float,
+        default=5.0,
+        help="cap on each `aws s3` run; a set whose aws upload would take longer (from one "
+        "directory's rate) runs no aws rows [default: 5]",
+    )
+    i23.add_argument(
+        "--rss-cap-mib",
+        type=float,
+        default=4096,
+        help="kill a tool whose RSS passes this; that command is not run again in the set "
+        "[default: 4096]",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     p.add_argument(
         "--render",
@@ -83,6 +111,21 @@ def main() -> int:
         small_kib=a.small_kib or base.small_kib,
         reps=a.reps,
     )
+    base23 = issue23.QUICK if a.quick else issue23.Sizes()
+    sizes23 = issue23.Sizes(
+        files=a.files or base23.files,
+        file_kib=a.file_kib or base23.file_kib,
+        dirs=a.dirs or base23.dirs,
+        shards=a.shards or base23.shards,
+        shard_mib=a.shard_mib or base23.shard_mib,
+        restore_mib=tuple(int(m) for m in a.restore_mib.split(",") if m)
+        if a.restore_mib
+        else base23.restore_mib,
+        reps=a.reps,
+    )
+    sets = [name for name in a.sets.split(",") if name]
+    if unknown := set(sets) - set(issue23.SETS):
+        p.error(f"--sets: no such set {', '.join(sorted(unknown))} (sets: {issue23.SETS})")
     started = time.monotonic()
 
     def log(msg: str) -> None:
@@ -139,7 +182,7 @@ def main() -> int:
                 "scale big",
                 lambda: sb.dataset(
                     "one-big",
-                    f"1 x {_size(sizes.big_mib)} file",
+                    f"1 x {scale.size_label(sizes.big_mib)} file",
                     lambda d: scale.make_big(d, sizes.big_mib),
                     sizes.reps,
                     crt=True,
@@ -154,6 +197,18 @@ def main() -> int:
                     sizes.reps,
                 ),
             )
+        if "issue23" in parts:
+            i23b = issue23.Issue23Bench(
+                env,
+                server.endpoint,
+                work,
+                s3,
+                counter,
+                log,
+                aws_cap_minutes=a.aws_cap_minutes,
+                rss_cap_mib=a.rss_cap_mib,
+            )
+            part("issue23", lambda: i23b.run(sizes23, sets))
         if "latency" in parts:
             log(f"notice-to-durable latency, {reps} repetitions per size")
             part(
@@ -171,6 +226,12 @@ def main() -> int:
             "server": "SeaweedFS `weed server -s3` on 127.0.0.1, same process for all runs",
             "latency_reps": reps,
             "scale": {**vars(sizes), "quick": a.quick},
+            "issue23": {
+                **vars(sizes23),
+                "sets": sets,
+                "aws_cap_minutes": a.aws_cap_minutes,
+                "rss_cap_mib": a.rss_cap_mib,
+            },
             "requests": "counted by SeaweedFS (SeaweedFS_s3_request_total), per run of a tool",
         },
         "seconds": time.monotonic() - started,
@@ -178,6 +239,7 @@ def main() -> int:
     }
     table = report(rows)
     doc["targets"] = targets.check(rows)
+    doc["targets_issue23"] = targets.check23(rows)
     print(table)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(doc, indent=2) + "\n")
@@ -209,10 +271,13 @@ def s3_env(server: servers.SeaweedS3, work: Path) -> dict[str, str]:
 
 
 def report(rows: list[Row]) -> str:
-    """The table, with ratios to spot-agent, and issue 12's targets under it."""
+    """The table, with ratios to spot-agent, and issue 12's and 23's targets under it."""
     add_ratios(rows)
-    checks = targets.check(rows)
-    return render(rows) + ("\n\n" + targets.render(checks) if checks else "")
+    text = render(rows)
+    for issue, checks in ((12, targets.check(rows)), (23, targets.check23(rows))):
+        if checks:
+            text += "\n\n" + targets.render(checks, issue)
+    return text
 
 
 def add_ratios(rows: list[Row]) -> None:
@@ -231,12 +296,12 @@ def add_ratios(rows: list[Row]) -> None:
 
 def render(rows: list[Row]) -> str:
     head = (
-        f"{'scenario':<16} {'data':<30} {'tool':<31} {'seconds':>8} {'x spot':>7} "
+        f"{'scenario':<17} {'data':<34} {'tool':<31} {'seconds':>8} {'x spot':>7} "
         f"{'MB/s':>6} {'CPU s':>7} {'x spot':>7} {'MiB sent':>9} {'requests':>9} {'peak RSS':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lead = f"{r['scenario']:<16} {r['data']:<30} {r['tool']:<31}"
+        lead = f"{r['scenario']:<17} {r['data']:<34} {r['tool']:<31}"
         if "todo" in r:
             lines.append(f"{lead} {r['todo']}")
             continue
@@ -271,10 +336,6 @@ def render(rows: list[Row]) -> str:
         "worst run's; requests: counted by the server, by kind"
     )
     return "\n".join(lines)
-
-
-def _size(mib: int) -> str:
-    return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
 
 
 def _f(v: float | None, digits: int) -> str:

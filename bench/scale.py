@@ -15,25 +15,37 @@ import contextlib
 import os
 import shutil
 import sys
-from collections import defaultdict
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .agentruns import _events, _hwm_mib, agent_env
+from .agentruns import _events, _hwm_mib, agent_env, event_list
 from .procs import REPO, aws_command, s5cmd_binary
 from .s3counts import RequestCounter, total
-from .samples import median_row, note_copies, sample_of
+from .samples import Collector, note_copies, sample_of, skipped_sample
 from .tracked import Tracked
 from .transfer import tree_size
 
 MiB = 1 << 20
+HOUR_NS = 3600 * 10**9
 CRT_TOOL = "awscrt S3Client (parts of 8 MiB)"
 Row = dict[str, Any]
 AGENT = [sys.executable, "-m", "agent"]
-# The warm-restart job: say it started, then wait for the benchmark's word to exit 0.
-WAIT_JOB = ["sh", "-c", 'touch "$0"; while [ ! -e "$1" ]; do sleep 0.01; done']
+SYNC_EVENTS = ("sync.committed", "sync.unchanged")
+# The CLIs leave out what the agent keeps in the dir it syncs (its lock file, freeze area):
+# they are to copy the job's files, as the agent does.
+NOT_AGENT_FILES = ["--exclude", "*.spot-agent/*"]
+# The warm-restart job (args: STARTED GO [COMMAND...]): run COMMAND if given (the change a
+# job makes before the next sync), say it started, then wait for the benchmark's word to
+# exit 0. sh, not Python: the job's own start-up must not count against the restart.
+WAIT_JOB = [
+    "sh",
+    "-c",
+    'started=$0 go=$1; shift; if [ $# -gt 0 ]; then "$@" || exit 1; fi; '
+    'touch "$started"; while [ ! -e "$go" ]; do sleep 0.01; done',
+]
 
 
 @dataclass(frozen=True)
@@ -47,19 +59,38 @@ class Sizes:
 QUICK = Sizes(big_mib=512, small_files=2_000)
 
 
-def make_big(root: Path, mib: int) -> None:
-    root.mkdir(parents=True)
-    with open(root / "big.bin", "wb") as fh:
+def write_random(path: Path, mib: int) -> None:
+    """A file of ``mib`` MiB of random bytes (whole 8 MiB pieces)."""
+    with open(path, "wb") as fh:
         for _ in range(mib // 8):
             fh.write(os.urandom(8 * MiB))
 
 
-def make_small(root: Path, count: int, kib: int) -> None:
-    """``count`` files of ``kib`` KiB of random bytes, 1,000 to a directory."""
+def make_big(root: Path, mib: int) -> None:
+    root.mkdir(parents=True)
+    write_random(root / "big.bin", mib)
+
+
+def make_small(root: Path, count: int, kib: int, per_dir: int = 1000) -> None:
+    """``count`` files of ``kib`` KiB of random bytes, ``per_dir`` to a directory."""
     for i in range(count):
-        d = root / f"d{i // 1000:03d}"
-        d.mkdir(parents=True, exist_ok=True)
+        d = root / f"d{i // per_dir:03d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True, exist_ok=True)
         (d / f"f{i:05d}.bin").write_bytes(os.urandom(kib * 1024))
+
+
+def size_label(mib: int) -> str:
+    return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
+
+
+def age_files(root: Path) -> None:
+    """Files written an hour ago: the stat cache keeps no file written in the last 2 s, and
+    a CLI's sync sends a file newer than its object."""
+    old = time.time_ns() - HOUR_NS
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            os.utime(os.path.join(dirpath, name), ns=(old, old))
 
 
 def _sizes(root: Path) -> dict[str, int]:
@@ -91,6 +122,12 @@ class ScaleBench:
             self.crt_env = {**env, "PYTHONPATH": os.pathsep.join([str(awscrt_path), str(REPO)])}
         self.s5 = [s5cmd_binary(), "--endpoint-url", endpoint]
         self.aws = [*aws_command(), "--endpoint-url", endpoint]
+        # Caps on each run (bench.issue23 sets them): a command stopped by one is not run
+        # again in this data set, and its later rows say why.
+        self.run_timeout = 1800.0
+        self.time_caps: dict[str, float] = {}  # by command (see _command), seconds
+        self.rss_cap_mib: float | None = None
+        self.not_run: dict[str, str] = {}  # command -> why
 
     def dataset(
         self, name: str, label: str, make: Callable[[Path], None], reps: int, *, crt: bool = False
@@ -102,17 +139,8 @@ class ScaleBench:
         made = _sizes(data)  # what a restore must bring back, whatever else the dir gains
         movers = [*self.TOOLS, "awscrt"] if crt and self.crt_env else self.TOOLS
         self.log(f"{label}: {files} files, {size / MiB:.0f} MiB, {reps} repetitions")
-        runs: dict[tuple[str, str], list[Row]] = defaultdict(list)
-
-        def keep(scenario: str, tool: str, sample: Row) -> None:
-            runs[(scenario, tool)].append(sample)
-            err = f"  FAILED: {sample['error']}" if "error" in sample else ""
-            self.log(
-                f"  r{sample['rep']} {scenario:<15} {tool:<36} {sample['seconds']:7.2f} s "
-                f"cpu {sample.get('cpu_seconds') or 0:6.2f} s  req {sample.get('requests')}  "
-                f"rss {sample.get('peak_rss_mib') or 0:4.0f} MiB{err}"
-            )
-
+        samples = Collector(self.log)
+        keep = samples.keep
         bucket = ""
         try:
             for r in range(reps):
@@ -136,12 +164,9 @@ class ScaleBench:
                 self.s3.delete_bucket(Bucket=bucket)
             shutil.rmtree(data, ignore_errors=True)
             shutil.rmtree(self.work / "restore", ignore_errors=True)
-        rows = []
-        for (scenario, tool), samples in runs.items():
-            rows.append(median_row(scenario, label, tool, samples, (files, size)))
-        order = ["upload", "restore", "warm restart", "unchanged sync"]
-        rows.sort(key=lambda row: order.index(row["scenario"]))
-        return rows
+        return samples.rows(
+            label, (files, size), ["upload", "restore", "warm restart", "unchanged sync"]
+        )
 
     # -- one run of one tool --------------------------------------------------------------
 
@@ -155,9 +180,22 @@ class ScaleBench:
             SPOT_AGENT_JOB_ID="bench",
         )
 
+    def _command(self, argv: list[str]) -> str:
+        """What a cap applies to: 's5cmd sync', 's5cmd cp', 'aws s3' or 'spot-agent'."""
+        if argv[: len(self.s5)] == self.s5:
+            return f"s5cmd {argv[len(self.s5)]}"
+        return "aws s3" if argv[: len(self.aws)] == self.aws else "spot-agent"
+
     def _measure(self, argv: list[str], env: Mapping[str, str], r: int) -> Row:
+        command = self._command(argv)
+        if command in self.not_run:
+            return skipped_sample(r, self.not_run[command])
         before = self.counter.snapshot()
-        run = Tracked(argv, env, cwd=self.work, output=self.work / "tool.out").wait()
+        out = self.work / "tool.out"
+        tracked = Tracked(argv, env, cwd=self.work, output=out, rss_cap_mib=self.rss_cap_mib)
+        run = tracked.wait(self.time_caps.get(command, self.run_timeout))
+        if run.stopped:
+            self.not_run[command] = f"`{command}` was stopped in an earlier run: {run.stopped}"
         return sample_of(run, self.counter.since(before), r)
 
     def _upload(
@@ -166,7 +204,7 @@ class ScaleBench:
         if tool == "spot-agent":
             return "spot-agent", self._measure([*AGENT, "run", "--", "true"], agent, r)
         if tool == "s5cmd":
-            argv = [*self.s5, "cp", f"{data}/*", f"s3://{bucket}/s5cmd/"]
+            argv = [*self.s5, "cp", *NOT_AGENT_FILES, f"{data}/*", f"s3://{bucket}/s5cmd/"]
             return "s5cmd cp", self._measure(argv, self.env, r)
         if tool == "awscrt":
             return CRT_TOOL, self._crt("put", bucket, data, r)
@@ -176,6 +214,7 @@ class ScaleBench:
             "cp",
             "--recursive",
             "--no-progress",
+            *NOT_AGENT_FILES,
             str(data),
             f"s3://{bucket}/aws/",
         ]
@@ -239,10 +278,12 @@ class ScaleBench:
 
     def _cli_sync_up(self, tool: str, data: Path, bucket: str, r: int) -> tuple[str, Row]:
         if tool == "s5cmd":
-            name, argv = "s5cmd sync", [*self.s5, "sync", f"{data}/", f"s3://{bucket}/s5cmd/"]
+            name = "s5cmd sync"
+            argv = [*self.s5, "sync", *NOT_AGENT_FILES, f"{data}/", f"s3://{bucket}/s5cmd/"]
         else:
             name = "aws s3 sync"
-            argv = [*self.aws, "s3", "sync", "--no-progress", str(data), f"s3://{bucket}/aws/"]
+            argv = [*self.aws, "s3", "sync", "--no-progress", *NOT_AGENT_FILES]
+            argv += [str(data), f"s3://{bucket}/aws/"]
         sample = self._measure(argv, self.env, r)
         note_copies(sample)
         return name, sample
@@ -268,9 +309,13 @@ class ScaleBench:
         note_copies(sample)
         return name, sample
 
-    def _warm_restart(self, agent: dict[str, str], r: int) -> tuple[Row, Row]:
+    def _warm_restart(
+        self, agent: dict[str, str], r: int, change: list[str] | None = None
+    ) -> tuple[Row, Row]:
         """`spot-agent run` on a dir that holds its checkpoint: seconds and requests until
-        the job starts; then the job exits and the final sync finds nothing changed."""
+        the job starts; then the job exits and the final sync finds nothing changed, or,
+        with ``change`` (a command the job runs first), commits what that command changed.
+        The sync's CPU is the agent's own: the job's CPU (the change) is left out."""
         import psutil
 
         started, go = self.work / "job-started", self.work / "job-go"
@@ -278,15 +323,17 @@ class ScaleBench:
         go.unlink(missing_ok=True)
         before = self.counter.snapshot()
         proc = Tracked(
-            [*AGENT, "run", "--", *WAIT_JOB, str(started), str(go)],
+            [*AGENT, "run", "--", *WAIT_JOB, str(started), str(go), *(change or [])],
             agent,
             cwd=self.work,
             output=self.work / "agent.out",
         )
         try:
-            seconds = proc.poll_until(started.exists, timeout=600)
-            times = psutil.Process(proc.tool_pid).cpu_times()
+            seconds = proc.poll_until(started.exists, timeout=self.run_timeout)
+            agent_proc = psutil.Process(proc.tool_pid)
+            times = agent_proc.cpu_times()
             cpu_at_start = times.user + times.system
+            job_cpu = sum(_tree_cpu(job) for job in agent_proc.children())
             hwm = _hwm_mib(proc.tool_pid)
             warm_requests = self.counter.since(before)
         except RuntimeError as exc:  # the agent exited (or hung) before the job started
@@ -297,7 +344,7 @@ class ScaleBench:
         middle = self.counter.snapshot()
         go.touch()
         told = proc.seconds_so_far()
-        run = proc.wait()
+        run = proc.wait(self.run_timeout)
         events = _events(run.output)
         restored = events.get("restore.done", {}).get("seconds")
         warm = {
@@ -311,17 +358,27 @@ class ScaleBench:
         }
         if restored is not None:
             warm["restore_step_seconds"] = float(restored)
-        synced = events.get("sync.unchanged") or events.get("sync.committed") or {}
+        # The last sync of the run: the final one, after the job (another may come first).
+        syncs = [e for e in event_list(run.output) if e.get("event") in SYNC_EVENTS]
+        synced = syncs[-1] if syncs else {}
         unchanged = sample_of(run, self.counter.since(middle), r)
         if "seconds" not in synced:  # no sync event in its log: the wait at the job's end
             synced = {"seconds": run.seconds - told}
         unchanged.update(
             seconds=float(synced["seconds"]),
-            cpu_seconds=run.cpu - cpu_at_start,
+            cpu_seconds=run.cpu - cpu_at_start - job_cpu,
             seconds_job_end_to_exit=run.seconds - told,
             no_ratios=True,  # a sync inside a running agent vs a CLI's whole process
             note="the final sync inside that warm agent: its logged seconds",
         )
-        if "sync.committed" in events:
+        if synced.get("event") == "sync.committed":
             unchanged["note"] += f"; it committed a checkpoint ({synced.get('bytes_uploaded')} B)"
+        if len(syncs) > 1:
+            unchanged["note"] += f"; {len(syncs)} syncs in the run, the last one counted"
         return warm, unchanged
+
+
+def _tree_cpu(proc: Any) -> float:
+    """CPU seconds of a process and of the children it has reaped so far."""
+    t = proc.cpu_times()
+    return float(t.user + t.system + t.children_user + t.children_system)

@@ -1,8 +1,9 @@
-"""Issue 12's "Done means", checked against the scale rows of one run.
+"""Issue 12's and issue 23's targets, checked against the rows of one run.
 
 Each check says what was measured, the target, and by how much it is met or missed, so a
 change can be judged from the run's own output. With --quick sizes the figures are a
-preview: the targets are stated for 4 GiB and 20,000 files.
+preview: the targets are stated for 4 GiB and 20,000 files (issue 12), and for 1,000,000
+files, a 2.5 GiB training dir and 2 and 4 GiB files (issue 23).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ def check(rows: list[Row]) -> list[Row]:
     scale = [  # the scale rows (they know their file count), not the older 1 GiB rows
         r
         for r in rows
-        if r.get("scenario") in ("upload", "restore", "warm restart") and "files" in r
+        if r.get("scenario") in ("upload", "restore", "warm restart")
+        and "files" in r
+        and "issue" not in r  # issue 23's rows have targets of their own (check23)
     ]
     found: dict[tuple[str, str, str], Row] = {
         (r["scenario"], r["data"], r["tool"]): r for r in scale if "seconds" in r
@@ -67,6 +70,53 @@ def check(rows: list[Row]) -> list[Row]:
     return checks
 
 
+# Issue 23: (scenario, the rival spot-agent must be no slower than).
+RIVALS_23 = {
+    "notice->committed": "s5cmd sync",
+    "restore": "s5cmd cp",
+    "warm restart": "s5cmd sync --size-only (down)",
+}
+
+
+def check23(rows: list[Row]) -> list[Row]:
+    """Issue 23's targets: no slower than s5cmd where it names a rival (notice ->
+    committed vs `s5cmd sync` of the change, big-file restore vs `s5cmd cp`, warm restart
+    vs `s5cmd sync --size-only`), and peak RSS <= 128 MiB in every spot-agent row."""
+    mine = [r for r in rows if r.get("issue") == 23]
+    found = {(r["scenario"], r["data"], r["tool"]): r for r in mine if "seconds" in r}
+    checks: list[Row] = []
+    for r in mine:
+        peer = RIVALS_23.get(r["scenario"])
+        if r["tool"] != "spot-agent" or peer is None:
+            continue
+        if r["scenario"] == "restore" and not r["data"].startswith("1 x "):
+            continue  # the target is stated for one big file
+        what = f"{r['scenario']} {r['data']}: time <= {peer}'s"
+        other = found.get((r["scenario"], r["data"], peer))
+        if "todo" in r:
+            checks.append(
+                {
+                    "check": what,
+                    "measured": "failed",
+                    "target": "ran",
+                    "met": False,
+                    "by": "..." + r["todo"][-70:],
+                }
+            )
+        elif other is not None:
+            checks.append(_ratio(what, r["seconds"], other["seconds"], peer))
+    for r in mine:
+        if r["tool"] == "spot-agent" and r.get("peak_rss_mib"):
+            checks.append(
+                _at_most(
+                    f"peak RSS, {r['scenario']} {r['data']}, MiB",
+                    round(r["peak_rss_mib"], 1),
+                    RSS_LIMIT_MIB,
+                )
+            )
+    return checks
+
+
 def _at_most(what: str, value: float, limit: float) -> Row:
     return {
         "check": what,
@@ -77,21 +127,21 @@ def _at_most(what: str, value: float, limit: float) -> Row:
     }
 
 
-def _ratio(what: str, spot: float, peer: float) -> Row:
+def _ratio(what: str, spot: float, peer: float, name: str = "s5cmd") -> Row:
     return {
         "check": what,
         "measured": round(spot, 3),
         "target": round(peer, 3),
         "met": spot <= peer,
-        "by": f"{spot / peer:.2f}x s5cmd's time",
+        "by": f"{spot / peer:.2f}x {name}'s time" if peer else "",
     }
 
 
-def render(checks: list[Row]) -> str:
-    lines = ["issue 12 targets (medians of this run):"]
+def render(checks: list[Row], issue: int = 12) -> str:
+    lines = [f"issue {issue} targets (medians of this run):"]
     for c in checks:
         mark = "met   " if c["met"] else "MISSED"
         lines.append(
-            f"  {mark} {c['check']:<60} {c['measured']:>10} vs {c['target']:<10} ({c['by']})"
+            f"  {mark} {c['check']:<72} {c['measured']:>10} vs {c['target']:<10} ({c['by']})"
         )
     return "\n".join(lines)

@@ -41,6 +41,7 @@ class Run:
     rss_timeline: list[tuple[float, float]] = field(default_factory=list)  # (s, MiB), root
     returncode: int = 0
     output: str = ""
+    stopped: str | None = None  # why the benchmark killed it (a time or memory cap)
 
     def rss_summary(self) -> dict[str, Any]:
         """At most 60 (seconds, MiB) points, enough to draw the curve, and its median."""
@@ -65,8 +66,13 @@ class Tracked:
         cwd: Path,
         output: Path,
         interval: float = 0.05,
+        rss_cap_mib: float | None = None,
     ) -> None:
+        """``rss_cap_mib``: kill the tool once its resident set passes this (a rival that
+        holds its whole listing must not take the shared machine down with it)."""
         self.argv = list(argv)
+        self.rss_cap_mib = rss_cap_mib
+        self.stopped: str | None = None
         self.output_path = output
         self._out = open(output, "w+")  # noqa: SIM115  (closed in wait(); a file, not a pipe)
         self._maxrss_file = output.with_suffix(".maxrss")
@@ -122,15 +128,20 @@ class Tracked:
                 return  # it exited (a zombie has no Vm lines): nothing more to sample
             self._timeline.append((time.monotonic() - self.started, rss))
             self.peak_rss_mib = max(self.peak_rss_mib, hwm)
+            if self.rss_cap_mib is not None and rss > self.rss_cap_mib:
+                self.stop(f"its RSS passed the {self.rss_cap_mib:.0f} MiB cap ({rss:.0f} MiB)")
+                return
             self._done.wait(interval)
 
     def poll_until(self, ready: Callable[[], bool], timeout: float) -> float:
         """Seconds from the start until ready() holds; raise if the process ends first."""
         deadline = time.monotonic() + timeout
         while not ready():
-            if self.proc.poll() is not None:
+            # waitid with WNOWAIT, not Popen.poll: wait() must still reap it for its rusage
+            ended = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if ended is not None:
                 raise RuntimeError(
-                    f"{self.argv[:4]} exited {self.proc.returncode} early:\n"
+                    f"{self.argv[:4]} exited {ended.si_status} early:\n"
                     f"{self.output_path.read_text()[-3000:]}"
                 )
             if time.monotonic() > deadline:
@@ -141,6 +152,13 @@ class Tracked:
     def seconds_so_far(self) -> float:
         return time.monotonic() - self.started
 
+    def stop(self, why: str) -> None:
+        """Kill the tool (and GNU time with it) and remember why; wait() still reaps it."""
+        self.stopped = self.stopped or why
+        for pid in {self.tool_pid, self.proc.pid}:  # not Popen.kill: it may reap the process
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def wait(self, timeout: float = 1800) -> Run:
         deadline = time.monotonic() + timeout
         while True:
@@ -148,9 +166,7 @@ class Tracked:
             if pid:
                 break
             if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.tool_pid, signal.SIGKILL)
-                self.proc.kill()
+                self.stop(f"it ran past the {timeout:.0f} s time cap")
                 deadline = float("inf")
             time.sleep(0.005)
         seconds = time.monotonic() - self.started
@@ -172,6 +188,7 @@ class Tracked:
             self._timeline,
             self.proc.returncode,
             text,
+            self.stopped,
         )
 
 

@@ -28,18 +28,8 @@ from typing import Any
 from .agentruns import _events, _timestamp, agent_env
 from .main import s3_env
 from .s3counts import start_counted_seaweedfs, total
-from .scale import AGENT, WAIT_JOB, make_big, make_small
+from .scale import AGENT, WAIT_JOB, age_files, make_big, make_small
 from .tracked import Tracked
-
-HOUR_NS = 3600 * 10**9
-
-
-def _age(root: Path) -> None:
-    """Files written an hour ago: the stat cache keeps no file written in the last 2 s."""
-    old = time.time_ns() - HOUR_NS
-    for p in root.rglob("*"):
-        if p.is_file():
-            os.utime(p, ns=(old, old))
 
 
 def _warm(env: dict[str, str], work: Path, counter: Any) -> dict[str, Any]:
@@ -76,7 +66,7 @@ def dataset(
 ) -> dict[str, Any]:
     data = work / name
     make(data)
-    _age(data)
+    age_files(data)
     bucket = f"warm-{name.lower()}"
     s3.create_bucket(Bucket=bucket)
     home = work / f"home-{name}"
