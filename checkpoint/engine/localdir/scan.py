@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from checkpoint.errors import CheckpointError, ManifestError
-from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX
 
 from ..format.manifest import (
     HOLE,
@@ -29,10 +28,10 @@ from ..format.manifest import (
     FileEntry,
     HardLinkEntry,
     LinkEntry,
-    check_link_target,
     check_mtime,
     check_relpath,
 )
+from .walk import Kind, walk
 
 #: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
 #: a second write within the filesystem's timestamp granularity would otherwise be missed.
@@ -60,60 +59,31 @@ class Scan:
 
 
 def scan(root: Path) -> Scan:
-    """Regular files, dirs and safe symlinks below root, in a stable order.
+    """Regular files, dirs and safe symlinks below root, in the walk's order (:mod:`.walk`).
 
-    Every name passes the manifest's own checks (:func:`check_relpath`...) here, so a sync
+    Every name passes the manifest's own checks (:func:`check_relpath`...) there, so a sync
     never records what a restore would refuse; what fails them is skipped with its reason.
     A file with several names in the tree is listed once; its other names are hard links.
     """
     out = Scan()
     inodes: dict[tuple[int, int], str] = {}
-
-    def walk(dirpath: Path, rel: str) -> None:
-        try:
-            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
-        except FileNotFoundError:
-            return
-        except OSError as exc:  # not skipped: a checkpoint without it would lose it quietly
-            if exc.errno == errno.ENAMETOOLONG:
-                out.skipped.append((rel, "path longer than the system allows"))
-                return
-            raise CheckpointError(f"cannot read directory {dirpath}: {exc.strerror}") from exc
-        for e in entries:
-            r = f"{rel}{e.name}"
-            if not rel and e.name == RESERVED_DIR:
-                continue
-            if e.name.endswith(TEMP_SUFFIX):
-                continue
-            try:
-                st = e.stat(follow_symlinks=False)
-                check_relpath(r)
-                check_mtime(st.st_mtime_ns, r)
-            except FileNotFoundError:
-                continue
-            except ManifestError as exc:
-                out.skipped.append((r, f"not checkpointed: {exc}"))
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    out.links.append(LinkEntry(r, check_link_target(os.readlink(e.path))))
-                except ManifestError as exc:
-                    out.skipped.append((r, f"symlink not checkpointed: {exc}"))
-                except FileNotFoundError:
-                    continue
-            elif stat.S_ISDIR(st.st_mode):
-                out.dirs.append(DirEntry(r, st.st_mode & MODE_BITS))
-                walk(Path(e.path), r + "/")
-            elif stat.S_ISREG(st.st_mode):
-                first = inodes.setdefault((st.st_dev, st.st_ino), r) if st.st_nlink > 1 else r
-                if first == r:
-                    out.files.append((r, st))
-                else:
-                    out.hardlinks.append(HardLinkEntry(r, first))
+    for e in walk(root):
+        if e.why:
+            out.skipped.append((e.rel, e.why))
+            continue
+        st = e.st
+        assert st is not None  # the walk stats
+        if e.kind is Kind.LINK:
+            out.links.append(LinkEntry(e.rel, e.target))
+        elif e.kind is Kind.DIR:
+            out.dirs.append(DirEntry(e.rel, st.st_mode & MODE_BITS))
+        elif e.kind is Kind.FILE:
+            r = e.rel
+            first = inodes.setdefault((st.st_dev, st.st_ino), r) if st.st_nlink > 1 else r
+            if first == r:
+                out.files.append((r, st))
             else:
-                out.skipped.append((r, "not a regular file, directory or symlink"))
-
-    walk(root, "")
+                out.hardlinks.append(HardLinkEntry(r, first))
     return out
 
 

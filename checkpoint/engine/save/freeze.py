@@ -34,14 +34,15 @@ from typing import Any
 
 import structlog
 
-from checkpoint.errors import CheckpointError, ManifestError
-from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX, progress_path, save_lock_path
+from checkpoint.errors import CheckpointError
+from checkpoint.protocol import RESERVED_DIR, progress_path, save_lock_path
 from checkpoint.savelabel import with_save_label
 from checkpoint.savelock import SaveIncomplete, SaveInProgress, acquire, saver
 
-from ..format.manifest import LinkEntry, check_link_target
+from ..format.manifest import LinkEntry
 from ..localdir.localindex import kept_across
 from ..localdir.scan import stat_key
+from ..localdir.walk import TOO_LONG, Kind, walk
 from .clone import clone_or_copy
 
 log = structlog.get_logger("checkpoint")
@@ -200,7 +201,7 @@ class Freezer:
             # freeze is kept as the last consistent one: this would change the area.
             self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._early.clear()
-            self._walk(self.directory, "", _Walk(), set(), set(), early=True)
+            self._walk(_Walk(), set(), (), early=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             if not acquire(fd, wait, waiting):
@@ -220,10 +221,10 @@ class Freezer:
                 raise NotDeclared("no save point and no sync request since the last freeze")
             self._save_mark = mark
             self.pending = None  # the area changes now: the older freeze is gone
-            walk = _Walk()
+            walked = _Walk()
             self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
             seen: set[str] = set()
-            self._walk(self.directory, "", walk, seen, set(copy_inodes))
+            self._walk(walked, seen, set(copy_inodes))
             progress = _read_json(progress_path(self.directory))
             progress = with_save_label(progress, self.directory / RESERVED_DIR)
             held = time.monotonic() - t0
@@ -233,66 +234,56 @@ class Freezer:
         self._forget_missing(seen)
         frozen = Frozen(
             root=self.area,
-            files=tuple(walk.files),
-            dirs=tuple(walk.dirs),
-            links=tuple(walk.links),
-            skipped=tuple(walk.skipped),
-            left_out=tuple(walk.left_out),
+            files=tuple(walked.files),
+            dirs=tuple(walked.dirs),
+            links=tuple(walked.links),
+            skipped=tuple(walked.skipped),
+            left_out=tuple(walked.left_out),
             progress=progress,
             taken=taken,
             lock_seconds=held,
-            copied=tuple(walk.copied),
-            relinked=walk.relinked,
+            copied=tuple(walked.copied),
+            relinked=walked.relinked,
         )
         self.pending = frozen
         return frozen
 
     def _walk(
         self,
-        dirpath: Path,
-        rel: str,
         out: _Walk,
         seen: set[str],
-        copy: set[tuple[int, int]],
+        copy: Collection[tuple[int, int]],
         early: bool = False,
     ) -> None:
-        try:
-            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise CheckpointError(f"cannot read directory {dirpath}: {exc.strerror}") from exc
-        for e in entries:
-            r = f"{rel}{e.name}"
-            if (not rel and e.name == RESERVED_DIR) or e.name.endswith(TEMP_SUFFIX):
-                continue
-            try:
-                st = e.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    out.links.append(LinkEntry(r, check_link_target(os.readlink(e.path))))
-                except ManifestError as exc:
-                    out.skipped.append((r, f"symlink not checkpointed: {exc}"))
-            elif stat.S_ISDIR(st.st_mode):
+        """Link (or copy) every file of the dir into the area, recording what the freeze
+        holds in ``out``. ``early``: only link, before the lock; nothing is recorded."""
+        for e in walk(self.directory):
+            r, st = e.rel, e.st
+            if e.why or st is None:  # st: the walk stats all it does not skip
+                out.skipped.append((r, e.why))
+            elif e.kind is Kind.LINK:
+                out.links.append(LinkEntry(r, e.target))
+            elif e.kind is Kind.DIR:
                 out.dirs.append(r)
-                self._walk(Path(e.path), r + "/", out, seen, copy, early)
-            elif stat.S_ISREG(st.st_mode):
+            elif e.kind is Kind.FILE:
                 seen.add(r)
                 mapped = (st.st_dev, st.st_ino) in copy
-                if early:
-                    if r not in self.copy_paths:
-                        self._link(e.path, r, st, out, early=True)
+                try:
+                    if early:
+                        if r not in self.copy_paths:
+                            self._link(e.path, r, st, out, early=True)
+                        continue
+                    if mapped or r in self.copy_paths:
+                        placed = self._copy(e.path, r, st, out, fresh=mapped)
+                    else:
+                        placed = self._link(e.path, r, st, out)
+                except OSError as exc:  # its place in the area is deeper than the dir
+                    if exc.errno != errno.ENAMETOOLONG:
+                        raise
+                    out.skipped.append((r, TOO_LONG))
                     continue
-                if mapped or r in self.copy_paths:
-                    placed = self._copy(e.path, r, st, out, fresh=mapped)
-                else:
-                    placed = self._link(e.path, r, st, out)
                 if placed is not None:
                     out.files.append((r, placed))
-            else:
-                out.skipped.append((r, "not a regular file, directory or symlink"))
 
     def _link(
         self, src: str, rel: str, st: os.stat_result, out: _Walk, early: bool = False
