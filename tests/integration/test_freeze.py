@@ -262,4 +262,4 @@ def test_a_save_that_holds_the_lock_long_is_reported_and_waited_for(
     waited: list[float] = []
     frozen = fz.freeze(30, waiting=waited.append)
     assert len(waited) == 1 and waited[0] >= 0.05
-    assert frozen.files == ()
+    assert list(frozen.files) == []

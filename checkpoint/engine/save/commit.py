@@ -120,9 +120,11 @@ def previous_versions(base: Manifest | None, left_out: list[tuple[str, str]]) ->
 def located(entry: FileEntry, where: Stored) -> FileEntry:
     """``entry`` with each chunk's place (its blob, or its pack and range)."""
     try:
-        return replace(entry, chunks=tuple(where.locate(c) for c in entry.chunks))
+        chunks = tuple(where.locate(c) for c in entry.chunks)
     except KeyError as exc:  # a bug, never the store: say so rather than commit a guess
         raise CheckpointError(f"{entry.path}: chunk {exc} was neither uploaded nor known") from None
+    # Unchanged (a file the stat cache vouched for): the entry's own chunks, not a copy.
+    return entry if chunks == entry.chunks else replace(entry, chunks=chunks)
 
 
 def content(m: Manifest) -> Any:

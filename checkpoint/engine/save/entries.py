@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import structlog
@@ -42,7 +42,7 @@ class FrozenFilesChanged(FileChanged):
 
 
 def bytes_to_read(
-    files: Sequence[tuple[str, os.stat_result]],
+    files: Iterable[tuple[str, os.stat_result]],
     cache: StatCache,
     present: set[str],
     rehash: Callable[[os.stat_result], bool] | None,
@@ -85,7 +85,7 @@ class FileReader:
         self.hash_file = hash_file
 
     def read(
-        self, files: Sequence[tuple[str, os.stat_result]], left_out: list[tuple[str, str]]
+        self, files: Iterable[tuple[str, os.stat_result]], left_out: list[tuple[str, str]]
     ) -> tuple[list[FileEntry], list[str], int]:
         """Every file's entry, the files of a freeze that changed in place, bytes read.
         A live file that kept changing goes to ``left_out``."""
@@ -113,7 +113,7 @@ class FileReader:
         if cached is not None:
             if self.relinked is not None and rel in self.relinked:  # the link moved ctime
                 self.cache.remember(rel, self.relinked[rel], cached)
-            return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached), 0
+            return FileEntry(rel, st.st_size, _mode(st), st.st_mtime_ns, cached), 0
         path = self.root / rel
         put = self.uploader.pack if st.st_size < self.pack_threshold else self.uploader.put
         for _ in range(1 if self.relinked is not None else 3):  # a freeze is frozen again
@@ -134,9 +134,18 @@ class FileReader:
                 return None, 0
             if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
                 self.cache.remember(rel, after, chunks)
-                mode = after.st_mode & 0o777
-                return FileEntry(rel, after.st_size, mode, after.st_mtime_ns, chunks), after.st_size
+                entry = FileEntry(rel, after.st_size, _mode(after), after.st_mtime_ns, chunks)
+                return entry, after.st_size
             st = after  # changed while we read it: read it again
         raise FileChanged(
             f"{self.directory / rel} kept changing while it was read; not committing a torn copy"
         )
+
+
+_MODES: dict[int, int] = {}
+
+
+def _mode(st: os.stat_result) -> int:
+    """The file's permission bits, one int object per distinct mode (not one per file)."""
+    mode = st.st_mode & 0o777
+    return _MODES.setdefault(mode, mode)

@@ -38,6 +38,7 @@ from checkpoint.savelabel import with_save_label
 from checkpoint.savelock import SaveIncomplete, SaveInProgress, acquire, saver
 
 from ..format.manifest import LinkEntry
+from ..localdir.scan import FileStats
 from ..localdir.walk import TOO_LONG, Kind, walk
 from .freezearea import CannotLink, FreezeArea, Taken
 
@@ -61,7 +62,7 @@ class Frozen:
     """One freeze: what the sync reads (``root``) and the stats taken under the lock."""
 
     root: Path
-    files: tuple[tuple[str, os.stat_result], ...]
+    files: FileStats
     dirs: tuple[str, ...]
     links: tuple[LinkEntry, ...]
     skipped: tuple[tuple[str, str], ...]
@@ -194,7 +195,7 @@ class Freezer:
         self._mirror.forget_missing(seen)
         frozen = Frozen(
             root=self.area,
-            files=tuple(walked.files),
+            files=walked.files,
             dirs=tuple(walked.dirs),
             links=tuple(walked.links),
             skipped=tuple(walked.skipped),

@@ -23,7 +23,7 @@ from checkpoint.errors import CheckpointError
 
 from ..format.manifest import LinkEntry
 from ..localdir.localindex import kept_across
-from ..localdir.scan import stat_key
+from ..localdir.scan import FileStats, stat_key
 from .clone import clone_or_copy
 
 #: a file written this recently may be written again within the filesystem's timestamp
@@ -39,7 +39,7 @@ class CannotLink(CheckpointError):
 class Taken:
     """What one walk of a freeze put in the area, and what it recorded of the dir."""
 
-    files: list[tuple[str, os.stat_result]] = field(default_factory=list)
+    files: FileStats = field(default_factory=FileStats)
     dirs: list[str] = field(default_factory=list)
     links: list[LinkEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)

@@ -201,6 +201,8 @@ class Syncer:
             progress=read_progress(self.directory) if frozen is None else frozen.progress,
         )
         manifest = replace(manifest, packs=self._known.packs.table(manifest))
+        entries.clear()  # the manifest holds them now, placed: no second copy
+        self._cache.share(manifest.files)
         sequence = self._commit_if_new(manifest, frozen)
         return SyncResult(
             reason=reason,
