@@ -19,8 +19,6 @@ from checkpoint.engine.restore.restore import raise_open_file_limit
 
 from . import (
     __version__,
-    batch,
-    checkpoints_cli,
     closed_pipe,
     doctor,
     exits,
@@ -28,6 +26,8 @@ from . import (
     job_api,
     logs,
 )
+from .batch import cli as batch_cli
+from .checkpoints_cli import command as checkpoints_command
 from .config import (
     RUN_OPTIONS,
     ConfigError,
@@ -116,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="inspect, restore and clean up stored checkpoints",
         description="Inspect, restore and clean up what a checkpoint store holds.",
     )
-    checkpoints_cli.add_arguments(ck)
-    ck.set_defaults(handler=checkpoints_cli.main)
+    checkpoints_command.add_arguments(ck)
+    ck.set_defaults(handler=checkpoints_command.main)
 
     _mount_doctor(sub)
     _mount_imds_mock(sub)
@@ -156,8 +156,8 @@ def _mount_batch(sub: Any) -> None:
         description="AWS Batch integration: job definitions whose retry strategy resumes "
         "interrupted jobs.",
     )
-    batch.add_arguments(p)
-    p.set_defaults(handler=batch.main)
+    batch_cli.add_arguments(p)
+    p.set_defaults(handler=batch_cli.main)
 
 
 def _mount_job_api(sub: Any) -> None:

@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from checkpoint.engine.format.jobstore import GROUP, KINDS, MANIFESTS, JobStore
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.layout import GROUP, KINDS, MANIFESTS, RECORDS
 from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.localdir.walk import Kind, walk
 from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store
@@ -89,7 +90,7 @@ def list_jobs(store: Store) -> list[JobSummary]:
         job.stored_bytes += obj.size
         if kind == GROUP:  # a group job: its checkpoints are its group checkpoints
             kind, _, name = name.partition("/")
-            kind = MANIFESTS if kind == "checkpoints" else kind
+            kind = MANIFESTS if kind == RECORDS else kind
         stem = name.removesuffix(".json")
         if kind == MANIFESTS and stem.isdigit():
             job.checkpoints += 1

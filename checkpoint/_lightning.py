@@ -29,7 +29,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from . import api
+from . import api, protocol
+from ._agent import agent_pid, signal_named
 
 #: the file saved when the stop signal ends a fit
 STOP_FILENAME = "interrupted.ckpt"
@@ -81,7 +82,7 @@ class CallbackMixin:
             return
         self.stopped = False
         api.handle_stop()
-        self._stop_signal = api._signal_named("SPOT_AGENT_STOP_SIGNAL", signal.SIGTERM)
+        self._stop_signal = signal_named(protocol.STOP_SIGNAL_ENV, signal.SIGTERM)
         self._stop_handler = signal.getsignal(self._stop_signal)
         io = trainer.strategy.checkpoint_io
         if isinstance(io, self.io_class):
@@ -133,7 +134,7 @@ class CallbackMixin:
 
 def _check_inside_checkpoint_dir(dirpath: str | os.PathLike[str]) -> None:
     """Under the agent, files outside the checkpoint dir would never be checkpointed."""
-    if api._agent_pid() is None:
+    if agent_pid() is None:
         return
     root = api.directory().resolve()
     path = Path(dirpath).resolve()

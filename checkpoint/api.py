@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import signal
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from types import FrameType
 from typing import IO, Any
 
 from . import protocol
+from ._agent import agent_file, agent_pid, signal_named
 from ._fsutil import write_atomic
 from .protocol import TEMP_SUFFIX
 from .savelock import begin_save, end_save
@@ -193,53 +193,10 @@ def report_progress(**fields: Any) -> None:
     write_atomic(path, data, fsync=False, temp_suffix=TEMP_SUFFIX, mode=0o666)
 
 
-def _agent_pid() -> int | None:
-    raw = os.environ.get(protocol.PID_ENV, "")
-    return int(raw) if raw.isdigit() else None
-
-
-def _signal_named(variable: str, default: int) -> int:
-    """The signal the agent names in ``variable``, else ``default``.
-
-    The agent writes names as ``kill -l`` prints them: ``SIGUSR2``, and for real-time
-    signals ``SIGRTMIN+2`` or ``SIGRTMAX-1``, which ``signal.Signals`` has no members for.
-    """
-    name = os.environ.get(variable, "").strip().upper()
-    if not name:
-        return default
-    bare = name[3:] if name.startswith("SIG") else name
-    for base, first in (("RTMIN", signal.SIGRTMIN), ("RTMAX", signal.SIGRTMAX)):
-        if bare.startswith(base):
-            offset = bare[len(base) :] or "+0"
-            if re.fullmatch(r"[+-][0-9]{1,2}", offset):
-                number = first + int(offset)
-                if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
-                    return number
-            return default
-    if re.fullmatch(r"[0-9]{1,2}", bare):
-        return int(bare)
-    try:
-        return signal.Signals["SIG" + bare]
-    except KeyError:
-        return default
-
-
-def _agent_file(variable: str) -> dict[str, Any] | None:
-    """A small JSON file the agent publishes for the job, if it exists yet."""
-    path = os.environ.get(variable)
-    if not path:
-        return None
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def last_sync() -> dict[str, Any] | None:
     """The agent's last completed sync: ``sequence`` (the newest committed checkpoint),
     ``started`` and ``finished`` (Unix times), ``reason``. None without an agent."""
-    return _agent_file(protocol.STATUS_FILE_ENV)
+    return agent_file(protocol.STATUS_FILE_ENV)
 
 
 def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> bool:
@@ -258,11 +215,11 @@ def request_sync(wait: float | None = None, *, freeze_timeout: float = 60.0) -> 
     With ``wait`` (seconds), block until a checkpoint that started after this call has been
     committed, and return False if that did not happen in time.
     """
-    pid = _agent_pid()
+    pid = agent_pid()
     if pid is None:
         return False
     asked = time.time()
-    os.kill(pid, _signal_named(protocol.SYNC_SIGNAL_ENV, signal.SIGUSR1))
+    os.kill(pid, signal_named(protocol.SYNC_SIGNAL_ENV, signal.SIGUSR1))
     if getattr(_saves, "depth", 0):
         return True
     deadline = time.monotonic() + (freeze_timeout if wait is None else wait)
@@ -288,7 +245,7 @@ def _request_served(status: dict[str, Any], asked: float, committed: bool) -> bo
 
 def notice() -> dict[str, Any] | None:
     """The interruption notice, once the agent has received one (source, action, deadline)."""
-    return _agent_file(protocol.NOTICE_FILE_ENV)
+    return agent_file(protocol.NOTICE_FILE_ENV)
 
 
 _stop: dict[str, Any] = {"signal": None, "installed": False}
@@ -300,7 +257,7 @@ def handle_stop() -> None:
     thread; :func:`interrupted` calls it for you the first time it runs there."""
     if _stop["installed"] or threading.current_thread() is not threading.main_thread():
         return
-    sig = _signal_named(protocol.STOP_SIGNAL_ENV, signal.SIGTERM)
+    sig = signal_named(protocol.STOP_SIGNAL_ENV, signal.SIGTERM)
     previous = signal.getsignal(sig)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:

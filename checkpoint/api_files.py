@@ -9,7 +9,7 @@ and without the engine beside it. ``tests/integration/test_job_api_path.py`` che
 """
 
 #: the job API's modules, by file name without ``.py``
-API_MODULES = ("__init__", "_fsutil", "_version", "api", "errors", "protocol", "savelock")
+API_MODULES = ("__init__", "_agent", "_fsutil", "_version", "api", "errors", "protocol", "savelock")
 #: job API a job imports by name when it uses it (``checkpoint.hf``...): each imports its
 #: training framework, which the job's interpreter has and the agent's need not
 ON_USE_MODULES = ("_lightning", "hf", "lightning", "pytorch_lightning")

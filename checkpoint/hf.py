@@ -38,6 +38,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from . import api
+from ._agent import agent_pid
 
 __all__ = ["SpotAgentCallback", "last_checkpoint"]
 
@@ -154,7 +155,7 @@ class SpotAgentCallback(TrainerCallback):
 
 def _check_inside_checkpoint_dir(output_dir: str | None) -> None:
     """Under the agent, saves outside the checkpoint dir would never be checkpointed."""
-    if api._agent_pid() is None or output_dir is None:
+    if agent_pid() is None or output_dir is None:
         return
     root = api.directory().resolve()
     out = Path(output_dir).resolve()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .errors import CheckpointError
 
-#: a save that holds the lock this long is logged (once per wait)
+#: the default of ``acquire(long_save=...)``: a save that holds the lock this long is
+#: reported (once per wait)
 LONG_SAVE_SECONDS = 5.0
 
 
@@ -63,8 +64,19 @@ def between_saves(lock_path: Path, wait: float) -> Iterator[bool]:
         os.close(fd)  # releases the flock
 
 
-def acquire(fd: int, wait: float, waiting: Callable[[float], None] | None) -> bool:
-    """flock(fd, LOCK_EX) within ``wait`` seconds, polling so that the wait is bounded."""
+def acquire(
+    fd: int,
+    wait: float,
+    waiting: Callable[[float], None] | None,
+    *,
+    long_save: float | None = None,
+) -> bool:
+    """flock(fd, LOCK_EX) within ``wait`` seconds, polling so that the wait is bounded.
+
+    Once the lock has been held by a save for ``long_save`` seconds (default
+    :data:`LONG_SAVE_SECONDS`), ``waiting`` is called with the seconds waited (once).
+    """
+    report_after = LONG_SAVE_SECONDS if long_save is None else long_save
     start = time.monotonic()
     told = False
     while True:
@@ -76,7 +88,7 @@ def acquire(fd: int, wait: float, waiting: Callable[[float], None] | None) -> bo
         waited = time.monotonic() - start
         if waited >= wait:
             return False
-        if not told and waited >= LONG_SAVE_SECONDS and waiting is not None:
+        if not told and waited >= report_after and waiting is not None:
             told = True
             waiting(waited)
         time.sleep(0.002 if waited < 0.05 else 0.01)

@@ -6,14 +6,18 @@ import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests import servers
+from tests import servers, stores
+
+if TYPE_CHECKING:
+    from checkpoint.engine.store.base import Store
 
 # ---------------------------------------------------------------------------------------
 # Real local S3 servers (tests/servers.py). Each fixture stops what it started, also when
-# a test fails. Nothing here talks to any address but 127.0.0.1.
+# a test fails. Nothing here talks to any address but 127.0.0.1 (each endpoint is checked).
 # ---------------------------------------------------------------------------------------
 
 #: environment variables that could point the SDK at real AWS or another setup
@@ -61,6 +65,7 @@ def _seaweedfs(
         pytest.fail(str(exc), pytrace=False)
     server = servers.start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), sse_kek=sse_kek)
     try:
+        stores.loopback(server.endpoint)
         yield server
     finally:
         server.stop()
@@ -71,7 +76,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The endpoint URL of a moto server (any credentials are accepted)."""
     server = servers.start_moto_server(tmp_path_factory.mktemp("moto"))
     try:
-        yield server.endpoint
+        yield stores.loopback(server.endpoint)
     finally:
         server.stop()
 
@@ -112,7 +117,7 @@ def s3_env(
 ) -> servers.SeaweedS3:
     """The SDK's own environment pointed at SeaweedFS, as a job's container would have it."""
     isolate_aws_environment(monkeypatch, tmp_path)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", stores.loopback(seaweedfs.endpoint))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -131,7 +136,7 @@ def s3_bucket(seaweedfs: servers.SeaweedS3) -> tuple[str, str]:
     bucket = f"test-{os.getpid()}-{next(_bucket_numbers)}"
     client = boto3.session.Session().client(
         "s3",
-        endpoint_url=seaweedfs.endpoint,
+        endpoint_url=stores.loopback(seaweedfs.endpoint),
         aws_access_key_id=seaweedfs.access_key,
         aws_secret_access_key=seaweedfs.secret_key,
         region_name="us-east-1",
@@ -142,6 +147,39 @@ def s3_bucket(seaweedfs: servers.SeaweedS3) -> tuple[str, str]:
     finally:
         client.close()
     return seaweedfs.endpoint, bucket
+
+
+# ---------------------------------------------------------------------------------------
+# One scenario, every kind of store (tests/stores.py).
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=stores.KINDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty store. A test that takes it runs once per kind of store, with
+    ids ``local`` (``file://`` under ``tmp_path``) and ``s3`` (a fresh bucket on SeaweedFS,
+    the SDK's environment pointed at its 127.0.0.1 endpoint by ``s3_env``, so clients made
+    in this process and the processes it starts find it). Pick kinds, or pair each with
+    other values, with ``@pytest.mark.parametrize("store_url", [...], indirect=True)``."""
+    if request.param == "local":
+        return (tmp_path / "store").as_uri()
+    assert request.param == "s3", request.param
+    weed: servers.SeaweedS3 = request.getfixturevalue("s3_env")
+    endpoint, bucket = request.getfixturevalue("s3_bucket")
+    assert os.environ["AWS_ENDPOINT_URL_S3"] == stores.loopback(endpoint) == weed.endpoint
+    return f"s3://{bucket}/ckpt"
+
+
+@pytest.fixture
+def any_store(store_url: str) -> Iterator[Store]:
+    """The store ``store_url`` names, opened in this process (closed after the test)."""
+    from checkpoint.engine.store.uri import open_store
+
+    store = open_store(store_url)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------------------------------

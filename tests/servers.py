@@ -16,15 +16,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# closed_port and free_port are reached through this module by tests and benchmarks
+from tests.ports import closed_port as closed_port
+from tests.ports import free_port as free_port
+from tests.ports import free_ports
 
 READY_TIMEOUT = 30.0
 #: ``weed server`` is started again on other ports when one picked free was taken meanwhile
@@ -32,37 +36,11 @@ START_ATTEMPTS = 3
 
 
 class ServerStartError(RuntimeError):
-    pass
+    """A server did not come up; ``log`` is all it wrote (the message has its last lines)."""
 
-
-@contextlib.contextmanager
-def closed_port() -> Iterator[int]:
-    """A port on 127.0.0.1 that refuses connections while the block runs: bound here and
-    never listened on, so no other test (or xdist worker) can take it meanwhile."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now; someone may take it before
-    the caller binds it, so a caller retries on a collision (better: bind port 0 itself)."""
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports (sockets held open together so they differ); free
-    right now only, as :func:`free_port`."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
 
 
 @dataclass
@@ -72,12 +50,15 @@ class ServerHandle:
     process: subprocess.Popen[bytes]
     log_path: Path
 
-    def log_tail(self, lines: int = 30) -> str:
+    def log_text(self) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_text()
+        return "\n".join(text.splitlines()[-lines:]) if text else "(no log)"
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it."""
@@ -133,7 +114,8 @@ def _wait_http(handle: ServerHandle, url: str, timeout: float = READY_TIMEOUT) -
     handle.stop(grace=1)
     raise ServerStartError(
         f"{handle.name} did not answer at {url} within {timeout:.0f} s ({last}); "
-        f"last lines of {handle.log_path}:\n{handle.log_tail()}"
+        f"last lines of {handle.log_path}:\n{handle.log_tail()}",
+        handle.log_text(),
     )
 
 
@@ -168,28 +150,45 @@ def weed_binary() -> str:
     return weed
 
 
+#: what weed logs when a port it was given is taken (a fatal listener error: it exits)
+_PORT_TAKEN = re.compile(r"listen tcp [^ ]+: bind: address already in use")
+
+
 def start_seaweedfs(
-    tmpdir: Path, *, volume_size_limit_mb: int = 64, volume_max: int = 64, sse_kek: bool = True
+    tmpdir: Path,
+    *,
+    volume_size_limit_mb: int = 64,
+    volume_max: int = 64,
+    sse_kek: bool = True,
+    pick_ports: Callable[[int], list[int]] = free_ports,
 ) -> SeaweedS3:
-    """Start ``weed server -s3`` under ``tmpdir`` (:func:`_start_seaweedfs`), on other ports
-    when one picked free was taken before weed bound it (the machine is shared)."""
+    """Start ``weed server -s3`` under ``tmpdir`` (:func:`_start_seaweedfs`) on ports from
+    ``pick_ports``, and on fresh ones when weed found one taken (another test's server bound
+    it between the pick and weed's bind: the machine is shared), up to ``START_ATTEMPTS``
+    times."""
     for attempt in range(1, START_ATTEMPTS + 1):
+        ports = pick_ports(8)
         try:
             return _start_seaweedfs(
-                tmpdir, volume_size_limit_mb=volume_size_limit_mb, volume_max=volume_max,
-                sse_kek=sse_kek,
+                tmpdir, ports, volume_size_limit_mb=volume_size_limit_mb,
+                volume_max=volume_max, sse_kek=sse_kek,
             )  # fmt: skip
         except ServerStartError as exc:
-            if attempt == START_ATTEMPTS or "address already in use" not in str(exc):
+            taken = _PORT_TAKEN.search(exc.log)
+            if attempt == START_ATTEMPTS or taken is None:
                 raise
+            print(f"seaweedfs: {taken.group(0)}; starting again on other ports", file=sys.stderr)
             shutil.rmtree(tmpdir / "data", ignore_errors=True)
+            log = tmpdir / "seaweedfs.log"  # kept, and out of the next attempt's way
+            log.rename(log.with_name(f"seaweedfs-attempt{attempt}.log"))
     raise AssertionError("unreachable")
 
 
 def _start_seaweedfs(
-    tmpdir: Path, *, volume_size_limit_mb: int, volume_max: int, sse_kek: bool
+    tmpdir: Path, ports: list[int], *, volume_size_limit_mb: int, volume_max: int, sse_kek: bool
 ) -> SeaweedS3:
-    """Start ``weed server -s3`` (master, volume, filer, S3 in one process) under ``tmpdir``.
+    """Start ``weed server -s3`` (master, volume, filer, S3 in one process) under ``tmpdir``,
+    its eight listeners on ``ports``.
 
     It stores at most ``volume_max`` volumes of ``volume_size_limit_mb`` each (4 GiB by
     default, enough for the tests; the benchmarks ask for more).
@@ -224,7 +223,7 @@ def _start_seaweedfs(
         )
     )
     # Explicit ports for every listener (gRPC defaults to port+10000, which may collide).
-    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = ports
     argv = [
         weed,
         "server",
@@ -295,5 +294,6 @@ def _reported_port(handle: ServerHandle, pattern: re.Pattern[str]) -> int:
     handle.stop(grace=1)
     raise ServerStartError(
         f"{handle.name} printed no port within {READY_TIMEOUT:.0f} s; "
-        f"last lines of {handle.log_path}:\n{handle.log_tail()}"
+        f"last lines of {handle.log_path}:\n{handle.log_tail()}",
+        handle.log_text(),
     )

@@ -15,23 +15,24 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from checkpoint.engine.budget import DEFAULT_MAX_BYTES_IN_FLIGHT
 
 from ..process.signals import DEFAULT_SYNC_SIGNAL, Sig
-from .aws_environment import check_aws_environment, sdk_region, uses_aws
-from .group import GroupSettings, load_group_settings
-from .options import (
-    RUN_OPTIONS,
-    S3_OPTIONS,
-    STORE_OPTIONS,
-    TRANSFER_OPTIONS,
-    Option,
-    _resolve,
-    _state_home,
-    add_options,
+from .aws_environment import check_aws_environment, uses_aws
+from .continuation import (
+    ARRAY_INDEX_CARRIED,
+    BECAUSE_BUDGET,
+    BECAUSE_LAST_ATTEMPT,
+    CONTINUED_BECAUSE,
+    CONTINUES_FROM,
+    child_environ,
+    fallback_after,
 )
+from .group import GroupSettings, load_group_settings
+from .imds import imds_disabled, imds_endpoint, imds_v1
+from .option import Option, add_options, resolve, state_home
+from .options import RUN_OPTIONS, S3_OPTIONS, STORE_OPTIONS, TRANSFER_OPTIONS
 from .parsers import (
     ADDRESSING_STYLES,
     RESERVE_CAP,
@@ -56,55 +57,13 @@ from .parsers import (
     parse_switch,
     parse_sync_signal,
 )
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """How the S3 store is used; :meth:`store_options` is what ``open_store`` takes."""
-
-    sse: str = "default"
-    kms_key_id: str | None = None
-    addressing_style: str = "auto"
-    #: AWS_REGION, for every AWS client of the agent (None: botocore's own order goes on)
-    aws_region: str | None = None
-    #: where the region comes from: AWS_REGION, AWS_DEFAULT_REGION or the profile's config
-    aws_region_source: str = "the profile's config"
-
-    def store_options(self) -> dict[str, str | None]:
-        return {
-            "region": self.aws_region,
-            "sse": None if self.sse == "default" else self.sse,
-            "kms_key_id": self.kms_key_id,
-            "addressing_style": None if self.addressing_style == "auto" else self.addressing_style,
-        }
-
-
-def load_s3_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> S3Settings:
-    """The S3 options, checked together: a KMS key id is only used with aws:kms."""
-    values = {o.dest: _resolve(o, args, environ) for o in S3_OPTIONS}
-    sse, key = values["sse"], values["sse_kms_key_id"]
-    if key and sse != "aws:kms":
-        raise ConfigError(
-            S3_OPTIONS[1].setting,
-            f"a KMS key id is only used with --sse aws:kms (SPOT_AGENT_SSE=aws:kms), and "
-            f"the encryption asked for is {sse!r}: set both, or neither",
-        )
-    region, source = sdk_region(environ)
-    return S3Settings(
-        sse=sse,
-        kms_key_id=key,
-        addressing_style=values["s3_addressing_style"],
-        aws_region=region,
-        aws_region_source=source,
-    )
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    checkpoint_uri: str
-    job_id: str | None
-    s3: S3Settings = S3Settings()
-    max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT  # --max-bytes-in-flight
+from .store import (
+    S3Settings,
+    StoreSettings,
+    default_store_uri,
+    load_s3_settings,
+    load_store_settings,
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +104,7 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
     log_color: bool = True  # no NO_COLOR, no TERM=dumb: colour if the terminal allows
-    s3: S3Settings = S3Settings()
+    s3: S3Settings = field(default_factory=S3Settings)
     rehash: str = "open"
     stop_signal_to: str = "main"  # "main" (the job's command) or "group" (its process group)
     #: sync early when the pending bytes would take longer than this to upload (0: never)
@@ -157,45 +116,6 @@ class Settings:
     group: GroupSettings | None = None  # one node of a multi-node group (docs/groups.md)
 
 
-_IMDS_ENDPOINTS = {"ipv4": "http://169.254.169.254", "ipv6": "http://[fd00:ec2::254]"}
-
-
-def _imds_endpoint(environ: Mapping[str, str]) -> str:
-    """The SDKs' rules: an explicit endpoint wins, else the endpoint mode picks IPv4 or IPv6."""
-    mode = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "").strip().lower() or "ipv4"
-    if mode not in _IMDS_ENDPOINTS:
-        raise ConfigError(
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
-            f"expected IPv4 or IPv6, got {environ['AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE']!r}",
-        )
-    raw = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or _IMDS_ENDPOINTS[mode]
-    if not re.match(r"https?://[^/\s]+/?\Z", raw):
-        raise ConfigError(
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-            f"expected a URL like http://169.254.169.254 or http://127.0.0.1:1338, got {raw!r}",
-        )
-    return raw.rstrip("/")
-
-
-def _imds_v1(values: Mapping[str, Any], environ: Mapping[str, str]) -> str:
-    if values["imds_v1"]:
-        return str(values["imds_v1"])
-    try:  # botocore's own switch: its IMDSv1 fallback is off, so is ours
-        v1_disabled = parse_switch(environ.get("AWS_EC2_METADATA_V1_DISABLED", ""))
-    except ValueError as exc:
-        raise ConfigError("AWS_EC2_METADATA_V1_DISABLED", str(exc)) from None
-    return "forbid" if v1_disabled else "allow"
-
-
-def _imds_disabled(environ: Mapping[str, str]) -> bool:
-    # botocore: only the word "true" (any case) turns it off; anything else leaves it on.
-    return environ.get("AWS_EC2_METADATA_DISABLED", "false").strip().lower() == "true"
-
-
-def default_store_uri(environ: Mapping[str, str]) -> str:
-    return (_state_home(environ) / "store").as_uri()
-
-
 def derived_job_id(command: tuple[str, ...]) -> str:
     return "job-" + hashlib.sha256("\0".join(command).encode()).hexdigest()[:12]
 
@@ -204,7 +124,7 @@ def _job_id(
     args: argparse.Namespace, environ: Mapping[str, str], command: tuple[str, ...]
 ) -> tuple[str, str]:
     opt = next(o for o in RUN_OPTIONS if o.flag == "--job-id")
-    explicit = _resolve(opt, args, environ)
+    explicit = resolve(opt, args, environ)
     if explicit:
         return explicit, "option" if getattr(args, "job_id", None) else opt.env
     batch = environ.get("AWS_BATCH_JOB_ID")
@@ -216,17 +136,6 @@ def _job_id(
     return derived_job_id(command), "derived from the command"
 
 
-def load_store_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> StoreSettings:
-    opts = {o.flag: o for o in RUN_OPTIONS}
-    uri = _resolve(opts["--checkpoint-uri"], args, environ) or default_store_uri(environ)
-    job_id = _resolve(opts["--job-id"], args, environ) or environ.get("AWS_BATCH_JOB_ID") or None
-    s3 = load_s3_settings(args, environ)
-    if uses_aws(uri):
-        check_aws_environment(environ)
-    in_flight = _resolve(opts["--max-bytes-in-flight"], args, environ)
-    return StoreSettings(uri, job_id, s3, max_bytes_in_flight=in_flight)
-
-
 def load_settings(
     args: argparse.Namespace, command: list[str], environ: Mapping[str, str]
 ) -> Settings:
@@ -236,7 +145,7 @@ def load_settings(
         )
     cmd = tuple(command)
     values = {
-        o.dest: _resolve(o, args, environ)
+        o.dest: resolve(o, args, environ)
         for o in RUN_OPTIONS
         if o.flag != "--job-id" and o not in S3_OPTIONS
     }
@@ -247,7 +156,7 @@ def load_settings(
     checkpoint_dir = (
         Path(checkpoint_dir).expanduser().absolute()
         if checkpoint_dir
-        else _state_home(environ) / "jobs" / job_id / "checkpoint"
+        else state_home(environ) / "jobs" / job_id / "checkpoint"
     )
     if values["grace_period"] <= 0:
         raise ConfigError("--grace-period (SPOT_AGENT_GRACE_PERIOD)", "must be longer than 0s")
@@ -281,7 +190,7 @@ def load_settings(
         sample_interval=values["sample_interval"],
         stop_signal=values["stop_signal"],
         imds=values["imds"],
-        imds_endpoint=_imds_endpoint(environ),
+        imds_endpoint=imds_endpoint(environ),
         imds_endpoint_set=bool(environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")),
         imds_interval=max(values["imds_interval"], 0.1),
         grace_period=values["grace_period"],
@@ -293,13 +202,13 @@ def load_settings(
         batch_compute_environment=environ.get("AWS_BATCH_CE_NAME") or None,
         continue_jobs=values["continue_after_last_attempt"],
         fallback_queue=values["fallback_queue"],
-        fallback_after=_fallback_after(values),
+        fallback_after=fallback_after(values),
         continues_from=environ.get(CONTINUES_FROM) or None,
         continued_because=environ.get(CONTINUED_BECAUSE) or None,
         sync_signal=values["sync_signal"],
         job_exit_75_as=values["job_exit_75_as"],
-        imds_v1=_imds_v1(values, environ),
-        imds_disabled=_imds_disabled(environ),
+        imds_v1=imds_v1(values, environ),
+        imds_disabled=imds_disabled(environ),
         log_format=values["log_format"],
         log_level=values["log_level"],
         log_color=not environ.get("NO_COLOR") and environ.get("TERM") != "dumb",
@@ -309,7 +218,7 @@ def load_settings(
         max_pending_upload=values["max_pending_upload"],
         max_bytes_in_flight=values["max_bytes_in_flight"],
         startup_timeout=values["startup_timeout"],
-        child_environ=_child_environ(environ),
+        child_environ=child_environ(environ),
         group=group,
     )
 
@@ -324,41 +233,6 @@ def secret_values(environ: Mapping[str, str]) -> list[str]:
     """Values of environment variables whose names say they are secrets: the logs mask
     them wherever they would appear (``logs.set_known_secrets``)."""
     return [v for k, v in environ.items() if v and _SECRET_VARIABLE.search(k)]
-
-
-#: Set in a continuation job of an array child: the index the original child had. Batch
-#: reserves the AWS_BATCH_ prefix, so the continuation cannot set AWS_BATCH_JOB_ARRAY_INDEX
-#: itself; the agent gives it back to the job.
-ARRAY_INDEX_CARRIED = "SPOT_AGENT_ARRAY_INDEX"
-#: Set in a continuation's environment: the Batch job id it continues, and why it was
-#: submitted (``last-attempt`` or ``interruption-budget``).
-CONTINUES_FROM = "SPOT_AGENT_CONTINUES_FROM"
-CONTINUED_BECAUSE = "SPOT_AGENT_CONTINUED_BECAUSE"
-BECAUSE_LAST_ATTEMPT = "last-attempt"
-BECAUSE_BUDGET = "interruption-budget"
-
-
-def _fallback_after(values: Mapping[str, Any]) -> int | None:
-    """--fallback-after and --fallback-queue go together; N counts interruptions (>= 1)."""
-    after, queue = values["fallback_after"], values["fallback_queue"]
-    if after is not None and after < 1:
-        raise ConfigError("--fallback-after (SPOT_AGENT_FALLBACK_AFTER)", "must be at least 1")
-    if (after is None) != (queue is None):
-        given, missing = (
-            ("--fallback-after", "--fallback-queue (SPOT_AGENT_FALLBACK_QUEUE)")
-            if queue is None
-            else ("--fallback-queue", "--fallback-after (SPOT_AGENT_FALLBACK_AFTER)")
-        )
-        raise ConfigError(missing, f"needed with {given}: give both or neither")
-    return int(after) if after is not None else None
-
-
-def _child_environ(environ: Mapping[str, str]) -> dict[str, str]:
-    env = dict(environ)
-    carried = environ.get(ARRAY_INDEX_CARRIED)
-    if carried and "AWS_BATCH_JOB_ARRAY_INDEX" not in environ:
-        env["AWS_BATCH_JOB_ARRAY_INDEX"] = carried
-    return env
 
 
 __all__ = [

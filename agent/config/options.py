@@ -1,21 +1,14 @@
-"""The options of ``spot-agent run`` (and of the store commands): flag, environment
-variable, help, parser and default of each, in one table; and how argparse gets them."""
+"""The options of ``spot-agent run`` (and of the store commands), in one table each group:
+the run's own here, the store's in :mod:`.store_options`, a group's in :mod:`.group`.
+:mod:`.option` says what an option is and how its value is resolved."""
 
 from __future__ import annotations
 
-import argparse
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 from checkpoint.engine.save.savepoints import REHASH_MODES
 
+from .group import GROUP_OPTIONS
+from .option import Option, add_options, resolve, state_home
 from .parsers import (
-    ADDRESSING_STYLES,
-    ConfigError,
-    parse_bytes_in_flight,
     parse_choice,
     parse_count,
     parse_duration,
@@ -23,41 +16,13 @@ from .parsers import (
     parse_exit_code,
     parse_job_id,
     parse_job_queue,
-    parse_kms_key_id,
     parse_log_group,
     parse_log_stream,
     parse_signal,
-    parse_sse,
     parse_switch,
     parse_sync_signal,
 )
-
-
-@dataclass(frozen=True)
-class Option:
-    flag: str
-    env: str
-    help: str
-    parse: Callable[[str], Any]
-    default: str | None = None
-    metavar: str | None = None
-    switch: bool = False  # a flag without a value: present means "true"
-
-    @property
-    def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
-
-    @property
-    def setting(self) -> str:
-        return f"{self.flag} ({self.env})"
-
-
-def _state_home(environ: Mapping[str, str]) -> Path:
-    base = environ.get("XDG_STATE_HOME") or os.path.join(
-        environ.get("HOME") or "/tmp", ".local", "state"
-    )
-    return Path(base) / "spot-agent"
-
+from .store_options import S3_OPTIONS, TRANSFER_OPTIONS
 
 RUN_OPTIONS: tuple[Option, ...] = (
     Option(
@@ -304,121 +269,20 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-#: How the S3 store talks to the bucket: passed to ``checkpoint.engine.store.base.open_store`` as
-#: keyword arguments, never read by ``checkpoint/`` itself.
-S3_OPTIONS: tuple[Option, ...] = (
-    Option(
-        "--sse",
-        "SPOT_AGENT_SSE",
-        "server-side encryption asked for each object: default (send no header: the "
-        "bucket's default encryption applies; on AWS at least SSE-S3), AES256 (SSE-S3), "
-        "aws:kms (SSE-KMS, with --sse-kms-key-id or the account's aws/s3 key); see "
-        "docs/storage.md",
-        parse_sse,
-        default="default",
-        metavar="MODE",
-    ),
-    Option(
-        "--sse-kms-key-id",
-        "SPOT_AGENT_SSE_KMS_KEY_ID",
-        "the KMS key (id, ARN or alias/NAME) for --sse aws:kms",
-        parse_kms_key_id,
-        metavar="KEY",
-    ),
-    Option(
-        "--s3-addressing-style",
-        "SPOT_AGENT_S3_ADDRESSING_STYLE",
-        "auto (path addressing for an IP or localhost endpoint, else the SDK's choice), "
-        "virtual (bucket.host) or path (host/bucket)",
-        parse_choice(*ADDRESSING_STYLES),
-        default="auto",
-        metavar="STYLE",
-    ),
-)
-
-#: How much memory transfers may take: used by ``run`` and ``checkpoints restore``.
-TRANSFER_OPTIONS: tuple[Option, ...] = (
-    Option(
-        "--max-bytes-in-flight",
-        "SPOT_AGENT_MAX_BYTES_IN_FLIGHT",
-        "the most chunk bytes that uploads and restores hold in memory at once (binary "
-        "units: 32M = 32 MiB; at least 8M, one chunk); more lets more 8 MiB chunks travel "
-        "at once, less bounds the agent's memory (about 70 MiB besides)",
-        parse_bytes_in_flight,
-        default="32M",
-        metavar="SIZE",
-    ),
-)
-
-RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS + TRANSFER_OPTIONS
-
-
-#: A multi-node group (docs/groups.md): read by :mod:`agent.config.group`.
-GROUP_OPTIONS: tuple[Option, ...] = (
-    Option(
-        "--group-size",
-        "SPOT_AGENT_GROUP_SIZE",
-        "the number of nodes (agents) of a multi-node job that share one job id and commit "
-        "one save point of every node or none (default: AWS_BATCH_JOB_NUM_NODES, else 1: "
-        "no group); see docs/groups.md",
-        parse_count,
-        metavar="N",
-    ),
-    Option(
-        "--group-rank",
-        "SPOT_AGENT_GROUP_RANK",
-        "this node's rank in the group, 0 to N-1 (default: JOB_COMPLETION_INDEX of a "
-        "Kubernetes indexed Job, else AWS_BATCH_JOB_NODE_INDEX)",
-        parse_count,
-        metavar="R",
-    ),
-    Option(
-        "--group-restore",
-        "SPOT_AGENT_GROUP_RESTORE",
-        "what a rank of a group restores: all (the union of every rank's files, as on a "
-        "shared filesystem; PyTorch Distributed Checkpoint needs it) or own (its own files)",
-        parse_choice("all", "own"),
-        default="all",
-        metavar="WHAT",
-    ),
-)
-
-RUN_OPTIONS = RUN_OPTIONS + GROUP_OPTIONS
+RUN_OPTIONS = RUN_OPTIONS + S3_OPTIONS + TRANSFER_OPTIONS + GROUP_OPTIONS
 
 STORE_OPTIONS = (
     tuple(o for o in RUN_OPTIONS if o.flag in ("--checkpoint-uri", "--job-id")) + S3_OPTIONS
 )
 
-
-def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
-    for opt in options:
-        shown = f" [default: {opt.default}]" if opt.default is not None else ""
-        if opt.switch:
-            parser.add_argument(
-                opt.flag,
-                dest=opt.dest,
-                action="store_const",
-                const="true",
-                default=None,
-                help=f"{opt.help}; env {opt.env}=true",
-            )
-            continue
-        parser.add_argument(
-            opt.flag,
-            dest=opt.dest,
-            default=None,
-            metavar=opt.metavar,
-            help=f"{opt.help}; env {opt.env}{shown}",
-        )
-
-
-def _resolve(opt: Option, args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
-    raw = getattr(args, opt.dest, None)
-    if raw is None:
-        raw = environ.get(opt.env) or opt.default
-    if raw is None:
-        return None
-    try:
-        return opt.parse(raw)
-    except ValueError as exc:
-        raise ConfigError(opt.setting, str(exc)) from None
+__all__ = [
+    "GROUP_OPTIONS",
+    "RUN_OPTIONS",
+    "S3_OPTIONS",
+    "STORE_OPTIONS",
+    "TRANSFER_OPTIONS",
+    "Option",
+    "add_options",
+    "resolve",
+    "state_home",
+]

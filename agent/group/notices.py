@@ -88,7 +88,7 @@ class PeerNotices:
 
     def look(self, post: Callable[[Notice], None]) -> None:
         prefix = self.group.notices_prefix()
-        own = f"{prefix}{self.rank}-"
+        own = self.group.keys.notices_of(self.rank)
         try:
             self.requests += 1
             found = [

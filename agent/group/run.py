@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from checkpoint.engine.format.layout import ATTEMPTS
 from checkpoint.engine.group import Group, RankStore
 from checkpoint.engine.store.base import Store
 from checkpoint.errors import CheckpointError
@@ -43,7 +44,7 @@ class GroupRun:
         """This attempt's start on the store's clock: when its attempt object was stored."""
         key = self.job.attempt_key(self.attempt)
         try:
-            for obj in self.group.store.list_objects(self.job.folder("attempts")):
+            for obj in self.group.store.list_objects(self.job.folder(ATTEMPTS)):
                 if obj.key == key:
                     return obj.modified
         except CheckpointError as exc:
@@ -54,7 +55,7 @@ class GroupRun:
         """Tell the group (in a worker): an interruption this agent saw itself."""
         if notice.source.startswith(SOURCE_PREFIX):
             return  # a peer's: it is in the store already
-        key = f"{self.group.notices_prefix()}{self.settings.rank}-{self.attempt}.json"
+        key = self.job.notice_key(self.settings.rank, self.attempt)
         try:
             created = self.group.store.put_object_if_absent(
                 key, notice_body(notice, self.settings.rank, self.attempt)

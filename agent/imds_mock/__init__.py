@@ -15,8 +15,9 @@ canceled); the instance's identity, network fields, user data and fake, clearly 
 IAM role credentials. A control API (see ``spot-agent imds-mock --help`` and
 docs/notices.md) posts notices and injects faults from another shell.
 
-Rooms: :mod:`.tree` (what the instance serves), :mod:`.state` (notices, tokens, fault
-knobs), :mod:`.server` (HTTP and the control API), :mod:`.cli` (the command line).
+Rooms: :mod:`.tree` (what the instance serves, at the paths :mod:`agent.notices.protocol`
+names), :mod:`.state` (notices and events), :mod:`.tokens` (IMDSv2 tokens), :mod:`.faults`
+(fault knobs), :mod:`.server` (HTTP and the control API), :mod:`.cli` (the command line).
 """
 
 from .cli import CONTROL_API, add_arguments, main

@@ -1,11 +1,11 @@
-"""The emulator's state: notices, scheduled events, tokens and fault knobs.
+"""The emulator's state: the spot notices and scheduled events it serves, and the metadata
+tree they appear in; with its tokens (:mod:`.tokens`) and fault knobs (:mod:`.faults`).
 
 All times are wall-clock seconds (``time.time()``), as IMDS's own timestamps are.
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 import uuid
@@ -23,6 +23,8 @@ from agent.notices.protocol import (
 )
 
 from . import tree
+from .faults import Faults
+from .tokens import Tokens
 
 #: What EC2 prefixes to an event's description once it is no longer active.
 _STATE_PREFIX = {"completed": "[Completed] ", "canceled": "[Canceled] "}
@@ -40,27 +42,18 @@ def _epoch(served: object) -> float | None:
     return None if when is None else when.timestamp()
 
 
-class MockState:
-    """Everything the emulator serves and every fault it injects, behind one lock."""
+class MockState(Faults, Tokens):
+    """Everything the emulator serves, behind one lock; tokens and faults have their own."""
 
     def __init__(self, *, require_token: bool = True, token_ttl_max: int = MAX_TOKEN_TTL) -> None:
-        self.require_token = require_token
-        self.token_ttl_max = token_ttl_max
+        Faults.__init__(self)
+        Tokens.__init__(self, require_token=require_token, token_ttl_max=token_ttl_max)
         self.user_data: str | None = tree.DEFAULT_USER_DATA
         self._lock = threading.Lock()
         self._started = time.time()
-        self._tokens: dict[str, float] = {}
         self._notice: tuple[float, str, float] | None = None  # (appears at, action, time)
         self._rebalance_at: float | None = None
         self._events: list[dict[str, Any]] = []
-        self._fail_count = 0
-        self._fail_status = 500
-        self._delay = 0.0
-        self._throttle_every = 0
-        self._answers = 0
-        self._outage_until = 0.0
-        self._outage_status = 503
-        self._hop_limit_1 = False
         #: a spot notice (interruption or rebalance) was posted or planned: the instance
         #: is a spot one (``instance-life-cycle``); until then an on-demand one, as AEMM's
         self._spot = False
@@ -144,73 +137,18 @@ class MockState:
             self._notice = None
             self._rebalance_at = None
             self._events = []
-            self._fail_count = 0
-            self._delay = 0.0
-            self._throttle_every = 0
-            self._outage_until = 0.0
-            self._hop_limit_1 = False
-
-    # -- fault knobs ---------------------------------------------------------------------
-
-    def fail_next(self, n: int, status: int = 500) -> None:
-        """Answer the next ``n`` metadata requests (token PUTs included) with ``status``."""
-        with self._lock:
-            self._fail_count, self._fail_status = n, status
-
-    def delay(self, seconds: float) -> None:
-        """Hold every metadata response ``seconds`` before answering (0 to stop)."""
-        with self._lock:
-            self._delay = seconds
-
-    def throttle(self, every: int) -> None:
-        """Answer every ``every``-th metadata request with 429, as a busy IMDS (0: off)."""
-        with self._lock:
-            self._throttle_every, self._answers = max(every, 0), 0
-
-    def outage(self, seconds: float, status: int = 503) -> None:
-        """Answer every metadata request with ``status`` for the next ``seconds``."""
-        with self._lock:
-            self._outage_until, self._outage_status = time.time() + seconds, status
-
-    def hop_limit_1(self, on: bool = True) -> None:
-        """Never deliver token PUT replies, as a hop limit of 1 does inside a container."""
-        with self._lock:
-            self._hop_limit_1 = on
-
-    def drop_tokens(self) -> None:
-        """Forget every token, as an IMDS restart does: their next use gets 401."""
-        with self._lock:
-            self._tokens.clear()
-
-    def take_fault(self, *, token_request: bool) -> tuple[int | None, float, bool]:
-        """(status to fail with or None, delay, never answer) for one metadata request."""
-        with self._lock:
-            self._answers += 1
-            status = None
-            if self._fail_count > 0:
-                self._fail_count -= 1
-                status = self._fail_status
-            elif time.time() < self._outage_until:
-                status = self._outage_status
-            elif self._throttle_every and self._answers % self._throttle_every == 0:
-                status = 429
-            return status, self._delay, token_request and self._hop_limit_1
+        self.clear_faults()
 
     # -- what is served ------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         with self._lock:
-            return {
+            served = {
                 "instance_action": self._instance_action(time.time()),
                 "rebalance": self._rebalance_at is not None,
                 "scheduled": list(self._events),
-                "live_tokens": len(self._tokens),
-                "fail_next": self._fail_count,
-                "delay": self._delay,
-                "throttle_every": self._throttle_every,
-                "outage_seconds_left": max(0.0, round(self._outage_until - time.time(), 1)),
-                "hop_limit_1": self._hop_limit_1,
             }
+        return {**served, "live_tokens": self.live_tokens(), **self.fault_state()}
 
     def _instance_action(self, now: float) -> dict[str, str] | None:
         if self._notice is None or now < self._notice[0]:
@@ -238,30 +176,3 @@ class MockState:
             life_cycle="spot" if spot_instance else "on-demand",
         )
         return tree.lookup(served, path)
-
-    def issue_token(self, ttl_header: str | None) -> tuple[int, str]:
-        try:
-            ttl = int(ttl_header or "")
-        except ValueError:
-            ttl = 0
-        if not 1 <= ttl <= self.token_ttl_max:
-            return 400, f"Bad Request: the token TTL must be 1..{self.token_ttl_max} seconds\n"
-        token = secrets.token_urlsafe(42)
-        with self._lock:
-            self._tokens[token] = time.time() + ttl
-        return 200, token
-
-    def token_seconds_left(self, token: str | None) -> int | None:
-        """The token's remaining lifetime; None when it is unknown or expired."""
-        if token is None:
-            return None
-        with self._lock:
-            expires = self._tokens.get(token)
-        left = None if expires is None else int(expires - time.time())
-        return left if left is not None and left > 0 else None
-
-    def token_ok(self, token: str | None) -> bool:
-        if token is None:
-            return not self.require_token
-        # A wrong token is refused even when IMDSv1 is allowed, as on EC2.
-        return self.token_seconds_left(token) is not None

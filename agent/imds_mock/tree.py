@@ -11,7 +11,15 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent.notices.protocol import iso_time
+from agent.notices.protocol import (
+    IDENTITY_PATHS,
+    INSTANCE_ACTION,
+    META_PREFIX,
+    REBALANCE_PATH,
+    SCHEDULED_PATH,
+    TERMINATION_TIME,
+    iso_time,
+)
 
 Tree = dict[str, Any]  # a directory: names to subtrees or leaf strings
 
@@ -118,22 +126,13 @@ def metadata_tree(
     user_data: str | None,
     life_cycle: str = "spot",
 ) -> Tree:
-    """/latest as a tree. ``spot`` is the instance-action (None: no notice)."""
-    spot_dir: Tree = {}
-    if spot is not None:
-        spot_dir["instance-action"] = json.dumps(spot)
-        if spot["action"] == "terminate":  # the legacy item: terminations only
-            spot_dir["termination-time"] = spot["time"]
-    recommendations: Tree = {} if rebalance is None else {"rebalance": rebalance}
+    """/latest as a tree. ``spot`` is the instance-action (None: no notice). What the agent
+    reads (notices, identity) is placed at the paths :mod:`agent.notices.protocol` names."""
     meta: Tree = {
         "ami-id": AMI_ID,
         "ami-launch-index": "0",
         "ami-manifest-path": "(unknown)",
         "block-device-mapping": {"ami": "/dev/xvda", "ebs0": "sdb", "root": "/dev/xvda"},
-        "events": {
-            "maintenance": {"scheduled": json.dumps(scheduled, indent=2)},
-            "recommendations": recommendations,
-        },
         "hostname": "ip-10-0-0-12.ec2.internal",
         "iam": {
             "info": json.dumps(
@@ -148,16 +147,12 @@ def metadata_tree(
             "security-credentials": {ROLE: credentials(now)},
         },
         "instance-action": "none",
-        "instance-id": INSTANCE_ID,
-        "instance-life-cycle": life_cycle,
-        "instance-type": INSTANCE_TYPE,
         "kernel-id": KERNEL_ID,
         "local-hostname": "ip-10-0-0-12.ec2.internal",
         "local-ipv4": PRIVATE_IP,
         "mac": MAC,
         "network": {"interfaces": {"macs": {MAC: _interface()}}},
         "placement": {
-            "availability-zone": ZONE,
             "availability-zone-id": "use1-az1",
             "group-name": PLACEMENT_GROUP,
             "region": REGION,
@@ -171,16 +166,39 @@ def metadata_tree(
         "reservation-id": "r-0123456789abcdef0",
         "security-groups": "default",
         "services": {"domain": "amazonaws.com", "partition": "aws"},
-        "spot": spot_dir,
         "tags": {"instance": dict(TAGS)},
     }
+    identity = {
+        "instance_id": INSTANCE_ID,
+        "instance_type": INSTANCE_TYPE,
+        "availability_zone": ZONE,
+        "lifecycle": life_cycle,
+    }
+    for name, value in identity.items():
+        _place(meta, IDENTITY_PATHS[name], value)
+    _place(meta, SCHEDULED_PATH, json.dumps(scheduled, indent=2))
+    if rebalance is not None:
+        _place(meta, REBALANCE_PATH, rebalance)
+    if spot is not None:
+        _place(meta, INSTANCE_ACTION, json.dumps(spot))
+        if spot["action"] == "terminate":  # the legacy item: terminations only
+            _place(meta, TERMINATION_TIME, spot["time"])
+    version, meta_data = META_PREFIX.strip("/").split("/")  # latest, meta-data
     latest: Tree = {
-        "meta-data": meta,
+        meta_data: meta,
         "dynamic": {"instance-identity": {"document": identity_document(started)}},
     }
     if user_data is not None:
         latest["user-data"] = user_data
-    return {"latest": latest}
+    return {version: latest}
+
+
+def _place(tree: Tree, path: str, value: str) -> None:
+    """Put ``value`` at ``path`` (``a/b/c``), making the directories on the way."""
+    *dirs, leaf = path.split("/")
+    for name in dirs:
+        tree = tree.setdefault(name, {})
+    tree[leaf] = value
 
 
 def lookup(tree: Tree, path: str) -> str | None:

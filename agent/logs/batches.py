@@ -6,7 +6,7 @@ CloudWatch Logs' PutLogEvents takes, in one call:
 - at most ``MAX_BATCH_BYTES`` (1,048,576) bytes, counted as the UTF-8 size of each
   message plus ``EVENT_OVERHEAD`` (26) bytes per event;
 - events in time order, spanning at most ``MAX_BATCH_SPAN_MS`` (24 hours);
-- events of at most 256 KiB each, overhead included (``cloudwatch.fit`` makes any event fit).
+- events of at most 256 KiB each, overhead included (:func:`fit` makes any event fit).
 
 Events are stamped when they are queued, never earlier than the previous one (a clock
 that steps back must not break the order), so the queue is in time order and a batch is
@@ -17,15 +17,37 @@ and the caller counts it.
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from typing import Any
+
+from .processors import FIRST_KEYS
 
 EVENT_OVERHEAD = 26
 MAX_EVENT_BYTES = 256 * 1024 - EVENT_OVERHEAD
 MAX_BATCH_BYTES = 1_048_576
 MAX_BATCH_EVENTS = 10_000
 MAX_BATCH_SPAN_MS = 24 * 3600 * 1000
+
+
+def fit(message: str, limit: int = MAX_EVENT_BYTES) -> str:
+    """``message`` if it fits in one event; else a visible stand-in that does."""
+    size = len(message.encode("utf-8"))
+    if size <= limit:
+        return message
+    try:
+        original = json.loads(message)
+    except ValueError:
+        original = {}
+    keep = {k: original[k] for k in FIRST_KEYS if isinstance(original, dict) and k in original}
+    budget = limit - 1024
+    while True:
+        doc = {**keep, "truncated": True, "original_bytes": size, "head": message[:budget]}
+        text = json.dumps(doc)
+        if len(text.encode("utf-8")) <= limit:
+            return text
+        budget //= 2
 
 
 class EventQueue:

@@ -37,7 +37,7 @@ line (the one byte the agent adds to the job's stdout).
 
 Each stream has one reader thread that reads large chunks and passes them through, so
 the job's own order is kept per stream. Turning lines into events is another thread's
-work, fed through a backlog bounded in bytes (``BACKLOG_BYTES``). When the events only go
+work, fed through a backlog bounded in bytes (``backlog_bytes``, 32 MiB). When the events only go
 to CloudWatch and that thread falls behind (a flood of output), chunks past the bound
 get no events, counted as lost: the job is never held up for CloudWatch. When events go
 to stdout (``json``, ``both``), the reader waits instead, as the job would on a slow
@@ -60,6 +60,7 @@ from typing import Any
 from .. import logs
 from .lines import BACKLOG_BYTES, MAX_LINE, Backlog, LineSplitter, render_lines
 
+#: the default of ``ChildOutput(read_size=...)``: one read of a pipe, at most
 READ_SIZE = 256 * 1024
 PIPE_SIZE = 1024 * 1024
 IDLE_FLUSH = 0.1
@@ -70,16 +71,23 @@ log = logs.get_logger()
 
 
 class ChildOutput:
-    """Pipes for the job's stdout/stderr and the threads that pump them."""
+    """Pipes for the job's stdout/stderr and the threads that pump them.
 
-    def __init__(self, mode: str) -> None:
+    ``read_size``: the most bytes one read of a pipe takes; ``backlog_bytes``: the bound on
+    output read but not yet made into events.
+    """
+
+    def __init__(
+        self, mode: str, *, read_size: int = READ_SIZE, backlog_bytes: int = BACKLOG_BYTES
+    ) -> None:
         self.mode = mode
+        self.read_size = read_size
         self.shipper = logs.shipper()
         self.events_to_stdout = mode in ("json", "both")
         self.passthrough = mode in ("raw", "both")
         self.evented = self.events_to_stdout or self.shipper is not None
         self.piped = self.evented
-        self._backlog = Backlog(BACKLOG_BYTES)
+        self._backlog = Backlog(backlog_bytes)
         self._pipes: dict[str, tuple[int, int]] = {}
         self._threads: list[threading.Thread] = []
         self.lines = {"stdout": 0, "stderr": 0}
@@ -161,7 +169,7 @@ class ChildOutput:
                     held = b""
                     continue
                 try:
-                    data = os.read(fd, READ_SIZE)
+                    data = os.read(fd, self.read_size)
                 except OSError:
                     break
                 if not data:

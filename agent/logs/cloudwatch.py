@@ -7,13 +7,13 @@ attempts of a job write to one stream, so an operator reads a multi-day job top 
 
 What shipping may cost the job is bounded, and what it loses is counted:
 
-- the queue holds at most ``QUEUE_EVENTS`` events and ``QUEUE_BYTES`` bytes; what does not
+- the queue holds at most ``queue_events`` events and ``queue_bytes`` bytes; what does not
   fit is turned away and counted (``logs.dropped`` at most once a minute);
 - :meth:`CloudWatchLogs.accepting` tells the producer of the job's lines (``childio``)
   whether it is worth making events at all: not while the queue is full (or holds
-  ``UNPROVEN_EVENTS`` before the endpoint has taken a batch), a send has hung
-  for ``STALL_SECONDS``, or after a failed send (for a back-off of ``BACKOFF`` seconds,
-  doubling to ``MAX_BACKOFF``). So an endpoint that black-holes connections costs the job
+  ``unproven_events`` before the endpoint has taken a batch), a send has hung
+  for ``stall_seconds``, or after a failed send (for a back-off of ``backoff`` seconds,
+  doubling to ``max_backoff``). So an endpoint that black-holes connections costs the job
   nothing but counted events, sooner than any timeout would say so;
 - a batch that fails is counted as lost (``logs.send_failed``, once a minute);
 - an event over the service's 256 KiB limit is replaced by a visible stand-in;
@@ -31,65 +31,59 @@ internals; the batching it would have done is the 40 lines of ``batches.py``.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from .. import logs
-from .batches import EVENT_OVERHEAD, MAX_EVENT_BYTES, EventQueue
+from .batches import EVENT_OVERHEAD, MAX_EVENT_BYTES, EventQueue, fit
 
-SEND_INTERVAL = 5.0
-#: what may wait in memory for the endpoint before events are turned away (and counted)
-QUEUE_EVENTS = 200_000
-QUEUE_BYTES = 64 * 1024 * 1024
-#: what bulk producers may queue before the endpoint has taken a first batch (a healthy
-#: one answers in well under a second, long before a flood of output reaches it)
-UNPROVEN_EVENTS = 50_000
-#: a send taking longer than this means the endpoint is not keeping up: stop making events
-STALL_SECONDS = 2.0
-BACKOFF = 5.0
-MAX_BACKOFF = 60.0
-REPORT_EVERY = 60.0
 
-__all__ = ["EVENT_OVERHEAD", "MAX_EVENT_BYTES", "CloudWatchLogs", "fit", "open_logs"]
+@dataclass(frozen=True)
+class ShipLimits:
+    """What shipping may hold and how it waits; the defaults are the agent's (tests pass
+    smaller ones). None of them is an option: they bound the cost to the job, not a policy."""
+
+    #: a quiet job's events go out at least this often (seconds)
+    send_interval: float = 5.0
+    #: what may wait in memory for the endpoint before events are turned away (and counted)
+    queue_events: int = 200_000
+    queue_bytes: int = 64 * 1024 * 1024
+    #: what bulk producers may queue before the endpoint has taken a first batch (a healthy
+    #: one answers in well under a second, long before a flood of output reaches it)
+    unproven_events: int = 50_000
+    #: a send taking longer than this means the endpoint is not keeping up: stop making events
+    stall_seconds: float = 2.0
+    #: after a failed send, no events for this long, doubling up to ``max_backoff``
+    backoff: float = 5.0
+    max_backoff: float = 60.0
+    #: a kind of loss (dropped, failed) is reported on stdout at most this often
+    report_every: float = 60.0
+
+
+__all__ = ["EVENT_OVERHEAD", "MAX_EVENT_BYTES", "CloudWatchLogs", "ShipLimits", "fit", "open_logs"]
 
 log = logs.get_logger()
-
-
-def fit(message: str, limit: int = MAX_EVENT_BYTES) -> str:
-    """``message`` if it fits in one event; else a visible stand-in that does."""
-    size = len(message.encode("utf-8"))
-    if size <= limit:
-        return message
-    try:
-        original = json.loads(message)
-    except ValueError:
-        original = {}
-    keep = {k: original[k] for k in logs.FIRST_KEYS if isinstance(original, dict) and k in original}
-    budget = limit - 1024
-    while True:
-        doc = {**keep, "truncated": True, "original_bytes": size, "head": message[:budget]}
-        text = json.dumps(doc)
-        if len(text.encode("utf-8")) <= limit:
-            return text
-        budget //= 2
 
 
 class CloudWatchLogs:
     """Ships JSON events to one log stream; never blocks the caller."""
 
-    def __init__(self, group: str, stream: str, client: Any) -> None:
+    def __init__(
+        self, group: str, stream: str, client: Any, limits: ShipLimits = ShipLimits()
+    ) -> None:
         self.group = group
         self.stream = stream
         self.client = client
-        self.queue = EventQueue(QUEUE_EVENTS, QUEUE_BYTES)
+        self.limits = limits
+        self.queue = EventQueue(limits.queue_events, limits.queue_bytes)
         self._lock = threading.Lock()
         self.offered = self.sent = self.failed = self.dropped = self.truncated = 0
         self.last_error: str | None = None
         self._send_started: float | None = None  # monotonic, while a PutLogEvents is out
         self._down_until = 0.0
-        self._backoff = BACKOFF
+        self._backoff = limits.backoff
         self._group_explained = False
         self._reported: dict[str, float] = {}
         self._sender = threading.Thread(target=self._send_all, name="cloudwatch-logs", daemon=True)
@@ -99,16 +93,18 @@ class CloudWatchLogs:
 
     def accepting(self) -> bool:
         """Whether events offered now would likely be sent (a hint for bulk producers).
-        Until the endpoint has taken a batch, only ``UNPROVEN_EVENTS`` may wait."""
+        Until the endpoint has taken a batch, only ``unproven_events`` may wait."""
         if self._endpoint_down() or not self.queue.has_room():
             return False
-        return self.sent > 0 or self.queue.events < UNPROVEN_EVENTS
+        return self.sent > 0 or self.queue.events < self.limits.unproven_events
 
     def _endpoint_down(self) -> bool:
-        """A send failed a moment ago, or one has hung for ``STALL_SECONDS``."""
+        """A send failed a moment ago, or one has hung for ``stall_seconds``."""
         now = time.monotonic()
         started = self._send_started
-        return now < self._down_until or (started is not None and now - started > STALL_SECONDS)
+        return now < self._down_until or (
+            started is not None and now - started > self.limits.stall_seconds
+        )
 
     def offer(self, message: str) -> None:
         self.offer_many([message])
@@ -145,7 +141,7 @@ class CloudWatchLogs:
     # -- the sender thread --------------------------------------------------------------
 
     def _send_all(self) -> None:
-        while (batch := self.queue.next_batch(SEND_INTERVAL)) is not None:
+        while (batch := self.queue.next_batch(self.limits.send_interval)) is not None:
             self._send_started = time.monotonic()
             try:
                 self._send(batch)
@@ -164,7 +160,7 @@ class CloudWatchLogs:
                 self.failed += len(batch)
                 self.last_error = describe(exc)
             self._down_until = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+            self._backoff = min(self._backoff * 2, self.limits.max_backoff)
             self._report(
                 "logs.send_failed", events=len(batch), failed=self.failed, error=self.last_error
             )
@@ -172,7 +168,7 @@ class CloudWatchLogs:
         with self._lock:
             self.sent += len(batch)
         self._down_until = 0.0
-        self._backoff = BACKOFF
+        self._backoff = self.limits.backoff
 
     def _put(self, batch: list[dict[str, Any]]) -> None:
         response = self.client.put_log_events(
@@ -207,7 +203,8 @@ class CloudWatchLogs:
     def _report(self, event: str, **fields: Any) -> None:
         """A warning on stdout only, at most once a minute per kind."""
         now = time.monotonic()
-        if now - self._reported.get(event, -REPORT_EVERY) < REPORT_EVERY:
+        every = self.limits.report_every
+        if now - self._reported.get(event, -every) < every:
             return
         self._reported[event] = now
         log.warning(event, group=self.group, stream=self.stream, **fields, _local=True)
@@ -216,7 +213,7 @@ class CloudWatchLogs:
 
     def close(self, timeout: float) -> None:
         """Flush what is queued within ``timeout`` seconds, then report on stdout. A send
-        that hangs ``STALL_SECONDS``, or a failed one, ends the flush at once: an endpoint
+        that hangs ``stall_seconds``, or a failed one, ends the flush at once: an endpoint
         that does not answer must not hold the container up for the whole timeout."""
         started = time.monotonic()
         deadline = started + max(timeout, 0.0)

@@ -26,6 +26,8 @@ def sample_tree(procs: list[psutil.Process]) -> dict[str, float]:
     for p in procs:
         with contextlib.suppress(psutil.Error, OSError):
             with p.oneshot():
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    continue  # exited, not yet reaped: no memory, no files, nothing to count
                 t = p.cpu_times()
                 cpu += t.user + t.system
                 rss += p.memory_info().rss

@@ -2,8 +2,10 @@
 
 - :mod:`.notice`: the one :class:`Notice` type, :class:`NoticeBoard` (each notice acted on
   once), SIGTERM as a notice, the notice file the job reads;
-- :mod:`.protocol`: IMDS paths, headers and formats (shared with :mod:`agent.imds_mock`);
-- :mod:`.client`, :mod:`.failures`: an IMDSv2 client and one-line explanations of failures;
+- :mod:`.protocol`: IMDS paths, headers and formats, each written once: the emulator
+  (:mod:`agent.imds_mock`) serves at the paths it names;
+- :mod:`.client`, :mod:`.tokens`, :mod:`.failures`: an IMDS client, its IMDSv2 session
+  token and IMDSv1 fallback, and one-line explanations of failures;
 - :mod:`.parsers`: metadata bodies to notices, pure functions;
 - :mod:`.source`: the polling source; :mod:`.imds`: the source for a run's settings.
 

@@ -1,7 +1,9 @@
 """The EC2 instance metadata protocol: paths, headers, limits and time formats.
 
 One module, shared by the client (:mod:`agent.notices.client`) and the emulator
-(:mod:`agent.imds_mock`), so that the two can never disagree about what IMDS looks like.
+(:mod:`agent.imds_mock`: its server and the metadata tree, which places each notice and
+identity item at the path named here), so that the two can never disagree about what
+IMDS looks like.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""How the job's process is prepared between fork and exec, as tini prepares its child.
+"""How the job's process is started: prepared between fork and exec as tini prepares its
+child, and a failure to start it given a shell's exit status (127 not found, 126 cannot be
+executed). Prepared:
 
 - the signal dispositions and mask the agent inherited, as tini gives them (an ignored
   SIGHUP from ``nohup``, an ignored SIGINT from a shell's ``&``, what a parent blocked: see
@@ -20,10 +22,11 @@ import ctypes
 import os
 import resource
 import signal
+import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, Any
 
 from . import glibc_signals, inherited_signals
 from .signals import catchable_signals, sigs
@@ -32,6 +35,17 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 #: the soft open-file limit inherited by the agent, before it raises its own
 INHERITED_NOFILE_SOFT = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+
+class SpawnError(Exception):
+    """The command could not be started; ``exit_code`` is what a shell would return."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def libc() -> Any:
@@ -93,3 +107,42 @@ def prepare_child(
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), hard))
 
     return prepare
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    stdout: IO[Any] | int | None,
+    stderr: IO[Any] | int | None,
+    tty: int | None,
+    directory: int | None,
+    unblocked: Sequence[int],
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a process group of its own, prepared by :func:`prepare_child`
+    (given the terminal ``tty`` if not None, in ``directory`` if given). Raises
+    :class:`SpawnError`."""
+    try:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=None,
+            stdout=stdout,
+            stderr=stderr,
+            process_group=0,  # set before preexec_fn runs
+            preexec_fn=prepare_child(tty, directory, unblocked),
+            close_fds=True,
+        )
+    except FileNotFoundError:
+        raise SpawnError(f"{argv[0]}: command not found", EXIT_NOT_FOUND) from None
+    except PermissionError:
+        raise SpawnError(f"{argv[0]}: permission denied", EXIT_NOT_EXECUTABLE) from None
+    except OSError as exc:
+        raise SpawnError(f"{argv[0]}: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
+    except subprocess.SubprocessError:  # only fchdir can fail in prepare_child
+        raise SpawnError(
+            f"{argv[0]}: cannot enter the working directory it was started in",
+            EXIT_NOT_EXECUTABLE,
+        ) from None

@@ -29,27 +29,16 @@ import psutil
 
 from ..exits import killed_by
 from .signals import TTY_STOPS, Sig, forwarded_signals
-from .spawn import PR_SET_CHILD_SUBREAPER, libc, prepare_child
+from .spawn import PR_SET_CHILD_SUBREAPER, libc, spawn
 from .terminal import Terminal
+from .tree import end_all, job_tree, kill_all
 
 __all__ = [
     "Child",
-    "SpawnError",
     "become_subreaper",
     "exit_code_of",
     "forwarded_signals",
 ]
-
-EXIT_NOT_EXECUTABLE = 126
-EXIT_NOT_FOUND = 127
-
-
-class SpawnError(Exception):
-    """The command could not be started; ``exit_code`` is what a shell would return."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def exit_code_of(status: int) -> int:
@@ -113,33 +102,17 @@ class Child:
         # only children that appear later can be the job's re-parented orphans.
         self._foreign = {p.pid for p in psutil.Process().children()}
         self._tty = Terminal.of_stdin()
-        try:
-            self._popen = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.cwd,
-                stdin=None,
-                stdout=self.stdout,
-                stderr=self.stderr,
-                process_group=0,  # set before preexec_fn runs
-                preexec_fn=prepare_child(
-                    self._tty.fd if self._tty is not None and self._tty.ours() else None,
-                    directory,
-                    self.unblocked,
-                ),
-                close_fds=True,
-            )
-        except FileNotFoundError:
-            raise SpawnError(f"{self.argv[0]}: command not found", EXIT_NOT_FOUND) from None
-        except PermissionError:
-            raise SpawnError(f"{self.argv[0]}: permission denied", EXIT_NOT_EXECUTABLE) from None
-        except OSError as exc:
-            raise SpawnError(f"{self.argv[0]}: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
-        except subprocess.SubprocessError:  # only fchdir can fail in prepare_child
-            raise SpawnError(
-                f"{self.argv[0]}: cannot enter the working directory it was started in",
-                EXIT_NOT_EXECUTABLE,
-            ) from None
+        tty = self._tty.fd if self._tty is not None and self._tty.ours() else None
+        self._popen = spawn(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self.stdout,
+            stderr=self.stderr,
+            tty=tty,
+            directory=directory,
+            unblocked=self.unblocked,
+        )
         self.pid = self._popen.pid
         self.started = time.monotonic()
         return self.pid
@@ -246,36 +219,12 @@ class Child:
 
     def tree(self) -> list[psutil.Process]:
         """The job and every process descended from it or left in its process group."""
-        procs: dict[int, psutil.Process] = {}
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(self.pid)
-            procs[root.pid] = root
-            for p in root.children(recursive=True):
-                procs[p.pid] = p
-        # As subreaper or PID 1, every orphan of the job is re-parented to us, even one that
-        # left its process group (setsid, a daemon): our children, minus the ones we had
-        # before the job, are the job's.
-        if self.reaper:
-            with contextlib.suppress(psutil.Error):
-                for p in psutil.Process().children():
-                    if p.pid in self._foreign:
-                        continue
-                    procs[p.pid] = p
-                    with contextlib.suppress(psutil.Error):
-                        procs.update((c.pid, c) for c in p.children(recursive=True))
-        # Orphans that stayed in the job's process group, wherever they were re-parented.
-        for p in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, OSError):
-                if p.pid not in procs and os.getpgid(p.pid) == self.pid:
-                    procs[p.pid] = p
-        return list(procs.values())
+        return job_tree(self.pid, reaper=self.reaper, foreign=self._foreign)
 
     def kill_tree(self) -> int:
         """SIGKILL the job's whole tree, including members that left its process group."""
         victims = self.tree()
-        for p in victims:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        kill_all(victims)
         self._signal_group(signal.SIGKILL)
         return len(victims)
 
@@ -294,14 +243,7 @@ class Child:
         left = [p for p in self.tree() if p.pid != self.pid]
         if not left:
             return 0
-        for p in left:
-            with contextlib.suppress(psutil.Error):
-                p.terminate()
-        _gone, alive = psutil.wait_procs(left, timeout=grace)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=grace)
+        end_all(left, grace)
         if self.reaper:
             self.reap()
         return len(left)

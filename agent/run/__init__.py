@@ -4,7 +4,9 @@
 - :mod:`.events` what can happen, as types; :mod:`.arrivals` what a signal or notice means
 - :mod:`.scheduler` sync cadence, early syncs, upload rate, reserve and deadline arithmetic (pure)
 - :mod:`.syncs` the sync worker
-- :mod:`.endings` the ways a run ends, and the exit status of each
+- :mod:`.endings` the ways a run ends, and the exit status of each; :mod:`.interrupted`
+  the one after a notice (stop the job, final checkpoint, exit 75)
+- :mod:`.workers` the threads slow steps run in, and start-up's typed results
 - :mod:`.meanings` which signal means what; stamping each on arrival
 - :mod:`.jobenv` the job's environment, notice and status files, checkpoint dir and lock
 - :mod:`.parts` the interfaces the loop drives, and the real ones; :mod:`.job` the job's
@@ -58,10 +60,10 @@ def run_job(settings: Settings, store: Store, parts: Parts | None = None) -> Run
     except ConfigError as exc:  # the restore may still run: the caller must not wait for it
         code, usage_error = exits.USAGE, str(exc)
     finally:
-        abandoned = loop.abandoned_work
-        left = loop.seconds_left()
+        abandoned = loop.workers.abandoned
+        left = loop.arrived.seconds_left()
         loop.record.close(RECORD_SECONDS if left is None else min(RECORD_SECONDS, left / 4))
-        left = loop.seconds_left()
+        left = loop.arrived.seconds_left()
         logs.shutdown(
             endings.LOG_FLUSH_SECONDS
             if left is None

@@ -1,8 +1,10 @@
-"""What a signal or a notice means to the run, decided on the loop thread."""
+"""What a signal or a notice means to the run, decided on the loop thread, and what they
+have done to it so far (:class:`Arrived`, written here only)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import logs
@@ -27,21 +29,46 @@ log = logs.get_logger()
 SOONER_BY = 0.5
 
 
+@dataclass
+class Arrived:
+    """What signals and notices have done to the run: the loop and the endings read it."""
+
+    interruption: Interruption | None = None  # the one acted on (its deadline may move)
+    stopped_by: Sig | None = None  # Ctrl-C etc. before the job started
+    held: list[Sig] = field(default_factory=list)  # the job's signals before it existed
+    board: NoticeBoard = field(default_factory=NoticeBoard)  # rebalance, scheduled: once each
+
+    def seconds_left(self) -> float | None:
+        """Until the interruption's deadline (None when there is none), monotonic."""
+        if self.interruption is None:
+            return None
+        return self.interruption.seconds_left(time.monotonic())
+
+    def left(self) -> float:
+        """Until the deadline, never negative; 0 without one."""
+        return max(self.seconds_left() or 0.0, 0.0)
+
+
 class RunLoop(Protocol):
-    """What an arrival reads and changes of the run loop (``loop.RunLoop``), and no more."""
+    """What an arrival reads of the run loop (``loop.RunLoop``); it writes only
+    :attr:`arrived`, asks for syncs and tells the record and the checkpoints."""
 
-    s: Settings
-    table: dict[Sig, Meaning]
-    files: JobFiles
-    board: NoticeBoard
-    syncs: Syncs
-    job: Job | None
-    interruption: Interruption | None
-    stopped_by: Sig | None  # Ctrl-C etc. before the job started
-    held: list[Sig]  # the job's signals that came before it existed
-    record: AttemptRecord  # this attempt's timeline record
-    ckpt: Checkpoints | None  # told of each declaration (a sync request)
-
+    @property
+    def arrived(self) -> Arrived: ...
+    @property
+    def s(self) -> Settings: ...
+    @property
+    def table(self) -> dict[Sig, Meaning]: ...
+    @property
+    def files(self) -> JobFiles: ...
+    @property
+    def syncs(self) -> Syncs: ...
+    @property
+    def job(self) -> Job | None: ...
+    @property
+    def record(self) -> AttemptRecord: ...  # this attempt's timeline record
+    @property
+    def ckpt(self) -> Checkpoints | None: ...  # told of each declaration (a sync request)
     def announce(self, notice: Notice) -> None: ...  # a group's: tell the other nodes
 
 
@@ -70,9 +97,9 @@ def _forward(loop: RunLoop, sig: Sig, forwarded: bool) -> None:
     elif job is None and sig in signals.STOP_BEFORE_START - inherited_signals.ignored:
         # (one the agent's parent ignored, nohup's SIGHUP, is held for the job instead)
         log.warning("agent.stopping", signal=sig.name, why="received before the job started")
-        loop.stopped_by = loop.stopped_by or sig
+        loop.arrived.stopped_by = loop.arrived.stopped_by or sig
     elif job is None:
-        loop.held.append(sig)  # sent once the job exists: nothing is lost
+        loop.arrived.held.append(sig)  # sent once the job exists: nothing is lost
         log.info("signal.held", signal=sig.name, why="the job has not started yet")
     elif job.running:
         job.send(sig)  # it came while the job was being started
@@ -91,19 +118,20 @@ def on_notice(loop: RunLoop, notice: Notice, at: float) -> None:
             deadline=notice.deadline.isoformat() if notice.deadline else None,
             seconds_left=rounded(new.seconds_left(time.monotonic())),
         )
-        if loop.interruption is None:
+        arrived = loop.arrived
+        if arrived.interruption is None:
             log.warning("notice.interruption", **fields)
             loop.announce(notice)  # a group's other nodes stop too
-        elif new.deadline < loop.interruption.deadline - SOONER_BY:
+        elif new.deadline < arrived.interruption.deadline - SOONER_BY:
             log.warning("notice.deadline_moved", **fields, why="a later notice is more urgent")
             loop.files.write_notice(notice)
         else:
             log.debug("notice.repeat", **fields)
             return
-        loop.interruption = new
+        arrived.interruption = new
         loop.record.interrupted(notice)
         return
-    if not loop.board.accept(notice):
+    if not loop.arrived.board.accept(notice):
         log.debug("notice.repeat", **fields)
         return
     fields["deadline"] = notice.deadline.isoformat() if notice.deadline else None

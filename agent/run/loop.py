@@ -26,18 +26,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from checkpoint.engine.restore.restore import RestoreResult
 from checkpoint.errors import Superseded
 
 from .. import logs
 from ..checkpoint_view import Checkpoints
-from ..config import ConfigError, Settings
-from ..notices import Notice, NoticeBoard, NoticeSource
+from ..config import Settings
+from ..notices import Notice
 from ..process.signals import Sig
-from ..process.supervisor import SpawnError
+from ..process.spawn import SpawnError
 from ..timeline.record import AttemptRecord
-from . import arrivals, endings
+from . import arrivals, endings, interrupted
 from . import meanings as signals
+from .arrivals import Arrived
 from .events import (
     Claimed,
     Event,
@@ -47,7 +47,6 @@ from .events import (
     Restored,
     SignalReceived,
     SourcesReady,
-    StartupDone,
     StartupFailed,
     SyncDone,
     SyncFailed,
@@ -55,9 +54,11 @@ from .events import (
 from .jobenv import JobFiles, job_environ
 from .meanings import Meaning
 from .parts import Job, Parts
-from .report import log_restore, rounded
+from .report import log_restore, log_start
 from .scheduler import Interruption, SyncScheduler
+from .sources import start_sources
 from .syncs import Syncs
+from .workers import StartupSteps, Workers
 
 log = logs.get_logger()
 
@@ -72,22 +73,16 @@ class RunLoop:
         self.scheduler = SyncScheduler(
             settings.sync_interval, settings.upload_reserve, settings.max_pending_upload
         )
-        self.board = NoticeBoard()
+        self.arrived = Arrived()  # what signals and notices did: written by arrivals only
         self.attempt = 0
         self.ckpt: Checkpoints | None = None
         self.record = AttemptRecord(0, None)  # this attempt's, once it is claimed
         self.job: Job | None = None
-        self.interruption: Interruption | None = None
-        self.stopped_by: Sig | None = None  # Ctrl-C etc. before the job started
-        self.held: list[Sig] = []  # the job's signals that came before it existed
-        self.workers: list[threading.Thread] = []
+        self.workers = Workers(self.events.put)
+        self.steps = StartupSteps()
         self.syncs = Syncs(
-            self.scheduler, files, settings.checkpoint_keep, self.events.put, self.spawn_worker
+            self.scheduler, files, settings.checkpoint_keep, self.events.put, self.workers.spawn
         )
-        self._claimed: Claimed | None = None
-        self._sources: tuple[NoticeSource, ...] | None = None
-        self._restored: RestoreResult | None = None
-        self._failed: StartupFailed | None = None
         #: why start-up failed, in one line for stderr (the JSON event has it too)
         self.startup_error: str | None = None
         self._stop_sources = threading.Event()
@@ -121,39 +116,27 @@ class RunLoop:
             startup_timeout=self.s.startup_timeout,
             pid=os.getpid(),
         )
-        self.start_worker("claim", self.parts.claim, lambda got: Claimed(*got))
-        if not self.await_startup(lambda: self._claimed is not None):
-            return endings.startup_cut(self, self._failed)
-        assert self._claimed is not None
-        self.attempt, self.ckpt = self._claimed.attempt, self._claimed.ckpt
+        steps = self.steps
+        self.workers.step("claim", self.parts.claim, lambda got: Claimed(*got))
+        if not self._await_startup(lambda: steps.claimed is not None):
+            return endings.startup_cut(self, steps.failed)
+        assert steps.claimed is not None
+        self.attempt, self.ckpt = steps.claimed.attempt, steps.claimed.ckpt
         self.syncs.attach(self.ckpt)
         self.record = self.parts.record(self.attempt)
         logs.bind_static(attempt=self.attempt)
-        s = self.s
-        log.info(
-            "agent.start",
-            command=list(s.command),
-            store=s.checkpoint_uri,
-            checkpoint_dir=str(s.checkpoint_dir),
-            job_id_source=s.job_id_source,
-            batch_attempt=s.batch_attempt,
-            sync_interval=s.sync_interval,
-            max_pending_upload=s.max_pending_upload,
-            grace_period=s.grace_period,
-            upload_reserve=rounded(s.upload_reserve),
-            pid=os.getpid(),
-        )
-        self.start_worker("sources", lambda: self.parts.sources(self._identity), SourcesReady)
-        self.start_worker("restore", self.ckpt.restore, Restored)
-        if not self.await_startup(lambda: self._sources is not None and self._restored is not None):
-            return endings.startup_cut(self, self._failed)
-        restored, sources = self._restored, self._sources
+        log_start(self.s, os.getpid())
+        self.workers.step("sources", lambda: self.parts.sources(self._identity), SourcesReady)
+        self.workers.step("restore", self.ckpt.restore, Restored)
+        if not self._await_startup(lambda: steps.ready):
+            return endings.startup_cut(self, steps.failed)
+        restored, sources = steps.restored, steps.sources
         assert restored is not None and sources is not None
         log_restore(restored)
         self.record.restored(restored, time.time())
         seq = restored.manifest.sequence if restored.manifest else None
         self.files.write_status(seq, 0.0, "restore")
-        env = job_environ(s, self.files, self.attempt, seq, restored.cut_off_kept)
+        env = job_environ(self.s, self.files, self.attempt, seq, restored.cut_off_kept)
         job = self.parts.make_job(env)
         try:
             pid = job.start()
@@ -163,16 +146,16 @@ class RunLoop:
             return exc.exit_code
         self.job = job  # from here on the signal handler forwards at once
         self.ckpt.attach(job.pids, self.files.write_frozen, self.files.write_declared)
-        log.info("child.started", child_pid=pid, reaper=self.job.reaper)
-        for sig in self.held:
-            self.job.send(sig)
+        log.info("child.started", child_pid=pid, reaper=job.reaper)
+        for sig in self.arrived.held:
+            job.send(sig)
             log.info("signal.forwarded", signal=sig.name, held=True)
-        self.held.clear()
-        self._start_sources(sources)
+        self.arrived.held.clear()
+        start_sources(sources, self._post_notice, self._stop_sources)
         self.scheduler.schedule(time.monotonic())
         code = self._supervise()
         if self.interruption is not None and code is None:
-            return endings.finish_interrupted(self)
+            return interrupted.finish_interrupted(self)
         if code is None:
             return endings.finish_superseded(self)
         return endings.finish_exited(self, code)
@@ -193,35 +176,12 @@ class RunLoop:
                 self.syncs.measure()  # may start an early sync when it reports
             self.pump(self.scheduler.wait_time(now))
 
-    # -- start-up workers -----------------------------------------------------------------
-
-    def start_worker(
-        self, step: str, work: Callable[[], Any], done: Callable[[Any], StartupDone]
-    ) -> None:
-        """Run one start-up ``step`` in a worker; it posts ``done(what work returned)``."""
-
-        def run() -> None:
-            try:
-                value = work()
-            except BaseException as exc:
-                self.events.put(StartupFailed(step, exc))
-                return
-            self.events.put(done(value))
-
-        self.spawn_worker(run, step)
-
-    def spawn_worker(self, target: Callable[[], None], name: str) -> threading.Thread:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        self.workers.append(thread)
-        thread.start()
-        return thread
-
-    def await_startup(self, done: Callable[[], bool]) -> bool:
+    def _await_startup(self, done: Callable[[], bool]) -> bool:
         """Serve events until the steps are ``done``: False when start-up must stop instead."""
         while True:
             if done():
                 self.drain()  # a signal already queued: do not start a job only to stop it
-            if self.interruption or self.stopped_by or self._failed:
+            if self.interruption or self.arrived.stopped_by or self.steps.failed:
                 return False
             if done():
                 return True
@@ -230,25 +190,14 @@ class RunLoop:
     def _identity(self, fields: dict[str, Any]) -> None:
         self.events.put(IdentityKnown(fields))
 
-    def _start_sources(self, sources: tuple[NoticeSource, ...]) -> None:
-        def post(notice: Notice) -> None:
-            self.events.put(NoticeReceived(notice, time.monotonic()))
-
-        for source in sources:
-
-            def run(source: NoticeSource = source) -> None:
-                try:
-                    source.run(post, self._stop_sources)
-                except Exception as exc:  # a broken source must never take the job down
-                    log.error("notice_source.crashed", source=source.name, error=repr(exc))
-
-            threading.Thread(target=run, name=f"notice-{source.name}", daemon=True).start()
+    def _post_notice(self, notice: Notice) -> None:
+        self.events.put(NoticeReceived(notice, time.monotonic()))
 
     def announce(self, notice: Notice) -> None:
         """An interruption: a group's agent tells the other nodes (in a worker)."""
         if self.parts.announce is not None:
             announce = self.parts.announce
-            self.spawn_worker(lambda: announce(notice), "group-notice")
+            self.workers.spawn(lambda: announce(notice), "group-notice")
 
     # -- events -------------------------------------------------------------------------
 
@@ -287,17 +236,8 @@ class RunLoop:
                 self.syncs.measured(ev)
             case PendingMeasured():  # the run is ending: the final sync commits it all
                 self.scheduler.measure_dropped()
-            case Claimed():
-                self._claimed = ev
-            case SourcesReady(sources):
-                self._sources = sources
-            case Restored(result):
-                self._restored = result
-            case StartupFailed("sources", error) if not isinstance(error, ConfigError):
-                log.error("notice_source.failed", error=repr(error), notices="SIGTERM only")
-                self._sources = ()
-            case StartupFailed():
-                self._failed = ev
+            case Claimed() | SourcesReady() | Restored() | StartupFailed():
+                self.steps.take(ev)
             case IdentityKnown(fields):
                 logs.bind_static(**fields)
                 self.record.identity(fields)
@@ -309,25 +249,9 @@ class RunLoop:
         return running and self.interruption is None and self.superseded is None
 
     @property
-    def superseded(self) -> Superseded | None:
-        return self.syncs.superseded
-
-    def restorable(self) -> int | None:
-        return self.syncs.restorable()
-
-    # -- the clock after a notice -----------------------------------------------------------
-
-    def seconds_left(self) -> float | None:
-        """Until the interruption's deadline (None when there is none), monotonic."""
-        if self.interruption is None:
-            return None
-        return self.interruption.seconds_left(time.monotonic())
-
-    def left(self) -> float:
-        return max(self.seconds_left() or 0.0, 0.0)
+    def interruption(self) -> Interruption | None:
+        return self.arrived.interruption
 
     @property
-    def abandoned_work(self) -> bool:
-        """A worker still runs (a restore or an upload cut short by the deadline): the
-        process must exit without waiting for it."""
-        return any(t.is_alive() for t in self.workers)
+    def superseded(self) -> Superseded | None:
+        return self.syncs.superseded

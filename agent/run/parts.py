@@ -17,6 +17,7 @@ from checkpoint.engine.store.base import Store
 from .. import logs
 from ..checkpoint_view import Checkpoints
 from ..config import BECAUSE_BUDGET, BECAUSE_LAST_ATTEMPT, Settings
+from ..config.engine import engine_config
 from ..group import GroupRun
 from ..notices import Notice, NoticeSource
 from ..stores import open_configured_store
@@ -122,9 +123,7 @@ def real_parts(s: Settings, store: Store) -> Parts:
             first.close()
         # a group's rank: the GroupRun's own RankStore (its pruning pins what records name)
         job = group.job if group is not None else job_in(store)
-        ckpt = Checkpointer(
-            job, s.checkpoint_dir, attempt=attempt, max_bytes_in_flight=s.max_bytes_in_flight
-        )
+        ckpt = Checkpointer(job, s.checkpoint_dir, attempt=attempt, config=engine_config(s))
         keeper = LeaseKeeper(job, attempt, host)
         keeper.start()  # gc and delete now know the job is live (.lease)
         saves = LeasedCheckpoints(SavePointCheckpoints(ckpt, s.checkpoint_dir, s.rehash), keeper)
@@ -137,15 +136,15 @@ def real_parts(s: Settings, store: Store) -> Parts:
         return found + group.sources() if group is not None else found
 
     def continue_job(attempt: int) -> Continuation | None:
-        from .. import batch  # boto3's Batch client: only when a continuation is due
+        from ..batch import continuation  # boto3's Batch client: only when one is due
 
         if s.fallback_queue and s.fallback_after:
             interruptions = _interruptions(job_in(store), attempt)
             if interruptions is not None and interruptions >= s.fallback_after:
-                moved = batch.move_to_fallback(s, interruptions)
+                moved = continuation.move_to_fallback(s, interruptions)
                 if moved is not None:
                     return Continuation(moved, s.fallback_queue, BECAUSE_BUDGET)
-        new_job_id = batch.continue_after_interruption(s)
+        new_job_id = continuation.continue_after_interruption(s)
         if new_job_id is None:
             return None
         return Continuation(new_job_id, s.batch_job_queue or "", BECAUSE_LAST_ATTEMPT)

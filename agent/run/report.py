@@ -1,4 +1,4 @@
-"""The log lines of a restore and a sync: what an operator reads to follow a job."""
+"""The log lines of a start, a restore and a sync: what an operator reads to follow a job."""
 
 from __future__ import annotations
 
@@ -7,12 +7,30 @@ from checkpoint.engine.save.sync import SyncResult
 from checkpoint.protocol import CUT_OFF_SAVE_ENV
 
 from .. import logs
+from ..config import Settings
 
 log = logs.get_logger()
 
 
 def rounded(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
+
+
+def log_start(s: Settings, pid: int) -> None:
+    """``agent.start``: the attempt is claimed and this is how it will run."""
+    log.info(
+        "agent.start",
+        command=list(s.command),
+        store=s.checkpoint_uri,
+        checkpoint_dir=str(s.checkpoint_dir),
+        job_id_source=s.job_id_source,
+        batch_attempt=s.batch_attempt,
+        sync_interval=s.sync_interval,
+        max_pending_upload=s.max_pending_upload,
+        grace_period=s.grace_period,
+        upload_reserve=rounded(s.upload_reserve),
+        pid=pid,
+    )
 
 
 def log_restore(r: RestoreResult) -> None:

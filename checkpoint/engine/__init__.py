@@ -12,6 +12,8 @@ Python 3.9+), whose modules never import anything here. The rooms, bottom to top
   which never import each other;
 - :mod:`~checkpoint.engine.checkpointer`: one dir and one job's checkpoints kept in step,
   the only module that knows both directions;
-- :mod:`~checkpoint.engine.gc`, :mod:`~checkpoint.engine.budget`,
-  :mod:`~checkpoint.engine.progress`: pruning, the bound on bytes in flight, progress reports.
+- :mod:`~checkpoint.engine.group`: a multi-node group's records over each rank's parts;
+- :mod:`~checkpoint.engine.gc`, :mod:`~checkpoint.engine.lease`,
+  :mod:`~checkpoint.engine.budget`, :mod:`~checkpoint.engine.progress`: pruning, a live
+  attempt's lease and an operator's sweep, the bound on bytes in flight, progress reports.
 """

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ..errors import CheckpointError, ManifestError, ObjectNotFound
-from .format.jobstore import BLOBS, PACKS, PAGES, JobStore
+from .format.jobstore import JobStore
+from .format.layout import BLOBS, PACKS, PAGES
 from .group import collected
+from .store.base import ObjectInfo
 
 DEFAULT_MIN_AGE = timedelta(hours=24)
 
@@ -123,33 +125,46 @@ def collect_garbage(
     else:
         raise CheckpointError("gc stopped, nothing deleted: the manifests kept changing")
 
-    unreferenced = [b for b in blobs if b.key.rsplit("/", 1)[-1] not in referenced]
-    old = [b for b in unreferenced if now - b.modified >= min_age]
-    dead_packs = [p for p in packs if p.key.rsplit("/", 1)[-1] not in referenced_packs]
-    old_packs = [p for p in dead_packs if now - p.modified >= min_age]
-    dead_pages = [p for p in pages if p.key.rsplit("/", 1)[-1] not in referenced_pages]
-    old_pages = [p for p in dead_pages if now - p.modified >= min_age]
+    b = _Unreferenced.of(blobs, referenced, now - min_age)
+    p = _Unreferenced.of(packs, referenced_packs, now - min_age)
+    g = _Unreferenced.of(pages, referenced_pages, now - min_age)
     partial = [p for p in job.store.list_incomplete(job.prefix) if now - p.modified >= min_age]
     if not dry_run:
-        job.store.delete_objects(b.key for b in old)
-        job.store.delete_objects(p.key for p in old_packs)
-        job.store.delete_objects(p.key for p in old_pages)
-        job.store.delete_objects(p.key for p in partial)
+        for doomed in (b.old, p.old, g.old, partial):
+            job.store.delete_objects(o.key for o in doomed)
     return GcResult(
         manifests=len(sequences),
         blobs=len(blobs),
-        referenced=len(blobs) - len(unreferenced),
-        deleted=len(old),
-        bytes_deleted=sum(b.size for b in old),
-        kept_young=len(unreferenced) - len(old),
+        referenced=len(blobs) - len(b.dead),
+        deleted=len(b.old),
+        bytes_deleted=b.bytes_old,
+        kept_young=len(b.dead) - len(b.old),
         dry_run=dry_run,
         incomplete_deleted=len(partial),
         packs=len(packs),
-        packs_referenced=len(packs) - len(dead_packs),
-        packs_deleted=len(old_packs),
-        pack_bytes_deleted=sum(p.size for p in old_packs),
-        packs_kept_young=len(dead_packs) - len(old_packs),
+        packs_referenced=len(packs) - len(p.dead),
+        packs_deleted=len(p.old),
+        pack_bytes_deleted=p.bytes_old,
+        packs_kept_young=len(p.dead) - len(p.old),
         pages=len(pages),
-        pages_referenced=len(pages) - len(dead_pages),
-        pages_deleted=len(old_pages),
+        pages_referenced=len(pages) - len(g.dead),
+        pages_deleted=len(g.old),
     )
+
+
+@dataclass(frozen=True)
+class _Unreferenced:
+    """Of one folder's objects: those no manifest references, and of them those older than
+    ``min_age`` (rule 2), which are deleted."""
+
+    dead: list[ObjectInfo]
+    old: list[ObjectInfo]
+
+    @classmethod
+    def of(cls, found: list[ObjectInfo], referenced: set[str], before: datetime) -> _Unreferenced:
+        dead = [o for o in found if o.key.rsplit("/", 1)[-1] not in referenced]
+        return cls(dead, [o for o in dead if o.modified <= before])
+
+    @property
+    def bytes_old(self) -> int:
+        return sum(o.size for o in self.old)

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import ManifestError, ObjectNotFound, StoreError
 from .format.jobstore import JobStore, utc_iso
+from .format.layout import BLOBS, PACKS
 
 #: a forced sweep waits this long after announcing itself before it lists the manifests:
 #: a commit that started before the announcement has landed by then and is seen
@@ -149,8 +150,8 @@ class SweepWatch:
             return None
         stored = {
             o.key.rsplit("/", 1)[-1]
-            for folder in ("blobs", "packs")
-            for o in job.store.list_objects(f"{job.prefix}{folder}/")
+            for folder in (BLOBS, PACKS)
+            for o in job.store.list_objects(job.folder(folder))
         }
         self._checked.update(new)
         return set(names) - stored

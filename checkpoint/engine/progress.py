@@ -2,7 +2,8 @@
 
 A multi-gigabyte sync or restore takes minutes; silence for that long looks like a hang.
 One :class:`Progress` counts the bytes of one transfer from any number of threads and
-reports at most every ``every`` seconds; a transfer that ends sooner reports nothing.
+reports at most every ``every`` seconds (``EngineConfig.progress_seconds``); a transfer
+that ends sooner reports nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Any
 
 import structlog
 
-#: seconds between two reports of one transfer
-PROGRESS_SECONDS = 5.0
+from .config import DEFAULTS
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -39,7 +39,8 @@ class Progress:
         self.total = total
         self.done = 0
         self._listener = listener or log_progress
-        self._every = PROGRESS_SECONDS if every is None else every
+        # None: the agent's default (read now, so that it is one value of one config)
+        self._every = DEFAULTS.progress_seconds if every is None else every
         self._clock = clock
         self._started = clock()
         self._next = self._started + self._every

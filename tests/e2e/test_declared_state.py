@@ -16,46 +16,45 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.engine.store.base import LocalStore
-from checkpoint.engine.store.s3 import S3Store
-from tests.agentproc import agent_env, start_agent
+from checkpoint.engine.store.base import Store
+from tests.agentproc import start_agent
 from tests.e2e.test_exact_state import job_command, run_args, verify_store
 from tests.e2e.test_savepoints import generations_committed
-from tests.servers import SeaweedS3
+from tests.stores import store_agent_env
 
 
-def run_declaring_job(
-    tmp: Path, env: dict[str, str], interval: str, every: int, commits: int, seed: int
+@pytest.mark.parametrize(
+    ("store_url", "interval", "every", "commits", "seed"),
+    [
+        # The issue's setup, scaled to this job's pace (a save takes about 60 ms): periodic
+        # syncs (every 0.3 s) come between requests (after every eighth save).
+        ("local", "0.3", 8, 6, 11),
+        ("local", "0.3", 8, 6, 12),
+        # Syncs every 0.2 s: most periodic syncs fall inside a save.
+        ("s3", "0.2", 3, 8, 13),
+    ],
+    indirect=["store_url"],
+    ids=["local-seed11", "local-seed12", "s3-fast-syncs"],
+)
+def test_request_sync_job_never_gets_a_mixed_checkpoint(
+    tmp_path: Path,
+    store_url: str,
+    any_store: Store,
+    interval: str,
+    every: int,
+    commits: int,
+    seed: int,
 ) -> None:
     """Run the job (five files per save, 10 ms apart, a request after every ``every``-th
     save) under syncs every ``interval``, SIGTERM it at a random moment, and check that every
     committed checkpoint is a save the job recorded whole."""
     rng = random.Random(seed)
-    record = tmp / "record.jsonl"
+    record = tmp_path / "record.jsonl"
     cmd = job_command(record, 100000, declare=f"request:{every}")
-    run = start_agent(tmp, run_args(tmp, "--sync-interval", interval), cmd, env)
+    env = store_agent_env(tmp_path, store_url)
+    run = start_agent(tmp_path, run_args(tmp_path, "--sync-interval", interval), cmd, env)
     run.wait_for(lambda: generations_committed(run) >= commits, 90, f"{commits} commits")
     time.sleep(rng.uniform(0.0, 0.5))
     run.signal(signal.SIGTERM)
     assert run.wait(60) == 75, run.stdout + run.stderr
-    uri = env["SPOT_AGENT_CHECKPOINT_URI"]
-    store = S3Store.from_uri(uri) if uri.startswith("s3://") else LocalStore(tmp / "store")
-    try:
-        assert verify_store(store, record, tmp) >= commits
-    finally:
-        store.close()
-
-
-@pytest.mark.parametrize("seed", [11, 12])
-def test_request_sync_job_never_gets_a_mixed_checkpoint(tmp_path: Path, seed: int) -> None:
-    """The issue's setup, scaled to this job's pace (a save takes about 60 ms): periodic
-    syncs (every 0.3 s) come between requests (after every eighth save)."""
-    run_declaring_job(tmp_path, agent_env(tmp_path), "0.3", 8, 6, seed)
-
-
-def test_declared_states_only_on_s3_with_fast_syncs(
-    tmp_path: Path, s3_env: SeaweedS3, s3_bucket: tuple[str, str]
-) -> None:
-    """Syncs every 0.2 s: most periodic syncs fall inside a save."""
-    env = agent_env(tmp_path, {"SPOT_AGENT_CHECKPOINT_URI": f"s3://{s3_bucket[1]}/declared"})
-    run_declaring_job(tmp_path, env, "0.2", 3, 8, 13)
+    assert verify_store(any_store, record, tmp_path) >= commits

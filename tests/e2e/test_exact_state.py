@@ -18,10 +18,9 @@ from pathlib import Path
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.store.base import LocalStore, Store
-from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import AgentRun, agent_env, run_agent, start_agent
 from tests.e2e.exactjob import recorded, tree
-from tests.servers import SeaweedS3
+from tests.stores import store_agent_env
 
 JOB = [sys.executable, str(Path(__file__).with_name("exactjob.py"))]
 
@@ -74,15 +73,16 @@ def hang_and_kill(tmp: Path, env: dict[str, str], record: Path) -> AgentRun:
     return run
 
 
-def check_warm_restart_gets_exactly_the_checkpoint(
-    tmp: Path, env: dict[str, str], store: Store
+def test_warm_restart_after_kill_mid_save_gives_exactly_the_checkpoint(
+    tmp_path: Path, store_url: str, any_store: Store
 ) -> None:
-    record = tmp / "record.jsonl"
-    hang_and_kill(tmp, env, record)
-    half = tmp / "dir" / "ckpt-25"
+    env = store_agent_env(tmp_path, store_url)
+    record = tmp_path / "record.jsonl"
+    hang_and_kill(tmp_path, env, record)
+    half = tmp_path / "dir" / "ckpt-25"
     assert half.is_dir()  # the cut-off save is in the dir, with its two files
 
-    again = run_agent(tmp, run_args(tmp), job_command(record, 0), env)
+    again = run_agent(tmp_path, run_args(tmp_path), job_command(record, 0), env)
     assert again.proc.returncode == 0, again.stdout + again.stderr
     assert "SAW-UNCOMMITTED" not in again.stdout and "start " in again.stdout
     cut = again.event("restore.cut_off_save")
@@ -90,25 +90,8 @@ def check_warm_restart_gets_exactly_the_checkpoint(
     moved = again.event("restore.extra_files")
     assert moved["action"].startswith("moved out of the job's sight")
     assert not half.exists()
-    assert (tmp / "dir" / ".spot-agent" / "aside" / "ckpt-25").is_dir()  # kept, bounded
-    assert verify_store(store, record, tmp) >= 1
-
-
-def test_warm_restart_after_kill_mid_save_gives_exactly_the_checkpoint(tmp_path: Path) -> None:
-    env = agent_env(tmp_path)
-    check_warm_restart_gets_exactly_the_checkpoint(tmp_path, env, LocalStore(tmp_path / "store"))
-
-
-def test_warm_restart_after_kill_mid_save_on_s3(
-    tmp_path: Path, s3_env: SeaweedS3, s3_bucket: tuple[str, str]
-) -> None:
-    uri = f"s3://{s3_bucket[1]}/exact"
-    env = agent_env(tmp_path, {"SPOT_AGENT_CHECKPOINT_URI": uri})
-    store = S3Store.from_uri(uri)
-    try:
-        check_warm_restart_gets_exactly_the_checkpoint(tmp_path, env, store)
-    finally:
-        store.close()
+    assert (tmp_path / "dir" / ".spot-agent" / "aside" / "ckpt-25").is_dir()  # kept, bounded
+    assert verify_store(any_store, record, tmp_path) >= 1
 
 
 def test_cut_off_save_with_no_checkpoint_is_never_committed_and_the_job_is_told(

@@ -24,7 +24,8 @@ from agent.imds_mock import ImdsMock
 from checkpoint.engine.group import Group, label_of, merge_parts
 from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import REPO, AgentRun, agent_env, cli, start_agent
-from tests.servers import SeaweedS3, free_port
+from tests.ports import rendezvous_port
+from tests.servers import SeaweedS3
 
 pytestmark = pytest.mark.long
 
@@ -74,7 +75,7 @@ def start_group(
     args: tuple[str, ...] = (),
     grace: float = GRACE,
 ) -> list[AgentRun]:
-    port = free_port()
+    port = rendezvous_port()
     runs = []
     for rank in range(SIZE):
         env = agent_env(
@@ -147,7 +148,7 @@ def verify_records(group: Group) -> list[str]:
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The final weights of the job run straight through, without agents."""
     tmp = tmp_path_factory.mktemp("straight")
-    port = free_port()
+    port = rendezvous_port()
     env = {**os.environ, **job_env(STEPS, 0.0), "PYTHONPATH": str(REPO)}
     procs = [
         subprocess.Popen(

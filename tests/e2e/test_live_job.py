@@ -14,8 +14,8 @@ from pathlib import Path
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import AgentRun, cli, start_agent
-from tests.e2e.test_run_s3 import s3_agent_env
 from tests.servers import SeaweedS3
+from tests.stores import s3_agent_env
 
 #: a file that never changes (its pack is known to the agent, never uploaded again) and a
 #: counter saved ten times a second

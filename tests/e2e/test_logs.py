@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from agent.logs.cloudwatch import QUEUE_EVENTS
+from agent.logs.cloudwatch import ShipLimits
 from tests.agentproc import agent_env, run_agent, start_agent
 from tests.conftest import _AWS_VARIABLES
 
@@ -236,7 +236,7 @@ def test_a_black_holed_endpoint_does_not_hold_up_the_pass_through(
     made = lines - closed.get("lines_without_event", 0)
     # Events are made only while the shipper can take them: at most a queue-full, plus
     # the chunk being turned into events when the queue filled (a read is <= 256 KiB).
-    assert made <= QUEUE_EVENTS + 10_000, closed
+    assert made <= ShipLimits().queue_events + 10_000, closed
     lost = r.event("logs.lost")
     assert lost["lost"] >= lines and lost["events_sent"] == 0
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.agentproc import start_agent
-from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.servers import SeaweedS3
+from tests.stores import s3_agent_env
 
 STALL = 5.0  # the claim's first request waits this long: the job cannot have started
 

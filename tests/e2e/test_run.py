@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.agentproc import EXAMPLE, agent_env, cli, run_agent, start_agent
+from tests.stores import store_agent_env
 
 PY = sys.executable
 
@@ -234,28 +236,33 @@ def primes(tmp_path: Path, job: str, *extra: str) -> list[str]:
     return [PY, str(EXAMPLE), "--limit", "1e8", "--segment", "1e6", *extra]
 
 
-def test_example_interrupted_and_resumed_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_example_uninterrupted_gives_the_known_answer(tmp_path: Path) -> None:
     plain = run_agent(tmp_path, ["--job-id", "plain"], primes(tmp_path, "plain"))
     assert plain.proc.returncode == 0, plain.stderr
     assert "primes below 100,000,000: 5,761,455" in plain.stdout
 
+
+def test_example_interrupted_and_resumed_matches_an_uninterrupted_run(
+    tmp_path: Path, store_url: str
+) -> None:
+    env = store_agent_env(tmp_path, store_url)
     cmd = primes(tmp_path, "cut", "--segment-delay", "0.03")
     state = tmp_path / "state" / "spot-agent" / "jobs" / "cut" / "checkpoint" / "state.json"
-    first = start_agent(tmp_path, ["--job-id", "cut"], cmd)
+    first = start_agent(tmp_path, ["--job-id", "cut", "--sync-interval", "0.5s"], cmd, env=env)
     first.wait_for(
         lambda: state.exists() and json.loads(state.read_text())["next"] >= 20_000_000,
         what="a fifth of the work",
     )
     first.signal(signal.SIGTERM)
-    assert first.wait(30) == 75
+    assert first.wait(60) == 75, first.stderr
     assert "stopping at" in first.stdout
     saved = json.loads(state.read_text())
     assert 0 < saved["next"] < 100_000_000
+    periodic = [e for e in first.events() if e["event"] == "sync.committed"]
+    assert periodic, "periodic syncs while the job ran"
     # A retry on a new machine: the local working dir is gone, only the store remains.
-    import shutil
-
     shutil.rmtree(state.parent)
-    second = run_agent(tmp_path, ["--job-id", "cut"], cmd)
+    second = run_agent(tmp_path, ["--job-id", "cut"], cmd, env=env)
     assert second.proc.returncode == 0, second.stderr
     assert f"resuming at {saved['next']:,}" in second.stdout
     assert "primes below 100,000,000: 5,761,455" in second.stdout
@@ -264,6 +271,12 @@ def test_example_interrupted_and_resumed_matches_an_uninterrupted_run(tmp_path: 
         "primes": 5_761_455,
         "largest": 99_999_989,
     }
+    restored = second.event("restore.done")
+    assert restored["files_downloaded"] >= 1 and restored["bytes_downloaded"] > 0
+
+    listing = cli(tmp_path, "checkpoints", "list", "--job-id", "cut", "--json", env=env)
+    rows = json.loads(listing.stdout)
+    assert rows[-1]["reason"] == "exit" and rows[-1]["progress"]["done"] == "100.0%"
 
 
 def test_checkpoints_gc_keeps_what_is_referenced(tmp_path: Path) -> None:

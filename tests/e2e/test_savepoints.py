@@ -21,9 +21,8 @@ import pytest
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.store.base import LocalStore, Store
-from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import AgentRun, agent_env, start_agent
-from tests.servers import SeaweedS3
+from tests.stores import store_agent_env
 
 HERE = Path(__file__).resolve().parent
 JOB = [sys.executable, str(HERE / "savepointjob.py")]
@@ -99,23 +98,16 @@ def interrupt_at_random(tmp: Path, command: list[str], env: dict[str, str], seed
     return run
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_python_save_points_never_mix_generations(tmp_path: Path, seed: int) -> None:
-    run = interrupt_at_random(tmp_path, [*JOB, "api", "100000"], agent_env(tmp_path), seed)
-    assert run.has_line(f"stopped {run.job_stdout().split('stopped ')[-1].split()[0]}")
-    assert check_every_checkpoint(LocalStore(tmp_path / "store"), "multi", tmp_path) >= 2
-
-
-def test_python_save_points_on_s3(
-    tmp_path: Path, s3_env: SeaweedS3, s3_bucket: tuple[str, str]
+@pytest.mark.parametrize(
+    ("store_url", "seed"), [("local", 1), ("local", 2), ("s3", 3)], indirect=["store_url"]
+)
+def test_python_save_points_never_mix_generations(
+    tmp_path: Path, store_url: str, any_store: Store, seed: int
 ) -> None:
-    env = agent_env(tmp_path, {"SPOT_AGENT_CHECKPOINT_URI": f"s3://{s3_bucket[1]}/ckpt"})
-    interrupt_at_random(tmp_path, [*JOB, "api", "100000"], env, seed=3)
-    store = S3Store.from_uri(f"s3://{s3_bucket[1]}/ckpt")
-    try:
-        assert check_every_checkpoint(store, "multi", tmp_path) >= 2
-    finally:
-        store.close()
+    env = store_agent_env(tmp_path, store_url)
+    run = interrupt_at_random(tmp_path, [*JOB, "api", "100000"], env, seed)
+    assert run.has_line(f"stopped {run.job_stdout().split('stopped ')[-1].split()[0]}")
+    assert check_every_checkpoint(any_store, "multi", tmp_path) >= 2
 
 
 def test_shell_job_with_flock_never_mixes_generations(tmp_path: Path) -> None:

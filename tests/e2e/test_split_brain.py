@@ -23,7 +23,8 @@ import pytest
 
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.store.uri import open_store
-from tests.agentproc import AgentRun, agent_env, cli, start_agent
+from tests.agentproc import AgentRun, cli, start_agent
+from tests.stores import store_agent_env
 
 PY = sys.executable
 JOB_ID = "split"
@@ -118,20 +119,13 @@ def split_brain(tmp: Path, env_for: Any, stale_next_sync: str) -> None:
     ]
 
 
-@pytest.mark.parametrize("stale_next_sync", ["periodic", "interruption"])
-def test_split_brain_local_store(tmp_path: Path, stale_next_sync: str) -> None:
+@pytest.mark.parametrize(
+    ("store_url", "stale_next_sync"),
+    [("local", "periodic"), ("local", "interruption"), ("s3", "periodic")],
+    indirect=["store_url"],
+)
+def test_split_brain(tmp_path: Path, store_url: str, stale_next_sync: str) -> None:
     def env_for(name: str) -> dict[str, str]:
-        return agent_env(tmp_path, {"XDG_STATE_HOME": str(tmp_path / name)})
+        return store_agent_env(tmp_path, store_url, {"XDG_STATE_HOME": str(tmp_path / name)})
 
     split_brain(tmp_path, env_for, stale_next_sync)
-
-
-def test_split_brain_s3(tmp_path: Path, s3_env: Any, s3_bucket: tuple[str, str]) -> None:
-    from tests.e2e.test_run_s3 import s3_agent_env
-
-    uri = f"s3://{s3_bucket[1]}/split"
-
-    def env_for(name: str) -> dict[str, str]:
-        return {**s3_agent_env(tmp_path, s3_env, uri), "XDG_STATE_HOME": str(tmp_path / name)}
-
-    split_brain(tmp_path, env_for, "periodic")

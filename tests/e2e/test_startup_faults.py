@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from agent import batch, exits
+from agent import exits
+from agent.batch import jobdef
 from tests.agentproc import AgentRun, run_agent, start_agent
-from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.servers import SeaweedS3
+from tests.stores import s3_agent_env
 
 PY = sys.executable
 JOB = [PY, "-c", "import checkpoint; checkpoint.save_json('n.json', 1); print('ran')"]
@@ -92,7 +93,7 @@ def test_a_silent_store_is_reported_within_10s_and_ends_in_a_retried_exit(
     code = r.wait(120)
     assert code == exits.STORE_NOT_READY == 81, r.stdout + r.stderr
     assert code in exits.RETRYABLE
-    retried = {rule.get("onExitCode") for rule in batch.retry_strategy()["evaluateOnExit"]}
+    retried = {rule.get("onExitCode") for rule in jobdef.retry_strategy()["evaluateOnExit"]}
     assert str(code) in retried
     failed = r.event("store.unavailable")
     assert failed["exit_code"] == 81 and "--startup-timeout" in str(failed["error"])

@@ -21,9 +21,9 @@ from agent.imds_mock import ImdsMock
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import AgentRun, run_agent, start_agent
-from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.servers import SeaweedS3
+from tests.stores import s3_agent_env
 
 PY = sys.executable
 GRACE = 8.0

@@ -1,4 +1,7 @@
-"""``spot-agent checkpoints jobs|delete|gc|restore`` on real stores, through the CLI."""
+"""``spot-agent checkpoints jobs|delete|gc|restore`` on real stores, through the CLI.
+
+Listing and deleting jobs runs against every kind of store (tests/stores.py); the rest
+against a local store."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import servers
+from checkpoint.engine.store.base import Store
 from tests.agentproc import AGENT, agent_env, cli, run_agent
+from tests.stores import kind_of, store_agent_env
 
 # Each run adds a 200 kB file of its own and rewrites the counter: one checkpoint per run.
 JOB = textwrap.dedent("""
@@ -38,19 +42,43 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_jobs_lists_each_job_with_its_newest_checkpoint_and_size(tmp_path: Path) -> None:
-    runs(tmp_path, "alpha", 2)
-    runs(tmp_path, "beta:3", 1)
-    r = cli(tmp_path, "checkpoints", "jobs", "--json")
+def test_jobs_lists_each_job_then_delete_needs_yes_and_removes_one_entirely(
+    tmp_path: Path, store_url: str, any_store: Store
+) -> None:
+    env = store_agent_env(tmp_path, store_url)
+    runs(tmp_path, "alpha", 2, env)
+    runs(tmp_path, "beta:3", 1, env)
+    r = cli(tmp_path, "checkpoints", "jobs", "--json", env=env)
     assert r.returncode == 0, r.stderr
     found = {j["job_id"]: j for j in json.loads(r.stdout)}
     assert sorted(found) == ["alpha", "beta:3"]
     assert (found["alpha"]["checkpoints"], found["alpha"]["newest"]) == (2, 2)
     assert (found["beta:3"]["checkpoints"], found["beta:3"]["newest"]) == (1, 1)
     assert found["alpha"]["stored_bytes"] > 400_000  # two parts, 200 kB each
-    table = cli(tmp_path, "checkpoints", "jobs")
+    table = cli(tmp_path, "checkpoints", "jobs", env=env)
     assert table.returncode == 0
     assert [line.split()[0] for line in table.stdout.splitlines()] == ["JOB", "alpha", "beta:3"]
+
+    r = cli(tmp_path, "checkpoints", "delete", "--job-id", "alpha", env=env)
+    assert r.returncode == 2
+    assert one_line(r.stderr).startswith("spot-agent: error: --yes: deleting job alpha in ")
+    assert len(list(any_store.list_objects("alpha/manifests/"))) == 2  # nothing deleted
+
+    r = cli(tmp_path, "checkpoints", "delete", "--job-id", "alpha", "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "2 checkpoints" in r.stdout
+    assert list(any_store.list_objects("alpha/")) == []
+    if kind_of(store_url) == "local":
+        assert not (tmp_path / "store" / "alpha").exists()  # no empty dirs left either
+    jobs = json.loads(cli(tmp_path, "checkpoints", "jobs", "--json", env=env).stdout)
+    assert [j["job_id"] for j in jobs] == ["beta:3"]
+    r = cli(tmp_path, "checkpoints", "list", "--job-id", "alpha", env=env)
+    assert r.returncode == 1
+    assert one_line(r.stderr).endswith("; it holds: beta:3")
+    to = tmp_path / "o"
+    r = cli(tmp_path, "checkpoints", "restore", "--job-id", "beta:3", "--to", str(to), env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((to / "n.json").read_text()) == 1
 
 
 def test_an_unknown_job_id_names_the_nearest(tmp_path: Path) -> None:
@@ -70,27 +98,6 @@ def test_a_store_with_no_jobs_says_so(tmp_path: Path) -> None:
     r = cli(tmp_path, "checkpoints", "list", "--job-id", "x", env=env)
     assert r.returncode == 1
     assert "the store holds no jobs at all (check --checkpoint-uri)" in one_line(r.stderr)
-
-
-def test_delete_needs_yes_without_a_terminal_then_removes_the_job_entirely(
-    tmp_path: Path,
-) -> None:
-    runs(tmp_path, "done", 2)
-    runs(tmp_path, "other", 1)
-    r = cli(tmp_path, "checkpoints", "delete", "--job-id", "done")
-    assert r.returncode == 2
-    assert one_line(r.stderr).startswith("spot-agent: error: --yes: deleting job done in ")
-    assert (tmp_path / "store" / "done" / "manifests").is_dir()  # nothing deleted
-
-    r = cli(tmp_path, "checkpoints", "delete", "--job-id", "done", "--yes")
-    assert r.returncode == 0, r.stderr
-    assert "2 checkpoints" in r.stdout
-    assert not (tmp_path / "store" / "done").exists()
-    jobs = json.loads(cli(tmp_path, "checkpoints", "jobs", "--json").stdout)
-    assert [j["job_id"] for j in jobs] == ["other"]
-    r = cli(tmp_path, "checkpoints", "restore", "--job-id", "other", "--to", str(tmp_path / "o"))
-    assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "o" / "n.json").read_text()) == 1
 
 
 def test_gc_frees_space_at_once_when_no_agent_runs(tmp_path: Path) -> None:
@@ -132,33 +139,6 @@ def test_restore_into_a_non_empty_dir_refuses_or_with_force_makes_it_exact(
     assert r.returncode == 0, r.stderr
     assert sorted(p.relative_to(to).as_posix() for p in to.rglob("*")) == ["n.json", "part2.bin"]
     assert json.loads((to / "n.json").read_text()) == 2
-
-
-def test_jobs_and_delete_on_s3(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
-    endpoint, bucket = s3_bucket
-    env = agent_env(
-        tmp_path,
-        {
-            "SPOT_AGENT_CHECKPOINT_URI": f"s3://{bucket}/team",
-            "AWS_ENDPOINT_URL_S3": endpoint,
-            "AWS_ACCESS_KEY_ID": servers.ADMIN_KEY,
-            "AWS_SECRET_ACCESS_KEY": servers.ADMIN_SECRET,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        },
-    )
-    runs(tmp_path, "one", 1, env)
-    runs(tmp_path, "two", 1, env)
-    jobs = json.loads(cli(tmp_path, "checkpoints", "jobs", "--json", env=env).stdout)
-    assert [j["job_id"] for j in jobs] == ["one", "two"]
-    r = cli(tmp_path, "checkpoints", "delete", "--job-id", "one", "--yes", env=env)
-    assert r.returncode == 0, r.stderr
-    jobs = json.loads(cli(tmp_path, "checkpoints", "jobs", "--json", env=env).stdout)
-    assert [j["job_id"] for j in jobs] == ["two"]
-    r = cli(tmp_path, "checkpoints", "list", "--job-id", "one", env=env)
-    assert r.returncode == 1
-    assert one_line(r.stderr).endswith("; it holds: two")
 
 
 @pytest.mark.parametrize(("answer", "code", "gone"), [("y\n", 0, True), ("n\n", 1, False)])

@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from tests.agentproc import run_agent, start_agent
-from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, Rule
 from tests.servers import SeaweedS3
+from tests.stores import s3_agent_env
 
 PY = sys.executable
 FILES = 40

@@ -1,4 +1,4 @@
-"""agent/batch.py against moto's Batch API over real HTTP (the ``moto_server`` fixture).
+"""agent/batch/ against moto's Batch API over real HTTP (the ``moto_server`` fixture).
 
 moto cannot run a Batch job's container here (no Docker engine): submitted jobs fail at
 once. Only the API calls matter: register, describe, submit.
@@ -19,8 +19,9 @@ from typing import Any
 import boto3
 import pytest
 
-from agent import batch, exits
-from agent.batch import JobDefinitionSpec, build_job_definition
+from agent import exits
+from agent.batch import continuation
+from agent.batch.jobdef import JobDefinitionSpec, build_job_definition
 from tests.agentproc import AgentRun, agent_env, cli, run_agent, start_agent
 from tests.conftest import isolate_aws_environment
 
@@ -144,12 +145,12 @@ def submit(client: Any, queue: str, jobdef: str) -> str:
 def test_continuation_through_moto(client: Any, queue: str) -> None:
     jobdef = register(client, attempts=10)
     original = submit(client, queue, jobdef)
-    me = batch.describe_self(client, original)
-    assert batch.allowed_attempts(client, me) == 10
-    request = batch.build_continuation_request(me, original, original)
-    new_id = batch.submit_continuation(client, request)
+    me = continuation.describe_self(client, original)
+    assert continuation.allowed_attempts(client, me) == 10
+    request = continuation.build_continuation_request(me, original, original)
+    new_id = continuation.submit_continuation(client, request)
     assert new_id != original
-    new = batch.describe_self(client, new_id)
+    new = continuation.describe_self(client, new_id)
     assert new["jobQueue"] == me["jobQueue"] == queue
     assert new["jobDefinition"] == jobdef
     assert new["parameters"] == {"epochs": "90"}
@@ -162,8 +163,8 @@ def test_continuation_through_moto(client: Any, queue: str) -> None:
 
 
 def test_describe_self_of_an_unknown_job_is_an_error(client: Any) -> None:
-    with pytest.raises(batch.ContinuationError):
-        batch.describe_self(client, "0000-missing")
+    with pytest.raises(continuation.ContinuationError):
+        continuation.describe_self(client, "0000-missing")
 
 
 # -- the whole agent, interrupted on its last attempt -----------------------------------
@@ -207,7 +208,7 @@ def test_agent_submits_a_continuation_on_the_last_attempt(
     original = submit(client, queue, register(client, attempts=10))
     r = run_interrupted(tmp_path, agent_batch_env(tmp_path, batch_env, original, 10))
     submitted = r.event("batch.continuation_submitted")
-    new = batch.describe_self(client, submitted["continuation_job_id"])
+    new = continuation.describe_self(client, submitted["continuation_job_id"])
     assert env_of(new)["SPOT_AGENT_JOB_ID"] == original
     events = r.events()
     assert all(e.get("batch_job_queue") == "spot-q" for e in events)
@@ -309,7 +310,7 @@ def test_second_interruption_moves_the_job_to_the_fallback_queue(
     assert submitted["because"] == "interruption-budget" and submitted["interruptions"] == 2
     names = [e["event"] for e in second.events()]
     assert names.index("shutdown.final_checkpoint") < names.index("batch.continuation_submitted")
-    new = batch.describe_self(client, submitted["continuation_job_id"])
+    new = continuation.describe_self(client, submitted["continuation_job_id"])
     assert new["jobQueue"].split("/")[-1] == fallback
     assert new["jobDefinition"] == jobdef
     env = env_of(new)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent import batch
+from agent.batch import jobdef
 from agent.config import RUN_OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def test_template_passes_cfn_lint() -> None:
 @pytest.mark.skipif(shutil.which("cfn-lint") is None, reason="cfn-lint is not installed")
 def test_template_job_definition_matches_the_tool() -> None:
     props = template()["Resources"]["JobDefinition"]["Properties"]
-    assert json.loads(json.dumps(props["RetryStrategy"])) == pascal(batch.retry_strategy())
+    assert json.loads(json.dumps(props["RetryStrategy"])) == pascal(jobdef.retry_strategy())
     container = props["ContainerProperties"]
     assert container["LinuxParameters"] == {"InitProcessEnabled": False}
     names = {e["Name"] for e in container["Environment"]}
@@ -55,8 +55,8 @@ def test_template_job_definition_matches_the_tool() -> None:
 
 
 def test_job_definition_sets_only_variables_the_agent_reads() -> None:
-    req = batch.build_job_definition(
-        batch.JobDefinitionSpec(
+    req = jobdef.build_job_definition(
+        jobdef.JobDefinitionSpec(
             "t", "i", checkpoint_uri="s3://bucket/p", log_group="g", continue_jobs=True
         )
     )
@@ -138,23 +138,23 @@ def camel(name: str) -> str:
 
 
 def test_terraform_job_definition_matches_the_tool() -> None:
-    spec = batch.JobDefinitionSpec(
+    spec = jobdef.JobDefinitionSpec(
         "train-job", "img:1", vcpus="2", memory=4096, stop_timeout=120,
         checkpoint_uri="s3://my-bucket/spot-agent", log_group="/spot-agent/train",
         job_role_arn="arn:aws:iam::123456789012:role/train-job", continue_jobs=True,
         fallback_queue="train-on-demand", fallback_after=3,
     )  # fmt: skip
-    want = batch.build_job_definition(spec)
+    want = jobdef.build_job_definition(spec)
     found = tf_resources("aws_batch_job_definition")
-    jobdef = found["job"]
-    assert tf_value(jobdef["name"]) == want["jobDefinitionName"]
-    assert tf_value(jobdef["type"]) == want["type"]
-    assert tf_value(jobdef["platform_capabilities"]) == want["platformCapabilities"]
-    (strategy,) = tf_value(jobdef["retry_strategy"])
+    resource = found["job"]
+    assert tf_value(resource["name"]) == want["jobDefinitionName"]
+    assert tf_value(resource["type"]) == want["type"]
+    assert tf_value(resource["platform_capabilities"]) == want["platformCapabilities"]
+    (strategy,) = tf_value(resource["retry_strategy"])
     assert strategy["attempts"] == want["retryStrategy"]["attempts"]
     rules = [{camel(k): v for k, v in rule.items()} for rule in strategy["evaluate_on_exit"]]
     assert rules == want["retryStrategy"]["evaluateOnExit"]
-    assert jobdef["container_properties"] == "${jsonencode(local.container)}"
+    assert resource["container_properties"] == "${jsonencode(local.container)}"
     container = tf_value(found["locals"]["container"])
     expected = want["containerProperties"]
     by_name = sorted(container.pop("environment"), key=lambda e: e["name"])

@@ -44,7 +44,7 @@ from checkpoint.engine.save.repack import Packs
 from checkpoint.engine.save.upload import PACK_THRESHOLD, Stored
 from checkpoint.engine.store.base import LocalStore, Store
 from tests.crashsync import Tree, chunk_hashes, read_tree
-from tests.servers import SeaweedS3
+from tests.stores import kind_of
 
 REPO = Path(__file__).resolve().parents[2]
 CHUNK = 4096
@@ -326,22 +326,16 @@ def run_rounds(rounds: Rounds, count: int) -> None:
     assert "after-manifest:new" in rounds.outcomes and "manifest:old" in rounds.outcomes
 
 
-@pytest.mark.long
-def test_kill_9_at_60_points_of_a_local_sync(tmp_path: Path) -> None:
-    seed = seed_for("local")
-    store = LocalStore(tmp_path / "store")
+#: per kind of store: the ``k`` of :class:`Rounds` and how many kills (S3 rounds are slower)
+KILLS = {"local": (3, 60), "s3": (2, 10)}
+
+
+@pytest.mark.parametrize(
+    "store_url", [pytest.param("local", marks=pytest.mark.long), "s3"], indirect=True
+)
+def test_kill_9_at_many_points_of_a_sync(tmp_path: Path, store_url: str, any_store: Store) -> None:
+    kind = kind_of(store_url)
+    k, kills = KILLS[kind]
+    seed = seed_for(kind)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run_rounds(Rounds(tmp_path, store, 3, seed, env), 60)
-
-
-@pytest.fixture
-def s3_store(s3_env: SeaweedS3, s3_bucket: tuple[str, str]) -> Store:
-    from checkpoint.engine.store.s3 import S3Store
-
-    return S3Store.from_uri(f"s3://{s3_bucket[1]}/crash")
-
-
-def test_kill_9_at_10_points_of_an_s3_sync(tmp_path: Path, s3_store: Store) -> None:
-    seed = seed_for("s3")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run_rounds(Rounds(tmp_path, s3_store, 2, seed, env), 10)
+    run_rounds(Rounds(tmp_path, any_store, k, seed, env), kills)

@@ -1,12 +1,12 @@
 """Small files packed together (manifest format 3): sync, restore, damage, gc, old formats.
 
-Against the local store and SeaweedFS (tests/servers.py). Requests are counted by
-wrapping the store, so the counts are the agent's own, whatever the server.
+The scenarios that take ``any_store`` run against the local store and SeaweedFS
+(tests/stores.py). Requests are counted by wrapping the store, so the counts are the
+agent's own, whatever the server.
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import shutil
 import signal
@@ -15,7 +15,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,80 +23,17 @@ from structlog.testing import capture_logs
 
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.format.manifest import FORMAT
+from checkpoint.engine.format.whole import FORMAT
 from checkpoint.engine.gc import collect_garbage
 from checkpoint.engine.save.upload import PACK_THRESHOLD
-from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store
-from checkpoint.engine.store.s3 import S3Store
+from checkpoint.engine.store.base import LocalStore, Store
 from checkpoint.errors import CheckpointDamaged
-from tests.integration.test_sync_local import tree
-from tests.servers import SeaweedS3
+from tests.integration.test_sync import tree
+from tests.stores import Counted
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
 CHUNK = 256 * 1024
-
-
-class Counted(Store):
-    """Any store, with every call counted by method (a request each, on S3)."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.uri = inner.uri
-        self.concurrency = inner.concurrency
-        self.calls: collections.Counter[str] = collections.Counter()
-        self._lock = threading.Lock()
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self.calls[name] += 1
-
-    def put_object(self, key: str, data: bytes, *, sha256: str | None = None) -> None:
-        self._count("put_object")
-        self.inner.put_object(key, data, sha256=sha256)
-
-    def put_object_if_absent(self, key: str, data: bytes) -> bool:
-        self._count("put_object_if_absent")
-        return self.inner.put_object_if_absent(key, data)
-
-    def get_object(self, key: str, *, max_bytes: int | None = None) -> bytes:
-        self._count("get_object")
-        return self.inner.get_object(key, max_bytes=max_bytes)
-
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        self._count("get_range")
-        return self.inner.get_range(key, start, length)
-
-    def exists(self, key: str) -> bool:
-        self._count("exists")
-        return self.inner.exists(key)
-
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        self._count("list_objects")
-        return self.inner.list_objects(prefix)
-
-    def delete_objects(self, keys: Iterable[str]) -> None:
-        self._count("delete_objects")
-        self.inner.delete_objects(keys)
-
-    def check(self) -> None:
-        self.inner.check()
-
-    def total(self) -> int:
-        return sum(self.calls.values())
-
-
-@pytest.fixture(params=["local", "s3"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "local":
-        yield LocalStore(tmp_path / "store")
-        return
-    env: SeaweedS3 = request.getfixturevalue("s3_env")
-    bucket: tuple[str, str] = request.getfixturevalue("s3_bucket")
-    assert env.endpoint == bucket[0]
-    s3 = S3Store.from_uri(f"s3://{bucket[1]}/packs")
-    yield s3
-    s3.close()
 
 
 def ckpt(store: Store, directory: Path, attempt: int = 1) -> Checkpointer:
@@ -161,17 +97,11 @@ def test_small_and_big_files_round_trip_through_packs(tmp_path: Path, any_store:
     assert tree(tmp_path / "dst1") == {**tree(src), "d3/s3": snapshot1["d3/s3"]}
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_full_checkpoint_of_small_files_costs_a_request_per_16_mib(
-    tmp_path: Path, where: str, request: pytest.FixtureRequest
+    tmp_path: Path, any_store: Store
 ) -> None:
     n = 2000
-    if where == "local":
-        inner: Store = LocalStore(tmp_path / "store")
-    else:
-        request.getfixturevalue("s3_env")
-        inner = S3Store.from_uri(f"s3://{request.getfixturevalue('s3_bucket')[1]}/n")
-    store = Counted(inner)
+    store = Counted(any_store)
     src = tmp_path / "src"
     small_files(src, n, 16 * 1024)  # 31 MiB: two packs
     r = ckpt(store, src).sync_once("full")
@@ -179,7 +109,7 @@ def test_a_full_checkpoint_of_small_files_costs_a_request_per_16_mib(
     # 2 pack PUTs, the manifest's put-if-absent, the attempt check, listing the sequences
     assert store.total() <= n // 100 + 5, store.calls
     assert store.calls["put_object"] == 2
-    store.calls.clear()
+    store.clear()
     dst = tmp_path / "dst"
     assert ckpt(store, dst, attempt=2).restore().manifest is not None
     assert tree(dst) == tree(src)

@@ -18,8 +18,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format import whole
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.gc import collect_garbage, prune_manifests
 from checkpoint.engine.store.base import LocalStore
 from checkpoint.engine.store.s3 import S3Store
@@ -176,11 +176,11 @@ def test_gc_keeps_the_pages_of_kept_checkpoints_and_deletes_the_rest(tmp_path: P
 
 
 def test_an_agent_that_reads_formats_1_to_3_refuses_a_paged_root(tmp_path: Path) -> None:
-    """What an older agent runs on a format-4 root (its loader is Manifest.from_json with
+    """What an older agent runs on a format-4 root (its loader is whole.decode with
     formats 1 to 3): one clear error, which makes its restore pass over the checkpoint."""
     store, job, _src, _first = paged_store(tmp_path)
     with pytest.raises(ManifestError, match=r"unsupported format 4 \(this agent reads 1 to 3\)"):
-        Manifest.from_json(store.get_object(job.manifest_key(2)))
+        whole.decode(store.get_object(job.manifest_key(2)))
 
 
 def test_formats_1_and_2_restore_and_the_next_sync_pages(tmp_path: Path) -> None:

@@ -22,10 +22,10 @@ from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.s3 import S3Store
 from checkpoint.errors import ObjectTooLarge, StoreError
 from tests.agentproc import start_agent
-from tests.e2e.test_run_s3 import s3_agent_env
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.integration.test_sync_local import tree
+from tests.integration.test_sync import tree
 from tests.servers import SeaweedS3
+from tests.stores import s3_agent_env
 
 CHUNK = 64 * 1024
 
@@ -179,35 +179,6 @@ def test_an_oversized_object_at_a_blob_key_is_refused_unread(
     assert r.manifest is not None and r.manifest.sequence == 1 and r.skipped
     assert proxy.requests - before < 20  # refused at the headers, not retried or read
     assert src.exists()
-
-
-def test_many_files_restore_from_s3_under_ulimit_n_256(
-    tmp_path: Path, store: S3Store, s3_bucket: tuple[str, str]
-) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(600):
-        (src / f"f{i:04d}").write_bytes(b"%d" % i)
-    assert ckpt(store, src).sync_once("many").sequence == 1
-    code = textwrap.dedent(
-        f"""
-        import resource
-        from pathlib import Path
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-        from checkpoint.engine.store.s3 import S3Store
-        from checkpoint.engine.checkpointer import Checkpointer
-        from checkpoint.engine.format.jobstore import JobStore
-        store = S3Store.from_uri("s3://{s3_bucket[1]}/f")
-        r = Checkpointer(JobStore(store, "job"), Path({str(tmp_path / "dst")!r})).restore()
-        print(r.manifest.sequence, r.files_written)
-        """
-    )
-    import subprocess
-
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.splitlines()[-1].split() == ["1", "600"]
-    assert tree(tmp_path / "dst") == tree(src)
 
 
 STUCK_JOB = textwrap.dedent(

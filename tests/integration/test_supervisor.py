@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.process.supervisor import Child, SpawnError, become_subreaper
+from agent.process.spawn import SpawnError
+from agent.process.supervisor import Child, become_subreaper
 
 PY = sys.executable
 

@@ -20,7 +20,7 @@ from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.store.base import LocalStore, Store
 from checkpoint.engine.store.s3 import READ_PIECE, S3Store
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.integration.test_sync_local import tree
+from tests.integration.test_sync import tree
 from tests.servers import SeaweedS3
 
 CHUNK = 2 << 20

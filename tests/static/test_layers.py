@@ -19,14 +19,15 @@ ROOMS: dict[str, set[str]] = {
     "store": set(),
     "format": {"store"},
     "budget": set(),
-    "progress": set(),
-    "localdir": {"format"},
+    "config": {"budget", "format"},  # every tunable, one object (EngineConfig)
+    "progress": {"config"},
+    "localdir": {"format", "config"},
     "group": {"format", "store"},  # a multi-node group's records, ranks' parts, union
     "gc": {"format", "store", "group"},  # a group job's chunks: every rank's parts count
     "lease": {"format", "store"},  # a live attempt's lease, an operator's forced sweep
-    "save": {"format", "store", "localdir", "gc", "lease", "budget", "progress"},
-    "restore": {"format", "store", "localdir", "budget", "progress"},
-    "checkpointer": {"save", "restore", "format", "store"},
+    "save": {"format", "store", "localdir", "gc", "lease", "budget", "config", "progress"},
+    "restore": {"format", "store", "localdir", "budget", "config", "progress"},
+    "checkpointer": {"save", "restore", "format", "store", "config", "progress"},
 }
 
 

@@ -1,4 +1,4 @@
-"""agent/batch.py without a server: the job definition, the continuation request, and when
+"""agent/batch/ without a server: the job definition, the continuation request, and when
 the agent continues. Requests are checked against botocore's own Batch service model."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import pytest
 import structlog
 from botocore.validate import ParamValidator
 
-from agent import batch, exits
-from agent.batch import JobDefinitionSpec, build_continuation_request, build_job_definition
+from agent import exits
+from agent.batch import continuation, jobdef
+from agent.batch.continuation import build_continuation_request
+from agent.batch.jobdef import JobDefinitionSpec, build_job_definition
 from agent.cli import build_parser
 from agent.config import ConfigError, load_settings
 from checkpoint.engine.format.jobstore import JobStore
@@ -52,12 +54,12 @@ def test_retry_strategy_retries_interruptions_and_nothing_else() -> None:
             {"action": "EXIT", "onReason": "*"},
         ],
     }
-    assert str(batch.INTERRUPTED_EXIT_CODE) == rs["evaluateOnExit"][0]["onExitCode"]
-    assert exits.INTERRUPTED == batch.INTERRUPTED_EXIT_CODE
+    assert str(jobdef.INTERRUPTED_EXIT_CODE) == rs["evaluateOnExit"][0]["onExitCode"]
+    assert exits.INTERRUPTED == jobdef.INTERRUPTED_EXIT_CODE
 
 
 def test_patterns_follow_batchs_documented_grammar() -> None:
-    rules = batch.retry_strategy()["evaluateOnExit"]
+    rules = jobdef.retry_strategy()["evaluateOnExit"]
     assert len(rules) <= 5  # Batch's limit
     for rule in rules:
         assert rule["action"] in ("RETRY", "EXIT")
@@ -250,7 +252,7 @@ def described(**changes: Any) -> dict[str, Any]:
         "parameters": {"epochs": "90"},
         "retryStrategy": {
             "attempts": 10,
-            "evaluateOnExit": batch.retry_strategy()["evaluateOnExit"],
+            "evaluateOnExit": jobdef.retry_strategy()["evaluateOnExit"],
         },
         "timeout": {"attemptDurationSeconds": 86400},
         "attempts": [{"statusReason": "Host EC2 (instance i-0abc) terminated."}] * 9,
@@ -366,10 +368,12 @@ def batch_env(attempt: int) -> dict[str, str]:
 
 def test_continues_only_on_the_last_allowed_attempt(tmp_path: Path) -> None:
     client = FakeBatch(described())
-    assert batch.continue_after_interruption(settings(tmp_path, batch_env(9)), client) is None
+    assert (
+        continuation.continue_after_interruption(settings(tmp_path, batch_env(9)), client) is None
+    )
     assert client.submitted == []
     s = settings(tmp_path, batch_env(10))
-    assert batch.continue_after_interruption(s, client) == "next-1"
+    assert continuation.continue_after_interruption(s, client) == "next-1"
     env = {e["name"]: e["value"] for e in client.submitted[0]["containerOverrides"]["environment"]}
     assert env["SPOT_AGENT_JOB_ID"] == "abc:3"
 
@@ -377,21 +381,23 @@ def test_continues_only_on_the_last_allowed_attempt(tmp_path: Path) -> None:
 def test_attempts_come_from_the_job_definition_when_the_job_has_none(tmp_path: Path) -> None:
     client = FakeBatch(described(retryStrategy=None))
     s = settings(tmp_path, batch_env(4))
-    assert batch.continue_after_interruption(s, client) == "next-1"
+    assert continuation.continue_after_interruption(s, client) == "next-1"
 
 
 def test_off_by_default_and_outside_batch(tmp_path: Path) -> None:
     client = FakeBatch(described())
     off = settings(tmp_path, {**batch_env(10), "SPOT_AGENT_CONTINUE_JOBS": ""})
     assert not off.continue_jobs
-    assert batch.continue_after_interruption(off, client) is None
-    assert batch.continue_after_interruption(settings(tmp_path, {}), client) is None
+    assert continuation.continue_after_interruption(off, client) is None
+    assert continuation.continue_after_interruption(settings(tmp_path, {}), client) is None
     assert client.submitted == []
 
 
 def test_a_job_terminated_through_batch_is_not_continued(tmp_path: Path) -> None:
     client = FakeBatch(described(isTerminated=True))
-    assert batch.continue_after_interruption(settings(tmp_path, batch_env(10)), client) is None
+    assert (
+        continuation.continue_after_interruption(settings(tmp_path, batch_env(10)), client) is None
+    )
     assert client.submitted == []
 
 
@@ -404,7 +410,7 @@ def test_a_failure_is_logged_never_raised(tmp_path: Path) -> None:
     try:
         client = FakeBatch(described(), fail=RuntimeError("AccessDenied: batch:DescribeJobs"))
         s = settings(tmp_path, batch_env(10))
-        assert batch.continue_after_interruption(s, client) is None
+        assert continuation.continue_after_interruption(s, client) is None
     finally:
         structlog.configure(**saved)
     event = json.loads(out.getvalue().splitlines()[-1])

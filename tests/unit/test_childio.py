@@ -94,8 +94,8 @@ def agent_stdout(tmp_path: Path) -> Iterator[tuple[Path, Collect]]:
             logs.configure(sys.stdout)
 
 
-def run_child(code: str, mode: str = "raw") -> ChildOutput:
-    output = ChildOutput(mode)
+def run_child(code: str, mode: str = "raw", **limits: int) -> ChildOutput:
+    output = ChildOutput(mode, **limits)
     streams = output.child_streams()
     child = Child(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -176,18 +176,16 @@ class Slow(Collect):
         self.dropped += count
 
 
-def test_a_slow_consumer_never_holds_up_the_job_and_gaps_are_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(childio, "BACKLOG_BYTES", 4096)
-    monkeypatch.setattr(childio, "READ_SIZE", 1024)
+def test_a_slow_consumer_never_holds_up_the_job_and_gaps_are_counted(tmp_path: Path) -> None:
     path = tmp_path / "out"
     with open(path, "w") as out:
         logs.configure(out, json=True)
         shipper = Slow()
         logs.attach(shipper)
         try:
-            output = run_child("for i in range(50_000): print(i)")
+            output = run_child(
+                "for i in range(50_000): print(i)", read_size=1024, backlog_bytes=4096
+            )
         finally:
             logs.attach(None)
             logs.configure(sys.stdout)

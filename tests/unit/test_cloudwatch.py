@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from agent import logs
-from agent.logs import cloudwatch, emf
-from agent.logs.cloudwatch import MAX_EVENT_BYTES, CloudWatchLogs, fit
+from agent.logs import emf
+from agent.logs.cloudwatch import MAX_EVENT_BYTES, CloudWatchLogs, ShipLimits, fit
 
 
 class _Exceptions:
@@ -54,12 +54,9 @@ def events(out: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
-def test_a_full_queue_drops_counts_and_reports(
-    monkeypatch: pytest.MonkeyPatch, stdout: io.StringIO
-) -> None:
-    monkeypatch.setattr(cloudwatch, "QUEUE_EVENTS", 50)
+def test_a_full_queue_drops_counts_and_reports(stdout: io.StringIO) -> None:
     client = FakeLogs()
-    cw = CloudWatchLogs("g", "s", client)
+    cw = CloudWatchLogs("g", "s", client, ShipLimits(queue_events=50))
     for i in range(200):
         cw.offer(json.dumps({"event": "x", "i": i}))
     assert cw.dropped == 150 and cw.offered == 50
@@ -164,12 +161,10 @@ def test_a_clock_that_steps_back_keeps_the_events_in_order(
 
 
 def test_a_hung_endpoint_stops_the_making_of_events_and_the_flush_is_short(
-    monkeypatch: pytest.MonkeyPatch, stdout: io.StringIO
+    stdout: io.StringIO,
 ) -> None:
-    monkeypatch.setattr(cloudwatch, "STALL_SECONDS", 0.2)
-    monkeypatch.setattr(cloudwatch, "SEND_INTERVAL", 0.01)
     client = FakeLogs()  # never answers until released
-    cw = CloudWatchLogs("g", "s", client)
+    cw = CloudWatchLogs("g", "s", client, ShipLimits(stall_seconds=0.2, send_interval=0.01))
     assert cw.accepting()
     cw.offer(json.dumps({"event": "first"}))
     deadline = time.monotonic() + 30
@@ -187,11 +182,10 @@ def test_a_hung_endpoint_stops_the_making_of_events_and_the_flush_is_short(
 
 
 def test_an_unproven_endpoint_gets_a_small_queue_a_working_one_the_whole(
-    monkeypatch: pytest.MonkeyPatch, stdout: io.StringIO
+    stdout: io.StringIO,
 ) -> None:
-    monkeypatch.setattr(cloudwatch, "UNPROVEN_EVENTS", 5)
     client = FakeLogs()
-    cw = CloudWatchLogs("g", "s", client)
+    cw = CloudWatchLogs("g", "s", client, ShipLimits(unproven_events=5))
     cw.offer_many([json.dumps({"i": i}) for i in range(5)])
     assert not cw.accepting()
     client.release.set()
@@ -217,12 +211,11 @@ def test_a_failed_send_is_counted_and_backs_off(stdout: io.StringIO) -> None:
 
 
 def test_a_quiet_jobs_events_go_out_after_the_send_interval_not_at_exit(
-    monkeypatch: pytest.MonkeyPatch, stdout: io.StringIO
+    stdout: io.StringIO,
 ) -> None:
-    monkeypatch.setattr(cloudwatch, "SEND_INTERVAL", 0.05)
     client = FakeLogs()
     client.release.set()
-    cw = CloudWatchLogs("g", "s", client)
+    cw = CloudWatchLogs("g", "s", client, ShipLimits(send_interval=0.05))
     cw.offer(json.dumps({"event": "sync.committed"}))
     deadline = time.monotonic() + 30
     while not client.batches and time.monotonic() < deadline:

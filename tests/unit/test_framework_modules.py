@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.api_files import API_MODULES
 from tests.static.test_api_old_python import python39
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,8 @@ def test_import_checkpoint_loads_no_framework() -> None:
 
 @pytest.mark.parametrize("name", MODULES)
 def test_integration_imports_only_the_job_api(name: str) -> None:
-    """Job API: from the package, only ``api`` and the shared ``_lightning``."""
+    """Job API: from the package, only the modules ``import checkpoint`` loads (api_files)
+    and the shared ``_lightning``; never the engine."""
     tree = ast.parse((REPO / "checkpoint" / name).read_text())
     local = {
         node.module or "."
@@ -47,8 +49,9 @@ def test_integration_imports_only_the_job_api(name: str) -> None:
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
         for alias in node.names
     }
-    assert local <= {".", "_lightning"}, local
-    assert relative_names <= {"api"}, relative_names
+    job_side = {".", "_lightning", *API_MODULES}
+    assert local <= job_side, local
+    assert relative_names <= set(API_MODULES), relative_names
 
 
 def test_integrations_compile_on_python_3_9(tmp_path: Path) -> None:

@@ -213,8 +213,8 @@ def test_sigterm_during_a_slow_start_up_step_exits_75_at_once(
     h.post_when(lambda: not claimed or h.loop.attempt == 1, h.sigterm)
     assert h.loop.run() == exits.INTERRUPTED
     assert h.jobs_made == []  # the job never started
-    assert h.loop.abandoned_work  # the blocked step is left behind, not waited for
-    assert h.loop.seconds_left() is not None and h.loop.seconds_left() > 25  # type: ignore[operator]
+    assert h.loop.workers.abandoned  # the blocked step is left behind, not waited for
+    assert h.loop.arrived.seconds_left() is not None and h.loop.arrived.seconds_left() > 25  # type: ignore[operator]
 
 
 def test_ctrl_c_before_the_job_starts_stops_the_agent(make: Callable[..., Harness]) -> None:
@@ -262,7 +262,7 @@ def test_a_job_that_ignores_the_stop_signal_is_killed_in_time(
     h.post_when(lambda: h.job.running, h.sigterm)
     assert h.loop.run() == exits.INTERRUPTED
     assert h.job.killed and h.ckpt.syncs == ["interruption"]
-    assert h.loop.left() > 0
+    assert h.loop.arrived.left() > 0
 
 
 def test_final_checkpoint_failing_exits_79_not_75(make: Callable[..., Harness]) -> None:
@@ -279,7 +279,7 @@ def test_a_sync_stuck_past_the_deadline_is_abandoned_with_79(
     h.ckpt.sync_gate.clear()
     h.post_when(lambda: h.job.running, h.sigterm)
     assert h.loop.run() == exits.INTERRUPTED_UNSAVED
-    assert h.loop.abandoned_work
+    assert h.loop.workers.abandoned
 
 
 def test_sigterm_during_a_sync_waits_for_it_then_commits(make: Callable[..., Harness]) -> None:

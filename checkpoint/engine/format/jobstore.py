@@ -1,24 +1,7 @@
-"""The keys and commit protocol of one job inside a store.
+"""One job inside a store: its listings, its manifests loaded and committed, its attempts.
 
-Layout of one job under the store's root::
-
-    <job-id>/blobs/<h[:2]>/<h>         chunk contents, named by their sha256 (immutable)
-    <job-id>/packs/<p[:2]>/<p>         small files' chunks back to back, named by the sha256
-                                       of the whole pack (immutable; manifest format 3)
-    <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence): the
-                                       whole manifest, or the root of a paged one (format 4)
-    <job-id>/pages/<h[:2]>/<h>         a page of paged manifests, named by its sha256
-                                       (immutable, shared by every manifest that has it)
-    <job-id>/attempts/<n>.json         one per agent start: the fencing token
-    <job-id>/timeline/<n>.json         what attempt n did (where it ran, its restore, syncs,
-                                       notice and end), rewritten as it goes: for
-                                       ``checkpoints timeline``; never read by a restore
-    <job-id>/leases/<n>.json           attempt n is running: rewritten while it runs, deleted
-                                       when it exits (checkpoint.engine.lease)
-    <job-id>/sweeps/<time>-<id>.json   a forced gc or delete of the job (checkpoint.engine.lease)
-    <job-id>/group/, <job-id>/ranks/   a multi-node group's records and each rank's own
-                                       manifests, attempts and timeline
-                                       (checkpoint.engine.group)
+Its keys are named in :mod:`.layout` (:class:`JobStore` is a :class:`~.layout.Layout`
+with a store).
 
 The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 
@@ -36,7 +19,6 @@ The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -54,92 +36,40 @@ from checkpoint.errors import (
 )
 
 from ..store.base import Store
-from . import paged
-from .manifest import Chunk, Manifest
+from . import page, paged, whole
+from .layout import ATTEMPTS, MANIFESTS, TIMELINE, Layout, number_of
+from .manifest import Manifest
 
 log = structlog.get_logger("checkpoint")
-#: ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
-_NUMBERED = re.compile(r"([0-9]{1,18})\.json")
-
-#: the folders of one job in a store (the layout in this module's docstring); KINDS is
-#: also the order a job is deleted in: manifests first, so no reader finds a checkpoint
-#: whose blobs are already gone
-MANIFESTS, PAGES, BLOBS, PACKS = "manifests", "pages", "blobs", "packs"
-ATTEMPTS, TIMELINE, LEASES, SWEEPS = "attempts", "timeline", "leases", "sweeps"
-#: a group job's (checkpoint.engine.group): its records, and each rank's own folders;
-#: records go first, then the ranks' parts, so no reader finds a record whose parts are gone
-GROUP, RANKS = "group", "ranks"
-KINDS = (GROUP, MANIFESTS, RANKS, PAGES, BLOBS, PACKS, ATTEMPTS, TIMELINE, LEASES)
 
 
 def utc_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class JobStore:
-    """The keys and commit protocol of one job inside a store."""
+class JobStore(Layout):
+    """One job inside a store (with ``rank``, that rank of a group job): its keys
+    (:class:`~.layout.Layout`), listings, manifests and attempts, and the commit."""
 
     #: sequences pruning must keep whatever their age (a group's rank: parts records name)
     pinned: frozenset[int] = frozenset()
 
-    def __init__(self, store: Store, job_id: str) -> None:
+    def __init__(self, store: Store, job_id: str, rank: int | None = None) -> None:
+        super().__init__(job_id, rank)
         self.store = store
-        self.job_id = job_id
-        self.prefix = f"{job_id}/"
         self._warned_unconditional = False
         self._warned_keys: set[str] = set()
 
-    def folder(self, kind: str) -> str:
-        """The prefix of one of the job's folders (one of :data:`KINDS`), with its slash
-        (a group's rank overrides it for the folders that are each rank's own)."""
-        return f"{self.prefix}{kind}/"
-
-    def blob_key(self, sha256: str) -> str:
-        return f"{self.folder(BLOBS)}{sha256[:2]}/{sha256}"
-
-    def pack_key(self, pack: str) -> str:
-        return f"{self.folder(PACKS)}{pack[:2]}/{pack}"
-
-    def chunk_key(self, chunk: Chunk) -> str:
-        """The object holding ``chunk``'s bytes: its pack, or its own blob."""
-        return self.pack_key(chunk.pack) if chunk.pack is not None else self.blob_key(chunk.sha256)
-
-    def manifest_key(self, sequence: int) -> str:
-        return f"{self.folder(MANIFESTS)}{sequence:010d}.json"
-
-    def page_key(self, page: str) -> str:
-        return f"{self.folder(PAGES)}{page[:2]}/{page}"
-
-    def attempt_key(self, attempt: int) -> str:
-        return f"{self.folder(ATTEMPTS)}{attempt:06d}.json"
-
-    def record_key(self, attempt: int) -> str:
-        return f"{self.folder(TIMELINE)}{attempt:06d}.json"
-
     def recorded_attempts(self) -> list[int]:
         """Attempts that left a timeline record, oldest first."""
-        return self._numbers("timeline")
-
-    @property
-    def lease_folder(self) -> str:
-        return self.folder(LEASES)
-
-    def lease_key(self, attempt: int) -> str:
-        return f"{self.lease_folder}{attempt:06d}.json"
-
-    @property
-    def sweep_folder(self) -> str:
-        return self.folder(SWEEPS)
-
-    def sweep_key(self, name: str) -> str:
-        return f"{self.sweep_folder}{name}.json"
+        return self._numbers(TIMELINE)
 
     def _numbers(self, folder: str) -> list[int]:
         found = []
         for obj in self.store.list_objects(self.folder(folder)):
-            match = _NUMBERED.fullmatch(obj.key[len(self.folder(folder)) :])
-            if match:
-                found.append(int(match[1]))
+            number = number_of(obj.key[len(self.folder(folder)) :])
+            if number is not None:
+                found.append(number)
             elif obj.key not in self._warned_keys:  # not ours: say so once, never crash
                 self._warned_keys.add(obj.key)
                 log.warning("store.key_ignored", key=obj.key, why="not a name the agent writes")
@@ -157,7 +87,7 @@ class JobStore:
             manifest, pages = paged.decode(data, self._page_reader(), where=key)
             manifest = replace(manifest, pages=pages)
         else:
-            manifest = Manifest.from_json(data, where=key)
+            manifest = whole.decode(data, where=key)
         if manifest.sequence != sequence:
             raise ManifestError(f"{key}: says it is sequence {manifest.sequence}")
         return manifest
@@ -169,7 +99,7 @@ class JobStore:
         key = self.manifest_key(sequence)
         data = self.store.get_object(key, max_bytes=paged.MAX_ROOT_BYTES)
         if not paged.is_paged(data):
-            manifest = Manifest.from_json(data, where=key)
+            manifest = whole.decode(data, where=key)
             return manifest.stored_blobs(), manifest.pack_ids()
         try:
             doc_sequence = json.loads(data).get("sequence")
@@ -213,8 +143,8 @@ class JobStore:
         key = self.manifest_key(manifest.sequence)
         entries = len(manifest.files) + len(manifest.dirs) + len(manifest.links)
         if entries + len(manifest.hardlinks) <= paged_above:
-            body = manifest.to_json()
-            Manifest.from_json(body, where="the new checkpoint")
+            body = whole.encode(manifest)
+            whole.decode(body, where="the new checkpoint")
             return manifest if self._create(key, body) else None
         body, pages = paged.encode(manifest)
         written, have = dict(pages), frozenset(have)
@@ -240,7 +170,7 @@ class JobStore:
 
     def _read_page(self, pid: str) -> bytes:
         try:
-            return self.store.get_object(self.page_key(pid), max_bytes=paged.MAX_PAGE_BYTES)
+            return self.store.get_object(self.page_key(pid), max_bytes=page.MAX_PAGE_BYTES)
         except ObjectNotFound:
             raise ManifestError(f"page {pid} is missing") from None
 

@@ -1,28 +1,29 @@
-"""The manifest: what one committed checkpoint contains. Pure data, no I/O.
+"""The manifest: what one committed checkpoint contains, and what each entry may be.
+Pure data, no I/O.
 
 A manifest lists every file of the checkpoint dir with its size, mode, mtime and the
-content-addressed chunks that hold its bytes; writing it is the commit. The format
-(version 3 for a manifest of one object; versions 1 and 2 still load) and its bounds are
-described in docs/checkpoint-format.md; large manifests are paged (format 4,
-:mod:`checkpoint.engine.format.paged`), their entries checked by the same functions.
+content-addressed chunks that hold its bytes; writing it is the commit. How it is stored
+is the business of :mod:`.whole` (formats 1 to 3, one object) and :mod:`.paged` (format 4,
+a root and pages); both load through the functions here, so every format is checked alike.
 
 **One validation for sync and restore** (guarantee 7): :func:`check_relpath`,
 :func:`check_mtime` and :func:`check_link_target` are what sync's scan applies to every
 entry it records (an entry they refuse is left out loudly, the rest commits) and what
-:meth:`Manifest.from_json` applies on load. A name may hold any byte but '/' and NUL
-(non-UTF-8 bytes travel as surrogate escapes); mtimes may be before 1970. Nothing read
-from a store can name a place outside the checkpoint dir (guarantee 5): no absolute
-paths, no '..', no entry below a file or a symlink; symlink targets never climb.
+loading applies to every entry read (:func:`parse_file`, :func:`parse_dir`,
+:func:`parse_link`, :func:`parse_hardlink`), before :func:`assemble` checks the whole tree.
+A name may hold any byte but '/' and NUL (non-UTF-8 bytes travel as surrogate escapes);
+mtimes may be before 1970. Nothing read from a store can name a place outside the
+checkpoint dir (guarantee 5): no absolute paths, no '..', no entry below a file or a
+symlink; symlink targets never climb.
 
-A chunk is ``{"sha256", "size"}`` (its own blob), ``{"sha256", "size", "pack", "offset"}``
-(bytes ``[offset, offset+size)`` of a pack, format 3) or ``{"hole": n}`` (zeros stored
+A chunk is its own blob, bytes ``[offset, offset+size)`` of a pack, or a hole (zeros stored
 nowhere). The ``packs`` table gives the size of every pack the manifest references: sync
-needs it to tell a pack that is mostly unreferenced (and repack its live files).
+needs it to tell a pack that is mostly unreferenced (and repack its live files). The bounds
+below are described in docs/checkpoint-format.md.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,8 +32,6 @@ from typing import Any
 from checkpoint.errors import ManifestError
 from checkpoint.protocol import RESERVED_DIR
 
-FORMAT = 3
-READABLE_FORMATS = (1, 2, 3)
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 #: Bounds on what one manifest may hold, so that loading one fits a documented memory
 #: bound (docs/checkpoint-format.md: about 1 GiB peak at the limits) whatever the store
@@ -105,7 +104,7 @@ class Manifest:
     hardlinks: tuple[HardLinkEntry, ...] = ()
     #: pack id -> its size in bytes, for every pack a chunk references (format 3)
     packs: dict[str, int] = field(default_factory=dict)
-    #: the pages it is stored in (format 4, checkpoint.engine.format.paged), in order; () for
+    #: the pages it is stored in (format 4, :mod:`.paged`), in order; () for
     #: a manifest stored as one object or not stored yet
     pages: tuple[str, ...] = ()
 
@@ -128,89 +127,12 @@ class Manifest:
     def pack_ids(self) -> set[str]:
         return {c.pack for c in self.chunks() if c.pack is not None}
 
-    def to_json(self) -> bytes:
-        """The manifest's bytes; raises :class:`ManifestError` above the bounds restore keeps."""
-        items = len(self.files) + len(self.dirs) + len(self.links) + len(self.hardlinks)
-        items += sum(len(f.chunks) for f in self.files)
-        if items > MAX_ITEMS:
-            raise ManifestError(_too_many(items))
-        doc = {
-            "format": FORMAT,
-            "job_id": self.job_id,
-            "sequence": self.sequence,
-            "attempt": self.attempt,
-            "created": self.created,
-            "reason": self.reason,
-            "agent_version": self.agent_version,
-            "progress": self.progress,
-            "dirs": [{"path": d.path, "mode": _dir_mode(d)} for d in self.dirs],
-            "links": [{"path": lk.path, "target": lk.target} for lk in self.links],
-            "hardlinks": [{"path": h.path, "target": h.target} for h in self.hardlinks],
-            "files": [
-                {
-                    "path": f.path,
-                    "size": f.size,
-                    "mode": f.mode,
-                    "mtime_ns": f.mtime_ns,
-                    "chunks": [_chunk_json(c) for c in f.chunks],
-                }
-                for f in self.files
-            ],
-            "packs": self.packs,
-        }
-        # ensure_ascii keeps non-UTF-8 file names (surrogate escapes) representable.
-        data = json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise ManifestError(_too_big(len(data)))
-        return data
 
-    @classmethod
-    def from_json(cls, data: bytes, *, where: str = "manifest") -> Manifest:
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"{where}: {_too_big(len(data))}")
-        # Counted before parsing, so that a hostile manifest is refused before it is built
-        # in memory (a marker inside a JSON string has its quotes escaped: never counted).
-        estimate = sum(data.count(marker) for marker in _ITEM_MARKERS)
-        if estimate > MAX_ITEMS:
-            raise ManifestError(f"{where}: {_too_many(estimate)}")
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ManifestError(f"{where}: not valid JSON ({exc})") from None
-        except RecursionError:
-            raise ManifestError(f"{where}: nested too deeply to be a manifest") from None
-        try:
-            return _parse(doc)
-        except ManifestError as exc:
-            raise ManifestError(f"{where}: {exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
-
-
-def _chunk_json(c: Chunk) -> dict[str, Any]:
-    if c.is_hole:
-        return {"hole": c.size}
-    if c.pack is None:
-        return {"sha256": c.sha256, "size": c.size}
-    return {"sha256": c.sha256, "size": c.size, "pack": c.pack, "offset": c.offset}
-
-
-def _dir_mode(d: DirEntry) -> int:
-    return 0o700 if d.mode is None else d.mode
-
-
-_ITEM_MARKERS = (b'"path":', b'"sha256":', b'"hole":', b'["')  # '["': a format-1 chunk
-
-
-def _too_big(n: int) -> str:
-    return f"manifest of {n} bytes is over the {MAX_MANIFEST_BYTES} bytes a checkpoint may have"
-
-
-def _too_many(n: int) -> str:
+def too_many(n: int) -> str:
     return f"{n} entries and chunks are over the {MAX_ITEMS} a checkpoint may hold"
 
 
-def _int(value: Any, name: str, minimum: int = 0, maximum: int = _INT64 - 1) -> int:
+def check_int(value: Any, name: str, minimum: int = 0, maximum: int = _INT64 - 1) -> int:
     if type(value) is not int or not minimum <= value <= maximum:
         raise ManifestError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
     return value
@@ -218,22 +140,22 @@ def _int(value: Any, name: str, minimum: int = 0, maximum: int = _INT64 - 1) -> 
 
 def check_mtime(mtime_ns: Any, where: str) -> int:
     """Any time a filesystem stores (an int64 of nanoseconds, before 1970 too)."""
-    return _int(mtime_ns, f"{where}: mtime", -_INT64)
+    return check_int(mtime_ns, f"{where}: mtime", -_INT64)
 
 
 def _chunk(raw: Any, fmt: int, path: str, packs: dict[str, int]) -> Chunk:
     if fmt == 1:
         digest, size = raw
     elif "hole" in raw:
-        return Chunk(HOLE, _int(raw["hole"], f"{path}: hole size", 1, MAX_FILE_SIZE))
+        return Chunk(HOLE, check_int(raw["hole"], f"{path}: hole size", 1, MAX_FILE_SIZE))
     else:
         digest, size = raw["sha256"], raw["size"]
     if not isinstance(digest, str) or not _HEX64.match(digest):
         raise ManifestError(f"{path}: bad chunk hash {digest!r}")
-    size = _int(size, f"{path}: chunk size", 0, MAX_CHUNK_SIZE)
+    size = check_int(size, f"{path}: chunk size", 0, MAX_CHUNK_SIZE)
     if fmt < 3 or raw.get("pack") is None:
         return Chunk(digest, size)
-    pack, offset = raw["pack"], _int(raw["offset"], f"{path}: chunk offset")
+    pack, offset = raw["pack"], check_int(raw["offset"], f"{path}: chunk offset")
     if not isinstance(pack, str) or not _HEX64.match(pack):
         raise ManifestError(f"{path}: bad pack id {pack!r}")
     if pack not in packs:
@@ -246,104 +168,51 @@ def _chunk(raw: Any, fmt: int, path: str, packs: dict[str, int]) -> Chunk:
     return Chunk(digest, size, pack, offset)
 
 
-def _packs(raw: Any) -> dict[str, int]:
+def parse_packs(raw: Any) -> dict[str, int]:
+    """The ``packs`` table: pack id -> its size."""
     if not isinstance(raw, dict):
         raise ManifestError("packs must be an object")
     if len(raw) > MAX_ITEMS:
-        raise ManifestError(_too_many(len(raw)))
+        raise ManifestError(too_many(len(raw)))
     for pack, size in raw.items():
         if not _HEX64.match(pack):
             raise ManifestError(f"bad pack id {pack!r}")
-        _int(size, f"pack {pack}: size", 0, MAX_PACK_SIZE)
+        check_int(size, f"pack {pack}: size", 0, MAX_PACK_SIZE)
     return dict(raw)
 
 
-def _file(raw: Any, fmt: int, packs: dict[str, int]) -> FileEntry:
+def parse_file(raw: Any, fmt: int, packs: dict[str, int]) -> FileEntry:
+    """A file entry as format ``fmt`` stores it (a page's rows are read as format 3's)."""
     path = check_relpath(raw["path"])
     chunks = tuple(_chunk(c, fmt, path, packs) for c in raw["chunks"])
-    size = _int(raw["size"], f"{path}: size", 0, MAX_FILE_SIZE)
+    size = check_int(raw["size"], f"{path}: size", 0, MAX_FILE_SIZE)
     if sum(c.size for c in chunks) != size:
         raise ManifestError(f"{path}: chunk sizes do not add up to the file size {size}")
-    mode = _int(raw["mode"], f"{path}: mode") & MODE_BITS
+    mode = check_int(raw["mode"], f"{path}: mode") & MODE_BITS
     return FileEntry(path, size, mode, check_mtime(raw["mtime_ns"], path), chunks)
 
 
-def _dir(raw: Any, fmt: int) -> DirEntry:
+def parse_dir(raw: Any, fmt: int) -> DirEntry:
     if fmt == 1:
         return DirEntry(check_relpath(raw))
     path = check_relpath(raw["path"])
-    return DirEntry(path, _int(raw["mode"], f"{path}: mode") & MODE_BITS)
+    return DirEntry(path, check_int(raw["mode"], f"{path}: mode") & MODE_BITS)
 
 
-def _parse(doc: Any) -> Manifest:
-    if not isinstance(doc, dict):
-        raise ManifestError("not a JSON object")
-    fmt = doc.get("format")
-    if fmt not in READABLE_FORMATS:
-        raise ManifestError(f"unsupported format {fmt!r} (this agent reads 1 to {FORMAT})")
-    lists = [doc["files"], doc.get("dirs", []), doc.get("links", []), doc.get("hardlinks", [])]
-    if not all(isinstance(x, list) for x in lists):
-        raise ManifestError("files, dirs, links and hardlinks must be lists")
-    items = sum(len(x) for x in lists)
-    if items > MAX_ITEMS:
-        raise ManifestError(_too_many(items))
-    packs = _packs(doc.get("packs", {})) if fmt >= 3 else {}
-    files = tuple(_file(raw, fmt, packs) for raw in doc["files"])
-    items += sum(len(f.chunks) for f in files)
-    if items > MAX_ITEMS:
-        raise ManifestError(_too_many(items))
-    dirs = tuple(_dir(d, fmt) for d in doc.get("dirs", ()))
-    links = tuple(
-        LinkEntry(check_relpath(lk["path"]), check_link_target(lk["target"]))
-        for lk in doc.get("links", ())
-    )
-    hardlinks = tuple(
-        HardLinkEntry(check_relpath(h["path"]), check_relpath(h["target"]))
-        for h in doc.get("hardlinks", ())
-    )
-    _check_tree(files, dirs, links, hardlinks)
-    progress = doc.get("progress") or {}
-    if not isinstance(progress, dict):
-        raise ManifestError("progress must be an object")
-    return Manifest(
-        job_id=str(doc["job_id"]),
-        sequence=_int(doc["sequence"], "sequence", 1),
-        attempt=_int(doc["attempt"], "attempt"),
-        created=str(doc["created"]),
-        reason=str(doc.get("reason", "")),
-        files=files,
-        dirs=dirs,
-        links=links,
-        progress=progress,
-        agent_version=str(doc.get("agent_version", "")),
-        hardlinks=hardlinks,
-        packs=packs,
-    )
+def parse_link(path: Any, target: Any) -> LinkEntry:
+    return LinkEntry(check_relpath(path), check_link_target(target))
 
 
-# The one validation, for the entries of paged manifests too (checkpoint.engine.format.paged).
-def parse_file(raw: Any, fmt: int, packs: dict[str, int]) -> FileEntry:
-    return _file(raw, fmt, packs)
+def parse_hardlink(path: Any, target: Any) -> HardLinkEntry:
+    return HardLinkEntry(check_relpath(path), check_relpath(target))
 
 
-def parse_dir(raw: Any, fmt: int) -> DirEntry:
-    return _dir(raw, fmt)
-
-
-def parse_packs(raw: Any) -> dict[str, int]:
-    return _packs(raw)
+def stored_mode(d: DirEntry) -> int:
+    """A directory whose mode was not recorded (format 1) is stored as 0o700."""
+    return 0o700 if d.mode is None else d.mode
 
 
 def check_tree(
-    files: Iterable[FileEntry],
-    dirs: Iterable[DirEntry],
-    links: Iterable[LinkEntry],
-    hardlinks: Iterable[HardLinkEntry],
-) -> None:
-    _check_tree(files, dirs, links, hardlinks)
-
-
-def _check_tree(
     files: Iterable[FileEntry],
     dirs: Iterable[DirEntry],
     links: Iterable[LinkEntry],

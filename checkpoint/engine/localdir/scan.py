@@ -21,6 +21,7 @@ from typing import BinaryIO, Protocol
 
 from checkpoint.errors import CheckpointError, ManifestError
 
+from ..config import DEFAULTS
 from ..format.manifest import (
     HOLE,
     MODE_BITS,
@@ -214,13 +215,9 @@ def _all_zero(data: bytes) -> bool:
     return head.count(0) == len(head) and data.count(0) == len(data)
 
 
-#: a hole is checked for zeros this many bytes at a time
-HOLE_READ = 8 << 20
-
-
-def file_matches(path: Path, entry: FileEntry, *, hole_read: int = HOLE_READ) -> bool:
+def file_matches(path: Path, entry: FileEntry, *, read_size: int = DEFAULTS.read_size) -> bool:
     """Does the file at ``path`` hold exactly the bytes ``entry`` describes? (Its holes are
-    read ``hole_read`` bytes at a time.)"""
+    read ``read_size`` bytes at a time.)"""
     try:  # never blocks on a FIFO swapped in since the lstat, never follows a link
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         with open(fd, "rb", buffering=0) as fh:
@@ -228,7 +225,7 @@ def file_matches(path: Path, entry: FileEntry, *, hole_read: int = HOLE_READ) ->
                 return False
             for c in entry.chunks:
                 if c.is_hole:
-                    if not _zeros_ahead(fh, c.size, hole_read):
+                    if not _zeros_ahead(fh, c.size, read_size):
                         return False
                     continue
                 data = fh.read(c.size)

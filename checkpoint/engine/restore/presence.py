@@ -12,11 +12,11 @@ from collections.abc import Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..config import DEFAULTS
 from ..format.jobstore import JobStore
 
 #: this many objects or fewer get a HEAD each: cheaper than listing a big folder
 HEAD_AT_MOST = 10
-LIST_PAGE = 1000  # keys per page of a listing (S3's maximum, and its default)
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Listing:
     complete: set[str] = field(default_factory=set)  # folders listed to their end
 
 
-def list_folders(job: JobStore, keys: Set[str], *, list_page: int = LIST_PAGE) -> Listing:
+def list_folders(job: JobStore, keys: Set[str], *, list_page: int = DEFAULTS.list_page) -> Listing:
     """One listing of each folder that holds ``keys`` (``<job>/blobs/``, ``<job>/packs/``),
     a request per 1,000 objects, stopped as soon as every key was seen.
 

@@ -20,6 +20,7 @@ from checkpoint.errors import CheckpointError, CommitConflict, ManifestError
 from checkpoint.protocol import progress_path
 
 from ..format.jobstore import JobStore, utc_iso
+from ..format.layout import MANIFESTS
 from ..format.manifest import FileEntry, HardLinkEntry, Manifest
 from ..lease import SweepWatch
 from ..localdir.scan import Scan
@@ -97,7 +98,7 @@ def commit(
         # time round; otherwise (a stale attempt racing us) we commit after them.
         latest = (job.sequences() or [manifest.sequence])[-1]
         manifest = replace(manifest, sequence=max(latest, manifest.sequence) + 1)
-    raise CommitConflict(f"{job.prefix}manifests/: lost the commit race ten times")
+    raise CommitConflict(f"{job.folder(MANIFESTS)}: lost the commit race ten times")
 
 
 def previous_versions(base: Manifest | None, left_out: list[tuple[str, str]]) -> list[FileEntry]:

@@ -37,6 +37,7 @@ from checkpoint.protocol import RESERVED_DIR, progress_path, save_lock_path
 from checkpoint.savelabel import with_save_label
 from checkpoint.savelock import SaveIncomplete, SaveInProgress, acquire, saver
 
+from ..config import DEFAULTS
 from ..format.manifest import LinkEntry
 from ..localdir.scan import FileStats
 from ..localdir.walk import TOO_LONG, Kind, walk
@@ -48,8 +49,6 @@ FREEZE_NAME = "freeze"
 #: what a freeze displaces is moved here under the lock (a rename) and deleted after it:
 #: freeing a big file's blocks can take a while
 TRASH_NAME = "freeze-trash"
-#: at most this many bytes are copied under the lock in one freeze (in-place writers)
-COPY_BUDGET = 256 << 20
 
 
 class NotDeclared(CheckpointError):
@@ -78,7 +77,7 @@ class Frozen:
 class Freezer:
     """The freeze area of one checkpoint dir; used by one sync at a time."""
 
-    def __init__(self, directory: Path, *, copy_budget: int = COPY_BUDGET) -> None:
+    def __init__(self, directory: Path, *, copy_budget: int = DEFAULTS.copy_budget) -> None:
         self.directory = directory
         self.lock_path = save_lock_path(directory)
         self.area = directory / RESERVED_DIR / FREEZE_NAME

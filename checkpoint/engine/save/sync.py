@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT
+from ..config import DEFAULTS
 from ..format.jobstore import JobStore
 from ..format.manifest import MAX_CHUNK_SIZE, Manifest
 from ..format.paged import PAGED_ABOVE
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from .freeze import Frozen
 
 log = structlog.get_logger("checkpoint")
-
-CHUNK_SIZE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class Syncer:
         directory: Path,
         *,
         attempt: int = 0,
-        chunk_size: int = CHUNK_SIZE,
+        chunk_size: int = DEFAULTS.chunk_size,
         progress: Listener | None = None,
         max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
         pack_threshold: int = PACK_THRESHOLD,
@@ -292,4 +291,4 @@ class Syncer:
                 write_index(self.directory, manifest, self._cache)  # warm restarts read none
 
 
-__all__ = ["CHUNK_SIZE", "SyncResult", "Syncer"]
+__all__ = ["SyncResult", "Syncer"]

@@ -1,4 +1,9 @@
-"""Sync and restore against the local directory store: incremental, manifest-last, safe."""
+"""Sync and restore: incremental, manifest-last, safe.
+
+The scenarios that take ``any_store`` run against both kinds of store (a local directory and
+SeaweedFS's S3 gateway, tests/stores.py); the rest use a local store, wrapped to count or
+refuse puts, or its ``file://`` layout. S3-only cases are in test_sync_s3.py.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,9 +23,13 @@ import pytest
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.gc import collect_garbage
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.base import LocalStore, Store
 from checkpoint.errors import CheckpointDamaged, Superseded
+from tests.stores import Counted
+
+REPO = Path(__file__).resolve().parents[2]
 
 CHUNK = 64 * 1024
 
@@ -74,7 +84,8 @@ def ckpt(
     )
 
 
-def test_first_sync_then_restore_round_trips(tmp_path: Path, store: CountingStore) -> None:
+def test_first_sync_then_restore_round_trips(tmp_path: Path, any_store: Store) -> None:
+    store = any_store
     src = tmp_path / "src"
     (src / "sub" / "deep").mkdir(parents=True)
     (src / "a.txt").write_text("alpha")
@@ -94,7 +105,8 @@ def test_first_sync_then_restore_round_trips(tmp_path: Path, store: CountingStor
     assert (dst / "a.txt").stat().st_mtime_ns == (src / "a.txt").stat().st_mtime_ns
 
 
-def test_second_sync_uploads_only_what_changed(tmp_path: Path, store: CountingStore) -> None:
+def test_second_sync_uploads_only_what_changed(tmp_path: Path, any_store: Store) -> None:
+    store = Counted(any_store)
     src = tmp_path / "src"
     src.mkdir()
     for i in range(10):
@@ -102,8 +114,10 @@ def test_second_sync_uploads_only_what_changed(tmp_path: Path, store: CountingSt
     big = src / "big.log"
     big.write_bytes(os.urandom(8 * CHUNK))
     c = ckpt(store, src)
-    c.sync_once("one")
-    store.puts.clear()
+    first = c.sync_once("one")
+    assert first.sequence == 1
+    assert first.bytes_uploaded == first.bytes_total == 10 * (CHUNK // 2) + 8 * CHUNK
+    store.clear()
     (src / "f3").write_bytes(os.urandom(CHUNK // 2))  # one small file rewritten
     with open(big, "ab") as fh:  # the large file grows by one and a half chunks
         fh.write(os.urandom(CHUNK + CHUNK // 2))
@@ -116,6 +130,10 @@ def test_second_sync_uploads_only_what_changed(tmp_path: Path, store: CountingSt
     assert r.sequence == 2
     others = [k for k in store.puts if "/manifests/" not in k and "/packs/" not in k]
     assert others == []
+    dst = tmp_path / "dst"
+    restored = ckpt(any_store, dst, attempt=2).restore()
+    assert restored.manifest is not None and restored.manifest.sequence == 2
+    assert tree(dst) == tree(src)
 
 
 def test_unchanged_dir_commits_nothing(tmp_path: Path, store: CountingStore) -> None:
@@ -181,19 +199,17 @@ def test_failed_upload_commits_nothing_and_previous_restores(tmp_path: Path) -> 
     assert c.sync_once("three").sequence == 2  # the next sync completes what was left
 
 
-def test_damaged_blob_falls_back_to_previous_checkpoint(
-    tmp_path: Path, store: CountingStore
-) -> None:
+def test_damaged_blob_falls_back_to_previous_checkpoint(tmp_path: Path, any_store: Store) -> None:
+    store = any_store
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(b"version one")
-    c = ckpt(store, src, pack_threshold=0)
+    c = ckpt(store, src, pack_threshold=0)  # a blob; test_packs damages a pack
     c.sync_once("one")
     (src / "a").write_bytes(b"version two")
     c.sync_once("two")
     digest = hashlib.sha256(b"version two").hexdigest()
-    blob = tmp_path / "store" / "job" / "blobs" / digest[:2] / digest
-    blob.write_bytes(b"version 2wo")  # bit rot
+    store.put_object(JobStore(store, "job").blob_key(digest), b"version 2wo")  # bit rot
     dst = tmp_path / "dst"
     res = ckpt(store, dst).restore()
     assert res.manifest is not None and res.manifest.sequence == 1
@@ -384,29 +400,32 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from checkpoint.engine.store.base import LocalStore
+    from checkpoint.engine.store.uri import open_store
     from checkpoint.engine.checkpointer import Checkpointer
     from checkpoint.engine.format.jobstore import JobStore
 
-    class Slow(LocalStore):
-        def put_object(self, key, data, *, sha256=None):
-            if "/blobs/" in key:
-                os.write(1, b"uploading\\n")  # one write: uploads run in threads
-                time.sleep(0.05)
-            super().put_object(key, data, sha256=sha256)
+    store = open_store(sys.argv[1])
+    put = store.put_object
 
-    c = Checkpointer(  # no packs: one blob per file, so the kill lands between blob puts
-        JobStore(Slow(Path(sys.argv[1])), "job"), Path(sys.argv[2]), chunk_size=65536,
-        pack_threshold=0,
-    )
-    c.sync_once("doomed")
+    def slow(key, data, *, sha256=None):
+        put(key, data, sha256=sha256)
+        if "/blobs/" in key:
+            os.write(1, b"uploaded\\n")  # one write: uploads run in threads
+            time.sleep(0.05)
+
+    store.put_object = slow
+    Checkpointer(  # no packs: one blob per file, so the kill lands between blob puts
+        JobStore(store, "job"), Path(sys.argv[2]), chunk_size=65536, pack_threshold=0
+    ).sync_once("doomed")
     print("committed", flush=True)
     """
 )
 
 
-def test_kill_9_in_the_middle_of_a_sync_damages_nothing(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "store")
+def test_kill_9_in_the_middle_of_a_sync_then_restore_gc_and_sync_again(
+    tmp_path: Path, store_url: str, any_store: Store
+) -> None:
+    store = any_store
     src = tmp_path / "src"
     src.mkdir()
     (src / "state").write_text("committed state")
@@ -414,28 +433,39 @@ def test_kill_9_in_the_middle_of_a_sync_damages_nothing(tmp_path: Path) -> None:
     for i in range(40):
         (src / f"part{i}").write_bytes(os.urandom(CHUNK))
     (src / "state").write_text("newer state, never committed")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "store"), str(src)],
+    proc = subprocess.Popen(  # the store's SDK environment (s3_env) is this process's
+        [sys.executable, "-c", KILL_SCRIPT, store_url, str(src)],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
     )
     assert proc.stdout is not None
-    for _ in range(5):
-        assert proc.stdout.readline().strip() == "uploading"
+    for _ in range(6):
+        assert proc.stdout.readline().strip() == "uploaded"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
     job = JobStore(store, "job")
     assert job.sequences() == [1]
     dst = tmp_path / "dst"
     res = ckpt(store, dst).restore()
-    assert res.manifest is not None and res.manifest.sequence == 1
+    assert res.manifest is not None and res.manifest.sequence == 1 and not res.skipped
     assert tree(dst) == {"state": b"committed state"}
+
+    dry = collect_garbage(job, min_age=timedelta(0), dry_run=True)
+    # the committed state is in a pack; the killed sync's blobs are referenced by nothing
+    assert dry.deleted >= 6 and dry.referenced == 0 and dry.packs_referenced == 1
+    young = collect_garbage(job)  # the default min age protects a sync that may be running
+    assert young.deleted == 0 and young.kept_young == dry.deleted
+    done = collect_garbage(job, min_age=timedelta(0))
+    assert done.deleted == dry.deleted
+    assert ckpt(store, tmp_path / "dst2").restore().manifest is not None
+
     # The next sync completes, and the restored result is the whole new state.
     assert ckpt(store, src).sync_once("after").sequence == 2
-    dst2 = tmp_path / "dst2"
-    ckpt(store, dst2).restore()
-    assert tree(dst2) == tree(src)
+    dst3 = tmp_path / "dst3"
+    ckpt(store, dst3).restore()
+    assert tree(dst3) == tree(src)
     assert isinstance(job.load_manifest(2), Manifest)
 
 
@@ -501,10 +531,6 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_still_seen(
 def test_gc_collects_the_temp_files_of_killed_puts_once_old_enough(
     tmp_path: Path, store: CountingStore
 ) -> None:
-    from datetime import timedelta
-
-    from checkpoint.engine.gc import collect_garbage
-
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_text("a")
