@@ -6,7 +6,7 @@ instance) keeps the files it already has without reading them again.
 
 As git's index does, it records each file's stat (size, mtime, ctime, inode, device) with
 the chunks its bytes were hashed into, and trusts a file only while every one of them still
-matches. What it records comes from the sync's stat cache (:class:`checkpoint.engine.localdir.scan.
+matches. What it records comes from the sync's stat cache (:class:`checkpoint.engine.localdir.stats.
 StatCache`): stats taken when the bytes were hashed (or restored), never a later stat that
 could belong to bytes written since. A file is trusted only when, besides:
 
@@ -17,7 +17,7 @@ could belong to bytes written since. A file is trusted only when, besides:
 - it is not "racy": a file whose mtime or ctime is not older than the index file's own
   mtime (the same clock and granularity) may have been written again within one timestamp
   tick, unseen by its stat (git's racy case). The stat cache also keeps no file written
-  in the last two seconds (``scan.RACY_SECONDS``).
+  in the last two seconds (``stats.RACY_SECONDS``).
 
 Anything unexpected (no index, another boot, garbage) means "read the file", never an
 error. Format, one compact JSON document (one ``json.loads`` of the whole file loads
@@ -46,7 +46,7 @@ from checkpoint._fsutil import write_atomic
 from checkpoint.protocol import RESERVED_DIR
 
 from ..format.manifest import MAX_MANIFEST_BYTES, MODE_BITS, Chunk, FileEntry, Manifest
-from .scan import StatCache
+from .stats import StatCache
 
 log = structlog.get_logger("checkpoint")
 

@@ -18,7 +18,8 @@ import structlog
 from checkpoint.errors import CheckpointError
 
 from ..format.manifest import Chunk, FileEntry
-from ..localdir.scan import NotRegularFile, StatCache, hash_file
+from ..localdir.scan import NotRegularFile, hash_file
+from ..localdir.stats import StatCache
 from .upload import Uploader
 
 log = structlog.get_logger("checkpoint")

@@ -39,7 +39,7 @@ from checkpoint.savelock import SaveIncomplete, SaveInProgress, acquire, saver
 
 from ..config import DEFAULTS
 from ..format.manifest import LinkEntry
-from ..localdir.scan import FileStats
+from ..localdir.stats import FileStats
 from ..localdir.walk import TOO_LONG, Kind, walk
 from .freezearea import CannotLink, FreezeArea, Taken
 

@@ -23,7 +23,7 @@ from checkpoint.errors import CheckpointError
 
 from ..format.manifest import LinkEntry
 from ..localdir.localindex import kept_across
-from ..localdir.scan import FileStats, stat_key
+from ..localdir.stats import FileStats, stat_key
 from .clone import clone_or_copy
 
 #: a file written this recently may be written again within the filesystem's timestamp

@@ -28,7 +28,8 @@ from ..format.paged import PAGED_ABOVE
 from ..gc import prune_manifests
 from ..lease import SweepWatch
 from ..localdir.localindex import write_index
-from ..localdir.scan import StatCache, hash_file, scan, scan_frozen
+from ..localdir.scan import hash_file, scan, scan_frozen
+from ..localdir.stats import StatCache
 from ..progress import Listener, Progress
 from .commit import assemble, commit, content, read_progress
 from .entries import FileReader, FrozenFilesChanged, bytes_to_read
