@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.layout import GROUP, KINDS, MANIFESTS, RECORDS
 from checkpoint.engine.format.manifest import Manifest
+from checkpoint.engine.localdir.walk import Kind, walk
 from checkpoint.engine.store.base import LocalStore, ObjectInfo, Store
 from checkpoint.engine.store.uri import open_store
 from checkpoint.errors import CheckpointError, StoreURIError
@@ -150,27 +152,30 @@ def _remove_empty_dirs(top: Path) -> None:
 
 def prune_to_manifest(directory: Path, manifest: Manifest) -> int:
     """Delete what ``directory`` holds beyond ``manifest`` (files, links, directories), so
-    that it is exactly the checkpoint. Returns how many entries were removed."""
+    that it is exactly the checkpoint; the agent's reserved dir stays (the walk's rules,
+    :mod:`checkpoint.engine.localdir.walk`). Returns how many entries were removed."""
     keep = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
     keep |= {h.path for h in manifest.hardlinks}
     keep_dirs = {d.path for d in manifest.dirs}
     for path in keep:
         parts = path.split("/")[:-1]
         keep_dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    # The top-most entries it lacks: the walk goes only into the directories it has.
+    extra = [
+        e
+        for e in walk(directory, lstat=False, temporary=True, into=lambda d: d.rel in keep_dirs)
+        if e.kind is not Kind.SKIPPED and e.rel not in (keep_dirs if e.kind is Kind.DIR else keep)
+    ]
     removed = 0
-    for dirpath, dirnames, filenames in os.walk(directory, topdown=False):
-        rel_dir = Path(dirpath).relative_to(directory).as_posix()
-        prefix = "" if rel_dir == "." else f"{rel_dir}/"
-        for name in filenames + [d for d in dirnames if Path(dirpath, d).is_symlink()]:
-            if f"{prefix}{name}" not in keep:
-                os.unlink(Path(dirpath, name))
+    for e in extra:
+        try:
+            if e.kind is Kind.DIR:
+                below = sum(len(d) + len(f) for _p, d, f in os.walk(e.path))
+                shutil.rmtree(e.path)
+                removed += 1 + below
+            else:
+                os.unlink(e.path)
                 removed += 1
-        for name in dirnames:
-            full = Path(dirpath, name)
-            if not full.is_symlink() and f"{prefix}{name}" not in keep_dirs:
-                try:
-                    os.rmdir(full)
-                except OSError:
-                    continue  # it still holds something the checkpoint has
-                removed += 1
+        except FileNotFoundError:
+            continue  # vanished since the walk (it named it from the listing alone)
     return removed

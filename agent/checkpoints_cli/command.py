@@ -50,7 +50,8 @@ def add_arguments(ck: argparse.ArgumentParser) -> None:
         "--force",
         action="store_true",
         help="restore into a non-empty DIR and make it exactly the checkpoint: files and "
-        "directories the checkpoint does not have are deleted",
+        "directories the checkpoint does not have are deleted (the agent's own .spot-agent/ "
+        "dir is kept)",
     )
     gc = sub.add_parser(
         "gc",

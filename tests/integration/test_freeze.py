@@ -21,7 +21,8 @@ import pytest
 import checkpoint
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.save import sync as sync_module
+from checkpoint.engine.localdir.scan import hash_file, scan
+from checkpoint.engine.save.entries import FrozenFilesChanged
 from checkpoint.engine.save.freeze import Freezer
 from checkpoint.engine.save.savepoints import consistent_sync, writable_inodes
 from checkpoint.engine.store.base import LocalStore
@@ -104,7 +105,7 @@ def test_in_place_writer_after_the_freeze_is_copied_under_the_lock(tmp_path: Pat
     frozen = fz.freeze(1.0)
     with open(src / "db", "r+b") as fh:  # same inode, new bytes, after the freeze
         fh.write(b"v2" * 1001)
-    with pytest.raises(sync_module.FrozenFilesChanged):
+    with pytest.raises(FrozenFilesChanged):
         c.sync_once("test", frozen=frozen)
     writes = iter([b"v3" * 1002])
 
@@ -151,16 +152,14 @@ def test_a_file_appended_to_nonstop_is_left_out_and_the_rest_commits(tmp_path: P
     assert state["log"].startswith(b"line\n")  # a whole version: the last committed, at worst
 
 
-def test_a_file_replaced_by_a_fifo_after_the_scan_does_not_hang(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_file_replaced_by_a_fifo_after_the_scan_does_not_hang(tmp_path: Path) -> None:
     src, c, _fz = make(tmp_path)
     (src / "f").write_bytes(b"data")
     (src / "g").write_bytes(b"more")
-    scan = sync_module.scan(src)
+    stale = scan(src)
     os.unlink(src / "f")
     os.mkfifo(src / "f")
-    monkeypatch.setattr(sync_module, "scan", lambda _root: scan)
+    c.scan = lambda _root: stale  # type: ignore[assignment]
     outcome: list[object] = []
     worker = threading.Thread(target=lambda: outcome.append(c.sync_once("fifo")), daemon=True)
     worker.start()
@@ -222,7 +221,7 @@ def test_stale_freeze_area_is_removed_at_start(tmp_path: Path) -> None:
 
 
 def test_a_file_that_changes_at_every_read_is_left_out_keeping_its_last_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     src, c, _fz = make(tmp_path)
     (src / "log").write_bytes(b"v1")
@@ -230,18 +229,20 @@ def test_a_file_that_changes_at_every_read_is_left_out_keeping_its_last_version(
     assert c.sync_once("first").sequence == 1
     (src / "log").write_bytes(b"v2")
     (src / "state").write_bytes(b"s2")
-    real = sync_module.hash_file
     reads = iter(range(1, 100))
 
     def always_changing(path: Path, *args: object) -> tuple[object, object]:
-        chunks, after = real(path, *args)  # type: ignore[arg-type]
+        chunks, stat_after = hash_file(path, *args)  # type: ignore[arg-type]
+        after: object = stat_after
         if path.name == "log":  # as if appended to during every read
             fields = ("st_size", "st_mode", "st_ino", "st_ctime_ns", "st_mtime_ns")
-            moved = {f: getattr(after, f) for f in fields}
-            after = SimpleNamespace(**{**moved, "st_mtime_ns": after.st_mtime_ns + next(reads)})
+            moved = {f: getattr(stat_after, f) for f in fields}
+            after = SimpleNamespace(
+                **{**moved, "st_mtime_ns": stat_after.st_mtime_ns + next(reads)}
+            )
         return chunks, after
 
-    monkeypatch.setattr(sync_module, "hash_file", always_changing)
+    c.hash_file = always_changing  # type: ignore[assignment]
     result = c.sync_once("second")
     assert result.sequence == 2 and result.left_out == ("log",)
     assert restored(c, tmp_path, 2) == {"log": b"v1", "state": b"s2"}
@@ -261,4 +262,4 @@ def test_a_save_that_holds_the_lock_long_is_reported_and_waited_for(
     waited: list[float] = []
     frozen = fz.freeze(30, waiting=waited.append)
     assert len(waited) == 1 and waited[0] >= 0.05
-    assert frozen.files == ()
+    assert list(frozen.files) == []

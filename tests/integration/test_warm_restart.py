@@ -326,7 +326,7 @@ def test_index_survives_the_freeze_areas_unlinks(
 
 
 def test_presence_listing_stops_when_the_folder_is_mostly_other_objects(
-    tmp_path: Path, store: CountingStore, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: CountingStore
 ) -> None:
     """Old checkpoints' blobs not yet collected: the listing gives up once it has cost
     more than a HEAD per key still unseen would, and HEADs those."""
@@ -334,14 +334,14 @@ def test_presence_listing_stops_when_the_folder_is_mostly_other_objects(
 
     from checkpoint.engine.restore import presence
 
-    monkeypatch.setattr(presence, "LIST_PAGE", 1)  # a "page" of one key: small numbers
     job = JobStore(store, "job")
     for i in range(200):
         store.put_object(job.blob_key(f"{i:064x}"), b"x")
     wanted = {job.blob_key(f"{i:064x}") for i in range(188, 200)}
     absent = job.blob_key("f" * 64)
     with ThreadPoolExecutor(2) as pool:
-        stopped = presence.list_folders(job, wanted | {absent})
+        # a "page" of one key: small numbers
+        stopped = presence.list_folders(job, wanted | {absent}, list_page=1)
         assert not stopped.complete  # 188 others, at most 14 listed before it gives up
         store.calls.clear()
         assert presence.stored_keys(job, wanted | {absent}, pool, stopped) == wanted
@@ -349,8 +349,7 @@ def test_presence_listing_stops_when_the_folder_is_mostly_other_objects(
         assert heads == (wanted | {absent}) - stopped.seen and len(store.calls) == len(heads)
 
         # a listing that went through the whole folder needs no HEAD for what it lacks
-        monkeypatch.setattr(presence, "LIST_PAGE", 1000)
-        listing = presence.list_folders(job, wanted | {absent})
+        listing = presence.list_folders(job, wanted | {absent}, list_page=1000)
         assert listing.complete == {"job/blobs/"} and listing.seen == wanted
         store.calls.clear()
         assert presence.stored_keys(job, wanted | {absent}, pool, listing) == wanted

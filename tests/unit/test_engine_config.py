@@ -14,8 +14,7 @@ from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.config import DEFAULTS, EngineConfig
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.localdir import localindex
-from checkpoint.engine.restore import presence
-from checkpoint.engine.save import freeze, known, savepoints, sync, upload, writers
+from checkpoint.engine.save import known, savepoints, upload, writers
 from checkpoint.engine.store.base import LocalStore
 
 
@@ -73,12 +72,9 @@ def test_a_bad_value_is_one_line_naming_the_field(field: str, value: float, why:
 def test_the_globals_not_yet_wired_agree_with_the_config() -> None:
     # Until these modules take their values from the config they are handed, each global
     # is a second copy of a default: it must not drift. (Delete a line once wired.)
-    assert DEFAULTS.chunk_size == sync.CHUNK_SIZE
     assert DEFAULTS.pack_threshold == upload.PACK_THRESHOLD
     assert DEFAULTS.pack_target == upload.PACK_TARGET
-    assert DEFAULTS.list_page == presence.LIST_PAGE
     assert DEFAULTS.boot_id_path == localindex.BOOT_ID_PATH
-    assert DEFAULTS.copy_budget == freeze.COPY_BUDGET
     assert DEFAULTS.freeze_attempts == savepoints.FREEZE_ATTEMPTS
     assert DEFAULTS.upload_trust_seconds == known.UPLOAD_TRUST_SECONDS
     assert DEFAULTS.writer_sample_seconds == writers.SAMPLE_SECONDS

@@ -6,7 +6,7 @@ instance) keeps the files it already has without reading them again.
 
 As git's index does, it records each file's stat (size, mtime, ctime, inode, device) with
 the chunks its bytes were hashed into, and trusts a file only while every one of them still
-matches. What it records comes from the sync's stat cache (:class:`checkpoint.engine.localdir.scan.
+matches. What it records comes from the sync's stat cache (:class:`checkpoint.engine.localdir.stats.
 StatCache`): stats taken when the bytes were hashed (or restored), never a later stat that
 could belong to bytes written since. A file is trusted only when, besides:
 
@@ -17,7 +17,7 @@ could belong to bytes written since. A file is trusted only when, besides:
 - it is not "racy": a file whose mtime or ctime is not older than the index file's own
   mtime (the same clock and granularity) may have been written again within one timestamp
   tick, unseen by its stat (git's racy case). The stat cache also keeps no file written
-  in the last two seconds (``scan.RACY_SECONDS``).
+  in the last two seconds (``stats.RACY_SECONDS``).
 
 Anything unexpected (no index, another boot, garbage) means "read the file", never an
 error. Format, one compact JSON document (one ``json.loads`` of the whole file loads
@@ -36,7 +36,7 @@ import json
 import operator
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from checkpoint._fsutil import write_atomic
 from checkpoint.protocol import RESERVED_DIR
 
 from ..format.manifest import MAX_MANIFEST_BYTES, MODE_BITS, Chunk, FileEntry, Manifest
-from .scan import StatCache
+from .stats import StatCache
 
 log = structlog.get_logger("checkpoint")
 
@@ -85,27 +85,42 @@ def write_index(directory: Path, manifest: Manifest, cache: StatCache) -> int | 
     boot = boot_id()
     if boot is None:
         return None
-    rows: list[list[Any]] = []
-    for f in manifest.files:
-        known = cache.vouched(f.path)
-        # The cache holds the chunks as hashed (content); the manifest's carry their place
-        # too (a pack and an offset), filled in once the uploads ended: compare content,
-        # record places.
-        if known is None or known[1] < 0 or not same_content(known[2], f.chunks):
-            continue
-        (size, mtime_ns, ctime_ns, ino), dev, _ = known
-        rows.append([f.path, size, mtime_ns, ctime_ns, ino, dev, _chunk_rows(f.chunks)])
-    doc = {
+    head = {
         "format": FORMAT,
         "job_id": manifest.job_id,
         "sequence": manifest.sequence,
         "boot_id": boot,
         "chunk_fields": _CHUNK_FIELDS,
-        "files": rows,
     }
-    data = json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    vouched = [0]
+
+    def pieces() -> Iterator[bytes]:
+        """The document, written as it is made: a row per file, never the whole in memory
+        (100,000 files held 50 MB of rows and text at once)."""
+        yield _dumps(head)[:-1] + b',"files":['
+        out: list[str] = []
+        held = 0
+        for f in manifest.files:
+            known = cache.vouched(f.path)
+            # The cache holds the chunks as hashed (content); the manifest's carry their
+            # place too (a pack and an offset), filled in once the uploads ended: compare
+            # content, record places.
+            if known is None or known[1] < 0 or not same_content(known[2], f.chunks):
+                continue
+            (size, mtime_ns, ctime_ns, ino), dev, _ = known
+            row = [f.path, size, mtime_ns, ctime_ns, ino, dev, _chunk_rows(f.chunks)]
+            text = json.dumps(row, ensure_ascii=True, separators=(",", ":"))
+            out.append(text if not vouched[0] else "," + text)
+            vouched[0] += 1
+            held += len(text)
+            if held >= 1 << 20:
+                yield "".join(out).encode("ascii")
+                out, held = [], 0
+        out.append("]}")
+        yield "".join(out).encode("ascii")
+
     try:
-        _write_atomic(index_path(directory), data)
+        _write_atomic(index_path(directory), pieces())
     except OSError as exc:
         log.warning(
             "index.write_failed",
@@ -114,7 +129,11 @@ def write_index(directory: Path, manifest: Manifest, cache: StatCache) -> int | 
             action="the next restore into this dir reads every file to check it",
         )
         return None
-    return len(rows)
+    return vouched[0]
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def same_content(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:
@@ -124,7 +143,7 @@ def same_content(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:
     )
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
     """Temp file, fsync, rename: a reader sees the old index or the new one, whole."""
     reserved = path.parent
     with contextlib.suppress(FileExistsError):
@@ -216,9 +235,8 @@ def kept_across(directory: Path) -> Iterator[None]:
             if _stat_but_ctime(now) == _stat_but_ctime(st) and now.st_ctime_ns >= st.st_ctime_ns:
                 kept.append([*rows[path][:3], now.st_ctime_ns, *rows[path][4:]])
     doc["files"] = kept
-    data = json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     try:
-        _write_atomic(index_path(directory), data)
+        _write_atomic(index_path(directory), _dumps(doc))
     except OSError as exc:
         _damaged(index_path(directory), f"cannot rewrite it: {exc.strerror or exc}")
         with contextlib.suppress(OSError):

@@ -1,9 +1,9 @@
-"""Walk a checkpoint dir, hash its files into chunks, and remember what was hashed.
+"""Walk a checkpoint dir and hash its files into chunks.
 
 Pure local work: nothing here talks to a store. :func:`scan` lists what a checkpoint
 would hold; :func:`hash_file` splits one file into content-addressed chunks and hands
-each to a callback (the uploader); :class:`StatCache` lets the next sync skip files whose
-stat has not changed since they were hashed.
+each to a callback (the uploader); :mod:`.stats` holds what a sync remembers of their
+stats.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import errno
 import hashlib
 import os
 import stat
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from checkpoint.errors import CheckpointError, ManifestError
-from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX
 
+from ..config import DEFAULTS
 from ..format.manifest import (
     HOLE,
     MODE_BITS,
@@ -29,30 +28,20 @@ from ..format.manifest import (
     FileEntry,
     HardLinkEntry,
     LinkEntry,
-    check_link_target,
     check_mtime,
     check_relpath,
 )
-
-#: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
-#: a second write within the filesystem's timestamp granularity would otherwise be missed.
-RACY_SECONDS = 2.0
-
-StatKey = tuple[int, int, int, int]
+from .stats import FileStats
+from .walk import Kind, walk
 
 
 class NotRegularFile(CheckpointError):
     """A path the scan saw as a regular file is something else now (a FIFO, a device)."""
 
 
-def stat_key(st: os.stat_result) -> StatKey:
-    # ctime too: `cp -p`, `touch -r` or os.utime can give rewritten bytes their old mtime.
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
 @dataclass
 class Scan:
-    files: list[tuple[str, os.stat_result]] = field(default_factory=list)
+    files: FileStats = field(default_factory=FileStats)
     dirs: list[DirEntry] = field(default_factory=list)
     links: list[LinkEntry] = field(default_factory=list)
     hardlinks: list[HardLinkEntry] = field(default_factory=list)
@@ -60,60 +49,31 @@ class Scan:
 
 
 def scan(root: Path) -> Scan:
-    """Regular files, dirs and safe symlinks below root, in a stable order.
+    """Regular files, dirs and safe symlinks below root, in the walk's order (:mod:`.walk`).
 
-    Every name passes the manifest's own checks (:func:`check_relpath`...) here, so a sync
+    Every name passes the manifest's own checks (:func:`check_relpath`...) there, so a sync
     never records what a restore would refuse; what fails them is skipped with its reason.
     A file with several names in the tree is listed once; its other names are hard links.
     """
     out = Scan()
     inodes: dict[tuple[int, int], str] = {}
-
-    def walk(dirpath: Path, rel: str) -> None:
-        try:
-            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
-        except FileNotFoundError:
-            return
-        except OSError as exc:  # not skipped: a checkpoint without it would lose it quietly
-            if exc.errno == errno.ENAMETOOLONG:
-                out.skipped.append((rel, "path longer than the system allows"))
-                return
-            raise CheckpointError(f"cannot read directory {dirpath}: {exc.strerror}") from exc
-        for e in entries:
-            r = f"{rel}{e.name}"
-            if not rel and e.name == RESERVED_DIR:
-                continue
-            if e.name.endswith(TEMP_SUFFIX):
-                continue
-            try:
-                st = e.stat(follow_symlinks=False)
-                check_relpath(r)
-                check_mtime(st.st_mtime_ns, r)
-            except FileNotFoundError:
-                continue
-            except ManifestError as exc:
-                out.skipped.append((r, f"not checkpointed: {exc}"))
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    out.links.append(LinkEntry(r, check_link_target(os.readlink(e.path))))
-                except ManifestError as exc:
-                    out.skipped.append((r, f"symlink not checkpointed: {exc}"))
-                except FileNotFoundError:
-                    continue
-            elif stat.S_ISDIR(st.st_mode):
-                out.dirs.append(DirEntry(r, st.st_mode & MODE_BITS))
-                walk(Path(e.path), r + "/")
-            elif stat.S_ISREG(st.st_mode):
-                first = inodes.setdefault((st.st_dev, st.st_ino), r) if st.st_nlink > 1 else r
-                if first == r:
-                    out.files.append((r, st))
-                else:
-                    out.hardlinks.append(HardLinkEntry(r, first))
+    for e in walk(root):
+        if e.why:
+            out.skipped.append((e.rel, e.why))
+            continue
+        st = e.st
+        assert st is not None  # the walk stats
+        if e.kind is Kind.LINK:
+            out.links.append(LinkEntry(e.rel, e.target))
+        elif e.kind is Kind.DIR:
+            out.dirs.append(DirEntry(e.rel, st.st_mode & MODE_BITS))
+        elif e.kind is Kind.FILE:
+            r = e.rel
+            first = inodes.setdefault((st.st_dev, st.st_ino), r) if st.st_nlink > 1 else r
+            if first == r:
+                out.files.append((r, st))
             else:
-                out.skipped.append((r, "not a regular file, directory or symlink"))
-
-    walk(root, "")
+                out.hardlinks.append(HardLinkEntry(r, first))
     return out
 
 
@@ -188,8 +148,9 @@ def _all_zero(data: bytes) -> bool:
     return head.count(0) == len(head) and data.count(0) == len(data)
 
 
-def file_matches(path: Path, entry: FileEntry) -> bool:
-    """Does the file at ``path`` hold exactly the bytes ``entry`` describes?"""
+def file_matches(path: Path, entry: FileEntry, *, read_size: int = DEFAULTS.read_size) -> bool:
+    """Does the file at ``path`` hold exactly the bytes ``entry`` describes? (Its holes are
+    read ``read_size`` bytes at a time.)"""
     try:  # never blocks on a FIFO swapped in since the lstat, never follows a link
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         with open(fd, "rb", buffering=0) as fh:
@@ -197,7 +158,7 @@ def file_matches(path: Path, entry: FileEntry) -> bool:
                 return False
             for c in entry.chunks:
                 if c.is_hole:
-                    if not _zeros_ahead(fh, c.size):
+                    if not _zeros_ahead(fh, c.size, read_size):
                         return False
                     continue
                 data = fh.read(c.size)
@@ -208,51 +169,13 @@ def file_matches(path: Path, entry: FileEntry) -> bool:
         return False
 
 
-def _zeros_ahead(fh: BinaryIO, size: int) -> bool:
+def _zeros_ahead(fh: BinaryIO, size: int, block: int) -> bool:
     while size:
-        data = fh.read(min(size, 8 << 20))
+        data = fh.read(min(size, block))
         if not data or not _all_zero(data):
             return False
         size -= len(data)
     return True
-
-
-@dataclass(slots=True)
-class _CacheEntry:
-    key: StatKey  # any change means "read again"
-    chunks: tuple[Chunk, ...]
-    dev: int = (
-        -1
-    )  # recorded for the local index (checkpoint.engine.localdir.localindex), not compared here
-
-
-class StatCache:
-    """Chunks of files hashed before, trusted while size, mtime, ctime and inode match."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, _CacheEntry] = {}
-
-    def remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
-        if time.time_ns() - st.st_mtime_ns > RACY_SECONDS * 1e9:
-            self._entries[rel] = _CacheEntry(stat_key(st), chunks, st.st_dev)
-        else:
-            self._entries.pop(rel, None)
-
-    def unchanged(
-        self, rel: str, st: os.stat_result, present: set[str]
-    ) -> tuple[Chunk, ...] | None:
-        """The chunks of a file that has not changed since they were hashed and uploaded."""
-        cached = self._entries.get(rel)
-        if cached is None or not all(c.is_hole or c.sha256 in present for c in cached.chunks):
-            return None
-        if cached.key != stat_key(st):
-            return None
-        return cached.chunks
-
-    def vouched(self, rel: str) -> tuple[StatKey, int, tuple[Chunk, ...]] | None:
-        """(stat key, device, chunks) remembered for ``rel``: what the local index records."""
-        cached = self._entries.get(rel)
-        return None if cached is None else (cached.key, cached.dev, cached.chunks)
 
 
 class FrozenState(Protocol):
@@ -260,7 +183,7 @@ class FrozenState(Protocol):
     below save and does not import it."""
 
     @property
-    def files(self) -> Sequence[tuple[str, os.stat_result]]: ...
+    def files(self) -> Iterable[tuple[str, os.stat_result]]: ...
     @property
     def dirs(self) -> Sequence[str]: ...
     @property

@@ -24,6 +24,7 @@ from pathlib import Path
 from checkpoint.protocol import RESERVED_DIR
 
 from ..format.manifest import Manifest
+from ..localdir.walk import Entry, Kind, walk
 
 ASIDE_NAME = "aside"
 
@@ -55,47 +56,40 @@ def set_aside(directory: Path, manifest: Manifest) -> SetAside:
         while parent and parent not in keep_dirs:
             keep_dirs.add(parent)
             parent = parent.rpartition("/")[0]
-    extra: list[tuple[str, str]] = []  # (rel, path) of top-most entries the checkpoint lacks
-    todo = [("", os.fspath(directory))]
-    while todo:
-        rel, path = todo.pop()
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            continue
-        for e in entries:
-            r = f"{rel}{e.name}"
-            if not rel and e.name == RESERVED_DIR:
-                continue
-            if e.is_dir(follow_symlinks=False) and r in keep_dirs:
-                todo.append((f"{r}/", e.path))
-            elif r not in keep_files or not _is_entry(e):
-                extra.append((r, e.path))
+    # The top-most entries the checkpoint lacks, temporary files included: the walk goes
+    # only into the directories the checkpoint has.
+    extra = [
+        (e.rel, e.path)
+        for e in walk(directory, lstat=False, temporary=True, into=lambda d: d.rel in keep_dirs)
+        if e.kind is not Kind.SKIPPED  # too long to open: nothing can be done with it
+        and (e.rel not in (keep_dirs if e.kind is Kind.DIR else keep_files) or not _is_entry(e))
+    ]
     if not extra:
         return SetAside()
     area = aside_area(directory)
     shutil.rmtree(area, ignore_errors=True)  # bounded: the previous restore's leftovers go
     area.mkdir(parents=True, mode=0o700)
-    files = deleted = 0
+    moved = files = deleted = 0
     for r, path in sorted(extra):
-        files += _count_files(path)
+        count = _count_files(path)
         target = area / r
         try:
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.rename(path, target)
+        except FileNotFoundError:
+            continue  # vanished since the walk (it named it from the listing alone)
         except OSError:
             _delete(path)  # never left where the job would see it
             deleted += 1
-    return SetAside(len(extra), files, area, deleted)
+        moved += 1
+        files += count
+    return SetAside(moved, files, area, deleted)
 
 
-def _is_entry(e: os.DirEntry[str]) -> bool:
-    """A file, symlink or hard link the checkpoint has may stand here (not a dir or FIFO)."""
-    try:
-        mode = e.stat(follow_symlinks=False).st_mode
-    except OSError:
-        return False
-    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+def _is_entry(e: Entry) -> bool:
+    """What the checkpoint has may stand here: a directory where it has one, a file,
+    symlink or hard link where it has one of those (not a FIFO)."""
+    return e.kind in (Kind.DIR, Kind.FILE, Kind.LINK)
 
 
 def _count_files(path: str) -> int:

@@ -2,7 +2,7 @@
 
 A file is kept without a read when the local index vouches for it (:mod:`checkpoint.
 localindex`), else after reading it against its chunks' hashes; the rest is fetched. Both
-walks here use strings and ``os`` calls rather than ``pathlib``: a warm restart of 20,000
+passes here use strings and ``os`` calls rather than ``pathlib``: a warm restart of 20,000
 files must take milliseconds, and pathlib's objects cost more than the syscalls.
 """
 
@@ -13,12 +13,10 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from checkpoint.errors import ManifestError
-from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX
-
-from ..format.manifest import FileEntry, Manifest, check_relpath
+from ..format.manifest import FileEntry, Manifest
 from ..localdir.localindex import LocalIndex
 from ..localdir.scan import file_matches
+from ..localdir.walk import Kind, walk
 from .placement import real_parents
 
 
@@ -67,32 +65,12 @@ def partition(manifest: Manifest, dest: Path, index: LocalIndex | None) -> Parti
 
 
 def count_extra(dest: Path, manifest: Manifest) -> int:
-    """Regular files below ``dest`` that the checkpoint does not have (the scan's rules:
-    the reserved dir and temporary files are not the job's), told by ``d_type``: no stat."""
+    """Regular files below ``dest`` that the checkpoint does not have and a sync would
+    take (:mod:`..localdir.walk`'s rules), told by ``d_type``: no stat."""
     listed = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
     listed |= {h.path for h in manifest.hardlinks}
-    extra = 0
-    todo = [("", os.fspath(dest))]
-    while todo:
-        rel, path = todo.pop()
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            continue
-        for e in entries:
-            r = f"{rel}{e.name}"
-            if (not rel and e.name == RESERVED_DIR) or e.name.endswith(TEMP_SUFFIX):
-                continue
-            if e.is_dir(follow_symlinks=False):
-                todo.append((f"{r}/", e.path))
-            elif r not in listed and e.is_file(follow_symlinks=False) and _checkpointable(r):
-                extra += 1
-    return extra
-
-
-def _checkpointable(rel: str) -> bool:
-    try:
-        check_relpath(rel)
-    except ManifestError:
-        return False  # a sync would skip it too (loudly): not "extra"
-    return True
+    return sum(
+        1
+        for e in walk(dest, lstat=False)
+        if e.kind is Kind.FILE and not e.why and e.rel not in listed
+    )

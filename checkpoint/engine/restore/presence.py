@@ -12,11 +12,11 @@ from collections.abc import Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..config import DEFAULTS
 from ..format.jobstore import JobStore
 
 #: this many objects or fewer get a HEAD each: cheaper than listing a big folder
 HEAD_AT_MOST = 10
-LIST_PAGE = 1000  # keys per page of a listing (S3's maximum, and its default)
 
 
 @dataclass
@@ -25,13 +25,14 @@ class Listing:
     complete: set[str] = field(default_factory=set)  # folders listed to their end
 
 
-def list_folders(job: JobStore, keys: Set[str]) -> Listing:
+def list_folders(job: JobStore, keys: Set[str], *, list_page: int = DEFAULTS.list_page) -> Listing:
     """One listing of each folder that holds ``keys`` (``<job>/blobs/``, ``<job>/packs/``),
     a request per 1,000 objects, stopped as soon as every key was seen.
 
     When a folder turns out to hold many more objects than we look for (old checkpoints'
     blobs that gc has not collected yet), its listing stops once the pages of objects we
     do not look for outnumber the keys still unseen: the caller HEADs those one by one.
+    ``list_page``: keys per page of the store's listing (what one request costs).
     """
     out = Listing()
     for folder in sorted({_folder(job.prefix, k) for k in keys}):
@@ -45,7 +46,7 @@ def list_folders(job: JobStore, keys: Set[str]) -> Listing:
                     break
             else:
                 others += 1
-                if others > LIST_PAGE * max(len(wanted), HEAD_AT_MOST):
+                if others > list_page * max(len(wanted), HEAD_AT_MOST):
                     break
         else:
             out.complete.add(folder)

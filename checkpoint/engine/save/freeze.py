@@ -24,8 +24,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
-import stat
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -34,15 +32,16 @@ from typing import Any
 
 import structlog
 
-from checkpoint.errors import CheckpointError, ManifestError
-from checkpoint.protocol import RESERVED_DIR, TEMP_SUFFIX, progress_path, save_lock_path
+from checkpoint.errors import CheckpointError
+from checkpoint.protocol import RESERVED_DIR, progress_path, save_lock_path
 from checkpoint.savelabel import with_save_label
 from checkpoint.savelock import SaveIncomplete, SaveInProgress, acquire, saver
 
-from ..format.manifest import LinkEntry, check_link_target
-from ..localdir.localindex import kept_across
-from ..localdir.scan import stat_key
-from .clone import clone_or_copy
+from ..config import DEFAULTS
+from ..format.manifest import LinkEntry
+from ..localdir.stats import FileStats
+from ..localdir.walk import TOO_LONG, Kind, walk
+from .freezearea import CannotLink, FreezeArea, Taken
 
 log = structlog.get_logger("checkpoint")
 
@@ -50,11 +49,6 @@ FREEZE_NAME = "freeze"
 #: what a freeze displaces is moved here under the lock (a rename) and deleted after it:
 #: freeing a big file's blocks can take a while
 TRASH_NAME = "freeze-trash"
-#: a file written this recently may be written again within the filesystem's timestamp
-#: granularity: its link made before the lock is not vouched for (see ``_link``)
-RACY_NS = 2_000_000_000
-#: at most this many bytes are copied under the lock in one freeze (in-place writers)
-COPY_BUDGET = 256 << 20
 
 
 class NotDeclared(CheckpointError):
@@ -67,7 +61,7 @@ class Frozen:
     """One freeze: what the sync reads (``root``) and the stats taken under the lock."""
 
     root: Path
-    files: tuple[tuple[str, os.stat_result], ...]
+    files: FileStats
     dirs: tuple[str, ...]
     links: tuple[LinkEntry, ...]
     skipped: tuple[tuple[str, str], ...]
@@ -80,33 +74,15 @@ class Frozen:
     relinked: dict[str, os.stat_result] = field(default_factory=dict)
 
 
-@dataclass
-class _Walk:
-    files: list[tuple[str, os.stat_result]] = field(default_factory=list)
-    dirs: list[str] = field(default_factory=list)
-    links: list[LinkEntry] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    left_out: list[tuple[str, str]] = field(default_factory=list)
-    copied: list[str] = field(default_factory=list)
-    relinked: dict[str, os.stat_result] = field(default_factory=dict)
-    copy_bytes: int = 0
-
-
 class Freezer:
     """The freeze area of one checkpoint dir; used by one sync at a time."""
 
-    def __init__(self, directory: Path, *, copy_budget: int = COPY_BUDGET) -> None:
+    def __init__(self, directory: Path, *, copy_budget: int = DEFAULTS.copy_budget) -> None:
         self.directory = directory
         self.lock_path = save_lock_path(directory)
         self.area = directory / RESERVED_DIR / FREEZE_NAME
         self.trash = directory / RESERVED_DIR / TRASH_NAME
-        self._trashed = 0
-        self.copy_budget = copy_budget
-        self._linked: dict[str, tuple[int, int]] = {}  # rel -> (dev, ino) linked in the area
-        #: linked before the lock: rel -> (stat before the link, stat after it)
-        self._early: dict[str, tuple[os.stat_result, os.stat_result]] = {}
-        self._copies: dict[str, tuple[int, int, int, int]] = {}  # rel -> source key when copied
-        self._made_dirs: set[str] = set()
+        self._mirror = FreezeArea(directory, self.area, self.trash, copy_budget)
         #: files to copy rather than link at the next freezes (they changed in place)
         self.copy_paths: set[str] = set()
         #: the newest freeze whose state is not committed yet, whole in the area
@@ -138,8 +114,7 @@ class Freezer:
 
         Returns the bytes removed.
         """
-        removed = _tree_bytes(self.area) + _tree_bytes(self.trash)
-        self._remove_area()
+        removed = self._mirror.remove()
         if create_lock:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(FileNotFoundError):
@@ -151,30 +126,17 @@ class Freezer:
                 self._save_mark = os.fstat(fd).st_mtime_ns
             finally:
                 os.close(fd)
-        self._linked.clear()
-        self._early.clear()
-        self._copies.clear()
-        self._made_dirs.clear()
         self.pending = None
         return removed
 
     def close(self) -> None:
         """At agent exit: the area, the trash and the lock file go; ``.spot-agent/`` too if
         nothing else is in it. The job is gone by then: nobody holds the lock."""
-        self._remove_area()
+        self._mirror.remove()
         with contextlib.suppress(OSError):
             os.unlink(self.lock_path)
         with contextlib.suppress(OSError):
             self.lock_path.parent.rmdir()
-
-    def _remove_area(self) -> None:
-        """The area and the trash go. Their links share inodes with the dir's files, and an
-        unlink moves the inode's ctime: the local index is carried across it."""
-        if not (self.area.exists() or self.trash.exists()):
-            return
-        with kept_across(self.directory):
-            shutil.rmtree(self.area, ignore_errors=True)
-            shutil.rmtree(self.trash, ignore_errors=True)
 
     # -- the freeze -------------------------------------------------------------------
 
@@ -198,9 +160,8 @@ class Freezer:
             # Most of the linking before the lock, so that under it the walk is a stat per
             # file and a link only for what changed meanwhile. Not while an uncommitted
             # freeze is kept as the last consistent one: this would change the area.
-            self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._early.clear()
-            self._walk(self.directory, "", _Walk(), set(), set(), early=True)
+            self._mirror.begin_early()
+            self._walk(Taken(), set(), (), early=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             if not acquire(fd, wait, waiting):
@@ -220,217 +181,78 @@ class Freezer:
                 raise NotDeclared("no save point and no sync request since the last freeze")
             self._save_mark = mark
             self.pending = None  # the area changes now: the older freeze is gone
-            walk = _Walk()
+            walked = Taken()
             self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
             seen: set[str] = set()
-            self._walk(self.directory, "", walk, seen, set(copy_inodes))
+            self._walk(walked, seen, set(copy_inodes))
             progress = _read_json(progress_path(self.directory))
             progress = with_save_label(progress, self.directory / RESERVED_DIR)
             held = time.monotonic() - t0
         finally:
             os.close(fd)  # releases the lock
-        shutil.rmtree(self.trash, ignore_errors=True)
-        self._forget_missing(seen)
+        self._mirror.empty_trash()
+        self._mirror.forget_missing(seen)
         frozen = Frozen(
             root=self.area,
-            files=tuple(walk.files),
-            dirs=tuple(walk.dirs),
-            links=tuple(walk.links),
-            skipped=tuple(walk.skipped),
-            left_out=tuple(walk.left_out),
+            files=walked.files,
+            dirs=tuple(walked.dirs),
+            links=tuple(walked.links),
+            skipped=tuple(walked.skipped),
+            left_out=tuple(walked.left_out),
             progress=progress,
             taken=taken,
             lock_seconds=held,
-            copied=tuple(walk.copied),
-            relinked=walk.relinked,
+            copied=tuple(walked.copied),
+            relinked=walked.relinked,
         )
         self.pending = frozen
         return frozen
 
     def _walk(
         self,
-        dirpath: Path,
-        rel: str,
-        out: _Walk,
+        out: Taken,
         seen: set[str],
-        copy: set[tuple[int, int]],
+        copy: Collection[tuple[int, int]],
         early: bool = False,
     ) -> None:
-        try:
-            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise CheckpointError(f"cannot read directory {dirpath}: {exc.strerror}") from exc
-        for e in entries:
-            r = f"{rel}{e.name}"
-            if (not rel and e.name == RESERVED_DIR) or e.name.endswith(TEMP_SUFFIX):
-                continue
-            try:
-                st = e.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    out.links.append(LinkEntry(r, check_link_target(os.readlink(e.path))))
-                except ManifestError as exc:
-                    out.skipped.append((r, f"symlink not checkpointed: {exc}"))
-            elif stat.S_ISDIR(st.st_mode):
+        """Link (or copy) every file of the dir into the area, recording what the freeze
+        holds in ``out``. ``early``: only link, before the lock; nothing is recorded."""
+        for e in walk(self.directory):
+            r, st = e.rel, e.st
+            if e.why or st is None:  # st: the walk stats all it does not skip
+                out.skipped.append((r, e.why))
+            elif e.kind is Kind.LINK:
+                out.links.append(LinkEntry(r, e.target))
+            elif e.kind is Kind.DIR:
                 out.dirs.append(r)
-                self._walk(Path(e.path), r + "/", out, seen, copy, early)
-            elif stat.S_ISREG(st.st_mode):
+            elif e.kind is Kind.FILE:
                 seen.add(r)
                 mapped = (st.st_dev, st.st_ino) in copy
-                if early:
-                    if r not in self.copy_paths:
-                        self._link(e.path, r, st, out, early=True)
+                try:
+                    if early:
+                        if r not in self.copy_paths:
+                            self._mirror.link(e.path, r, st, out, early=True)
+                        continue
+                    if mapped or r in self.copy_paths:
+                        placed = self._mirror.copy(e.path, r, st, out, fresh=mapped)
+                    else:
+                        placed = self._mirror.link(e.path, r, st, out)
+                except CannotLink:
+                    self.usable = False
+                    raise
+                except OSError as exc:  # its place in the area is deeper than the dir
+                    if exc.errno != errno.ENAMETOOLONG:
+                        raise
+                    out.skipped.append((r, TOO_LONG))
                     continue
-                if mapped or r in self.copy_paths:
-                    placed = self._copy(e.path, r, st, out, fresh=mapped)
-                else:
-                    placed = self._link(e.path, r, st, out)
                 if placed is not None:
                     out.files.append((r, placed))
-            else:
-                out.skipped.append((r, "not a regular file, directory or symlink"))
-
-    def _link(
-        self, src: str, rel: str, st: os.stat_result, out: _Walk, early: bool = False
-    ) -> os.stat_result | None:
-        """Link ``src`` into the area; the stat to record for it, None if it is gone.
-
-        A link changes the file's ctime, which the sync's stat cache compares. For a file
-        linked now, the freeze records the stat from before the link and reports the one
-        after it in ``relinked``, so the cache still knows the file. A link made before the
-        lock (``early``) is vouched for the same way only if nothing can have written the
-        file between its stat and the link: unchanged size and mtime, and an mtime older
-        than the timestamp granularity could hide.
-        """
-        key = (st.st_dev, st.st_ino)
-        if self._linked.get(rel) == key:  # the area already holds this very inode
-            before_after = self._early.pop(rel, None)
-            if before_after is not None and stat_key(before_after[1]) == stat_key(st):
-                out.relinked[rel] = before_after[1]
-                return before_after[0]
-            return st
-        dst = self._place(rel)
-        try:
-            os.link(src, dst, follow_symlinks=False)
-        except FileNotFoundError:
-            return None  # removed since the scan: not part of this state
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise
-            # No hard links here (another mount, a filesystem without them).
-            self.usable = False
-            raise CheckpointError(
-                f"{src}: cannot hard-link into {self.area}: {exc.strerror}"
-            ) from None
-        self._linked[rel] = key
-        self._copies.pop(rel, None)
-        after = os.lstat(dst)
-        if not early:
-            out.relinked[rel] = after
-        elif (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns) and (
-            time.time_ns() - st.st_mtime_ns > RACY_NS
-        ):
-            self._early[rel] = (st, after)
-        return st
-
-    def _copy(
-        self, src: str, rel: str, st: os.stat_result, out: _Walk, fresh: bool
-    ) -> os.stat_result | None:
-        """A private copy, for a file written in place: under the lock, so a whole save.
-
-        ``fresh``: copy even if the stat is unchanged (writes through mmap do not show)."""
-        if not fresh and self._copies.get(rel) == stat_key(st):
-            return st
-        if out.copy_bytes + st.st_size > self.copy_budget:
-            out.left_out.append((rel, f"changes in place and is too big to copy ({st.st_size})"))
-            return None
-        dst = self._place(rel)
-        try:
-            clone_or_copy(src, dst, st)
-            after = os.lstat(src)
-        except FileNotFoundError:
-            return None
-        # Not ctime: unlinking the area's older link to this inode just moved it.
-        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ino,
-        ):
-            # Written while the lock was held: its writer does not use save points.
-            out.left_out.append((rel, "kept changing while it was copied under the lock"))
-            with contextlib.suppress(OSError):
-                os.unlink(dst)
-            return None
-        out.copy_bytes += st.st_size
-        out.copied.append(rel)
-        self._copies[rel] = stat_key(after)
-        self._linked.pop(rel, None)
-        return st
-
-    def _place(self, rel: str) -> Path:
-        """The area's path for ``rel``: parents made, whatever stood there removed."""
-        parent = rel.rpartition("/")[0]
-        if parent and parent not in self._made_dirs:
-            cur = self.area
-            done = ""
-            for part in parent.split("/"):
-                cur, done = cur / part, f"{done}{part}"
-                with contextlib.suppress(FileNotFoundError):
-                    if not stat.S_ISDIR(os.lstat(cur).st_mode):
-                        self.trash.mkdir(exist_ok=True, mode=0o700)
-                        self._trashed += 1  # a file of an older freeze where a dir is now
-                        os.rename(cur, self.trash / str(self._trashed))
-                        self._drop(done)
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(cur, 0o700)
-                done += "/"
-            self._made_dirs.add(parent)
-        dst = self.area / rel
-        try:
-            os.lstat(dst)
-        except FileNotFoundError:
-            return dst
-        # An older version, or a dir where a file is now: out of the way in one rename.
-        self.trash.mkdir(exist_ok=True, mode=0o700)
-        self._trashed += 1
-        os.rename(dst, self.trash / str(self._trashed))
-        self._drop(rel)
-        return dst
-
-    def _drop(self, rel: str) -> None:
-        """Forget the area's entries at ``rel`` and below it."""
-        below = rel + "/"
-        for table in (self._linked, self._copies):
-            for r in [r for r in table if r == rel or r.startswith(below)]:
-                del table[r]
-        self._made_dirs = {d for d in self._made_dirs if d != rel and not d.startswith(below)}
-
-    def _forget_missing(self, seen: set[str]) -> None:
-        """Drop the area's entries for files that are gone from the dir (outside the lock)."""
-        for table in (self._linked, self._copies):
-            for rel in [r for r in table if r not in seen]:
-                table.pop(rel, None)
-                with contextlib.suppress(OSError):
-                    os.unlink(self.area / rel)
 
     # -- after the sync ---------------------------------------------------------------
 
     def held_bytes(self) -> int:
         """Disk the area holds beyond the dir: inodes only it still links, and copies."""
-        total = 0
-        for rel in list(self._linked):
-            with contextlib.suppress(OSError):
-                st = os.lstat(self.area / rel)
-                if st.st_nlink == 1:
-                    total += st.st_blocks * 512
-        for rel in list(self._copies):
-            with contextlib.suppress(OSError):
-                total += os.lstat(self.area / rel).st_blocks * 512
-        return total
+        return self._mirror.held_bytes()
 
     def changed_in_place(self, paths: Collection[str]) -> None:
         """``paths`` were written in place after the pending freeze: it is not one save.
@@ -447,11 +269,7 @@ class Freezer:
         inodes only the area still holds; the next freeze relinks what it needs."""
         self.pending = None
         self.committed_any = True
-        for rel in list(self._linked):
-            with contextlib.suppress(OSError):
-                if os.lstat(self.area / rel).st_nlink == 1:
-                    os.unlink(self.area / rel)
-                    del self._linked[rel]
+        self._mirror.release()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -460,15 +278,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
-
-
-def _tree_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-    return total
 
 
 __all__ = ["Freezer", "Frozen", "NotDeclared", "SaveInProgress", "SaveIncomplete"]

@@ -26,26 +26,33 @@ from .upload import Location, Stored, Uploader
 UPLOAD_TRUST_SECONDS = 3600.0
 
 
+class _Batch:
+    """What one uploader put in the store, and when: its own sets, not a copy per chunk."""
+
+    __slots__ = ("at", "blobs", "packed")
+
+    def __init__(self, at: float, blobs: set[str], packed: dict[str, Location]) -> None:
+        self.at = at  # monotonic time of the record
+        self.blobs = blobs
+        self.packed = packed
+
+
 class KnownChunks:
     def __init__(self) -> None:
         self.packs = Packs()
         self._base = Stored()  # chunks the base manifest references, and where
-        # chunk -> (monotonic time this process put it, its pack and offset or None: a blob)
-        self._uploaded: dict[str, tuple[float, Location | None]] = {}
+        self._uploaded: list[_Batch] = []  # what this process put, batch by batch
 
     def stored(self) -> Stored:
         """The chunks a sync may skip now: the base manifest's, and our recent uploads."""
         cutoff = time.monotonic() - UPLOAD_TRUST_SECONDS
         # A copy first: a sync thread may be adding to it while the main thread asks.
-        uploaded = self._uploaded.copy()
+        uploaded = [b for b in self._uploaded.copy() if b.at >= cutoff]
         blobs = set(self._base.blobs)
         packed = dict(self._base.packed)
-        for h, (t, at) in uploaded.items():
-            if t < cutoff:
-                continue
-            if at is None:
-                blobs.add(h)
-            else:
+        for batch in reversed(uploaded):  # the newest place of a chunk put twice
+            blobs |= batch.blobs
+            for h, at in batch.packed.items():
                 packed.setdefault(h, at)
         return Stored(blobs, packed)
 
@@ -72,14 +79,21 @@ class KnownChunks:
         self._base = Stored(
             base.blobs - gone, {h: at for h, at in base.packed.items() if at[0] not in gone}
         )
-        self._uploaded = {
-            h: (t, at)
-            for h, (t, at) in self._uploaded.copy().items()
-            if (h if at is None else at[0]) not in gone
-        }
+        self._uploaded = [
+            _Batch(
+                b.at,
+                b.blobs - gone,
+                {h: at for h, at in b.packed.items() if at[0] not in gone},
+            )
+            for b in self._uploaded.copy()
+        ]
 
     def record(self, uploader: Uploader) -> None:
         """What ``uploader`` did put in the store, whether or not its sync commits."""
         now = time.monotonic()
-        self._uploaded.update((h, (now, uploader.located.get(h))) for h in uploader.done)
+        located = dict(uploader.located)  # chunks in packs; the others are blobs
+        blobs = {h for h in uploader.done if h not in located}
+        cutoff = now - UPLOAD_TRUST_SECONDS
+        kept = [b for b in self._uploaded if b.at >= cutoff]
+        self._uploaded = [*kept, _Batch(now, blobs, located)]
         self.packs.sizes.update(uploader.packs)

@@ -28,8 +28,9 @@ import structlog
 from checkpoint.errors import CheckpointError, StoreError, Superseded
 from checkpoint.savelock import SaveIncomplete, SaveInProgress
 
+from .entries import FrozenFilesChanged
 from .freeze import Freezer, Frozen, NotDeclared
-from .sync import FrozenFilesChanged, Syncer, SyncResult
+from .sync import Syncer, SyncResult
 
 log = structlog.get_logger("checkpoint")
 

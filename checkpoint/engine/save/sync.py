@@ -9,8 +9,6 @@ restore placed to :meth:`Syncer.restored`.
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import threading
 import time
@@ -18,24 +16,23 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from checkpoint._version import __version__
-from checkpoint.errors import CheckpointError, CommitConflict, ManifestError
-from checkpoint.protocol import progress_path
-
 from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT
-from ..format.jobstore import JobStore, utc_iso
-from ..format.layout import MANIFESTS
-from ..format.manifest import MAX_CHUNK_SIZE, FileEntry, HardLinkEntry, Manifest
+from ..config import DEFAULTS
+from ..format.jobstore import JobStore
+from ..format.manifest import MAX_CHUNK_SIZE, Manifest
 from ..format.paged import PAGED_ABOVE
 from ..gc import prune_manifests
 from ..lease import SweepWatch
 from ..localdir.localindex import write_index
-from ..localdir.scan import NotRegularFile, StatCache, hash_file, scan, scan_frozen
+from ..localdir.scan import hash_file, scan, scan_frozen
+from ..localdir.stats import StatCache
 from ..progress import Listener, Progress
+from .commit import assemble, commit, content, read_progress
+from .entries import FileReader, FrozenFilesChanged, bytes_to_read
 from .known import KnownChunks
 from .repack import repack_sparse
 from .upload import PACK_THRESHOLD, Location, Stored, Uploader
@@ -44,20 +41,6 @@ if TYPE_CHECKING:
     from .freeze import Frozen
 
 log = structlog.get_logger("checkpoint")
-
-CHUNK_SIZE = 8 << 20
-
-
-class FileChanged(CheckpointError):
-    """A file kept changing while it was read; the sync is abandoned, not committed torn."""
-
-
-class FrozenFilesChanged(FileChanged):
-    """Files of a freeze were written in place after it: the freeze is not one save."""
-
-    def __init__(self, paths: list[str]) -> None:
-        super().__init__(f"{len(paths)} file(s) changed in place after the freeze: {paths[:5]}")
-        self.paths = paths
 
 
 @dataclass(frozen=True)
@@ -85,13 +68,18 @@ class SyncResult:
 class Syncer:
     """The save side of one checkpoint dir: what the store holds and what the dir holds."""
 
+    #: how the live dir is listed and a file read; a test sets its own on an instance
+    #: (a listing gone stale, a file that keeps changing)
+    scan = staticmethod(scan)
+    hash_file = staticmethod(hash_file)
+
     def __init__(
         self,
         job: JobStore,
         directory: Path,
         *,
         attempt: int = 0,
-        chunk_size: int = CHUNK_SIZE,
+        chunk_size: int = DEFAULTS.chunk_size,
         progress: Listener | None = None,
         max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
         pack_threshold: int = PACK_THRESHOLD,
@@ -149,7 +137,7 @@ class Syncer:
     ) -> SyncResult:
         started = time.monotonic()
         if frozen is None:
-            root, found, left_out = self.directory, scan(self.directory), []
+            root, found, left_out = self.directory, self.scan(self.directory), []
         else:
             root, left_out = frozen.root, list(frozen.left_out)
             found = scan_frozen(frozen, self.directory)
@@ -157,33 +145,26 @@ class Syncer:
             log.warning("sync.file_skipped", path=path, why=why)
         stored = self._known.stored()
         present = stored.hashes()
-        todo = sum(  # data bytes (not holes) of the files this sync will read
-            min(st.st_size, st.st_blocks * 512)
-            for rel, st in found.files
-            if (rehash is not None and rehash(st))
-            or self._cache.unchanged(rel, st, present) is None
-        )
+        todo = bytes_to_read(found.files, self._cache, present, rehash)
         progress = Progress("sync.progress", todo, listener=self.progress)
         uploader = Uploader(
             self.job, self._pool, stored, progress, max_bytes_in_flight=self.max_bytes_in_flight
         )
-        entries: list[FileEntry] = []
-        changed: list[str] = []
+        reader = FileReader(
+            self.directory,
+            root,
+            self._cache,
+            uploader,
+            present,
+            chunk_size=self.chunk_size,
+            pack_threshold=self.pack_threshold,
+            frozen_relinked=None if frozen is None else frozen.relinked,
+            rehash=rehash,
+            hash_file=self.hash_file,
+        )
         moved: dict[str, Location] = {}  # chunks of sparse packs: their old places
-        hashed = 0
         try:
-            for rel, st in found.files:
-                try:
-                    entry, n = self._file_entry(rel, st, uploader, present, root, frozen, rehash)
-                except FileChanged as exc:
-                    if frozen is not None:  # the freeze is torn: the caller freezes again
-                        changed.append(rel)
-                    else:
-                        left_out.append((rel, str(exc)))
-                    continue
-                if entry is not None:
-                    entries.append(entry)
-                    hashed += n
+            entries, changed, hashed = reader.read(found.files, left_out)
             found.files.clear()  # the stat of every file: not needed beyond this point
             if not changed:
                 moved = repack_sparse(
@@ -208,38 +189,25 @@ class Syncer:
             stored.blobs | (uploader.done - uploader.located.keys()),
             {**moved, **stored.packed, **uploader.located},
         )
-        entries = [_located(e, where) for e in entries]
-        if left_out:  # in the walk's order: sorted by name, level by level
-            entries.extend(self._previous_versions(left_out))
-            entries.sort(key=lambda e: e.path.split("/"))
-        hardlinks = _resolvable(found.hardlinks, {e.path for e in entries})
-        manifest = Manifest(
-            job_id=self.job.job_id,
-            sequence=(self.base.sequence if self.base else 0) + 1,
+        manifest = assemble(
+            self.job.job_id,
+            self.base,
+            entries,
+            found,
+            where,
+            left_out,
             attempt=self.attempt,
-            created=utc_iso(),
             reason=reason,
-            files=tuple(entries),
-            dirs=tuple(found.dirs),
-            links=tuple(found.links),
-            progress=_read_progress(self.directory) if frozen is None else frozen.progress,
-            agent_version=__version__,
-            hardlinks=hardlinks,
+            progress=read_progress(self.directory) if frozen is None else frozen.progress,
         )
         manifest = replace(manifest, packs=self._known.packs.table(manifest))
-        sequence: int | None = None
-        if self.base is None or _content(manifest) != _content(self.base):
-            manifest = self._commit(manifest)
-            write_index(self.directory, manifest, self._cache)  # a warm restart reads nothing
-            sequence = manifest.sequence
-            self.base = manifest
-            self._known.take_base(manifest)
-        elif frozen is not None and frozen.relinked and self.base is not None:
-            write_index(self.directory, self.base, self._cache)  # the freeze's links moved ctime
+        entries.clear()  # the manifest holds them now, placed: no second copy
+        self._cache.share(manifest.files)
+        sequence = self._commit_if_new(manifest, frozen)
         return SyncResult(
             reason=reason,
             sequence=sequence,
-            files=len(entries),
+            files=len(manifest.files),
             bytes_total=manifest.size,
             bytes_uploaded=uploader.bytes,
             chunks_uploaded=len(uploader.done),
@@ -249,95 +217,29 @@ class Syncer:
             packs_uploaded=len(uploader.packs),
         )
 
-    def _previous_versions(self, left_out: list[tuple[str, str]]) -> list[FileEntry]:
-        """Files that kept changing: their last committed version stands in for them."""
-        before = {f.path: f for f in self.base.files} if self.base else {}
-        kept = []
-        for rel, why in left_out:
-            entry = before.get(rel)
-            log.warning(
-                "sync.file_left_out",
-                path=rel,
-                why=why,
-                action="kept its last committed version" if entry else "not in this checkpoint",
-            )
-            if entry is not None:
-                kept.append(entry)
-        return kept
-
-    def _file_entry(
-        self,
-        rel: str,
-        st: os.stat_result,
-        uploader: Uploader,
-        present: set[str],
-        root: Path,
-        frozen: Frozen | None,
-        rehash: Callable[[os.stat_result], bool] | None,
-    ) -> tuple[FileEntry | None, int]:
-        rehashed = rehash is not None and rehash(st)
-        cached = None if rehashed else self._cache.unchanged(rel, st, present)
-        if cached is not None:
-            if frozen is not None and rel in frozen.relinked:  # the freeze's link moved ctime
-                self._cache.remember(rel, frozen.relinked[rel], cached)
-            return FileEntry(rel, st.st_size, st.st_mode & 0o777, st.st_mtime_ns, cached), 0
-        path = root / rel
-        put = uploader.pack if st.st_size < self.pack_threshold else uploader.put
-        for _ in range(1 if frozen is not None else 3):  # a freeze is frozen again, not re-read
-            try:
-                chunks, after = hash_file(path, self.chunk_size, put)
-            except FileNotFoundError:
-                return None, 0  # deleted while we walked: not part of this checkpoint
-            except PermissionError as exc:
-                shown = self.directory / rel  # the job's file, not the freeze's link
-                raise CheckpointError(f"cannot read {shown}: {exc.strerror}") from exc
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENAMETOOLONG):
-                    raise
-                log.warning("sync.file_skipped", path=rel, why=exc.strerror)
-                return None, 0
-            except NotRegularFile as exc:
-                log.warning("sync.file_skipped", path=rel, why=str(exc))
-                return None, 0
-            if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
-                self._cache.remember(rel, after, chunks)
-                mode = after.st_mode & 0o777
-                return FileEntry(rel, after.st_size, mode, after.st_mtime_ns, chunks), after.st_size
-            st = after  # changed while we read it: read it again
-        raise FileChanged(
-            f"{self.directory / rel} kept changing while it was read; not committing a torn copy"
+    def _commit_if_new(self, manifest: Manifest, frozen: Frozen | None) -> int | None:
+        """Commit ``manifest`` unless it holds what the base does; its sequence, or None."""
+        if self.base is not None and content(manifest) == content(self.base):
+            if frozen is not None and frozen.relinked:  # the freeze's links moved ctime
+                write_index(self.directory, self.base, self._cache)
+            return None
+        manifest = commit(
+            self.job,
+            manifest,
+            base=self.base,
+            attempt=self.attempt,
+            sweeps=self._sweeps,
+            known=self._known,
+            paged_above=self.paged_above,
         )
-
-    def _commit(self, manifest: Manifest) -> Manifest:
-        have = self.base.pages if self.base is not None else ()  # pages stored already
-        gone = self._sweeps.gone(self.job, manifest.stored_blobs() | manifest.pack_ids())
-        if gone is not None:  # a forced gc or delete ran: its pages may be gone too
-            have = ()
-        if gone:  # a forced gc or delete took objects this sync took as stored
-            self._known.forget(gone)
-            raise CheckpointError(
-                f"not committing: {len(gone)} stored objects it names were deleted by a "
-                f"forced gc or delete of the job (e.g. {sorted(gone)[0]}); the next sync "
-                "uploads them again"
-            )
-        for _ in range(10):
-            self.job.check_current(self.attempt)
-            try:  # what sync commits, restore accepts: the very same check, before the commit
-                committed = self.job.commit(manifest, have=have, paged_above=self.paged_above)
-            except ManifestError as exc:
-                why = f"not committing a checkpoint restore would refuse: {exc}"
-                raise CheckpointError(why) from None
-            if committed is not None:
-                return committed
-            # Someone else took this number. If they are newer, check_current says so next
-            # time round; otherwise (a stale attempt racing us) we commit after them.
-            latest = (self.job.sequences() or [manifest.sequence])[-1]
-            manifest = replace(manifest, sequence=max(latest, manifest.sequence) + 1)
-        raise CommitConflict(f"{self.job.folder(MANIFESTS)}: lost the commit race ten times")
+        write_index(self.directory, manifest, self._cache)  # a warm restart reads nothing
+        self.base = manifest
+        self._known.take_base(manifest)
+        return manifest.sequence
 
     def pending_bytes(self) -> int:
         """Bytes in files that changed since the last commit (a cheap stat walk, no reads)."""
-        files = scan(self.directory).files
+        files = self.scan(self.directory).files
         present = self._known.stored().hashes()
         return sum(
             st.st_size for rel, st in files if self._cache.unchanged(rel, st, present) is None
@@ -390,31 +292,4 @@ class Syncer:
                 write_index(self.directory, manifest, self._cache)  # warm restarts read none
 
 
-def _located(entry: FileEntry, where: Stored) -> FileEntry:
-    try:
-        return replace(entry, chunks=tuple(where.locate(c) for c in entry.chunks))
-    except KeyError as exc:  # a bug, never the store: say so rather than commit a guess
-        raise CheckpointError(f"{entry.path}: chunk {exc} was neither uploaded nor known") from None
-
-
-def _content(m: Manifest) -> Any:
-    return (m.files, m.dirs, m.links, m.hardlinks, m.progress)
-
-
-def _resolvable(hardlinks: list[HardLinkEntry], files: set[str]) -> tuple[HardLinkEntry, ...]:
-    """Hard links whose file made it into the checkpoint (it may vanish mid-scan)."""
-    for h in hardlinks:
-        if h.target not in files:
-            log.warning("sync.file_skipped", path=h.path, why=f"its other name {h.target} vanished")
-    return tuple(h for h in hardlinks if h.target in files)
-
-
-def _read_progress(directory: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads((progress_path(directory)).read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-__all__ = ["CHUNK_SIZE", "FileChanged", "FrozenFilesChanged", "SyncResult", "Syncer"]
+__all__ = ["SyncResult", "Syncer"]

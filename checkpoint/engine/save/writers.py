@@ -13,7 +13,7 @@ then reads what the job could have changed unseen, not the whole dir.
 What a sample can miss: a file mapped, written and unmapped within one interval. Its first
 write through the map sets its mtime (the kernel does so when a clean page is first
 written), so the stat shows it unless the sync read the file between that first write
-and a later one; a file whose mtime is that recent (:data:`..localdir.scan.RACY_SECONDS`)
+and a later one; a file whose mtime is that recent (:data:`..localdir.stats.RACY_SECONDS`)
 is read again at the next sync anyway. ``--rehash all`` reads every file at every sync.
 """
 

@@ -1,0 +1,133 @@
+"""What a sync remembers of each file's stat, compactly: the scan's packed stats
+(:class:`FileStats`) and the stat cache (:class:`StatCache`), which lets the next sync skip
+a file whose stat has not moved since it was hashed.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Iterable, Iterator
+
+from ..format.manifest import Chunk, FileEntry
+
+#: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
+#: a second write within the filesystem's timestamp granularity would otherwise be missed.
+RACY_SECONDS = 2.0
+
+StatKey = tuple[int, int, int, int]
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    # ctime too: `cp -p`, `touch -r` or os.utime can give rewritten bytes their old mtime.
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class FileStats:
+    """Files and their lstat, packed: the scan of a big tree holds ~60 bytes of numbers a
+    file (an ``os.stat_result`` with its int and float objects takes ~600).
+
+    Only what a sync reads of a stat is kept: mode, inode, device, size, mtime, ctime and
+    blocks; a file's stat is rebuilt as an ``os.stat_result`` when it is read (its uid,
+    gid, nlink and atime are 0).
+    """
+
+    __slots__ = ("_packed", "_rels")
+    _ROW = struct.Struct("=IQQqqqq")  # mode, ino, dev, size, mtime_ns, ctime_ns, blocks
+
+    def __init__(self) -> None:
+        self._rels: list[str] = []
+        self._packed = bytearray()
+
+    def append(self, item: tuple[str, os.stat_result]) -> None:
+        rel, st = item
+        self._rels.append(rel)
+        self._packed += self._ROW.pack(
+            st.st_mode,
+            st.st_ino,
+            st.st_dev,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_blocks,
+        )
+
+    def __len__(self) -> int:
+        return len(self._rels)
+
+    def __iter__(self) -> Iterator[tuple[str, os.stat_result]]:
+        unpack, size = self._ROW.unpack_from, self._ROW.size
+        for i, rel in enumerate(self._rels):
+            mode, ino, dev, nbytes, mtime_ns, ctime_ns, blocks = unpack(self._packed, i * size)
+            yield (
+                rel,
+                os.stat_result(
+                    (mode, ino, dev, 0, 0, 0, nbytes, 0, mtime_ns // 10**9, ctime_ns // 10**9),
+                    {
+                        "st_mtime": mtime_ns / 1e9,
+                        "st_ctime": ctime_ns / 1e9,
+                        "st_mtime_ns": mtime_ns,
+                        "st_ctime_ns": ctime_ns,
+                        "st_blocks": blocks,
+                    },
+                ),
+            )
+
+    def clear(self) -> None:
+        self._rels = []
+        self._packed = bytearray()
+
+
+#: a cache entry's stat, packed: size, mtime, ctime, inode (the key), device
+_KEY = struct.Struct("=qqqQQ")
+
+
+class StatCache:
+    """Chunks of files hashed before, trusted while size, mtime, ctime and inode match.
+
+    One entry a file: its stat packed in 40 bytes, and its chunks (after a commit, the very
+    chunk objects of the committed manifest: see :meth:`share`).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[bytes, tuple[Chunk, ...]]] = {}
+
+    def remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
+        if time.time_ns() - st.st_mtime_ns > RACY_SECONDS * 1e9:
+            self._entries[rel] = (_KEY.pack(*stat_key(st), st.st_dev), chunks)
+        else:
+            self._entries.pop(rel, None)
+
+    def unchanged(
+        self, rel: str, st: os.stat_result, present: set[str]
+    ) -> tuple[Chunk, ...] | None:
+        """The chunks of a file that has not changed since they were hashed and uploaded."""
+        cached = self._entries.get(rel)
+        if cached is None or not all(c.is_hole or c.sha256 in present for c in cached[1]):
+            return None
+        if _KEY.unpack(cached[0])[:4] != stat_key(st):
+            return None
+        return cached[1]
+
+    def vouched(self, rel: str) -> tuple[StatKey, int, tuple[Chunk, ...]] | None:
+        """(stat key, device, chunks) remembered for ``rel``: what the local index records."""
+        cached = self._entries.get(rel)
+        if cached is None:
+            return None
+        size, mtime_ns, ctime_ns, ino, dev = _KEY.unpack(cached[0])
+        return (size, mtime_ns, ctime_ns, ino), dev, cached[1]
+
+    def share(self, files: Iterable[FileEntry]) -> None:
+        """Hold the chunks of ``files`` (a committed manifest's) where they are the ones
+        remembered, instead of a second copy of each (as hashed, without their place)."""
+        for f in files:
+            cached = self._entries.get(f.path)
+            if cached is not None and cached[1] is not f.chunks and _same(cached[1], f.chunks):
+                self._entries[f.path] = (cached[0], f.chunks)
+
+
+def _same(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:
+    return len(a) == len(b) and all(
+        x.sha256 == y.sha256 and x.size == y.size for x, y in zip(a, b, strict=True)
+    )

@@ -1,0 +1,152 @@
+"""Each file of a sync to its manifest entry: on the stat cache's word, or read and hashed.
+
+A file whose stat matches what the cache remembers (and whose chunks are all stored) is
+taken as it was; any other is read, its chunks handed to the uploader as they are hashed,
+and its stat compared before and after the read: a file that changed while it was read is
+read again (live dir) or reported (a freeze is frozen again, never read twice).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import structlog
+
+from checkpoint.errors import CheckpointError
+
+from ..format.manifest import Chunk, FileEntry
+from ..localdir.scan import NotRegularFile, hash_file
+from ..localdir.stats import StatCache
+from .upload import Uploader
+
+log = structlog.get_logger("checkpoint")
+
+#: how a file is read: (path, chunk size, where each chunk goes) -> (chunks, stat after)
+HashFile = Callable[
+    [Path, int, Callable[[Chunk, bytes], None]], tuple[tuple[Chunk, ...], os.stat_result]
+]
+
+
+class FileChanged(CheckpointError):
+    """A file kept changing while it was read; the sync is abandoned, not committed torn."""
+
+
+class FrozenFilesChanged(FileChanged):
+    """Files of a freeze were written in place after it: the freeze is not one save."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(f"{len(paths)} file(s) changed in place after the freeze: {paths[:5]}")
+        self.paths = paths
+
+
+def bytes_to_read(
+    files: Iterable[tuple[str, os.stat_result]],
+    cache: StatCache,
+    present: set[str],
+    rehash: Callable[[os.stat_result], bool] | None,
+) -> int:
+    """Data bytes (not holes) of the files a sync will read: what its progress counts."""
+    return sum(
+        min(st.st_size, st.st_blocks * 512)
+        for rel, st in files
+        if (rehash is not None and rehash(st)) or cache.unchanged(rel, st, present) is None
+    )
+
+
+class FileReader:
+    """One sync's reading of files: from ``root`` (the dir, or a freeze of it)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        root: Path,
+        cache: StatCache,
+        uploader: Uploader,
+        present: set[str],
+        *,
+        chunk_size: int,
+        pack_threshold: int,
+        frozen_relinked: dict[str, os.stat_result] | None,
+        rehash: Callable[[os.stat_result], bool] | None,
+        hash_file: HashFile = hash_file,
+    ) -> None:
+        self.directory = directory  # the job's dir: named in messages
+        self.root = root
+        self.cache = cache
+        self.uploader = uploader
+        self.present = present
+        self.chunk_size = chunk_size
+        self.pack_threshold = pack_threshold
+        #: None for the live dir; for a freeze, the stats its links moved
+        self.relinked = frozen_relinked
+        self.rehash = rehash
+        self.hash_file = hash_file
+
+    def read(
+        self, files: Iterable[tuple[str, os.stat_result]], left_out: list[tuple[str, str]]
+    ) -> tuple[list[FileEntry], list[str], int]:
+        """Every file's entry, the files of a freeze that changed in place, bytes read.
+        A live file that kept changing goes to ``left_out``."""
+        entries: list[FileEntry] = []
+        changed: list[str] = []
+        hashed = 0
+        for rel, st in files:
+            try:
+                entry, n = self.entry(rel, st)
+            except FileChanged as exc:
+                if self.relinked is not None:  # the freeze is torn: the caller freezes again
+                    changed.append(rel)
+                else:
+                    left_out.append((rel, str(exc)))
+                continue
+            if entry is not None:
+                entries.append(entry)
+                hashed += n
+        return entries, changed, hashed
+
+    def entry(self, rel: str, st: os.stat_result) -> tuple[FileEntry | None, int]:
+        """The file's entry (None: it is gone, or not a file any more) and the bytes read."""
+        rehashed = self.rehash is not None and self.rehash(st)
+        cached = None if rehashed else self.cache.unchanged(rel, st, self.present)
+        if cached is not None:
+            if self.relinked is not None and rel in self.relinked:  # the link moved ctime
+                self.cache.remember(rel, self.relinked[rel], cached)
+            return FileEntry(rel, st.st_size, _mode(st), st.st_mtime_ns, cached), 0
+        path = self.root / rel
+        put = self.uploader.pack if st.st_size < self.pack_threshold else self.uploader.put
+        for _ in range(1 if self.relinked is not None else 3):  # a freeze is frozen again
+            try:
+                chunks, after = self.hash_file(path, self.chunk_size, put)
+            except FileNotFoundError:
+                return None, 0  # deleted while we walked: not part of this checkpoint
+            except PermissionError as exc:
+                shown = self.directory / rel  # the job's file, not the freeze's link
+                raise CheckpointError(f"cannot read {shown}: {exc.strerror}") from exc
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENAMETOOLONG):
+                    raise
+                log.warning("sync.file_skipped", path=rel, why=exc.strerror)
+                return None, 0
+            except NotRegularFile as exc:
+                log.warning("sync.file_skipped", path=rel, why=str(exc))
+                return None, 0
+            if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+                self.cache.remember(rel, after, chunks)
+                entry = FileEntry(rel, after.st_size, _mode(after), after.st_mtime_ns, chunks)
+                return entry, after.st_size
+            st = after  # changed while we read it: read it again
+        raise FileChanged(
+            f"{self.directory / rel} kept changing while it was read; not committing a torn copy"
+        )
+
+
+_MODES: dict[int, int] = {}
+
+
+def _mode(st: os.stat_result) -> int:
+    """The file's permission bits, one int object per distinct mode (not one per file)."""
+    mode = st.st_mode & 0o777
+    return _MODES.setdefault(mode, mode)
