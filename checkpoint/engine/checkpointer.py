@@ -52,10 +52,7 @@ class Checkpointer(Syncer):
             directory,
             attempt=attempt,
             progress=progress,
-            chunk_size=config.chunk_size,
-            max_bytes_in_flight=config.max_bytes_in_flight,
-            pack_threshold=config.pack_threshold,
-            paged_above=config.paged_above,
+            config=config,
         )
 
     def restore(self, sequence: int | None = None, into: Path | None = None) -> RestoreResult:

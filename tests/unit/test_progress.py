@@ -6,9 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from checkpoint.engine import progress as progress_module
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.config import EngineConfig
 from checkpoint.engine.format.jobstore import JobStore
@@ -59,14 +56,7 @@ def test_a_transfer_shorter_than_the_interval_says_nothing() -> None:
     assert seen == []
 
 
-@pytest.fixture
-def every_add_reports(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Until save.sync and restore.download pass the Checkpointer's config to their
-    # Progress, the interval they use is the defaults'.
-    monkeypatch.setattr(progress_module, "DEFAULTS", EngineConfig(progress_seconds=0.0))
-
-
-def test_sync_and_restore_report_their_bytes(tmp_path: Path, every_add_reports: None) -> None:
+def test_sync_and_restore_report_their_bytes(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     (src / "big").write_bytes(os.urandom(3 << 20))
@@ -77,7 +67,8 @@ def test_sync_and_restore_report_their_bytes(tmp_path: Path, every_add_reports: 
     def listener(event: str, fields: dict[str, Any]) -> None:
         seen.append((event, fields))
 
-    ckpt = Checkpointer(job, src, chunk_size=1 << 20, progress=listener)
+    every_add = EngineConfig(chunk_size=1 << 20, progress_seconds=0.0)  # a report each add
+    ckpt = Checkpointer(job, src, progress=listener, config=every_add)
     try:
         assert ckpt.sync_once("test").sequence == 1
     finally:
@@ -88,7 +79,7 @@ def test_sync_and_restore_report_their_bytes(tmp_path: Path, every_add_reports: 
     assert synced[-1]["bytes_done"] == (3 << 20) + 1000
 
     seen.clear()
-    other = Checkpointer(job, dst, chunk_size=1 << 20, progress=listener)
+    other = Checkpointer(job, dst, progress=listener, config=every_add)
     try:
         assert other.restore().manifest is not None
     finally:
@@ -115,7 +106,7 @@ def test_checkpoints_restore_prints_a_line_per_report_when_not_a_terminal() -> N
 
 
 def test_a_sync_that_reads_unchanged_files_again_counts_them_and_stays_within_100(
-    tmp_path: Path, every_add_reports: None
+    tmp_path: Path,
 ) -> None:
     """Issue 23: the final sync re-read every file but counted only the changed ones as its
     total, and reported 250%. Files read again are part of the total."""
@@ -130,8 +121,8 @@ def test_a_sync_that_reads_unchanged_files_again_counts_them_and_stays_within_10
     ckpt = Checkpointer(
         JobStore(LocalStore(tmp_path / "store"), "again"),
         src,
-        chunk_size=1 << 20,
         progress=lambda e, f: seen.append(f) if e == "sync.progress" else None,
+        config=EngineConfig(chunk_size=1 << 20, progress_seconds=0.0),  # a report each add
     )
     try:
         assert ckpt.sync_once("first").sequence == 1

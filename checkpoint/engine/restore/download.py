@@ -70,7 +70,9 @@ class Downloader:
     def download(self, files: list[FileEntry], staging: Path) -> int:
         """Write ``files[i]`` to ``staging/i``; the bytes downloaded."""
         wanted = sum(c.size for f in files for c in f.chunks if not c.is_hole)
-        self._progress = Progress("restore.progress", wanted, listener=self._listener)
+        self._progress = Progress(
+            "restore.progress", wanted, listener=self._listener, every=self.config.progress_seconds
+        )
         total = 0
         packed = packed_files(files)  # small files: written whole from ranged pack reads
         if packed:

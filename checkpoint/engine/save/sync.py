@@ -20,11 +20,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT
-from ..config import DEFAULTS
+from ..config import DEFAULTS, EngineConfig
 from ..format.jobstore import JobStore
-from ..format.manifest import MAX_CHUNK_SIZE, Manifest
-from ..format.paged import PAGED_ABOVE
+from ..format.manifest import Manifest
 from ..gc import prune_manifests
 from ..lease import SweepWatch
 from ..localdir.localindex import write_index
@@ -35,7 +33,7 @@ from .commit import assemble, commit, content, read_progress
 from .entries import FileReader, FrozenFilesChanged, bytes_to_read
 from .known import KnownChunks
 from .repack import repack_sparse
-from .upload import PACK_THRESHOLD, Location, Stored, Uploader
+from .upload import Location, Stored, Uploader
 
 if TYPE_CHECKING:
     from .freeze import Frozen
@@ -79,28 +77,22 @@ class Syncer:
         directory: Path,
         *,
         attempt: int = 0,
-        chunk_size: int = DEFAULTS.chunk_size,
         progress: Listener | None = None,
-        max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
-        pack_threshold: int = PACK_THRESHOLD,
-        paged_above: int = PAGED_ABOVE,
+        config: EngineConfig = DEFAULTS,
     ) -> None:
         self.job = job
+        self.config = config  # every tunable; EngineConfig checks each value once
         #: chunk bytes held in memory by transfers at once, upload and restore each
-        self.max_bytes_in_flight = max_bytes_in_flight
+        self.max_bytes_in_flight = config.max_bytes_in_flight
         self.directory = directory
         self.attempt = attempt
-        self.chunk_size = chunk_size
+        self.chunk_size = config.chunk_size
         self.progress = progress  # sync.progress and restore.progress reports (default: log)
         self.base: Manifest | None = None  # the newest manifest this process knows
-        self.pack_threshold = pack_threshold  # files smaller than this are packed; 0: none
-        self.paged_above = paged_above  # manifests of more entries are paged (format 4)
+        self.pack_threshold = config.pack_threshold  # smaller files are packed; 0: none
+        self.paged_above = config.paged_above  # manifests of more entries are paged (format 4)
         self._known = KnownChunks()  # what a sync may take as stored (.known)
         self._sweeps = SweepWatch()  # operators' forced gc/delete (checkpoint.engine.lease)
-        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
-            raise ValueError(f"chunk_size must be in (0, {MAX_CHUNK_SIZE}], not {chunk_size}")
-        if max_bytes_in_flight <= 0:
-            raise ValueError(f"max_bytes_in_flight must be positive, not {max_bytes_in_flight}")
         self._cache = StatCache()
         self._protected: set[int] = set()  # sequences prune must leave alone
         self._pool = ThreadPoolExecutor(
@@ -146,7 +138,9 @@ class Syncer:
         stored = self._known.stored()
         present = stored.hashes()
         todo = bytes_to_read(found.files, self._cache, present, rehash)
-        progress = Progress("sync.progress", todo, listener=self.progress)
+        progress = Progress(
+            "sync.progress", todo, listener=self.progress, every=self.config.progress_seconds
+        )
         uploader = Uploader(
             self.job, self._pool, stored, progress, max_bytes_in_flight=self.max_bytes_in_flight
         )
