@@ -38,7 +38,7 @@ class SavePointCheckpoints:
 
     def __init__(self, ckpt: Checkpointer, directory: Path, rehash: str) -> None:
         self.ckpt = ckpt
-        self.freezer = Freezer(directory)
+        self.freezer = Freezer(directory, config=ckpt.config)
         self.rehash = rehash
         self.job_pids: Callable[[], list[int]] | None = None
         self.on_frozen: Callable[[float], None] | None = None

@@ -14,8 +14,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.config import DEFAULTS, EngineConfig
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.localdir import localindex
 from checkpoint.engine.localdir.localindex import index_path
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.base import LocalStore, ObjectInfo
@@ -50,23 +50,31 @@ def store(tmp_path: Path) -> CountingStore:
 
 
 @pytest.fixture
-def boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This boot's id, in a file the test can change (a reboot)."""
+def boot(tmp_path: Path) -> Path:
+    """A boot id in a file the test can change (a reboot), for ``ckpt(..., boot=)``."""
     path = tmp_path / "boot_id"
     path.write_text("11111111-2222-3333-4444-555555555555\n")
-    monkeypatch.setattr(localindex, "BOOT_ID_PATH", path)
     return path
 
 
 def ckpt(
-    store: LocalStore, directory: Path, attempt: int = 1, job: str = "job", *, packs: bool = True
+    store: LocalStore,
+    directory: Path,
+    attempt: int = 1,
+    job: str = "job",
+    *,
+    packs: bool = True,
+    boot: Path | None = None,
 ) -> Checkpointer:
     """``packs=False``: every file its own blobs, for the tests of how many objects are looked
-    at and how (small files would otherwise share one pack)."""
+    at and how (small files would otherwise share one pack). ``boot``: where this boot's id
+    is read (default: the kernel's)."""
+    config = DEFAULTS if boot is None else EngineConfig(boot_id_path=boot)
     return Checkpointer(
         JobStore(store, job),
         directory,
         attempt=attempt,
+        config=config,
         chunk_size=CHUNK,
         pack_threshold=PACK_THRESHOLD if packs else 0,
     )
@@ -86,7 +94,7 @@ def make_files(d: Path, n: int, size: int = 3000) -> dict[str, bytes]:
 
 
 def test_warm_restart_reads_nothing_and_lists_instead_of_heads(
-    tmp_path: Path, store: CountingStore, boot: Path
+    tmp_path: Path, store: CountingStore
 ) -> None:
     d = tmp_path / "d"
     made = make_files(d, 30)
@@ -108,7 +116,7 @@ def test_warm_restart_reads_nothing_and_lists_instead_of_heads(
 
 
 def test_warm_restart_of_packed_files_looks_at_their_pack_once(
-    tmp_path: Path, store: CountingStore, boot: Path
+    tmp_path: Path, store: CountingStore
 ) -> None:
     d = tmp_path / "d"
     make_files(d, 30)
@@ -121,9 +129,7 @@ def test_warm_restart_of_packed_files_looks_at_their_pack_once(
     assert len(pack_looks) == 1 and pack_looks[0][0] == "HEAD"
 
 
-def test_few_kept_blobs_are_checked_with_heads(
-    tmp_path: Path, store: CountingStore, boot: Path
-) -> None:
+def test_few_kept_blobs_are_checked_with_heads(tmp_path: Path, store: CountingStore) -> None:
     d = tmp_path / "d"
     make_files(d, 3)
     ckpt(store, d, packs=False).sync_once("first")
@@ -134,7 +140,7 @@ def test_few_kept_blobs_are_checked_with_heads(
 
 
 def test_a_blob_missing_from_the_store_is_found_by_the_listing(
-    tmp_path: Path, store: CountingStore, boot: Path
+    tmp_path: Path, store: CountingStore
 ) -> None:
     d = tmp_path / "d"
     made = make_files(d, 20)
@@ -153,7 +159,7 @@ def test_a_blob_missing_from_the_store_is_found_by_the_listing(
 
 
 def test_a_file_changed_behind_the_index_with_its_mtime_put_back_is_rechecked(
-    tmp_path: Path, store: CountingStore, boot: Path
+    tmp_path: Path, store: CountingStore
 ) -> None:
     d = tmp_path / "d"
     made = make_files(d, 5)
@@ -178,23 +184,21 @@ def test_another_boot_means_every_file_is_read(
 ) -> None:
     d = tmp_path / "d"
     make_files(d, 5)
-    ckpt(store, d).sync_once("first")
+    ckpt(store, d, boot=boot).sync_once("first")
     boot.write_text("99999999-2222-3333-4444-555555555555\n")  # a reboot
     with capture_logs() as logs:
-        r = ckpt(store, d, attempt=2).restore()
+        r = ckpt(store, d, attempt=2, boot=boot).restore()
     assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (5, 0, 15000)
     assert any(e["event"] == "index.not_trusted" and "reboot" in e["why"] for e in logs)
 
 
-def test_no_boot_id_means_no_index(
-    tmp_path: Path, store: CountingStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(localindex, "BOOT_ID_PATH", tmp_path / "no-such-file")
+def test_no_boot_id_means_no_index(tmp_path: Path, store: CountingStore) -> None:
+    missing = tmp_path / "no-such-file"
     d = tmp_path / "d"
     make_files(d, 2)
-    ckpt(store, d).sync_once("first")
+    ckpt(store, d, boot=missing).sync_once("first")
     assert not index_path(d).exists()
-    r = ckpt(store, d, attempt=2).restore()
+    r = ckpt(store, d, attempt=2, boot=missing).restore()
     assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (2, 0, 6000)
 
 
@@ -218,7 +222,7 @@ def _edit_index(d: Path, edit: object) -> None:
     ids=["empty", "binary", "a list", "no fields", "files not a list", "rows of lists", "deep"],
 )
 def test_a_damaged_index_is_ignored_with_a_warning(
-    tmp_path: Path, store: CountingStore, boot: Path, garbage: bytes
+    tmp_path: Path, store: CountingStore, garbage: bytes
 ) -> None:
     d = tmp_path / "d"
     make_files(d, 3)
@@ -230,9 +234,7 @@ def test_a_damaged_index_is_ignored_with_a_warning(
     assert [e["log_level"] for e in logs if e["event"] == "index.damaged"] == ["warning"]
 
 
-def test_damaged_entries_are_never_trusted(
-    tmp_path: Path, store: CountingStore, boot: Path
-) -> None:
+def test_damaged_entries_are_never_trusted(tmp_path: Path, store: CountingStore) -> None:
     d = tmp_path / "d"
     make_files(d, 4)
     ckpt(store, d).sync_once("first")
@@ -249,7 +251,7 @@ def test_damaged_entries_are_never_trusted(
 
 
 def test_an_index_of_another_checkpoint_or_job_is_not_trusted(
-    tmp_path: Path, store: CountingStore, boot: Path
+    tmp_path: Path, store: CountingStore
 ) -> None:
     d = tmp_path / "d"
     make_files(d, 3)
@@ -267,7 +269,7 @@ def test_an_index_of_another_checkpoint_or_job_is_not_trusted(
     assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (4, 0, 9001)
 
 
-def test_racy_files_are_read_again(tmp_path: Path, store: CountingStore, boot: Path) -> None:
+def test_racy_files_are_read_again(tmp_path: Path, store: CountingStore) -> None:
     d = tmp_path / "d"
     make_files(d, 3)
     (d / "fresh").write_bytes(b"written just now")  # within the stat cache's racy window
@@ -283,7 +285,7 @@ def test_racy_files_are_read_again(tmp_path: Path, store: CountingStore, boot: P
     assert r.bytes_hashed == 3 * 3000 + len(b"written just now")
 
 
-def test_racy_mtime_alone(tmp_path: Path, store: CountingStore, boot: Path) -> None:
+def test_racy_mtime_alone(tmp_path: Path, store: CountingStore) -> None:
     d = tmp_path / "d"
     make_files(d, 2)
     ckpt(store, d).sync_once("first")
@@ -304,9 +306,7 @@ def test_racy_mtime_alone(tmp_path: Path, store: CountingStore, boot: Path) -> N
     assert r.files_indexed == 1 and r.bytes_hashed == 3000
 
 
-def test_index_survives_the_freeze_areas_unlinks(
-    tmp_path: Path, store: CountingStore, boot: Path
-) -> None:
+def test_index_survives_the_freeze_areas_unlinks(tmp_path: Path, store: CountingStore) -> None:
     """The agent's freeze links files into .spot-agent/freeze and removes the links at
     exit (or at the next start, after a kill): each unlink moves the file's ctime."""
     from checkpoint.engine.save.freeze import Freezer

@@ -13,7 +13,6 @@ from agent.config.engine import engine_config
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.config import DEFAULTS, EngineConfig
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.localdir import localindex
 from checkpoint.engine.save import known, savepoints, upload, writers
 from checkpoint.engine.store.base import LocalStore
 
@@ -74,7 +73,6 @@ def test_the_globals_not_yet_wired_agree_with_the_config() -> None:
     # is a second copy of a default: it must not drift. (Delete a line once wired.)
     assert DEFAULTS.pack_threshold == upload.PACK_THRESHOLD
     assert DEFAULTS.pack_target == upload.PACK_TARGET
-    assert DEFAULTS.boot_id_path == localindex.BOOT_ID_PATH
     assert DEFAULTS.freeze_attempts == savepoints.FREEZE_ATTEMPTS
     assert DEFAULTS.upload_trust_seconds == known.UPLOAD_TRUST_SECONDS
     assert DEFAULTS.writer_sample_seconds == writers.SAMPLE_SECONDS

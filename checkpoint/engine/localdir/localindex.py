@@ -45,6 +45,7 @@ import structlog
 from checkpoint._fsutil import write_atomic
 from checkpoint.protocol import RESERVED_DIR
 
+from ..config import DEFAULTS
 from ..format.manifest import MAX_MANIFEST_BYTES, MODE_BITS, Chunk, FileEntry, Manifest
 from .stats import StatCache
 
@@ -52,8 +53,6 @@ log = structlog.get_logger("checkpoint")
 
 INDEX_NAME = "index.json"
 FORMAT = 1
-#: where the kernel says which boot this is (a module attribute: tests point it elsewhere)
-BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 #: an index is about the size of the manifest; more than this is not one we wrote
 MAX_INDEX_BYTES = 4 * MAX_MANIFEST_BYTES
 _CHUNK_FIELDS = [f.name for f in dataclasses.fields(Chunk)]
@@ -64,10 +63,11 @@ def index_path(directory: Path) -> Path:
     return directory / RESERVED_DIR / INDEX_NAME
 
 
-def boot_id() -> str | None:
-    """This boot's id, or None where the kernel does not say (the index is then unused)."""
+def boot_id(path: Path = DEFAULTS.boot_id_path) -> str | None:
+    """This boot's id, read from ``path``, or None where the kernel does not say (the index
+    is then unused)."""
     try:
-        return BOOT_ID_PATH.read_text().strip() or None
+        return path.read_text().strip() or None
     except OSError:
         return None
 
@@ -76,13 +76,19 @@ def _chunk_rows(chunks: tuple[Chunk, ...]) -> list[list[Any]]:
     return [list(_chunk_row(c)) for c in chunks]
 
 
-def write_index(directory: Path, manifest: Manifest, cache: StatCache) -> int | None:
+def write_index(
+    directory: Path,
+    manifest: Manifest,
+    cache: StatCache,
+    *,
+    boot_id_path: Path = DEFAULTS.boot_id_path,
+) -> int | None:
     """Record the files of ``manifest`` whose stat ``cache`` vouches for (same chunks).
 
     Returns how many files it vouches for, or None when no index was written (no boot id,
     or a local error: logged, never raised, the checkpoint itself is committed already).
     """
-    boot = boot_id()
+    boot = boot_id(boot_id_path)
     if boot is None:
         return None
     head = {
@@ -164,14 +170,16 @@ class LocalIndex:
         return len(self._rows)
 
     @classmethod
-    def load(cls, directory: Path, manifest: Manifest) -> LocalIndex | None:
+    def load(
+        cls, directory: Path, manifest: Manifest, *, boot_id_path: Path = DEFAULTS.boot_id_path
+    ) -> LocalIndex | None:
         """The dir's index if it may vouch for files of ``manifest``; None otherwise
         (absent; damaged: warned; another boot, job or checkpoint: logged)."""
         found = _read(directory)
         if found is None:
             return None
         doc, rows, written_ns = found
-        why = _untrusted(doc, manifest)
+        why = _untrusted(doc, manifest, boot_id(boot_id_path))
         if why is not None:
             path = str(index_path(directory))
             log.info("index.not_trusted", path=path, why=why, action="reading every file")
@@ -207,7 +215,7 @@ def _same_stat(row: list[Any], st: os.stat_result, written_ns: int) -> bool:
 
 
 @contextlib.contextmanager
-def kept_across(directory: Path) -> Iterator[None]:
+def kept_across(directory: Path, boot_id_path: Path = DEFAULTS.boot_id_path) -> Iterator[None]:
     """Around the agent's own removal of hard links to the dir's files (the freeze area):
     unlinking a name moves the ctime of the inode, which alone would void every entry.
 
@@ -217,7 +225,7 @@ def kept_across(directory: Path) -> Iterator[None]:
     starts and after it has ended.
     """
     found = _read(directory)
-    if found is None or found[0].get("boot_id") != boot_id():
+    if found is None or found[0].get("boot_id") != boot_id(boot_id_path):
         yield
         return
     doc, rows, written_ns = found
@@ -273,13 +281,12 @@ def _read(directory: Path) -> tuple[dict[str, Any], dict[str, list[Any]], int] |
     return doc, rows, st.st_mtime_ns
 
 
-def _untrusted(doc: dict[str, Any], manifest: Manifest) -> str | None:
+def _untrusted(doc: dict[str, Any], manifest: Manifest, current: str | None) -> str | None:
     fmt, fields = doc["format"], doc["chunk_fields"]
     if fmt != FORMAT or fields != _CHUNK_FIELDS:
         return f"written by another version (format {fmt!r}, chunk fields {fields!r})"
     if doc["job_id"] != manifest.job_id or doc["sequence"] != manifest.sequence:
         return f"for job {doc['job_id']!r} checkpoint {doc['sequence']!r}, not this one"
-    current = boot_id()
     if current is None or doc["boot_id"] != current:
         return "written before the last reboot: pages not flushed then may be lost"
     return None

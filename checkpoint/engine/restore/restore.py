@@ -192,7 +192,7 @@ class Restorer:
         staging = dest / RESERVED_DIR / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         staging.mkdir(parents=True, mode=0o700)
         try:
-            index = LocalIndex.load(dest, manifest)
+            index = LocalIndex.load(dest, manifest, boot_id_path=self._config.boot_id_path)
             # Not overlapped with the listing below: on two cores, a thread parsing listing
             # pages slows the lstat loop (GIL hand-offs) more than the overlap saves.
             part = partition(manifest, dest, index)

@@ -37,7 +37,7 @@ from checkpoint.protocol import RESERVED_DIR, progress_path, save_lock_path
 from checkpoint.savelabel import with_save_label
 from checkpoint.savelock import SaveIncomplete, SaveInProgress, acquire, saver
 
-from ..config import DEFAULTS
+from ..config import DEFAULTS, EngineConfig
 from ..format.manifest import LinkEntry
 from ..localdir.stats import FileStats
 from ..localdir.walk import TOO_LONG, Kind, walk
@@ -77,12 +77,12 @@ class Frozen:
 class Freezer:
     """The freeze area of one checkpoint dir; used by one sync at a time."""
 
-    def __init__(self, directory: Path, *, copy_budget: int = DEFAULTS.copy_budget) -> None:
+    def __init__(self, directory: Path, *, config: EngineConfig = DEFAULTS) -> None:
         self.directory = directory
         self.lock_path = save_lock_path(directory)
         self.area = directory / RESERVED_DIR / FREEZE_NAME
         self.trash = directory / RESERVED_DIR / TRASH_NAME
-        self._mirror = FreezeArea(directory, self.area, self.trash, copy_budget)
+        self._mirror = FreezeArea(directory, self.area, self.trash, config)
         #: files to copy rather than link at the next freezes (they changed in place)
         self.copy_paths: set[str] = set()
         #: the newest freeze whose state is not committed yet, whole in the area

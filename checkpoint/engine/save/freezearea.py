@@ -21,6 +21,7 @@ from pathlib import Path
 
 from checkpoint.errors import CheckpointError
 
+from ..config import EngineConfig
 from ..format.manifest import LinkEntry
 from ..localdir.localindex import kept_across
 from ..localdir.stats import FileStats, stat_key
@@ -52,11 +53,12 @@ class Taken:
 class FreezeArea:
     """The mirror of one checkpoint dir's files, and what each of its paths holds."""
 
-    def __init__(self, directory: Path, area: Path, trash: Path, copy_budget: int) -> None:
+    def __init__(self, directory: Path, area: Path, trash: Path, config: EngineConfig) -> None:
         self.directory = directory
         self.area = area
         self.trash = trash
-        self.copy_budget = copy_budget  # bytes copied under the lock in one freeze, at most
+        self.copy_budget = config.copy_budget  # bytes copied under the lock in one freeze, at most
+        self.boot_id_path = config.boot_id_path  # the local index's: kept across a cleanup
         self._trashed = 0
         self._linked: dict[str, tuple[int, int]] = {}  # rel -> (dev, ino) linked in the area
         #: linked before the lock: rel -> (stat before the link, stat after it)
@@ -225,7 +227,7 @@ class FreezeArea:
         self.clear()
         if not (self.area.exists() or self.trash.exists()):
             return removed
-        with kept_across(self.directory):
+        with kept_across(self.directory, self.boot_id_path):
             shutil.rmtree(self.area, ignore_errors=True)
             shutil.rmtree(self.trash, ignore_errors=True)
         return removed

@@ -100,6 +100,10 @@ class Syncer:
         )
         self._lock = threading.Lock()  # one sync or restore at a time
 
+    def _write_index(self, manifest: Manifest) -> None:
+        """The dir's warm-restart index for ``manifest`` (checkpoint.engine.localdir)."""
+        write_index(self.directory, manifest, self._cache, boot_id_path=self.config.boot_id_path)
+
     def close(self) -> None:
         # Never wait here: after a deadline a transfer may still hang on a dead store.
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -215,7 +219,7 @@ class Syncer:
         """Commit ``manifest`` unless it holds what the base does; its sequence, or None."""
         if self.base is not None and content(manifest) == content(self.base):
             if frozen is not None and frozen.relinked:  # the freeze's links moved ctime
-                write_index(self.directory, self.base, self._cache)
+                self._write_index(self.base)
             return None
         manifest = commit(
             self.job,
@@ -226,7 +230,7 @@ class Syncer:
             known=self._known,
             paged_above=self.paged_above,
         )
-        write_index(self.directory, manifest, self._cache)  # a warm restart reads nothing
+        self._write_index(manifest)  # a warm restart reads nothing
         self.base = manifest
         self._known.take_base(manifest)
         return manifest.sequence
@@ -283,7 +287,7 @@ class Syncer:
                 self._cache.remember(f.path, st, f.chunks)
             self._known.take_base(manifest, set(present))
             if self.attempt and files_indexed < len(manifest.files):  # else as it is
-                write_index(self.directory, manifest, self._cache)  # warm restarts read none
+                self._write_index(manifest)  # warm restarts read none
 
 
 __all__ = ["SyncResult", "Syncer"]
