@@ -29,6 +29,8 @@ field                     setting (option, environment)               read by
 ``pack_batch_bytes``
 ``max_open_files``        none: staging files open in a restore       restore.download
 ``copy_budget``           none: bytes a freeze copies under the lock  save.freeze
+``long_save_seconds``     none: a save holding the lock this long is  save.freeze
+                          reported (``freeze.waiting``)
 ``freeze_attempts``       none: freezes tried while files change      save.savepoints
 ``upload_trust_seconds``  none: how long an upload is taken as stored save.known
 ``writer_sample_seconds`` none: between two looks at the job's files  save.writers
@@ -83,6 +85,8 @@ class EngineConfig:
     max_open_files: int = 64
     #: at most this many bytes are copied under the save-point lock in one freeze
     copy_budget: int = 256 << 20
+    #: a save that holds the job's lock this long is reported while a freeze waits for it
+    long_save_seconds: float = 5.0
     #: freezes tried when files keep changing in place after each one
     freeze_attempts: int = 3
     #: a chunk this process uploaded is trusted to still be in the store for this long

@@ -20,6 +20,7 @@ import pytest
 
 import checkpoint
 from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.config import EngineConfig
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.localdir.scan import hash_file, scan
 from checkpoint.engine.save.entries import FrozenFilesChanged
@@ -248,14 +249,10 @@ def test_a_file_that_changes_at_every_read_is_left_out_keeping_its_last_version(
     assert restored(c, tmp_path, 2) == {"log": b"v1", "state": b"s2"}
 
 
-def test_a_save_that_holds_the_lock_long_is_reported_and_waited_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from checkpoint import savelock
-
-    _src, _c, fz = make(tmp_path)
+def test_a_save_that_holds_the_lock_long_is_reported_and_waited_for(tmp_path: Path) -> None:
+    src, _c, _fz = make(tmp_path)
+    fz = Freezer(src, config=EngineConfig(long_save_seconds=0.05))
     fz.reset()
-    monkeypatch.setattr(savelock, "LONG_SAVE_SECONDS", 0.05)
     fd = os.open(fz.lock_path, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     threading.Timer(0.3, os.close, args=(fd,)).start()  # the save ends after 0.3 s

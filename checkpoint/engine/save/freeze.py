@@ -83,6 +83,7 @@ class Freezer:
         self.area = directory / RESERVED_DIR / FREEZE_NAME
         self.trash = directory / RESERVED_DIR / TRASH_NAME
         self._mirror = FreezeArea(directory, self.area, self.trash, config)
+        self.long_save = config.long_save_seconds  # a save this long is reported
         #: files to copy rather than link at the next freezes (they changed in place)
         self.copy_paths: set[str] = set()
         #: the newest freeze whose state is not committed yet, whole in the area
@@ -164,7 +165,7 @@ class Freezer:
             self._walk(Taken(), set(), (), early=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            if not acquire(fd, wait, waiting):
+            if not acquire(fd, wait, waiting, long_save=self.long_save):
                 raise SaveInProgress(
                     f"{self.lock_path}: the job has been saving for over {wait:g}s; "
                     "the checkpoint waits for the next turn"
