@@ -24,6 +24,15 @@ from tests.integration.signal_jobs import Recorder, catches, mask_of, wait_until
 S = signal.Signals
 
 
+def agents_own(stderr: str) -> str:
+    """The agent's stderr without the job's own death report: a Ctrl-C forwarded while the
+    job's interpreter is still starting (before any handler of its own) ends it with a
+    KeyboardInterrupt traceback of its own, as it would outside the agent."""
+    if stderr.rstrip().endswith("KeyboardInterrupt") and "/agent/" not in stderr:
+        return ""
+    return stderr
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.25])
 @pytest.mark.parametrize(
     "sig", [S.SIGHUP, S.SIGINT, S.SIGQUIT, S.SIGUSR1, S.SIGUSR2, S.SIGALRM], ids=lambda s: s.name
@@ -64,7 +73,7 @@ def test_a_signal_while_the_agent_starts_does_not_kill_it(
         rec.finish()
     code = run.wait(30)
     assert code >= 0, f"the agent died of {signal.Signals(-code).name}"
-    assert "Traceback" not in run.stderr, run.stderr
+    assert "Traceback" not in agents_own(run.stderr), run.stderr
     assert run.event("agent.exit")["exit_code"] == code
     if sig in STOP_BEFORE_START and '"child.started"' not in run.stdout:
         # Ctrl-C, a hang-up or Ctrl-\ before the job exists stops the agent cleanly.
