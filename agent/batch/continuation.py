@@ -132,6 +132,16 @@ def _in_batch(s: Settings, skipped: str) -> bool:
     return False
 
 
+def _unless_ended(client: Any, job_id: str, skipped: str) -> dict[str, Any] | None:
+    """This job as Batch describes it, or None (logged as ``skipped``) when an operator
+    terminated or cancelled it through Batch: a continuation must not undo that."""
+    job = describe_self(client, job_id)
+    if job.get("isTerminated") or job.get("isCancelled"):
+        log.info(skipped, why="the job was terminated or cancelled through Batch; not undoing that")
+        return None
+    return job
+
+
 def _submit_failed(s: Settings, exc: Exception) -> None:
     log.error(
         "batch.continuation_failed",
@@ -151,12 +161,8 @@ def move_to_fallback(s: Settings, interruptions: int, client: Any | None = None)
     assert s.batch_job_id is not None
     try:
         client = client if client is not None else batch_client()
-        job = describe_self(client, s.batch_job_id)
-        if job.get("isTerminated") or job.get("isCancelled"):
-            log.info(
-                "batch.fallback_skipped",
-                why="the job was terminated or cancelled through Batch; not undoing that",
-            )
+        job = _unless_ended(client, s.batch_job_id, "batch.fallback_skipped")
+        if job is None:
             return None
         request = build_continuation_request(
             job, s.job_id, s.batch_job_id, BECAUSE_BUDGET, s.fallback_queue
@@ -186,12 +192,8 @@ def continue_after_interruption(s: Settings, client: Any | None = None) -> str |
     assert s.batch_job_id is not None and s.batch_attempt is not None
     try:
         client = client if client is not None else batch_client(s.s3.aws_region)
-        job = describe_self(client, s.batch_job_id)
-        if job.get("isTerminated") or job.get("isCancelled"):
-            log.info(
-                "batch.continuation_skipped",
-                why="the job was terminated or cancelled through Batch; not undoing that",
-            )
+        job = _unless_ended(client, s.batch_job_id, "batch.continuation_skipped")
+        if job is None:
             return None
         allowed = allowed_attempts(client, job)
         if s.batch_attempt < allowed:
