@@ -84,8 +84,13 @@ def test_a_signal_while_the_agent_starts_does_not_kill_it(
     elif code == 0:
         assert rec.received() == [sig.name]  # held, then sent once
     else:  # the job died of it before it could catch it
-        assert code == 128 + sig, run.stdout + run.stderr
-        assert run.event("child.exited")["exit_code"] == 128 + sig
+        died = {128 + sig}
+        if sig == S.SIGINT and agents_own(run.stderr) != run.stderr:
+            # Ctrl-C inside the job's interpreter start-up (site): Python reports the
+            # KeyboardInterrupt and exits 1 there, before it can re-raise the signal.
+            died.add(1)
+        assert code in died, run.stdout + run.stderr
+        assert run.event("child.exited")["exit_code"] == code
 
 
 #: exec the command after it with SIGTERM blocked and SIGINT, SIGHUP, SIGQUIT ignored
