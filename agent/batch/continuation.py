@@ -142,6 +142,12 @@ def _unless_ended(client: Any, job_id: str, skipped: str) -> dict[str, Any] | No
     return job
 
 
+def _client(s: Settings) -> Any:
+    """The Batch client of both submissions, in the region the store resolved (AWS_REGION,
+    which botocore does not read, included)."""
+    return batch_client(s.s3.aws_region)
+
+
 def _submit_failed(s: Settings, exc: Exception) -> None:
     log.error(
         "batch.continuation_failed",
@@ -160,7 +166,7 @@ def move_to_fallback(s: Settings, interruptions: int, client: Any | None = None)
         return None
     assert s.batch_job_id is not None
     try:
-        client = client if client is not None else batch_client()
+        client = client if client is not None else _client(s)
         job = _unless_ended(client, s.batch_job_id, "batch.fallback_skipped")
         if job is None:
             return None
@@ -191,7 +197,7 @@ def continue_after_interruption(s: Settings, client: Any | None = None) -> str |
         return None
     assert s.batch_job_id is not None and s.batch_attempt is not None
     try:
-        client = client if client is not None else batch_client(s.s3.aws_region)
+        client = client if client is not None else _client(s)
         job = _unless_ended(client, s.batch_job_id, "batch.continuation_skipped")
         if job is None:
             return None

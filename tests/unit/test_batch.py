@@ -487,3 +487,17 @@ def test_fallback_settings_go_together_and_count_from_one(tmp_path: Path) -> Non
     spec = JobDefinitionSpec("t", "i", checkpoint_uri="s3://bucket/p", fallback_queue="q")
     with pytest.raises(ConfigError, match="--fallback-after"):
         build_job_definition(spec)
+
+
+def test_both_submissions_use_the_region_botocore_does_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch sets AWS_REGION; botocore reads only AWS_DEFAULT_REGION. The fallback's client
+    was built without it (NoRegionError, logged, and no fallback); both now take the
+    region the store resolved. Building a client makes no request."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BATCH", "http://127.0.0.1:9")
+    s = settings(tmp_path, {**batch_env(10), "AWS_REGION": "eu-west-3"})
+    client = continuation._client(s)
+    assert client.meta.region_name == "eu-west-3"
+    assert client.meta.endpoint_url == "http://127.0.0.1:9"
