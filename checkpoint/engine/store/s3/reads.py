@@ -32,10 +32,9 @@ BODY_READ_ATTEMPTS = 4
 #: The piece a streamed GET reads at a time (see :func:`get_object_into`), as s3transfer's
 #: ``io_chunksize``. Each piece is a new bytes object: at 1 MiB, glibc hands each one out
 #: from fresh pages (mmap'd or trimmed back), and faulting them in cost more than copying
-#: the bytes. Measured restoring 2 GiB from a local SeaweedFS (``/usr/bin/time``, medians
-#: of 4): 256 KiB pieces take 1.7 s of system time where 1 MiB pieces took 3.5 s, and the
-#: restore 4.8 s where it took 7.4 s. 512 KiB pieces fault as 1 MiB ones do (2.8 s of
-#: system time); 128 KiB ones gain nothing more.
+#: the bytes. Restoring 2 GiB from a local SeaweedFS (``bench/readpiece.py``, medians of
+#: 4): 1.7 s of system time at 256 KiB, 3.5 s at 1 MiB, and the restore 4.8 s, not 7.4 s.
+#: 512 KiB pieces fault as 1 MiB ones do (2.8 s); 128 KiB ones gain nothing more.
 READ_PIECE = 256 << 10
 #: what a body cut short raises while it is read
 BODY_CUT = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ConnectionClosedError)
