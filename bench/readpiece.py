@@ -7,7 +7,7 @@ Starts its own SeaweedFS on 127.0.0.1, uploads one file of random bytes with the
 checkpoints restore`, once per piece size (KiB) in each repetition, in rotated order, and
 with `s5cmd cp` beside them. Prints the median wall time and the user and system CPU of
 each. A restore's system time is where the piece size shows: every piece is a new bytes
-object, and pieces from fresh pages cost more in page faults than the copy.
+object, and from 512 KiB up the kernel's copies of them cost far more.
 """
 
 from __future__ import annotations
