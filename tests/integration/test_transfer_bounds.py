@@ -1,6 +1,6 @@
 """Restore streams chunks into place under the bytes-in-flight bound; upload keeps to it too.
 
-Against SeaweedFS: chunks of 2 MiB arrive in pieces of 1 MiB (``READ_PIECE``), so a
+Against SeaweedFS: chunks of 2 MiB arrive in pieces of 256 KiB (``READ_PIECE``), so a
 body cut mid-chunk and read again exercises the start-over of a streamed chunk.
 """
 

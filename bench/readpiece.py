@@ -1,0 +1,122 @@
+"""The piece size of a streamed GET (``reads.READ_PIECE``): a big-file restore at each size.
+
+    PYTHONPATH=$PWD python3 -m bench.readpiece [--mib 2048] [--reps 3] [--pieces 128,256,512,1024]
+
+Starts its own SeaweedFS on 127.0.0.1, uploads one file of random bytes with the agent
+(`python -m agent run -- true`), then restores it into an empty dir with `python -m agent
+checkpoints restore`, once per piece size (KiB) in each repetition, in rotated order, and
+with `s5cmd cp` beside them. Prints the median wall time and the user and system CPU of
+each. A restore's system time is where the piece size shows: every piece is a new bytes
+object, and from 512 KiB up the kernel's copies of them cost far more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.main import s3_env
+from bench.procs import s5cmd_binary
+from bench.scale import make_big
+from tests import servers
+
+REPO = Path(__file__).resolve().parent.parent
+# A restore with READ_PIECE (and the store's stream_piece, which sizes the budget) set to
+# argv[1] bytes; the rest of argv is the agent's command line.
+RESTORE_WITH_PIECE = (
+    "import sys\n"
+    "from checkpoint.engine.store.s3 import reads, store\n"
+    "reads.READ_PIECE = store.S3Store.stream_piece = int(sys.argv[1])\n"
+    "from agent.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib", type=int, default=2048, help="the file's size (2048)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (3)")
+    parser.add_argument("--pieces", default="128,256,512,1024", help="piece sizes in KiB")
+    args = parser.parse_args()
+    pieces = [int(k) << 10 for k in args.pieces.split(",")]
+    with tempfile.TemporaryDirectory(prefix="readpiece-") as tmp:
+        work = Path(tmp)
+        server = servers.start_seaweedfs(work / "seaweedfs", volume_size_limit_mb=256)
+        try:
+            run(server, work, args.mib, args.reps, pieces)
+        finally:
+            server.stop()
+
+
+def run(server: servers.SeaweedS3, work: Path, mib: int, reps: int, pieces: list[int]) -> None:
+    env = s3_env(server, work)
+    data, dest = work / "data", work / "restore"
+    make_big(data, mib)
+    agent = dict(
+        env,
+        SPOT_AGENT_CHECKPOINT_URI="s3://readpiece/spot",
+        SPOT_AGENT_CHECKPOINT_DIR=str(data),
+        SPOT_AGENT_JOB_ID="readpiece",
+        SPOT_AGENT_IMDS="off",
+        XDG_STATE_HOME=str(work / "state"),
+        PYTHONPATH=str(REPO),
+    )
+    s5 = [s5cmd_binary(), "--endpoint-url", server.endpoint]
+    _check([*s5, "mb", "s3://readpiece"], env)
+    _check([*s5, "cp", f"{data}/*", "s3://readpiece/s5cmd/"], env)
+    _check([sys.executable, "-m", "agent", "run", "--", "true"], agent)
+    tools: dict[str, list[str]] = {"s5cmd cp": [*s5, "cp", "s3://readpiece/s5cmd/*", f"{dest}/"]}
+    for piece in pieces:
+        restore = ["checkpoints", "restore", "--to", str(dest)]
+        tools[f"{piece >> 10} KiB"] = [
+            sys.executable,
+            "-c",
+            RESTORE_WITH_PIECE,
+            str(piece),
+            *restore,
+        ]
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in tools}
+    names = list(tools)
+    for r in range(reps):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            sample = _measure(tools[name], env if name.startswith("s5cmd") else agent)
+            got = (dest / "big.bin").stat().st_size if (dest / "big.bin").exists() else None
+            if got != mib << 20:
+                raise SystemExit(f"{name} restored {got} bytes of big.bin, not {mib << 20}")
+            samples[name].append(sample)
+            print(f"  {name}: {sample[0]:.2f} s, user {sample[1]:.2f} s, sys {sample[2]:.2f} s")
+    print(f"\nrestore of 1 x {mib} MiB, medians of {reps}:")
+    for name, got in samples.items():
+        wall, user, sys_ = (statistics.median(s[i] for s in got) for i in range(3))
+        print(f"  {name:>10}: {wall:6.2f} s   user {user:5.2f} s   sys {sys_:5.2f} s")
+
+
+def _measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, user and system CPU seconds of one command (it must succeed)."""
+    os.sync()  # the last restore's dirty pages are not this one's to write
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    _check(argv, env)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+
+def _check(argv: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{argv[0]} exited {done.returncode}: {done.stderr[-2000:]}")
+
+
+if __name__ == "__main__":
+    main()
