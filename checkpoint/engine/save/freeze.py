@@ -133,7 +133,7 @@ class Freezer:
     def close(self) -> None:
         """At agent exit: the area, the trash and the lock file go; ``.spot-agent/`` too if
         nothing else is in it. The job is gone by then: nobody holds the lock."""
-        self._mirror.remove()
+        self._mirror.remove(count=False)
         with contextlib.suppress(OSError):
             os.unlink(self.lock_path)
         with contextlib.suppress(OSError):
