@@ -1,7 +1,8 @@
 """The job's checkpoints taken at its save points: every sync freezes the checkpoint dir
 between two saves (:mod:`checkpoint.engine.save.freeze`) and uploads from the freeze while
-the job goes on. This wraps :class:`checkpoint.engine.checkpointer.Checkpointer` for the
-loop."""
+the job goes on; the final one, once the job's processes are all gone (:meth:`job_gone`),
+reads the dir in place under the save-point lock. This wraps
+:class:`checkpoint.engine.checkpointer.Checkpointer` for the loop."""
 
 from __future__ import annotations
 
