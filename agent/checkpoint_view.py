@@ -33,6 +33,7 @@ class Checkpoints(Protocol):
     ) -> None: ...
     def between_saves(self, wait: float) -> AbstractContextManager[bool]: ...
     def declared(self, at: float | None = None) -> None: ...
+    def job_gone(self) -> None: ...
 
 
 class WrappedCheckpoints:
@@ -73,3 +74,6 @@ class WrappedCheckpoints:
 
     def declared(self, at: float | None = None) -> None:
         self.inner.declared(at)
+
+    def job_gone(self) -> None:
+        self.inner.job_gone()

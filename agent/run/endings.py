@@ -84,6 +84,7 @@ def finish_exited(loop: RunLoop, code: int) -> int:
     if code == 0 and loop.ckpt is not None:
         loop.ckpt.declared()  # a job that ended by itself, successfully, is done writing:
         # its last state is declared (the final sync takes the dir as it is)
+    tell_if_gone(loop)
     result = final_sync(loop, "exit")
     if loop.superseded is not None:
         log.error("agent.exit", exit_code=exits.SUPERSEDED, why=str(loop.superseded))
@@ -172,6 +173,14 @@ def startup_cut(loop: RunLoop, failed: StartupFailed | None) -> int:
         loop.startup_error = f"cannot restore into {loop.s.checkpoint_dir}: {exc}"
         return exits.CANT_WRITE
     raise exc
+
+
+def tell_if_gone(loop: RunLoop) -> None:
+    """Before the final sync: when nothing of the job runs any more (its leftovers ended
+    too), the checkpoints are told, and the final sync reads the dir in place."""
+    job = loop.job
+    if loop.ckpt is not None and job is not None and not job.running and not job.pids():
+        loop.ckpt.job_gone()
 
 
 def final_sync(loop: RunLoop, reason: str) -> SyncResult | None:

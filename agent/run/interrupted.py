@@ -19,6 +19,7 @@ from .endings import (
     final_sync,
     log_interruption_cost,
     send_stop,
+    tell_if_gone,
 )
 from .parts import Continuation
 from .report import rounded
@@ -63,6 +64,7 @@ def finish_interrupted(loop: RunLoop) -> int:
         job.reap_leftovers(min(1.0, loop.arrived.left() / 4))
     if not killed and job.reap() == 0 and loop.ckpt is not None:
         loop.ckpt.declared()  # it stopped by itself (maybe before the signal): done writing
+    tell_if_gone(loop)
     result = final_sync(loop, "interruption")
     # Nothing new since the last commit: that one is the final checkpoint, and says so.
     committed = loop.syncs.restorable() if result is not None else None

@@ -1,7 +1,8 @@
 """The job's checkpoints taken at its save points: every sync freezes the checkpoint dir
 between two saves (:mod:`checkpoint.engine.save.freeze`) and uploads from the freeze while
-the job goes on. This wraps :class:`checkpoint.engine.checkpointer.Checkpointer` for the
-loop."""
+the job goes on; the final one, once the job's processes are all gone (:meth:`job_gone`),
+reads the dir in place under the save-point lock. This wraps
+:class:`checkpoint.engine.checkpointer.Checkpointer` for the loop."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ class SavePointCheckpoints:
         #: times): a declaration no freeze has covered yet lets the next sync take the dir
         self._declared_at = 0.0
         self._frozen_at = 0.0
+        #: the job's processes are all gone: the final sync reads the dir in place
+        self._gone = False
 
     @property
     def base(self) -> Manifest | None:
@@ -103,6 +106,12 @@ class SavePointCheckpoints:
         late = time.monotonic() - at if at is not None else 0.0
         self._declared_at = time.time() - late
 
+    def job_gone(self) -> None:
+        """The job's processes are all gone (it exited, or its tree was killed, and what it
+        left behind was ended): the final sync reads the dir where it is, under the
+        save-point lock, instead of freezing it (:meth:`Freezer.in_place`)."""
+        self._gone = True
+
     def sync_once(self, reason: str) -> SyncResult:
         """The final sync too reads again only the files the job wrote since the last sync
         could have changed unseen (and those whose stat changed): ``--rehash all`` reads
@@ -126,6 +135,7 @@ class SavePointCheckpoints:
                 final=final,
                 seen=seen,
                 declared_only=self.declaring and not asked,
+                in_place=final and self._gone,
             )
         except BaseException:
             if self.watch is not None:  # not committed: the next sync reads them again

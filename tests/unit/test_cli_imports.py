@@ -88,3 +88,36 @@ def test_the_top_level_help_lists_every_command_whatever_is_mounted(
         helps.append(capsys.readouterr().out)
     assert helps[0] == helps[1] == helps[2]
     assert all(f"    {name}" in helps[0] for name in COMMANDS)
+
+
+def test_a_second_s3_store_does_not_parse_the_service_model_again() -> None:
+    """The run opens two stores before its job starts (the claim's and its own): the
+    second one's client reuses the first one's botocore data (about 50 ms of JSON)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os\n"
+            "os.environ.update(AWS_ENDPOINT_URL_S3='http://127.0.0.1:9', AWS_ACCESS_KEY_ID='k',\n"
+            "    AWS_SECRET_ACCESS_KEY='s', AWS_DEFAULT_REGION='us-east-1')\n"
+            "import botocore.loaders\n"
+            "from checkpoint.engine.store.s3 import S3Store\n"
+            "loads = []\n"
+            "real = botocore.loaders.JSONFileLoader.load_file\n"
+            "def counted(self, path):\n"
+            "    loads.append(path)\n"
+            "    return real(self, path)\n"
+            "botocore.loaders.JSONFileLoader.load_file = counted\n"
+            "S3Store.from_uri('s3://bucket/job').close()\n"
+            "first = len(loads)\n"
+            "S3Store.from_uri('s3://bucket/job', max_attempts=2, read_timeout=3).close()\n"
+            "print(first, len(loads) - first)",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    first, second = map(int, out.stdout.split())
+    assert first > 0 and second == 0

@@ -116,6 +116,9 @@ class FakeCheckpoints:
     def declared(self, at: float | None = None) -> None:
         self.declarations = getattr(self, "declarations", 0) + 1
 
+    def job_gone(self) -> None:
+        self.gone_before = list(self.syncs)  # the syncs taken before it was said
+
     def close(self) -> None:
         pass
 
@@ -195,6 +198,29 @@ def test_job_exit_code_passes_through_after_a_final_sync(make: Callable[..., Har
     assert h.loop.run() == 3
     assert h.ckpt.syncs == ["exit"]
     assert h.jobs_made[0]["SPOT_AGENT_SYNC_SIGNAL"] == "SIGUSR1"
+
+
+class LingeringJob(FakeJob):
+    """A job whose tree outlives it: a process it left behind would not end."""
+
+    def pids(self) -> list[int]:
+        return [4243]
+
+
+def test_the_final_sync_is_told_the_job_is_gone_only_when_nothing_of_it_runs(
+    make: Callable[..., Harness],
+) -> None:
+    exited = make(job=FakeJob(exits_with=0))
+    assert exited.loop.run() == 0
+    assert exited.ckpt.gone_before == []  # told before the final sync: it reads in place
+    stopped = make()
+    stopped.post_when(lambda: stopped.job.running, stopped.sigterm)
+    assert stopped.loop.run() == exits.INTERRUPTED
+    assert stopped.ckpt.gone_before == []
+    lingering = make(job=LingeringJob(exits_with=0))
+    assert lingering.loop.run() == 0
+    assert lingering.ckpt.syncs == ["exit"]  # a freeze, as long as something may write
+    assert not hasattr(lingering.ckpt, "gone_before")
 
 
 def test_job_exit_75_is_remapped_only_when_asked(make: Callable[..., Harness]) -> None:

@@ -25,7 +25,7 @@ import errno
 import json
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,7 @@ class Freezer:
     def close(self) -> None:
         """At agent exit: the area, the trash and the lock file go; ``.spot-agent/`` too if
         nothing else is in it. The job is gone by then: nobody holds the lock."""
-        self._mirror.remove()
+        self._mirror.remove(count=False)
         with contextlib.suppress(OSError):
             os.unlink(self.lock_path)
         with contextlib.suppress(OSError):
@@ -163,6 +163,54 @@ class Freezer:
             # freeze is kept as the last consistent one: this would change the area.
             self._mirror.begin_early()
             self._walk(Taken(), set(), (), early=True)
+        with self._save_point(wait, waiting, declared_only) as (taken, t0):
+            self.pending = None  # the area changes now: the older freeze is gone
+            walked = Taken()
+            self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
+            seen: set[str] = set()
+            self._walk(walked, seen, set(copy_inodes))
+            progress = self._progress()
+            held = time.monotonic() - t0
+        self._mirror.empty_trash()
+        self._mirror.forget_missing(seen)
+        frozen = _frozen(self.area, walked, progress, taken, held)
+        self.pending = frozen
+        return frozen
+
+    @contextlib.contextmanager
+    def in_place(
+        self,
+        wait: float,
+        *,
+        waiting: Callable[[float], None] | None = None,
+        declared_only: bool = False,
+    ) -> Iterator[Frozen]:
+        """The dir itself as its freeze, for the last sync once the job's processes are all
+        gone: the lock and the checks of :meth:`freeze`, its walk (a stat per file), but no
+        link and no copy. The lock is held until the block ends, so that nothing the job
+        left behind saves while the sync reads; a file changed all the same shows in its
+        stat and fails the sync (``FrozenFilesChanged``), as with a freeze.
+
+        After a warm restart the area is empty, and a freeze would link every file of the
+        dir into it (and unlink them all at exit, rewriting the local index for the ctime
+        each link moves): for 100,000 files most of the time from the job's end to the
+        agent's exit. The area is left as it is, so a freeze not committed yet stays the
+        last consistent state until this one commits (:meth:`committed`).
+        """
+        with self._save_point(wait, waiting, declared_only) as (taken, t0):
+            walked = Taken()
+            self._walk(walked, set(), (), in_place=True)
+            progress = self._progress()
+            yield _frozen(self.directory, walked, progress, taken, time.monotonic() - t0)
+
+    @contextlib.contextmanager
+    def _save_point(
+        self, wait: float, waiting: Callable[[float], None] | None, declared_only: bool
+    ) -> Iterator[tuple[float, float]]:
+        """Hold the job's save-point lock between two saves: (Unix time it was taken,
+        monotonic time). Raises :class:`SaveInProgress` (the job saves for over ``wait``
+        seconds), :class:`SaveIncomplete` (a save was cut off) or :class:`NotDeclared`."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             if not acquire(fd, wait, waiting, long_save=self.long_save):
@@ -181,33 +229,14 @@ class Freezer:
             if declared_only and mark == self._save_mark:
                 raise NotDeclared("no save point and no sync request since the last freeze")
             self._save_mark = mark
-            self.pending = None  # the area changes now: the older freeze is gone
-            walked = Taken()
-            self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
-            seen: set[str] = set()
-            self._walk(walked, seen, set(copy_inodes))
-            progress = _read_json(progress_path(self.directory))
-            progress = with_save_label(progress, self.directory / RESERVED_DIR)
-            held = time.monotonic() - t0
+            yield taken, t0
         finally:
             os.close(fd)  # releases the lock
-        self._mirror.empty_trash()
-        self._mirror.forget_missing(seen)
-        frozen = Frozen(
-            root=self.area,
-            files=walked.files,
-            dirs=tuple(walked.dirs),
-            links=tuple(walked.links),
-            skipped=tuple(walked.skipped),
-            left_out=tuple(walked.left_out),
-            progress=progress,
-            taken=taken,
-            lock_seconds=held,
-            copied=tuple(walked.copied),
-            relinked=walked.relinked,
-        )
-        self.pending = frozen
-        return frozen
+
+    def _progress(self) -> dict[str, Any]:
+        """The job's progress figures and the save's label, read under the lock."""
+        progress = _read_json(progress_path(self.directory))
+        return with_save_label(progress, self.directory / RESERVED_DIR)
 
     def _walk(
         self,
@@ -215,9 +244,11 @@ class Freezer:
         seen: set[str],
         copy: Collection[tuple[int, int]],
         early: bool = False,
+        in_place: bool = False,
     ) -> None:
         """Link (or copy) every file of the dir into the area, recording what the freeze
-        holds in ``out``. ``early``: only link, before the lock; nothing is recorded."""
+        holds in ``out``. ``early``: only link, before the lock; nothing is recorded.
+        ``in_place``: only record, each file as the dir holds it (:meth:`in_place`)."""
         for e in walk(self.directory):
             r, st = e.rel, e.st
             if e.why or st is None:  # st: the walk stats all it does not skip
@@ -228,6 +259,9 @@ class Freezer:
                 out.dirs.append(r)
             elif e.kind is Kind.FILE:
                 seen.add(r)
+                if in_place:
+                    out.files.append((r, st))
+                    continue
                 mapped = (st.st_dev, st.st_ino) in copy
                 try:
                     if early:
@@ -265,12 +299,33 @@ class Freezer:
         """The freeze area cannot be prepared here: syncs read the live dir."""
         self.usable = False
 
-    def committed(self) -> None:
+    def committed(self, *, release: bool = True) -> None:
         """The pending freeze is committed (or equal to the last commit): let go of the
-        inodes only the area still holds; the next freeze relinks what it needs."""
+        inodes only the area still holds; the next freeze relinks what it needs.
+        ``release``: false after a sync :meth:`in_place`, the last one: the area goes at
+        :meth:`close`, so a pass over it now would only repeat that work."""
         self.pending = None
         self.committed_any = True
-        self._mirror.release()
+        if release:
+            self._mirror.release()
+
+
+def _frozen(
+    root: Path, walked: Taken, progress: dict[str, Any], taken: float, held: float
+) -> Frozen:
+    return Frozen(
+        root=root,
+        files=walked.files,
+        dirs=tuple(walked.dirs),
+        links=tuple(walked.links),
+        skipped=tuple(walked.skipped),
+        left_out=tuple(walked.left_out),
+        progress=progress,
+        taken=taken,
+        lock_seconds=held,
+        copied=tuple(walked.copied),
+        relinked=walked.relinked,
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -220,10 +220,13 @@ class FreezeArea:
                     os.unlink(self.area / rel)
                     del self._linked[rel]
 
-    def remove(self) -> int:
+    def remove(self, *, count: bool = True) -> int:
         """The area and the trash go. Their links share inodes with the dir's files, and an
-        unlink moves the inode's ctime: the local index is carried across it."""
-        removed = _tree_bytes(self.area) + _tree_bytes(self.trash)
+        unlink moves the inode's ctime: the local index is carried across it.
+
+        Returns the bytes removed, or 0 unless ``count``: the count is a stat of every file
+        the area holds, which the agent's exit does without (0.4 s for 100,000 files)."""
+        removed = _tree_bytes(self.area) + _tree_bytes(self.trash) if count else 0
         self.clear()
         if not (self.area.exists() or self.trash.exists()):
             return removed

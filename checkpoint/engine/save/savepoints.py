@@ -11,7 +11,10 @@ commits a directory in the middle of a save:
   out with a warning, its last committed version kept;
 - once the job has declared a state by a sync request, a sync that no request or save
   point asked for commits the newest freeze taken at one (``declared_only``), never the
-  live dir in between.
+  live dir in between;
+- the last sync, once the job's processes are all gone (``in_place``), reads the dir where
+  it is, under the lock and after the same checks, instead of linking it into a freeze
+  first: nothing is left to change it.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def consistent_sync(
     final: bool = False,
     seen: Collection[tuple[int, int]] = (),
     declared_only: bool = False,
+    in_place: bool = False,
 ) -> SyncResult:
     """Freeze (waiting up to ``wait`` s for a save), sync from the freeze, clean up.
 
@@ -66,6 +70,8 @@ def consistent_sync(
     ``declared_only``: the job declares its states (by sync requests): freeze the live dir
     only if a save point ended since the last freeze; else commit the newest freeze not
     committed yet, or nothing.
+    ``in_place``: the job's processes are all gone: sync the dir itself, holding the lock
+    (:meth:`Freezer.in_place`); should a file change all the same, the next try freezes.
     """
 
     def writers() -> set[tuple[int, int]]:
@@ -78,49 +84,64 @@ def consistent_sync(
         writing = writers()
         reread = writing | set(seen)
         fallback = False
-        try:
-            frozen = freezer.freeze(
-                wait, copy_inodes=writing, waiting=_log_long_save, declared_only=declared_only
-            )
-        except NotDeclared:
-            if freezer.pending is None:  # the newest declared state is committed
-                return _unchanged(ckpt, reason, final)
-            frozen, fallback = freezer.pending, True
-        except (SaveIncomplete, SaveInProgress) as exc:
-            if isinstance(exc, SaveInProgress) and not final:
-                raise
-            pending = _last_consistent(freezer, reason, str(exc))
-            if pending is None and freezer.committed_any:  # the last whole state is stored
-                return _unchanged(ckpt, reason, final)
-            if pending is None:  # no whole state of this run was frozen: it is not stored
-                why = f"{exc}; no consistent state since the start is stored"
-                raise SaveIncomplete(why) from exc
-            frozen, fallback = pending, True
-        except CheckpointError:
-            if freezer.usable:
-                raise
-            log.warning("freeze.unavailable", path=str(freezer.area), action="syncing the live dir")
-            return ckpt.sync_once(reason, rehash=_rehash_predicate(rehash, reread))
-        if frozen.copied:
-            log.debug("freeze.copied", paths=list(frozen.copied[:10]), count=len(frozen.copied))
-        if on_frozen is not None:
-            on_frozen(frozen)
-        try:
-            result = ckpt.sync_once(reason, frozen=frozen, rehash=_rehash_predicate(rehash, reread))
-        except FrozenFilesChanged as exc:
-            last_error = exc
-            log.warning(
-                "freeze.changed_in_place",
-                paths=exc.paths[:10],
-                count=len(exc.paths),
-                action="freezing again, copying these under the lock",
-            )
-            freezer.changed_in_place(exc.paths)
-            if fallback:  # the dir is mid-save: there is no consistent state to freeze
-                raise
-            continue
-        held = freezer.held_bytes()
-        freezer.committed()
+        with contextlib.ExitStack() as lock:
+            try:
+                if in_place:
+                    frozen = lock.enter_context(
+                        freezer.in_place(wait, waiting=_log_long_save, declared_only=declared_only)
+                    )
+                else:
+                    frozen = freezer.freeze(
+                        wait,
+                        copy_inodes=writing,
+                        waiting=_log_long_save,
+                        declared_only=declared_only,
+                    )
+            except NotDeclared:
+                if freezer.pending is None:  # the newest declared state is committed
+                    return _unchanged(ckpt, reason, final)
+                frozen, fallback = freezer.pending, True
+            except (SaveIncomplete, SaveInProgress) as exc:
+                if isinstance(exc, SaveInProgress) and not final:
+                    raise
+                pending = _last_consistent(freezer, reason, str(exc))
+                if pending is None and freezer.committed_any:  # the last whole state is stored
+                    return _unchanged(ckpt, reason, final)
+                if pending is None:  # no whole state of this run was frozen: it is not stored
+                    why = f"{exc}; no consistent state since the start is stored"
+                    raise SaveIncomplete(why) from exc
+                frozen, fallback = pending, True
+            except CheckpointError:
+                if freezer.usable:
+                    raise
+                log.warning(
+                    "freeze.unavailable", path=str(freezer.area), action="syncing the live dir"
+                )
+                return ckpt.sync_once(reason, rehash=_rehash_predicate(rehash, reread))
+            if frozen.copied:
+                log.debug("freeze.copied", paths=list(frozen.copied[:10]), count=len(frozen.copied))
+            if on_frozen is not None:
+                on_frozen(frozen)
+            try:
+                result = ckpt.sync_once(
+                    reason, frozen=frozen, rehash=_rehash_predicate(rehash, reread)
+                )
+            except FrozenFilesChanged as exc:
+                last_error = exc
+                log.warning(
+                    "freeze.changed_in_place",
+                    paths=exc.paths[:10],
+                    count=len(exc.paths),
+                    action="freezing again, copying these under the lock",
+                )
+                freezer.changed_in_place(exc.paths)
+                if fallback:  # the dir is mid-save: there is no consistent state to freeze
+                    raise
+                in_place = False  # something still writes: a freeze holds the state still
+                continue
+        read_in_place = in_place and not fallback
+        held = 0 if read_in_place else freezer.held_bytes()
+        freezer.committed(release=not read_in_place)
         return replace(
             result,
             frozen_at=frozen.taken,

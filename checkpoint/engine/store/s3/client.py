@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import InvalidRegionError, ProfileNotFound
+from botocore.loaders import Loader
 
 from checkpoint.errors import StoreURIError
 
@@ -106,10 +107,27 @@ def make_client(options: ClientOptions) -> Any:
         raise StoreURIError(one_line(str(exc)), setting="AWS SDK configuration") from None
 
 
+#: botocore's data loader, shared by the sessions of one process: each new session would
+#: parse S3's service model and endpoint rules again (about 50 ms of JSON), and the agent
+#: opens a store twice before its job starts (the claim's, with start-up's timeouts, and
+#: the run's). The sessions stay apart: each resolves its own credentials and settings.
+_loader: Loader | None = None
+
+
+def _session() -> botocore.session.Session:
+    global _loader
+    session = botocore.session.get_session()
+    if _loader is None:
+        _loader = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _loader)
+    return session
+
+
 def _new_client(options: ClientOptions, addressing_style: str | None) -> Any:
     # botocore's own session, as boto3's makes it, without boto3's resources and transfer
     # manager (s3transfer, multiprocessing): fewer imports before a job starts.
-    session = botocore.session.get_session()
+    session = _session()
     if options.region is not None:
         session.set_config_variable("region", options.region)
     s3_options: dict[str, Any] = {
