@@ -170,6 +170,8 @@ UNREADABLE_JOB = """
         open(os.path.join(d, "locked", "inside"), "w").close()
         os.chmod(os.path.join(d, "locked"), 0)
     checkpoint.save_json("state.json", {"step": 2})
+    if sys.argv[2] == "wait":  # declare step 2: the agent cannot freeze it (unreadable)
+        assert not checkpoint.request_sync(freeze_timeout=1)
     print("ready", flush=True)
     if sys.argv[2] == "wait":
         time.sleep(60)
@@ -200,7 +202,10 @@ def test_unreadable_dir_at_an_interruption_still_stops_the_job_and_exits_79(
     tmp_path: Path,
 ) -> None:
     """Was a traceback (exit 1) that left the job running: the reserve estimate walks the
-    dir on the main thread. The final checkpoint fails, so the exit is 79, not 75."""
+    dir on the main thread. The job declared a state holding the unreadable dir, so the
+    final checkpoint (read in place once the job is gone) fails: the exit is 79, not 75.
+    (Had it declared nothing since its first sync, that sync would be its final checkpoint
+    and the exit 75: the dir is then never read.)"""
     prefix = without_file_permission_override()
     r = start_agent(
         tmp_path, ["--job-id", "intr"], [*py(UNREADABLE_JOB), "dir", "wait"], prefix=prefix
