@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterator
 
 from ..format.manifest import Chunk, FileEntry
 
@@ -100,7 +100,7 @@ class StatCache:
             self._entries.pop(rel, None)
 
     def unchanged(
-        self, rel: str, st: os.stat_result, present: set[str]
+        self, rel: str, st: os.stat_result, present: Container[str]
     ) -> tuple[Chunk, ...] | None:
         """The chunks of a file that has not changed since they were hashed and uploaded."""
         cached = self._entries.get(rel)
@@ -118,13 +118,14 @@ class StatCache:
         size, mtime_ns, ctime_ns, ino, dev = _KEY.unpack(cached[0])
         return (size, mtime_ns, ctime_ns, ino), dev, cached[1]
 
-    def share(self, files: Iterable[FileEntry]) -> None:
-        """Hold the chunks of ``files`` (a committed manifest's) where they are the ones
-        remembered, instead of a second copy of each (as hashed, without their place)."""
-        for f in files:
-            cached = self._entries.get(f.path)
-            if cached is not None and cached[1] is not f.chunks and _same(cached[1], f.chunks):
-                self._entries[f.path] = (cached[0], f.chunks)
+    def share(self, placed: FileEntry) -> None:
+        """Hold the chunks of ``placed`` (an entry of the manifest being committed, its
+        chunks placed) where they are the ones remembered, instead of a second copy (as
+        hashed, without their place)."""
+        cached = self._entries.get(placed.path)
+        chunks = placed.chunks
+        if cached is not None and cached[1] is not chunks and _same(cached[1], chunks):
+            self._entries[placed.path] = (cached[0], chunks)
 
 
 def _same(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 
 import structlog
@@ -45,7 +45,7 @@ class FrozenFilesChanged(FileChanged):
 def bytes_to_read(
     files: Iterable[tuple[str, os.stat_result]],
     cache: StatCache,
-    present: set[str],
+    present: Container[str],
     rehash: Callable[[os.stat_result], bool] | None,
 ) -> int:
     """Data bytes (not holes) of the files a sync will read: what its progress counts."""
@@ -65,7 +65,7 @@ class FileReader:
         root: Path,
         cache: StatCache,
         uploader: Uploader,
-        present: set[str],
+        present: Container[str],
         *,
         chunk_size: int,
         pack_threshold: int,
