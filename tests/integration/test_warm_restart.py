@@ -275,19 +275,21 @@ def test_a_database_without_what_an_index_holds_is_ignored(
 def test_damaged_pages_met_half_way_mean_the_files_are_read(
     tmp_path: Path, store: CountingStore
 ) -> None:
-    """The index is read a row at a time: garbage in its last pages is met only part way
-    through a restore. Every file is still restored right, with one warning."""
+    """The index is read a range of rows at a time: garbage in its last pages is met only
+    part way through a restore. Every file is still restored right, with one warning."""
     d = tmp_path / "d"
     made = make_files(d, 2000, size=10)
     ckpt(store, d).sync_once("first")
+    intact = ckpt(store, d, attempt=2).restore()  # rows read a range at a time
+    assert (intact.files_indexed, intact.bytes_hashed) == (2000, 0)
     written = index_path(d).stat().st_mtime_ns
-    with open(index_path(d), "r+b") as fh:
+    with open(index_path(d), "r+b") as fh:  # its last fifth: past the first range read
         size = fh.seek(0, os.SEEK_END)
-        fh.seek(size // 2)
-        fh.write(os.urandom(size - size // 2))
+        fh.seek(size * 4 // 5)
+        fh.write(os.urandom(size - size * 4 // 5))
     os.utime(index_path(d), ns=(written, written))  # garbage that looks as old as the index
     with capture_logs() as logs:
-        r = ckpt(store, d, attempt=2).restore()
+        r = ckpt(store, d, attempt=3).restore()
     assert r.files_kept == 2000 and 0 < r.files_indexed < 2000  # met part way through
     assert {p: (d / p).read_bytes() for p in made} == made
     assert [e["log_level"] for e in logs if e["event"] == "index.damaged"] == ["warning"]
