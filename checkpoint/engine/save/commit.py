@@ -9,7 +9,6 @@ still current and that no forced sweep took what the manifest names.
 from __future__ import annotations
 
 import json
-from collections import ChainMap
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -139,16 +138,18 @@ class Places:
     def __init__(self, stored: Stored, uploader: Uploader, moved: dict[str, Location]) -> None:
         self.stored = stored
         self.uploaded = uploader.done
-        self.packed = ChainMap(uploader.located, stored.packed, moved)
+        self.located = uploader.located
+        self.moved = moved
 
     def locate(self, chunk: Chunk) -> Chunk:
         """``chunk`` with its place; KeyError if it is neither stored nor uploaded."""
         h = chunk.sha256
         if chunk.is_hole or h in self.stored.blobs:
             return Chunk(h, chunk.size)
-        if h in self.uploaded and h not in self.packed.maps[0]:
+        at = self.located.get(h)
+        if at is None and h in self.uploaded:
             return Chunk(h, chunk.size)
-        pack, offset = self.packed[h]
+        pack, offset = at or self.stored.packed.get(h) or self.moved[h]
         return Chunk(h, chunk.size, pack, offset)
 
 
