@@ -145,7 +145,7 @@ def test_a_damaged_pack_is_detected_and_restore_falls_back_loudly(
     assert "restore.fetch_retry" in events  # read once more before it is called damaged
     assert "restore.checkpoint_damaged" in events
     left = sorted(p.name for p in (dst / ".spot-agent").iterdir())
-    assert left == ["index.json"]  # no staging left behind; the index of checkpoint 1
+    assert left == ["index.sqlite"]  # no staging left behind; the index of checkpoint 1
     with pytest.raises(CheckpointDamaged):
         ckpt(any_store, tmp_path / "dst2", attempt=3).restore(2)
 

@@ -217,7 +217,7 @@ def test_damaged_blob_falls_back_to_previous_checkpoint(tmp_path: Path, any_stor
     assert "does not match its hash" in res.skipped[0][1]
     assert (dst / "a").read_bytes() == b"version one"
     # no staging dir left behind; the restore's local index (engine.localdir.localindex) stays
-    assert {p.name for p in (dst / ".spot-agent").glob("*")} <= {"index.json"}
+    assert {p.name for p in (dst / ".spot-agent").glob("*")} <= {"index.sqlite"}
     with pytest.raises(CheckpointDamaged):
         ckpt(store, tmp_path / "dst2").restore(2)
 

@@ -4,11 +4,15 @@ provably safe: same boot, same job and checkpoint, every stat field the same, no
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+import sqlite3
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -16,10 +20,12 @@ from structlog.testing import capture_logs
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.config import DEFAULTS, EngineConfig
 from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.localdir.localindex import STAT_ROW as STAT
 from checkpoint.engine.localdir.localindex import index_path
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.base import LocalStore, ObjectInfo
 
+REPO = Path(__file__).resolve().parents[2]
 CHUNK = 64 * 1024
 OLD = 10**9 * 1_600_000_000  # Sept 2020: far from racy
 
@@ -202,10 +208,26 @@ def test_no_boot_id_means_no_index(tmp_path: Path, store: CountingStore) -> None
     assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (2, 0, 6000)
 
 
-def _edit_index(d: Path, edit: object) -> None:
-    doc = json.loads(index_path(d).read_bytes())
-    edit(doc)  # type: ignore[operator]
-    index_path(d).write_text(json.dumps(doc))
+def _rows(d: Path) -> dict[str, list[Any]]:
+    """The index's rows by path: [path, size, mtime_ns, ctime_ns, inode, device, chunks]."""
+    with contextlib.closing(sqlite3.connect(index_path(d))) as db:
+        found = db.execute("SELECT path, stat, chunks FROM files").fetchall()
+    return {os.fsdecode(p): [p, *STAT.unpack(st), chunks] for p, st, chunks in found}
+
+
+def _edit_index(d: Path, edit: Callable[[sqlite3.Connection], object]) -> None:
+    """Change the index in place with SQL (its mtime moves, as a rewrite's would)."""
+    with contextlib.closing(sqlite3.connect(index_path(d), isolation_level=None)) as db:
+        edit(db)
+
+
+def _set_stat(db: sqlite3.Connection, path: str, **fields: int) -> None:
+    key = os.fsencode(path)
+    (recorded,) = db.execute("SELECT stat FROM files WHERE path = ?", (key,)).fetchone()
+    names = ("size", "mtime_ns", "ctime_ns", "ino", "dev")
+    row = dict(zip(names, STAT.unpack(recorded), strict=True))
+    row.update(fields)
+    db.execute("UPDATE files SET stat = ? WHERE path = ?", (STAT.pack(*row.values()), key))
 
 
 @pytest.mark.parametrize(
@@ -234,20 +256,124 @@ def test_a_damaged_index_is_ignored_with_a_warning(
     assert [e["log_level"] for e in logs if e["event"] == "index.damaged"] == ["warning"]
 
 
+def test_a_database_without_what_an_index_holds_is_ignored(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    d = tmp_path / "d"
+    make_files(d, 3)
+    ckpt(store, d).sync_once("first")
+    head = "INSERT INTO head SELECT * FROM head"
+    for damage in ("DROP TABLE head", "DROP TABLE files", head, "DELETE FROM head"):
+        ckpt(store, d).sync_once("again")  # nothing changed: the same index
+        _edit_index(d, lambda db, sql=damage: db.execute(sql))  # type: ignore[misc]
+        with capture_logs() as logs:
+            r = ckpt(store, d, attempt=2).restore()
+        assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (3, 0, 9000), damage
+        assert [e["event"] for e in logs if e["event"].startswith("index.")] == ["index.damaged"]
+
+
+def test_damaged_pages_met_half_way_mean_the_files_are_read(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    """The index is read a range of rows at a time: garbage in its last pages is met only
+    part way through a restore. Every file is still restored right, with one warning."""
+    d = tmp_path / "d"
+    made = make_files(d, 2000, size=10)
+    ckpt(store, d).sync_once("first")
+    intact = ckpt(store, d, attempt=2).restore()  # rows read a range at a time
+    assert (intact.files_indexed, intact.bytes_hashed) == (2000, 0)
+    written = index_path(d).stat().st_mtime_ns
+    with open(index_path(d), "r+b") as fh:  # its last fifth: past the first range read
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(size * 4 // 5)
+        fh.write(os.urandom(size - size * 4 // 5))
+    os.utime(index_path(d), ns=(written, written))  # garbage that looks as old as the index
+    with capture_logs() as logs:
+        r = ckpt(store, d, attempt=3).restore()
+    assert r.files_kept == 2000 and 0 < r.files_indexed < 2000  # met part way through
+    assert {p: (d / p).read_bytes() for p in made} == made
+    assert [e["log_level"] for e in logs if e["event"] == "index.damaged"] == ["warning"]
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from checkpoint.engine.localdir import localindex
+
+def rows():
+    for i in range(200_000):
+        if i == 100_000:  # the new database is half written: say so, and wait for the kill
+            Path(sys.argv[2]).write_text("half way")
+            time.sleep(600)
+        yield f"g{i:06d}", bytes(40), bytes(80)
+
+localindex._write(Path(sys.argv[1]), (2, "job", 9, "boot"), rows())
+"""
+
+
+def test_an_index_write_killed_half_way_leaves_the_old_index(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    d = tmp_path / "d"
+    make_files(d, 5)
+    ckpt(store, d).sync_once("first")
+    before = index_path(d).read_bytes()
+    half = tmp_path / "half"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(d), str(half)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not half.exists():
+            assert writer.poll() is None, "the writer ended before it was half way"
+            assert time.monotonic() < deadline, "the writer never got half way"
+            time.sleep(0.05)
+        stale = list(index_path(d).parent.glob(".index.sqlite.*.tmp"))
+        assert [p.stat().st_size > 0 for p in stale] == [True]  # the new index, half made
+    finally:
+        writer.kill()  # SIGKILL: no clean-up runs
+        writer.wait()
+    assert index_path(d).read_bytes() == before
+    r = ckpt(store, d, attempt=2).restore()
+    assert (r.files_indexed, r.bytes_hashed) == (5, 0)
+    (d / "f000").write_bytes(b"changed")
+    os.utime(d / "f000", ns=(OLD, OLD))
+    assert ckpt(store, d, attempt=2).sync_once("next").sequence == 2  # writes the index
+    assert not stale[0].exists()  # the killed writer's database is swept
+
+
 def test_damaged_entries_are_never_trusted(tmp_path: Path, store: CountingStore) -> None:
     d = tmp_path / "d"
     make_files(d, 4)
     ckpt(store, d).sync_once("first")
+    rows = _rows(d)
 
-    def damage(doc: dict[str, list[list[object]]]) -> None:
-        rows = doc["files"]
-        rows[0][6], rows[1][6] = rows[1][6], rows[0][6]  # each claims the other's bytes
-        rows[2] = ["f002", "3000", None]  # garbage in an entry
-        rows[3][4] = rows[3][4] + 1  # another inode
+    def damage(db: sqlite3.Connection) -> None:
+        swap = "UPDATE files SET chunks = ? WHERE path = ?"
+        db.execute(swap, (rows["f001"][6], b"f000"))  # each claims the other's bytes
+        db.execute(swap, (rows["f000"][6], b"f001"))
+        db.execute("UPDATE files SET stat = 'garbage', chunks = 7 WHERE path = x'66303032'")
+        _set_stat(db, "f003", ino=rows["f003"][4] + 1)  # another inode
 
     _edit_index(d, damage)
     r = ckpt(store, d, attempt=2).restore()
     assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (4, 0, 12000)
+
+
+def test_an_old_json_index_is_ignored(tmp_path: Path, store: CountingStore) -> None:
+    """An index.json left by an older agent is never read, never an error; the first new
+    index written removes it."""
+    d = tmp_path / "d"
+    make_files(d, 3)
+    ckpt(store, d).sync_once("first")
+    old = index_path(d).with_name("index.json")
+    index_path(d).rename(old)  # as an older agent left the dir: its index only
+    with capture_logs() as logs:
+        r = ckpt(store, d, attempt=2).restore()
+    assert (r.files_kept, r.files_indexed, r.bytes_hashed) == (3, 0, 9000)
+    assert not [e for e in logs if e["event"].startswith("index.")]
+    assert index_path(d).is_file() and not old.exists()  # the restore wrote the new one
+    r = ckpt(store, d, attempt=3).restore()
+    assert (r.files_indexed, r.bytes_hashed) == (3, 0)
 
 
 def test_an_index_of_another_checkpoint_or_job_is_not_trusted(
@@ -274,8 +400,7 @@ def test_racy_files_are_read_again(tmp_path: Path, store: CountingStore) -> None
     make_files(d, 3)
     (d / "fresh").write_bytes(b"written just now")  # within the stat cache's racy window
     ckpt(store, d).sync_once("first")
-    rows = {row[0]: row for row in json.loads(index_path(d).read_bytes())["files"]}
-    assert sorted(rows) == ["f000", "f001", "f002"]
+    assert sorted(_rows(d)) == ["f000", "f001", "f002"]
     # An index written in the very tick f001 was last modified (or before) cannot tell a
     # second write within that tick from none: f001 is racy, f000 is older, f002 newer.
     mtime = os.stat(d / "f001").st_mtime_ns
@@ -290,15 +415,10 @@ def test_racy_mtime_alone(tmp_path: Path, store: CountingStore) -> None:
     make_files(d, 2)
     ckpt(store, d).sync_once("first")
     written = index_path(d).stat().st_mtime_ns
-    doc = json.loads(index_path(d).read_bytes())
     # Make f001 look modified in the index's tick: its recorded and actual mtime = then.
     os.utime(d / "f001", ns=(written, written))
     st = os.stat(d / "f001")
-    for row in doc["files"]:
-        if row[0] == "f001":
-            row[2], row[3] = st.st_mtime_ns, st.st_ctime_ns
-    data = json.dumps(doc).encode()
-    index_path(d).write_bytes(data)
+    _edit_index(d, lambda db: _set_stat(db, "f001", mtime_ns=written, ctime_ns=st.st_ctime_ns))
     os.utime(index_path(d), ns=(written, written))
     with capture_logs():
         r = ckpt(store, d, attempt=2).restore()

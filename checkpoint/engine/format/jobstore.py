@@ -19,8 +19,9 @@ The commit protocol (guarantees 1, 3, 4 and 6 of DESIGN.md):
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -138,7 +139,10 @@ class JobStore(Layout):
         More than ``paged_above`` entries: paged (format 4), the pages not in ``have`` (those
         of a committed checkpoint) PUT first; the manifest returned knows its pages. What is
         written is first read back with the code a restore uses (guarantee 7): a manifest a
-        restore would refuse raises :class:`ManifestError`, and nothing is written.
+        restore would refuse raises :class:`ManifestError`, and no manifest is written.
+        A page is read back, then PUT, as it is made, one window of them at a time (never
+        every page in memory at once); a refusal after some were PUT leaves them
+        unreferenced, as a crash would, for ``gc``.
         """
         key = self.manifest_key(manifest.sequence)
         entries = len(manifest.files) + len(manifest.dirs) + len(manifest.links)
@@ -146,27 +150,36 @@ class JobStore(Layout):
             body = whole.encode(manifest)
             whole.decode(body, where="the new checkpoint")
             return manifest if self._create(key, body) else None
-        body, pages = paged.encode(manifest)
-        written, have = dict(pages), frozenset(have)
-        paged.decode(
-            body,
-            lambda ids: map(written.__getitem__, ids),
-            where="the new checkpoint",
-            expect=manifest,
-            checked=have,
-        )
-        self._put_pages((pid, data) for pid, data in written.items() if pid not in have)
-        committed = replace(manifest, pages=tuple(pid for pid, _ in pages))
+        have = frozenset(have)
+        listed = []
+        window = max(1, self.store.concurrency)
+        with ThreadPoolExecutor(window, thread_name_prefix="ckpt-pages") as pool:
+            stored: deque[Future[None]] = deque()
+            try:
+                for page, made_from, data in paged.pages_of(manifest):
+                    listed.append(page)
+                    pid = page["id"]
+                    if pid in have:
+                        continue
+                    try:
+                        paged.check_page(page, data, made_from, manifest.packs)
+                    except ManifestError as exc:
+                        raise ManifestError(f"the new checkpoint: {exc}") from None
+                    # Content-addressed: a page PUT twice (a retried commit) is the same.
+                    put = self.store.put_object
+                    stored.append(pool.submit(put, self.page_key(pid), data, sha256=pid))
+                    while len(stored) > 2 * window:
+                        stored.popleft().result()
+                while stored:
+                    stored.popleft().result()
+            finally:
+                for pending in stored:
+                    pending.cancel()
+        body = paged.root_bytes(manifest, listed)
+        ids = [page["id"] for page in listed]
+        paged.decode(body, None, where="the new checkpoint", expect=manifest, checked=ids)
+        committed = replace(manifest, pages=tuple(ids))
         return committed if self._create(key, body) else None
-
-    def _put_pages(self, pages: Iterable[tuple[str, bytes]]) -> None:
-        """Content-addressed, so a page PUT twice (a retried commit) is the same object."""
-        with ThreadPoolExecutor(max(1, self.store.concurrency)) as pool:
-            for done in [
-                pool.submit(self.store.put_object, self.page_key(pid), data, sha256=pid)
-                for pid, data in pages
-            ]:
-                done.result()
 
     def _read_page(self, pid: str) -> bytes:
         try:

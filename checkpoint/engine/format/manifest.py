@@ -188,15 +188,26 @@ def parse_file(raw: Any, fmt: int, packs: dict[str, int]) -> FileEntry:
     size = check_int(raw["size"], f"{path}: size", 0, MAX_FILE_SIZE)
     if sum(c.size for c in chunks) != size:
         raise ManifestError(f"{path}: chunk sizes do not add up to the file size {size}")
-    mode = check_int(raw["mode"], f"{path}: mode") & MODE_BITS
+    if len(chunks) == 1:  # most files: one int object for the file's and its chunk's size
+        size = chunks[0].size
+    mode = shared_mode(check_int(raw["mode"], f"{path}: mode") & MODE_BITS)
     return FileEntry(path, size, mode, check_mtime(raw["mtime_ns"], path), chunks)
+
+
+_MODES: dict[int, int] = {}
+
+
+def shared_mode(mode: int) -> int:
+    """``mode``, as one int object per distinct mode (0o644 is not a cached small int: a
+    manifest of a million files would hold a million of them)."""
+    return _MODES.setdefault(mode, mode)
 
 
 def parse_dir(raw: Any, fmt: int) -> DirEntry:
     if fmt == 1:
         return DirEntry(check_relpath(raw))
     path = check_relpath(raw["path"])
-    return DirEntry(path, check_int(raw["mode"], f"{path}: mode") & MODE_BITS)
+    return DirEntry(path, shared_mode(check_int(raw["mode"], f"{path}: mode") & MODE_BITS))
 
 
 def parse_link(path: Any, target: Any) -> LinkEntry:

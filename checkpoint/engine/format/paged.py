@@ -60,21 +60,43 @@ _ROOT_HEAD = re.compile(rb'\s*\{\s*"format"\s*:\s*4\s*[,}]')
 PageReader = Callable[[list[str]], Iterable[bytes]]
 
 
-def encode(manifest: Manifest) -> tuple[bytes, list[Page]]:
-    """The root's bytes and the pages (id, bytes) of a format-4 manifest."""
-    pages: list[Page] = []
-    listed: list[dict[str, Any]] = []
+def pages_of(manifest: Manifest) -> Iterator[tuple[dict[str, Any], list[Any], bytes]]:
+    """Each page of ``manifest`` as it is made: its line in the root's listing (id, kind,
+    number of entries), the entries it was made from, and its bytes. One page at a time:
+    a commit checks and stores each before the next is made."""
     for kind, entries in kinds(manifest):
         for batch in cut(entries):
             data = page_bytes(kind, batch)
-            pid = page_id(data)
-            pages.append((pid, data))
-            listed.append({"id": pid, "kind": kind, "entries": len(batch)})
+            yield {"id": page_id(data), "kind": kind, "entries": len(batch)}, batch, data
+
+
+def root_bytes(manifest: Manifest, listed: list[dict[str, Any]]) -> bytes:
+    """The root of ``manifest`` whose pages are ``listed`` (as :func:`pages_of` lists them)."""
     root = {**head(manifest, FORMAT), "packs": manifest.packs, "pages": listed}
     data = json.dumps(root, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     if len(data) > MAX_ROOT_BYTES:
         raise ManifestError(f"manifest root of {len(data)} bytes is over {MAX_ROOT_BYTES}")
-    return data, pages
+    return data
+
+
+def encode(manifest: Manifest) -> tuple[bytes, list[Page]]:
+    """The root's bytes and the pages (id, bytes) of a format-4 manifest, all at once."""
+    listed: list[dict[str, Any]] = []
+    pages: list[Page] = []
+    for page, _, data in pages_of(manifest):
+        listed.append(page)
+        pages.append((page["id"], data))
+    return root_bytes(manifest, listed), pages
+
+
+def check_page(
+    page: dict[str, Any], data: bytes, made_from: list[Any], packs: dict[str, int]
+) -> None:
+    """Does the page ``data`` (listed as ``page``) read back, as a restore reads it, as the
+    entries it was made from? :class:`ManifestError` if not."""
+    pid = page["id"]
+    if load_page(pid, page["kind"], data, packs) != [as_stored(e) for e in made_from]:
+        raise ManifestError(f"page {pid} does not read back as the entries it was made from")
 
 
 def is_paged(data: bytes) -> bool:
@@ -85,7 +107,7 @@ def is_paged(data: bytes) -> bool:
 
 def decode(
     root: bytes,
-    fetch: PageReader,
+    fetch: PageReader | None,
     *,
     where: str = "manifest",
     expect: Manifest | None = None,
@@ -98,6 +120,8 @@ def decode(
     will read back what sync wrote). Each page is parsed and compared with the entries it
     was made from, then dropped: no second copy of a large manifest is built. Pages in
     ``checked`` (stored by an earlier commit, which checked them) are not parsed again.
+    ``fetch`` None: every page is in ``checked`` (a commit that checked each page as it
+    stored it, :func:`check_page`), and only the root is read.
     """
     try:
         doc = json.loads(root)
@@ -162,7 +186,7 @@ def _listing(doc: Any) -> tuple[dict[str, int], list[dict[str, Any]]]:
 
 
 def _decode(
-    doc: Any, fetch: PageReader, expect: Manifest | None, checked: Collection[str]
+    doc: Any, fetch: PageReader | None, expect: Manifest | None, checked: Collection[str]
 ) -> tuple[Manifest, tuple[str, ...]]:
     packs, listed = _listing(doc)
     found: dict[str, list[Any]] = {kind: [] for kind in ENTRY_KINDS}
@@ -170,13 +194,16 @@ def _decode(
     ids = [page["id"] for page in listed]
     written = dict(kinds(expect)) if expect is not None else {}
     at = dict.fromkeys(ENTRY_KINDS, 0)
-    for page, data in zip(listed, fetch(ids), strict=True):
+    pages = fetch(ids) if fetch is not None else (b"" for _ in ids)
+    for page, data in zip(listed, pages, strict=True):
         pid, kind = page["id"], page["kind"]
         made_from = [
             as_stored(e) for e in written.get(kind, ())[at[kind] : at[kind] + page["entries"]]
         ]
         if pid in checked:  # these very bytes were read back when they were first written
             entries = made_from
+        elif fetch is None:
+            raise ManifestError(f"page {pid} was not checked when it was written")
         else:
             entries = load_page(pid, kind, data, packs)
             if expect is not None and made_from != entries:
@@ -215,4 +242,15 @@ def read_pages(fetch: Callable[[str], bytes], ids: list[str], window: int) -> It
             yield pending.popleft().result()
 
 
-__all__ = ["FORMAT", "PAGED_ABOVE", "decode", "encode", "is_paged", "page_refs", "read_pages"]
+__all__ = [
+    "FORMAT",
+    "PAGED_ABOVE",
+    "check_page",
+    "decode",
+    "encode",
+    "is_paged",
+    "page_refs",
+    "pages_of",
+    "read_pages",
+    "root_bytes",
+]

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..format.manifest import FileEntry, Manifest
 from ..localdir.localindex import LocalIndex
 from ..localdir.scan import file_matches
+from ..localdir.stats import StatMap
 from ..localdir.walk import Kind, walk
 from .placement import real_parents
 
@@ -26,7 +27,7 @@ class Partition:
     fetch: list[FileEntry] = field(default_factory=list)
     hashed: int = 0  # bytes read to check files the index did not vouch for
     #: lstat of files kept untouched on the index's word (mode and mtime already right)
-    stats: dict[str, os.stat_result] = field(default_factory=dict)
+    stats: StatMap = field(default_factory=StatMap)
 
 
 def partition(manifest: Manifest, dest: Path, index: LocalIndex | None) -> Partition:

@@ -39,6 +39,7 @@ from ..config import DEFAULTS, EngineConfig
 from ..format.jobstore import JobStore
 from ..format.manifest import FileEntry, Manifest, check_link_target
 from ..localdir.localindex import LocalIndex
+from ..localdir.stats import StatMap
 from ..progress import Listener
 from .aside import SetAside
 from .download import Downloader
@@ -109,7 +110,7 @@ class Restorer:
         self.present: frozenset[str] = frozenset()
         #: lstat of files kept untouched because the local index vouched for them (the
         #: stat cache is seeded from these: the first sync reads none of them)
-        self.stats: dict[str, os.stat_result] = {}
+        self.stats: StatMap = StatMap()
 
     def restore(self, sequence: int | None, dest: Path) -> RestoreResult:
         """Restore ``sequence`` (default: the newest intact checkpoint) into ``dest``.
@@ -226,7 +227,8 @@ class Restorer:
         extra = count_extra(dest, manifest)
         fetched = {c.sha256 for f in fetch for c in f.chunks if not c.is_hole}
         relinked = {h.target for h in manifest.hardlinks}  # os.link moved their ctime
-        self.stats = {p: st for p, st in self.stats.items() if p not in relinked}
+        for p in relinked:
+            self.stats.pop(p, None)
         return _Materialized(
             len(fetch),
             len(kept),

@@ -21,11 +21,12 @@ from checkpoint.protocol import progress_path
 
 from ..format.jobstore import JobStore, utc_iso
 from ..format.layout import MANIFESTS
-from ..format.manifest import FileEntry, HardLinkEntry, Manifest
+from ..format.manifest import Chunk, FileEntry, HardLinkEntry, Manifest
 from ..lease import SweepWatch
 from ..localdir.scan import Scan
+from ..localdir.stats import StatCache
 from .known import KnownChunks
-from .upload import Stored
+from .upload import Location, Stored, Uploader
 
 log = structlog.get_logger("checkpoint")
 
@@ -35,16 +36,23 @@ def assemble(
     base: Manifest | None,
     entries: list[FileEntry],
     found: Scan,
-    where: Stored,
+    where: Places,
     left_out: list[tuple[str, str]],
     *,
     attempt: int,
     reason: str,
     progress: dict[str, Any],
+    cache: StatCache,
 ) -> Manifest:
     """The next manifest after ``base``: ``entries`` with their chunks' places, the last
-    committed version of each file ``left_out``, the dirs, links and hard links ``found``."""
-    entries = [located(e, where) for e in entries]
+    committed version of each file ``left_out``, the dirs, links and hard links ``found``.
+
+    ``entries`` is placed in place, and ``cache`` told each placed entry as it goes: the
+    chunks as hashed are dropped file by file, never held beside the placed ones.
+    """
+    for i, e in enumerate(entries):
+        entries[i] = placed = located(e, where)
+        cache.share(placed)
     if left_out:  # in the walk's order: sorted by name, level by level
         entries.extend(previous_versions(base, left_out))
         entries.sort(key=lambda e: e.path.split("/"))
@@ -118,7 +126,34 @@ def previous_versions(base: Manifest | None, left_out: list[tuple[str, str]]) ->
     return kept
 
 
-def located(entry: FileEntry, where: Stored) -> FileEntry:
+class Places:
+    """Where each chunk lies once every upload of a sync is done, looked up in the maps it
+    came from rather than in a merged copy of them (a copy is ~50 bytes a chunk).
+
+    A blob: stored before the sync (``stored``) or uploaded as one by it. A packed chunk:
+    in the pack this sync put it in, else where it was stored, else (a sparse pack's chunk
+    that was not packed again) its old place, ``moved``.
+    """
+
+    def __init__(self, stored: Stored, uploader: Uploader, moved: dict[str, Location]) -> None:
+        self.stored = stored
+        self.uploaded = uploader.done
+        self.located = uploader.located
+        self.moved = moved
+
+    def locate(self, chunk: Chunk) -> Chunk:
+        """``chunk`` with its place; KeyError if it is neither stored nor uploaded."""
+        h = chunk.sha256
+        if chunk.is_hole or h in self.stored.blobs:
+            return Chunk(h, chunk.size)
+        at = self.located.get(h)
+        if at is None and h in self.uploaded:
+            return Chunk(h, chunk.size)
+        pack, offset = at or self.stored.packed.get(h) or self.moved[h]
+        return Chunk(h, chunk.size, pack, offset)
+
+
+def located(entry: FileEntry, where: Places) -> FileEntry:
     """``entry`` with each chunk's place (its blob, or its pack and range)."""
     try:
         chunks = tuple(where.locate(c) for c in entry.chunks)

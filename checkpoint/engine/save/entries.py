@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 
 import structlog
 
 from checkpoint.errors import CheckpointError
 
-from ..format.manifest import Chunk, FileEntry
+from ..format.manifest import Chunk, FileEntry, shared_mode
 from ..localdir.scan import NotRegularFile, hash_file
 from ..localdir.stats import StatCache
 from .upload import Uploader
@@ -45,7 +45,7 @@ class FrozenFilesChanged(FileChanged):
 def bytes_to_read(
     files: Iterable[tuple[str, os.stat_result]],
     cache: StatCache,
-    present: set[str],
+    present: Container[str],
     rehash: Callable[[os.stat_result], bool] | None,
 ) -> int:
     """Data bytes (not holes) of the files a sync will read: what its progress counts."""
@@ -65,7 +65,7 @@ class FileReader:
         root: Path,
         cache: StatCache,
         uploader: Uploader,
-        present: set[str],
+        present: Container[str],
         *,
         chunk_size: int,
         pack_threshold: int,
@@ -135,18 +135,17 @@ class FileReader:
                 return None, 0
             if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
                 self.cache.remember(rel, after, chunks)
-                entry = FileEntry(rel, after.st_size, _mode(after), after.st_mtime_ns, chunks)
-                return entry, after.st_size
+                size = after.st_size
+                if len(chunks) == 1 and chunks[0].size == size:  # one int object for both
+                    size = chunks[0].size
+                entry = FileEntry(rel, size, _mode(after), after.st_mtime_ns, chunks)
+                return entry, size
             st = after  # changed while we read it: read it again
         raise FileChanged(
             f"{self.directory / rel} kept changing while it was read; not committing a torn copy"
         )
 
 
-_MODES: dict[int, int] = {}
-
-
 def _mode(st: os.stat_result) -> int:
     """The file's permission bits, one int object per distinct mode (not one per file)."""
-    mode = st.st_mode & 0o777
-    return _MODES.setdefault(mode, mode)
+    return shared_mode(st.st_mode & 0o777)

@@ -70,6 +70,11 @@ class KnownChunks:
             else:
                 packed.setdefault(c.sha256, (c.pack, c.offset))
         self._base = Stored(blobs, packed)
+        # What the base holds at the same place, the batches need not also hold (the base
+        # wins in stored()): after a full upload, a second map of every chunk for an hour.
+        for b in self._uploaded.copy():
+            b.blobs = b.blobs - blobs
+            b.packed = {h: at for h, at in b.packed.items() if packed.get(h) != at}
 
     def forget(self, gone: set[str]) -> None:
         """Objects (blob hashes, pack ids) found gone from the store (an operator's forced

@@ -29,11 +29,11 @@ from ..localdir.localindex import write_index
 from ..localdir.scan import hash_file, scan, scan_frozen
 from ..localdir.stats import StatCache
 from ..progress import Listener, Progress
-from .commit import assemble, commit, content, read_progress
+from .commit import Places, assemble, commit, content, read_progress
 from .entries import FileReader, FrozenFilesChanged, bytes_to_read
 from .known import KnownChunks
 from .repack import repack_sparse
-from .upload import Location, Stored, Uploader
+from .upload import Location, Uploader
 
 if TYPE_CHECKING:
     from .freeze import Frozen
@@ -140,7 +140,7 @@ class Syncer:
         for path, why in found.skipped:
             log.warning("sync.file_skipped", path=path, why=why)
         stored = self._known.stored()
-        present = stored.hashes()
+        present = stored  # what the stat cache may vouch for: chunks known to be stored
         todo = bytes_to_read(found.files, self._cache, present, rehash)
         progress = Progress(
             "sync.progress", todo, listener=self.progress, every=self.config.progress_seconds
@@ -183,24 +183,20 @@ class Syncer:
             raise FrozenFilesChanged(changed)
         # Only now, every upload done, is it known where each chunk lies (a pack's id is
         # the hash of its bytes): the entries get their chunks' places.
-        where = Stored(
-            stored.blobs | (uploader.done - uploader.located.keys()),
-            {**moved, **stored.packed, **uploader.located},
-        )
         manifest = assemble(
             self.job.job_id,
             self.base,
             entries,
             found,
-            where,
+            Places(stored, uploader, moved),
             left_out,
             attempt=self.attempt,
             reason=reason,
             progress=read_progress(self.directory) if frozen is None else frozen.progress,
+            cache=self._cache,
         )
         manifest = replace(manifest, packs=self._known.packs.table(manifest))
         entries.clear()  # the manifest holds them now, placed: no second copy
-        self._cache.share(manifest.files)
         sequence = self._commit_if_new(manifest, frozen)
         return SyncResult(
             reason=reason,
@@ -238,7 +234,7 @@ class Syncer:
     def pending_bytes(self) -> int:
         """Bytes in files that changed since the last commit (a cheap stat walk, no reads)."""
         files = self.scan(self.directory).files
-        present = self._known.stored().hashes()
+        present = self._known.stored()
         return sum(
             st.st_size for rel, st in files if self._cache.unchanged(rel, st, present) is None
         )

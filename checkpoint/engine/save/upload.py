@@ -112,6 +112,10 @@ class Uploader:
             self._seal()
         for fut in self._pending:
             fut.exception()
+        # Done with: the futures (their callbacks hold this uploader: a cycle that would
+        # keep its sets alive until the next collection) and the hashes queued (the rest
+        # of the sync, its peak, needs only what was stored: ``done`` and ``located``).
+        self._pending, self._queued = [], set()
         if self._error is not None:
             raise self._error
 
