@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint.engine.localdir.localindex import index_path
+from checkpoint.engine.localdir.indexfile import index_path
 from tests.agentproc import AgentRun, agent_env, run_agent, start_agent
 
 FILES = 300

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.localdir.localindex import index_path
+from checkpoint.engine.localdir.indexfile import index_path
 from checkpoint.engine.save.freeze import Freezer
 from checkpoint.engine.save.savepoints import consistent_sync
 from checkpoint.engine.store.base import LocalStore

@@ -20,8 +20,8 @@ from structlog.testing import capture_logs
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.config import DEFAULTS, EngineConfig
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.localdir.localindex import STAT_ROW as STAT
-from checkpoint.engine.localdir.localindex import index_path
+from checkpoint.engine.localdir.indexfile import STAT_ROW as STAT
+from checkpoint.engine.localdir.indexfile import index_path
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.base import LocalStore, ObjectInfo
 
@@ -298,7 +298,7 @@ def test_damaged_pages_met_half_way_mean_the_files_are_read(
 KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from checkpoint.engine.localdir import localindex
+from checkpoint.engine.localdir import indexfile
 
 def rows():
     for i in range(200_000):
@@ -307,7 +307,7 @@ def rows():
             time.sleep(600)
         yield f"g{i:06d}", bytes(40), bytes(80)
 
-localindex._write(Path(sys.argv[1]), (2, "job", 9, "boot"), rows())
+indexfile.write_rows(Path(sys.argv[1]), (2, "job", 9, "boot"), rows())
 """
 
 

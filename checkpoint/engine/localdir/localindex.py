@@ -22,87 +22,42 @@ could belong to bytes written since. A file is trusted only when, besides:
 Anything unexpected (no index, another boot, garbage, a damaged page met half way) means
 "read the file", never an error; an ``index.json`` of an older agent is never read.
 
-**Paged, never whole in memory.** The index is a SQLite file of the standard library: it
-is written row by row as the manifest's files are walked, and read by path as a restore
-checks each file, :data:`RANGE_ROWS` rows in path order at a time (a directory's files
-come together); 100,000 files take a few MiB of memory either way, not the whole index.
-It is written atomically: a new database beside it (no journal, one transaction),
-fsynced, then renamed over the old one, so a kill at any point leaves the old index or
-the new one, whole. Layout::
-
-    head(format, job_id, sequence, boot_id)      one row; format 2
-    files(path BLOB PRIMARY KEY, stat BLOB, chunks BLOB) WITHOUT ROWID: one b-tree, by path
-      path   = the name's bytes, as the filesystem has them (any byte but NUL)
-      stat   = size, mtime_ns, ctime_ns (int64), inode, device (uint64), native order
-      chunks = per chunk: size, offset (uint64), len(hash), len(pack) (uint8), then the
-               hash's and the pack id's bytes (hex decoded; a hole has neither)
+The file itself (SQLite, paged, written atomically) is :mod:`.indexfile`'s; keeping rows
+across the agent's own unlinks is :mod:`.keptacross`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import stat
-import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
 
-from checkpoint.protocol import RESERVED_DIR
-
 from ..config import DEFAULTS
 from ..format.manifest import MODE_BITS, Chunk, FileEntry, Manifest
+from .indexfile import (
+    FORMAT,
+    STAT_ROW,
+    Head,
+    Row,
+    boot_id,
+    chunk_bytes,
+    damaged,
+    index_path,
+    open_index,
+    stat_bytes,
+    why,
+    write_rows,
+)
 from .stats import StatCache
 
 log = structlog.get_logger("checkpoint")
 
-INDEX_NAME = "index.sqlite"
-#: what an older agent wrote (one JSON document): never read, removed when a new one is
-OLD_INDEX_NAME = "index.json"
-FORMAT = 2
-STAT_ROW = struct.Struct("=qqqQQ")  # size, mtime_ns, ctime_ns, inode, device
-_CHUNK = struct.Struct("=QQBB")  # size, offset, bytes of the hash, bytes of the pack id
-_SCHEMA = """
-CREATE TABLE head(format INTEGER NOT NULL, job_id TEXT NOT NULL, sequence INTEGER NOT NULL,
-                  boot_id TEXT NOT NULL);
-CREATE TABLE files(path BLOB PRIMARY KEY NOT NULL, stat BLOB NOT NULL, chunks BLOB NOT NULL)
-    WITHOUT ROWID;
-"""
-Row = tuple[bytes, bytes, bytes]  # path (os.fsencode), stat, chunks
 #: rows a restore reads at once, in path order (a few hundred KiB)
 RANGE_ROWS = 1024
-Head = tuple[int, str, int, str]  # format, job_id, sequence, boot_id
-
-
-def index_path(directory: Path) -> Path:
-    return directory / RESERVED_DIR / INDEX_NAME
-
-
-def boot_id(path: Path = DEFAULTS.boot_id_path) -> str | None:
-    """This boot's id, read from ``path``, or None where the kernel does not say (the index
-    is then unused)."""
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
-
-
-def chunk_bytes(chunks: tuple[Chunk, ...]) -> bytes:
-    """The chunks as a row stores them: equal bytes, equal chunks (places included)."""
-    out = bytearray()
-    for c in chunks:
-        digest = bytes.fromhex(c.sha256)
-        pack = b"" if c.pack is None else bytes.fromhex(c.pack)
-        out += _CHUNK.pack(c.size, c.offset, len(digest), len(pack))
-        out += digest
-        out += pack
-    return bytes(out)
-
-
-def stat_bytes(st: os.stat_result) -> bytes:
-    return STAT_ROW.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
 def write_index(
@@ -135,12 +90,12 @@ def write_index(
 
     head = (FORMAT, manifest.job_id, manifest.sequence, boot)
     try:
-        return _write(directory, head, rows())
+        return write_rows(directory, head, rows())
     except (OSError, sqlite3.Error) as exc:
         log.warning(
             "index.write_failed",
             path=str(index_path(directory)),
-            error=_why(exc),
+            error=why(exc),
             action="the next restore into this dir reads every file to check it",
         )
         return None
@@ -151,80 +106,6 @@ def same_content(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:
     return len(a) == len(b) and all(
         x.sha256 == y.sha256 and x.size == y.size for x, y in zip(a, b, strict=True)
     )
-
-
-def _write(directory: Path, head: Head, rows: Iterable[Row]) -> int:
-    """A new database beside the index (``rows`` streamed into it in one transaction),
-    fsynced, renamed over the index: a reader sees the old index or the new one, whole.
-    Returns how many rows it holds."""
-    final = index_path(directory)
-    reserved = final.parent
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(reserved, 0o700)
-    if not stat.S_ISDIR(os.lstat(reserved).st_mode):  # never write through a job's symlink
-        raise NotADirectoryError(f"{reserved} is not a directory")
-    _sweep(reserved)
-    tmp = reserved / f".{INDEX_NAME}.{os.getpid()}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    try:
-        count = 0
-
-        def counted() -> Iterator[Row]:
-            nonlocal count
-            for row in rows:
-                count += 1
-                yield row
-
-        db = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=OFF")  # the rename is the commit, not a journal
-            db.execute("PRAGMA synchronous=OFF")  # one fsync, below, once it is all written
-            db.executescript(_SCHEMA)
-            db.execute("BEGIN")
-            db.execute("INSERT INTO head VALUES (?, ?, ?, ?)", head)
-            db.executemany("INSERT INTO files VALUES (?, ?, ?)", counted())
-            db.execute("COMMIT")
-        finally:
-            db.close()
-        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    fd = os.open(reserved, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)  # the rename itself
-    finally:
-        os.close(fd)
-    _unlink(reserved / OLD_INDEX_NAME)  # an older agent's: never read again
-    return count
-
-
-def _sweep(reserved: Path) -> None:
-    """Remove the temporary databases that a writer killed half way left: those of a
-    process that is gone, and this process's own."""
-    for tmp in reserved.glob(f".{INDEX_NAME}.*.tmp"):
-        pid = tmp.name[: -len(".tmp")].rpartition(".")[2]
-        if not pid.isdigit():
-            continue
-        if int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), 0)
-                continue  # its writer may still be at work
-            except ProcessLookupError:
-                pass
-            except OSError:
-                continue
-        _unlink(tmp)
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 class LocalIndex:
@@ -252,7 +133,7 @@ class LocalIndex:
     ) -> LocalIndex | None:
         """The dir's index if it may vouch for files of ``manifest``; None otherwise
         (absent; damaged: warned; another boot, job or checkpoint: logged)."""
-        found = _open(directory)
+        found = open_index(directory)
         if found is None:
             return None
         db, head, written_ns = found
@@ -283,7 +164,7 @@ class LocalIndex:
         try:
             row = self._row(os.fsencode(f.path))
         except (sqlite3.Error, ValueError) as exc:  # a damaged page, met half way
-            _damaged(self._path, _why(exc))
+            damaged(self._path, why(exc))
             self.close()  # once: every file from here on is read
             return False
         return row is not None and row[0] == stat_bytes(st) and row[1] == chunk_bytes(f.chunks)
@@ -306,140 +187,6 @@ class LocalIndex:
         return self._rows.get(key)
 
 
-def _not_racy(st: os.stat_result, written_ns: int) -> bool:
-    return st.st_mtime_ns < written_ns and st.st_ctime_ns < written_ns
-
-
-@contextlib.contextmanager
-def kept_across(directory: Path, boot_id_path: Path = DEFAULTS.boot_id_path) -> Iterator[None]:
-    """Around the agent's own removal of hard links to the dir's files (the freeze area):
-    unlinking a name moves the ctime of the inode, which alone would void every entry.
-
-    A file that the index vouched for just before (its full stat matched) and whose stat
-    just after differs in ctime only is recorded again with its new ctime; the rest of the
-    index is dropped. Nothing else writes to the dir meanwhile: this runs before the job
-    starts and after it has ended. The rows that held before wait in a database of their
-    own beside the index (with each file's mode then), never in memory.
-    """
-    found = _open(directory)
-    if found is None:
-        yield
-        return
-    db, head, written_ns = found
-    if head[3] != boot_id(boot_id_path):
-        db.close()
-        yield
-        return
-    before = index_path(directory).with_name(f".{INDEX_NAME}.before.{os.getpid()}.tmp")
-    held: sqlite3.Connection | None = None
-    try:
-        _sweep(before.parent)
-        held = sqlite3.connect(before, isolation_level=None)
-        held.execute("PRAGMA journal_mode=OFF")
-        held.execute("PRAGMA synchronous=OFF")
-        held.execute("CREATE TABLE held(path BLOB NOT NULL, stat BLOB, chunks BLOB, mode INT)")
-        held.execute("BEGIN")
-        held.executemany("INSERT INTO held VALUES (?, ?, ?, ?)", _still(directory, db, written_ns))
-        held.execute("COMMIT")
-    except (OSError, sqlite3.Error) as exc:
-        _damaged(index_path(directory), f"cannot read it through: {_why(exc)}")
-        if held is not None:
-            held.close()
-        held = None
-    finally:
-        db.close()
-    try:
-        yield
-    finally:
-        if held is None:
-            _drop(directory, "its rows could not be checked")
-        else:
-            try:
-                rows = _moved_ctime(directory, held.execute("SELECT * FROM held ORDER BY rowid"))
-                _write(directory, head, rows)
-            except (OSError, sqlite3.Error) as exc:
-                _damaged(index_path(directory), f"cannot rewrite it: {_why(exc)}")
-                _drop(directory, "its entries no longer match")
-            finally:
-                held.close()
-        _unlink(before)
-
-
-def _still(
-    directory: Path, db: sqlite3.Connection, written_ns: int
-) -> Iterator[tuple[object, ...]]:
-    """The rows whose file has the recorded stat now (not racy), with its mode now."""
-    for path, stat_row, chunks in db.execute("SELECT path, stat, chunks FROM files"):
-        with contextlib.suppress(OSError, TypeError, ValueError):
-            st = os.lstat(os.path.join(os.fsencode(directory), path))
-            if (
-                stat.S_ISREG(st.st_mode)
-                and stat_row == stat_bytes(st)
-                and _not_racy(st, written_ns)
-            ):
-                yield path, stat_row, chunks, st.st_mode
-
-
-def _moved_ctime(directory: Path, held: Iterable[tuple[object, ...]]) -> Iterator[Row]:
-    """The rows held before, their ctime the file's now, where nothing else moved."""
-    for path, stat_row, chunks, mode in held:
-        assert isinstance(path, bytes) and isinstance(stat_row, bytes) and isinstance(chunks, bytes)
-        with contextlib.suppress(OSError):
-            now = os.lstat(os.path.join(os.fsencode(directory), path))
-            size, mtime_ns, ctime_ns, ino, dev = STAT_ROW.unpack(stat_row)
-            if (now.st_mode, now.st_size, now.st_mtime_ns, now.st_ino, now.st_dev) == (
-                mode,
-                size,
-                mtime_ns,
-                ino,
-                dev,
-            ) and now.st_ctime_ns >= ctime_ns:
-                yield path, stat_bytes(now), chunks
-
-
-def _drop(directory: Path, why: str) -> None:
-    """The index goes: its entries are never trusted again."""
-    with contextlib.suppress(OSError):
-        os.unlink(index_path(directory))
-        log.info("index.dropped", path=str(index_path(directory)), why=why)
-
-
-def _open(directory: Path) -> tuple[sqlite3.Connection, Head, int] | None:
-    """(the open index, its head row, the file's mtime), or None (absent; damaged: warned)."""
-    path = index_path(directory)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        _damaged(path, _why(exc))
-        return None
-    if not stat.S_ISREG(st.st_mode):  # never opened through a link
-        _damaged(path, "not a regular file")
-        return None
-    try:
-        # read by whichever thread restores: reads only, one at a time
-        uri = f"{path.absolute().as_uri()}?mode=ro"
-        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-    except sqlite3.Error as exc:
-        _damaged(path, _why(exc))
-        return None
-    try:
-        heads = db.execute("SELECT format, job_id, sequence, boot_id FROM head").fetchall()
-        db.execute("SELECT path, stat, chunks FROM files LIMIT 1").fetchall()
-        if len(heads) != 1:
-            raise ValueError(f"{len(heads)} head rows, not 1")
-        fmt, job_id, sequence, boot = heads[0]
-        if not (type(fmt) is int and type(sequence) is int):
-            raise ValueError(f"head row {heads[0]!r}")
-        head = (fmt, str(job_id), sequence, str(boot))
-    except (sqlite3.Error, ValueError) as exc:
-        db.close()
-        _damaged(path, _why(exc))
-        return None
-    return db, head, st.st_mtime_ns
-
-
 def _untrusted(head: Head, manifest: Manifest, current: str | None) -> str | None:
     fmt, job_id, sequence, boot = head
     if fmt != FORMAT:
@@ -449,13 +196,3 @@ def _untrusted(head: Head, manifest: Manifest, current: str | None) -> str | Non
     if current is None or boot != current:
         return "written before the last reboot: pages not flushed then may be lost"
     return None
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _damaged(path: Path, why: str) -> None:
-    log.warning("index.damaged", path=str(path), error=why, action="ignored: reading every file")

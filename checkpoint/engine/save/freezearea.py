@@ -23,7 +23,7 @@ from checkpoint.errors import CheckpointError
 
 from ..config import EngineConfig
 from ..format.manifest import LinkEntry
-from ..localdir.localindex import kept_across
+from ..localdir.keptacross import kept_across
 from ..localdir.stats import FileStats, stat_key
 from .clone import clone_or_copy
 
