@@ -1,17 +1,13 @@
 """The freeze: the checkpoint dir as it stood at a save point, for a sync to read at leisure.
 
-The job marks its saves by holding an exclusive ``flock`` on the lock file
-(``.spot-agent/save.lock``, exported as ``SPOT_AGENT_LOCK_FILE``); while it saves, the file
-holds a few bytes (the saver's pid), emptied when the save is complete. So a save cut off
-by a kill leaves the lock free but the file non-empty: the agent can tell a directory that
-is between two saves from one that is half-way through one.
-
-The agent freezes with the lock held: it records every file's metadata and hard-links each
-file whose inode it has not linked before into a mirror under ``.spot-agent/freeze/`` (same
-filesystem, never synced). Files the job replaces later (temp file and rename) keep their
-frozen inode alive in the mirror, so the sync reads the state of the save point while the
-job goes on. Unchanged files are not linked again, so the time under the lock is a stat
-per file plus a link per new file, whatever the size of the data.
+The agent freezes between two of the job's saves, holding its save-point lock
+(:mod:`.savemark`: the lock, a save cut off by a kill, a save point declared since). It
+records every file's metadata and hard-links each file whose inode it has not linked before
+into a mirror under ``.spot-agent/freeze/`` (same filesystem, never synced). Files the job
+replaces later (temp file and rename) keep their frozen inode alive in the mirror, so the
+sync reads the state of the save point while the job goes on. Unchanged files are not
+linked again, so the time under the lock is a stat per file plus a link per new file,
+whatever the size of the data.
 
 A file rewritten in place (same inode) after the freeze would change under the sync: the
 sync detects it (the stat after hashing differs from the frozen one) and the next freeze
@@ -32,16 +28,16 @@ from typing import Any
 
 import structlog
 
-from checkpoint.errors import CheckpointError
-from checkpoint.protocol import RESERVED_DIR, progress_path, save_lock_path
+from checkpoint.protocol import RESERVED_DIR, progress_path
 from checkpoint.savelabel import with_save_label
-from checkpoint.savelock import SaveIncomplete, SaveInProgress, acquire, saver
+from checkpoint.savelock import SaveIncomplete, SaveInProgress
 
 from ..config import DEFAULTS, EngineConfig
 from ..format.manifest import LinkEntry
 from ..localdir.stats import FileStats
 from ..localdir.walk import TOO_LONG, Kind, walk
 from .freezearea import CannotLink, FreezeArea, Taken
+from .savemark import NotDeclared, SavePointLock
 
 log = structlog.get_logger("checkpoint")
 
@@ -49,11 +45,6 @@ FREEZE_NAME = "freeze"
 #: what a freeze displaces is moved here under the lock (a rename) and deleted after it:
 #: freeing a big file's blocks can take a while
 TRASH_NAME = "freeze-trash"
-
-
-class NotDeclared(CheckpointError):
-    """The job has declared its states (a sync request), and none was declared since the
-    last freeze: the live dir is not one to commit."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +70,11 @@ class Freezer:
 
     def __init__(self, directory: Path, *, config: EngineConfig = DEFAULTS) -> None:
         self.directory = directory
-        self.lock_path = save_lock_path(directory)
+        self.save_points = SavePointLock(directory, long_save=config.long_save_seconds)
+        self.lock_path = self.save_points.path
         self.area = directory / RESERVED_DIR / FREEZE_NAME
         self.trash = directory / RESERVED_DIR / TRASH_NAME
         self._mirror = FreezeArea(directory, self.area, self.trash, config)
-        self.long_save = config.long_save_seconds  # a save this long is reported
         #: files to copy rather than link at the next freezes (they changed in place)
         self.copy_paths: set[str] = set()
         #: the newest freeze whose state is not committed yet, whole in the area
@@ -92,20 +83,11 @@ class Freezer:
         #: consistent state the agent saw is in the store
         self.committed_any = False
         self.usable = True  # False once links turned out impossible here: sync the live dir
-        #: the lock file's mtime at the last freeze: a save point that ends moves it
-        self._save_mark: int | None = None
 
     def cut_off(self) -> str | None:
         """At agent start, before :meth:`reset`: who began a save that never ended ("" if
-        unknown), else None. Nothing else runs yet, so a mark is a dead saver's."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            return saver(fd)
-        finally:
-            os.close(fd)
+        unknown), else None (:meth:`.savemark.SavePointLock.cut_off`)."""
+        return self.save_points.cut_off()
 
     def reset(self, *, create_lock: bool = True, keep_mark: bool = False) -> int:
         """At agent start: drop what a killed agent left; create the lock file (and
@@ -116,17 +98,7 @@ class Freezer:
         Returns the bytes removed.
         """
         removed = self._mirror.remove()
-        if create_lock:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileNotFoundError):
-            flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create_lock else 0)
-            fd = os.open(self.lock_path, flags, 0o600)
-            try:
-                if not keep_mark:
-                    os.ftruncate(fd, 0)
-                self._save_mark = os.fstat(fd).st_mtime_ns
-            finally:
-                os.close(fd)
+        self.save_points.reset(create=create_lock, keep_mark=keep_mark)
         self.pending = None
         return removed
 
@@ -134,10 +106,7 @@ class Freezer:
         """At agent exit: the area, the trash and the lock file go; ``.spot-agent/`` too if
         nothing else is in it. The job is gone by then: nobody holds the lock."""
         self._mirror.remove(count=False)
-        with contextlib.suppress(OSError):
-            os.unlink(self.lock_path)
-        with contextlib.suppress(OSError):
-            self.lock_path.parent.rmdir()
+        self.save_points.remove()
 
     # -- the freeze -------------------------------------------------------------------
 
@@ -163,7 +132,7 @@ class Freezer:
             # freeze is kept as the last consistent one: this would change the area.
             self._mirror.begin_early()
             self._walk(Taken(), set(), (), early=True)
-        with self._save_point(wait, waiting, declared_only) as (taken, t0):
+        with self.save_points.held(wait, waiting, declared_only) as (taken, t0):
             self.pending = None  # the area changes now: the older freeze is gone
             walked = Taken()
             self.area.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -197,41 +166,11 @@ class Freezer:
         agent's exit. The area is left as it is, so a freeze not committed yet stays the
         last consistent state until this one commits (:meth:`committed`).
         """
-        with self._save_point(wait, waiting, declared_only) as (taken, t0):
+        with self.save_points.held(wait, waiting, declared_only) as (taken, t0):
             walked = Taken()
             self._walk(walked, set(), (), in_place=True)
             progress = self._progress()
             yield _frozen(self.directory, walked, progress, taken, time.monotonic() - t0)
-
-    @contextlib.contextmanager
-    def _save_point(
-        self, wait: float, waiting: Callable[[float], None] | None, declared_only: bool
-    ) -> Iterator[tuple[float, float]]:
-        """Hold the job's save-point lock between two saves: (Unix time it was taken,
-        monotonic time). Raises :class:`SaveInProgress` (the job saves for over ``wait``
-        seconds), :class:`SaveIncomplete` (a save was cut off) or :class:`NotDeclared`."""
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if not acquire(fd, wait, waiting, long_save=self.long_save):
-                raise SaveInProgress(
-                    f"{self.lock_path}: the job has been saving for over {wait:g}s; "
-                    "the checkpoint waits for the next turn"
-                )
-            taken, t0 = time.time(), time.monotonic()
-            cut_off = saver(fd)
-            if cut_off is not None:
-                raise SaveIncomplete(
-                    f"a save (by {cut_off or 'an unknown process'}) began and never finished: "
-                    "the directory may hold half of it"
-                )
-            mark = os.fstat(fd).st_mtime_ns
-            if declared_only and mark == self._save_mark:
-                raise NotDeclared("no save point and no sync request since the last freeze")
-            self._save_mark = mark
-            yield taken, t0
-        finally:
-            os.close(fd)  # releases the lock
 
     def _progress(self) -> dict[str, Any]:
         """The job's progress figures and the save's label, read under the lock."""
