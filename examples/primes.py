@@ -104,6 +104,9 @@ def main() -> int:
         if args.segment_delay:
             time.sleep(args.segment_delay)
     if state["next"] < limit:
+        # This job declares its states (request_sync at each milestone): declare the one it
+        # stops at too, or its final checkpoint is the state of the last milestone.
+        checkpoint.request_sync()
         print(
             f"stopping at {state['next']:,} ({state['next'] / limit:.1%}); state saved, "
             "run again to resume",
