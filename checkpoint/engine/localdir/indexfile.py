@@ -76,6 +76,13 @@ def chunk_bytes(chunks: tuple[Chunk, ...]) -> bytes:
     return bytes(out)
 
 
+def not_racy(st: os.stat_result, written_ns: int) -> bool:
+    """Is the file of ``st`` older than the index written at ``written_ns`` (the index
+    file's mtime, the same clock and granularity)? A file not older may have been written
+    again within one timestamp tick, unseen by its stat (git's racy case)."""
+    return st.st_mtime_ns < written_ns and st.st_ctime_ns < written_ns
+
+
 def stat_bytes(st: os.stat_result) -> bytes:
     return STAT_ROW.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 

@@ -23,6 +23,7 @@ from .indexfile import (
     damaged,
     drop,
     index_path,
+    not_racy,
     open_index,
     stat_bytes,
     sweep,
@@ -30,10 +31,6 @@ from .indexfile import (
     why,
     write_rows,
 )
-
-
-def _not_racy(st: os.stat_result, written_ns: int) -> bool:
-    return st.st_mtime_ns < written_ns and st.st_ctime_ns < written_ns
 
 
 @contextlib.contextmanager
@@ -98,11 +95,7 @@ def _still(
     for path, stat_row, chunks in db.execute("SELECT path, stat, chunks FROM files"):
         with contextlib.suppress(OSError, TypeError, ValueError):
             st = os.lstat(os.path.join(os.fsencode(directory), path))
-            if (
-                stat.S_ISREG(st.st_mode)
-                and stat_row == stat_bytes(st)
-                and _not_racy(st, written_ns)
-            ):
+            if stat.S_ISREG(st.st_mode) and stat_row == stat_bytes(st) and not_racy(st, written_ns):
                 yield path, stat_row, chunks, st.st_mode
 
 

@@ -47,6 +47,7 @@ from .indexfile import (
     chunk_bytes,
     damaged,
     index_path,
+    not_racy,
     open_index,
     stat_bytes,
     why,
@@ -157,8 +158,7 @@ class LocalIndex:
             and st.st_size == f.size
             and st.st_mode & MODE_BITS == f.mode
             and stat.S_ISREG(st.st_mode)
-            and st.st_mtime_ns < self.written_ns
-            and st.st_ctime_ns < self.written_ns
+            and not_racy(st, self.written_ns)
         ):
             return False
         try:
