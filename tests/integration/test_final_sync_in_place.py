@@ -16,6 +16,7 @@ from checkpoint.engine.localdir.indexfile import index_path
 from checkpoint.engine.save.freeze import Freezer
 from checkpoint.engine.save.savepoints import consistent_sync
 from checkpoint.engine.store.base import LocalStore
+from tests.integration.test_freeze import restored
 
 OLD = 1_600_000_000 * 10**9  # far from racy: the local index vouches for such files
 
@@ -30,16 +31,6 @@ def make(tmp: Path, files: int = 0) -> tuple[Path, Checkpointer, Freezer]:
     fz = Freezer(src)
     fz.reset()
     return src, Checkpointer(JobStore(LocalStore(tmp / "store"), "job"), src), fz
-
-
-def restored(c: Checkpointer, tmp: Path, seq: int) -> dict[str, bytes]:
-    into = tmp / f"r{seq}"
-    Checkpointer(c.job, into).restore(seq, into=into)
-    return {
-        str(p.relative_to(into)): p.read_bytes()
-        for p in sorted(into.rglob("*"))
-        if p.is_file() and ".spot-agent" not in p.parts
-    }
 
 
 def ctimes(src: Path) -> dict[str, int]:
