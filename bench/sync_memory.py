@@ -61,26 +61,35 @@ def make_files(root: Path, count: int, size: int) -> None:
         (d / f"f{i:07d}").write_bytes(os.urandom(size))
 
 
-def run_once(code: Path, data: Path, work: Path) -> dict[str, float] | str:
-    """The figures of one sync, or why it failed (its last line of error)."""
-    store = Path(tempfile.mkdtemp(dir=work))
+def measured(child: str, args: list[str], cwd: Path) -> dict[str, float] | str:
+    """Run the script ``child`` in a fresh Python (the tree to import is its first
+    argument, so PYTHONPATH is dropped): the JSON row of its last line of output with its
+    wall and CPU seconds, or why it failed (its last line of error)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(code), str(data), str(store)],
+        [sys.executable, "-c", child, *args],
         capture_output=True,
         text=True,
-        cwd=work,
+        cwd=cwd,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    shutil.rmtree(store)
     if out.returncode != 0:
         return (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
     row = json.loads(out.stdout.strip().splitlines()[-1])
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {**row, "wall": wall, "cpu": cpu}
+
+
+def run_once(code: Path, data: Path, work: Path) -> dict[str, float] | str:
+    """The figures of one sync, or why it failed (its last line of error)."""
+    store = Path(tempfile.mkdtemp(dir=work))
+    try:
+        return measured(CHILD, [str(code), str(data), str(store)], work)
+    finally:
+        shutil.rmtree(store)
 
 
 def main() -> int:

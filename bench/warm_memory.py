@@ -15,18 +15,14 @@ local index vouched for, and the warm process's wall and CPU seconds.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from .sync_memory import make_files
+from .scale import age_files
+from .sync_memory import make_files, measured
 
 CHILD = """
 import json, sys
@@ -51,21 +47,10 @@ print(json.dumps({**out, "hwm_kib": hwm}))
 
 
 def run_step(code: Path, data: Path, store: Path, step: str) -> dict[str, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(code), str(data), str(store), step],
-        capture_output=True,
-        text=True,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-    )
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if out.returncode != 0:
-        sys.exit(f"{code} {step}: {(out.stderr.strip().splitlines() or ['failed'])[-1]}")
-    row = json.loads(out.stdout.strip().splitlines()[-1])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {**row, "wall": wall, "cpu": cpu}
+    row = measured(CHILD, [str(code), str(data), str(store), step], data.parent)
+    if isinstance(row, str):
+        sys.exit(f"{code} {step}: {row}")
+    return row
 
 
 def main() -> int:
@@ -79,10 +64,7 @@ def main() -> int:
     try:
         source = work / "source"
         make_files(source, a.files, a.size)
-        hour_ago = time.time_ns() - 3600 * 10**9
-        for dirpath, _dirs, names in os.walk(source):
-            for name in names:
-                os.utime(os.path.join(dirpath, name), ns=(hour_ago, hour_ago))
+        age_files(source)
         runs: dict[Path, list[tuple[dict[str, float], dict[str, float]]]] = {c: [] for c in a.code}
         for r in range(a.reps):
             order = a.code[r % len(a.code) :] + a.code[: r % len(a.code)]
