@@ -154,9 +154,9 @@ class Rounds:
             sizes.take_base(base)
             for c in base.chunks():
                 if c.pack is None and not c.is_hole:
-                    stored.blobs.add(c.sha256)
+                    stored.blobs.add(c.digest)
                 elif c.pack is not None:
-                    stored.packed.setdefault(c.sha256, (c.pack, c.offset))
+                    stored.packed.setdefault(c.digest, (c.pack, c.offset))
         uploads = chunk_hashes(new, CHUNK) - stored.hashes()
         if not packs:
             return len(uploads) + 1

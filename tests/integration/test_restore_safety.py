@@ -216,7 +216,7 @@ def test_an_oversized_blob_is_refused_before_it_is_read(tmp_path: Path) -> None:
     (src / "a").write_bytes(b"y" * 1000)
     ckpt(store, src, pack_threshold=0).sync_once("two")
     m = JobStore(store, "job").load_manifest(2)
-    key = JobStore(store, "job").blob_key(m.files[0].chunks[0].sha256)
+    key = JobStore(store, "job").blob_key(m.files[0].chunks[0].digest)
     os.truncate(store.root / key, 3 << 29)  # 1.5 GiB, sparse: costs no disk
     with pytest.raises(ObjectTooLarge):
         store.get_object(key, max_bytes=1000)

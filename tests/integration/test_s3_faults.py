@@ -170,7 +170,7 @@ def test_an_oversized_object_at_a_blob_key_is_refused_unread(
 ) -> None:
     src = two_checkpoints(tmp_path, store)
     job = JobStore(store, "job")
-    h = job.load_manifest(2).files[0].chunks[0].sha256
+    h = job.load_manifest(2).files[0].chunks[0].digest
     store.put_object(job.blob_key(h), b"\0" * (8 << 20))
     with pytest.raises(ObjectTooLarge):
         store.get_object(job.blob_key(h), max_bytes=CHUNK + 10)

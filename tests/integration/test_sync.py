@@ -382,7 +382,7 @@ def test_commit_race_never_overwrites(tmp_path: Path, store: CountingStore) -> N
     assert ca.sync_once("x").sequence == 1
     assert cb.sync_once("x").sequence == 2  # took the next number, did not replace 1
     m1 = JobStore(store, "job").load_manifest(1)
-    assert m1.files[0].chunks[0].sha256 == hashlib.sha256(b"A").hexdigest()
+    assert m1.files[0].chunks[0].digest == hashlib.sha256(b"A").hexdigest()
 
 
 def test_prune_keeps_the_newest(tmp_path: Path, store: CountingStore) -> None:

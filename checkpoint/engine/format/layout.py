@@ -75,7 +75,7 @@ class Layout:
 
     def chunk_key(self, chunk: Chunk) -> str:
         """The object holding ``chunk``'s bytes: its pack, or its own blob."""
-        return self.pack_key(chunk.pack) if chunk.pack is not None else self.blob_key(chunk.sha256)
+        return self.pack_key(chunk.pack) if chunk.pack is not None else self.blob_key(chunk.digest)
 
     def manifest_key(self, sequence: int) -> str:
         return f"{self.folder(MANIFESTS)}{sequence:010d}.json"

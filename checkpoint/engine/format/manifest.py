@@ -52,14 +52,14 @@ HOLE = ""  # the sha256 of a hole chunk: zeros, no blob
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    sha256: str  # HOLE for a run of zeros that is stored nowhere
+    digest: str  # HOLE for a run of zeros that is stored nowhere
     size: int
     pack: str | None = None  # the pack holding the bytes at ``offset``; None: its own blob
     offset: int = 0
 
     @property
     def is_hole(self) -> bool:
-        return self.sha256 == HOLE
+        return self.digest == HOLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +118,11 @@ class Manifest:
 
     def blob_hashes(self) -> set[str]:
         """Every distinct content hash, wherever its bytes live (blob or pack)."""
-        return {c.sha256 for c in self.chunks() if not c.is_hole}
+        return {c.digest for c in self.chunks() if not c.is_hole}
 
     def stored_blobs(self) -> set[str]:
         """The blobs (``blobs/`` objects) the manifest references: chunks not in a pack."""
-        return {c.sha256 for c in self.chunks() if not c.is_hole and c.pack is None}
+        return {c.digest for c in self.chunks() if not c.is_hole and c.pack is None}
 
     def pack_ids(self) -> set[str]:
         return {c.pack for c in self.chunks() if c.pack is not None}

@@ -147,5 +147,5 @@ def _chunk_row(c: Chunk, index: dict[str, int]) -> list[Any]:
     if c.is_hole:
         return [c.size]
     if c.pack is None:
-        return [c.sha256, c.size]
-    return [c.sha256, c.size, index.setdefault(c.pack, len(index)), c.offset]
+        return [c.digest, c.size]
+    return [c.digest, c.size, index.setdefault(c.pack, len(index)), c.offset]

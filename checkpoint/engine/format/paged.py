@@ -154,7 +154,7 @@ def page_refs(
                     if c.pack is not None:
                         packs_used.add(c.pack)
                     elif not c.is_hole:
-                        blobs.add(c.sha256)
+                        blobs.add(c.digest)
             seen.add(pid)
     except ManifestError as exc:
         raise ManifestError(f"{where}: {exc}") from None

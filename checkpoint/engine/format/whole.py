@@ -146,8 +146,8 @@ def _chunk_json(c: Chunk) -> dict[str, Any]:
     if c.is_hole:
         return {"hole": c.size}
     if c.pack is None:
-        return {"sha256": c.sha256, "size": c.size}
-    return {"sha256": c.sha256, "size": c.size, "pack": c.pack, "offset": c.offset}
+        return {"sha256": c.digest, "size": c.size}
+    return {"sha256": c.digest, "size": c.size, "pack": c.pack, "offset": c.offset}
 
 
 _ITEM_MARKERS = (b'"path":', b'"sha256":', b'"hole":', b'["')  # '["': a format-1 chunk

@@ -33,7 +33,7 @@ Entry = FileEntry | LinkEntry | HardLinkEntry
 def _identity(entry: Entry) -> tuple[Any, ...]:
     """What must be equal for two ranks' entries of one path to be one entry."""
     if isinstance(entry, FileEntry):
-        return ("file", entry.size, entry.mode, tuple((c.sha256, c.size) for c in entry.chunks))
+        return ("file", entry.size, entry.mode, tuple((c.digest, c.size) for c in entry.chunks))
     return (type(entry).__name__, entry.target)
 
 

@@ -68,7 +68,7 @@ def chunk_bytes(chunks: tuple[Chunk, ...]) -> bytes:
     """The chunks as a row stores them: equal bytes, equal chunks (places included)."""
     out = bytearray()
     for c in chunks:
-        digest = bytes.fromhex(c.sha256)
+        digest = bytes.fromhex(c.digest)
         pack = b"" if c.pack is None else bytes.fromhex(c.pack)
         out += _CHUNK.pack(c.size, c.offset, len(digest), len(pack))
         out += digest

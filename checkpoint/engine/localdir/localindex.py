@@ -105,7 +105,7 @@ def write_index(
 def same_content(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:
     """The same bytes, wherever they are stored."""
     return len(a) == len(b) and all(
-        x.sha256 == y.sha256 and x.size == y.size for x, y in zip(a, b, strict=True)
+        x.digest == y.digest and x.size == y.size for x, y in zip(a, b, strict=True)
     )
 
 

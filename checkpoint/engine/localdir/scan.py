@@ -162,7 +162,7 @@ def file_matches(path: Path, entry: FileEntry, *, read_size: int = DEFAULTS.read
                         return False
                     continue
                 data = fh.read(c.size)
-                if len(data) != c.size or hashlib.sha256(data).hexdigest() != c.sha256:
+                if len(data) != c.size or hashlib.sha256(data).hexdigest() != c.digest:
                     return False
             return not fh.read(1)
     except OSError:

@@ -162,7 +162,7 @@ class StatCache:
     ) -> tuple[Chunk, ...] | None:
         """The chunks of a file that has not changed since they were hashed and uploaded."""
         cached = self._row(rel)
-        if cached is None or not all(c.is_hole or c.sha256 in present for c in cached[1]):
+        if cached is None or not all(c.is_hole or c.digest in present for c in cached[1]):
             return None
         if cached[0][:4] != stat_key(st):
             return None
@@ -190,5 +190,5 @@ class StatCache:
 
 def _same(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:
     return len(a) == len(b) and all(
-        x.sha256 == y.sha256 and x.size == y.size for x, y in zip(a, b, strict=True)
+        x.digest == y.digest and x.size == y.size for x, y in zip(a, b, strict=True)
     )

@@ -153,12 +153,12 @@ class Downloader:
         return size if piece is None else min(size, piece)
 
     def _fetch(self, chunk: Chunk, held: int, fd: int, offset: int, path: str) -> int:
-        key = self.job.blob_key(chunk.sha256)
+        key = self.job.blob_key(chunk.digest)
         try:
             for attempt in range(1, HASH_ATTEMPTS + 1):
                 into = _ChunkWriter(fd, offset, chunk.size, key, path)
                 n = self.job.store.get_object_into(key, into.write, max_bytes=chunk.size)
-                if n == chunk.size and into.hexdigest() == chunk.sha256:
+                if n == chunk.size and into.hexdigest() == chunk.digest:
                     break
                 if attempt == HASH_ATTEMPTS:  # the same wrong bytes each time: the blob is bad
                     raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")

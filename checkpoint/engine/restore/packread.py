@@ -139,7 +139,7 @@ class PackReader:
 
     def _read_blob(self, batch: _Batch, n: int) -> _Got:
         c = batch[n].chunk
-        key = self.job.blob_key(c.sha256)
+        key = self.job.blob_key(c.digest)
         for attempt in range(1, HASH_ATTEMPTS + 1):
             data = self.job.store.get_object(key, max_bytes=c.size)
             if _matches(data, c):
@@ -244,4 +244,4 @@ def _ranges(batch: _Batch, numbers: list[int], gap: int, max_range: int) -> Iter
 
 
 def _matches(data: bytes | memoryview, chunk: Chunk) -> bool:
-    return len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.sha256
+    return len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.digest

@@ -225,7 +225,7 @@ class Restorer:
             with contextlib.suppress(OSError):
                 staging.parent.rmdir()  # only if empty: it may hold the job's progress
         extra = count_extra(dest, manifest)
-        fetched = {c.sha256 for f in fetch for c in f.chunks if not c.is_hole}
+        fetched = {c.digest for f in fetch for c in f.chunks if not c.is_hole}
         relinked = {h.target for h in manifest.hardlinks}  # os.link moved their ctime
         for p in relinked:
             self.stats.pop(p, None)
@@ -243,8 +243,8 @@ class Restorer:
         """Kept files were not downloaded: which of their blobs does the store still have?"""
         key_of = {c: self.job.chunk_key(c) for f in kept for c in f.chunks if not c.is_hole}
         found = stored_keys(self.job, set(key_of.values()), self._pool)
-        present = {c.sha256 for c, key in key_of.items() if key in found}
-        missing = {c.sha256 for c in key_of} - present
+        present = {c.digest for c, key in key_of.items() if key in found}
+        missing = {c.digest for c in key_of} - present
         if missing:
             # The local copy is intact, so the job loses nothing: the next sync uploads them.
             log.warning(

@@ -143,7 +143,7 @@ class Places:
 
     def locate(self, chunk: Chunk) -> Chunk:
         """``chunk`` with its place; KeyError if it is neither stored nor uploaded."""
-        h = chunk.sha256
+        h = chunk.digest
         if chunk.is_hole or h in self.stored.blobs:
             return Chunk(h, chunk.size)
         at = self.located.get(h)

@@ -63,12 +63,12 @@ class KnownChunks:
         blobs: set[str] = set()
         packed: dict[str, Location] = {}
         for c in manifest.chunks():
-            if c.is_hole or (present is not None and c.sha256 not in present):
+            if c.is_hole or (present is not None and c.digest not in present):
                 continue
             if c.pack is None:
-                blobs.add(c.sha256)
+                blobs.add(c.digest)
             else:
-                packed.setdefault(c.sha256, (c.pack, c.offset))
+                packed.setdefault(c.digest, (c.pack, c.offset))
         self._base = Stored(blobs, packed)
         # What the base holds at the same place, the batches need not also hold (the base
         # wins in stored()): after a full upload, a second map of every chunk for an hour.

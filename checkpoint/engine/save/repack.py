@@ -43,9 +43,9 @@ class Packs:
         live: dict[str, set[tuple[int, int]]] = {}
         for entry in entries:
             for c in entry.chunks:
-                if c.is_hole or c.sha256 in stored.blobs:
+                if c.is_hole or c.digest in stored.blobs:
                     continue  # a blob is where restore will read it from
-                at = stored.packed.get(c.sha256)
+                at = stored.packed.get(c.digest)
                 if at is not None:
                     live.setdefault(at[0], set()).add((at[1], c.size))
         return {
@@ -99,7 +99,7 @@ def repack_sparse(
         return {}
     moved = packs.take_out(sparse, stored)  # no longer "stored": packed again
     again_files = [
-        e for e in entries if e.size < pack_threshold and any(c.sha256 in moved for c in e.chunks)
+        e for e in entries if e.size < pack_threshold and any(c.digest in moved for c in e.chunks)
     ]
     if uploader.progress is not None:  # read again: counted by the sync's progress
         nbytes_again = sum(c.size for e in again_files for c in e.chunks if not c.is_hole)
@@ -110,9 +110,9 @@ def repack_sparse(
             again, _ = hash_file(root / e.path, chunk_size, uploader.pack)
         except (OSError, NotRegularFile):
             continue  # gone or changed since: its old place stands in
-        if [(c.sha256, c.size) for c in again] == [(c.sha256, c.size) for c in e.chunks]:
+        if [(c.digest, c.size) for c in again] == [(c.digest, c.size) for c in e.chunks]:
             files += 1
-            chunks += sum(1 for c in e.chunks if c.sha256 in moved)
-            nbytes += sum(c.size for c in e.chunks if c.sha256 in moved)
+            chunks += sum(1 for c in e.chunks if c.digest in moved)
+            nbytes += sum(c.size for c in e.chunks if c.digest in moved)
     log_repacked(sparse, files, chunks, nbytes)
     return moved

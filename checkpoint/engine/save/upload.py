@@ -50,10 +50,10 @@ class Stored:
 
     def locate(self, chunk: Chunk) -> Chunk:
         """``chunk`` with the place its bytes are stored (a blob first); KeyError if none."""
-        if chunk.is_hole or chunk.sha256 in self.blobs:
-            return Chunk(chunk.sha256, chunk.size)
-        pack, offset = self.packed[chunk.sha256]
-        return Chunk(chunk.sha256, chunk.size, pack, offset)
+        if chunk.is_hole or chunk.digest in self.blobs:
+            return Chunk(chunk.digest, chunk.size)
+        pack, offset = self.packed[chunk.digest]
+        return Chunk(chunk.digest, chunk.size, pack, offset)
 
 
 class Uploader:
@@ -92,7 +92,7 @@ class Uploader:
             return
         n = len(data)
         self._reserve(n)
-        fut = self.pool.submit(self._put_blob, chunk.sha256, data)
+        fut = self.pool.submit(self._put_blob, chunk.digest, data)
         fut.add_done_callback(lambda _f: self.budget.release(n))
         self._pending.append(fut)
 
@@ -101,7 +101,7 @@ class Uploader:
         if not self._wanted(chunk, data):
             return
         self._reserve(len(data))
-        self._members.append((chunk.sha256, len(self._building)))
+        self._members.append((chunk.digest, len(self._building)))
         self._building += data  # one copy, and the caller's chunk can go
         if len(self._building) >= self.pack_target:
             self._seal()
@@ -124,7 +124,7 @@ class Uploader:
             raise self._error
         if self.progress is not None:
             self.progress.add(len(data))
-        h = chunk.sha256
+        h = chunk.digest
         if h in self.known or h in self._queued:
             return False
         self._queued.add(h)
