@@ -13,8 +13,10 @@ from datetime import datetime
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from checkpoint.engine.store.s3 import S3Store
+from checkpoint.engine.store.s3.writes import crc32_header
 from checkpoint.engine.store.uri import open_store
 from checkpoint.errors import ObjectNotFound, StoreError, StoreUnavailable
 from tests import servers
@@ -125,6 +127,30 @@ def test_wrong_sha256_is_rejected_by_the_server(s3_bucket: tuple[str, str]) -> N
         store.put_object("objects/x", b"the real bytes", sha256=sha256(b"other bytes"))
     assert re.fullmatch(
         rf"s3://{bucket}/job/objects/x: s3:PutObject failed: BadDigest: .+", str(error.value)
+    )
+    assert not store.exists("objects/x")
+
+
+def test_put_without_sha256_sends_a_crc32_the_server_checks(s3_bucket: tuple[str, str]) -> None:
+    # A BLAKE3-named object has no SHA-256 to send: the store sends its CRC-32, and
+    # SeaweedFS refuses a body that does not match one, as S3 does (BadDigest).
+    _, bucket = s3_bucket
+    store = S3Store.from_uri(f"s3://{bucket}/job")
+    store.put_object("objects/ok", b"the real bytes")
+    assert store.get_object("objects/ok") == b"the real bytes"
+    client = store.objects.client
+    assert client.meta.endpoint_url.startswith("http://127.0.0.1:")
+    with pytest.raises(ClientError) as error:
+        client.put_object(
+            Bucket=bucket,
+            Key="job/objects/x",
+            Body=b"the real bytes",
+            ChecksumCRC32=crc32_header(b"other bytes"),
+        )
+    assert error.value.response["Error"]["Code"] in (
+        "BadDigest",
+        "InvalidDigest",
+        "XAmzContentChecksumMismatch",
     )
     assert not store.exists("objects/x")
 

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import http.server
 import threading
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -202,9 +203,10 @@ def test_put_sends_the_encryption_asked_for(stubbed: tuple[S3Store, Stubber]) ->
             "Body": b"data",
             "ServerSideEncryption": "aws:kms",
             "SSEKMSKeyId": "alias/ckpt",
+            "ChecksumCRC32": base64.b64encode(zlib.crc32(b"data").to_bytes(4, "big")).decode(),
         },
     )
-    store.put_object("objects/x", b"data")
+    store.put_object("objects/x", b"data")  # no sha256 (a BLAKE3-named object): a CRC-32
 
 
 @pytest.mark.parametrize(
@@ -398,6 +400,7 @@ def test_unsupported_encryption_gets_a_hint(stubbed: tuple[S3Store, Stubber]) ->
             "Key": ANY,
             "Body": ANY,
             "ServerSideEncryption": "AES256",
+            "ChecksumCRC32": ANY,
         },
     )
     with pytest.raises(StoreError) as error:
