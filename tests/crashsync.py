@@ -126,10 +126,10 @@ def apply_tree(root: Path, t: Tree) -> None:
 
 
 def chunk_hashes(t: Tree, chunk_size: int) -> set[str]:
-    import hashlib
+    from checkpoint.engine.format.hashes import new_id
 
     return {
-        hashlib.sha256(data[i : i + chunk_size]).hexdigest()
+        new_id(data[i : i + chunk_size])
         for data in t.files.values()
         for i in range(0, len(data), chunk_size)
     }

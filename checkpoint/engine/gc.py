@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ..errors import CheckpointError, ManifestError, ObjectNotFound
+from .format.hashes import id_of_name
 from .format.jobstore import JobStore
 from .format.layout import BLOBS, PACKS, PAGES
 from .group import collected
@@ -162,7 +163,7 @@ class _Unreferenced:
 
     @classmethod
     def of(cls, found: list[ObjectInfo], referenced: set[str], before: datetime) -> _Unreferenced:
-        dead = [o for o in found if o.key.rsplit("/", 1)[-1] not in referenced]
+        dead = [o for o in found if id_of_name(o.key.rsplit("/", 1)[-1]) not in referenced]
         return cls(dead, [o for o in dead if o.modified <= before])
 
     @property

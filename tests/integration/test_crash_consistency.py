@@ -23,7 +23,6 @@ message names it, so a failing run can be replayed exactly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -37,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.hashes import new_id
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import Chunk, FileEntry
 from checkpoint.engine.gc import collect_garbage
@@ -168,7 +168,7 @@ class Rounds:
                 0,
                 0,
                 tuple(
-                    Chunk(hashlib.sha256(data[i : i + CHUNK]).hexdigest(), len(data[i : i + CHUNK]))
+                    Chunk(new_id(data[i : i + CHUNK]), len(data[i : i + CHUNK]))
                     for i in range(0, len(data), CHUNK)
                 ),
             )

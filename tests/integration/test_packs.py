@@ -22,8 +22,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.hashes import FORMAT
 from checkpoint.engine.format.jobstore import JobStore
-from checkpoint.engine.format.whole import FORMAT
 from checkpoint.engine.gc import collect_garbage
 from checkpoint.engine.save.upload import PACK_THRESHOLD
 from checkpoint.engine.store.base import LocalStore, Store
@@ -67,7 +67,7 @@ def test_small_and_big_files_round_trip_through_packs(tmp_path: Path, any_store:
     assert len(packed) == 300 + 3  # the small files; not the big one
     assert not any(ch.pack for f in m1.files if f.path == "big" for ch in f.chunks)
     assert set(m1.packs) == m1.pack_ids() and len(m1.packs) == 1
-    assert b'"format":3' in job.store.get_object(job.manifest_key(1))
+    assert b'"format":5' in job.store.get_object(job.manifest_key(1))  # BLAKE3 ids
     snapshot1 = tree(src)
 
     for i in range(0, 300, 10):  # change some small files, add some, delete some
@@ -140,7 +140,9 @@ def test_a_damaged_pack_is_detected_and_restore_falls_back_loudly(
         r = ckpt(counted, dst, attempt=2).restore()
     assert r.manifest is not None and r.manifest.sequence == 1
     assert [seq for seq, _ in r.skipped] == [2]
-    assert "do not match their hash" in r.skipped[0][1] and new_pack in r.skipped[0][1]
+    assert new_pack.startswith("blake3:")  # a new pack, of BLAKE3 chunks, checked as such
+    assert all(c.digest.startswith("blake3:") for c in m2.chunks() if c.pack == new_pack)
+    assert "do not match their hash" in r.skipped[0][1] and key in r.skipped[0][1]
     events = [e["event"] for e in logs]
     assert "restore.fetch_retry" in events  # read once more before it is called damaged
     assert "restore.checkpoint_damaged" in events
@@ -292,7 +294,7 @@ def test_a_stored_format_2_checkpoint_still_restores(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fixture,job_id", [("format1_store", "f1job"), ("format2_store", "f2job")])
-def test_an_old_format_checkpoint_carries_on_in_format_3(
+def test_an_old_format_checkpoint_carries_on_in_format_5(
     tmp_path: Path, fixture: str, job_id: str
 ) -> None:
     shutil.copytree(FIXTURES / fixture, tmp_path / "store")

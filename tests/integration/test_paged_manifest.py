@@ -1,6 +1,7 @@
-"""Manifest format 4 (issue 23): pages shared between checkpoints, so a commit where k files
-changed writes O(k) manifest bytes; damaged and missing pages, gc, kill -9 mid-commit,
-older agents, and a checkpoint of 300,000 files (the 64 MiB cap of format 3 stopped it)."""
+"""Paged manifests (formats 4 and 5, issue 23): pages shared between checkpoints, so a
+commit where k files changed writes O(k) manifest bytes; damaged and missing pages, gc,
+kill -9 mid-commit, and a checkpoint of 300,000 files (the 64 MiB cap of format 3 stopped
+it). Older agents and format 5's mixed hashes: tests/integration/test_format5.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from checkpoint.engine.checkpointer import Checkpointer
-from checkpoint.engine.format import whole
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.gc import collect_garbage, prune_manifests
 from checkpoint.engine.store.base import LocalStore
@@ -80,7 +80,7 @@ def test_a_commit_writes_the_pages_that_changed_and_a_small_root(tmp_path: Path)
         assert ckpt.sync_once("first").sequence == 1
         first = sorted(n for k, n in store.puts.items() if "/pages/" in k)
         root = store.get_object(job.manifest_key(1))
-        assert json.loads(root)["format"] == 4 and len(root) < 8192
+        assert json.loads(root)["format"] == 5 and len(root) < 8192  # paged, BLAKE3 ids
         assert ckpt.base is not None and len(ckpt.base.pages) >= 5
 
         store.puts.clear()
@@ -175,14 +175,6 @@ def test_gc_keeps_the_pages_of_kept_checkpoints_and_deletes_the_rest(tmp_path: P
     assert files_of(into) == files_of(src)
 
 
-def test_an_agent_that_reads_formats_1_to_3_refuses_a_paged_root(tmp_path: Path) -> None:
-    """What an older agent runs on a format-4 root (its loader is whole.decode with
-    formats 1 to 3): one clear error, which makes its restore pass over the checkpoint."""
-    store, job, _src, _first = paged_store(tmp_path)
-    with pytest.raises(ManifestError, match=r"unsupported format 4 \(this agent reads 1 to 3\)"):
-        whole.decode(store.get_object(job.manifest_key(2)))
-
-
 def test_formats_1_and_2_restore_and_the_next_sync_pages(tmp_path: Path) -> None:
     fixtures = REPO / "tests" / "fixtures"
     for name in ("format1_store", "format2_store"):
@@ -201,7 +193,7 @@ def test_formats_1_and_2_restore_and_the_next_sync_pages(tmp_path: Path) -> None
         finally:
             ckpt.close()
         assert (
-            seq is not None and json.loads(store.get_object(job.manifest_key(seq)))["format"] == 4
+            seq is not None and json.loads(store.get_object(job.manifest_key(seq)))["format"] == 5
         )
         again = tmp_path / f"{name}-again"
         assert Checkpointer(job, again).restore().manifest is not None
@@ -287,7 +279,7 @@ def test_300000_files_commit_and_restore_byte_for_byte(tmp_path: Path) -> None:
     finally:
         ckpt.close()
     assert result.sequence == 1 and result.files == 300_000
-    assert json.loads(store.get_object(job.manifest_key(1)))["format"] == 4
+    assert json.loads(store.get_object(job.manifest_key(1)))["format"] == 5
     into = tmp_path / "restored"
     restore = Checkpointer(job, into)
     try:
@@ -312,7 +304,7 @@ def test_checkpoints_show_json_gives_a_paged_manifest_with_its_pages(tmp_path: P
     out = cli(tmp_path, "checkpoints", "show", "--job-id", "paged", "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert doc["format"] == 4 and doc["sequence"] == 2
+    assert doc["format"] == 5 and doc["sequence"] == 2
     files = [row[0] for p in doc["pages"] if p["kind"] == "files" for row in p["page"]["entries"]]
     assert files == [f.path for f in job.load_manifest(2).files]
 

@@ -7,7 +7,6 @@ refuse puts, or its ``file://`` layout. S3-only cases are in test_sync_s3.py.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format.hashes import new_id
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.format.manifest import Manifest
 from checkpoint.engine.gc import collect_garbage
@@ -208,7 +208,8 @@ def test_damaged_blob_falls_back_to_previous_checkpoint(tmp_path: Path, any_stor
     c.sync_once("one")
     (src / "a").write_bytes(b"version two")
     c.sync_once("two")
-    digest = hashlib.sha256(b"version two").hexdigest()
+    digest = new_id(b"version two")  # a BLAKE3 blob, checked as such
+    assert JobStore(store, "job").load_manifest(2).files[0].chunks[0].digest == digest
     store.put_object(JobStore(store, "job").blob_key(digest), b"version 2wo")  # bit rot
     dst = tmp_path / "dst"
     res = ckpt(store, dst).restore()
@@ -231,8 +232,7 @@ def test_missing_blob_and_corrupt_manifest_fall_back(tmp_path: Path, store: Coun
         c.sync_once(str(i))
     man = tmp_path / "store" / "job" / "manifests"
     (man / "0000000003.json").write_bytes(b'{"format": 1, "files": [')  # truncated
-    digest = hashlib.sha256(b"v1").hexdigest()
-    (tmp_path / "store" / "job" / "blobs" / digest[:2] / digest).unlink()
+    (tmp_path / "store" / JobStore(store, "job").blob_key(new_id(b"v1"))).unlink()
     res = ckpt(store, tmp_path / "dst").restore()
     assert res.manifest is not None and res.manifest.sequence == 1
     assert [s for s, _ in res.skipped] == [3, 2]
@@ -382,7 +382,7 @@ def test_commit_race_never_overwrites(tmp_path: Path, store: CountingStore) -> N
     assert ca.sync_once("x").sequence == 1
     assert cb.sync_once("x").sequence == 2  # took the next number, did not replace 1
     m1 = JobStore(store, "job").load_manifest(1)
-    assert m1.files[0].chunks[0].digest == hashlib.sha256(b"A").hexdigest()
+    assert m1.files[0].chunks[0].digest == new_id(b"A")
 
 
 def test_prune_keeps_the_newest(tmp_path: Path, store: CountingStore) -> None:

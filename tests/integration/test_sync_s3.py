@@ -4,10 +4,10 @@ common to every store run against S3 too, in test_sync.py."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+import blake3
 import boto3
 import pytest
 from botocore.config import Config
@@ -53,13 +53,16 @@ def test_objects_are_laid_out_as_documented_with_no_encryption_header(
     ckpt(store, src).sync_once("one")
     client = raw_client(seaweedfs)
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket[1])["Contents"])  # type: ignore[attr-defined]
-    pack = hashlib.sha256(b"hello").hexdigest()
-    blob = hashlib.sha256(big[:CHUNK]).hexdigest()
-    assert f"ckpt/job/packs/{pack[:2]}/{pack}" in keys
-    assert f"ckpt/job/blobs/{blob[:2]}/{blob}" in keys
+    # new data is named by BLAKE3: blake3-<hex> under <hex[:2]>/ (format/hashes.py)
+    pack = blake3.blake3(b"hello").hexdigest()
+    blob = blake3.blake3(big[:CHUNK]).hexdigest()
+    pack_key = f"ckpt/job/packs/{pack[:2]}/blake3-{pack}"
+    blob_key = f"ckpt/job/blobs/{blob[:2]}/blake3-{blob}"
+    assert pack_key in keys
+    assert blob_key in keys
     assert "ckpt/job/manifests/0000000001.json" in keys
     assert len(keys) == 1 + 4 + 1
-    for key in (f"ckpt/job/packs/{pack[:2]}/{pack}", f"ckpt/job/blobs/{blob[:2]}/{blob}"):
+    for key in (pack_key, blob_key):
         head = client.head_object(Bucket=s3_bucket[1], Key=key)  # type: ignore[attr-defined]
         assert "ServerSideEncryption" not in head  # none asked: the bucket's default applies
 

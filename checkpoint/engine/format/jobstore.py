@@ -151,6 +151,7 @@ class JobStore(Layout):
             whole.decode(body, where="the new checkpoint")
             return manifest if self._create(key, body) else None
         have = frozenset(have)
+        fmt = paged.root_format(manifest)
         listed = []
         window = max(1, self.store.concurrency)
         with ThreadPoolExecutor(window, thread_name_prefix="ckpt-pages") as pool:
@@ -162,7 +163,7 @@ class JobStore(Layout):
                     if pid in have:
                         continue
                     try:
-                        paged.check_page(page, data, made_from, manifest.packs)
+                        paged.check_page(page, data, made_from, manifest.packs, fmt)
                     except ManifestError as exc:
                         raise ManifestError(f"the new checkpoint: {exc}") from None
                     # Content-addressed: a page PUT twice (a retried commit) is the same.
@@ -175,7 +176,7 @@ class JobStore(Layout):
             finally:
                 for pending in stored:
                     pending.cancel()
-        body = paged.root_bytes(manifest, listed)
+        body = paged.root_bytes(manifest, listed, fmt)
         ids = [page["id"] for page in listed]
         paged.decode(body, None, where="the new checkpoint", expect=manifest, checked=ids)
         committed = replace(manifest, pages=tuple(ids))

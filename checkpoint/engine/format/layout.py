@@ -2,9 +2,11 @@
 
 Layout of one job under the store's root::
 
-    <job-id>/blobs/<h[:2]>/<h>         chunk contents, named by their sha256 (immutable)
-    <job-id>/packs/<p[:2]>/<p>         small files' chunks back to back, named by the sha256
-                                       of the whole pack (immutable; manifest format 3)
+    <job-id>/blobs/<h[:2]>/<h>         chunk contents, named by their sha256 (immutable);
+                                       blake3-<h> for a BLAKE3 id (format 5, .hashes)
+    <job-id>/packs/<p[:2]>/<p>         small files' chunks back to back, named by the hash
+                                       of the whole pack (immutable; manifest format 3),
+                                       blake3-<p> since format 5
     <job-id>/manifests/<seq>.json      one per committed checkpoint (10-digit sequence): the
                                        whole manifest, or the root of a paged one (format 4)
     <job-id>/pages/<h[:2]>/<h>         a page of paged manifests, named by its sha256
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import re
 
+from . import hashes
 from .manifest import Chunk
 
 #: the folders of one job in a store; KINDS is also the order a job is deleted in:
@@ -67,11 +70,11 @@ class Layout:
             return f"{self.rank_prefix(self.rank)}{kind}/"
         return f"{self.prefix}{kind}/"
 
-    def blob_key(self, sha256: str) -> str:
-        return f"{self.folder(BLOBS)}{sha256[:2]}/{sha256}"
+    def blob_key(self, digest: str) -> str:
+        return f"{self.folder(BLOBS)}{hashes.fan_out(digest)}/{hashes.object_name(digest)}"
 
     def pack_key(self, pack: str) -> str:
-        return f"{self.folder(PACKS)}{pack[:2]}/{pack}"
+        return f"{self.folder(PACKS)}{hashes.fan_out(pack)}/{hashes.object_name(pack)}"
 
     def chunk_key(self, chunk: Chunk) -> str:
         """The object holding ``chunk``'s bytes: its pack, or its own blob."""

@@ -24,7 +24,6 @@ below are described in docs/checkpoint-format.md.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,8 @@ from typing import Any
 from checkpoint.errors import ManifestError
 from checkpoint.protocol import RESERVED_DIR
 
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+from . import hashes
+
 #: Bounds on what one manifest may hold, so that loading one fits a documented memory
 #: bound (docs/checkpoint-format.md: about 1 GiB peak at the limits) whatever the store
 #: returns. Sync refuses to commit more, so it never writes what restore would refuse.
@@ -47,12 +47,19 @@ MAX_PACK_SIZE = 1 << 30
 MAX_PATH_BYTES = 3072
 _INT64 = 1 << 63
 MODE_BITS = 0o777  # setuid, setgid and sticky bits are not kept
-HOLE = ""  # the sha256 of a hole chunk: zeros, no blob
+HOLE = ""  # the digest of a hole chunk: zeros, no blob
+
+
+def chunk_key(fmt: int) -> str:
+    """The key of a chunk's id in format ``fmt``'s JSON: it named the algorithm up to 4."""
+    return "digest" if fmt >= hashes.FORMAT else "sha256"
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    digest: str  # HOLE for a run of zeros that is stored nowhere
+    #: the id of its bytes (:mod:`.hashes`: sha256 hex, or ``blake3:`` hex); HOLE for a
+    #: run of zeros that is stored nowhere
+    digest: str
     size: int
     pack: str | None = None  # the pack holding the bytes at ``offset``; None: its own blob
     offset: int = 0
@@ -149,15 +156,13 @@ def _chunk(raw: Any, fmt: int, path: str, packs: dict[str, int]) -> Chunk:
     elif "hole" in raw:
         return Chunk(HOLE, check_int(raw["hole"], f"{path}: hole size", 1, MAX_FILE_SIZE))
     else:
-        digest, size = raw["sha256"], raw["size"]
-    if not isinstance(digest, str) or not _HEX64.match(digest):
-        raise ManifestError(f"{path}: bad chunk hash {digest!r}")
+        digest, size = raw[chunk_key(fmt)], raw["size"]
+    digest = hashes.check(digest, fmt, "chunk hash", f"{path}: ")
     size = check_int(size, f"{path}: chunk size", 0, MAX_CHUNK_SIZE)
     if fmt < 3 or raw.get("pack") is None:
         return Chunk(digest, size)
     pack, offset = raw["pack"], check_int(raw["offset"], f"{path}: chunk offset")
-    if not isinstance(pack, str) or not _HEX64.match(pack):
-        raise ManifestError(f"{path}: bad pack id {pack!r}")
+    pack = hashes.check(pack, fmt, "pack id", f"{path}: ")
     if pack not in packs:
         raise ManifestError(f"{path}: pack {pack} is not in the manifest's packs table")
     if offset + size > packs[pack]:
@@ -168,15 +173,14 @@ def _chunk(raw: Any, fmt: int, path: str, packs: dict[str, int]) -> Chunk:
     return Chunk(digest, size, pack, offset)
 
 
-def parse_packs(raw: Any) -> dict[str, int]:
-    """The ``packs`` table: pack id -> its size."""
+def parse_packs(raw: Any, fmt: int) -> dict[str, int]:
+    """The ``packs`` table of format ``fmt``: pack id -> its size."""
     if not isinstance(raw, dict):
         raise ManifestError("packs must be an object")
     if len(raw) > MAX_ITEMS:
         raise ManifestError(too_many(len(raw)))
     for pack, size in raw.items():
-        if not _HEX64.match(pack):
-            raise ManifestError(f"bad pack id {pack!r}")
+        hashes.check(pack, fmt, "pack id")
         check_int(size, f"pack {pack}: size", 0, MAX_PACK_SIZE)
     return dict(raw)
 

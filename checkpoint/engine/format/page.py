@@ -9,10 +9,13 @@ bytes (:func:`page_id`). Layout (compact JSON arrays)::
 
     {"kind": "files", "packs": [p, ...], "entries": [[path, size, mode, mtime_ns, [CHUNK]]]}
     {"kind": "dirs", "entries": [[path, mode]]}      "links", "hardlinks": [[path, target]]
-    CHUNK = [n] (a hole) | [sha256, size] (a blob) | [sha256, size, i, offset] (packs[i])
+    CHUNK = [n] (a hole) | [id, size] (a blob) | [id, size, i, offset] (packs[i])
 
-A page read back is checked against its name, and each row goes through the validation of
-every format (:mod:`.manifest`): a file row is read as the entry format 3 stores.
+A chunk's and a pack's id is a sha256, or under a format-5 root also a ``blake3:`` id
+(:mod:`.hashes`); the page's own name stays its sha256, so a page of sha256 chunks is the
+same object under a format-4 and a format-5 root. A page read back is checked against
+its name, and each row goes through the validation of every format (:mod:`.manifest`): a
+file row is read as the entry a whole manifest (format 3, or 5) stores.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .manifest import (
     DirEntry,
     FileEntry,
     Manifest,
+    chunk_key,
     parse_dir,
     parse_file,
     parse_hardlink,
@@ -93,8 +97,9 @@ def page_bytes(kind: str, entries: list[Any]) -> bytes:
     return data
 
 
-def load_page(pid: str, kind: str, data: bytes, packs: dict[str, int]) -> list[Any]:
-    """The entries of page ``pid`` (of ``kind``), its bytes checked against its name."""
+def load_page(pid: str, kind: str, data: bytes, packs: dict[str, int], fmt: int) -> list[Any]:
+    """The entries of page ``pid`` (of ``kind``, under a root of format ``fmt``), its bytes
+    checked against its name."""
     if page_id(data) != pid:
         raise ManifestError(f"page {pid} is damaged: its bytes do not match its hash")
     doc = json.loads(data)
@@ -107,7 +112,9 @@ def load_page(pid: str, kind: str, data: bytes, packs: dict[str, int]) -> list[A
         ids = doc["packs"]
         if not isinstance(ids, list):
             raise ManifestError(f"page {pid}: packs must be a list")
-        return [parse_file(_file_doc(row, ids), 3, packs) for row in rows]
+        as_format = 3 if fmt == 4 else fmt  # a row is read as a whole manifest's entry
+        key = chunk_key(fmt)
+        return [parse_file(_file_doc(row, ids, key), as_format, packs) for row in rows]
     if kind == "dirs":
         return [parse_dir({"path": path, "mode": mode}, 2) for path, mode in rows]
     if kind == "links":
@@ -122,20 +129,21 @@ def as_stored(entry: Any) -> Any:
     return entry
 
 
-def _file_doc(row: list[Any], packs: list[Any]) -> dict[str, Any]:
-    """A page's file row as the dict format 3 writes: one validation for every format."""
+def _file_doc(row: list[Any], packs: list[Any], key: str) -> dict[str, Any]:
+    """A page's file row as the dict a whole manifest writes (a chunk's id under ``key``):
+    one validation for every format."""
     path, size, mode, mtime_ns, chunks = row
     out = []
     for c in chunks:
         if len(c) == 1:
             out.append({"hole": c[0]})
         elif len(c) == 2:
-            out.append({"sha256": c[0], "size": c[1]})
+            out.append({key: c[0], "size": c[1]})
         else:
             digest, n, index, offset = c
             if type(index) is not int or not 0 <= index < len(packs):
                 raise ManifestError(f"{path!r}: chunk names pack {index!r} of {len(packs)}")
-            out.append({"sha256": digest, "size": n, "pack": packs[index], "offset": offset})
+            out.append({key: digest, "size": n, "pack": packs[index], "offset": offset})
     return {"path": path, "size": size, "mode": mode, "mtime_ns": mtime_ns, "chunks": out}
 
 

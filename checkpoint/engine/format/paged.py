@@ -19,6 +19,11 @@ Root layout::
 
     {"format": 4, "job_id", "sequence", "attempt", "created", "reason", "agent_version",
      "progress", "packs": {p: size}, "pages": [{"id": h, "kind": "files", "entries": n}]}
+
+Format 5 is the same root, ``{"format": 5, "paged": true, ...}``, written when a chunk or a
+pack is named by BLAKE3 (:mod:`.hashes`); its pages may hold such ids, a format-4 root's
+may not. ``"paged"`` follows ``"format"`` so that a look at the head tells the root from a
+whole format-5 manifest (:func:`is_paged`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 from checkpoint.errors import ManifestError
 
+from . import hashes
 from .manifest import FileEntry, Manifest, parse_packs
 from .page import (
     ENTRY_KINDS,
@@ -44,7 +50,7 @@ from .page import (
     page_bytes,
     page_id,
 )
-from .whole import assemble, head
+from .whole import assemble, head, written_format
 
 FORMAT = 4
 #: manifests of more entries than this are paged (format 4); smaller ones stay format 3
@@ -54,7 +60,9 @@ MAX_ROOT_BYTES = 64 << 20
 #: entries plus chunks of one paged checkpoint (1,000,000 files of up to 3 chunks each)
 MAX_ITEMS = 4_000_000
 _PAGE_ID = re.compile(r"[0-9a-f]{64}\Z")
-_ROOT_HEAD = re.compile(rb'\s*\{\s*"format"\s*:\s*4\s*[,}]')
+_ROOT_HEAD = re.compile(
+    rb'\s*\{\s*"format"\s*:\s*(?:4\s*[,}]|5\s*,\s*"paged"\s*:\s*true\s*[,}])'
+)
 
 #: the bytes of the pages with these ids, in this order
 PageReader = Callable[[list[str]], Iterable[bytes]]
@@ -70,9 +78,18 @@ def pages_of(manifest: Manifest) -> Iterator[tuple[dict[str, Any], list[Any], by
             yield {"id": page_id(data), "kind": kind, "entries": len(batch)}, batch, data
 
 
-def root_bytes(manifest: Manifest, listed: list[dict[str, Any]]) -> bytes:
-    """The root of ``manifest`` whose pages are ``listed`` (as :func:`pages_of` lists them)."""
-    root = {**head(manifest, FORMAT), "packs": manifest.packs, "pages": listed}
+def root_format(manifest: Manifest) -> int:
+    """The format of ``manifest``'s root: 4, or 5 when it names any data by BLAKE3."""
+    return written_format(manifest, FORMAT)
+
+
+def root_bytes(manifest: Manifest, listed: list[dict[str, Any]], fmt: int) -> bytes:
+    """The root (format ``fmt``, :func:`root_format`) of ``manifest`` whose pages are
+    ``listed`` (as :func:`pages_of` lists them)."""
+    facts = head(manifest, fmt)
+    if fmt == hashes.FORMAT:  # "format" stays first (is_paged)
+        facts = {"format": fmt, "paged": True, **facts}
+    root = {**facts, "packs": manifest.packs, "pages": listed}
     data = json.dumps(root, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     if len(data) > MAX_ROOT_BYTES:
         raise ManifestError(f"manifest root of {len(data)} bytes is over {MAX_ROOT_BYTES}")
@@ -86,22 +103,23 @@ def encode(manifest: Manifest) -> tuple[bytes, list[Page]]:
     for page, _, data in pages_of(manifest):
         listed.append(page)
         pages.append((page["id"], data))
-    return root_bytes(manifest, listed), pages
+    return root_bytes(manifest, listed, root_format(manifest)), pages
 
 
 def check_page(
-    page: dict[str, Any], data: bytes, made_from: list[Any], packs: dict[str, int]
+    page: dict[str, Any], data: bytes, made_from: list[Any], packs: dict[str, int], fmt: int
 ) -> None:
-    """Does the page ``data`` (listed as ``page``) read back, as a restore reads it, as the
-    entries it was made from? :class:`ManifestError` if not."""
+    """Does the page ``data`` (listed as ``page``, under a root of format ``fmt``) read
+    back, as a restore reads it, as the entries it was made from? :class:`ManifestError`
+    if not."""
     pid = page["id"]
-    if load_page(pid, page["kind"], data, packs) != [as_stored(e) for e in made_from]:
+    if load_page(pid, page["kind"], data, packs, fmt) != [as_stored(e) for e in made_from]:
         raise ManifestError(f"page {pid} does not read back as the entries it was made from")
 
 
 def is_paged(data: bytes) -> bool:
-    """Is this manifest object a format-4 root? A look at its head: a format-3 manifest
-    of 64 MiB is not parsed twice to find out."""
+    """Is this manifest object a root (format 4, or 5 with ``"paged": true``)? A look at
+    its head: a whole manifest of 64 MiB is not parsed twice to find out."""
     return _ROOT_HEAD.match(data[:256]) is not None
 
 
@@ -144,12 +162,12 @@ def page_refs(
     blobs: set[str] = set()
     packs_used: set[str] = set()
     try:
-        packs, listed = _listing(json.loads(root))
+        fmt, packs, listed = _listing(json.loads(root))
         for page in listed:
             pid = page["id"]
             if pid in seen:
                 continue
-            for e in load_page(pid, page["kind"], fetch(pid), packs):
+            for e in load_page(pid, page["kind"], fetch(pid), packs, fmt):
                 for c in e.chunks if isinstance(e, FileEntry) else ():
                     if c.pack is not None:
                         packs_used.add(c.pack)
@@ -163,12 +181,15 @@ def page_refs(
     return blobs, packs_used
 
 
-def _listing(doc: Any) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """The packs table and the pages of a root, the whole listing checked before any page
-    is read."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ManifestError("not a format-4 manifest root")
-    packs = parse_packs(doc.get("packs", {}))
+def _listing(doc: Any) -> tuple[int, dict[str, int], list[dict[str, Any]]]:
+    """The format, the packs table and the pages of a root, the whole listing checked
+    before any page is read."""
+    if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, hashes.FORMAT):
+        raise ManifestError("not a format-4 or 5 manifest root")
+    fmt = doc["format"]
+    if fmt == hashes.FORMAT and doc.get("paged") is not True:
+        raise ManifestError('not a format-5 manifest root: no "paged": true')
+    packs = parse_packs(doc.get("packs", {}), fmt)
     listed = doc["pages"]
     if not isinstance(listed, list):
         raise ManifestError("pages must be a list")
@@ -182,13 +203,13 @@ def _listing(doc: Any) -> tuple[dict[str, int], list[dict[str, Any]]]:
         items += count
     if items > MAX_ITEMS:
         raise ManifestError(f"{items} entries are over the {MAX_ITEMS} a checkpoint may hold")
-    return packs, listed
+    return fmt, packs, listed
 
 
 def _decode(
     doc: Any, fetch: PageReader | None, expect: Manifest | None, checked: Collection[str]
 ) -> tuple[Manifest, tuple[str, ...]]:
-    packs, listed = _listing(doc)
+    fmt, packs, listed = _listing(doc)
     found: dict[str, list[Any]] = {kind: [] for kind in ENTRY_KINDS}
     items = sum(page["entries"] for page in listed)
     ids = [page["id"] for page in listed]
@@ -205,7 +226,7 @@ def _decode(
         elif fetch is None:
             raise ManifestError(f"page {pid} was not checked when it was written")
         else:
-            entries = load_page(pid, kind, data, packs)
+            entries = load_page(pid, kind, data, packs, fmt)
             if expect is not None and made_from != entries:
                 raise ManifestError(
                     f"page {pid} does not read back as the entries it was made from"
@@ -253,4 +274,5 @@ __all__ = [
     "pages_of",
     "read_pages",
     "root_bytes",
+    "root_format",
 ]

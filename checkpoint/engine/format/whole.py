@@ -1,10 +1,11 @@
-"""Formats 1 to 3: a manifest stored whole, as one JSON object.
+"""Formats 1 to 3, and 5 whole: a manifest stored as one JSON object.
 
 Format 3 is what sync writes for a manifest of at most
 :data:`checkpoint.engine.format.paged.PAGED_ABOVE` entries (one request to commit or to
-load); formats 1 and 2 (written by older agents) still load. :func:`head` and
-:func:`assemble` are the facts every stored manifest begins with, written and read once
-for both the whole and the paged (:mod:`.paged`) formats.
+load), format 5 when a chunk or a pack is named by BLAKE3 (:mod:`.hashes`: the same object,
+a chunk's id under ``"digest"``); formats 1 and 2 (written by older agents) still load.
+:func:`head` and :func:`assemble` are the facts every stored manifest begins with, written
+and read once for both the whole and the paged (:mod:`.paged`) formats.
 
 The bytes are bounded both ways: :func:`encode` refuses what :func:`decode` would refuse,
 and :func:`decode` counts the entries before it parses, so a hostile object is refused
@@ -18,6 +19,7 @@ from typing import Any
 
 from checkpoint.errors import ManifestError
 
+from . import hashes
 from .manifest import (
     MAX_ITEMS,
     MAX_MANIFEST_BYTES,
@@ -29,6 +31,7 @@ from .manifest import (
     Manifest,
     check_int,
     check_tree,
+    chunk_key,
     parse_dir,
     parse_file,
     parse_hardlink,
@@ -39,7 +42,8 @@ from .manifest import (
 )
 
 FORMAT = 3
-READABLE_FORMATS = (1, 2, 3)
+#: format 4 is a paged root (:mod:`.paged`); 5 is either shape
+READABLE_FORMATS = (1, 2, 3, hashes.FORMAT)
 
 
 def head(manifest: Manifest, fmt: int) -> dict[str, Any]:
@@ -94,8 +98,10 @@ def encode(manifest: Manifest) -> bytes:
     items += sum(len(f.chunks) for f in m.files)
     if items > MAX_ITEMS:
         raise ManifestError(too_many(items))
+    fmt = written_format(m, FORMAT)
+    key = chunk_key(fmt)
     doc = {
-        **head(m, FORMAT),
+        **head(m, fmt),
         "dirs": [{"path": d.path, "mode": stored_mode(d)} for d in m.dirs],
         "links": [{"path": lk.path, "target": lk.target} for lk in m.links],
         "hardlinks": [{"path": h.path, "target": h.target} for h in m.hardlinks],
@@ -105,7 +111,7 @@ def encode(manifest: Manifest) -> bytes:
                 "size": f.size,
                 "mode": f.mode,
                 "mtime_ns": f.mtime_ns,
-                "chunks": [_chunk_json(c) for c in f.chunks],
+                "chunks": [_chunk_json(c, key) for c in f.chunks],
             }
             for f in m.files
         ],
@@ -142,15 +148,23 @@ def decode(data: bytes, *, where: str = "manifest") -> Manifest:
         raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _chunk_json(c: Chunk) -> dict[str, Any]:
+def written_format(manifest: Manifest, fmt: int) -> int:
+    """``fmt`` (3 whole, 4 paged), or 5 when a chunk or a pack is named by BLAKE3: an
+    agent that reads 1 to 4 then refuses it loudly ("unsupported format 5")."""
+    ids = (c.digest for c in manifest.chunks())
+    return hashes.FORMAT if hashes.any_blake3(manifest.packs) or hashes.any_blake3(ids) else fmt
+
+
+def _chunk_json(c: Chunk, key: str) -> dict[str, Any]:
     if c.is_hole:
         return {"hole": c.size}
     if c.pack is None:
-        return {"sha256": c.digest, "size": c.size}
-    return {"sha256": c.digest, "size": c.size, "pack": c.pack, "offset": c.offset}
+        return {key: c.digest, "size": c.size}
+    return {key: c.digest, "size": c.size, "pack": c.pack, "offset": c.offset}
 
 
-_ITEM_MARKERS = (b'"path":', b'"sha256":', b'"hole":', b'["')  # '["': a format-1 chunk
+# '["': a format-1 chunk
+_ITEM_MARKERS = (b'"path":', b'"sha256":', b'"digest":', b'"hole":', b'["')
 
 
 def _too_big(n: int) -> str:
@@ -162,14 +176,14 @@ def _parse(doc: Any) -> Manifest:
         raise ManifestError("not a JSON object")
     fmt = doc.get("format")
     if fmt not in READABLE_FORMATS:
-        raise ManifestError(f"unsupported format {fmt!r} (this agent reads 1 to {FORMAT})")
+        raise ManifestError(f"unsupported format {fmt!r} (this agent reads 1 to {hashes.FORMAT})")
     lists = [doc["files"], doc.get("dirs", []), doc.get("links", []), doc.get("hardlinks", [])]
     if not all(isinstance(x, list) for x in lists):
         raise ManifestError("files, dirs, links and hardlinks must be lists")
     items = sum(len(x) for x in lists)
     if items > MAX_ITEMS:
         raise ManifestError(too_many(items))
-    packs = parse_packs(doc.get("packs", {})) if fmt >= 3 else {}
+    packs = parse_packs(doc.get("packs", {}), fmt) if fmt >= 3 else {}
     files = tuple(parse_file(raw, fmt, packs) for raw in doc["files"])
     items += sum(len(f.chunks) for f in files)
     if items > MAX_ITEMS:

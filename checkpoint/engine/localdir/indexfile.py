@@ -13,7 +13,7 @@ index or the new one, whole. Layout::
       path   = the name's bytes, as the filesystem has them (any byte but NUL)
       stat   = size, mtime_ns, ctime_ns (int64), inode, device (uint64), native order
       chunks = per chunk: size, offset (uint64), len(hash), len(pack) (uint8), then the
-               hash's and the pack id's bytes (hex decoded; a hole has neither)
+               hash's and the pack id's bytes (format.hashes.packed; a hole has neither)
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import structlog
 from checkpoint.protocol import RESERVED_DIR
 
 from ..config import DEFAULTS
+from ..format import hashes
 from ..format.manifest import Chunk
 
 log = structlog.get_logger("checkpoint")
@@ -68,8 +69,8 @@ def chunk_bytes(chunks: tuple[Chunk, ...]) -> bytes:
     """The chunks as a row stores them: equal bytes, equal chunks (places included)."""
     out = bytearray()
     for c in chunks:
-        digest = bytes.fromhex(c.digest)
-        pack = b"" if c.pack is None else bytes.fromhex(c.pack)
+        digest = hashes.packed(c.digest)  # a hole: b""
+        pack = b"" if c.pack is None else hashes.packed(c.pack)
         out += _CHUNK.pack(c.size, c.offset, len(digest), len(pack))
         out += digest
         out += pack

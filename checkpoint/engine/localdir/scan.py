@@ -1,7 +1,8 @@
 """Walk a checkpoint dir and hash its files into chunks.
 
 Pure local work: nothing here talks to a store. :func:`scan` lists what a checkpoint
-would hold; :func:`hash_file` splits one file into content-addressed chunks and hands
+would hold; :func:`hash_file` splits one file into content-addressed chunks (named by
+:mod:`..format.hashes`) and hands
 each to a callback (the uploader); :mod:`.stats` holds what a sync remembers of their
 stats.
 """
@@ -9,7 +10,6 @@ stats.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,6 +20,7 @@ from typing import BinaryIO, Protocol
 from checkpoint.errors import CheckpointError, ManifestError
 
 from ..config import DEFAULTS
+from ..format import hashes
 from ..format.manifest import (
     HOLE,
     MODE_BITS,
@@ -78,9 +79,13 @@ def scan(root: Path) -> Scan:
 
 
 def hash_file(
-    path: Path, chunk_size: int, put: Callable[[Chunk, bytes], None]
+    path: Path,
+    chunk_size: int,
+    put: Callable[[Chunk, bytes], None],
+    identify: hashes.Identify = hashes.new_id,
 ) -> tuple[tuple[Chunk, ...], os.stat_result]:
     """The file's chunks, each data chunk handed to ``put`` as it is read, and its stat.
+    Each chunk is named by ``identify`` (new data: BLAKE3; a repack names them as before).
 
     Holes (found with SEEK_DATA/SEEK_HOLE) and all-zero chunks become hole chunks: never
     read twice, never uploaded, restored as holes. Opened non-blocking and checked with
@@ -105,7 +110,7 @@ def hash_file(
                 if _all_zero(data):
                     _add_hole(chunks, len(data))
                     continue
-                chunk = Chunk(hashlib.sha256(data).hexdigest(), len(data))
+                chunk = Chunk(identify(data), len(data))
                 put(chunk, data)
                 chunks.append(chunk)
         return tuple(chunks), os.fstat(fd)
@@ -162,7 +167,7 @@ def file_matches(path: Path, entry: FileEntry, *, read_size: int = DEFAULTS.read
                         return False
                     continue
                 data = fh.read(c.size)
-                if len(data) != c.size or hashlib.sha256(data).hexdigest() != c.digest:
+                if len(data) != c.size or not hashes.matches(c.digest, data):
                     return False
             return not fh.read(1)
     except OSError:

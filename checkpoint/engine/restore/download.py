@@ -11,7 +11,8 @@ blob is read with ``max_bytes`` set to the size its manifest gives, so an oversi
 is refused before its body is read.
 
 Each chunk streams from the store straight into its place in the file, hashed piece by
-piece as it arrives (``hashlib`` and ``pwrite`` both let go of the GIL), so writing
+piece as it arrives in its own algorithm (:mod:`..format.hashes`: BLAKE3 and sha256, like
+``pwrite``, let go of the GIL), so writing
 overlaps downloading. A staging file is not fsynced: the store holds the durable copy,
 and a host crash that loses written pages is a reboot, after which the local index is
 not trusted and the files are checked again (as s5cmd and the AWS CLI, which never fsync).
@@ -19,7 +20,6 @@ not trusted and the files are checked again (as s5cmd and the AWS CLI, which nev
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +32,7 @@ from checkpoint.errors import CheckpointDamaged, LocalWriteError, ObjectNotFound
 
 from ..budget import ByteBudget
 from ..config import DEFAULTS, EngineConfig
+from ..format import hashes
 from ..format.jobstore import JobStore
 from ..format.manifest import Chunk, FileEntry
 from ..progress import Listener, Progress
@@ -156,9 +157,9 @@ class Downloader:
         key = self.job.blob_key(chunk.digest)
         try:
             for attempt in range(1, HASH_ATTEMPTS + 1):
-                into = _ChunkWriter(fd, offset, chunk.size, key, path)
+                into = _ChunkWriter(fd, offset, chunk, key, path)
                 n = self.job.store.get_object_into(key, into.write, max_bytes=chunk.size)
-                if n == chunk.size and into.hexdigest() == chunk.digest:
+                if n == chunk.size and into.matches():
                     break
                 if attempt == HASH_ATTEMPTS:  # the same wrong bytes each time: the blob is bad
                     raise CheckpointDamaged(f"{key} (part of {path}) does not match its hash")
@@ -177,13 +178,13 @@ class _ChunkWriter:
     chunk's size are refused unwritten: they would land on the next chunk's bytes.
     """
 
-    def __init__(self, fd: int, offset: int, size: int, key: str, path: str) -> None:
-        self.fd, self.offset, self.size, self.key, self.path = fd, offset, size, key, path
-        self._hash = hashlib.sha256()
+    def __init__(self, fd: int, offset: int, chunk: Chunk, key: str, path: str) -> None:
+        self.fd, self.offset, self.size, self.key, self.path = fd, offset, chunk.size, key, path
+        self._hash = hashes.Verifier(chunk.digest)
 
     def write(self, pos: int, piece: bytes) -> None:
         if pos == 0:
-            self._hash = hashlib.sha256()
+            self._hash.restart()
         if pos + len(piece) > self.size:
             raise ObjectTooLarge(self.key, pos + len(piece), self.size)
         self._hash.update(piece)
@@ -195,8 +196,9 @@ class _ChunkWriter:
         except OSError as exc:
             raise LocalWriteError(f"{self.path}: {exc.strerror}") from exc
 
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+    def matches(self) -> bool:
+        """Do the bytes written hash to the chunk's id?"""
+        return self._hash.matches()
 
 
 def _abandon(opened: _OpenFile) -> None:

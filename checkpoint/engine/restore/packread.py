@@ -20,7 +20,6 @@ most two files are open at once (one may straddle two batches).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ import structlog
 from checkpoint.errors import CheckpointDamaged, LocalWriteError
 
 from ..config import DEFAULTS, EngineConfig
+from ..format import hashes
 from ..format.jobstore import JobStore
 from ..format.manifest import Chunk, FileEntry
 from ..progress import Progress
@@ -244,4 +244,4 @@ def _ranges(batch: _Batch, numbers: list[int], gap: int, max_range: int) -> Iter
 
 
 def _matches(data: bytes | memoryview, chunk: Chunk) -> bool:
-    return len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.digest
+    return len(data) == chunk.size and hashes.matches(chunk.digest, data)

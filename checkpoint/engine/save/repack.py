@@ -19,6 +19,7 @@ import structlog
 
 from checkpoint.errors import CheckpointError
 
+from ..format import hashes
 from ..format.manifest import FileEntry, Manifest
 from ..localdir.scan import NotRegularFile, hash_file
 from .upload import Location, Stored, Uploader
@@ -107,7 +108,9 @@ def repack_sparse(
     files = chunks = nbytes = 0
     for e in again_files:
         try:
-            again, _ = hash_file(root / e.path, chunk_size, uploader.pack)
+            # named as they were (sha256 or BLAKE3), so they match the entry's chunks
+            like = hashes.identify_like(c.digest for c in e.chunks)
+            again, _ = hash_file(root / e.path, chunk_size, uploader.pack, like)
         except (OSError, NotRegularFile):
             continue  # gone or changed since: its old place stands in
         if [(c.digest, c.size) for c in again] == [(c.digest, c.size) for c in e.chunks]:

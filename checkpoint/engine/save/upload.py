@@ -3,7 +3,8 @@
 A chunk of a big file is a blob of its own (``blobs/<h>``). A chunk of a small file (under
 :data:`PACK_THRESHOLD`) is appended to the pack being built; the pack is sealed and PUT
 once it holds :data:`PACK_TARGET` bytes, or when the sync ends (:meth:`Uploader.wait`).
-A pack is named by the sha256 of its bytes (``packs/<p>``), so where its chunks lie is
+A blob is named by its chunk's id, a pack by the BLAKE3 of its bytes (``packs/<p>``,
+:mod:`..format.hashes`), so where its chunks lie is
 known only once it is sealed: :attr:`Uploader.located` says, after the PUT succeeded.
 
 The bytes held in memory (chunks being PUT, and the pack being built) stay under
@@ -13,13 +14,13 @@ rather than wait on its own bytes.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
 from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT, ByteBudget
+from ..format import hashes
 from ..format.jobstore import JobStore
 from ..format.manifest import Chunk
 from ..progress import Progress
@@ -146,7 +147,7 @@ class Uploader:
 
     def _put_blob(self, h: str, data: bytes) -> None:
         try:
-            self.job.store.put_object(self.job.blob_key(h), data, sha256=h)
+            self.job.store.put_object(self.job.blob_key(h), data, sha256=hashes.sha256_hex(h))
         except BaseException as exc:
             self._error = exc
             raise
@@ -156,9 +157,9 @@ class Uploader:
 
     def _put_pack(self, data: bytearray, members: list[tuple[str, int]]) -> None:
         try:
-            p = hashlib.sha256(data).hexdigest()
             # A bytearray is read like bytes by both stores (and botocore): no copy.
-            self.job.store.put_object(self.job.pack_key(p), cast(bytes, data), sha256=p)
+            p = hashes.new_id(cast(bytes, data))
+            self.job.store.put_object(self.job.pack_key(p), cast(bytes, data))
         except BaseException as exc:
             self._error = exc
             raise
