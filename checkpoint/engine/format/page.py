@@ -112,9 +112,8 @@ def load_page(pid: str, kind: str, data: bytes, packs: dict[str, int], fmt: int)
         ids = doc["packs"]
         if not isinstance(ids, list):
             raise ManifestError(f"page {pid}: packs must be a list")
-        as_format = 3 if fmt == 4 else fmt  # a row is read as a whole manifest's entry
-        key = chunk_key(fmt)
-        return [parse_file(_file_doc(row, ids, key), as_format, packs) for row in rows]
+        key = chunk_key(fmt)  # a row is read as a whole manifest's entry (format 3 or 5)
+        return [parse_file(_file_doc(row, ids, key), fmt, packs) for row in rows]
     if kind == "dirs":
         return [parse_dir({"path": path, "mode": mode}, 2) for path, mode in rows]
     if kind == "links":
