@@ -3,7 +3,9 @@
 A checkpoint is a manifest: every file of the checkpoint dir with its size, mode, mtime and
 the content-addressed chunks that hold its bytes (:mod:`.manifest`, the data and the one
 validation of every entry). Chunk contents are stored apart, as blobs or inside packs,
-named by their sha256; a manifest names them, so checkpoints share what did not change.
+named by their hash (:mod:`.hashes`: BLAKE3 for new data, sha256 for what formats 1 to 4
+stored, each id naming its algorithm); a manifest names them, so checkpoints share what did
+not change.
 
 **The formats.** Every loader runs each entry through the same checks and the whole tree
 through the same final check (:func:`.whole.assemble`), so a store's bytes cannot name a
@@ -16,12 +18,17 @@ place outside the checkpoint dir whatever format they claim.
    every pack's size. Sync writes it for at most
    :data:`~.paged.PAGED_ABOVE` entries: one object, one request to commit or to load
    (:mod:`.whole` reads 1 to 3 and writes 3);
-4. a root and pages (:mod:`.paged`, :mod:`.page`), for more entries.
+4. a root and pages (:mod:`.paged`, :mod:`.page`), for more entries;
+5. either shape, when any chunk or pack is named by BLAKE3 (``blake3:<hex>``; the others
+   keep their sha256): a whole manifest with a chunk's id under ``"digest"``, or a root
+   ``{"format": 5, "paged": true, ...}`` whose pages hold ids of both kinds. An agent that
+   reads 1 to 4 refuses it ("unsupported format 5") and falls back to an older checkpoint.
 
 **A paged manifest (format 4).** The entries (dirs, links, hard links, files, each kind in
 the manifest's order) are cut into pages where a path's CRC-32 ends in :data:`~.page.PAGE_BITS`
 zero bits, so a changed file changes its own page and no other; a page is named by the
-sha256 of its bytes and stored once, shared by every checkpoint that has it (as restic's
+sha256 of its bytes (in format 5 too: a page of sha256 chunks is the same object under
+either root) and stored once, shared by every checkpoint that has it (as restic's
 trees are). The root holds the job's facts, the ``packs`` table and the list of pages
 (id, kind, number of entries). Writing (:meth:`.jobstore.JobStore.commit`): encode, read
 the result back with the code restore uses (pages a committed checkpoint already has are
