@@ -60,9 +60,7 @@ MAX_ROOT_BYTES = 64 << 20
 #: entries plus chunks of one paged checkpoint (1,000,000 files of up to 3 chunks each)
 MAX_ITEMS = 4_000_000
 _PAGE_ID = re.compile(r"[0-9a-f]{64}\Z")
-_ROOT_HEAD = re.compile(
-    rb'\s*\{\s*"format"\s*:\s*(?:4\s*[,}]|5\s*,\s*"paged"\s*:\s*true\s*[,}])'
-)
+_ROOT_HEAD = re.compile(rb'\s*\{\s*"format"\s*:\s*(?:4\s*[,}]|5\s*,\s*"paged"\s*:\s*true\s*[,}])')
 
 #: the bytes of the pages with these ids, in this order
 PageReader = Callable[[list[str]], Iterable[bytes]]

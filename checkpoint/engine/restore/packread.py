@@ -9,9 +9,9 @@ the current one is written, so at most two batches are in memory.
 
 Within a batch, the needed chunks of one pack are read with as few ranged GETs as make
 sense: neighbours closer than ``coalesce_gap`` share a request, up to ``max_range``
-bytes each (several requests in parallel beat one long one). Every chunk
-is checked against its sha256 before it is written; a mismatch is read once more on its
-own, and the same wrong bytes twice mean the stored pack is damaged
+bytes each (several requests in parallel beat one long one). Every chunk is checked against
+its hash (BLAKE3 or sha256, as its id says) before it is written; a mismatch is read once
+more on its own, and the same wrong bytes twice mean the stored pack is damaged
 (:class:`CheckpointDamaged`: restore passes over to the checkpoint before).
 
 Each file is written whole, on the caller's thread: open, write, fchmod, utime, close. At

@@ -1,10 +1,10 @@
 """Restore a committed checkpoint into a directory: choose, download, verify, put in place.
 
-Every chunk is verified against its sha256 before it is used (guarantee 2); a checkpoint
-whose manifest is malformed or whose blobs are missing or damaged is passed over, loudly,
-for the one before it. Files are downloaded into a staging dir inside the destination and
-moved into place only once every byte of the checkpoint has arrived, so a failed restore
-leaves the directory as it was.
+Every chunk is verified against its hash (BLAKE3 or sha256) before it is used (guarantee
+2); a checkpoint whose manifest is malformed or whose blobs are missing or damaged is passed
+over, loudly, for the one before it. Files are downloaded into a staging dir inside the
+destination and moved into place only once every byte of the checkpoint has arrived, so a
+failed restore leaves the directory as it was.
 
 Retries live in one layer each: the store retries the network (botocore's retries, and
 :class:`~checkpoint.engine.store.s3.S3Store` re-reads a body cut short); restore only fetches a

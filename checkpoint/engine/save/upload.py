@@ -43,8 +43,8 @@ class Stored:
     blobs: set[str] = field(default_factory=set)
     packed: dict[str, Location] = field(default_factory=dict)
 
-    def __contains__(self, sha256: object) -> bool:
-        return sha256 in self.blobs or sha256 in self.packed
+    def __contains__(self, digest: object) -> bool:
+        return digest in self.blobs or digest in self.packed
 
     def hashes(self) -> set[str]:
         return self.blobs | self.packed.keys()
