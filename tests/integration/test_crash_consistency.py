@@ -282,14 +282,14 @@ class Rounds:
         referenced_packs: set[str] = set()
         for s in self.job.sequences():
             manifest = self.job.load_manifest(s)
-            referenced |= manifest.stored_blobs()
-            referenced_packs |= manifest.pack_ids()
-        blobs = {o.key.rsplit("/", 1)[-1] for o in self.store.list_objects(f"{JOB}/blobs/")}
+            referenced |= {self.job.blob_key(d) for d in manifest.stored_blobs()}
+            referenced_packs |= {self.job.pack_key(p) for p in manifest.pack_ids()}
+        blobs = {o.key for o in self.store.list_objects(f"{JOB}/blobs/")}
         assert blobs == referenced, (
             f"{where}: after gc, orphans {len(blobs - referenced)}, "
             f"missing {len(referenced - blobs)}"
         )
-        stored_packs = {o.key.rsplit("/", 1)[-1] for o in self.store.list_objects(f"{JOB}/packs/")}
+        stored_packs = {o.key for o in self.store.list_objects(f"{JOB}/packs/")}
         assert stored_packs == referenced_packs, (
             f"{where}: after gc, orphan packs {len(stored_packs - referenced_packs)}, "
             f"missing {len(referenced_packs - stored_packs)}"
