@@ -16,7 +16,6 @@ import os
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,6 @@ from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.format import hashes, paged, whole
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.gc import collect_garbage, prune_manifests
-from checkpoint.engine.localdir.scan import hash_file
-from checkpoint.engine.save.sync import Syncer
 from checkpoint.engine.store.base import LocalStore
 from checkpoint.errors import ManifestError
 
@@ -41,7 +38,6 @@ def named_by_sha256() -> Iterator[None]:
     """Syncs name new chunks and packs by sha256, as agents of formats 1 to 4 did."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(hashes, "new_id", hashes.sha256_id)
-        mp.setattr(Syncer, "hash_file", staticmethod(partial(hash_file, identify=hashes.sha256_id)))
         yield
 
 
@@ -156,6 +152,50 @@ def test_a_warm_restart_and_a_sync_carry_a_mixed_manifest_on(tmp_path: Path) -> 
     # ids (sha256 and BLAKE3 alike) or vouched for by the index, fetching none
     assert restored.files_kept == len(restored.manifest.files) == 23
     assert restored.bytes_downloaded == 0 and restored.files_written == 0
+    assert files_of(into) == files_of(src)
+
+
+def test_a_file_read_again_keeps_the_sha256_ids_of_the_bytes_that_did_not_change(
+    tmp_path: Path,
+) -> None:
+    """A full re-read after the upgrade (``rehash``, as the final sync does for files the
+    job had open for writing) uploads nothing for bytes already stored under sha256: each
+    chunk is checked against the file's old ids first. A chunk that changed is BLAKE3."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(4 * CHUNK))
+    (src / "small").write_bytes(os.urandom(3000))
+    for p in src.iterdir():
+        os.utime(p, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    job = JobStore(LocalStore(tmp_path / "store"), "job")
+    with named_by_sha256():
+        c = Checkpointer(job, src, chunk_size=CHUNK, pack_threshold=CHUNK)
+        try:
+            assert c.sync_once("old agent").sequence == 1
+        finally:
+            c.close()
+    c = Checkpointer(job, src, chunk_size=CHUNK, pack_threshold=CHUNK)
+    try:
+        assert c.restore().manifest is not None
+        again = c.sync_once("re-read", rehash=lambda st: True)
+        assert again.sequence is None or again.chunks_uploaded == 0
+        with open(src / "big", "r+b") as fh:  # one chunk of four changes, its stat too
+            fh.seek(CHUNK)
+            fh.write(os.urandom(100))
+        changed = c.sync_once("one chunk changed", rehash=lambda st: True)
+    finally:
+        c.close()
+    assert changed.sequence is not None and changed.chunks_uploaded == 1
+    m = job.load_manifest(changed.sequence)
+    (big,) = [f for f in m.files if f.path == "big"]
+    assert [hashes.is_blake3(ch.digest) for ch in big.chunks] == [False, True, False, False]
+    assert stored_format(job, changed.sequence) == 5
+    into = tmp_path / "restored"
+    r = Checkpointer(job, into)
+    try:
+        assert r.restore().manifest is not None
+    finally:
+        r.close()
     assert files_of(into) == files_of(src)
 
 

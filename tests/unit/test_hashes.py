@@ -60,6 +60,13 @@ def test_the_two_algorithms_never_share_a_key_and_names_map_back() -> None:
     assert len(hashes.packed(SHA)) == 32 and hashes.packed("") == b""
 
 
+def test_a_file_read_again_keeps_the_sha256_ids_of_unchanged_bytes_only() -> None:
+    identify = hashes.carrying(["", SHA, B3])
+    assert identify(DATA) == SHA  # one of its sha256 chunks: stored, keeps its id
+    assert identify(b"changed") == hashes.new_id(b"changed")  # new data: BLAKE3
+    assert hashes.carrying([B3, ""]) is hashes.new_id  # nothing of sha256: hashed once
+
+
 def test_identify_like_names_bytes_as_a_file_was_named() -> None:
     assert hashes.identify_like(["", SHA]) is hashes.sha256_id
     assert hashes.identify_like([B3]) is hashes.new_id

@@ -26,8 +26,12 @@ the threads of a restore hash side by side.
 - **Uploads.** A BLAKE3 object goes up with a CRC-32 (``zlib``, about as fast as BLAKE3)
   for S3 to check, as there is no ``ChecksumBLAKE3``; a sha256 one with its own digest
   (:mod:`checkpoint.engine.store.s3.writes`). Restore checks BLAKE3 itself, as always.
-- **Dedup across the change.** A file read again after the upgrade gets BLAKE3 ids: its
-  bytes are stored once more under them, once; unchanged files keep their sha256 chunks.
+- **Dedup across the change.** Unchanged files keep their sha256 chunks (their stat says
+  so). A file read again whose last chunks were sha256 ones (the final sync reads what the
+  job had open for writing; a full re-read) is checked against them first
+  (:func:`carrying`): bytes that did not change keep their sha256 id and are not uploaded
+  again; what changed is new data, named by BLAKE3, after which the file is hashed by
+  BLAKE3 alone.
 """
 
 from __future__ import annotations
@@ -80,6 +84,22 @@ def identify_like(digests: Iterable[str]) -> Identify:
         if d:
             return new_id if is_blake3(d) else sha256_id
     return new_id
+
+
+def carrying(previous: Iterable[str]) -> Identify:
+    """How to name the chunks of a file read again whose chunks were ``previous``: bytes
+    that hash to one of its sha256 ids keep that id (stored already: not uploaded again);
+    other bytes are new data, named by BLAKE3. Without a sha256 id among ``previous``,
+    BLAKE3 alone: each byte is hashed once."""
+    old = frozenset(d for d in previous if d and not is_blake3(d))
+    if not old:
+        return new_id
+
+    def identify(data: bytes) -> str:
+        digest = sha256_id(data)
+        return digest if digest in old else new_id(data)
+
+    return identify
 
 
 def matches(digest: str, data: bytes | memoryview) -> bool:

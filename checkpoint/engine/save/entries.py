@@ -17,6 +17,7 @@ import structlog
 
 from checkpoint.errors import CheckpointError
 
+from ..format import hashes
 from ..format.manifest import Chunk, FileEntry, shared_mode
 from ..localdir.scan import NotRegularFile, hash_file
 from ..localdir.stats import StatCache
@@ -26,7 +27,8 @@ log = structlog.get_logger("checkpoint")
 
 #: how a file is read: (path, chunk size, where each chunk goes) -> (chunks, stat after)
 HashFile = Callable[
-    [Path, int, Callable[[Chunk, bytes], None]], tuple[tuple[Chunk, ...], os.stat_result]
+    [Path, int, Callable[[Chunk, bytes], None], hashes.Identify],
+    tuple[tuple[Chunk, ...], os.stat_result],
 ]
 
 
@@ -117,9 +119,11 @@ class FileReader:
             return FileEntry(rel, st.st_size, _mode(st), st.st_mtime_ns, cached), 0
         path = self.root / rel
         put = self.uploader.pack if st.st_size < self.pack_threshold else self.uploader.put
+        known = self.cache.vouched(rel)  # what it held: sha256 chunks that did not change stay
+        identify = hashes.carrying(c.digest for c in known[2]) if known else hashes.new_id
         for _ in range(1 if self.relinked is not None else 3):  # a freeze is frozen again
             try:
-                chunks, after = self.hash_file(path, self.chunk_size, put)
+                chunks, after = self.hash_file(path, self.chunk_size, put, identify)
             except FileNotFoundError:
                 return None, 0  # deleted while we walked: not part of this checkpoint
             except PermissionError as exc:
