@@ -50,8 +50,7 @@ from checkpoint.errors import ManifestError
 FORMAT = 5
 BLAKE3_TAG = "blake3:"
 _NAME_TAG = "blake3-"
-_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
-_BLAKE3 = re.compile(r"blake3:[0-9a-f]{64}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 #: the compact form of an id (:func:`packed`): a BLAKE3 id's 32 bytes follow this byte
 _BLAKE3_BYTE = b"\x03"
 
@@ -139,13 +138,12 @@ def check(value: object, fmt: int, what: str, where: str = "") -> str:
     (:class:`ManifestError`, ``where`` first): an unknown algorithm, a bad length, BLAKE3
     before format 5."""
     if isinstance(value, str):
-        if _SHA256.match(value):
-            return value
-        if _BLAKE3.match(value):
-            if fmt >= FORMAT:
+        blake = value.startswith(BLAKE3_TAG)
+        if _HEX64.match(value, len(BLAKE3_TAG) if blake else 0):  # one regex per id
+            if not blake or fmt >= FORMAT:
                 return value
             why = f"BLAKE3 in a format-{fmt} manifest"
-        elif ":" in value and not value.startswith(BLAKE3_TAG):
+        elif ":" in value and not blake:
             why = f"unknown hash algorithm {value.partition(':')[0][:20]!r}"
         else:
             why = "not 64 lowercase hex digits, bare or after blake3:"
