@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from checkpoint.engine.store.base import LocalStore
 from checkpoint.errors import ManifestError
 
 CHUNK = 64 * 1024
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 #: what an agent of formats 1 to 4 takes for a paged root (paged._ROOT_HEAD before format 5)
 FORMAT4_ROOT_HEAD = re.compile(rb'\s*\{\s*"format"\s*:\s*4\s*[,}]')
 
@@ -260,3 +262,58 @@ def test_an_agent_that_reads_formats_1_to_3_refuses_a_format_4_root(tmp_path: Pa
         job.load_manifest(1)
     with reader_of(4):
         assert job.load_manifest(1).sequence == 1  # the reader of 4 takes it as before
+
+
+# -- a stored format-5 checkpoint, kept as a fixture: later agents must restore it -------
+
+#: the trees of tests/fixtures/format5_store's checkpoints 1 (format 3, sha256), 2 (format
+#: 5 whole: one chunk of big.bin and sub/b.txt changed) and 3 (format 5 paged: c.txt added)
+BIG = bytes(range(256)) * 256  # 64 KiB: four chunks of 16 KiB
+FIXTURE_TREES = {
+    1: {"a.txt": b"alpha\n" * 10, "big.bin": BIG, "sub/b.txt": b"beta v1\n"},
+    2: {
+        "a.txt": b"alpha\n" * 10,
+        "big.bin": BIG[: 1 << 14] + b"x" * (1 << 14) + BIG[2 << 14 :],
+        "sub/b.txt": b"beta v2\n",
+    },
+}
+FIXTURE_TREES[3] = {**FIXTURE_TREES[2], "sub/c.txt": b"gamma\n"}
+
+
+def make_format5_store(root: Path, work: Path) -> None:
+    """How tests/fixtures/format5_store was made (``root``: the store's dir)."""
+    job = JobStore(LocalStore(root), "f5job")
+    for seq, tree in FIXTURE_TREES.items():
+        with contextlib.ExitStack() as stack:
+            if seq == 1:
+                stack.enter_context(named_by_sha256())
+            paged_above = 2048 if seq < 3 else 0
+            c = Checkpointer(
+                job, work, chunk_size=1 << 14, pack_threshold=1 << 15, paged_above=paged_above
+            )
+            stack.callback(c.close)
+            if seq > 1:
+                c.restore(seq - 1)  # the dir as the agent that made it left it
+            for rel, data in tree.items():
+                (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                (work / rel).write_bytes(data)
+                os.utime(work / rel, ns=(1_600_000_000 * 10**9 + seq,) * 2)
+            assert c.sync_once(f"fixture {seq}").sequence == seq
+
+
+def test_the_format_5_fixture_restores_byte_for_byte(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    shutil.copytree(FIXTURES / "format5_store", store.root)
+    job = JobStore(store, "f5job")
+    assert [stored_format(job, seq) for seq in (1, 2, 3)] == [3, 5, 5]
+    assert paged.is_paged(store.get_object(job.manifest_key(3)))
+    for seq, tree in FIXTURE_TREES.items():
+        into = tmp_path / f"restored-{seq}"
+        c = Checkpointer(job, into)
+        try:
+            assert c.restore(seq).manifest is not None
+        finally:
+            c.close()
+        assert files_of(into) == tree
+    big = next(f for f in job.load_manifest(3).files if f.path == "big.bin")
+    assert [hashes.is_blake3(c.digest) for c in big.chunks] == [False, True, False, False]
