@@ -112,28 +112,31 @@ _KEY = struct.Struct("=qqqQQ")
 
 
 class StatCache:
-    """Chunks of files hashed before, trusted while size, mtime, ctime and inode match.
+    """Entries of files hashed before, trusted while size, mtime, ctime and inode match.
 
-    One row a file: its stat packed in 40 bytes of one shared array, and its chunks (after
-    a commit, the very chunk objects of the committed manifest: see :meth:`share`); a path
-    maps to its row number. About 125 bytes a file, against ~180 for a tuple of a bytes
-    object and the chunks in the dict. Rows of files forgotten (written again too recently)
-    are reused.
+    One row a file: its stat packed in 40 bytes of one shared array, and its entry (after
+    a commit, the very entry of the committed manifest: see :meth:`share`), which the next
+    sync takes as it is for a file whose stat has not moved: no second entry, path or
+    chunks. A path maps to its row number. Rows of files forgotten (written again too
+    recently) are reused.
     """
 
-    __slots__ = ("_chunks", "_free", "_rows", "_stats")
+    __slots__ = ("_entries", "_free", "_rows", "_stats")
 
     def __init__(self) -> None:
         self._rows: dict[str, int] = {}
         self._stats = bytearray()  # row i at [i * _KEY.size, (i + 1) * _KEY.size)
-        self._chunks: list[tuple[Chunk, ...] | None] = []
+        self._entries: list[FileEntry | None] = []
         self._free: list[int] = []
 
-    def remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
+    def remember(self, entry: FileEntry, st: os.stat_result) -> None:
+        """``entry`` holds the bytes the file had at ``st`` (its stat when they were hashed
+        or restored)."""
+        rel = entry.path
         if time.time_ns() - st.st_mtime_ns <= RACY_SECONDS * 1e9:
             row = self._rows.pop(rel, None)
             if row is not None:
-                self._chunks[row] = None
+                self._entries[row] = None
                 self._free.append(row)
             return
         row = self._rows.get(rel)
@@ -141,28 +144,27 @@ class StatCache:
             if self._free:
                 row = self._free.pop()
             else:
-                row = len(self._chunks)
-                self._chunks.append(None)
+                row = len(self._entries)
+                self._entries.append(None)
                 self._stats += bytes(_KEY.size)
             self._rows[rel] = row
         _KEY.pack_into(self._stats, row * _KEY.size, *stat_key(st), st.st_dev)
-        self._chunks[row] = chunks
+        self._entries[row] = entry
 
-    def _row(self, rel: str) -> tuple[tuple[int, int, int, int, int], tuple[Chunk, ...]] | None:
-        """(size, mtime, ctime, inode, device) and the chunks remembered for ``rel``."""
+    def _row(self, rel: str) -> tuple[tuple[int, int, int, int, int], FileEntry] | None:
+        """(size, mtime, ctime, inode, device) and the entry remembered for ``rel``."""
         row = self._rows.get(rel)
         if row is None:
             return None
-        chunks = self._chunks[row]
-        assert chunks is not None  # a row in use
-        return _KEY.unpack_from(self._stats, row * _KEY.size), chunks
+        entry = self._entries[row]
+        assert entry is not None  # a row in use
+        return _KEY.unpack_from(self._stats, row * _KEY.size), entry
 
-    def unchanged(
-        self, rel: str, st: os.stat_result, present: Container[str]
-    ) -> tuple[Chunk, ...] | None:
-        """The chunks of a file that has not changed since they were hashed and uploaded."""
+    def unchanged(self, rel: str, st: os.stat_result, present: Container[str]) -> FileEntry | None:
+        """The entry of a file that has not changed since its chunks were hashed and
+        uploaded (its mode may have: the caller compares)."""
         cached = self._row(rel)
-        if cached is None or not all(c.is_hole or c.sha256 in present for c in cached[1]):
+        if cached is None or not all(c.is_hole or c.sha256 in present for c in cached[1].chunks):
             return None
         if cached[0][:4] != stat_key(st):
             return None
@@ -173,22 +175,26 @@ class StatCache:
         cached = self._row(rel)
         if cached is None:
             return None
-        (size, mtime_ns, ctime_ns, ino, dev), chunks = cached
-        return (size, mtime_ns, ctime_ns, ino), dev, chunks
+        (size, mtime_ns, ctime_ns, ino, dev), entry = cached
+        return (size, mtime_ns, ctime_ns, ino), dev, entry.chunks
 
     def share(self, placed: FileEntry) -> None:
-        """Hold the chunks of ``placed`` (an entry of the manifest being committed, its
-        chunks placed) where they are the ones remembered, instead of a second copy (as
-        hashed, without their place)."""
+        """Hold ``placed`` (an entry of the manifest being committed, its chunks placed)
+        where it is the file remembered, instead of a second copy (as hashed, without
+        their place)."""
         row = self._rows.get(placed.path)
         if row is None:
             return
-        cached, chunks = self._chunks[row], placed.chunks
-        if cached is not None and cached is not chunks and _same(cached, chunks):
-            self._chunks[row] = chunks
+        cached = self._entries[row]
+        if cached is not None and cached is not placed and _same(cached, placed):
+            self._entries[row] = placed
 
 
-def _same(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:
-    return len(a) == len(b) and all(
-        x.sha256 == y.sha256 and x.size == y.size for x, y in zip(a, b, strict=True)
+def _same(a: FileEntry, b: FileEntry) -> bool:
+    """The same file: path, size, mode, mtime and content (wherever its chunks lie)."""
+    if (a.path, a.size, a.mode, a.mtime_ns) != (b.path, b.size, b.mode, b.mtime_ns):
+        return False
+    x, y = a.chunks, b.chunks
+    return len(x) == len(y) and all(
+        p.sha256 == q.sha256 and p.size == q.size for p, q in zip(x, y, strict=True)
     )

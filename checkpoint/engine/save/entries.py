@@ -112,9 +112,15 @@ class FileReader:
         rehashed = self.rehash is not None and self.rehash(st)
         cached = None if rehashed else self.cache.unchanged(rel, st, self.present)
         if cached is not None:
+            if cached.mode != _mode(st):  # the stat key has no mode (a chmod moves ctime)
+                cached = FileEntry(
+                    cached.path, cached.size, _mode(st), cached.mtime_ns, cached.chunks
+                )
             if self.relinked is not None and rel in self.relinked:  # the link moved ctime
-                self.cache.remember(rel, self.relinked[rel], cached)
-            return FileEntry(rel, st.st_size, _mode(st), st.st_mtime_ns, cached), 0
+                self.cache.remember(cached, self.relinked[rel])
+            # The entry remembered (after a commit, the committed one) as it is: a file
+            # the stat cache vouches for costs no new entry, path or chunks.
+            return cached, 0
         path = self.root / rel
         put = self.uploader.pack if st.st_size < self.pack_threshold else self.uploader.put
         for _ in range(1 if self.relinked is not None else 3):  # a freeze is frozen again
@@ -134,11 +140,11 @@ class FileReader:
                 log.warning("sync.file_skipped", path=rel, why=str(exc))
                 return None, 0
             if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
-                self.cache.remember(rel, after, chunks)
                 size = after.st_size
                 if len(chunks) == 1 and chunks[0].size == size:  # one int object for both
                     size = chunks[0].size
                 entry = FileEntry(rel, size, _mode(after), after.st_mtime_ns, chunks)
+                self.cache.remember(entry, after)
                 return entry, size
             st = after  # changed while we read it: read it again
         raise FileChanged(

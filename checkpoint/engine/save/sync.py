@@ -280,7 +280,7 @@ class Syncer:
         if dest == self.directory:
             for f in manifest.files:  # the index vouched for some: no second lstat
                 st = stats.get(f.path) or os.lstat(dest / f.path)
-                self._cache.remember(f.path, st, f.chunks)
+                self._cache.remember(f, st)
             self._known.take_base(manifest, set(present))
             if self.attempt and files_indexed < len(manifest.files):  # else as it is
                 self._write_index(manifest)  # warm restarts read none
