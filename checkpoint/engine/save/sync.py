@@ -204,7 +204,7 @@ class Syncer:
             files=len(manifest.files),
             bytes_total=manifest.size,
             bytes_uploaded=uploader.bytes,
-            chunks_uploaded=len(uploader.done),
+            chunks_uploaded=len(uploader.done) + len(uploader.located),
             bytes_hashed=hashed,
             seconds=time.monotonic() - started,
             left_out=tuple(rel for rel, _ in left_out),
@@ -281,7 +281,7 @@ class Syncer:
             for f in manifest.files:  # the index vouched for some: no second lstat
                 st = stats.get(f.path) or os.lstat(dest / f.path)
                 self._cache.remember(f, st)
-            self._known.take_base(manifest, set(present))
+            self._known.take_base(manifest, present)
             if self.attempt and files_indexed < len(manifest.files):  # else as it is
                 self._write_index(manifest)  # warm restarts read none
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import MutableMapping, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
@@ -39,14 +40,14 @@ Location = tuple[str, int]  # (pack id, offset in the pack)
 class Stored:
     """Chunk contents known to be in the store, and where: blobs, and chunks in packs."""
 
-    blobs: set[str] = field(default_factory=set)
-    packed: dict[str, Location] = field(default_factory=dict)
+    blobs: Set[str] = field(default_factory=set)
+    packed: MutableMapping[str, Location] = field(default_factory=dict)
 
     def __contains__(self, sha256: object) -> bool:
         return sha256 in self.blobs or sha256 in self.packed
 
     def hashes(self) -> set[str]:
-        return self.blobs | self.packed.keys()
+        return {*self.blobs, *self.packed}
 
     def locate(self, chunk: Chunk) -> Chunk:
         """``chunk`` with the place its bytes are stored (a blob first); KeyError if none."""
@@ -74,7 +75,7 @@ class Uploader:
         self.pool = pool
         self.known = known
         self.pack_target = min(pack_target, max(1, max_bytes_in_flight // 2))
-        self.done: set[str] = set()  # chunks stored by this uploader (as blobs or packed)
+        self.done: set[str] = set()  # blobs stored by this uploader (packed: ``located``)
         self.bytes = 0
         self.located: dict[str, Location] = {}  # packed chunks whose pack is stored
         self.packs: dict[str, int] = {}  # packs stored: id -> size
@@ -166,5 +167,4 @@ class Uploader:
             self.packs[p] = len(data)
             for h, offset in members:
                 self.located[h] = (p, offset)
-                self.done.add(h)
             self.bytes += len(data)
