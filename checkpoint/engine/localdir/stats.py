@@ -1,17 +1,14 @@
-"""What a sync remembers of each file's stat, compactly: the scan's packed stats
-(:class:`FileStats`), a restore's stats of the files it kept (:class:`StatMap`), and the
-stat cache (:class:`StatCache`), which lets the next sync skip a file whose stat has not
-moved since it was hashed.
+"""Stats held compactly: the scan's packed stats (:class:`FileStats`), a restore's stats of
+the files it kept (:class:`StatMap`), and what of a stat tells a file changed
+(:func:`stat_key`). The stat cache, which lets a sync skip a file whose stat has not moved
+since it was hashed, is :mod:`.statcache`'s.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-import time
-from collections.abc import Container, Iterator, MutableMapping
-
-from ..format.manifest import Chunk, FileEntry
+from collections.abc import Iterator, MutableMapping
 
 #: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
 #: a second write within the filesystem's timestamp granularity would otherwise be missed.
@@ -105,96 +102,3 @@ class StatMap(MutableMapping[str, os.stat_result]):
 
     def __len__(self) -> int:
         return len(self._rows)
-
-
-#: a cache entry's stat, packed: size, mtime, ctime, inode (the key), device
-_KEY = struct.Struct("=qqqQQ")
-
-
-class StatCache:
-    """Entries of files hashed before, trusted while size, mtime, ctime and inode match.
-
-    One row a file: its stat packed in 40 bytes of one shared array, and its entry (after
-    a commit, the very entry of the committed manifest: see :meth:`share`), which the next
-    sync takes as it is for a file whose stat has not moved: no second entry, path or
-    chunks. A path maps to its row number. Rows of files forgotten (written again too
-    recently) are reused.
-    """
-
-    __slots__ = ("_entries", "_free", "_rows", "_stats")
-
-    def __init__(self) -> None:
-        self._rows: dict[str, int] = {}
-        self._stats = bytearray()  # row i at [i * _KEY.size, (i + 1) * _KEY.size)
-        self._entries: list[FileEntry | None] = []
-        self._free: list[int] = []
-
-    def remember(self, entry: FileEntry, st: os.stat_result) -> None:
-        """``entry`` holds the bytes the file had at ``st`` (its stat when they were hashed
-        or restored)."""
-        rel = entry.path
-        if time.time_ns() - st.st_mtime_ns <= RACY_SECONDS * 1e9:
-            row = self._rows.pop(rel, None)
-            if row is not None:
-                self._entries[row] = None
-                self._free.append(row)
-            return
-        row = self._rows.get(rel)
-        if row is None:
-            if self._free:
-                row = self._free.pop()
-            else:
-                row = len(self._entries)
-                self._entries.append(None)
-                self._stats += bytes(_KEY.size)
-            self._rows[rel] = row
-        _KEY.pack_into(self._stats, row * _KEY.size, *stat_key(st), st.st_dev)
-        self._entries[row] = entry
-
-    def _row(self, rel: str) -> tuple[tuple[int, int, int, int, int], FileEntry] | None:
-        """(size, mtime, ctime, inode, device) and the entry remembered for ``rel``."""
-        row = self._rows.get(rel)
-        if row is None:
-            return None
-        entry = self._entries[row]
-        assert entry is not None  # a row in use
-        return _KEY.unpack_from(self._stats, row * _KEY.size), entry
-
-    def unchanged(self, rel: str, st: os.stat_result, present: Container[str]) -> FileEntry | None:
-        """The entry of a file that has not changed since its chunks were hashed and
-        uploaded (its mode may have: the caller compares)."""
-        cached = self._row(rel)
-        if cached is None or not all(c.is_hole or c.sha256 in present for c in cached[1].chunks):
-            return None
-        if cached[0][:4] != stat_key(st):
-            return None
-        return cached[1]
-
-    def vouched(self, rel: str) -> tuple[StatKey, int, tuple[Chunk, ...]] | None:
-        """(stat key, device, chunks) remembered for ``rel``: what the local index records."""
-        cached = self._row(rel)
-        if cached is None:
-            return None
-        (size, mtime_ns, ctime_ns, ino, dev), entry = cached
-        return (size, mtime_ns, ctime_ns, ino), dev, entry.chunks
-
-    def share(self, placed: FileEntry) -> None:
-        """Hold ``placed`` (an entry of the manifest being committed, its chunks placed)
-        where it is the file remembered, instead of a second copy (as hashed, without
-        their place)."""
-        row = self._rows.get(placed.path)
-        if row is None:
-            return
-        cached = self._entries[row]
-        if cached is not None and cached is not placed and _same(cached, placed):
-            self._entries[row] = placed
-
-
-def _same(a: FileEntry, b: FileEntry) -> bool:
-    """The same file: path, size, mode, mtime and content (wherever its chunks lie)."""
-    if (a.path, a.size, a.mode, a.mtime_ns) != (b.path, b.size, b.mode, b.mtime_ns):
-        return False
-    x, y = a.chunks, b.chunks
-    return len(x) == len(y) and all(
-        p.sha256 == q.sha256 and p.size == q.size for p, q in zip(x, y, strict=True)
-    )

@@ -19,7 +19,7 @@ from checkpoint.errors import CheckpointError
 
 from ..format.manifest import Chunk, FileEntry, shared_mode
 from ..localdir.scan import NotRegularFile, hash_file
-from ..localdir.stats import StatCache
+from ..localdir.statcache import StatCache
 from .upload import Uploader
 
 log = structlog.get_logger("checkpoint")
@@ -116,8 +116,8 @@ class FileReader:
                 cached = FileEntry(
                     cached.path, cached.size, _mode(st), cached.mtime_ns, cached.chunks
                 )
-            if self.relinked is not None and rel in self.relinked:  # the link moved ctime
-                self.cache.remember(cached, self.relinked[rel])
+            relinked = self.relinked.get(rel) if self.relinked is not None else None
+            self.cache.remember(cached, relinked or st)  # a link in a freeze moved ctime
             # The entry remembered (after a commit, the committed one) as it is: a file
             # the stat cache vouches for costs no new entry, path or chunks.
             return cached, 0

@@ -27,7 +27,7 @@ from ..gc import prune_manifests
 from ..lease import SweepWatch
 from ..localdir.localindex import write_index
 from ..localdir.scan import hash_file, scan, scan_frozen
-from ..localdir.stats import StatCache
+from ..localdir.statcache import StatCache
 from ..progress import Listener, Progress
 from .commit import Places, assemble, commit, content, read_progress
 from .entries import FileReader, FrozenFilesChanged, bytes_to_read
@@ -162,7 +162,13 @@ class Syncer:
         )
         moved: dict[str, Location] = {}  # chunks of sparse packs: their old places
         try:
-            entries, changed, hashed = reader.read(found.files, left_out)
+            self._cache.begin()  # the files read now are what it remembers
+            try:
+                entries, changed, hashed = reader.read(found.files, left_out)
+            except BaseException:
+                self._cache.drop()
+                raise
+            self._cache.take()
             found.files.clear()  # the stat of every file: not needed beyond this point
             if not changed:
                 moved = repack_sparse(
