@@ -17,7 +17,7 @@ new manifest's ``packs`` table and the repack decision need.
 from __future__ import annotations
 
 import time
-from collections.abc import Container, Iterator, MutableMapping, Set
+from collections.abc import Container, Iterator, Mapping, MutableMapping, Set
 from itertools import chain
 
 from ..format.manifest import Chunk, Manifest
@@ -33,7 +33,7 @@ class _Batch:
 
     __slots__ = ("at", "blobs", "packed")
 
-    def __init__(self, at: float, blobs: Set[str], packed: dict[str, Location]) -> None:
+    def __init__(self, at: float, blobs: Set[str], packed: Mapping[str, Location]) -> None:
         self.at = at  # monotonic time of the record
         self.blobs = blobs
         self.packed = packed
@@ -66,7 +66,7 @@ class _Packed(MutableMapping[str, Location]):
     (no tuple a chunk), then the batches', newest first; a repack takes some out for this
     sync alone (:meth:`__delitem__`), never from the layers themselves."""
 
-    def __init__(self, base: dict[str, Chunk], batches: list[dict[str, Location]]) -> None:
+    def __init__(self, base: dict[str, Chunk], batches: list[Mapping[str, Location]]) -> None:
         self._base = base
         self._batches = batches
         self._out: set[str] = set()

@@ -24,6 +24,7 @@ from ..budget import DEFAULT_MAX_BYTES_IN_FLIGHT, ByteBudget
 from ..format.jobstore import JobStore
 from ..format.manifest import Chunk
 from ..progress import Progress
+from .located import Located
 
 #: Files smaller than this are packed. Measured (bench/packsize.py, local SeaweedFS): a
 #: request costs as much as ~230 KiB (PUT) to ~1.5 MiB (GET) of transfer on one
@@ -77,7 +78,7 @@ class Uploader:
         self.pack_target = min(pack_target, max(1, max_bytes_in_flight // 2))
         self.done: set[str] = set()  # blobs stored by this uploader (packed: ``located``)
         self.bytes = 0
-        self.located: dict[str, Location] = {}  # packed chunks whose pack is stored
+        self.located = Located()  # packed chunks whose pack is stored, and where
         self.packs: dict[str, int] = {}  # packs stored: id -> size
         self._queued: set[str] = set()
         self._pending: list[Future[None]] = []
@@ -165,6 +166,5 @@ class Uploader:
             raise
         with self._lock:
             self.packs[p] = len(data)
-            for h, offset in members:
-                self.located[h] = (p, offset)
+            self.located.add(p, members)
             self.bytes += len(data)
