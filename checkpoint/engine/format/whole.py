@@ -28,7 +28,6 @@ from .manifest import (
     LinkEntry,
     Manifest,
     check_int,
-    check_tree,
     parse_dir,
     parse_file,
     parse_hardlink,
@@ -37,6 +36,7 @@ from .manifest import (
     stored_mode,
     too_many,
 )
+from .tree import check_tree_streaming
 
 FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
@@ -67,7 +67,7 @@ def assemble(
 ) -> Manifest:
     """The last step of loading any format: the entries checked as one tree, and the
     manifest built with the facts of ``doc`` (see :func:`head`)."""
-    check_tree(files, dirs, links, hardlinks)
+    check_tree_streaming(files, dirs, links, hardlinks)
     progress = doc.get("progress") or {}
     if not isinstance(progress, dict):
         raise ManifestError("progress must be an object")
