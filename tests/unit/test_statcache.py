@@ -82,6 +82,10 @@ def test_racy_files_are_not_remembered_and_forget_their_row() -> None:
     assert cache.unchanged("b", stat(5), STORED) is None
     assert cache.unchanged("b", stat(5, mtime_ns=now), STORED) is None
     assert cache.unchanged("a.b", stat(4), STORED) is not None  # its neighbours stay
+    cache.remember(entry("c", 6), stat(7, mtime_ns=now))  # the last row goes...
+    cache.remember(entry("b/d", 8), stat(9))  # ...and what sorts before it comes last
+    assert cache.unchanged("b/d", stat(9), STORED) == entry("b/d", 8)
+    assert cache.unchanged("c", stat(7), STORED) is None
 
 
 def test_out_of_order_remembers_are_put_in_place() -> None:

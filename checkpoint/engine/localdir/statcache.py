@@ -45,21 +45,22 @@ def _entry_order(e: FileEntry) -> list[str]:
 class _Rows:
     """Entries in the walk's order and their stats, row ``i`` at ``[i * 40, (i + 1) * 40)``."""
 
-    __slots__ = ("entries", "stats")
+    __slots__ = ("_last", "entries", "stats")
 
     def __init__(self) -> None:
         self.entries: list[FileEntry] = []
         self.stats = bytearray()
+        self._last: list[str] = []  # the order of the last row's path
 
     def add(self, entry: FileEntry, st: os.stat_result) -> None:
         """Append, or insert where the walk's order puts it (a caller out of order)."""
-        packed = _KEY.pack(*stat_key(st), st.st_dev)
-        entries = self.entries
-        if not entries or _order(entries[-1].path) < _order(entry.path):
+        entries, key = self.entries, _order(entry.path)
+        if not entries or self._last < key:
             entries.append(entry)
-            self.stats += packed
+            self.stats += _KEY.pack(*stat_key(st), st.st_dev)
+            self._last = key
             return
-        i = bisect_left(entries, _order(entry.path), key=_entry_order)
+        i = bisect_left(entries, key, key=_entry_order)
         if i < len(entries) and entries[i].path == entry.path:
             entries[i] = entry
         else:
@@ -70,6 +71,8 @@ class _Rows:
     def remove(self, i: int) -> None:
         del self.entries[i]
         del self.stats[i * _KEY.size : (i + 1) * _KEY.size]
+        if i == len(self.entries):
+            self._last = _order(self.entries[-1].path) if self.entries else []
 
 
 class StatCache:
