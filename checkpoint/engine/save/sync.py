@@ -284,9 +284,12 @@ class Syncer:
         if into is None:
             self.base = manifest
         if dest == self.directory:
-            for f in manifest.files:  # the index vouched for some: no second lstat
-                st = stats.get(f.path) or os.lstat(dest / f.path)
-                self._cache.remember(f, st)
+            self._cache.begin()  # the rows of the files restored, in the manifest's order
+            try:
+                for f in manifest.files:  # the index vouched for some: no second lstat
+                    self._cache.remember(f, stats.get(f.path) or os.lstat(dest / f.path))
+            finally:
+                self._cache.take()  # what it remembered is true, if not every file
             self._known.take_base(manifest, present)
             if self.attempt and files_indexed < len(manifest.files):  # else as it is
                 self._write_index(manifest)  # warm restarts read none
