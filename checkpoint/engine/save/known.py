@@ -124,7 +124,8 @@ class KnownChunks:
         # A copy of the list first: a sync thread may be adding to it while the main
         # thread asks. The newest place of a chunk put twice wins, after the base's.
         uploaded = [b for b in reversed(self._uploaded.copy()) if b.at >= cutoff]
-        blobs = _Blobs([self._blobs, *(b.blobs for b in uploaded if b.blobs)])
+        layers = [self._blobs, *(b.blobs for b in uploaded if b.blobs)]
+        blobs = layers[0] if len(layers) == 1 else _Blobs(layers)  # most syncs: the base's
         return Stored(blobs, _Packed(self._packed, [b.packed for b in uploaded if b.packed]))
 
     def take_base(self, manifest: Manifest, present: Container[str] | None = None) -> None:
