@@ -119,6 +119,8 @@ class StatCache:
     def _find(self, rel: str) -> tuple[_Rows, int] | None:
         """The rows in use and the row of ``rel``, or None."""
         rows = self._rows
+        if not rows.entries:  # the first sync: nothing to look for
+            return None
         entries, n, key = rows.entries, len(rows.entries), _order(rel)
         i = min(self._cursor, n)
         if i > 0 and _order(entries[i - 1].path) >= key:  # behind the cursor: search
