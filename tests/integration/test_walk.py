@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,19 @@ def test_count_extra_counts_the_jobs_files_the_manifest_lacks(tmp_path: Path) ->
     empty = Manifest("j", 1, 0, "", "t", ())
     assert count_extra(root, empty) == len(files)  # a/hard too: it is a regular file
     assert count_extra(root, job_manifest(root, job)) == 0
+
+
+@pytest.mark.parametrize("order", ["walk", "reversed"])
+def test_count_extra_merges_a_sorted_manifest_and_sets_any_other(
+    tmp_path: Path, order: str
+) -> None:
+    root, job, _ = tricky_tree(tmp_path)
+    os.unlink(root / "v" / "gone")
+    whole = job_manifest(root, job)
+    step = 1 if order == "walk" else -1
+    for n in range(len(whole.files) + 1):  # the manifest lacks the first n files
+        part = replace(whole, files=whole.files[n:][::step])
+        assert count_extra(root, part) == n, (order, n)
 
 
 def test_the_walk_is_sorted_and_names_what_it_skips(tmp_path: Path, vanishing: None) -> None:

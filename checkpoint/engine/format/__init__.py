@@ -9,7 +9,9 @@ not change.
 
 **The formats.** Every loader runs each entry through the same checks and the whole tree
 through the same final check (:func:`.whole.assemble`), so a store's bytes cannot name a
-place outside the checkpoint dir whatever format they claim.
+place outside the checkpoint dir whatever format they claim. That check makes one pass over
+entries in the walk's order, as sync writes them (:mod:`.tree`), and holds sets of every
+path only for entries in another order.
 
 1. one JSON object; a chunk is ``[sha256, size]``; directories without modes;
 2. one JSON object; a chunk is ``{"sha256", "size"}`` or a hole ``{"hole": n}`` (zeros

@@ -30,7 +30,6 @@ from .manifest import (
     LinkEntry,
     Manifest,
     check_int,
-    check_tree,
     chunk_key,
     parse_dir,
     parse_file,
@@ -40,6 +39,7 @@ from .manifest import (
     stored_mode,
     too_many,
 )
+from .tree import check_tree_streaming
 
 FORMAT = 3
 #: format 4 is a paged root (:mod:`.paged`); 5 is either shape
@@ -71,7 +71,7 @@ def assemble(
 ) -> Manifest:
     """The last step of loading any format: the entries checked as one tree, and the
     manifest built with the facts of ``doc`` (see :func:`head`)."""
-    check_tree(files, dirs, links, hardlinks)
+    check_tree_streaming(files, dirs, links, hardlinks)
     progress = doc.get("progress") or {}
     if not isinstance(progress, dict):
         raise ManifestError("progress must be an object")

@@ -3,7 +3,7 @@
 :mod:`.walk` is the one walk of the dir, shared by every reader of it (sync, freeze,
 restore's checks and clean-up), so all agree on what in it is the job's; :mod:`.scan`
 lists what a checkpoint would hold and hashes what changed (the stat cache of
-:mod:`.stats` says what did not); :mod:`.localindex` keeps, across a warm restart of the
-same boot, the proof that a file on disk is the one a manifest names. Save and restore
-both stand on these.
+:mod:`.statcache`, rows in the walk's order read by a cursor, says what did not);
+:mod:`.localindex` keeps, across a warm restart of the same boot, the proof that a file on
+disk is the one a manifest names. Save and restore both stand on these.
 """

@@ -6,9 +6,9 @@ instance) keeps the files it already has without reading them again.
 
 As git's index does, it records each file's stat (size, mtime, ctime, inode, device) with
 the chunks its bytes were hashed into, and trusts a file only while every one of them still
-matches. What it records comes from the sync's stat cache (:class:`checkpoint.engine.localdir.stats.
-StatCache`): stats taken when the bytes were hashed (or restored), never a later stat that
-could belong to bytes written since. A file is trusted only when, besides:
+matches. What it records comes from the sync's stat cache (:class:`.statcache.StatCache`):
+stats taken when the bytes were hashed (or restored), never a later stat that could belong
+to bytes written since. A file is trusted only when, besides:
 
 - the kernel's boot id is the one the index was written in: restore does not fsync each
   file, so after a host crash (a reboot) pages the index vouched for may be lost;
@@ -53,7 +53,7 @@ from .indexfile import (
     why,
     write_rows,
 )
-from .stats import StatCache
+from .statcache import StatCache
 
 log = structlog.get_logger("checkpoint")
 

@@ -1,17 +1,14 @@
-"""What a sync remembers of each file's stat, compactly: the scan's packed stats
-(:class:`FileStats`), a restore's stats of the files it kept (:class:`StatMap`), and the
-stat cache (:class:`StatCache`), which lets the next sync skip a file whose stat has not
-moved since it was hashed.
+"""Stats held compactly: the scan's packed stats (:class:`FileStats`), a restore's stats of
+the files it kept (:class:`StatMap`), and what of a stat tells a file changed
+(:func:`stat_key`). The stat cache, which lets a sync skip a file whose stat has not moved
+since it was hashed, is :mod:`.statcache`'s.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-import time
-from collections.abc import Container, Iterator, MutableMapping
-
-from ..format.manifest import Chunk, FileEntry
+from collections.abc import Iterator, MutableMapping
 
 #: A file whose mtime is this recent is hashed again next time even if it looks unchanged:
 #: a second write within the filesystem's timestamp granularity would otherwise be missed.
@@ -105,90 +102,3 @@ class StatMap(MutableMapping[str, os.stat_result]):
 
     def __len__(self) -> int:
         return len(self._rows)
-
-
-#: a cache entry's stat, packed: size, mtime, ctime, inode (the key), device
-_KEY = struct.Struct("=qqqQQ")
-
-
-class StatCache:
-    """Chunks of files hashed before, trusted while size, mtime, ctime and inode match.
-
-    One row a file: its stat packed in 40 bytes of one shared array, and its chunks (after
-    a commit, the very chunk objects of the committed manifest: see :meth:`share`); a path
-    maps to its row number. About 125 bytes a file, against ~180 for a tuple of a bytes
-    object and the chunks in the dict. Rows of files forgotten (written again too recently)
-    are reused.
-    """
-
-    __slots__ = ("_chunks", "_free", "_rows", "_stats")
-
-    def __init__(self) -> None:
-        self._rows: dict[str, int] = {}
-        self._stats = bytearray()  # row i at [i * _KEY.size, (i + 1) * _KEY.size)
-        self._chunks: list[tuple[Chunk, ...] | None] = []
-        self._free: list[int] = []
-
-    def remember(self, rel: str, st: os.stat_result, chunks: tuple[Chunk, ...]) -> None:
-        if time.time_ns() - st.st_mtime_ns <= RACY_SECONDS * 1e9:
-            row = self._rows.pop(rel, None)
-            if row is not None:
-                self._chunks[row] = None
-                self._free.append(row)
-            return
-        row = self._rows.get(rel)
-        if row is None:
-            if self._free:
-                row = self._free.pop()
-            else:
-                row = len(self._chunks)
-                self._chunks.append(None)
-                self._stats += bytes(_KEY.size)
-            self._rows[rel] = row
-        _KEY.pack_into(self._stats, row * _KEY.size, *stat_key(st), st.st_dev)
-        self._chunks[row] = chunks
-
-    def _row(self, rel: str) -> tuple[tuple[int, int, int, int, int], tuple[Chunk, ...]] | None:
-        """(size, mtime, ctime, inode, device) and the chunks remembered for ``rel``."""
-        row = self._rows.get(rel)
-        if row is None:
-            return None
-        chunks = self._chunks[row]
-        assert chunks is not None  # a row in use
-        return _KEY.unpack_from(self._stats, row * _KEY.size), chunks
-
-    def unchanged(
-        self, rel: str, st: os.stat_result, present: Container[str]
-    ) -> tuple[Chunk, ...] | None:
-        """The chunks of a file that has not changed since they were hashed and uploaded."""
-        cached = self._row(rel)
-        if cached is None or not all(c.is_hole or c.digest in present for c in cached[1]):
-            return None
-        if cached[0][:4] != stat_key(st):
-            return None
-        return cached[1]
-
-    def vouched(self, rel: str) -> tuple[StatKey, int, tuple[Chunk, ...]] | None:
-        """(stat key, device, chunks) remembered for ``rel``: what the local index records."""
-        cached = self._row(rel)
-        if cached is None:
-            return None
-        (size, mtime_ns, ctime_ns, ino, dev), chunks = cached
-        return (size, mtime_ns, ctime_ns, ino), dev, chunks
-
-    def share(self, placed: FileEntry) -> None:
-        """Hold the chunks of ``placed`` (an entry of the manifest being committed, its
-        chunks placed) where they are the ones remembered, instead of a second copy (as
-        hashed, without their place)."""
-        row = self._rows.get(placed.path)
-        if row is None:
-            return
-        cached, chunks = self._chunks[row], placed.chunks
-        if cached is not None and cached is not chunks and _same(cached, chunks):
-            self._chunks[row] = chunks
-
-
-def _same(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:
-    return len(a) == len(b) and all(
-        x.digest == y.digest and x.size == y.size for x, y in zip(a, b, strict=True)
-    )

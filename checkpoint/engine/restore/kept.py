@@ -8,12 +8,15 @@ files must take milliseconds, and pathlib's objects cost more than the syscalls.
 
 from __future__ import annotations
 
+import heapq
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
-from ..format.manifest import FileEntry, Manifest
+from ..format.manifest import FileEntry, HardLinkEntry, LinkEntry, Manifest
 from ..localdir.localindex import LocalIndex
 from ..localdir.scan import file_matches
 from ..localdir.stats import StatMap
@@ -67,11 +70,27 @@ def partition(manifest: Manifest, dest: Path, index: LocalIndex | None) -> Parti
 
 def count_extra(dest: Path, manifest: Manifest) -> int:
     """Regular files below ``dest`` that the checkpoint does not have and a sync would
-    take (:mod:`..localdir.walk`'s rules), told by ``d_type``: no stat."""
-    listed = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
-    listed |= {h.path for h in manifest.hardlinks}
-    return sum(
-        1
-        for e in walk(dest, lstat=False)
-        if e.kind is Kind.FILE and not e.why and e.rel not in listed
-    )
+    take (:mod:`..localdir.walk`'s rules), told by ``d_type``: no stat. The walk and the
+    manifest's paths (in the walk's order, as sync writes them) are merged: no set of
+    every path, unless the manifest lists them in another order."""
+    kinds = (manifest.files, manifest.links, manifest.hardlinks)
+    files = (e.rel for e in walk(dest, lstat=False) if e.kind is Kind.FILE and not e.why)
+    if not all(_in_walk_order(k) for k in kinds):
+        listed = {f.path for f in manifest.files} | {lk.path for lk in manifest.links}
+        listed |= {h.path for h in manifest.hardlinks}
+        return sum(1 for rel in files if rel not in listed)
+    paths = heapq.merge(*((e.path.split("/") for e in k) for k in kinds))
+    at = next(paths, None)
+    extra = 0
+    for rel in files:
+        key = rel.split("/")
+        while at is not None and at < key:
+            at = next(paths, None)
+        if at != key:
+            extra += 1
+    return extra
+
+
+def _in_walk_order(entries: Sequence[FileEntry | LinkEntry | HardLinkEntry]) -> bool:
+    keys = (e.path.split("/") for e in entries)
+    return all(a < b for a, b in pairwise(keys))

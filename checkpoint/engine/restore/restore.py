@@ -18,6 +18,7 @@ import os
 import resource
 import time
 import uuid
+from collections.abc import Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ class _Materialized:
     kept: int
     nbytes: int
     extra: int
-    present: frozenset[str]  # blobs known to be in the store after this restore
+    present: Set[str]  # blobs known to be in the store after this restore
     indexed: int = 0
     hashed: int = 0
 
@@ -107,7 +108,7 @@ class Restorer:
         self._listener = listener  # restore.progress reports (default: the log)
         self._config = config  # what download and packread use: bounds, batch sizes
         #: blobs the restored checkpoint references that are known to be in the store
-        self.present: frozenset[str] = frozenset()
+        self.present: Set[str] = frozenset()
         #: lstat of files kept untouched because the local index vouched for them (the
         #: stat cache is seeded from these: the first sync reads none of them)
         self.stats: StatMap = StatMap()
@@ -225,7 +226,7 @@ class Restorer:
             with contextlib.suppress(OSError):
                 staging.parent.rmdir()  # only if empty: it may hold the job's progress
         extra = count_extra(dest, manifest)
-        fetched = {c.digest for f in fetch for c in f.chunks if not c.is_hole}
+        present.update(c.digest for f in fetch for c in f.chunks if not c.is_hole)  # fetched
         relinked = {h.target for h in manifest.hardlinks}  # os.link moved their ctime
         for p in relinked:
             self.stats.pop(p, None)
@@ -234,17 +235,27 @@ class Restorer:
             len(kept),
             nbytes,
             extra,
-            frozenset(fetched | present),
+            present,
             indexed=len(self.stats),
             hashed=part.hashed,
         )
 
     def _verify_present(self, kept: list[FileEntry]) -> set[str]:
-        """Kept files were not downloaded: which of their blobs does the store still have?"""
-        key_of = {c: self.job.chunk_key(c) for f in kept for c in f.chunks if not c.is_hole}
-        found = stored_keys(self.job, set(key_of.values()), self._pool)
-        present = {c.digest for c, key in key_of.items() if key in found}
-        missing = {c.digest for c in key_of} - present
+        """Kept files were not downloaded: which of their blobs does the store still have?
+
+        The objects to look for (a pack's key once, however many chunks it holds) are
+        named a second time to sort the chunks, rather than kept in a map of every chunk."""
+        key = self.job.chunk_key
+        found = stored_keys(
+            self.job, {key(c) for f in kept for c in f.chunks if not c.is_hole}, self._pool
+        )
+        present: set[str] = set()
+        missing: set[str] = set()
+        for f in kept:
+            for c in f.chunks:
+                if not c.is_hole:
+                    (present if key(c) in found else missing).add(c.digest)
+        missing -= present  # a chunk stored twice, in a pack that is gone and one that is not
         if missing:
             # The local copy is intact, so the job loses nothing: the next sync uploads them.
             log.warning(

@@ -24,7 +24,7 @@ from ..format.layout import MANIFESTS
 from ..format.manifest import Chunk, FileEntry, HardLinkEntry, Manifest
 from ..lease import SweepWatch
 from ..localdir.scan import Scan
-from ..localdir.stats import StatCache
+from ..localdir.statcache import StatCache
 from .known import KnownChunks
 from .upload import Location, Stored, Uploader
 

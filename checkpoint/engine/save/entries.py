@@ -20,7 +20,7 @@ from checkpoint.errors import CheckpointError
 from ..format import hashes
 from ..format.manifest import Chunk, FileEntry, shared_mode
 from ..localdir.scan import NotRegularFile, hash_file
-from ..localdir.stats import StatCache
+from ..localdir.statcache import StatCache
 from .upload import Uploader
 
 log = structlog.get_logger("checkpoint")
@@ -114,9 +114,15 @@ class FileReader:
         rehashed = self.rehash is not None and self.rehash(st)
         cached = None if rehashed else self.cache.unchanged(rel, st, self.present)
         if cached is not None:
-            if self.relinked is not None and rel in self.relinked:  # the link moved ctime
-                self.cache.remember(rel, self.relinked[rel], cached)
-            return FileEntry(rel, st.st_size, _mode(st), st.st_mtime_ns, cached), 0
+            if cached.mode != _mode(st):  # the stat key has no mode (a chmod moves ctime)
+                cached = FileEntry(
+                    cached.path, cached.size, _mode(st), cached.mtime_ns, cached.chunks
+                )
+            relinked = self.relinked.get(rel) if self.relinked is not None else None
+            self.cache.remember(cached, relinked or st)  # a link in a freeze moved ctime
+            # The entry remembered (after a commit, the committed one) as it is: a file
+            # the stat cache vouches for costs no new entry, path or chunks.
+            return cached, 0
         path = self.root / rel
         put = self.uploader.pack if st.st_size < self.pack_threshold else self.uploader.put
         known = self.cache.vouched(rel)  # what it held: sha256 chunks that did not change stay
@@ -138,11 +144,11 @@ class FileReader:
                 log.warning("sync.file_skipped", path=rel, why=str(exc))
                 return None, 0
             if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
-                self.cache.remember(rel, after, chunks)
                 size = after.st_size
                 if len(chunks) == 1 and chunks[0].size == size:  # one int object for both
                     size = chunks[0].size
                 entry = FileEntry(rel, size, _mode(after), after.st_mtime_ns, chunks)
+                self.cache.remember(entry, after)
                 return entry, size
             st = after  # changed while we read it: read it again
         raise FileChanged(

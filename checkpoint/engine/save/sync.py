@@ -27,7 +27,7 @@ from ..gc import prune_manifests
 from ..lease import SweepWatch
 from ..localdir.localindex import write_index
 from ..localdir.scan import hash_file, scan, scan_frozen
-from ..localdir.stats import StatCache
+from ..localdir.statcache import StatCache
 from ..progress import Listener, Progress
 from .commit import Places, assemble, commit, content, read_progress
 from .entries import FileReader, FrozenFilesChanged, bytes_to_read
@@ -162,7 +162,13 @@ class Syncer:
         )
         moved: dict[str, Location] = {}  # chunks of sparse packs: their old places
         try:
-            entries, changed, hashed = reader.read(found.files, left_out)
+            self._cache.begin()  # the files read now are what it remembers
+            try:
+                entries, changed, hashed = reader.read(found.files, left_out)
+            except BaseException:
+                self._cache.drop()
+                raise
+            self._cache.take()
             found.files.clear()  # the stat of every file: not needed beyond this point
             if not changed:
                 moved = repack_sparse(
@@ -204,7 +210,7 @@ class Syncer:
             files=len(manifest.files),
             bytes_total=manifest.size,
             bytes_uploaded=uploader.bytes,
-            chunks_uploaded=len(uploader.done),
+            chunks_uploaded=len(uploader.done) + len(uploader.located),
             bytes_hashed=hashed,
             seconds=time.monotonic() - started,
             left_out=tuple(rel for rel, _ in left_out),
@@ -278,10 +284,13 @@ class Syncer:
         if into is None:
             self.base = manifest
         if dest == self.directory:
-            for f in manifest.files:  # the index vouched for some: no second lstat
-                st = stats.get(f.path) or os.lstat(dest / f.path)
-                self._cache.remember(f.path, st, f.chunks)
-            self._known.take_base(manifest, set(present))
+            self._cache.begin()  # the rows of the files restored, in the manifest's order
+            try:
+                for f in manifest.files:  # the index vouched for some: no second lstat
+                    self._cache.remember(f, stats.get(f.path) or os.lstat(dest / f.path))
+            finally:
+                self._cache.take()  # what it remembered is true, if not every file
+            self._known.take_base(manifest, present)
             if self.attempt and files_indexed < len(manifest.files):  # else as it is
                 self._write_index(manifest)  # warm restarts read none
 

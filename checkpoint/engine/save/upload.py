@@ -15,6 +15,7 @@ rather than wait on its own bytes.
 from __future__ import annotations
 
 import threading
+from collections.abc import MutableMapping, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
@@ -24,6 +25,7 @@ from ..format import hashes
 from ..format.jobstore import JobStore
 from ..format.manifest import Chunk
 from ..progress import Progress
+from .located import Located
 
 #: Files smaller than this are packed. Measured (bench/packsize.py, local SeaweedFS): a
 #: request costs as much as ~230 KiB (PUT) to ~1.5 MiB (GET) of transfer on one
@@ -40,14 +42,14 @@ Location = tuple[str, int]  # (pack id, offset in the pack)
 class Stored:
     """Chunk contents known to be in the store, and where: blobs, and chunks in packs."""
 
-    blobs: set[str] = field(default_factory=set)
-    packed: dict[str, Location] = field(default_factory=dict)
+    blobs: Set[str] = field(default_factory=set)
+    packed: MutableMapping[str, Location] = field(default_factory=dict)
 
     def __contains__(self, digest: object) -> bool:
         return digest in self.blobs or digest in self.packed
 
     def hashes(self) -> set[str]:
-        return self.blobs | self.packed.keys()
+        return {*self.blobs, *self.packed}
 
     def locate(self, chunk: Chunk) -> Chunk:
         """``chunk`` with the place its bytes are stored (a blob first); KeyError if none."""
@@ -75,9 +77,9 @@ class Uploader:
         self.pool = pool
         self.known = known
         self.pack_target = min(pack_target, max(1, max_bytes_in_flight // 2))
-        self.done: set[str] = set()  # chunks stored by this uploader (as blobs or packed)
+        self.done: set[str] = set()  # blobs stored by this uploader (packed: ``located``)
         self.bytes = 0
-        self.located: dict[str, Location] = {}  # packed chunks whose pack is stored
+        self.located = Located()  # packed chunks whose pack is stored, and where
         self.packs: dict[str, int] = {}  # packs stored: id -> size
         self._queued: set[str] = set()
         self._pending: list[Future[None]] = []
@@ -165,7 +167,5 @@ class Uploader:
             raise
         with self._lock:
             self.packs[p] = len(data)
-            for h, offset in members:
-                self.located[h] = (p, offset)
-                self.done.add(h)
+            self.located.add(p, members)
             self.bytes += len(data)
