@@ -233,9 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
+    # agent.logs first (not isort's order): it loads structlog without what it does not use
+    from . import logs  # noqa: I001
     from checkpoint.engine.restore.restore import raise_open_file_limit
-
-    from . import logs
     from .run import run_job
     from .stores import open_configured_store
 

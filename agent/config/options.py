@@ -4,7 +4,7 @@ the run's own here, the store's in :mod:`.store_options`, a group's in :mod:`.gr
 
 from __future__ import annotations
 
-from checkpoint.engine.save.savepoints import REHASH_MODES
+from checkpoint.engine.save.writers import REHASH_MODES
 
 from .group import GROUP_OPTIONS
 from .option import Option, add_options, resolve, state_home

@@ -11,16 +11,20 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-
-import psutil
+from typing import TYPE_CHECKING
 
 from .. import logs
+
+if TYPE_CHECKING:
+    import psutil
 
 log = logs.get_logger()
 
 
 def sample_tree(procs: list[psutil.Process]) -> dict[str, float]:
     """Totals over ``procs``: cpu_seconds, rss_bytes, open_files, threads, processes."""
+    import psutil  # in the sampler's thread, once the job runs: not before it starts
+
     cpu = 0.0
     rss = files = threads = alive = 0
     for p in procs:

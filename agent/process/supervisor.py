@@ -23,15 +23,16 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
-
-import psutil
+from typing import IO, TYPE_CHECKING, Any
 
 from ..exits import killed_by
 from .signals import TTY_STOPS, Sig, forwarded_signals
 from .spawn import PR_SET_CHILD_SUBREAPER, libc, spawn
 from .terminal import Terminal
-from .tree import end_all, job_tree, kill_all
+from .tree import end_all, job_tree, kill_all, own_children
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = [
     "Child",
@@ -100,7 +101,7 @@ class Child:
         when the *thread* that forked it ends."""
         # Our children from before the job are not the job's (a test runner's servers, say):
         # only children that appear later can be the job's re-parented orphans.
-        self._foreign = {p.pid for p in psutil.Process().children()}
+        self._foreign = own_children()
         self._tty = Terminal.of_stdin()
         tty = self._tty.fd if self._tty is not None and self._tty.ours() else None
         self._popen = spawn(

@@ -84,8 +84,11 @@ class SavePointCheckpoints:
         the job is told.
         """
         cut_off = self.freezer.cut_off()
-        self._reset(create_lock=False, keep_mark=True)  # a killed agent's freeze: room
+        # A killed agent's freeze goes (room for the restore); one kept at a clean exit
+        # stays for the first freeze to adopt (checkpoint.engine.save.keptarea).
+        self._reset(create_lock=False, keep_mark=True)
         result = self.ckpt.restore()
+        self.freezer.restored(result.files_written)
         aside = None
         if result.manifest is not None:
             aside = set_aside(self.ckpt.directory, result.manifest)
@@ -176,7 +179,7 @@ class SavePointCheckpoints:
 
     def _reset(self, *, create_lock: bool, keep_mark: bool) -> None:
         try:
-            stale = self.freezer.reset(create_lock=create_lock, keep_mark=keep_mark)
+            stale = self.freezer.reset(create_lock=create_lock, keep_mark=keep_mark, keep_area=True)
         except OSError as exc:
             self.freezer.unusable()
             log.warning("freeze.unavailable", error=str(exc), action="syncing the live dir")

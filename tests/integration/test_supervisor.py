@@ -16,6 +16,7 @@ import pytest
 
 from agent.process.spawn import SpawnError
 from agent.process.supervisor import Child, become_subreaper
+from agent.process.tree import own_children
 
 PY = sys.executable
 
@@ -285,3 +286,25 @@ def test_a_job_stopped_without_a_terminal_waits_for_a_sigcont() -> None:
     finally:
         child.kill_tree()
         child.wait(5)
+
+
+def test_own_children_are_those_psutil_finds_from_every_thread() -> None:
+    """The children the agent had before its job, read from /proc without psutil: those
+    forked by any of its threads, and none that has been reaped."""
+    import threading
+
+    procs: list[subprocess.Popen[bytes]] = [subprocess.Popen(["sleep", "30"])]
+    thread = threading.Thread(target=lambda: procs.append(subprocess.Popen(["sleep", "30"])))
+    thread.start()
+    thread.join()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    try:
+        mine = {p.pid for p in procs}
+        assert mine <= own_children()
+        assert gone.pid not in own_children()
+        assert own_children() == {p.pid for p in psutil.Process().children()}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

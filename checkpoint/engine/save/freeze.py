@@ -89,23 +89,35 @@ class Freezer:
         unknown), else None (:meth:`.savemark.SavePointLock.cut_off`)."""
         return self.save_points.cut_off()
 
-    def reset(self, *, create_lock: bool = True, keep_mark: bool = False) -> int:
+    def reset(
+        self, *, create_lock: bool = True, keep_mark: bool = False, keep_area: bool = False
+    ) -> int:
         """At agent start: drop what a killed agent left; create the lock file (and
         ``.spot-agent/``) for the job unless ``create_lock`` is false. A killed saver's mark
         is emptied unless ``keep_mark``: kept, it makes every freeze refuse the dir until
-        the job completes a save (see :meth:`cut_off`).
+        the job completes a save (see :meth:`cut_off`). ``keep_area``: an area kept at the
+        last agent's exit stays, for the next freeze to adopt (:mod:`.keptarea`); without
+        it, or with no such area, the area is removed.
 
         Returns the bytes removed.
         """
-        removed = self._mirror.remove()
+        removed = 0 if keep_area and self._mirror.take_over() else self._mirror.remove()
         self.save_points.reset(create=create_lock, keep_mark=keep_mark)
         self.pending = None
         return removed
 
+    def restored(self, files_written: int) -> None:
+        """After the restore at start: a kept area lets go of the old versions of the files
+        it rewrote (a stat per entry), so that it holds no disk beyond the dir."""
+        if files_written:
+            self._mirror.drop_unshared()
+
     def close(self) -> None:
-        """At agent exit: the area, the trash and the lock file go; ``.spot-agent/`` too if
-        nothing else is in it. The job is gone by then: nobody holds the lock."""
-        self._mirror.remove(count=False)
+        """At agent exit: the trash and the lock file go; the area lets go of what it alone
+        holds and stays for the next agent on this host (:mod:`.keptarea`: no file of the
+        dir is unlinked, so no ctime moves); ``.spot-agent/`` goes if nothing is left in it.
+        The job is gone by then: nobody holds the lock."""
+        self._mirror.keep()
         self.save_points.remove()
 
     # -- the freeze -------------------------------------------------------------------
@@ -142,6 +154,7 @@ class Freezer:
             held = time.monotonic() - t0
         self._mirror.empty_trash()
         self._mirror.forget_missing(seen)
+        self._mirror.adopted()
         frozen = _frozen(self.area, walked, progress, taken, held)
         self.pending = frozen
         return frozen
@@ -160,11 +173,11 @@ class Freezer:
         left behind saves while the sync reads; a file changed all the same shows in its
         stat and fails the sync (``FrozenFilesChanged``), as with a freeze.
 
-        After a warm restart the area is empty, and a freeze would link every file of the
-        dir into it (and unlink them all at exit, rewriting the local index for the ctime
-        each link moves): for 100,000 files most of the time from the job's end to the
-        agent's exit. The area is left as it is, so a freeze not committed yet stays the
-        last consistent state until this one commits (:meth:`committed`).
+        After a warm restart with no freeze yet, a freeze would link every file of the dir
+        into the area (rewriting the local index for the ctime each link moves): for
+        100,000 files most of the time from the job's end to the agent's exit. The area
+        is left as it is, so a freeze not committed yet stays the last consistent state
+        until this one commits (:meth:`committed`).
         """
         with self.save_points.held(wait, waiting, declared_only) as (taken, t0):
             walked = Taken()

@@ -6,6 +6,10 @@ the filesystem has them). The area remembers which inode each path links, so an 
 file is never linked twice, and what it displaces goes to a trash dir by one rename under
 the lock, deleted after it. :class:`checkpoint.engine.save.freeze.Freezer` decides what to
 link or copy, under the job's save-point lock; this module only keeps the mirror.
+
+The area outlives the agent when it exits cleanly, for the next one on this host to take
+over (:mod:`.keptarea`): a link that still holds the very inode the dir has at its path is
+adopted, not linked again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..config import EngineConfig
 from ..format.manifest import LinkEntry
 from ..localdir.keptacross import kept_across
 from ..localdir.stats import FileStats, stat_key
+from . import keptarea
 from .clone import clone_or_copy
 
 #: a file written this recently may be written again within the filesystem's timestamp
@@ -65,6 +70,10 @@ class FreezeArea:
         self._early: dict[str, tuple[os.stat_result, os.stat_result]] = {}
         self._copies: dict[str, tuple[int, int, int, int]] = {}  # rel -> source key when copied
         self._made_dirs: set[str] = set()
+        #: the area kept by an earlier agent, not adopted yet: the next freeze adopts what
+        #: it can of it and removes the rest (:meth:`take_over`)
+        self._adopting = False
+        self.kept_mark = area.with_name(area.name + keptarea.KEPT_SUFFIX)
 
     def clear(self) -> None:
         """Forget everything (the area is gone): at agent start."""
@@ -91,6 +100,9 @@ class FreezeArea:
         than the timestamp granularity could hide.
         """
         key = (st.st_dev, st.st_ino)
+        if self._adopting and self._linked.get(rel) != key and keptarea.holds(self.area / rel, key):
+            self._linked[rel] = key  # linked by an earlier agent: no new link, no ctime moved
+            self._copies.pop(rel, None)
         if self._linked.get(rel) == key:  # the area already holds this very inode
             before_after = self._early.pop(rel, None)
             if before_after is not None and stat_key(before_after[1]) == stat_key(st):
@@ -220,6 +232,31 @@ class FreezeArea:
                     os.unlink(self.area / rel)
                     del self._linked[rel]
 
+    def keep(self) -> None:
+        """At agent exit: keep the area for the next agent (:func:`.keptarea.keep`)."""
+        self.empty_trash()
+        keptarea.keep(self.area, self.kept_mark)
+        self.clear()
+
+    def take_over(self) -> bool:
+        """At agent start: True if an area kept at the last exit is there (or is still, at
+        a second call) to adopt; the next freeze adopts it (:meth:`link`, :meth:`adopted`)."""
+        if not self._adopting:
+            self.clear()
+            self._adopting = keptarea.take_over(self.area, self.kept_mark)
+        return self._adopting
+
+    def drop_unshared(self) -> None:
+        """The restore rewrote files: a kept area lets go of their old versions."""
+        if self._adopting:
+            keptarea.drop_unshared(self.area)
+
+    def adopted(self) -> None:
+        """A freeze has walked the whole dir: what it did not adopt of the kept area goes."""
+        if self._adopting:
+            self._adopting = False
+            keptarea.remove_unknown(self.area, lambda r: r in self._linked or r in self._copies)
+
     def remove(self, *, count: bool = True) -> int:
         """The area and the trash go. Their links share inodes with the dir's files, and an
         unlink moves the inode's ctime: the local index is carried across it.
@@ -228,6 +265,9 @@ class FreezeArea:
         the area holds, which the agent's exit does without (0.4 s for 100,000 files)."""
         removed = _tree_bytes(self.area) + _tree_bytes(self.trash) if count else 0
         self.clear()
+        self._adopting = False
+        with contextlib.suppress(FileNotFoundError):
+            self.kept_mark.unlink()  # nothing kept any more
         if not (self.area.exists() or self.trash.exists()):
             return removed
         with kept_across(self.directory, self.boot_id_path):

@@ -39,8 +39,6 @@ log = structlog.get_logger("checkpoint")
 
 #: freezes tried when files keep changing in place after each one
 FREEZE_ATTEMPTS = 3
-#: ``--rehash`` values: which files a sync reads again although their stat is unchanged
-REHASH_MODES = ("open", "all", "never")
 _MAPS_LINE = re.compile(r"\S+ (\S{4}) \S+ ([0-9a-f]+):([0-9a-f]+) (\d+)")
 
 

@@ -24,6 +24,9 @@ from collections.abc import Callable
 
 Inode = tuple[int, int]  # (st_dev, st_ino)
 
+#: ``--rehash`` values: which files a sync reads again although their stat is unchanged
+REHASH_MODES = ("open", "all", "never")
+
 #: seconds between two looks at the job's open files and maps (one read of /proc/PID/fd
 #: and /proc/PID/maps per process of the job: well under a millisecond for most jobs)
 SAMPLE_SECONDS = 1.0
