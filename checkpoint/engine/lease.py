@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import ManifestError, ObjectNotFound, StoreError
+from .format.hashes import id_of_name
 from .format.jobstore import JobStore, utc_iso
 from .format.layout import BLOBS, PACKS
 
@@ -132,8 +133,8 @@ class SweepWatch:
 
     def gone(self, job: JobStore, names: Iterable[str]) -> set[str] | None:
         """Before a commit: None when no new sweep finished (nothing to check), else the
-        object names (blob hashes, pack ids) among ``names`` that the store no longer
-        has. Raises :class:`SweepRunning` while a sweep has not finished."""
+        object ids (blob hashes, pack ids, as chunks name them) among ``names`` that the
+        store no longer has. Raises :class:`SweepRunning` while a sweep has not finished."""
         now = datetime.now(UTC)
         new = []
         for obj in job.store.list_objects(job.sweep_folder):
@@ -149,7 +150,7 @@ class SweepWatch:
         if not new:
             return None
         stored = {
-            o.key.rsplit("/", 1)[-1]
+            id_of_name(o.key.rsplit("/", 1)[-1])
             for folder in (BLOBS, PACKS)
             for o in job.store.list_objects(job.folder(folder))
         }

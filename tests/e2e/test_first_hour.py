@@ -244,9 +244,8 @@ def _readme_layout() -> list[tuple[str, re.Pattern[str]]]:
         pattern = re.escape(where.removeprefix("<prefix>/<job-id>/"))
         for name, rx in (
             ("<h[:2]>", "[0-9a-f]{2}"),
-            ("<p[:2]>", "[0-9a-f]{2}"),
             ("<h>", "[0-9a-f]{64}"),
-            ("<p>", "[0-9a-f]{64}"),
+            ("<name>", "(?:blake3-)?[0-9a-f]{64}"),
             ("<seq>", r"\d{" + digits.get("<seq>", "1,") + "}"),
             ("<n>", r"\d{" + digits.get("<n>", "1,") + "}"),
             ("<time>", r"\d{8}T\d{6}"),

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from checkpoint.engine.format.hashes import id_of_name
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.store.s3 import S3Store
 from tests.agentproc import AgentRun, cli, start_agent
@@ -39,7 +40,7 @@ def broken_checkpoints(bucket: str, job_id: str) -> dict[int, set[str]]:
     store = S3Store.from_uri(f"s3://{bucket}/live")
     try:
         job = JobStore(store, job_id)
-        objects = {o.key.rsplit("/", 1)[-1] for o in store.list_objects(job.prefix)}
+        objects = {id_of_name(o.key.rsplit("/", 1)[-1]) for o in store.list_objects(job.prefix)}
         broken = {}
         for seq in job.sequences():
             manifest = job.load_manifest(seq)
