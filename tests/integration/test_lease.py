@@ -61,6 +61,19 @@ def test_an_agent_waits_for_a_sweep_then_finds_what_it_took(job: JobStore) -> No
     assert watch.gone(job, {"aa" * 32}) is None  # checked once per sweep
 
 
+def test_a_sweep_is_checked_by_the_ids_chunks_name_objects_by(job: JobStore) -> None:
+    """A BLAKE3 id (``blake3:<hex>``) names an object ``blake3-<hex>``: the check after a
+    sweep maps the listed names back, so a kept BLAKE3 object is not taken for deleted."""
+    kept, taken = "blake3:" + "cc" * 32, "blake3:" + "dd" * 32
+    job.store.put_object(job.blob_key(kept), b"blob")
+    job.store.put_object(job.pack_key(taken), b"pack")
+    watch = SweepWatch()
+    sweep = start_sweep(job, "gc")
+    job.store.delete_objects([job.pack_key(taken)])
+    finish_sweep(job, sweep)
+    assert watch.gone(job, {kept, taken, "ee" * 32}) == {taken, "ee" * 32}
+
+
 def test_a_sync_after_a_forced_sweep_uploads_again_what_it_took(tmp_path: Path) -> None:
     """What the agent took as stored (the base checkpoint's pack) is deleted by a forced
     gc: the next sync does not commit a checkpoint naming it; the one after uploads it
