@@ -110,7 +110,7 @@ class Freezer:
         """After the restore at start: a kept area lets go of the old versions of the files
         it rewrote (a stat per entry), so that it holds no disk beyond the dir."""
         if files_written:
-            self._mirror.drop_unshared()
+            self._mirror.kept.drop_unshared()
 
     def close(self) -> None:
         """At agent exit: the trash and the lock file go; the area lets go of what it alone

@@ -70,10 +70,7 @@ class FreezeArea:
         self._early: dict[str, tuple[os.stat_result, os.stat_result]] = {}
         self._copies: dict[str, tuple[int, int, int, int]] = {}  # rel -> source key when copied
         self._made_dirs: set[str] = set()
-        #: the area kept by an earlier agent, not adopted yet: the next freeze adopts what
-        #: it can of it and removes the rest (:meth:`take_over`)
-        self._adopting = False
-        self.kept_mark = area.with_name(area.name + keptarea.KEPT_SUFFIX)
+        self.kept = keptarea.KeptArea(area)  # kept by the last agent on this host, or for the next
 
     def clear(self) -> None:
         """Forget everything (the area is gone): at agent start."""
@@ -100,7 +97,7 @@ class FreezeArea:
         than the timestamp granularity could hide.
         """
         key = (st.st_dev, st.st_ino)
-        if self._adopting and self._linked.get(rel) != key and keptarea.holds(self.area / rel, key):
+        if self._linked.get(rel) != key and self.kept.adopts(rel, key):
             self._linked[rel] = key  # linked by an earlier agent: no new link, no ctime moved
             self._copies.pop(rel, None)
         if self._linked.get(rel) == key:  # the area already holds this very inode
@@ -147,12 +144,7 @@ class FreezeArea:
             after = os.lstat(src)
         except FileNotFoundError:
             return None
-        # Not ctime: unlinking the area's older link to this inode just moved it.
-        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ino,
-        ):
+        if _version(after) != _version(st):
             # Written while the lock was held: its writer does not use save points.
             out.left_out.append((rel, "kept changing while it was copied under the lock"))
             with contextlib.suppress(OSError):
@@ -174,10 +166,7 @@ class FreezeArea:
                 cur, done = cur / part, f"{done}{part}"
                 with contextlib.suppress(FileNotFoundError):
                     if not stat.S_ISDIR(os.lstat(cur).st_mode):
-                        self.trash.mkdir(exist_ok=True, mode=0o700)
-                        self._trashed += 1  # a file of an older freeze where a dir is now
-                        os.rename(cur, self.trash / str(self._trashed))
-                        self._drop(done)
+                        self._to_trash(cur, done)  # a file of an older freeze where a dir is now
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(cur, 0o700)
                 done += "/"
@@ -187,12 +176,15 @@ class FreezeArea:
             os.lstat(dst)
         except FileNotFoundError:
             return dst
-        # An older version, or a dir where a file is now: out of the way in one rename.
+        self._to_trash(dst, rel)  # an older version, or a dir where a file is now
+        return dst
+
+    def _to_trash(self, path: Path, rel: str) -> None:
+        """Out of the way in one rename, and forgotten (:meth:`_drop`)."""
         self.trash.mkdir(exist_ok=True, mode=0o700)
         self._trashed += 1
-        os.rename(dst, self.trash / str(self._trashed))
+        os.rename(path, self.trash / str(self._trashed))
         self._drop(rel)
-        return dst
 
     def _drop(self, rel: str) -> None:
         """Forget the area's entries at ``rel`` and below it."""
@@ -235,39 +227,25 @@ class FreezeArea:
     def keep(self) -> None:
         """At agent exit: keep the area for the next agent (:func:`.keptarea.keep`)."""
         self.empty_trash()
-        keptarea.keep(self.area, self.kept_mark)
+        self.kept.keep()
         self.clear()
 
     def take_over(self) -> bool:
-        """At agent start: True if an area kept at the last exit is there (or is still, at
-        a second call) to adopt; the next freeze adopts it (:meth:`link`, :meth:`adopted`)."""
-        if not self._adopting:
+        """At agent start: is an area kept at the last exit there, for the next freeze?"""
+        if not self.kept.adopting:
             self.clear()
-            self._adopting = keptarea.take_over(self.area, self.kept_mark)
-        return self._adopting
-
-    def drop_unshared(self) -> None:
-        """The restore rewrote files: a kept area lets go of their old versions."""
-        if self._adopting:
-            keptarea.drop_unshared(self.area)
+        return self.kept.take_over()
 
     def adopted(self) -> None:
         """A freeze has walked the whole dir: what it did not adopt of the kept area goes."""
-        if self._adopting:
-            self._adopting = False
-            keptarea.remove_unknown(self.area, lambda r: r in self._linked or r in self._copies)
+        self.kept.adopted(lambda r: r in self._linked or r in self._copies)
 
-    def remove(self, *, count: bool = True) -> int:
-        """The area and the trash go. Their links share inodes with the dir's files, and an
-        unlink moves the inode's ctime: the local index is carried across it.
-
-        Returns the bytes removed, or 0 unless ``count``: the count is a stat of every file
-        the area holds, which the agent's exit does without (0.4 s for 100,000 files)."""
-        removed = _tree_bytes(self.area) + _tree_bytes(self.trash) if count else 0
+    def remove(self) -> int:
+        """The area and the trash go; the bytes they held. Their links share inodes with the
+        dir's files, and an unlink moves the inode's ctime: the local index is carried."""
+        removed = _tree_bytes(self.area) + _tree_bytes(self.trash)
         self.clear()
-        self._adopting = False
-        with contextlib.suppress(FileNotFoundError):
-            self.kept_mark.unlink()  # nothing kept any more
+        self.kept.forget()
         if not (self.area.exists() or self.trash.exists()):
             return removed
         with kept_across(self.directory, self.boot_id_path):
@@ -277,6 +255,12 @@ class FreezeArea:
 
     def empty_trash(self) -> None:
         shutil.rmtree(self.trash, ignore_errors=True)
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int]:
+    """What a copy checks has not moved while it copied (not ctime: unlinking the area's
+    older link to the inode just moved it)."""
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _tree_bytes(path: Path) -> int:

@@ -75,3 +75,48 @@ def remove_unknown(area: Path, known: Callable[[str], bool]) -> None:
             if not known(os.fsdecode(os.path.relpath(path, top))):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+
+class KeptArea:
+    """One freeze area's passage from an agent to the next on this host: kept at a clean
+    exit (:func:`keep`), taken over at the next start (:func:`take_over`), adopted by the
+    first freeze after it (:meth:`adopts`, :meth:`adopted`)."""
+
+    __slots__ = ("adopting", "area", "mark")
+
+    def __init__(self, area: Path) -> None:
+        self.area = area
+        self.mark = area.with_name(area.name + KEPT_SUFFIX)
+        #: an area kept by an earlier agent and not adopted yet: the next freeze adopts
+        #: what it can of it and removes the rest
+        self.adopting = False
+
+    def keep(self) -> None:
+        keep(self.area, self.mark)
+
+    def take_over(self) -> bool:
+        """True if an area kept at the last exit is there (or is still, at a second call)."""
+        if not self.adopting:
+            self.adopting = take_over(self.area, self.mark)
+        return self.adopting
+
+    def drop_unshared(self) -> None:
+        """The restore rewrote files: a kept area lets go of their old versions."""
+        if self.adopting:
+            drop_unshared(self.area)
+
+    def adopts(self, rel: str, key: tuple[int, int]) -> bool:
+        """Is the kept entry at ``rel`` a link to ``key``, the inode the dir has there?"""
+        return self.adopting and holds(self.area / rel, key)
+
+    def adopted(self, known: Callable[[str], bool]) -> None:
+        """A freeze has walked the whole dir: what it did not adopt (not ``known``) goes."""
+        if self.adopting:
+            self.adopting = False
+            remove_unknown(self.area, known)
+
+    def forget(self) -> None:
+        """The area is removed: nothing is kept any more."""
+        self.adopting = False
+        with contextlib.suppress(FileNotFoundError):
+            self.mark.unlink()
