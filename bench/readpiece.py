@@ -70,49 +70,53 @@ def run(server: servers.SeaweedS3, work: Path, mib: int, reps: int, pieces: list
         PYTHONPATH=str(REPO),
     )
     s5 = [s5cmd_binary(), "--endpoint-url", server.endpoint]
-    _check([*s5, "mb", "s3://readpiece"], env)
-    _check([*s5, "cp", f"{data}/*", "s3://readpiece/s5cmd/"], env)
-    _check([sys.executable, "-m", "agent", "run", "--", "true"], agent)
-    tools: dict[str, list[str]] = {"s5cmd cp": [*s5, "cp", "s3://readpiece/s5cmd/*", f"{dest}/"]}
+    check([*s5, "mb", "s3://readpiece"], env)
+    check([*s5, "cp", f"{data}/*", "s3://readpiece/s5cmd/"], env)
+    check([sys.executable, "-m", "agent", "run", "--", "true"], agent)
+    tools = {"s5cmd cp": ([*s5, "cp", "s3://readpiece/s5cmd/*", f"{dest}/"], env)}
     for piece in pieces:
         restore = ["checkpoints", "restore", "--to", str(dest)]
-        tools[f"{piece >> 10} KiB"] = [
-            sys.executable,
-            "-c",
-            RESTORE_WITH_PIECE,
-            str(piece),
-            *restore,
-        ]
+        argv = [sys.executable, "-c", RESTORE_WITH_PIECE, str(piece), *restore]
+        tools[f"{piece >> 10} KiB"] = (argv, agent)
+    compare_restores(tools, dest, mib, reps)
+
+
+def compare_restores(
+    tools: dict[str, tuple[list[str], dict[str, str]]], dest: Path, mib: int, reps: int
+) -> None:
+    """Each tool's command (argv, env) restores ``big.bin`` into an empty ``dest``, ``reps``
+    times in rotated order; prints each run, then the median wall, user and system seconds."""
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in tools}
     names = list(tools)
     for r in range(reps):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir()
-            sample = _measure(tools[name], env if name.startswith("s5cmd") else agent)
+            sample = measure(*tools[name])
             got = (dest / "big.bin").stat().st_size if (dest / "big.bin").exists() else None
             if got != mib << 20:
                 raise SystemExit(f"{name} restored {got} bytes of big.bin, not {mib << 20}")
             samples[name].append(sample)
             print(f"  {name}: {sample[0]:.2f} s, user {sample[1]:.2f} s, sys {sample[2]:.2f} s")
     print(f"\nrestore of 1 x {mib} MiB, medians of {reps}:")
+    width = max(map(len, samples))
     for name, got in samples.items():
         wall, user, sys_ = (statistics.median(s[i] for s in got) for i in range(3))
-        print(f"  {name:>10}: {wall:6.2f} s   user {user:5.2f} s   sys {sys_:5.2f} s")
+        print(f"  {name:>{width}}: {wall:6.2f} s   user {user:5.2f} s   sys {sys_:5.2f} s")
 
 
-def _measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """Wall seconds, user and system CPU seconds of one command (it must succeed)."""
     os.sync()  # the last restore's dirty pages are not this one's to write
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    _check(argv, env)
+    check(argv, env)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
 
-def _check(argv: list[str], env: dict[str, str]) -> None:
+def check(argv: list[str], env: dict[str, str]) -> None:
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{argv[0]} exited {done.returncode}: {done.stderr[-2000:]}")
