@@ -28,6 +28,7 @@ from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.gc import collect_garbage, prune_manifests
 from checkpoint.engine.store.base import LocalStore
 from checkpoint.errors import ManifestError
+from tests.integration.test_paged_manifest import files_of
 
 CHUNK = 64 * 1024
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -55,12 +56,14 @@ def reader_of(last: int) -> Iterator[None]:
         yield
 
 
-def files_of(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".spot-agent" not in p.parts
-    }
+def restored(job: JobStore, into: Path, seq: int | None = None) -> dict[str, bytes]:
+    """The files a restore of checkpoint ``seq`` (None: the newest) puts in ``into``."""
+    c = Checkpointer(job, into)
+    try:
+        assert c.restore(seq).manifest is not None
+    finally:
+        c.close()
+    return files_of(into)
 
 
 def stored_format(job: JobStore, seq: int) -> int:
@@ -126,13 +129,7 @@ def test_a_manifest_of_both_hashes_restores_byte_for_byte(tmp_path: Path, paged_
     assert any(n.startswith("blake3-") for n in names) and any(len(n) == 64 for n in names)
 
     for seq, expect in ((1, first), (2, files_of(src))):
-        into = tmp_path / f"restored-{seq}"
-        c = Checkpointer(job, into)
-        try:
-            assert c.restore(seq).manifest is not None
-        finally:
-            c.close()
-        assert files_of(into) == expect
+        assert restored(job, tmp_path / f"restored-{seq}", seq) == expect
 
 
 def test_a_warm_restart_and_a_sync_carry_a_mixed_manifest_on(tmp_path: Path) -> None:
@@ -192,13 +189,7 @@ def test_a_file_read_again_keeps_the_sha256_ids_of_the_bytes_that_did_not_change
     (big,) = [f for f in m.files if f.path == "big"]
     assert [hashes.is_blake3(ch.digest) for ch in big.chunks] == [False, True, False, False]
     assert stored_format(job, changed.sequence) == 5
-    into = tmp_path / "restored"
-    r = Checkpointer(job, into)
-    try:
-        assert r.restore().manifest is not None
-    finally:
-        r.close()
-    assert files_of(into) == files_of(src)
+    assert restored(job, tmp_path / "restored") == files_of(src)
 
 
 def test_gc_keeps_both_kinds_while_referenced(tmp_path: Path) -> None:
@@ -223,13 +214,7 @@ def test_gc_keeps_both_kinds_while_referenced(tmp_path: Path) -> None:
     assert kinds == {True, False}  # an old sha256 blob and a new BLAKE3 one both kept
     assert result.packs_deleted == 1  # the sparse sha256 pack, now referenced by nothing
     assert result.deleted == 0  # no big file changed: each old blob is still referenced
-    into = tmp_path / "restored"
-    c = Checkpointer(job, into)
-    try:
-        assert c.restore().manifest is not None
-    finally:
-        c.close()
-    assert files_of(into) == files_of(src)
+    assert restored(job, tmp_path / "restored") == files_of(src)
 
 
 @pytest.mark.parametrize("paged_above", [2048, 0], ids=["whole", "paged"])
@@ -308,12 +293,6 @@ def test_the_format_5_fixture_restores_byte_for_byte(tmp_path: Path) -> None:
     assert [stored_format(job, seq) for seq in (1, 2, 3)] == [3, 5, 5]
     assert paged.is_paged(store.get_object(job.manifest_key(3)))
     for seq, tree in FIXTURE_TREES.items():
-        into = tmp_path / f"restored-{seq}"
-        c = Checkpointer(job, into)
-        try:
-            assert c.restore(seq).manifest is not None
-        finally:
-            c.close()
-        assert files_of(into) == tree
+        assert restored(job, tmp_path / f"restored-{seq}", seq) == tree
     big = next(f for f in job.load_manifest(3).files if f.path == "big.bin")
     assert [hashes.is_blake3(c.digest) for c in big.chunks] == [False, True, False, False]
