@@ -31,8 +31,9 @@ they hash, so the threads of a restore hash side by side.
   so). A file read again whose last chunks were sha256 ones (the final sync reads what the
   job had open for writing; a full re-read) is checked against them first
   (:func:`carrying`): bytes that did not change keep their sha256 id and are not uploaded
-  again; what changed is new data, named by BLAKE3, after which the file is hashed by
-  BLAKE3 alone.
+  again; what changed is new data, named by BLAKE3. A file is hashed by BLAKE3 alone once
+  none of its chunks has a sha256 id; until then each read of it pays a sha256 of every
+  chunk, and a BLAKE3 of the chunks that changed.
 """
 
 from __future__ import annotations
