@@ -182,7 +182,7 @@ class _ChunkWriter:
         self.fd, self.offset, self.size, self.key, self.path = fd, offset, chunk.size, key, path
         self._hash = hashes.Verifier(chunk.digest)
 
-    def write(self, pos: int, piece: bytes) -> None:
+    def write(self, pos: int, piece: bytes | memoryview) -> None:
         if pos == 0:
             self._hash.restart()
         if pos + len(piece) > self.size:

@@ -64,9 +64,12 @@ class Store(abc.ABC):
         """
 
     def get_object_into(
-        self, key: str, sink: Callable[[int, bytes], None], *, max_bytes: int
+        self, key: str, sink: Callable[[int, bytes | memoryview], None], *, max_bytes: int
     ) -> int:
         """Hand the object's bytes to ``sink(position, piece)`` in order; the bytes read.
+
+        ``piece`` may be a view of a buffer the store reuses: it holds its bytes until
+        ``sink`` returns, and a sink that keeps them copies them.
 
         A read cut short and made again starts over: ``sink`` sees position 0 once more.
         An object larger than ``max_bytes`` raises :class:`ObjectTooLarge` before any of

@@ -5,11 +5,17 @@ never a body cut short after them: a connection reset or a read timeout mid-body
 fewer bytes than the Content-Length promised. :func:`read_body` is that one retry, shared
 by every read: the GET is made again and the body read again from its start, at most
 :data:`BODY_READ_ATTEMPTS` times in all.
+
+A streamed GET reads its body straight from the socket into one buffer its thread reuses
+(:func:`_read_direct`), where botocore's body is the plain HTTP response it always is here:
+a chain of bytes objects per piece costs more in the kernel than the transfer itself.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +27,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
+from urllib3.response import HTTPResponse
 
 from checkpoint.errors import ObjectNotFound, ObjectTooLarge
 
@@ -81,7 +88,7 @@ def get_object(bucket: Bucket, key: str, max_bytes: int | None) -> bytes:
 
 
 def get_object_into(
-    bucket: Bucket, key: str, sink: Callable[[int, bytes], None], max_bytes: int
+    bucket: Bucket, key: str, sink: Callable[[int, bytes | memoryview], None], max_bytes: int
 ) -> int:
     """Stream the object to ``sink(position, piece)``; see :meth:`Store.get_object_into`.
 
@@ -91,6 +98,9 @@ def get_object_into(
     """
 
     def stream(body: Any) -> int:
+        direct = _direct(body)
+        if direct is not None:
+            return _read_direct(*direct, sink, bucket.client.meta.endpoint_url)
         pos = 0
         while piece := body.read(READ_PIECE):
             sink(pos, piece)
@@ -150,3 +160,65 @@ def _open(bucket: Bucket, key: str, full: str, max_bytes: int | None) -> Any:
 def _all(body: Any) -> bytes:
     data: bytes = body.read()
     return data
+
+
+#: each thread's buffer for :func:`_read_direct`, made at its first streamed GET
+_buffers = threading.local()
+
+
+def _direct(body: Any) -> tuple[HTTPResponse, http.client.HTTPResponse] | None:
+    """The urllib3 response under botocore's body, and the http.client one under that,
+    where the body can be read from the socket straight into a buffer: a plain body (no
+    content coding, a Content-Length) that nothing has read yet. None otherwise, and the
+    body is read through botocore as usual.
+
+    botocore's ``StreamingBody._raw_stream`` and urllib3's ``HTTPResponse._fp`` are private,
+    so this looks before it uses them. Reading under urllib3 skips nothing it does for such a
+    body: it copies each piece through a queue of bytes objects, and botocore checks the
+    length read, which :func:`_read_direct` checks itself. Both files are read only here.
+    """
+    raw = getattr(body, "_raw_stream", None)
+    if not isinstance(raw, HTTPResponse):
+        return None
+    fp = getattr(raw, "_fp", None)
+    if (
+        not isinstance(fp, http.client.HTTPResponse)
+        or raw.length_remaining is None
+        or raw.headers.get("content-encoding")
+        or fp.chunked
+        or raw.tell() != 0
+    ):
+        return None
+    return raw, fp
+
+
+def _read_direct(
+    raw: HTTPResponse,
+    fp: http.client.HTTPResponse,
+    sink: Callable[[int, bytes | memoryview], None],
+    endpoint_url: str | None,
+) -> int:
+    """Read the body into this thread's buffer, piece by piece, handing each to ``sink``.
+
+    The piece is a view of the buffer, good until ``sink`` returns. A body cut short raises
+    what botocore would have (so :func:`read_body` makes the GET again); the sink's own
+    errors pass through untouched. Read to its end, the connection goes back to the pool.
+    """
+    buf: memoryview | None = getattr(_buffers, "buf", None)
+    if buf is None:
+        buf = _buffers.buf = memoryview(bytearray(READ_PIECE))
+    expected = raw.length_remaining or 0
+    pos = 0
+    while pos < expected:
+        try:
+            n = fp.readinto(buf)
+        except TimeoutError as exc:
+            raise ReadTimeoutError(endpoint_url=endpoint_url) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise ResponseStreamingError(error=exc) from exc
+        if not n:
+            raise IncompleteReadError(actual_bytes=pos, expected_bytes=expected)
+        sink(pos, buf[:n])
+        pos += n
+    raw.release_conn()
+    return pos

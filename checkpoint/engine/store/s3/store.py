@@ -97,7 +97,7 @@ class S3Store(Store):
         return reads.get_object(self.objects, key, max_bytes)
 
     def get_object_into(
-        self, key: str, sink: Callable[[int, bytes], None], *, max_bytes: int
+        self, key: str, sink: Callable[[int, bytes | memoryview], None], *, max_bytes: int
     ) -> int:
         return reads.get_object_into(self.objects, key, sink, max_bytes)
 
