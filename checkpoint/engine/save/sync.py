@@ -1,10 +1,10 @@
 """Sync a checkpoint dir to a store: walk, hash, diff, upload, commit.
 
 The pieces live in their own modules: :mod:`..format.jobstore` (keys and the commit
-protocol), :mod:`..localdir.scan` (walk, hash, stat cache), :mod:`.upload` and
-:mod:`.repack`. :class:`Syncer` ties them to one checkpoint dir; it never imports restore:
-:class:`checkpoint.engine.checkpointer.Checkpointer` adds restore on top and hands what a
-restore placed to :meth:`Syncer.restored`.
+protocol), :mod:`..localdir.scan` (walk, hash, stat cache), :mod:`.readpass` (one sync's
+reads and uploads), :mod:`.upload` and :mod:`.repack`. :class:`Syncer` ties them to one
+checkpoint dir; it never imports restore: :class:`checkpoint.engine.checkpointer.Checkpointer`
+adds restore on top and hands what a restore placed to :meth:`Syncer.restored`.
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ from ..format.manifest import Manifest
 from ..gc import prune_manifests
 from ..lease import SweepWatch
 from ..localdir.localindex import write_index
-from ..localdir.scan import hash_file, scan, scan_frozen
+from ..localdir.scan import hash_file, scan
 from ..localdir.statcache import StatCache
-from ..progress import Listener, Progress
+from ..progress import Listener
 from .commit import Places, assemble, commit, content, read_progress
-from .entries import FileReader, FrozenFilesChanged, bytes_to_read
 from .known import KnownChunks
-from .repack import repack_sparse
-from .upload import Location, Uploader
+from .readpass import DirReader
 
 if TYPE_CHECKING:
     from .freeze import Frozen
@@ -132,77 +130,35 @@ class Syncer:
         rehash: Callable[[os.stat_result], bool] | None,
     ) -> SyncResult:
         started = time.monotonic()
-        if frozen is None:
-            root, found, left_out = self.directory, self.scan(self.directory), []
-        else:
-            root, left_out = frozen.root, list(frozen.left_out)
-            found = scan_frozen(frozen, self.directory)
-        for path, why in found.skipped:
-            log.warning("sync.file_skipped", path=path, why=why)
-        stored = self._known.stored()
-        present = stored  # what the stat cache may vouch for: chunks known to be stored
-        todo = bytes_to_read(found.files, self._cache, present, rehash)
-        progress = Progress(
-            "sync.progress", todo, listener=self.progress, every=self.config.progress_seconds
-        )
-        uploader = Uploader(
-            self.job, self._pool, stored, progress, max_bytes_in_flight=self.max_bytes_in_flight
-        )
-        reader = FileReader(
+        dir_reader = DirReader(
+            self.job,
             self.directory,
-            root,
+            self._pool,
+            self.config,
             self._cache,
-            uploader,
-            present,
-            chunk_size=self.chunk_size,
-            pack_threshold=self.pack_threshold,
-            frozen_relinked=None if frozen is None else frozen.relinked,
-            rehash=rehash,
-            hash_file=self.hash_file,
+            self._known,
+            self.progress,
+            self.scan,
+            self.hash_file,
         )
-        moved: dict[str, Location] = {}  # chunks of sparse packs: their old places
-        try:
-            self._cache.begin()  # the files read now are what it remembers
-            try:
-                entries, changed, hashed = reader.read(found.files, left_out)
-            except BaseException:
-                self._cache.drop()
-                raise
-            self._cache.take()
-            found.files.clear()  # the stat of every file: not needed beyond this point
-            if not changed:
-                moved = repack_sparse(
-                    entries,
-                    uploader,
-                    stored,
-                    root,
-                    self._known.packs,
-                    pack_threshold=self.pack_threshold,
-                    chunk_size=self.chunk_size,
-                )
-        finally:
-            try:
-                uploader.wait()
-            finally:  # what did reach the store counts, even when the sync fails
-                self._known.record(uploader)
-        if changed:
-            raise FrozenFilesChanged(changed)
+        read = dir_reader.read_and_upload(frozen, rehash)
+        uploader = read.uploader
         # Only now, every upload done, is it known where each chunk lies (a pack's id is
         # the hash of its bytes): the entries get their chunks' places.
         manifest = assemble(
             self.job.job_id,
             self.base,
-            entries,
-            found,
-            Places(stored, uploader, moved),
-            left_out,
+            read.entries,
+            read.found,
+            Places(read.stored, uploader, read.moved),
+            read.left_out,
             attempt=self.attempt,
             reason=reason,
             progress=read_progress(self.directory) if frozen is None else frozen.progress,
             cache=self._cache,
         )
         manifest = replace(manifest, packs=self._known.packs.table(manifest))
-        entries.clear()  # the manifest holds them now, placed: no second copy
+        read.entries.clear()  # the manifest holds them now, placed: no second copy
         sequence = self._commit_if_new(manifest, frozen)
         return SyncResult(
             reason=reason,
@@ -211,9 +167,9 @@ class Syncer:
             bytes_total=manifest.size,
             bytes_uploaded=uploader.bytes,
             chunks_uploaded=len(uploader.done) + len(uploader.located),
-            bytes_hashed=hashed,
+            bytes_hashed=read.hashed,
             seconds=time.monotonic() - started,
-            left_out=tuple(rel for rel, _ in left_out),
+            left_out=tuple(rel for rel, _ in read.left_out),
             packs_uploaded=len(uploader.packs),
         )
 
