@@ -100,8 +100,8 @@ def compare_restores(
             print(f"  {name}: {sample[0]:.2f} s, user {sample[1]:.2f} s, sys {sample[2]:.2f} s")
     print(f"\nrestore of 1 x {mib} MiB, medians of {reps}:")
     width = max(map(len, samples))
-    for name, got in samples.items():
-        wall, user, sys_ = (statistics.median(s[i] for s in got) for i in range(3))
+    for name, runs in samples.items():
+        wall, user, sys_ = (statistics.median(s[i] for s in runs) for i in range(3))
         print(f"  {name:>{width}}: {wall:6.2f} s   user {user:5.2f} s   sys {sys_:5.2f} s")
 
 
@@ -117,7 +117,10 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
 
 
 def check(argv: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    """Run one command; it must succeed. ``python -m`` puts its working dir first on the
+    path, so a command runs in the checkout its ``PYTHONPATH`` names (default: this one)."""
+    cwd = env.get("PYTHONPATH") or REPO
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{argv[0]} exited {done.returncode}: {done.stderr[-2000:]}")
 

@@ -1,0 +1,86 @@
+"""A big-file restore, code against code: the agent of each checkout given, and s5cmd.
+
+    PYTHONPATH=$PWD python3 -m bench.restore_ab --tree before=../old --tree after=. \\
+        [--mib 2048] [--reps 5]
+
+Starts its own SeaweedFS on 127.0.0.1 and uploads one file of random bytes once with the
+first tree's agent (`python -m agent run -- true`; every tree reads what it wrote, as the
+formats are the same) and once with `s5cmd cp`. Then each repetition restores it into an
+empty dir with every tree's `python -m agent checkpoints restore` (run from that tree:
+``PYTHONPATH``) and with `s5cmd cp`, in rotated order, and prints the median wall time and
+user and system CPU of each. A tree is a checkout of this repo (``git worktree add``); its
+packages are byte-compiled first, as ``pip install`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.main import s3_env
+from bench.procs import s5cmd_binary
+from bench.readpiece import check, compare_restores
+from bench.scale import make_big
+from tests import servers
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib", type=int, default=2048, help="the file's size (2048)")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions (5)")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a checkout to run the agent from (repeat; default: this one, as 'agent')",
+    )
+    args = parser.parse_args()
+    trees = dict(t.split("=", 1) for t in args.tree) or {"agent": str(REPO)}
+    trees = {name: str(Path(path).resolve()) for name, path in trees.items()}
+    for path in trees.values():
+        for package in ("agent", "checkpoint"):
+            compileall.compile_dir(Path(path) / package, quiet=1, workers=1)
+    with tempfile.TemporaryDirectory(prefix="restore-ab-") as tmp:
+        work = Path(tmp)
+        server = servers.start_seaweedfs(work / "seaweedfs", volume_size_limit_mb=256)
+        try:
+            run(server, work, args.mib, args.reps, trees)
+        finally:
+            server.stop()
+
+
+def run(server: servers.SeaweedS3, work: Path, mib: int, reps: int, trees: dict[str, str]) -> None:
+    env = s3_env(server, work)
+    data, dest = work / "data", work / "restore"
+    make_big(data, mib)
+
+    def agent(tree: str) -> dict[str, str]:
+        return dict(
+            env,
+            SPOT_AGENT_CHECKPOINT_URI="s3://restore-ab/spot",
+            SPOT_AGENT_CHECKPOINT_DIR=str(data),
+            SPOT_AGENT_JOB_ID="restore-ab",
+            SPOT_AGENT_IMDS="off",
+            XDG_STATE_HOME=str(work / "state"),
+            PYTHONPATH=tree,
+        )
+
+    s5 = [s5cmd_binary(), "--endpoint-url", server.endpoint]
+    check([*s5, "mb", "s3://restore-ab"], env)
+    check([*s5, "cp", f"{data}/*", "s3://restore-ab/s5cmd/"], env)
+    check([sys.executable, "-m", "agent", "run", "--", "true"], agent(next(iter(trees.values()))))
+    tools = {"s5cmd cp": ([*s5, "cp", "s3://restore-ab/s5cmd/*", f"{dest}/"], env)}
+    restore = [sys.executable, "-m", "agent", "checkpoints", "restore", "--to", str(dest)]
+    for name, tree in trees.items():
+        tools[name] = (restore, agent(tree))
+    compare_restores(tools, dest, mib, reps)
+
+
+if __name__ == "__main__":
+    main()
