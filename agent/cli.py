@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__, closed_pipe, exits
+from . import logs as _logs  # noqa: F401 - before the engine: structlog without rich (agent.logs)
 from .config import (
     RUN_OPTIONS,
     ConfigError,

@@ -3,7 +3,8 @@ step, another command or an error path uses.
 
 The agent is run as a container runs it (``python -m agent run``), on a warm restart, with
 an audit hook that records ``sys.modules`` when the job is spawned (the audit event
-``subprocess.Popen`` of the job's command): no module of the agent is patched.
+``subprocess.Popen`` of the job's command): no module of the agent is patched. The other
+commands keep structlog's console extras out as well.
 """
 
 from __future__ import annotations
@@ -130,3 +131,35 @@ def test_the_check_sees_what_it_checks(tmp_path: Path) -> None:
         timeout=120,
     )
     assert "rich" in loaded_too_early(json.loads(out.stdout))
+
+
+#: ``python -m agent ARGS...``, then the modules it loaded, as JSON on the last line
+COMMAND_MODULES = """
+import json, runpy, sys
+sys.argv = ["spot-agent", *sys.argv[1:]]
+try:
+    runpy.run_module("agent", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_other_commands_import_structlog_without_its_console_extras(tmp_path: Path) -> None:
+    """``checkpoints`` imports the engine, which imports structlog: agent.logs comes first,
+    so rich stays out there too (60 ms of every restore's start where rich is installed)."""
+    if importlib.util.find_spec("rich") is None:
+        pytest.skip("rich is not installed here: nothing for structlog to load")
+    env = job_env(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", COMMAND_MODULES, "checkpoints", "list"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "the store holds no jobs at all" in done.stderr  # it ran: an empty store
+    assert "structlog" in seen["modules"] and "checkpoint.engine.format.jobstore" in seen["modules"]
+    assert "rich" not in loaded_too_early(seen["modules"])
