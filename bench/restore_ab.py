@@ -10,12 +10,18 @@ empty dir with every tree's `python -m agent checkpoints restore` (run from that
 ``PYTHONPATH``) and with `s5cmd cp`, in rotated order, and prints the median wall time and
 user and system CPU of each. A tree is a checkout of this repo (``git worktree add``); its
 packages are byte-compiled first, as ``pip install`` does.
+
+``--perf`` then restores once more with each tool under ``perf record`` (where Linux's
+perf is installed) and prints where its CPU went, by library: the kernel's copies, the
+interpreter, the hash.
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +46,7 @@ def main() -> None:
         metavar="NAME=PATH",
         help="a checkout to run the agent from (repeat; default: this one, as 'agent')",
     )
+    parser.add_argument("--perf", action="store_true", help="profile one more restore of each")
     args = parser.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree) or {"agent": str(REPO)}
     trees = {name: str(Path(path).resolve()) for name, path in trees.items()}
@@ -50,12 +57,20 @@ def main() -> None:
         work = Path(tmp)
         server = servers.start_seaweedfs(work / "seaweedfs", volume_size_limit_mb=256)
         try:
-            run(server, work, args.mib, args.reps, trees)
+            run(server, work, args.mib, args.reps, trees, profile=args.perf)
         finally:
             server.stop()
 
 
-def run(server: servers.SeaweedS3, work: Path, mib: int, reps: int, trees: dict[str, str]) -> None:
+def run(
+    server: servers.SeaweedS3,
+    work: Path,
+    mib: int,
+    reps: int,
+    trees: dict[str, str],
+    *,
+    profile: bool = False,
+) -> None:
     env = s3_env(server, work)
     data, dest = work / "data", work / "restore"
     make_big(data, mib)
@@ -80,6 +95,25 @@ def run(server: servers.SeaweedS3, work: Path, mib: int, reps: int, trees: dict[
     for name, tree in trees.items():
         tools[name] = (restore, agent(tree))
     compare_restores(tools, dest, mib, reps)
+    if profile:
+        for name, (argv, tool_env) in tools.items():
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            print(f"\n{name}: CPU by library (perf record, one restore)")
+            print(perf_by_library(argv, tool_env, work / "perf.data"))
+
+
+def perf_by_library(argv: list[str], env: dict[str, str], out: Path) -> str:
+    """Run ``argv`` under ``perf record``; the largest shares of its samples, by library."""
+    check(["perf", "record", "-q", "-o", str(out), "--", *argv], env)
+    report = subprocess.run(
+        ["perf", "report", "-i", str(out), "--no-children", "--sort=dso", "--stdio", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    top = [line.rstrip() for line in report.splitlines() if line.strip()][:6]
+    return "\n".join(top)
 
 
 if __name__ == "__main__":
