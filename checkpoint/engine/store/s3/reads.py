@@ -36,13 +36,14 @@ from .explain import error_of
 
 #: A GET whose body is cut short is made this many times in all.
 BODY_READ_ATTEMPTS = 4
-#: The piece a streamed GET reads at a time (see :func:`get_object_into`), as s3transfer's
-#: ``io_chunksize``. Each piece is a new bytes object, and from 512 KiB up those make the
-#: kernel's copies cost far more system time (one reused 1 MiB buffer does not; strace
-#: counts the same mmap calls either way). Restoring 2 GiB from a local SeaweedFS
-#: (``bench/readpiece.py``, medians of 3, loaded machine): 7.2 s and 1.6 s of system time
-#: in 256 KiB pieces, 14.0 s and 3.9 s in 1 MiB pieces; 128 KiB gains nothing more.
-READ_PIECE = 256 << 10
+#: The piece a streamed GET reads at a time (see :func:`get_object_into`). The direct path
+#: reads each into one buffer its thread reuses; the kernel's copies into it and out of it
+#: to the file, and the hash between, cost least while the buffer stays in the core's
+#: cache. Restoring one file from a local SeaweedFS, idle 2-core machine, medians
+#: (``python -m bench.readpiece --pieces ...``): 2 GiB, 5 runs: 3.11 s at 64 KiB, 2.84 s
+#: at 128 KiB, 3.18 s at 256 KiB (system time 1.46, 1.07, 1.79 s), 4.80 s at 1 MiB;
+#: 4 GiB, 3 runs: 5.96 s at 128 KiB, 8.26 s at 256 KiB (s5cmd: 5.01 s).
+READ_PIECE = 128 << 10
 #: what a body cut short raises while it is read
 BODY_CUT = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ConnectionClosedError)
 
