@@ -57,28 +57,44 @@ def main() -> None:
 
 
 def run(server: servers.SeaweedS3, work: Path, mib: int, reps: int, pieces: list[int]) -> None:
-    env = s3_env(server, work)
-    data, dest = work / "data", work / "restore"
-    make_big(data, mib)
-    agent = dict(
-        env,
-        SPOT_AGENT_CHECKPOINT_URI="s3://readpiece/spot",
-        SPOT_AGENT_CHECKPOINT_DIR=str(data),
-        SPOT_AGENT_JOB_ID="readpiece",
-        SPOT_AGENT_IMDS="off",
-        XDG_STATE_HOME=str(work / "state"),
-        PYTHONPATH=str(REPO),
-    )
-    s5 = [s5cmd_binary(), "--endpoint-url", server.endpoint]
-    check([*s5, "mb", "s3://readpiece"], env)
-    check([*s5, "cp", f"{data}/*", "s3://readpiece/s5cmd/"], env)
-    check([sys.executable, "-m", "agent", "run", "--", "true"], agent)
-    tools = {"s5cmd cp": ([*s5, "cp", "s3://readpiece/s5cmd/*", f"{dest}/"], env)}
+    big = BigFile(server, work, mib, "readpiece")
+    tools = {"s5cmd cp": big.s5cmd_restore}
     for piece in pieces:
-        restore = ["checkpoints", "restore", "--to", str(dest)]
+        restore = ["checkpoints", "restore", "--to", str(big.dest)]
         argv = [sys.executable, "-c", RESTORE_WITH_PIECE, str(piece), *restore]
-        tools[f"{piece >> 10} KiB"] = (argv, agent)
-    compare_restores(tools, dest, mib, reps)
+        tools[f"{piece >> 10} KiB"] = (argv, big.agent_env(REPO))
+    compare_restores(tools, big.dest, mib, reps)
+
+
+class BigFile:
+    """One file of random bytes (``big.bin``, ``mib`` MiB) in a bucket of its own, uploaded
+    once by s5cmd (under ``s5cmd/``) and once by the agent of ``tree`` (a checkout)."""
+
+    def __init__(
+        self, server: servers.SeaweedS3, work: Path, mib: int, bucket: str, tree: Path = REPO
+    ) -> None:
+        self.env = s3_env(server, work)
+        self.work, self.bucket = work, bucket
+        self.data, self.dest = work / "data", work / "restore"
+        make_big(self.data, mib)
+        s5 = [s5cmd_binary(), "--endpoint-url", server.endpoint]
+        check([*s5, "mb", f"s3://{bucket}"], self.env)
+        check([*s5, "cp", f"{self.data}/*", f"s3://{bucket}/s5cmd/"], self.env)
+        check([sys.executable, "-m", "agent", "run", "--", "true"], self.agent_env(tree))
+        #: s5cmd's restore of its copy into ``dest``: (argv, env)
+        self.s5cmd_restore = ([*s5, "cp", f"s3://{bucket}/s5cmd/*", f"{self.dest}/"], self.env)
+
+    def agent_env(self, tree: Path) -> dict[str, str]:
+        """The env of an agent run from ``tree`` on this file's checkpoints."""
+        return dict(
+            self.env,
+            SPOT_AGENT_CHECKPOINT_URI=f"s3://{self.bucket}/spot",
+            SPOT_AGENT_CHECKPOINT_DIR=str(self.data),
+            SPOT_AGENT_JOB_ID=self.bucket,
+            SPOT_AGENT_IMDS="off",
+            XDG_STATE_HOME=str(self.work / "state"),
+            PYTHONPATH=str(tree),
+        )
 
 
 def compare_restores(

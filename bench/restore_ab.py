@@ -26,10 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.main import s3_env
-from bench.procs import s5cmd_binary
-from bench.readpiece import check, compare_restores
-from bench.scale import make_big
+from bench.readpiece import BigFile, check, compare_restores
 from tests import servers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,29 +68,13 @@ def run(
     *,
     profile: bool = False,
 ) -> None:
-    env = s3_env(server, work)
-    data, dest = work / "data", work / "restore"
-    make_big(data, mib)
-
-    def agent(tree: str) -> dict[str, str]:
-        return dict(
-            env,
-            SPOT_AGENT_CHECKPOINT_URI="s3://restore-ab/spot",
-            SPOT_AGENT_CHECKPOINT_DIR=str(data),
-            SPOT_AGENT_JOB_ID="restore-ab",
-            SPOT_AGENT_IMDS="off",
-            XDG_STATE_HOME=str(work / "state"),
-            PYTHONPATH=tree,
-        )
-
-    s5 = [s5cmd_binary(), "--endpoint-url", server.endpoint]
-    check([*s5, "mb", "s3://restore-ab"], env)
-    check([*s5, "cp", f"{data}/*", "s3://restore-ab/s5cmd/"], env)
-    check([sys.executable, "-m", "agent", "run", "--", "true"], agent(next(iter(trees.values()))))
-    tools = {"s5cmd cp": ([*s5, "cp", "s3://restore-ab/s5cmd/*", f"{dest}/"], env)}
-    restore = [sys.executable, "-m", "agent", "checkpoints", "restore", "--to", str(dest)]
-    for name, tree in trees.items():
-        tools[name] = (restore, agent(tree))
+    paths = {name: Path(tree) for name, tree in trees.items()}
+    big = BigFile(server, work, mib, "restore-ab", next(iter(paths.values())))
+    tools = {"s5cmd cp": big.s5cmd_restore}
+    restore = [sys.executable, "-m", "agent", "checkpoints", "restore", "--to", str(big.dest)]
+    for name, tree in paths.items():
+        tools[name] = (restore, big.agent_env(tree))
+    dest = big.dest
     compare_restores(tools, dest, mib, reps)
     if profile:
         for name, (argv, tool_env) in tools.items():
