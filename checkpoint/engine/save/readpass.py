@@ -1,10 +1,10 @@
 """One sync's pass over the dir: list it, read what changed, upload what the store lacks.
 
-:func:`read_and_upload` is the first half of :meth:`.sync.Syncer.sync_once`, before the
-manifest is assembled: it lists the dir (or takes a freeze's listing), reads the files the
-stat cache cannot vouch for, uploads their new chunks, packs again small files in sparse
-packs when nothing changed under a freeze, and waits for every upload. What reached the
-store is recorded in the known chunks however the pass ends.
+:meth:`DirReader.read_and_upload` is the first half of :meth:`.sync.Syncer.sync_once`,
+before the manifest is assembled: it lists the dir (or takes a freeze's listing), reads
+the files the stat cache cannot vouch for, uploads their new chunks, packs again small
+files in sparse packs when nothing changed under a freeze, and waits for every upload.
+What reached the store is recorded in the known chunks however the pass ends.
 """
 
 from __future__ import annotations

@@ -61,6 +61,11 @@ class SyncResult:
     packs_uploaded: int = 0
 
 
+def _from_config(name: str) -> property:
+    """A read-only attribute that is the field ``name`` of the instance's ``config``."""
+    return property(lambda self: getattr(self.config, name), doc=f"``config.{name}``")
+
+
 class Syncer:
     """The save side of one checkpoint dir: what the store holds and what the dir holds."""
 
@@ -68,6 +73,11 @@ class Syncer:
     #: (a listing gone stale, a file that keeps changing)
     scan = staticmethod(scan)
     hash_file = staticmethod(hash_file)
+    #: the config's fields, read from it (the sync's reads take them from the config too)
+    chunk_size = _from_config("chunk_size")
+    max_bytes_in_flight = _from_config("max_bytes_in_flight")  # each of upload and restore
+    pack_threshold = _from_config("pack_threshold")  # smaller files are packed; 0: none
+    paged_above = _from_config("paged_above")  # manifests of more entries are paged
 
     def __init__(
         self,
@@ -80,15 +90,10 @@ class Syncer:
     ) -> None:
         self.job = job
         self.config = config  # every tunable; EngineConfig checks each value once
-        #: chunk bytes held in memory by transfers at once, upload and restore each
-        self.max_bytes_in_flight = config.max_bytes_in_flight
         self.directory = directory
         self.attempt = attempt
-        self.chunk_size = config.chunk_size
         self.progress = progress  # sync.progress and restore.progress reports (default: log)
         self.base: Manifest | None = None  # the newest manifest this process knows
-        self.pack_threshold = config.pack_threshold  # smaller files are packed; 0: none
-        self.paged_above = config.paged_above  # manifests of more entries are paged (format 4)
         self._known = KnownChunks()  # what a sync may take as stored (.known)
         self._sweeps = SweepWatch()  # operators' forced gc/delete (checkpoint.engine.lease)
         self._cache = StatCache()

@@ -176,7 +176,8 @@ def _direct(body: Any) -> tuple[HTTPResponse, http.client.HTTPResponse] | None:
     botocore's ``StreamingBody._raw_stream`` and urllib3's ``HTTPResponse._fp`` are private,
     so this looks before it uses them. Reading under urllib3 skips nothing it does for such a
     body: it copies each piece through a queue of bytes objects, and botocore checks the
-    length read, which :func:`_read_direct` checks itself. Both files are read only here.
+    length read, which :func:`_read_direct` checks itself. Only this module reads the two
+    private attributes.
     """
     raw = getattr(body, "_raw_stream", None)
     if not isinstance(raw, HTTPResponse):
