@@ -63,7 +63,9 @@ def restore(
     shown = ProgressLine(sys.stderr)
     ckpt = Checkpointer(job, to, progress=shown, max_bytes_in_flight=max_bytes_in_flight)
     try:
-        r = ckpt.restore(sequence)
+        # Into an empty dir, a paged checkpoint streams: memory bounded by a page, not by
+        # its number of files. --force needs every path of it to prune the rest.
+        r = ckpt.restore(sequence, streamed=not force)
     finally:
         ckpt.close()
         shown.end()

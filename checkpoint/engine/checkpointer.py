@@ -55,16 +55,25 @@ class Checkpointer(Syncer):
             config=config,
         )
 
-    def restore(self, sequence: int | None = None, into: Path | None = None) -> RestoreResult:
+    def restore(
+        self, sequence: int | None = None, into: Path | None = None, *, streamed: bool = False
+    ) -> RestoreResult:
         """Restore ``sequence`` (default: the newest intact checkpoint) into the dir.
 
         A checkpoint whose manifest is malformed or whose blobs are missing or damaged is
         passed over, loudly, for the one before it. Raises :class:`CheckpointDamaged` only
         when an explicitly requested sequence cannot be restored.
+
+        ``streamed``: into an empty dir, a paged checkpoint is restored a page at a time, in
+        memory bounded by a page rather than by the checkpoint (:mod:`.restore.streamed`).
+        Its files are then never all known here, and this Checkpointer takes no base from
+        it: for a restore that is not synced from (``checkpoints restore``).
         """
         with self._lock:
             restorer = Restorer(self.job, self._pool, self.progress, config=self.config)
-            result = restorer.restore(sequence, into or self.directory)
+            result = restorer.restore(sequence, into or self.directory, streamed=streamed)
+            if result.streamed:
+                return result
             self.restored(
                 result.manifest,
                 passed_over=[seq for seq, _ in result.skipped],

@@ -217,6 +217,13 @@ def test_a_notice_to_one_node_stops_every_node_at_one_step_and_the_group_resumes
     assert listed.returncode == 0, listed.stderr
     assert "a group of 2 ranks" in listed.stdout
     assert listed.stdout.splitlines()[-1].split()[2] == str(STEPS)  # GROUP CREATED LABEL
+    # The group's last checkpoint, every rank's part of it, into one dir (a group's
+    # checkpoint is made of parts: it restores whole, never a page at a time).
+    whole = tmp_path / "group-restored"
+    got = cli(tmp_path, "checkpoints", "restore", "--job-id", "dcp", "--to", str(whole), env=env)
+    assert got.returncode == 0, got.stdout + got.stderr
+    last = whole / f"step-{STEPS:06d}"
+    assert (last / ".metadata").is_file() and len(list(last.glob("*.distcp"))) == SIZE
     # Each rank's timeline: its own two attempts, the notice as that rank saw it.
     for rank, source in enumerate(("imds:spot", "group:rank0:imds:spot")):
         asked = ("timeline", "--job-id", "dcp", "--rank", str(rank), "--json")

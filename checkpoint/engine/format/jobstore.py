@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -55,6 +55,12 @@ class JobStore(Layout):
     #: sequences pruning must keep whatever their age (a group's rank: parts records name)
     pinned: frozenset[int] = frozenset()
 
+    @property
+    def stores_manifests(self) -> bool:
+        """Is checkpoint n the object at ``manifest_key(n)`` (:meth:`manifest_bytes`)? Not
+        for the views of a group job, whose checkpoints are made of its ranks' parts."""
+        return True
+
     def __init__(self, store: Store, job_id: str, rank: int | None = None) -> None:
         super().__init__(job_id, rank)
         self.store = store
@@ -80,12 +86,19 @@ class JobStore(Layout):
         """Committed sequence numbers, oldest first."""
         return self._numbers(MANIFESTS)
 
+    def manifest_bytes(self, sequence: int) -> bytes:
+        """The stored manifest ``sequence`` as it is: of a paged one, the root."""
+        return self.store.get_object(self.manifest_key(sequence), max_bytes=paged.MAX_ROOT_BYTES)
+
     def load_manifest(self, sequence: int) -> Manifest:
         """The checkpoint ``sequence``, whole: a paged one (format 4) with its pages read."""
+        return self.decode_manifest(sequence, self.manifest_bytes(sequence))
+
+    def decode_manifest(self, sequence: int, data: bytes) -> Manifest:
+        """The stored manifest ``sequence`` from its bytes (:meth:`manifest_bytes`), whole."""
         key = self.manifest_key(sequence)
-        data = self.store.get_object(key, max_bytes=paged.MAX_ROOT_BYTES)
         if paged.is_paged(data):
-            manifest, pages = paged.decode(data, self._page_reader(), where=key)
+            manifest, pages = paged.decode(data, self.page_reader(), where=key)
             manifest = replace(manifest, pages=pages)
         else:
             manifest = whole.decode(data, where=key)
@@ -108,7 +121,7 @@ class JobStore(Layout):
             raise ManifestError(f"{key}: not a manifest root") from None
         if doc_sequence != sequence:
             raise ManifestError(f"{key}: says it is sequence {doc_sequence!r}")
-        return paged.page_refs(data, self._read_page, seen_pages, where=key)
+        return paged.page_refs(data, self.read_page, seen_pages, where=key)
 
     def attempts(self) -> list[int]:
         return self._numbers(ATTEMPTS)
@@ -182,14 +195,16 @@ class JobStore(Layout):
         committed = replace(manifest, pages=tuple(ids))
         return committed if self._create(key, body) else None
 
-    def _read_page(self, pid: str) -> bytes:
+    def read_page(self, pid: str) -> bytes:
         try:
             return self.store.get_object(self.page_key(pid), max_bytes=page.MAX_PAGE_BYTES)
         except ObjectNotFound:
             raise ManifestError(f"page {pid} is missing") from None
 
-    def _page_reader(self) -> paged.PageReader:
-        return lambda ids: paged.read_pages(self._read_page, ids, self.store.concurrency)
+    def page_reader(self) -> paged.PageReader:
+        """Reads the pages with the ids given, in order, the store's concurrency at a time
+        (a missing page is a :class:`ManifestError`: its checkpoint is damaged)."""
+        return lambda ids: read_pages(self.read_page, ids, self.store.concurrency)
 
     def _create(self, key: str, body: bytes) -> bool:
         """Put-if-absent that tells a lost race from our own retried write.
@@ -228,3 +243,15 @@ class JobStore(Layout):
             return False
         self.store.put_object(key, body)
         return self.store.get_object(key) == body
+
+
+def read_pages(fetch: Callable[[str], bytes], ids: list[str], window: int) -> Iterator[bytes]:
+    """``fetch`` each page, ``window`` at a time in threads, in order."""
+    with ThreadPoolExecutor(max(1, window), thread_name_prefix="ckpt-pages") as pool:
+        pending: deque[Future[bytes]] = deque()
+        for pid in ids:
+            pending.append(pool.submit(fetch, pid))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from checkpoint.errors import ManifestError
@@ -143,12 +142,9 @@ def decode(
         doc = json.loads(root)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ManifestError(f"{where}: not valid JSON ({type(exc).__name__})") from None
-    try:
-        return _decode(doc, fetch, expect, checked if expect is not None else ())
-    except ManifestError as exc:
-        raise ManifestError(f"{where}: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
-        raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
+    with reading(where):
+        decoded = _decode(doc, fetch, expect, checked if expect is not None else ())
+    return decoded
 
 
 def page_refs(
@@ -159,7 +155,7 @@ def page_refs(
     needs, without the whole manifest in memory and without reading a page twice."""
     blobs: set[str] = set()
     packs_used: set[str] = set()
-    try:
+    with reading(where):
         fmt, packs, listed = _listing(json.loads(root))
         for page in listed:
             pid = page["id"]
@@ -172,11 +168,38 @@ def page_refs(
                     elif not c.is_hole:
                         blobs.add(c.digest)
             seen.add(pid)
+    return blobs, packs_used
+
+
+@contextmanager
+def reading(where: str) -> Iterator[None]:
+    """Errors met reading the manifest ``where`` as one :class:`ManifestError` that names
+    it: a malformed document (a key missing, a wrong type) is a damaged manifest."""
+    try:
+        yield
     except ManifestError as exc:
         raise ManifestError(f"{where}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
         raise ManifestError(f"{where}: malformed ({type(exc).__name__}: {exc})") from None
-    return blobs, packs_used
+
+
+def load_root(root: bytes) -> tuple[dict[str, Any], int, dict[str, int], list[dict[str, Any]]]:
+    """A root's document, format, packs table and listing of pages, the whole listing
+    checked; no page is read (:func:`checked_page` reads one). Use within :func:`reading`."""
+    doc = json.loads(root)
+    fmt, packs, listed = _listing(doc)
+    return doc, fmt, packs, listed
+
+
+def checked_page(page: dict[str, Any], data: bytes, packs: dict[str, int], fmt: int) -> list[Any]:
+    """The entries of ``page`` (a line of a root's listing) from its bytes: checked against
+    its hash, each entry through the validation of every format, their number against the
+    listing's."""
+    pid, listed = page["id"], page["entries"]
+    entries = load_page(pid, page["kind"], data, packs, fmt)
+    if len(entries) != listed:
+        raise ManifestError(f"page {pid} holds {len(entries)} entries, not {listed}")
+    return entries
 
 
 def _listing(doc: Any) -> tuple[int, dict[str, int], list[dict[str, Any]]]:
@@ -224,7 +247,7 @@ def _decode(
         elif fetch is None:
             raise ManifestError(f"page {pid} was not checked when it was written")
         else:
-            entries = load_page(pid, kind, data, packs, fmt)
+            entries = checked_page(page, data, packs, fmt)
             if expect is not None and made_from != entries:
                 raise ManifestError(
                     f"page {pid} does not read back as the entries it was made from"
@@ -249,28 +272,18 @@ def _decode(
     return assemble(doc, files, dirs, links, hardlinks, packs), tuple(ids)
 
 
-def read_pages(fetch: Callable[[str], bytes], ids: list[str], window: int) -> Iterator[bytes]:
-    """``fetch`` each page, ``window`` at a time in threads, in order."""
-    with ThreadPoolExecutor(max(1, window), thread_name_prefix="ckpt-pages") as pool:
-        pending: deque[Future[bytes]] = deque()
-        for pid in ids:
-            pending.append(pool.submit(fetch, pid))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 __all__ = [
     "FORMAT",
     "PAGED_ABOVE",
     "check_page",
+    "checked_page",
     "decode",
     "encode",
     "is_paged",
+    "load_root",
     "page_refs",
     "pages_of",
-    "read_pages",
+    "reading",
     "root_bytes",
     "root_format",
 ]

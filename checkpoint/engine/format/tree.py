@@ -27,7 +27,7 @@ def check_tree_streaming(
 ) -> None:
     """:func:`.manifest.check_tree`, in one pass when the entries are in the walk's order."""
     hardlinks = tuple(hardlinks)
-    if not _in_order(files, dirs, links, hardlinks):
+    if not in_walk_order(files, dirs, links, hardlinks):
         check_tree(files, dirs, links, hardlinks)
 
 
@@ -39,14 +39,16 @@ def _key(t: tuple[Any, ...]) -> list[str]:
     return t[0]  # type: ignore[no-any-return]
 
 
-def _in_order(
+def in_walk_order(
     files: Iterable[FileEntry],
     dirs: Iterable[DirEntry],
     links: Iterable[LinkEntry],
     hardlinks: tuple[HardLinkEntry, ...],
 ) -> bool:
     """The checks, raising :class:`ManifestError` as :func:`.manifest.check_tree` does;
-    False, before any conclusion, when the entries are not in the walk's order."""
+    False, before any conclusion, when the entries are not in the walk's order. Each kind
+    is read once, in step with the others: ``files`` may be a stream (a restore of pages,
+    :mod:`..restore.streamed`), only the hard links are held."""
     targets = {h.target for h in hardlinks}  # not met among the files yet
     merged = heapq.merge(
         _tagged(files, True, True),

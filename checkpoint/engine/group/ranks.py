@@ -33,6 +33,10 @@ class RankStore(JobStore):
             return sorted(self._view)
         return super().sequences()
 
+    @property
+    def stores_manifests(self) -> bool:
+        return self._view is None  # a view: the group's checkpoints, made of parts
+
     def load_manifest(self, sequence: int) -> Manifest:
         if self._view is not None:
             try:

@@ -39,6 +39,10 @@ class AllParts(JobStore):
             return self._plain, seq
         return RankStore(self.store, self.job_id, rank), seq
 
+    @property
+    def stores_manifests(self) -> bool:
+        return False  # checkpoint n is some rank's part, at that rank's own number
+
     def load_manifest(self, sequence: int) -> Manifest:
         job, seq = self._holder(sequence)
         return job.load_manifest(seq)
@@ -82,6 +86,10 @@ class GroupCheckpointsView(JobStore):
 
     def sequences(self) -> list[int]:
         return self.group.sequences()
+
+    @property
+    def stores_manifests(self) -> bool:
+        return False  # checkpoint n is the union of the parts its record names
 
     def load_manifest(self, sequence: int) -> Manifest:
         record = self.group.load_record(sequence)

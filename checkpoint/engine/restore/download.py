@@ -68,12 +68,21 @@ class Downloader:
         """Two batches of packed files are held at once: together within the bound."""
         return max(1 << 20, min(self.config.pack_batch_bytes, self.budget.limit // 2))
 
-    def download(self, files: list[FileEntry], staging: Path) -> int:
-        """Write ``files[i]`` to ``staging/i``; the bytes downloaded."""
-        wanted = sum(c.size for f in files for c in f.chunks if not c.is_hole)
-        self._progress = Progress(
-            "restore.progress", wanted, listener=self._listener, every=self.config.progress_seconds
-        )
+    def download(
+        self, files: list[FileEntry], staging: Path, progress: Progress | None = None
+    ) -> int:
+        """Write ``files[i]`` to ``staging/i``; the bytes downloaded. ``progress``: where
+        they are counted, when these files are a part of what a restore moves (default: a
+        report of these files alone)."""
+        if progress is None:
+            wanted = sum(c.size for f in files for c in f.chunks if not c.is_hole)
+            progress = Progress(
+                "restore.progress",
+                wanted,
+                listener=self._listener,
+                every=self.config.progress_seconds,
+            )
+        self._progress = progress
         total = 0
         packed = packed_files(files)  # small files: written whole from ranged pack reads
         if packed:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Iterable
 from pathlib import Path
+
+from ..format.manifest import DirEntry, HardLinkEntry, LinkEntry, check_link_target
 
 
 def real_parents(root: Path, rel: str) -> bool:
@@ -57,6 +60,26 @@ def ensure_real_dir(path: Path) -> None:
     # symlink is never followed (it could lead out of the checkpoint dir).
     os.unlink(path)
     os.mkdir(path, 0o700)
+
+
+def place_links(root: Path, links: Iterable[LinkEntry], hardlinks: Iterable[HardLinkEntry]) -> None:
+    """The symlinks, then the hard links (to files already in place), below ``root``."""
+    for lk in links:
+        target = safe_parent(root, lk.path) / lk.path.rsplit("/", 1)[-1]
+        clear_for_file(target)
+        os.symlink(check_link_target(lk.target), target)
+    for h in hardlinks:
+        target = safe_parent(root, h.path) / h.path.rsplit("/", 1)[-1]
+        clear_for_file(target)
+        source = safe_parent(root, h.target) / h.target.rsplit("/", 1)[-1]
+        os.link(source, target, follow_symlinks=False)
+
+
+def set_dir_modes(root: Path, dirs: Iterable[DirEntry]) -> None:
+    """Deepest first, last of all: a read-only directory must not stop its own restore."""
+    for d in sorted(dirs, key=lambda d: d.path.count("/"), reverse=True):
+        if d.mode is not None:
+            os.chmod(safe_makedirs(root, d.path), d.mode)
 
 
 def clear_for_file(path: Path) -> None:

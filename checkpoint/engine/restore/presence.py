@@ -12,8 +12,13 @@ from collections.abc import Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import structlog
+
 from ..config import DEFAULTS
 from ..format.jobstore import JobStore
+from ..format.manifest import FileEntry
+
+log = structlog.get_logger("checkpoint")
 
 #: this many objects or fewer get a HEAD each: cheaper than listing a big folder
 HEAD_AT_MOST = 10
@@ -72,3 +77,27 @@ def stored_keys(
 def _folder(prefix: str, key: str) -> str:
     """``<job>/blobs/ab/abcd...`` -> ``<job>/blobs/``."""
     return prefix + key[len(prefix) :].split("/", 1)[0] + "/"
+
+
+def verify_present(job: JobStore, kept: list[FileEntry], pool: ThreadPoolExecutor) -> set[str]:
+    """Kept files were not downloaded: which of their blobs does the store still have?
+
+    The objects to look for (a pack's key once, however many chunks it holds) are named a
+    second time to sort the chunks, rather than kept in a map of every chunk."""
+    key = job.chunk_key
+    found = stored_keys(job, {key(c) for f in kept for c in f.chunks if not c.is_hole}, pool)
+    present: set[str] = set()
+    missing: set[str] = set()
+    for f in kept:
+        for c in f.chunks:
+            if not c.is_hole:
+                (present if key(c) in found else missing).add(c.digest)
+    missing -= present  # a chunk stored twice, in a pack that is gone and one that is not
+    if missing:
+        # The local copy is intact, so the job loses nothing: the next sync uploads them.
+        log.warning(
+            "restore.blobs_missing_in_store",
+            count=len(missing),
+            action="they will be uploaded again by the next sync",
+        )
+    return present

@@ -17,11 +17,12 @@ import contextlib
 import os
 import resource
 import time
-import uuid
-from collections.abc import Set
+from collections.abc import Callable, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -34,11 +35,11 @@ from checkpoint.errors import (
     StoreError,
     StoreUnavailable,
 )
-from checkpoint.protocol import RESERVED_DIR
 
 from ..config import DEFAULTS, EngineConfig
 from ..format.jobstore import JobStore
-from ..format.manifest import FileEntry, Manifest, check_link_target
+from ..format.manifest import Manifest
+from ..format.paged import is_paged
 from ..localdir.localindex import LocalIndex
 from ..localdir.stats import StatMap
 from ..progress import Listener
@@ -49,15 +50,18 @@ from .packread import HASH_ATTEMPTS
 from .placement import (
     clear_for_file,
     os_error,
-    rmtree,
+    place_links,
     safe_makedirs,
     safe_parent,
+    set_dir_modes,
 )
-from .presence import stored_keys
+from .presence import verify_present
+from .staging import staging_dir
+from .streamed import NotStreamable, StreamedRestore, holds_nothing
 
 log = structlog.get_logger("checkpoint")
 
-STAGING_PREFIX = "restore-"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class RestoreResult:
     cut_off_save: str | None = None
     #: the cut-off save is still in the dir (no checkpoint could replace it)
     cut_off_kept: bool = False
+    #: restored a page at a time (:mod:`.streamed`): ``manifest`` lists no files
+    streamed: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,13 +119,17 @@ class Restorer:
         #: stat cache is seeded from these: the first sync reads none of them)
         self.stats: StatMap = StatMap()
 
-    def restore(self, sequence: int | None, dest: Path) -> RestoreResult:
+    def restore(self, sequence: int | None, dest: Path, *, streamed: bool = False) -> RestoreResult:
         """Restore ``sequence`` (default: the newest intact checkpoint) into ``dest``.
 
         Raises :class:`CheckpointDamaged` only when an explicitly requested sequence cannot
         be restored. A checkpoint the store fails to serve (after its own retries) is passed
         over like a damaged one; but when no older one restores either, that error is
         raised: a store that cannot be read right now never means "no checkpoint".
+
+        ``streamed``: a paged checkpoint is restored a page at a time when ``dest`` holds
+        nothing (:mod:`.streamed`); the result's manifest then lists no files, and its
+        ``streamed`` is True. For a restore that no sync will take as its base.
         """
         started = time.monotonic()
         candidates = [sequence] if sequence is not None else self.job.sequences()[::-1]
@@ -127,17 +137,16 @@ class Restorer:
         unreadable: StoreError | None = None
         for seq in candidates:
             try:
-                manifest = self._load(seq)
-                try:
-                    done = self._materialize(manifest, dest)
-                except OSError as exc:  # local: the stored checkpoint is fine, do not skip it
-                    raise LocalWriteError(
-                        f"cannot restore checkpoint {seq} into {dest}: {os_error(exc)}"
-                    ) from exc
-                except LocalWriteError as exc:
-                    raise LocalWriteError(
-                        f"cannot restore checkpoint {seq} into {dest}: {exc}"
-                    ) from exc
+                got, data = None, None
+                if streamed and self.job.stores_manifests and holds_nothing(dest):
+                    data = self.job.manifest_bytes(seq)
+                    if is_paged(data):  # else one object, 64 MiB at most: loaded whole
+                        got = self._locally(seq, dest, partial(self._streamed, seq, data, dest))
+                if got is None:
+                    manifest = self._load(seq, data)
+                    done = self._locally(seq, dest, partial(self._materialize, manifest, dest))
+                else:
+                    manifest, done = got
             except StoreUnavailable:
                 raise  # the store, not this checkpoint: no fallback would fare better
             except (ManifestError, CheckpointDamaged, ObjectNotFound, ObjectTooLarge) as exc:
@@ -162,10 +171,36 @@ class Restorer:
                 done.extra,
                 done.indexed,
                 done.hashed,
+                streamed=got is not None,
             )
         if unreadable is not None:
             raise unreadable
         return RestoreResult(None, seconds=time.monotonic() - started, skipped=tuple(skipped))
+
+    @staticmethod
+    def _locally(seq: int, dest: Path, step: Callable[[], _T]) -> _T:
+        """``step()``, its local errors said as such: the stored checkpoint is fine, and it
+        is not passed over."""
+        try:
+            return step()
+        except OSError as exc:
+            why = os_error(exc)
+        except LocalWriteError as exc:
+            why = str(exc)
+        raise LocalWriteError(f"cannot restore checkpoint {seq} into {dest}: {why}")
+
+    def _streamed(self, seq: int, root: bytes, dest: Path) -> tuple[Manifest, _Materialized] | None:
+        """Checkpoint ``seq`` (its root ``root``) restored a page at a time into ``dest``;
+        None, with nothing done, if it cannot be (:class:`.streamed.NotStreamable`)."""
+        with staging_dir(dest) as staging:
+            try:
+                done = StreamedRestore(self.job, self._pool, self._listener, self._config).run(
+                    seq, root, dest, staging
+                )
+            except NotStreamable as exc:
+                log.info("restore.not_streamed", sequence=seq, why=str(exc))
+                return None
+        return done.head, _Materialized(done.files, 0, done.nbytes, 0, frozenset())
 
     @staticmethod
     def _passed_over(seq: int, exc: Exception, skipped: list[tuple[int, str]]) -> None:
@@ -177,10 +212,13 @@ class Restorer:
         )
         skipped.append((seq, str(exc)))
 
-    def _load(self, seq: int) -> Manifest:
-        """The manifest; one that does not parse is read once more (bytes damaged in flight)."""
+    def _load(self, seq: int, data: bytes | None) -> Manifest:
+        """The manifest (``data``: its bytes, if read already); one that does not parse is
+        read once more (bytes damaged in flight)."""
         for attempt in range(1, HASH_ATTEMPTS + 1):
             try:
+                if data is not None and attempt == 1:
+                    return self.job.decode_manifest(seq, data)
                 return self.job.load_manifest(seq)
             except ManifestError as exc:
                 if attempt == HASH_ATTEMPTS:
@@ -189,11 +227,7 @@ class Restorer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _materialize(self, manifest: Manifest, dest: Path) -> _Materialized:
-        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-        remove_stale_staging(dest)
-        staging = dest / RESERVED_DIR / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
-        staging.mkdir(parents=True, mode=0o700)
-        try:
+        with staging_dir(dest) as staging:
             index = LocalIndex.load(dest, manifest, boot_id_path=self._config.boot_id_path)
             # Not overlapped with the listing below: on two cores, a thread parsing listing
             # pages slows the lstat loop (GIL hand-offs) more than the overlap saves.
@@ -201,30 +235,15 @@ class Restorer:
             kept, fetch, self.stats = part.kept, part.fetch, part.stats
             downloader = Downloader(self.job, self._pool, self._listener, config=self._config)
             nbytes = downloader.download(fetch, staging)
-            present = self._verify_present(kept)
+            present = verify_present(self.job, kept, self._pool)
             for d in manifest.dirs:
                 safe_makedirs(dest, d.path)
             for i, f in enumerate(fetch):
                 target = safe_parent(dest, f.path) / f.path.rsplit("/", 1)[-1]
                 clear_for_file(target)
                 os.replace(staging / str(i), target)
-            for lk in manifest.links:
-                target = safe_parent(dest, lk.path) / lk.path.rsplit("/", 1)[-1]
-                clear_for_file(target)
-                os.symlink(check_link_target(lk.target), target)
-            for h in manifest.hardlinks:
-                target = safe_parent(dest, h.path) / h.path.rsplit("/", 1)[-1]
-                clear_for_file(target)
-                source = safe_parent(dest, h.target) / h.target.rsplit("/", 1)[-1]
-                os.link(source, target, follow_symlinks=False)
-            # Deepest first, last of all: a read-only directory must not stop its own restore.
-            for d in sorted(manifest.dirs, key=lambda d: d.path.count("/"), reverse=True):
-                if d.mode is not None:
-                    os.chmod(safe_makedirs(dest, d.path), d.mode)
-        finally:
-            rmtree(staging)
-            with contextlib.suppress(OSError):
-                staging.parent.rmdir()  # only if empty: it may hold the job's progress
+            place_links(dest, manifest.links, manifest.hardlinks)
+            set_dir_modes(dest, manifest.dirs)
         extra = count_extra(dest, manifest)
         present.update(c.digest for f in fetch for c in f.chunks if not c.is_hole)  # fetched
         relinked = {h.target for h in manifest.hardlinks}  # os.link moved their ctime
@@ -239,45 +258,6 @@ class Restorer:
             indexed=len(self.stats),
             hashed=part.hashed,
         )
-
-    def _verify_present(self, kept: list[FileEntry]) -> set[str]:
-        """Kept files were not downloaded: which of their blobs does the store still have?
-
-        The objects to look for (a pack's key once, however many chunks it holds) are
-        named a second time to sort the chunks, rather than kept in a map of every chunk."""
-        key = self.job.chunk_key
-        found = stored_keys(
-            self.job, {key(c) for f in kept for c in f.chunks if not c.is_hole}, self._pool
-        )
-        present: set[str] = set()
-        missing: set[str] = set()
-        for f in kept:
-            for c in f.chunks:
-                if not c.is_hole:
-                    (present if key(c) in found else missing).add(c.digest)
-        missing -= present  # a chunk stored twice, in a pack that is gone and one that is not
-        if missing:
-            # The local copy is intact, so the job loses nothing: the next sync uploads them.
-            log.warning(
-                "restore.blobs_missing_in_store",
-                count=len(missing),
-                action="they will be uploaded again by the next sync",
-            )
-        return present
-
-
-def remove_stale_staging(dest: Path) -> None:
-    """Staging dirs of restores that were killed (``kill -9``) before they cleaned up.
-
-    Only one restore runs into a checkpoint dir at a time (the agent holds the dir), so
-    any staging dir found before ours starts is a leftover.
-    """
-    reserved = dest / RESERVED_DIR
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        for entry in os.scandir(reserved):
-            if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
-                log.info("restore.stale_staging_removed", path=entry.path)
-                rmtree(Path(entry.path))
 
 
 def raise_open_file_limit() -> tuple[int, int]:
