@@ -49,6 +49,13 @@ def make_source(root: Path) -> None:
     (root / "d0").chmod(0o700)
 
 
+def source(tmp: Path) -> tuple[Path, LocalStore]:
+    """A dir of every kind of entry (:func:`make_source`) and an empty local store."""
+    src = tmp / "src"
+    make_source(src)
+    return src, LocalStore(tmp / "store")
+
+
 def checkpointer(job: JobStore, src: Path) -> Checkpointer:
     """Every checkpoint paged; chunks of 4 KiB, files under 2 KiB packed."""
     return Checkpointer(job, src, paged_above=0, chunk_size=4096, pack_threshold=2048)
@@ -66,10 +73,10 @@ def commit(src: Path, store: LocalStore, syncs: int = 1) -> JobStore:
     return job
 
 
-def restore(job: JobStore, into: Path, *, streamed_: bool) -> RestoreResult:
+def restore(job: JobStore, into: Path, *, stream: bool) -> RestoreResult:
     ckpt = Checkpointer(job, into)
     try:
-        return ckpt.restore(streamed=streamed_)
+        return ckpt.restore(streamed=stream)
     finally:
         ckpt.close()
 
@@ -114,9 +121,7 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_a_streamed_restore_gives_what_a_whole_restore_gives(
     tmp_path: Path, small_pages: list[int]
 ) -> None:
-    src = tmp_path / "src"
-    make_source(src)
-    store = LocalStore(tmp_path / "store")
+    src, store = source(tmp_path)
     job = commit(src, store)
     pages = job.load_manifest(1).pages
     listed = json.loads(store.get_object(job.manifest_key(1)))["pages"]
@@ -124,13 +129,13 @@ def test_a_streamed_restore_gives_what_a_whole_restore_gives(
     assert len(pages) > 5
     small_pages.clear()
     one, whole = tmp_path / "streamed", tmp_path / "whole"
-    r = restore(job, one, streamed_=True)
+    r = restore(job, one, stream=True)
     assert r.streamed and r.manifest is not None and r.manifest.sequence == 1
     assert r.manifest.files == () and r.manifest.pages == pages
     assert len(small_pages) > 3 and max(small_pages) < 5 + longest  # a batch, never the tree
     files = sum(small_pages)
     assert r.files_written == files == len(job.load_manifest(1).files)
-    w = restore(job, whole, streamed_=False)
+    w = restore(job, whole, stream=False)
     assert not w.streamed and w.manifest is not None and len(w.manifest.files) == files
     assert read_tree(one) == read_tree(whole) == read_tree(src)
     assert stats(one) == stats(whole)
@@ -149,9 +154,7 @@ def damage(store_root: Path, key: str) -> None:
 def test_a_damaged_page_is_found_before_any_download_and_restore_falls_back(
     tmp_path: Path, small_pages: list[int]
 ) -> None:
-    src = tmp_path / "src"
-    make_source(src)
-    store = LocalStore(tmp_path / "store")
+    src, store = source(tmp_path)
     job = commit(src, store, syncs=2)
     only_in_2 = set(job.load_manifest(2).pages) - set(job.load_manifest(1).pages)
     assert only_in_2
@@ -160,7 +163,7 @@ def test_a_damaged_page_is_found_before_any_download_and_restore_falls_back(
     small_pages.clear()
     into = tmp_path / "restored"
     with capture_logs() as logs:
-        r = restore(job, into, streamed_=True)
+        r = restore(job, into, stream=True)
     assert r.manifest is not None and r.manifest.sequence == 1 and r.streamed
     assert [seq for seq, _ in r.skipped] == [2] and "damaged" in r.skipped[0][1]
     events = [e["event"] for e in logs]
@@ -172,9 +175,7 @@ def test_a_damaged_page_is_found_before_any_download_and_restore_falls_back(
 def test_a_damaged_chunk_leaves_the_dir_as_it_was_and_restore_falls_back(
     tmp_path: Path, small_pages: list[int]
 ) -> None:
-    src = tmp_path / "src"
-    make_source(src)
-    store = LocalStore(tmp_path / "store")
+    src, store = source(tmp_path)
     job = JobStore(store, "streamed")
     ckpt = checkpointer(job, src)
     try:
@@ -188,7 +189,7 @@ def test_a_damaged_chunk_leaves_the_dir_as_it_was_and_restore_falls_back(
     late = next(f for f in job.load_manifest(2).files if f.path == "late.bin")
     damage(tmp_path / "store", job.blob_key(late.chunks[-1].digest))
     into = tmp_path / "restored"
-    r = restore(job, into, streamed_=True)
+    r = restore(job, into, stream=True)
     assert r.manifest is not None and r.manifest.sequence == 1 and r.streamed
     assert [seq for seq, _ in r.skipped] == [2]
     assert sum(small_pages) > r.files_written  # checkpoint 2's files were downloaded...
@@ -200,27 +201,24 @@ def test_a_damaged_chunk_leaves_the_dir_as_it_was_and_restore_falls_back(
 def test_files_out_of_the_walk_order_restore_whole(tmp_path: Path, small_pages: list[int]) -> None:
     """No agent writes such a root; one that does (forged, or a bug) cannot be checked in
     one pass, so it restores whole, with the checks that hold every path."""
-    src = tmp_path / "src"
-    make_source(src)
-    store = LocalStore(tmp_path / "store")
+    src, store = source(tmp_path)
     job = commit(src, store)
     swap_files_pages(store, job.manifest_key(1))
     into = tmp_path / "restored"
     with capture_logs() as logs:
-        r = restore(job, into, streamed_=True)
+        r = restore(job, into, stream=True)
     assert r.manifest is not None and not r.streamed and not r.skipped
     assert "restore.not_streamed" in [e["event"] for e in logs]
     assert read_tree(into) == read_tree(src)
 
 
 def test_a_dir_that_holds_something_restores_whole(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    make_source(src)
-    job = commit(src, LocalStore(tmp_path / "store"))
+    src, store = source(tmp_path)
+    job = commit(src, store)
     into = tmp_path / "restored"
     into.mkdir()
     (into / "d0").mkdir()
-    r = restore(job, into, streamed_=True)
+    r = restore(job, into, stream=True)
     assert r.manifest is not None and not r.streamed
     assert read_tree(into) == read_tree(src)
 
