@@ -184,10 +184,11 @@ class Restorer:
         try:
             return step()
         except OSError as exc:
+            cause: Exception = exc
             why = os_error(exc)
         except LocalWriteError as exc:
-            why = str(exc)
-        raise LocalWriteError(f"cannot restore checkpoint {seq} into {dest}: {why}")
+            cause, why = exc, str(exc)
+        raise LocalWriteError(f"cannot restore checkpoint {seq} into {dest}: {why}") from cause
 
     def _streamed(self, seq: int, root: bytes, dest: Path) -> tuple[Manifest, _Materialized] | None:
         """Checkpoint ``seq`` (its root ``root``) restored a page at a time into ``dest``;
