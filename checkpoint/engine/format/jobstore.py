@@ -111,7 +111,7 @@ class JobStore(Layout):
         only the pages not in ``seen_pages`` are read (one at a time) and then added to it:
         pages shared by many checkpoints are read once."""
         key = self.manifest_key(sequence)
-        data = self.store.get_object(key, max_bytes=paged.MAX_ROOT_BYTES)
+        data = self.manifest_bytes(sequence)
         if not paged.is_paged(data):
             manifest = whole.decode(data, where=key)
             return manifest.stored_blobs(), manifest.pack_ids()
