@@ -146,7 +146,7 @@ class StreamedRestore:
         others = [p for p in listed if p["kind"] != "files"]
         small: dict[str, list[Any]] = {"dirs": [], "links": [], "hardlinks": []}
         for page, data in zip(others, read([p["id"] for p in others]), strict=True):
-            small[page["kind"]].extend(self._entries(page, data, packs, fmt))
+            small[page["kind"]].extend(self._entries(page, data, packs, fmt)[0])
         items = sum(p["entries"] for p in listed)
         wanted = 0
 
@@ -155,8 +155,8 @@ class StreamedRestore:
             for n, (page, data) in enumerate(
                 zip(pages, read([p["id"] for p in pages]), strict=True)
             ):
-                entries = self._entries(page, data, packs, fmt)
-                (spool / str(n)).write_bytes(data)
+                entries, data = self._entries(page, data, packs, fmt)
+                (spool / str(n)).write_bytes(data)  # the bytes that matched, if read twice
                 for f in entries:
                     items += len(f.chunks)
                     wanted += sum(c.size for c in f.chunks if not c.is_hole)
@@ -176,7 +176,8 @@ class StreamedRestore:
         batch: list[FileEntry] = []
         packs = checked.head.packs
         for n, page in enumerate(checked.pages):
-            batch.extend(self._entries(page, (spool / str(n)).read_bytes(), packs, checked.fmt))
+            kept = (spool / str(n)).read_bytes()
+            batch.extend(self._entries(page, kept, packs, checked.fmt)[0])
             if len(batch) >= BATCH_FILES:
                 yield batch
                 batch = []
@@ -185,14 +186,16 @@ class StreamedRestore:
 
     def _entries(
         self, page: dict[str, Any], data: bytes, packs: dict[str, int], fmt: int
-    ) -> list[Any]:
-        """The page's entries; bytes that do not match its hash (damaged in flight, or on
-        the local disk since) are read from the store once more, as a whole restore does."""
+    ) -> tuple[list[Any], bytes]:
+        """The page's entries and the bytes they were read from: bytes that do not match
+        its hash (damaged in flight, or on the local disk since) are read from the store
+        once more, as a whole restore does."""
         try:
-            return paged.checked_page(page, data, packs, fmt)
+            return paged.checked_page(page, data, packs, fmt), data
         except ManifestError as exc:
             log.warning("restore.manifest_retry", page=page["id"], error=str(exc))
-            return paged.checked_page(page, self.job.read_page(page["id"]), packs, fmt)
+            data = self.job.read_page(page["id"])
+            return paged.checked_page(page, data, packs, fmt), data
 
 
 def _move_in(tree: Path, dest: Path) -> None:
