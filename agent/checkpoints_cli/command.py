@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from checkpoint.engine.format.jobstore import JobStore
@@ -21,12 +22,22 @@ from ..config import (
     add_options,
     load_store_settings,
 )
+from ..config.option import resolve
 from ..group.listing import group_view, list_group, timeline_job
 from ..live_job import unless_live
 from ..stores import EXIT_NOT_FOUND, open_configured_store, require_job
 from . import cleanup, restore, views
 
+#: the options that shape the agent's events, as ``run`` has them
+LOG_OPTIONS = tuple(
+    next(o for o in RUN_OPTIONS if o.flag == flag) for flag in ("--log-format", "--log-level")
+)
+
 EPILOG = """\
+The result is printed on stdout; the agent's events on the way (a store's retries, a
+restore's progress) go to stderr, shaped by SPOT_AGENT_LOG_FORMAT and SPOT_AGENT_LOG_LEVEL
+(see `spot-agent run --help`).
+
 exit status:
   0   done
   1   no such job (the nearest job ids are named) or checkpoint, or a damaged checkpoint
@@ -34,6 +45,19 @@ exit status:
   69  the checkpoint store cannot be reached or read
   141 stdout's reader left early (| head): the output ends quietly, as other commands'
 """
+
+
+def log_to_stderr(environ: Mapping[str, str]) -> None:
+    """What these commands print is their result, on stdout, and ``--json`` is read by
+    scripts: the engine's events on the way (a retry, a key ignored, a restore's progress)
+    go to stderr, in the format and at the level of ``SPOT_AGENT_LOG_FORMAT`` and
+    ``SPOT_AGENT_LOG_LEVEL``, as ``run``'s go to stdout (structlog's default is stdout)."""
+    from .. import logs
+
+    given = argparse.Namespace()  # the environment's values: these commands have no flags
+    fmt, level = (resolve(opt, given, environ) for opt in LOG_OPTIONS)
+    color = not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
+    logs.configure(sys.stderr, fmt=fmt, level=level, color=color)
 
 
 def add_arguments(ck: argparse.ArgumentParser) -> None:
@@ -127,6 +151,7 @@ def add_arguments(ck: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    log_to_stderr(os.environ)
     ss = load_store_settings(args, os.environ)
     if args.action not in ("jobs", "delete") and not ss.job_id:
         raise ConfigError("--job-id (SPOT_AGENT_JOB_ID)", "which job? give --job-id")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.engine.format.jobstore import JobStore
+from checkpoint.engine.format.layout import MANIFESTS
 from checkpoint.engine.store.base import Store
 from tests.agentproc import AGENT, agent_env, cli, run_agent
 from tests.stores import kind_of, store_agent_env
@@ -162,3 +164,21 @@ def test_delete_asks_at_a_terminal(tmp_path: Path, answer: str, code: int, gone:
     assert done.returncode == code, done.stdout + done.stderr
     assert "delete job asked in file://" in done.stdout and "[y/N]" in done.stdout
     assert (tmp_path / "store" / "asked").exists() is not gone
+
+
+def test_json_output_stays_json_when_the_engine_warns(
+    tmp_path: Path, store_url: str, any_store: Store
+) -> None:
+    """``list --json`` and ``show --json`` are for scripts: an event the engine logs on the
+    way (here a key in the manifests' folder no agent writes) goes to stderr, so stdout
+    still parses as JSON."""
+    env = store_agent_env(tmp_path, store_url)
+    runs(tmp_path, "warned", 1, env)
+    stray = JobStore(any_store, "warned").folder(MANIFESTS) + "notes.txt"
+    any_store.put_object(stray, b"left here by hand")
+    for action in ("list", "show"):
+        r = cli(tmp_path, "checkpoints", action, "--job-id", "warned", "--json", env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        doc = json.loads(r.stdout)
+        assert (doc[0] if action == "list" else doc)["sequence"] == 1
+        assert "store.key_ignored" in r.stderr and stray in r.stderr, r.stderr
