@@ -19,6 +19,7 @@ index or the new one, whole. Layout::
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import stat
@@ -92,14 +93,7 @@ def write_rows(directory: Path, head: Head, rows: Iterable[Row]) -> int:
     """A new database beside the index (``rows`` streamed into it in one transaction),
     fsynced, renamed over the index: a reader sees the old index or the new one, whole.
     Returns how many rows it holds."""
-    final = index_path(directory)
-    reserved = final.parent
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(reserved, 0o700)
-    if not stat.S_ISDIR(os.lstat(reserved).st_mode):  # never write through a job's symlink
-        raise NotADirectoryError(f"{reserved} is not a directory")
-    sweep(reserved)
-    tmp = reserved / f".{INDEX_NAME}.{os.getpid()}.tmp"
+    final, tmp = _beside(directory)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     try:
         count = 0
@@ -110,10 +104,8 @@ def write_rows(directory: Path, head: Head, rows: Iterable[Row]) -> int:
                 count += 1
                 yield row
 
-        db = sqlite3.connect(tmp, isolation_level=None)
+        db = _connect(tmp)
         try:
-            db.execute("PRAGMA journal_mode=OFF")  # the rename is the commit, not a journal
-            db.execute("PRAGMA synchronous=OFF")  # one fsync, below, once it is all written
             db.executescript(_SCHEMA)
             db.execute("BEGIN")
             db.execute("INSERT INTO head VALUES (?, ?, ?, ?)", head)
@@ -121,22 +113,110 @@ def write_rows(directory: Path, head: Head, rows: Iterable[Row]) -> int:
             db.execute("COMMIT")
         finally:
             db.close()
-        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+        _install(tmp, final)
     except BaseException:
         unlink(tmp)
         raise
-    fd = os.open(reserved, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return count
+
+
+def update_rows(
+    directory: Path, head: Head, expect: Head, rows: Iterable[Row], gone: Iterable[bytes]
+) -> bool:
+    """The index of ``expect`` made the index of ``head``: ``rows`` written over theirs,
+    the rows of the paths ``gone`` deleted. Done on a copy of it (the file's bytes, copied
+    by the kernel: about 170 MB at a million rows) renamed over it, so a reader still sees
+    the old index or the new one, whole, and a kill at any point leaves one of them.
+
+    False, with nothing changed, when the index there is not ``expect``'s (absent, written
+    for another checkpoint, or by someone else since): the caller writes it whole.
+    """
+    final, tmp = _beside(directory)
+    try:
+        src = os.open(final, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            return False
+        dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            _copy(src, dst)
+        finally:
+            os.close(dst)
+    except BaseException:
+        unlink(tmp)
+        raise
+    finally:
+        os.close(src)
+    try:
+        db = _connect(tmp)
+        try:
+            found = db.execute("SELECT format, job_id, sequence, boot_id FROM head").fetchall()
+            if found != [expect]:
+                unlink(tmp)
+                return False
+            db.execute("BEGIN")
+            db.execute("UPDATE head SET sequence = ?", (head[2],))
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", rows)
+            db.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in gone))
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        _install(tmp, final)
+    except BaseException:
+        unlink(tmp)
+        raise
+    return True
+
+
+def _beside(directory: Path) -> tuple[Path, Path]:
+    """The index's path and the one of a new database beside it (``.spot-agent/`` made if
+    need be, a killed writer's leftovers swept)."""
+    final = index_path(directory)
+    reserved = final.parent
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(reserved, 0o700)
+    if not stat.S_ISDIR(os.lstat(reserved).st_mode):  # never write through a job's symlink
+        raise NotADirectoryError(f"{reserved} is not a directory")
+    sweep(reserved)
+    return final, reserved / f".{INDEX_NAME}.{os.getpid()}.tmp"
+
+
+def _connect(tmp: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(tmp, isolation_level=None)
+    db.execute("PRAGMA journal_mode=OFF")  # the rename is the commit, not a journal
+    db.execute("PRAGMA synchronous=OFF")  # one fsync, in _install, once it is all written
+    return db
+
+
+def _copy(src: int, dst: int) -> None:
+    """All of ``src`` into ``dst``, in the kernel (a reflink where the filesystem has them)."""
+    while True:
+        try:
+            n = os.copy_file_range(src, dst, 1 << 30)
+        except OSError as exc:  # EXDEV, ENOSYS, EINVAL: not on this filesystem
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            n = os.sendfile(dst, src, None, 1 << 30)
+        if n == 0:
+            return
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """The new database fsynced and renamed over the index; the rename fsynced."""
+    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)  # the rename itself
     finally:
         os.close(fd)
-    unlink(reserved / OLD_INDEX_NAME)  # an older agent's: never read again
-    return count
+    unlink(final.parent / OLD_INDEX_NAME)  # an older agent's: never read again
 
 
 def sweep(reserved: Path) -> None:

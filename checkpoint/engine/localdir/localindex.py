@@ -31,7 +31,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import structlog
@@ -50,6 +51,7 @@ from .indexfile import (
     not_racy,
     open_index,
     stat_bytes,
+    update_rows,
     why,
     write_rows,
 )
@@ -67,31 +69,29 @@ def write_index(
     cache: StatCache,
     *,
     boot_id_path: Path = DEFAULTS.boot_id_path,
-) -> int | None:
+    since: int | None = None,
+) -> bool:
     """Record the files of ``manifest`` whose stat ``cache`` vouches for (same chunks).
 
-    Returns how many files it vouches for, or None when no index was written (no boot id,
-    or a local error: logged, never raised, the checkpoint itself is committed already).
+    ``since``: the sequence of the manifest the dir's index was last written for from this
+    ``cache`` (:meth:`.statcache.StatCache.mark` called then): only the rows of the paths
+    the cache says changed since are written, on a copy of that index. Otherwise, or when
+    the index there is not that one, every row is written anew.
+
+    Returns whether an index was written: not without a boot id, nor on a local error
+    (logged, never raised: the checkpoint itself is committed already).
     """
     boot = boot_id(boot_id_path)
     if boot is None:
-        return None
-
-    def rows() -> Iterator[Row]:
-        for f in manifest.files:
-            known = cache.vouched(f.path)
-            # The cache holds the chunks as hashed (content); the manifest's carry their
-            # place too (a pack and an offset), filled in once the uploads ended: compare
-            # content, record places.
-            if known is None or known[1] < 0 or not same_content(known[2], f.chunks):
-                continue
-            (size, mtime_ns, ctime_ns, ino), dev, _ = known
-            row = STAT_ROW.pack(size, mtime_ns, ctime_ns, ino, dev), chunk_bytes(f.chunks)
-            yield os.fsencode(f.path), *row
-
+        return False
     head = (FORMAT, manifest.job_id, manifest.sequence, boot)
+    changed = cache.changes() if since is not None else None
     try:
-        return write_rows(directory, head, rows())
+        if since is not None and changed is not None:
+            rows, gone = _changed_rows(manifest, cache, changed)
+            if update_rows(directory, head, (FORMAT, manifest.job_id, since, boot), rows, gone):
+                return True
+        write_rows(directory, head, _rows(manifest.files, cache))
     except (OSError, sqlite3.Error) as exc:
         log.warning(
             "index.write_failed",
@@ -99,7 +99,56 @@ def write_index(
             error=why(exc),
             action="the next restore into this dir reads every file to check it",
         )
+        return False
+    return True
+
+
+def _row(f: FileEntry, cache: StatCache) -> Row | None:
+    """The row of ``f``, if ``cache`` vouches for its bytes."""
+    known = cache.vouched(f.path)
+    # The cache holds the chunks as hashed (content); the manifest's carry their place
+    # too (a pack and an offset), filled in once the uploads ended: compare content,
+    # record places.
+    if known is None or known[1] < 0 or not same_content(known[2], f.chunks):
         return None
+    (size, mtime_ns, ctime_ns, ino), dev, _ = known
+    return (
+        os.fsencode(f.path),
+        STAT_ROW.pack(size, mtime_ns, ctime_ns, ino, dev),
+        chunk_bytes(f.chunks),
+    )
+
+
+def _rows(files: Iterable[FileEntry], cache: StatCache) -> Iterator[Row]:
+    for f in files:
+        row = _row(f, cache)
+        if row is not None:
+            yield row
+
+
+def _changed_rows(
+    manifest: Manifest, cache: StatCache, changed: Iterable[str]
+) -> tuple[list[Row], list[bytes]]:
+    """The rows of the ``changed`` paths that ``manifest`` has and ``cache`` vouches for,
+    and the paths of the others (their rows go). A file is found by a search of the
+    manifest's files in the walk's order; one a search misses loses its row, which costs
+    a read of the file at a restore, never a wrong row."""
+    files = manifest.files
+    rows: list[Row] = []
+    gone: list[bytes] = []
+    for path in sorted(changed):
+        key = path.split("/")
+        i = bisect_left(files, key, key=_order)
+        row = _row(files[i], cache) if i < len(files) and files[i].path == path else None
+        if row is None:
+            gone.append(os.fsencode(path))
+        else:
+            rows.append(row)
+    return rows, gone
+
+
+def _order(f: FileEntry) -> list[str]:
+    return f.path.split("/")
 
 
 def same_content(a: tuple[Chunk, ...], b: tuple[Chunk, ...]) -> bool:

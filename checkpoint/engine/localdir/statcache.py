@@ -14,6 +14,10 @@ reads them, and takes them (:meth:`StatCache.take`) once every file is read: a f
 sync did not see (deleted, skipped) is forgotten with it. A file written in the last
 :data:`.stats.RACY_SECONDS` is not remembered: a second write within the filesystem's timestamp
 granularity could otherwise be missed.
+It also keeps the paths whose row changed since the last :meth:`StatCache.mark` (added,
+changed, forgotten): the local index, written from these rows after a commit, rewrites only
+those (:func:`.localindex.write_index`), so a commit that changed one file of a million
+costs one row, not a million.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ import os
 import struct
 import time
 from bisect import bisect_left
-from collections.abc import Container
+from collections.abc import Container, Iterable, Iterator
 
 from ..format.manifest import Chunk, FileEntry
 from .stats import RACY_SECONDS, StatKey, stat_key
 
 #: rows a lookup walks forward from the cursor before it searches instead
 _STEPS = 8
+
+#: changed paths kept at least, whatever the number of rows
+_MIN_TRACKED = 4096
 
 #: a row's stat, packed: size, mtime, ctime, inode (the key), device
 _KEY = struct.Struct("=qqqQQ")
@@ -83,7 +90,7 @@ class StatCache:
     second entry, path or chunks.
     """
 
-    __slots__ = ("_cursor", "_next", "_rows")
+    __slots__ = ("_again", "_changed", "_cursor", "_kept", "_next", "_rows")
 
     def __init__(self) -> None:
         self._rows = _Rows()
@@ -91,30 +98,68 @@ class StatCache:
         #: where the next lookup starts: a hint, checked every time (a sync and a
         #: ``pending_bytes`` walk on another thread may both move it)
         self._cursor = 0
+        #: paths whose row may differ from what it was at the last :meth:`mark`; None: too
+        #: many to keep (more than a quarter of the rows), or not known
+        self._changed: set[str] | None = set()
+        self._kept = 0  # rows of the sync in progress carried over exactly as they were
+        self._again: set[str] = set()  # paths of old rows the sync remembers changed
 
     def begin(self) -> None:
         """A sync starts: what :meth:`remember` is told from now on makes new rows."""
         self._next = _Rows()
+        self._kept = 0
+        self._again = set()
 
     def take(self) -> None:
         """The sync read every file: its rows replace the old ones."""
-        if self._next is not None:
-            self._rows, self._next = self._next, None
+        if self._next is None:
+            return
+        old, self._rows, self._next = self._rows, self._next, None
+        gone = len(old.entries) - self._kept - len(self._again)
+        if gone < 0:  # told twice of a row: the count no longer says what went
+            self._changed = None
+        elif gone and self._changed is not None:  # files deleted, or left out: which?
+            self._note_all(_missing(old.entries, self._rows.entries))
+        self._again = set()
+
+    def changes(self) -> set[str] | None:
+        """The paths whose row may have changed since the last :meth:`mark` (None: not
+        known, every row may have)."""
+        return self._changed
+
+    def mark(self) -> None:
+        """What the rows hold now is recorded (the local index was written from them)."""
+        self._changed = set()
 
     def drop(self) -> None:
         """The sync stopped before it read every file: the old rows stay."""
         self._next = None
 
-    def remember(self, entry: FileEntry, st: os.stat_result) -> None:
+    def remember(self, entry: FileEntry, st: os.stat_result, *, kept: bool = False) -> None:
         """``entry`` holds the bytes the file had at ``st`` (its stat when they were hashed
-        or restored). Outside a sync (:meth:`begin`), into the rows in use."""
+        or restored). Outside a sync (:meth:`begin`), into the rows in use. ``kept``: this
+        is the very row the cache holds (:meth:`unchanged` gave ``entry`` for ``st``)."""
         rows = self._next if self._next is not None else self._rows
         if time.time_ns() - st.st_mtime_ns > RACY_SECONDS * 1e9:
             rows.add(entry, st)
+            if kept and rows is not self._rows:
+                self._kept += 1
+                return
         elif rows is self._rows:  # new rows forget it by leaving it out
             found = self._find(entry.path)
             if found is not None:
                 rows.remove(found[1])
+        if rows is not self._rows and self._find(entry.path) is not None:
+            self._again.add(entry.path)
+        self._note_all((entry.path,))
+
+    def _note_all(self, paths: Iterable[str]) -> None:
+        changed = self._changed
+        if changed is None:
+            return
+        changed.update(paths)
+        if len(changed) > max(_MIN_TRACKED, len(self._rows.entries) // 4):
+            self._changed = None  # a whole rewrite costs less than this many rows
 
     def _find(self, rel: str) -> tuple[_Rows, int] | None:
         """The rows in use and the row of ``rel``, or None."""
@@ -170,6 +215,8 @@ class StatCache:
         cached = rows.entries[i]
         if cached is not placed and _same(cached, placed):
             rows.entries[i] = placed
+            if cached.chunks != placed.chunks:  # the same bytes, stored elsewhere now
+                self._note_all((placed.path,))
 
 
 def _same(a: FileEntry, b: FileEntry) -> bool:
@@ -180,3 +227,15 @@ def _same(a: FileEntry, b: FileEntry) -> bool:
     return len(x) == len(y) and all(
         p.digest == q.digest and p.size == q.size for p, q in zip(x, y, strict=True)
     )
+
+
+def _missing(old: list[FileEntry], new: list[FileEntry]) -> Iterator[str]:
+    """Paths of ``old`` that ``new`` lacks, both in the walk's order: one merge, no set."""
+    j, n = 0, len(new)
+    for e in old:
+        while j < n and new[j].path != e.path and _entry_order(new[j]) < _entry_order(e):
+            j += 1
+        if j < n and new[j].path == e.path:
+            j += 1
+        else:
+            yield e.path

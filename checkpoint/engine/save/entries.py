@@ -114,12 +114,14 @@ class FileReader:
         rehashed = self.rehash is not None and self.rehash(st)
         cached = None if rehashed else self.cache.unchanged(rel, st, self.present)
         if cached is not None:
-            if cached.mode != _mode(st):  # the stat key has no mode (a chmod moves ctime)
+            same_mode = cached.mode == _mode(st)
+            if not same_mode:  # the stat key has no mode (a chmod moves ctime)
                 cached = FileEntry(
                     cached.path, cached.size, _mode(st), cached.mtime_ns, cached.chunks
                 )
             relinked = self.relinked.get(rel) if self.relinked is not None else None
-            self.cache.remember(cached, relinked or st)  # a link in a freeze moved ctime
+            # A link in a freeze moved ctime: the row changes. Else it is kept as it was.
+            self.cache.remember(cached, relinked or st, kept=same_mode and relinked is None)
             # The entry remembered (after a commit, the committed one) as it is: a file
             # the stat cache vouches for costs no new entry, path or chunks.
             return cached, 0

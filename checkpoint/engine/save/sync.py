@@ -97,6 +97,9 @@ class Syncer:
         self._known = KnownChunks()  # what a sync may take as stored (.known)
         self._sweeps = SweepWatch()  # operators' forced gc/delete (checkpoint.engine.lease)
         self._cache = StatCache()
+        #: the sequence of the manifest the dir's index holds the rows of, as this process
+        #: wrote (or found) them and the stat cache holds them since its last mark
+        self._indexed: int | None = None
         self._protected: set[int] = set()  # sequences prune must leave alone
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, job.store.concurrency), thread_name_prefix="ckpt-io"
@@ -104,8 +107,17 @@ class Syncer:
         self._lock = threading.Lock()  # one sync or restore at a time
 
     def _write_index(self, manifest: Manifest) -> None:
-        """The dir's warm-restart index for ``manifest`` (checkpoint.engine.localdir)."""
-        write_index(self.directory, manifest, self._cache, boot_id_path=self.config.boot_id_path)
+        """The dir's warm-restart index for ``manifest`` (checkpoint.engine.localdir): after
+        an index this process wrote (or found whole), only the rows that changed."""
+        written = write_index(
+            self.directory,
+            manifest,
+            self._cache,
+            boot_id_path=self.config.boot_id_path,
+            since=self._indexed,
+        )
+        self._indexed = manifest.sequence if written else None
+        self._cache.mark()
 
     def close(self) -> None:
         # Never wait here: after a deadline a transfer may still hang on a dead store.
@@ -252,8 +264,12 @@ class Syncer:
             finally:
                 self._cache.take()  # what it remembered is true, if not every file
             self._known.take_base(manifest, present)
+            self._indexed = None
             if self.attempt and files_indexed < len(manifest.files):  # else as it is
                 self._write_index(manifest)  # warm restarts read none
+            elif files_indexed == len(manifest.files):  # the index there vouched for all
+                self._indexed = manifest.sequence
+            self._cache.mark()
 
 
 __all__ = ["SyncResult", "Syncer"]
