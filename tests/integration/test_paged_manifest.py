@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from checkpoint.engine.checkpointer import Checkpointer
+from checkpoint.engine.format import page, paged
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.gc import collect_garbage, prune_manifests
 from checkpoint.engine.store.base import LocalStore
@@ -97,6 +99,52 @@ def test_a_commit_writes_the_pages_that_changed_and_a_small_root(tmp_path: Path)
     assert store.puts[job.manifest_key(2)] < 8192
     m2 = job.load_manifest(2)
     assert len(set(m2.pages) - set(job.load_manifest(1).pages)) == len(pages)
+    into = tmp_path / "restored"
+    assert Checkpointer(job, into).restore().manifest is not None
+    assert files_of(into) == files_of(src)
+
+
+def test_a_commit_makes_only_the_pages_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other pages are cut from the very entries of the last commit's pages: their ids
+    come from its listing, their bytes are not made again (pagememo), in the agent that
+    made them and in one that restored them (a warm restart)."""
+    src = tmp_path / "src"
+    many_files(src, 10, 1000)  # 10,010 entries: five pages or so
+    hour_ago = time.time_ns() - 3600 * 10**9  # the stat cache keeps no file just written
+    for f in src.rglob("f*"):
+        os.utime(f, ns=(hour_ago, hour_ago))
+    job = JobStore(CountingStore(tmp_path / "store"), "memo")
+    made: list[str] = []
+    for module in (paged, page):  # pages_of's and the commit's own way to a page's bytes
+        real = module.page_bytes
+        monkeypatch.setattr(
+            module, "page_bytes", lambda kind, es, real=real: made.append(kind) or real(kind, es)
+        )
+    ckpt = Checkpointer(job, src)
+    try:
+        assert ckpt.sync_once("first").sequence == 1
+        first = job.load_manifest(1).pages
+        assert len(made) == len(first) >= 4
+        made.clear()
+        (src / "d003" / "f00500").write_bytes(b"changed")
+        os.utime(src / "d003" / "f00500", ns=(hour_ago, hour_ago))  # cached from now on
+        assert ckpt.sync_once("second").sequence == 2
+        # The page of dirs is made again (a scan makes new dir entries: one page here).
+        assert made.count("files") == 1  # was every page: each encoded and hashed again
+    finally:
+        ckpt.close()
+    assert len(set(job.load_manifest(2).pages) - set(first)) == 1
+    warm = Checkpointer(job, src, attempt=2)
+    try:
+        assert warm.restore().files_written == 0
+        made.clear()
+        (src / "d008" / "f00001").write_bytes(b"changed after a warm restart")
+        assert warm.sync_once("third").sequence == 3
+        assert made.count("files") == 1
+    finally:
+        warm.close()
     into = tmp_path / "restored"
     assert Checkpointer(job, into).restore().manifest is not None
     assert files_of(into) == files_of(src)

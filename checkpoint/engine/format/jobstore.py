@@ -40,6 +40,7 @@ from ..store.base import Store
 from . import page, paged, whole
 from .layout import ATTEMPTS, MANIFESTS, TIMELINE, Layout, number_of
 from .manifest import Manifest
+from .pagememo import shared_pages
 
 log = structlog.get_logger("checkpoint")
 
@@ -146,11 +147,14 @@ class JobStore(Layout):
         *,
         have: Collection[str] = (),
         paged_above: int = paged.PAGED_ABOVE,
+        last: Manifest | None = None,
     ) -> Manifest | None:
         """Commit ``manifest`` under its sequence; None if that number is taken.
 
         More than ``paged_above`` entries: paged (format 4), the pages not in ``have`` (those
-        of a committed checkpoint) PUT first; the manifest returned knows its pages. What is
+        of a committed checkpoint) PUT first; the manifest returned knows its pages. A page
+        made of the very entries of one of ``last``'s (whose pages are in ``have``) is that
+        page, not encoded again (:mod:`.pagememo`). What is
         written is first read back with the code a restore uses (guarantee 7): a manifest a
         restore would refuse raises :class:`ManifestError`, and no manifest is written.
         A page is read back, then PUT, as it is made, one window of them at a time (never
@@ -170,13 +174,16 @@ class JobStore(Layout):
         with ThreadPoolExecutor(window, thread_name_prefix="ckpt-pages") as pool:
             stored: deque[Future[None]] = deque()
             try:
-                for page, made_from, data in paged.pages_of(manifest):
-                    listed.append(page)
-                    pid = page["id"]
+                known = shared_pages(last) if last is not None else None
+                for listing, made_from, data in paged.pages_of(manifest, known):
+                    listed.append(listing)
+                    pid = listing["id"]
                     if pid in have:
                         continue
+                    if not data:  # known from ``last``, but not in ``have``: made after all
+                        data = page.page_bytes(listing["kind"], made_from)
                     try:
-                        paged.check_page(page, data, made_from, manifest.packs, fmt)
+                        paged.check_page(listing, data, made_from, manifest.packs, fmt)
                     except ManifestError as exc:
                         raise ManifestError(f"the new checkpoint: {exc}") from None
                     # Content-addressed: a page PUT twice (a retried commit) is the same.
@@ -192,7 +199,8 @@ class JobStore(Layout):
         body = paged.root_bytes(manifest, listed, fmt)
         ids = [page["id"] for page in listed]
         paged.decode(body, None, where="the new checkpoint", expect=manifest, checked=ids)
-        committed = replace(manifest, pages=tuple(ids))
+        counts = tuple(listing["entries"] for listing in listed)
+        committed = replace(manifest, pages=tuple(ids), page_entries=counts)
         return committed if self._create(key, body) else None
 
     def read_page(self, pid: str) -> bytes:

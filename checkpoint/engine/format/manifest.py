@@ -114,6 +114,8 @@ class Manifest:
     #: the pages it is stored in (format 4, :mod:`.paged`), in order; () for
     #: a manifest stored as one object or not stored yet
     pages: tuple[str, ...] = ()
+    #: how many entries each of ``pages`` holds, as the root lists them; not content
+    page_entries: tuple[int, ...] = field(default=(), compare=False)
 
     @property
     def size(self) -> int:

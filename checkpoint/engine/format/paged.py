@@ -32,6 +32,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from checkpoint.errors import ManifestError
@@ -65,14 +66,19 @@ _ROOT_HEAD = re.compile(rb'\s*\{\s*"format"\s*:\s*(?:4\s*[,}]|5\s*,\s*"paged"\s*
 PageReader = Callable[[list[str]], Iterable[bytes]]
 
 
-def pages_of(manifest: Manifest) -> Iterator[tuple[dict[str, Any], list[Any], bytes]]:
+def pages_of(
+    manifest: Manifest, known: Callable[[str, list[Any]], str | None] | None = None
+) -> Iterator[tuple[dict[str, Any], list[Any], bytes]]:
     """Each page of ``manifest`` as it is made: its line in the root's listing (id, kind,
     number of entries), the entries it was made from, and its bytes. One page at a time:
-    a commit checks and stores each before the next is made."""
+    a commit checks and stores each before the next is made. A page ``known`` gives the id
+    of (:mod:`.pagememo`: one a committed manifest has) is not encoded: its bytes are b""."""
     for kind, entries in kinds(manifest):
         for batch in cut(entries):
-            data = page_bytes(kind, batch)
-            yield {"id": page_id(data), "kind": kind, "entries": len(batch)}, batch, data
+            pid = known(kind, batch) if known is not None else None
+            data = b"" if pid is not None else page_bytes(kind, batch)
+            listing = {"id": pid or page_id(data), "kind": kind, "entries": len(batch)}
+            yield listing, batch, data
 
 
 def root_format(manifest: Manifest) -> int:
@@ -269,7 +275,9 @@ def _decode(
         dirs = tuple(found["dirs"])
         links = tuple(found["links"])
         hardlinks = tuple(found["hardlinks"])
-    return assemble(doc, files, dirs, links, hardlinks, packs), tuple(ids)
+    decoded = assemble(doc, files, dirs, links, hardlinks, packs)
+    counts = tuple(page["entries"] for page in listed)
+    return replace(decoded, page_entries=counts), tuple(ids)
 
 
 __all__ = [

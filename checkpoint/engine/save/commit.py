@@ -83,7 +83,9 @@ def commit(
 ) -> Manifest:
     """Commit ``manifest`` (renumbered past any racing attempt's); the committed one."""
     have = base.pages if base is not None else ()  # pages stored already
-    gone = sweeps.gone(job, manifest.stored_blobs() | manifest.pack_ids())
+    # What it names, only looked at when a sweep ran: a set of every chunk is O(files).
+    names = (n for named in (manifest.stored_blobs, manifest.pack_ids) for n in named())
+    gone = sweeps.gone(job, names)
     if gone is not None:  # a forced gc or delete ran: its pages may be gone too
         have = ()
     if gone:  # a forced gc or delete took objects this sync took as stored
@@ -96,7 +98,8 @@ def commit(
     for _ in range(10):
         job.check_current(attempt)
         try:  # what sync commits, restore accepts: the very same check, before the commit
-            committed = job.commit(manifest, have=have, paged_above=paged_above)
+            last = base if have else None  # its pages are stored: reused, not made again
+            committed = job.commit(manifest, have=have, paged_above=paged_above, last=last)
         except ManifestError as exc:
             why = f"not committing a checkpoint restore would refuse: {exc}"
             raise CheckpointError(why) from None
