@@ -51,8 +51,10 @@ def assemble(
     chunks as hashed are dropped file by file, never held beside the placed ones.
     """
     for i, e in enumerate(entries):
-        entries[i] = placed = located(e, where)
-        cache.share(placed)
+        placed = located(e, where)
+        if placed is not e:  # else the cache holds this very entry already
+            entries[i] = placed
+            cache.share(placed)
     if left_out:  # in the walk's order: sorted by name, level by level
         entries.extend(previous_versions(base, left_out))
         entries.sort(key=lambda e: e.path.split("/"))
@@ -155,9 +157,23 @@ class Places:
         pack, offset = at or self.stored.packed.get(h) or self.moved[h]
         return Chunk(h, chunk.size, pack, offset)
 
+    def holds(self, chunk: Chunk) -> bool:
+        """Is ``chunk`` where :meth:`locate` would place it already? No new object: most
+        chunks of a sync are those of unchanged files, placed by the commit before."""
+        h = chunk.digest
+        if chunk.is_hole or h in self.stored.blobs:
+            return chunk.pack is None and chunk.offset == 0
+        at = self.located.get(h)
+        if at is None and h in self.uploaded:
+            return chunk.pack is None and chunk.offset == 0
+        at = at or self.stored.packed.get(h) or self.moved.get(h)
+        return at is not None and (chunk.pack, chunk.offset) == at
+
 
 def located(entry: FileEntry, where: Places) -> FileEntry:
     """``entry`` with each chunk's place (its blob, or its pack and range)."""
+    if all(where.holds(c) for c in entry.chunks):
+        return entry  # a file the stat cache vouched for, most often: placed already
     try:
         chunks = tuple(where.locate(c) for c in entry.chunks)
     except KeyError as exc:  # a bug, never the store: say so rather than commit a guess

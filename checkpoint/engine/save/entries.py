@@ -44,18 +44,24 @@ class FrozenFilesChanged(FileChanged):
         self.paths = paths
 
 
-def bytes_to_read(
+def to_read(
     files: Iterable[tuple[str, os.stat_result]],
     cache: StatCache,
     present: Container[str],
     rehash: Callable[[os.stat_result], bool] | None,
-) -> int:
-    """Data bytes (not holes) of the files a sync will read: what its progress counts."""
-    return sum(
-        min(st.st_size, st.st_blocks * 512)
-        for rel, st in files
-        if (rehash is not None and rehash(st)) or cache.unchanged(rel, st, present) is None
-    )
+) -> tuple[int, list[FileEntry | None]]:
+    """Data bytes (not holes) of the files a sync will read, what its progress counts; and
+    for each file, in order, the entry the stat cache vouches for, or None: to read. The
+    reading takes them as they are (:meth:`FileReader.read`): one look at the cache a file.
+    """
+    todo = 0
+    vouched: list[FileEntry | None] = []
+    for rel, st in files:
+        cached = None if rehash is not None and rehash(st) else cache.unchanged(rel, st, present)
+        vouched.append(cached)
+        if cached is None:
+            todo += min(st.st_size, st.st_blocks * 512)
+    return todo, vouched
 
 
 class FileReader:
@@ -72,7 +78,6 @@ class FileReader:
         chunk_size: int,
         pack_threshold: int,
         frozen_relinked: dict[str, os.stat_result] | None,
-        rehash: Callable[[os.stat_result], bool] | None,
         hash_file: HashFile = hash_file,
     ) -> None:
         self.directory = directory  # the job's dir: named in messages
@@ -84,20 +89,23 @@ class FileReader:
         self.pack_threshold = pack_threshold
         #: None for the live dir; for a freeze, the stats its links moved
         self.relinked = frozen_relinked
-        self.rehash = rehash
         self.hash_file = hash_file
 
     def read(
-        self, files: Iterable[tuple[str, os.stat_result]], left_out: list[tuple[str, str]]
+        self,
+        files: Iterable[tuple[str, os.stat_result]],
+        vouched: Iterable[FileEntry | None],
+        left_out: list[tuple[str, str]],
     ) -> tuple[list[FileEntry], list[str], int]:
         """Every file's entry, the files of a freeze that changed in place, bytes read.
+        ``vouched``: what :func:`to_read` found in the stat cache for each of ``files``.
         A live file that kept changing goes to ``left_out``."""
         entries: list[FileEntry] = []
         changed: list[str] = []
         hashed = 0
-        for rel, st in files:
+        for (rel, st), cached in zip(files, vouched, strict=True):
             try:
-                entry, n = self.entry(rel, st)
+                entry, n = self.entry(rel, st, cached)
             except FileChanged as exc:
                 if self.relinked is not None:  # the freeze is torn: the caller freezes again
                     changed.append(rel)
@@ -109,10 +117,11 @@ class FileReader:
                 hashed += n
         return entries, changed, hashed
 
-    def entry(self, rel: str, st: os.stat_result) -> tuple[FileEntry | None, int]:
-        """The file's entry (None: it is gone, or not a file any more) and the bytes read."""
-        rehashed = self.rehash is not None and self.rehash(st)
-        cached = None if rehashed else self.cache.unchanged(rel, st, self.present)
+    def entry(
+        self, rel: str, st: os.stat_result, cached: FileEntry | None
+    ) -> tuple[FileEntry | None, int]:
+        """The file's entry (None: it is gone, or not a file any more) and the bytes read;
+        ``cached``: the entry the stat cache vouches for (:func:`to_read`), None to read."""
         if cached is not None:
             same_mode = cached.mode == _mode(st)
             if not same_mode:  # the stat key has no mode (a chmod moves ctime)

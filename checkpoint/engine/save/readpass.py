@@ -24,7 +24,7 @@ from ..format.manifest import FileEntry
 from ..localdir.scan import Scan, scan_frozen
 from ..localdir.statcache import StatCache
 from ..progress import Listener, Progress
-from .entries import FileReader, FrozenFilesChanged, HashFile, bytes_to_read
+from .entries import FileReader, FrozenFilesChanged, HashFile, to_read
 from .known import KnownChunks
 from .repack import repack_sparse
 from .upload import Location, Stored, Uploader
@@ -80,7 +80,7 @@ class DirReader:
             log.warning("sync.file_skipped", path=path, why=why)
         cfg = self.config
         stored = self.known.stored()  # also what the stat cache may vouch for
-        todo = bytes_to_read(found.files, self.cache, stored, rehash)
+        todo, vouched = to_read(found.files, self.cache, stored, rehash)
         every = cfg.progress_seconds
         progress = Progress("sync.progress", todo, listener=self.listener, every=every)
         uploader = Uploader(
@@ -95,19 +95,19 @@ class DirReader:
             chunk_size=cfg.chunk_size,
             pack_threshold=cfg.pack_threshold,
             frozen_relinked=None if frozen is None else frozen.relinked,
-            rehash=rehash,
             hash_file=self.hash_file,
         )
         moved: dict[str, Location] = {}
         try:
             self.cache.begin()  # the files read now are what it remembers
             try:
-                entries, changed, hashed = reader.read(found.files, left_out)
+                entries, changed, hashed = reader.read(found.files, vouched, left_out)
             except BaseException:
                 self.cache.drop()
                 raise
             self.cache.take()
             found.files.clear()  # the stat of every file: not needed beyond this point
+            del vouched
             if not changed:
                 moved = repack_sparse(
                     entries,
