@@ -171,6 +171,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def boot(tmp_path: Path) -> Path:
+    """A boot id in a file the test can change (a reboot), for an engine config's
+    ``boot_id_path``: the local index is trusted only in the boot it was written in."""
+    path = tmp_path / "boot_id"
+    path.write_text("11111111-2222-3333-4444-555555555555\n")
+    return path
+
+
+@pytest.fixture
 def any_store(store_url: str) -> Iterator[Store]:
     """The store ``store_url`` names, opened in this process (closed after the test)."""
     from checkpoint.engine.store.uri import open_store

@@ -23,7 +23,14 @@ from structlog.testing import capture_logs
 from checkpoint.engine.checkpointer import Checkpointer
 from checkpoint.engine.localdir import indexfile, localindex
 from checkpoint.engine.localdir.indexfile import index_path
-from tests.integration.test_warm_restart import OLD, REPO, CountingStore, ckpt, make_files
+from tests.integration.test_warm_restart import (
+    OLD,
+    REPO,
+    CountingStore,
+    ckpt,
+    half_way,
+    make_files,
+)
 
 Rows = dict[bytes, tuple[bytes, bytes]]
 
@@ -31,13 +38,6 @@ Rows = dict[bytes, tuple[bytes, bytes]]
 @pytest.fixture
 def store(tmp_path: Path) -> CountingStore:
     return CountingStore(tmp_path / "store")
-
-
-@pytest.fixture
-def boot(tmp_path: Path) -> Path:
-    path = tmp_path / "boot_id"
-    path.write_text("11111111-2222-3333-4444-555555555555\n")
-    return path
 
 
 def on_disk(d: Path) -> tuple[int, Rows]:
@@ -189,12 +189,7 @@ def test_an_update_killed_half_way_leaves_the_old_index(
     argv = [sys.executable, "-c", KILLED_UPDATE, str(d), head, str(half)]
     updater = subprocess.Popen(argv, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while not half.exists():
-            assert updater.poll() is None, "the updater ended before it was half way"
-            assert time.monotonic() < deadline, "the updater never got half way"
-            time.sleep(0.05)
-        stale = list(index_path(d).parent.glob(".index.sqlite.*.tmp"))
+        stale = half_way(updater, half, d)
         assert [p.stat().st_size for p in stale] == [len(before)]  # the copy, not changed
     finally:
         updater.kill()  # SIGKILL: no clean-up runs

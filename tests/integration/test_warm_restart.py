@@ -55,14 +55,6 @@ def store(tmp_path: Path) -> CountingStore:
     return CountingStore(tmp_path / "store")
 
 
-@pytest.fixture
-def boot(tmp_path: Path) -> Path:
-    """A boot id in a file the test can change (a reboot), for ``ckpt(..., boot=)``."""
-    path = tmp_path / "boot_id"
-    path.write_text("11111111-2222-3333-4444-555555555555\n")
-    return path
-
-
 def ckpt(
     store: LocalStore,
     directory: Path,
@@ -311,6 +303,17 @@ indexfile.write_rows(Path(sys.argv[1]), (2, "job", 9, "boot"), rows())
 """
 
 
+def half_way(writer: subprocess.Popen[bytes], flag: Path, d: Path) -> list[Path]:
+    """Wait (generously) until ``writer`` says it is half way by creating ``flag``; the
+    temporary databases beside the index of ``d`` then."""
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert writer.poll() is None, "the writer ended before it was half way"
+        assert time.monotonic() < deadline, "the writer never got half way"
+        time.sleep(0.05)
+    return list(index_path(d).parent.glob(".index.sqlite.*.tmp"))
+
+
 def test_an_index_write_killed_half_way_leaves_the_old_index(
     tmp_path: Path, store: CountingStore
 ) -> None:
@@ -322,12 +325,7 @@ def test_an_index_write_killed_half_way_leaves_the_old_index(
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(d), str(half)], env=env)
     try:
-        deadline = time.monotonic() + 120
-        while not half.exists():
-            assert writer.poll() is None, "the writer ended before it was half way"
-            assert time.monotonic() < deadline, "the writer never got half way"
-            time.sleep(0.05)
-        stale = list(index_path(d).parent.glob(".index.sqlite.*.tmp"))
+        stale = half_way(writer, half, d)
         assert [p.stat().st_size > 0 for p in stale] == [True]  # the new index, half made
     finally:
         writer.kill()  # SIGKILL: no clean-up runs
