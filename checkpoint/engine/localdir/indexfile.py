@@ -6,7 +6,8 @@ of rows in path order at a time (a directory's files come together,
 :data:`.localindex.RANGE_ROWS`); 100,000 files take a few MiB of memory either way, not
 the whole index. It is written atomically: a new database beside it (no journal, one
 transaction), fsynced, then renamed over the old one, so a kill at any point leaves the old
-index or the new one, whole. Layout::
+index or the new one, whole. After a commit only the rows that changed are written, the
+same way, on a copy of the index (:func:`update_rows`). Layout::
 
     head(format, job_id, sequence, boot_id)      one row; format 2
     files(path BLOB PRIMARY KEY, stat BLOB, chunks BLOB) WITHOUT ROWID: one b-tree, by path
