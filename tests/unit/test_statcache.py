@@ -106,3 +106,37 @@ def test_share_keeps_the_committed_entry_of_the_same_file() -> None:
     other = FileEntry("c", 10, 0o644, HOUR_AGO, (Chunk("e" * 64, 10, "f" * 64, 0),))
     cache.share(other)  # other bytes: not the file remembered
     assert cache.unchanged("c", stat(7), STORED) == entry("c", 6)
+
+
+def test_changes_name_each_row_added_changed_moved_or_gone_since_the_mark() -> None:
+    cache = filled(PATHS)
+    cache.mark()
+    cache.begin()  # a sync: "a" kept as it was, "b" read again, "c" gone, "d" new
+    for n, p in enumerate(PATHS):
+        if p == "b":
+            cache.remember(entry(p, 40), stat(41))
+        elif p != "c":
+            cached = cache.unchanged(p, stat(n + 1), STORED)
+            assert cached is not None
+            cache.remember(cached, stat(n + 1), kept=True)
+    cache.remember(entry("d", 50), stat(51))
+    cache.take()
+    assert cache.changes() == {"b", "c", "d"}
+    placed = FileEntry("a", 10, 0o644, HOUR_AGO, (Chunk(f"{0:064x}", 10, "f" * 64, 0),))
+    cache.share(placed)  # the same bytes, in a pack now: its row changes
+    assert cache.changes() == {"a", "b", "c", "d"}
+    cache.mark()
+    assert cache.changes() == set()
+
+
+def test_more_changes_than_a_quarter_of_the_rows_are_not_kept() -> None:
+    paths = [f"f{i:05d}" for i in range(20_000)]
+    cache = filled(paths)
+    cache.mark()
+    cache.begin()
+    for n, p in enumerate(paths):  # every file read again: the index is written whole
+        cache.remember(entry(p, n + 1), stat(n + 1))
+    cache.take()
+    assert cache.changes() is None
+    cache.mark()
+    assert cache.changes() == set()

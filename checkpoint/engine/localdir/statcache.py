@@ -157,9 +157,12 @@ class StatCache:
         changed = self._changed
         if changed is None:
             return
-        changed.update(paths)
-        if len(changed) > max(_MIN_TRACKED, len(self._rows.entries) // 4):
-            self._changed = None  # a whole rewrite costs less than this many rows
+        limit = max(_MIN_TRACKED, len(self._rows.entries) // 4)
+        for path in paths:
+            changed.add(path)
+            if len(changed) > limit:  # a whole rewrite costs less than this many rows
+                self._changed = None
+                return
 
     def _find(self, rel: str) -> tuple[_Rows, int] | None:
         """The rows in use and the row of ``rel``, or None."""
