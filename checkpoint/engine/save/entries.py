@@ -73,7 +73,6 @@ class FileReader:
         root: Path,
         cache: StatCache,
         uploader: Uploader,
-        present: Container[str],
         *,
         chunk_size: int,
         pack_threshold: int,
@@ -84,7 +83,6 @@ class FileReader:
         self.root = root
         self.cache = cache
         self.uploader = uploader
-        self.present = present
         self.chunk_size = chunk_size
         self.pack_threshold = pack_threshold
         #: None for the live dir; for a freeze, the stats its links moved

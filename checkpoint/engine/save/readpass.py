@@ -91,7 +91,6 @@ class DirReader:
             root,
             self.cache,
             uploader,
-            stored,
             chunk_size=cfg.chunk_size,
             pack_threshold=cfg.pack_threshold,
             frozen_relinked=None if frozen is None else frozen.relinked,
