@@ -20,7 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from checkpoint.engine.checkpointer import Checkpointer
-from checkpoint.engine.format import page, paged
+from checkpoint.engine.format import paged
 from checkpoint.engine.format.jobstore import JobStore
 from checkpoint.engine.gc import collect_garbage, prune_manifests
 from checkpoint.engine.store.base import LocalStore
@@ -117,11 +117,8 @@ def test_a_commit_makes_only_the_pages_that_changed(
         os.utime(f, ns=(hour_ago, hour_ago))
     job = JobStore(CountingStore(tmp_path / "store"), "memo")
     made: list[str] = []
-    for module in (paged, page):  # pages_of's and the commit's own way to a page's bytes
-        real = module.page_bytes
-        monkeypatch.setattr(
-            module, "page_bytes", lambda kind, es, real=real: made.append(kind) or real(kind, es)
-        )
+    real = paged.page_bytes  # how the commit (pages_of) makes a page's bytes
+    monkeypatch.setattr(paged, "page_bytes", lambda kind, es: made.append(kind) or real(kind, es))
     ckpt = Checkpointer(job, src)
     try:
         assert ckpt.sync_once("first").sequence == 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -145,16 +145,15 @@ class JobStore(Layout):
         self,
         manifest: Manifest,
         *,
-        have: Collection[str] = (),
-        paged_above: int = paged.PAGED_ABOVE,
         last: Manifest | None = None,
+        paged_above: int = paged.PAGED_ABOVE,
     ) -> Manifest | None:
         """Commit ``manifest`` under its sequence; None if that number is taken.
 
-        More than ``paged_above`` entries: paged (format 4), the pages not in ``have`` (those
-        of a committed checkpoint) PUT first; the manifest returned knows its pages. A page
-        made of the very entries of one of ``last``'s (whose pages are in ``have``) is that
-        page, not encoded again (:mod:`.pagememo`). What is
+        More than ``paged_above`` entries: paged (format 4), the pages that ``last`` (a
+        committed checkpoint whose pages are stored) does not have PUT first; the manifest
+        returned knows its pages. A page made of the very entries of one of ``last``'s is
+        that page, not made again (:mod:`.pagememo`). What is
         written is first read back with the code a restore uses (guarantee 7): a manifest a
         restore would refuse raises :class:`ManifestError`, and no manifest is written.
         A page is read back, then PUT, as it is made, one window of them at a time (never
@@ -167,7 +166,7 @@ class JobStore(Layout):
             body = whole.encode(manifest)
             whole.decode(body, where="the new checkpoint")
             return manifest if self._create(key, body) else None
-        have = frozenset(have)
+        have = frozenset(last.pages if last is not None else ())
         fmt = paged.root_format(manifest)
         listed = []
         window = max(1, self.store.concurrency)
@@ -178,10 +177,8 @@ class JobStore(Layout):
                 for listing, made_from, data in paged.pages_of(manifest, known):
                     listed.append(listing)
                     pid = listing["id"]
-                    if pid in have:
+                    if pid in have:  # every page ``known`` gives the id of
                         continue
-                    if not data:  # known from ``last``, but not in ``have``: made after all
-                        data = page.page_bytes(listing["kind"], made_from)
                     try:
                         paged.check_page(listing, data, made_from, manifest.packs, fmt)
                     except ManifestError as exc:

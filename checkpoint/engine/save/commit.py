@@ -84,12 +84,12 @@ def commit(
     paged_above: int,
 ) -> Manifest:
     """Commit ``manifest`` (renumbered past any racing attempt's); the committed one."""
-    have = base.pages if base is not None else ()  # pages stored already
+    last = base  # its pages are stored: not PUT, nor made, again
     # What it names, only looked at when a sweep ran: a set of every chunk is O(files).
     names = (n for named in (manifest.stored_blobs, manifest.pack_ids) for n in named())
     gone = sweeps.gone(job, names)
     if gone is not None:  # a forced gc or delete ran: its pages may be gone too
-        have = ()
+        last = None
     if gone:  # a forced gc or delete took objects this sync took as stored
         known.forget(gone)
         raise CheckpointError(
@@ -100,8 +100,7 @@ def commit(
     for _ in range(10):
         job.check_current(attempt)
         try:  # what sync commits, restore accepts: the very same check, before the commit
-            last = base if have else None  # its pages are stored: reused, not made again
-            committed = job.commit(manifest, have=have, paged_above=paged_above, last=last)
+            committed = job.commit(manifest, last=last, paged_above=paged_above)
         except ManifestError as exc:
             why = f"not committing a checkpoint restore would refuse: {exc}"
             raise CheckpointError(why) from None
@@ -148,33 +147,33 @@ class Places:
 
     def locate(self, chunk: Chunk) -> Chunk:
         """``chunk`` with its place; KeyError if it is neither stored nor uploaded."""
-        h = chunk.digest
-        if chunk.is_hole or h in self.stored.blobs:
-            return Chunk(h, chunk.size)
-        at = self.located.get(h)
-        if at is None and h in self.uploaded:
-            return Chunk(h, chunk.size)
-        pack, offset = at or self.stored.packed.get(h) or self.moved[h]
-        return Chunk(h, chunk.size, pack, offset)
+        at = self._place(chunk)
+        return (
+            Chunk(chunk.digest, chunk.size) if at is None else Chunk(chunk.digest, chunk.size, *at)
+        )
 
     def holds(self, chunk: Chunk) -> bool:
         """Is ``chunk`` where :meth:`locate` would place it already? No new object: most
-        chunks of a sync are those of unchanged files, placed by the commit before."""
+        chunks of a sync are those of unchanged files, placed by the commit before.
+        KeyError as :meth:`locate`."""
+        return (chunk.pack, chunk.offset) == (self._place(chunk) or (None, 0))
+
+    def _place(self, chunk: Chunk) -> Location | None:
+        """The pack and offset of ``chunk``; None for a blob (or a hole)."""
         h = chunk.digest
         if chunk.is_hole or h in self.stored.blobs:
-            return chunk.pack is None and chunk.offset == 0
+            return None
         at = self.located.get(h)
         if at is None and h in self.uploaded:
-            return chunk.pack is None and chunk.offset == 0
-        at = at or self.stored.packed.get(h) or self.moved.get(h)
-        return at is not None and (chunk.pack, chunk.offset) == at
+            return None
+        return at or self.stored.packed.get(h) or self.moved[h]
 
 
 def located(entry: FileEntry, where: Places) -> FileEntry:
     """``entry`` with each chunk's place (its blob, or its pack and range)."""
-    if all(where.holds(c) for c in entry.chunks):
-        return entry  # a file the stat cache vouched for, most often: placed already
     try:
+        if all(where.holds(c) for c in entry.chunks):
+            return entry  # a file the stat cache vouched for, most often: placed already
         chunks = tuple(where.locate(c) for c in entry.chunks)
     except KeyError as exc:  # a bug, never the store: say so rather than commit a guess
         raise CheckpointError(f"{entry.path}: chunk {exc} was neither uploaded nor known") from None
